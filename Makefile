@@ -1,0 +1,88 @@
+# ilgnet-caffe: every target mirrors an `ilgnet` subcommand. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+ILGNET := $(VENV)/bin/ilgnet
+PY := $(VENV)/bin/python
+
+# AVA inputs: AVA_ROOT holds AVA.txt and the photos (images/<id>.jpg), as AVA's own download lays them out.
+AVA_ROOT ?= $(HOME)/data/AVA
+AVA_TXT ?= $(AVA_ROOT)/AVA.txt
+AVA_IMAGES ?= $(AVA_ROOT)/images
+SEED ?= 1
+DELTA ?= 0
+VARIANT ?= ilgnet
+PROFILE ?= ava2
+DATA ?= data/$(PROFILE)
+GPU ?=
+RUN ?= $(VARIANT)-$(PROFILE)
+
+.PHONY: help setup setup-cuda test demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
+	weights bench-lmdb bench-predict clean
+
+help:
+	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
+	@echo "make setup-cuda   the same with a CUDA build of Caffe"
+	@echo "make test         run the test suite (runs setup first)"
+	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
+	@echo "make doctor       print which Caffe is used and check it works"
+	@echo "make prototxt     regenerate prototxt/ and solvers/"
+	@echo "make nets         table of the net variants: parameters, input size, CPU forward time"
+	@echo "make ava1-lmdb    AVA1 split + LMDBs + mean from AVA_TXT/AVA_IMAGES (DELTA=$(DELTA), SEED=$(SEED))"
+	@echo "make ava2-lmdb    AVA2 split (top/bottom 10 %) + LMDBs + mean"
+	@echo "make train-ava1   fine-tune ILGNet on data/ava1 (GPU=0 or GPU=all for the GPU)"
+	@echo "make train-ava2   fine-tune ILGNet on data/ava2"
+	@echo "make train VARIANT=... PROFILE=...   any net variant with any solver profile"
+	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models"
+	@echo "make bench-lmdb / bench-predict      throughput benchmarks"
+
+setup:
+	bash tools/setup.sh
+
+setup-cuda:
+	bash tools/setup.sh --cuda
+
+test: setup
+	$(PY) -m pytest tests
+
+doctor: setup
+	$(ILGNET) doctor
+
+prototxt: setup
+	$(ILGNET) gen
+
+nets: setup
+	$(ILGNET) nets
+
+ava1-lmdb: setup
+	$(ILGNET) split ava1 --ava-txt $(AVA_TXT) --delta $(DELTA) --seed $(SEED) --out data/ava1
+	$(ILGNET) lmdb --split data/ava1 --images $(AVA_IMAGES) --seed $(SEED)
+
+ava2-lmdb: setup
+	$(ILGNET) split ava2 --ava-txt $(AVA_TXT) --seed $(SEED) --out data/ava2
+	$(ILGNET) lmdb --split data/ava2 --images $(AVA_IMAGES) --seed $(SEED)
+
+train: setup
+	$(ILGNET) train --variant $(VARIANT) --profile $(PROFILE) --data $(DATA) --name $(RUN) $(if $(GPU),--gpu $(GPU),--cpu)
+
+train-ava1: setup
+	$(ILGNET) train --variant ilgnet --profile ava1-delta$(DELTA) --data data/ava1 --name ilgnet-ava1 $(if $(GPU),--gpu $(GPU),--cpu)
+
+train-ava2: setup
+	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu)
+
+weights: setup
+	$(ILGNET) weights fetch bvlc_googlenet
+	$(ILGNET) weights fetch ilgnet-ava1
+	$(ILGNET) weights fetch ilgnet-ava2
+
+demo: setup
+	$(ILGNET) demo
+
+bench-lmdb: setup
+	$(PY) tools/bench_lmdb.py
+
+bench-predict: setup
+	$(PY) tools/bench_predict.py
+
+clean:
+	rm -rf runs work

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The Caffe build recipe: unpack Debian's caffe source package, apply tools/caffe-patches, configure with CMake
+# and install into PREFIX. tools/setup.sh hashes this file and the patches into the cache key, so any change
+# here rebuilds.
+#
+# Usage: tools/build-caffe.sh SOURCE_DSC PREFIX PYTHON cpu|cuda
+#   SOURCE_DSC  caffe_<version>.dsc fetched by `apt-get source`
+#   PREFIX      final install folder (must not exist yet); work happens in PREFIX.work and resumes there
+#   PYTHON      the venv interpreter pycaffe is built for (numpy installed)
+# Environment: ILGNET_JOBS (default nproc), ILGNET_CUDA_ARCHS (default "80 90"), NCCL_DIR (where NCCL is, if not in /usr).
+set -euo pipefail
+
+dsc=$1 dest=$2 py=$3 mode=$4
+jobs=${ILGNET_JOBS:-$(nproc)}
+cuda_archs=${ILGNET_CUDA_ARCHS:-80 90}
+patch_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/caffe-patches
+work="$dest.work"
+
+log() { printf '[build-caffe] %s\n' "$*"; }
+die() { printf '[build-caffe] error: %s\n' "$*" >&2; exit 1; }
+
+py_inc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+py_lib=$("$py" -c 'import sysconfig, os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))')
+[ -f "$py_lib" ] || die "no shared libpython at $py_lib; pycaffe needs a Python built with --enable-shared"
+
+if [ ! -f "$work/src/CMakeLists.txt" ]; then
+  rm -rf "$work" && mkdir -p "$work"
+  log "unpacking $(basename "$dsc") and applying $(ls "$patch_dir" | wc -l) patches"
+  dpkg-source --no-check -x "$dsc" "$work/src.partial" >/dev/null
+  for p in "$patch_dir"/*.patch; do patch -d "$work/src.partial" -p1 --quiet < "$p"; done
+  mv "$work/src.partial" "$work/src"
+fi
+
+flags=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$dest" -DBLAS=Open
+  -DBUILD_docs=OFF -DBUILD_matlab=OFF -DBUILD_python=ON -DBUILD_python_layer=ON
+  -DUSE_OPENCV=ON -DUSE_LMDB=ON -DUSE_LEVELDB=ON -DUSE_HDF5=ON
+  -Dpython_version=3.11 -DPYTHON_EXECUTABLE="$py" -DPYTHON_INCLUDE_DIR="$py_inc" -DPYTHON_LIBRARY="$py_lib")
+if [ "$mode" = cuda ]; then
+  command -v nvcc >/dev/null || die "a CUDA build needs nvcc on PATH"
+  cuda_home=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+  # NCCL (for `caffe train -gpu all`) where it is installed: Caffe's FindNCCL also reads $NCCL_DIR.
+  nccl=OFF
+  for d in ${NCCL_DIR:-} /usr /usr/local "$cuda_home"; do
+    if [ -f "$d/include/nccl.h" ]; then nccl=ON; export NCCL_DIR=$d; break; fi
+  done
+  # Caffe's own arch list stops at Pascal, which CUDA 12+ rejects: name the bins explicitly.
+  # cuDNN stays off: cuDNN 8+ dropped the cudnnGetConvolution*Algorithm calls Caffe's cuDNN layers use.
+  # CUDA 13's thrust needs C++17.
+  flags+=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DUSE_NCCL=$nccl -DCUDA_TOOLKIT_ROOT_DIR="$cuda_home"
+    -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$cuda_archs" -DCUDA_ARCH_PTX="${cuda_archs##* }"
+    -DCUDA_NVCC_FLAGS="-std=c++17" -DCMAKE_CXX_STANDARD=17)
+  log "CUDA build for compute capabilities $cuda_archs (NCCL $nccl)"
+else
+  flags+=(-DCPU_ONLY=ON)
+  log "CPU-only build"
+fi
+
+mkdir -p "$work/build"
+(cd "$work/build" && cmake "${flags[@]}" ../src >cmake.log 2>&1) ||
+  { tail -30 "$work/build/cmake.log"; die "cmake failed (log: $work/build/cmake.log)"; }
+log "compiling with $jobs jobs (about 4 minutes on 2 cores for the CPU build; log: $work/build/make.log)"
+(cd "$work/build" && make -j"$jobs" >make.log 2>&1) ||
+  { tail -30 "$work/build/make.log"; die "compile failed (log: $work/build/make.log); run setup again to resume"; }
+rm -rf "$work/stage"
+(cd "$work/build" && make install DESTDIR="$work/stage" >install.log 2>&1) ||
+  { tail -30 "$work/build/install.log"; die "install failed (log: $work/build/install.log)"; }
+[ -x "$work/stage$dest/bin/caffe" ] || die "the build finished without bin/caffe"
+# The install was staged under DESTDIR with the final prefix baked into RUNPATH; one rename publishes it.
+mv "$work/stage$dest" "$dest"
+rm -rf "$work"
+log "installed into $dest"
