@@ -13,6 +13,8 @@ import sys
 
 COMMAND_MODULES = [
     "doctor",
+    "generate",
+    "train", "evaluate", "weights", "caffelog",
 ]
 
 

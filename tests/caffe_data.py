@@ -1,0 +1,93 @@
+"""Tiny real Caffe datasets for the tests: LMDBs of Datum records (caffe.io.array_to_datum, or PNG-encoded as
+convert_imageset --encoded writes them) and their mean.binaryproto from Caffe's own compute_image_mean.
+
+Test modules import its helpers, and load it with `pytest_plugins = ["caffe_data"]` for its session fixtures
+(small_dataset, ilgnet_caffemodel), which are then made once per session however many modules use them.
+It has no asserts to rewrite, and is often imported before pytest loads it as a plugin: PYTEST_DONT_REWRITE."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+
+from ilgnet.caffe_tools import import_caffe, run_tool
+
+
+def random_images(n: int, size: int, seed: int) -> list[np.ndarray]:
+    """n BGR uint8 images (size x size x 3) of smooth random colour fields."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    return [cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC) for img in small]
+
+
+def write_lmdb(path: Path, images: list[np.ndarray], labels: list[int], *, encoded: bool = False) -> Path:
+    """Records keyed %08d_<index> in order, as convert_imageset names them."""
+    caffe = import_caffe()
+    env = lmdb.open(str(path), map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        for i, (image, label) in enumerate(zip(images, labels)):
+            if encoded:
+                datum = caffe.proto.caffe_pb2.Datum(channels=3, height=image.shape[0], width=image.shape[1],
+                                                    label=label, encoded=True,
+                                                    data=cv2.imencode(".png", image)[1].tobytes())
+            else:
+                datum = caffe.io.array_to_datum(image.transpose(2, 0, 1), label)
+            txn.put(f"{i:08d}_{i}".encode(), datum.SerializeToString())
+    env.close()
+    return path
+
+
+def write_dataset(root: Path, *, train_labels: list[int], val_labels: list[int], size: int = 240,
+                  val_encoded: bool = True) -> Path:
+    """root/{train_lmdb, val_lmdb, mean.binaryproto}, the layout `ilgnet lmdb` writes."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_lmdb(root / "train_lmdb", random_images(len(train_labels), size, seed=1), train_labels)
+    write_lmdb(root / "val_lmdb", random_images(len(val_labels), size, seed=2), val_labels, encoded=val_encoded)
+    run_tool("compute_image_mean", [root / "train_lmdb", root / "mean.binaryproto"])
+    return root
+
+
+SMALL_VAL_LABELS = [1, 0, 1, 1, 0]     # 5 records: not a multiple of the batch sizes the tests use
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """240x240 photos (the ilgnet centre crop 227 sits at offset 6): 3 training records, 5 val records
+    PNG-encoded as convert_imageset --encoded writes them, and a split.json naming the AVA2 partition."""
+    root = write_dataset(tmp_path_factory.mktemp("small") / "data", train_labels=[0, 1, 0],
+                         val_labels=SMALL_VAL_LABELS, size=240)
+    (root / "split.json").write_text('{"partition": "ava2"}\n')
+    return root
+
+
+@pytest.fixture(scope="session")
+def ilgnet_caffemodel(tmp_path_factory, small_dataset) -> Path:
+    """A caffemodel of the `ilgnet` deploy net (about 600 MB, like the published ones), made once per session and
+    deleted at its end. Caffe's random initialisation gives logits 10 or more apart, so every probability would
+    be 0 or 1 and every prediction the same; the final classifier is rescaled and re-centred on small_dataset's
+    val records so that their probabilities spread around 0.5 and the tests can compare them meaningfully."""
+    from ilgnet.evaluate import lmdb_records
+    from ilgnet.nets import deploy
+    from ilgnet.scorer import load_mean
+
+    caffe = import_caffe()
+    caffe.set_random_seed(1)
+    root = tmp_path_factory.mktemp("ilgnet-model")
+    (root / "deploy.prototxt").write_text(str(deploy("ilgnet", batch=len(SMALL_VAL_LABELS))))
+    net = caffe.Net(str(root / "deploy.prototxt"), caffe.TEST)
+    mean = load_mean(small_dataset / "mean.binaryproto")
+    crops = [(image.transpose(2, 0, 1) - mean)[:, 6:233, 6:233] for _, image, _ in
+             lmdb_records(small_dataset / "val_lmdb")]
+    net.blobs["data"].data[...] = np.stack(crops)
+    net.forward()
+    weights, bias = net.params["loss1/classifier_cjy"]
+    margin = net.blobs["loss1/classifier_cjy"].data @ [-1, 1] - (bias.data[1] - bias.data[0])
+    scale = 2 / margin.std()
+    weights.data[...] *= scale
+    bias.data[...] = [0, -scale * margin.mean()]
+    net.save(str(root / "ilgnet.caffemodel"))
+    yield root / "ilgnet.caffemodel"
+    (root / "ilgnet.caffemodel").unlink()

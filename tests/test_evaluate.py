@@ -1,0 +1,116 @@
+"""`ilgnet test`: every val record scored exactly once, checked record by record against Caffe's own
+`caffe test` (its Data layer's TEST transform, its Accuracy layer), plus the metrics and the report."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from caffe_data import SMALL_VAL_LABELS as VAL_LABELS
+
+from ilgnet.caffe_tools import run_tool
+from ilgnet.cli import main
+from ilgnet.evaluate import evaluate, markdown_report, metrics, roc_auc, score_lmdb
+from ilgnet.nets import train_val
+
+pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files
+
+
+def caffe_test_per_record(data, model, tmp_path):
+    """`caffe test` at batch 1 for exactly len(VAL_LABELS) iterations, on the ilgnet train_val with a Softmax
+    output added: per record, Caffe's own probabilities and top-1 hit."""
+    net = train_val("ilgnet", train_lmdb=data / "train_lmdb", val_lmdb=data / "val_lmdb",
+                    mean_file=data / "mean.binaryproto", train_batch=1, val_batch=1)
+    net.layer.add(name="prob", type="Softmax", bottom=["loss1/classifier_cjy"], top=["prob"])
+    (tmp_path / "test.prototxt").write_text(str(net))
+    out = run_tool("caffe", ["test", "-model", tmp_path / "test.prototxt", "-weights", model,
+                             "-iterations", len(VAL_LABELS)]).stdout
+    probs = [float(v) for v in re.findall(r"\] Batch \d+, prob = (\S+)", out)]
+    hits = [float(v) for v in re.findall(r"\] Batch \d+, loss1/top-1 = (\S+)", out)]
+    final = float(re.search(r"caffe\.cpp:\d+\] loss1/top-1 = (\S+)", out)[1])
+    return np.array(probs).reshape(-1, 2), np.array(hits), final
+
+
+def test_every_record_once_matching_caffe_test(small_dataset, ilgnet_caffemodel, tmp_path):
+    val, mean = small_dataset / "val_lmdb", small_dataset / "mean.binaryproto"
+    frame = score_lmdb("ilgnet", ilgnet_caffemodel, val, mean, batch=2, progress=False)
+    assert frame["key"].tolist() == [f"{i:08d}_{i}" for i in range(len(VAL_LABELS))]
+    assert frame["label"].tolist() == VAL_LABELS
+
+    assert set(frame["predicted"]) == {0, 1}       # a model that tells the records apart (see the fixture)
+    caffe_probs, caffe_hits, caffe_accuracy = caffe_test_per_record(small_dataset, ilgnet_caffemodel, tmp_path)
+    np.testing.assert_allclose(frame[["p_0", "p_1"]].to_numpy(), caffe_probs, rtol=1e-4, atol=1e-6)
+    assert (frame["predicted"] == frame["label"]).astype(float).tolist() == caffe_hits.tolist()
+
+    result = evaluate("ilgnet", ilgnet_caffemodel, val, mean, batch=2, progress=False)
+    assert (result["images"], result["forward_passes"]) == (5, 3)
+    assert result["correct"] == int(caffe_hits.sum())
+    assert result["accuracy"] == pytest.approx(caffe_accuracy)
+
+
+def test_cli_writes_json_markdown_and_per_image_csv(small_dataset, ilgnet_caffemodel, tmp_path, capsys):
+    out = {name: tmp_path / name for name in ("m.json", "m.md", "per_image.csv")}
+    assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(small_dataset), "--batch", "3",
+                 "--json", str(out["m.json"]), "--markdown", str(out["m.md"]),
+                 "--per-image", str(out["per_image.csv"])]) == 0
+    result = json.loads(out["m.json"].read_text())
+    per_image = pd.read_csv(out["per_image.csv"])
+    assert len(per_image) == result["images"] == 5 and result["forward_passes"] == 2
+    assert result["correct"] == int((per_image["predicted"] == per_image["label"]).sum())
+    assert result["paper"]["protocol"] == "ava2"                      # from split.json
+    table = out["m.md"].read_text()
+    assert table == capsys.readouterr().out
+    assert "| metric | this run | paper, Table 3 (AVA2, ILGNet-Inc.V1) |" in table
+    assert "| accuracy | " in table and "| 85.50 % |" in table
+    assert "50 caffe-test iterations x batch 48" in table
+
+
+def test_metrics_on_a_skewed_set():
+    """8 high, 2 low; the net calls everything high except one low and one high image."""
+    labels = [1] * 8 + [0] * 2
+    predicted = [1] * 7 + [0] + [0, 1]
+    p_1 = [0.9, 0.8, 0.8, 0.7, 0.95, 0.6, 0.55, 0.3, 0.2, 0.65]
+    frame = pd.DataFrame({"key": map(str, range(10)), "label": labels, "predicted": predicted,
+                          "p_0": [1 - p for p in p_1], "p_1": p_1})
+    m = metrics(frame)
+    assert (m["images"], m["correct"], m["accuracy"]) == (10, 8, 0.8)
+    assert m["majority_baseline"] == {"class": 1, "accuracy": 0.8}    # as good as this net, by guessing "high"
+    assert m["per_class_accuracy"] == {"0": 0.5, "1": 7 / 8}
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 7 / 8) / 2)
+    assert m["confusion_matrix"]["counts"] == [[1, 1], [1, 7]]
+    pairs = [(p, n) for p, label_p in zip(p_1, labels) if label_p == 1 for n, label_n in zip(p_1, labels)
+             if label_n == 0]
+    assert m["roc_auc"] == pytest.approx(sum((p > n) + 0.5 * (p == n) for p, n in pairs) / len(pairs))
+    assert "| majority-class baseline | 80.00 % (always class 1) |" in markdown_report(m)
+
+
+def test_roc_auc_counts_ties_half_and_needs_both_classes():
+    assert roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5
+    assert roc_auc([1, 1], [0.1, 0.9]) is None
+
+
+def test_published_logs_replayed(shared_data, capsys):
+    results = shared_data / "ilgnet-published" / "results"
+    assert main(["test", "--replay", str(results / "AVA1_result.txt")]) == 0
+    assert main(["test", "--replay", str(results / "AVA2_result.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "50 iterations x batch 50 (Data layer batch_size) = 2,500 images" in out
+    assert "loss1/top-1 = 0.8168 (81.68 %)" in out
+    assert "50 iterations x batch 48 (Data layer batch_size) = 2,400 images" in out
+    assert "loss1/top-1 = 0.8550 (85.50 %)" in out
+
+
+def test_published_model_names_resolve_to_their_files_and_mean(small_dataset, ilgnet_caffemodel, shared_data,
+                                                                tmp_path, capsys):
+    """`--weights ilgnet-ava1` means models/ILGnet-AVA1.caffemodel scored with the published AVA1 mean, whose
+    256x256 the records must match, as Caffe's Data layer demands."""
+    args = ["test", "--weights", "ilgnet-ava1", "--data", str(small_dataset), "--models", str(tmp_path)]
+    assert main(args) == 1
+    assert "run `ilgnet weights fetch ilgnet-ava1` first" in capsys.readouterr().err
+    (tmp_path / "ILGnet-AVA1.caffemodel").symlink_to(ilgnet_caffemodel)
+    (tmp_path / "AVA1_mean.binaryproto").symlink_to(shared_data / "ilgnet-published/mean/AVA1_mean.binaryproto")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "record 00000000_0 is 240x240, the mean image" in err and "AVA1_mean.binaryproto is 256x256" in err

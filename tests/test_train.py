@@ -1,0 +1,124 @@
+"""`ilgnet train` with real Caffe on CPU: the `ilgnet` net (about 150M parameters) for a handful of iterations at
+batch 2, interrupted like a Ctrl-C, resumed from its snapshot, and logged into CSV and curves."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ilgnet.caffe_tools import import_caffe
+from ilgnet.cli import main
+from ilgnet.train import caffe_command
+
+MAX_ITER = 6
+
+pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files
+
+
+def ilgnet_train(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
+    """`ilgnet train` in its own process group, so a SIGINT to the group is what a terminal's Ctrl-C sends."""
+    return subprocess.Popen([sys.executable, "-m", "ilgnet.cli", "train", *args], cwd=cwd, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(path: Path, pattern: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and re.search(pattern, path.read_text()):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"ilgnet train exited ({proc.returncode}) before {pattern!r} appeared in {path}")
+        time.sleep(0.3)
+    raise AssertionError(f"{pattern!r} did not appear in {path} within {timeout} s")
+
+
+def iterations(run: Path) -> list[int]:
+    return sorted(int(re.search(r"_iter_(\d+)\.", p.name)[1]) for p in (run / "snapshots").glob("*.caffemodel"))
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    run = tmp_path / "runs" / "tiny"
+    yield run
+    for snapshot in (run / "snapshots").glob("*"):       # about 1.2 GB per snapshot: do not keep them around
+        snapshot.unlink()
+
+
+def test_interrupt_snapshots_and_resume_continues(small_dataset, tmp_path, run_dir):
+    args = ["--profile", "ava2", "--data", str(small_dataset), "--runs", "runs", "--name", "tiny", "--cpu",
+            "--max-iter", str(MAX_ITER), "--train-batch", "2", "--display", "1", "--models", "no-models"]
+    first = ilgnet_train(*args, cwd=tmp_path, log=tmp_path / "first.out")
+    wait_for(run_dir / "train.log", r"\] Iteration 1 \(", first)
+    os.killpg(first.pid, signal.SIGINT)
+    assert first.wait(timeout=240) == 130, (tmp_path / "first.out").read_text()[-3000:]
+
+    out = (tmp_path / "first.out").read_text()
+    assert "training starts FROM SCRATCH" in out and "no-models/bvlc_googlenet.caffemodel not found" in out
+    assert "stopped early; snapshot" in out and "continue with --resume" in out
+    assert "Optimization stopped early." in (run_dir / "train.log").read_text()
+    assert "solver_mode: CPU" in (run_dir / "solver.prototxt").read_text()
+    [stopped_at] = iterations(run_dir)
+    assert 1 <= stopped_at < MAX_ITER
+    assert (run_dir / "snapshots" / f"ilgnet_iter_{stopped_at}.solverstate").is_file()
+
+    restart = subprocess.run([sys.executable, "-m", "ilgnet.cli", "train", *args], cwd=tmp_path, capture_output=True,
+                             text=True)
+    assert restart.returncode == 1 and "already has snapshots" in restart.stderr   # never mixed with an old run
+
+    second = ilgnet_train(*args, "--resume", cwd=tmp_path, log=tmp_path / "second.out")
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.out").read_text()[-3000:]
+    assert (tmp_path / "second.out").read_text().splitlines()[-1] == \
+        str(run_dir.resolve() / "snapshots" / f"ilgnet_iter_{MAX_ITER}.caffemodel")
+    assert iterations(run_dir) == [stopped_at, MAX_ITER]
+
+    # The resumed run's own log section starts where the first stopped.
+    resumed = (run_dir / "train.log").read_text().split("# ilgnet train:")[-1]
+    assert f"-snapshot {run_dir.resolve()}/snapshots/ilgnet_iter_{stopped_at}.solverstate" in resumed
+    assert [int(i) for i in re.findall(r"\] Iteration (\d+) \(", resumed)] == list(range(stopped_at, MAX_ITER))
+
+    # train_log.csv covers both runs: every displayed iteration once, the first test pass, the final loss.
+    frame = pd.read_csv(run_dir / "train_log.csv")
+    assert frame["iteration"].tolist() == list(range(MAX_ITER + 1))
+    assert frame["loss"].notna().all() and frame.loc[0, "test_accuracy"] >= 0
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_needs_a_snapshot(small_dataset, tmp_path, capsys):
+    assert main(["train", "--profile", "ava2", "--data", str(small_dataset), "--runs", str(tmp_path), "--name",
+                 "empty", "--cpu", "--resume"]) == 1
+    assert "--resume: no .solverstate in" in capsys.readouterr().err
+
+
+def test_a_failing_caffe_is_reported(small_dataset, tmp_path, capsys):
+    """Weights whose conv1 does not fit make Caffe abort; its last lines reach the user."""
+    caffe = import_caffe()
+    n = caffe.NetSpec()
+    n.data = caffe.layers.Input(shape=dict(dim=[1, 3, 8, 8]))
+    n["conv1/7x7_s2"] = caffe.layers.Convolution(n.data, num_output=5, kernel_size=3)
+    (tmp_path / "wrong.prototxt").write_text(str(n.to_proto()))
+    caffe.Net(str(tmp_path / "wrong.prototxt"), caffe.TEST).save(str(tmp_path / "wrong.caffemodel"))
+    assert main(["train", "--profile", "ava2", "--data", str(small_dataset), "--runs", str(tmp_path), "--name",
+                 "bad", "--cpu", "--max-iter", "1", "--train-batch", "2",
+                 "--weights", str(tmp_path / "wrong.caffemodel")]) == 1
+    err = capsys.readouterr().err
+    assert "ilgnet train: error:" in err and "Cannot copy param 0 weights from layer 'conv1/7x7_s2'" in err
+
+
+def test_docker_command_mounts_the_data_and_keeps_the_caffe_arguments(tmp_path):
+    command = caffe_command(tmp_path / "solver.prototxt", gpu=None, weights=None, resume_from=None, docker=True,
+                            mounts=[tmp_path / "data"])
+    assert command[:2] == ["bash", str(Path(__file__).resolve().parents[1] / "tools" / "docker-caffe.sh")]
+    assert command[2:6] == ["--cpu", "--mount", str((tmp_path / "data").resolve()), "--"]
+    assert command[6:] == ["caffe", "train", "-solver", str(tmp_path / "solver.prototxt"), "-sigint_effect", "stop",
+                           "-sighup_effect", "snapshot"]
+    gpu = caffe_command(tmp_path / "s.prototxt", gpu="all", weights=None, resume_from=None, docker=True, mounts=[])
+    assert "--cpu" not in gpu and gpu[-2:] == ["-gpu", "all"]
+    help_text = subprocess.run(["bash", command[1], "--help"], capture_output=True, text=True, check=True).stdout
+    assert "Usage: tools/docker-caffe.sh" in help_text

@@ -1,0 +1,238 @@
+"""Weights: the registry, verified atomic downloads from a local HTTP server (127.0.0.1 only), Google Drive's
+confirmation page, resumption, and the check that a caffemodel fits a deploy net."""
+from __future__ import annotations
+
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from ilgnet.caffe_tools import import_caffe
+from ilgnet.weights import Weights, check_file, check_fits, download, fetch, load_registry, verify
+
+pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files
+
+PAYLOAD = bytes(range(256)) * 4096 + b"tail"          # 1 MiB + 4 bytes, not a multiple of the read chunk
+DRIVE_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>
+<p>Google Drive can't scan this file for viruses.</p>
+<form id="download-form" action="/download" method="get">
+<input type="submit" value="Download anyway"/><input type="hidden" name="id" value="FILEID">
+<input type="hidden" name="export" value="download"><input type="hidden" name="confirm" value="t">
+<input type="hidden" name="uuid" value="1234-abcd"></form></body></html>"""
+OLD_DRIVE_PAGE = """<html><head><title>Google Drive - Virus scan warning</title></head><body>
+<a id="uc-download-link" href="/download?export=download&amp;confirm=AbCd&amp;id=FILEID">Download anyway</a>
+</body></html>"""
+QUOTA_PAGE = "<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head><body>Too many users" \
+             " have viewed or downloaded this file recently.</body></html>"
+
+
+class Server:
+    """A local HTTP server: /model (honours Range unless told not to), /page, /drive and /old-drive (warning pages
+    whose confirmation leads to /download). It records each request's path and Range header."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, str | None]] = []
+        self.honour_range = True
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                owner.requests.append((self.path, self.headers.get("Range")))
+                url = urlsplit(self.path)
+                query = parse_qs(url.query)
+                if url.path == "/model" or (url.path == "/download" and query.get("confirm") and
+                                            query.get("id") == ["FILEID"]):
+                    return self.send_payload()
+                page = {"/page": "<html><head><title>Sign in</title></head><body>log in first</body></html>",
+                        "/drive": DRIVE_PAGE, "/old-drive": OLD_DRIVE_PAGE, "/quota": QUOTA_PAGE}.get(url.path)
+                if page is None:
+                    return self.send_error(404)
+                body = page.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def send_payload(self):
+                start = 0
+                ranged = self.headers.get("Range")
+                if ranged and owner.honour_range:
+                    start = int(ranged.removeprefix("bytes=").split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(PAYLOAD) - start))
+                self.end_headers()
+                self.wfile.write(PAYLOAD[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_port}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+def entry(url: str, **checks) -> Weights:
+    return Weights(name="test-model", file="test.caffemodel", url=url, **checks)
+
+
+SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_registry_holds_the_published_sources():
+    registry = load_registry()
+    assert registry["bvlc_googlenet"].sha1 == "405fc5acd08a3bb12de8ee5e23a96bec22f08204"
+    assert registry["bvlc_googlenet"].url == "http://dl.caffe.berkeleyvision.org/bvlc_googlenet.caffemodel"
+    for name, drive_id, size in [("ilgnet-ava1", "0B-wWngvfWr7WekNRX04xSzJEWlE", 603_760_273),
+                                 ("ilgnet-ava2", "0B-wWngvfWr7WRDl4YUFNTmJqenM", 603_761_325)]:
+        model = registry[name]
+        assert model.url.endswith(f"id={drive_id}") and model.size == size and model.fits_variant == "ilgnet"
+        mean = registry[model.companions[0]]
+        assert "eb297540f023861847cf85b603592cd7af4a94a7" in mean.url and mean.sha256
+
+
+@pytest.mark.parametrize("name", ["ilgnet-ava1-mean", "ilgnet-ava2-mean"])
+def test_registry_checksums_match_the_published_mean_files(shared_data, name):
+    mean = load_registry()[name]
+    check_file(mean, shared_data / "ilgnet-published" / "mean" / mean.file)
+
+
+def test_download_verifies_and_renames_into_place(server, tmp_path):
+    path = fetch("test-model", tmp_path, registry={"test-model": entry(server.url("/model"), sha256=SHA256,
+                                                                       size=len(PAYLOAD))}, progress=False)
+    assert path == tmp_path / "test.caffemodel" and path.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.caffemodel"]
+    # Present and correct: not downloaded again.
+    server.requests.clear()
+    fetch("test-model", tmp_path, registry={"test-model": entry(server.url("/model"), sha256=SHA256)}, progress=False)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("checks, message", [({"sha1": "0" * 40}, "sha1 .* does not match"),
+                                             ({"size": len(PAYLOAD) + 1}, "bytes, but test-model has")])
+def test_a_mismatch_is_refused_and_leaves_no_file(server, tmp_path, checks, message):
+    with pytest.raises(ValueError, match=message):
+        download(entry(server.url("/model"), **checks), tmp_path / "test.caffemodel", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_html_page_is_refused_with_a_clear_message(server, tmp_path):
+    with pytest.raises(ValueError, match=r"served an HTML page \('Sign in'\) instead of test.caffemodel; "
+                                         r"nothing was saved"):
+        download(entry(server.url("/page"), sha256=SHA256), tmp_path / "test.caffemodel", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_drive_quota_page_is_refused(server, tmp_path):
+    with pytest.raises(ValueError, match="Quota exceeded.*download quota"):
+        download(entry(server.url("/quota")), tmp_path / "test.caffemodel", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("page, confirm", [("/drive", "t"), ("/old-drive", "AbCd")])
+def test_drive_confirmation_page_is_followed(server, tmp_path, page, confirm):
+    path = download(entry(server.url(page), sha256=SHA256), tmp_path / "test.caffemodel", progress=False)
+    assert path.read_bytes() == PAYLOAD
+    (first, _), (second, _) = server.requests
+    assert first == page
+    assert urlsplit(second).path == "/download" and parse_qs(urlsplit(second).query)["confirm"] == [confirm]
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+def test_a_partial_download_resumes(server, tmp_path, honour_range):
+    server.honour_range = honour_range
+    kept = 300_000
+    (tmp_path / "test.caffemodel.part").write_bytes(PAYLOAD[:kept])
+    path = download(entry(server.url("/drive"), sha256=SHA256, size=len(PAYLOAD)), tmp_path / "test.caffemodel",
+                    progress=False)
+    assert path.read_bytes() == PAYLOAD                 # whether the server sent the rest or everything again
+    assert server.requests[-1][1] == f"bytes={kept}-"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.caffemodel"]
+
+
+def test_a_complete_partial_file_needs_no_request(server, tmp_path):
+    (tmp_path / "test.caffemodel.part").write_bytes(PAYLOAD)
+    download(entry(server.url("/model"), sha256=SHA256, size=len(PAYLOAD)), tmp_path / "test.caffemodel",
+             progress=False)
+    assert server.requests == [] and (tmp_path / "test.caffemodel").read_bytes() == PAYLOAD
+
+
+# ------------------------------------------------------------------------------ does a caffemodel fit a net
+
+def small_deploy(caffe, width: int):
+    n = caffe.NetSpec()
+    n.data = caffe.layers.Input(shape=dict(dim=[1, 3, 8, 8]))
+    n.conv = caffe.layers.Convolution(n.data, num_output=4, kernel_size=3, weight_filler=dict(type="xavier"))
+    n.fc = caffe.layers.InnerProduct(n.conv, num_output=width, weight_filler=dict(type="xavier"))
+    n.prob = caffe.layers.Softmax(n.fc)
+    return n.to_proto()
+
+
+def saved_model(caffe, deploy, path):
+    prototxt = path.with_suffix(".prototxt")
+    prototxt.write_text(str(deploy))
+    caffe.Net(str(prototxt), caffe.TEST).save(str(path))
+    return path
+
+
+def test_a_model_of_the_same_net_fits(tmp_path):
+    caffe = import_caffe()
+    deploy = small_deploy(caffe, 2)
+    assert check_fits(saved_model(caffe, deploy, tmp_path / "same.caffemodel"), deploy) == 2
+
+
+def test_a_model_of_another_net_does_not_fit(tmp_path):
+    caffe = import_caffe()
+    model = saved_model(caffe, small_deploy(caffe, 3), tmp_path / "other.caffemodel")
+    with pytest.raises(ValueError, match=r"layer 'fc' has blobs \[\(3, 144\), \(3,\)\], the net expects "
+                                         r"\[\(2, 144\), \(2,\)\]"):
+        check_fits(model, small_deploy(caffe, 2))
+
+
+def test_a_v1_era_model_with_legacy_blob_dims_fits(tmp_path):
+    """The published ILGNet models predate Caffe's `layer` field: V1 `layers` whose blobs give num/channels/
+    height/width, (1, 1, out, in) for an InnerProduct."""
+    caffe = import_caffe()
+    pb2 = caffe.proto.caffe_pb2
+    deploy = small_deploy(caffe, 2)
+    legacy = pb2.NetParameter(name="legacy")
+    for name, shapes in [("conv", [(4, 3, 3, 3), (1, 1, 1, 4)]), ("fc", [(1, 1, 2, 144), (1, 1, 1, 2)])]:
+        layer = legacy.layers.add(name=name)
+        for num, channels, height, width in shapes:
+            layer.blobs.add(num=num, channels=channels, height=height, width=width,
+                            data=[0.0] * (num * channels * height * width))
+    (tmp_path / "legacy.caffemodel").write_bytes(legacy.SerializeToString())
+    assert check_fits(tmp_path / "legacy.caffemodel", deploy) == 2
+
+
+def test_a_file_that_is_not_a_netparameter_is_refused(tmp_path):
+    caffe = import_caffe()
+    (tmp_path / "junk.caffemodel").write_bytes(b"\xff" * 100)
+    with pytest.raises(ValueError, match="not a Caffe model"):
+        check_fits(tmp_path / "junk.caffemodel", small_deploy(caffe, 2))
+
+
+def test_the_ilgnet_check_accepts_an_ilgnet_model(ilgnet_caffemodel):
+    """The registry's check for ilgnet-ava1/2, on a model of the ilgnet deploy net (about 600 MB, like theirs)."""
+    verify(Weights(name="ilgnet-like", file=ilgnet_caffemodel.name, url="", fits_variant="ilgnet",
+                   size=ilgnet_caffemodel.stat().st_size), ilgnet_caffemodel)
