@@ -10,6 +10,8 @@ AVA_TXT ?= $(AVA_ROOT)/AVA.txt
 AVA_IMAGES ?= $(AVA_ROOT)/images
 SEED ?= 1
 DELTA ?= 0
+# A clone of the original ILGNet repository: when set, ava1-lmdb / ava2-lmdb use its published lists.
+ILGNET_REPO ?=
 VARIANT ?= ilgnet
 PROFILE ?= ava2
 DATA ?= data/$(PROFILE)
@@ -17,7 +19,7 @@ GPU ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
 .PHONY: help setup setup-cuda test demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
-	weights bench-lmdb bench-predict clean
+	evaluate weights bench-lmdb bench-predict docker-build docker-build-cpu clean
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
@@ -27,12 +29,15 @@ help:
 	@echo "make doctor       print which Caffe is used and check it works"
 	@echo "make prototxt     regenerate prototxt/ and solvers/"
 	@echo "make nets         table of the net variants: parameters, input size, CPU forward time"
-	@echo "make ava1-lmdb    AVA1 split + LMDBs + mean from AVA_TXT/AVA_IMAGES (DELTA=$(DELTA), SEED=$(SEED))"
-	@echo "make ava2-lmdb    AVA2 split (top/bottom 10 %) + LMDBs + mean"
+	@echo "make ava1-lmdb    AVA1 split + LMDBs + mean from AVA_TXT/AVA_IMAGES (DELTA=$(DELTA), SEED=$(SEED));"
+	@echo "                  ILGNET_REPO=<clone of the original repository> uses its published lists instead"
+	@echo "make ava2-lmdb    AVA2 split (top/bottom 10 %) + LMDBs + mean (ILGNET_REPO likewise)"
 	@echo "make train-ava1   fine-tune ILGNet on data/ava1 (GPU=0 or GPU=all for the GPU)"
 	@echo "make train-ava2   fine-tune ILGNet on data/ava2"
 	@echo "make train VARIANT=... PROFILE=...   any net variant with any solver profile"
+	@echo "make evaluate WEIGHTS=... DATA=...   score a caffemodel on every val record (ilgnet test)"
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models"
+	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine)"
 	@echo "make bench-lmdb / bench-predict      throughput benchmarks"
 
 setup:
@@ -54,11 +59,19 @@ nets: setup
 	$(ILGNET) nets
 
 ava1-lmdb: setup
+ifeq ($(ILGNET_REPO),)
 	$(ILGNET) split ava1 --ava-txt $(AVA_TXT) --delta $(DELTA) --seed $(SEED) --out data/ava1
+else
+	$(ILGNET) split published $(ILGNET_REPO) --set AVA1 --out data/ava1
+endif
 	$(ILGNET) lmdb --split data/ava1 --images $(AVA_IMAGES) --seed $(SEED)
 
 ava2-lmdb: setup
+ifeq ($(ILGNET_REPO),)
 	$(ILGNET) split ava2 --ava-txt $(AVA_TXT) --seed $(SEED) --out data/ava2
+else
+	$(ILGNET) split published $(ILGNET_REPO) --set AVA2 --out data/ava2
+endif
 	$(ILGNET) lmdb --split data/ava2 --images $(AVA_IMAGES) --seed $(SEED)
 
 train: setup
@@ -69,6 +82,10 @@ train-ava1: setup
 
 train-ava2: setup
 	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu)
+
+evaluate: setup
+	mkdir -p runs/$(RUN)
+	$(ILGNET) test --variant $(VARIANT) --weights $(WEIGHTS) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
 
 weights: setup
 	$(ILGNET) weights fetch bvlc_googlenet
@@ -83,6 +100,12 @@ bench-lmdb: setup
 
 bench-predict: setup
 	$(PY) tools/bench_predict.py
+
+docker-build:
+	docker build -t ilgnet-caffe:cuda .
+
+docker-build-cpu:
+	docker build -f Dockerfile.cpu -t ilgnet-caffe:cpu .
 
 clean:
 	rm -rf runs work

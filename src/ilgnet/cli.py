@@ -14,7 +14,10 @@ import sys
 COMMAND_MODULES = [
     "doctor",
     "generate",
+    "partitions",
+    "lmdb_builder",
     "train", "evaluate", "weights", "caffelog",
+    "predict", "demo",
 ]
 
 

@@ -1,0 +1,136 @@
+"""`ilgnet split`: the AVA1, AVA2, official and published partitions, on the real AVA rows and lists."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ilgnet.ava import read_ava_txt, read_id_list, read_list_file
+from ilgnet.cli import main
+
+
+@pytest.fixture(scope="module")
+def ava_txt(shared_data):
+    """The first 1,212 rows of the real AVA.txt (2 of them average exactly 5.0)."""
+    return shared_data / "ava" / "AVA_head_rows1-1212.txt"
+
+
+@pytest.fixture(scope="module")
+def meta(ava_txt):
+    return read_ava_txt(ava_txt).set_index("image_id")
+
+
+def split(out, *args):
+    assert main(["split", *map(str, args), "--out", str(out)]) == 0
+    lists = {name: read_list_file(out / f"{name}.txt") for name in ("train", "val")}
+    return lists["train"], lists["val"], json.loads((out / "split.json").read_text())
+
+
+def test_ava1_labels_sizes_and_summary(tmp_path, ava_txt, meta):
+    train, val, summary = split(tmp_path, "ava1", "--ava-txt", ava_txt, "--test-size", 200, "--seed", 7)
+    assert len(val) == 200 and len(train) == 1012
+    ids = np.concatenate([train["image_id"], val["image_id"]])
+    assert sorted(ids) == sorted(meta.index) and len(set(ids)) == 1212
+    for part in (train, val):
+        means = meta.loc[part["image_id"].astype(int), "mean"].to_numpy()
+        assert (part["label"].to_numpy() == (means > 5)).all()
+    tie_ids = meta.index[meta["mean"] == 5.0]
+    labels = dict(zip(np.concatenate([train["image_id"], val["image_id"]]),
+                      np.concatenate([train["label"], val["label"]])))
+    assert len(tie_ids) == 2 and all(labels[i] == 0 for i in tie_ids)
+    assert summary["val"] == {"images": 200, "labels": {str(k): int(v) for k, v in
+                                                        val["label"].value_counts().sort_index().items()}}
+    assert summary["train"]["images"] == 1012 and summary["seed"] == 7 and summary["ava_txt_images"] == 1212
+    assert re.fullmatch(r"(\d+\.jpg [01]\n)+", (tmp_path / "train.txt").read_text())
+
+
+def test_ava1_is_deterministic_for_a_seed(tmp_path, ava_txt):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        split(tmp_path / name, "ava1", "--ava-txt", ava_txt, "--test-size", 100, "--seed", seed)
+    for file in ("train.txt", "val.txt", "split.json"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
+    assert (tmp_path / "a" / "val.txt").read_text() != (tmp_path / "c" / "val.txt").read_text()
+
+
+def test_ava1_fixed_test_class_counts(tmp_path, ava_txt):
+    _, val, summary = split(tmp_path, "ava1", "--ava-txt", ava_txt, "--test-counts", 40, 160)
+    assert val["label"].value_counts().to_dict() == {0: 40, 1: 160}
+    assert summary["val"]["labels"] == {"0": 40, "1": 160}
+
+
+def test_ava1_delta_drops_ambiguous_training_images_only(tmp_path, ava_txt, meta):
+    train, val, summary = split(tmp_path, "ava1", "--ava-txt", ava_txt, "--test-size", 200, "--delta", 0.5)
+    near = lambda part: (meta.loc[part["image_id"].astype(int), "mean"] - 5).abs() < 0.5  # noqa: E731
+    assert not near(train).any()
+    assert near(val).sum() > 0 and len(val) == 200  # the test set keeps all
+    assert summary["dropped_by_delta"] == ((meta["mean"] - 5).abs() < 0.5).sum() - near(val).sum()
+    assert len(train) == 1012 - summary["dropped_by_delta"]
+
+
+def test_ava2_top_and_bottom_tenth_split_in_half(tmp_path, ava_txt, meta):
+    train, val, summary = split(tmp_path, "ava2", "--ava-txt", ava_txt, "--seed", 5)
+    assert len(train) == len(val) == 121  # 10 % of 1,212 from each end, halved
+    both = np.concatenate([train["image_id"], val["image_id"]]).astype(int)
+    labels = np.concatenate([train["label"], val["label"]])
+    means = meta.loc[both, "mean"].to_numpy()
+    assert (labels == 1).sum() == (labels == 0).sum() == 121
+    outside = meta.drop(index=both)["mean"]
+    assert means[labels == 0].max() <= outside.min() and outside.max() <= means[labels == 1].min()
+    assert summary["per_end"] == 121 and summary["low_mean_max"] == means[labels == 0].max()
+    train_b, val_b, _ = split(tmp_path / "again", "ava2", "--ava-txt", ava_txt, "--seed", 5)
+    assert train_b.equals(train) and val_b.equals(val)
+
+
+def test_official_lists_label_by_threshold_and_report_missing_ids(tmp_path, ava_txt, meta, shared_data, capsys):
+    lists = shared_data / "ava" / "aesthetics_image_lists"
+    train, val, summary = split(tmp_path, "official", "--ava-txt", ava_txt, "--lists", lists)
+    # Only the ids among the 1,212 known rows can be labelled; the others are reported, not fatal.
+    train_ids, test_ids = read_id_list(lists / "generic_ls_train.jpgl"), read_id_list(lists / "generic_test.jpgl")
+    assert train["image_id"].tolist() == [i for i in train_ids if i in meta.index] and len(train) == 100
+    assert val["image_id"].tolist() == [i for i in test_ids if i in meta.index] and len(val) == 102
+    assert (val["label"].to_numpy() == (meta.loc[val["image_id"].astype(int), "mean"] > 5).to_numpy()).all()
+    assert len(summary["missing_from_ava_txt"]["train"]) == 19_900
+    assert len(summary["missing_from_ava_txt"]["val"]) == 19_898
+    assert "19898 ids of the val list are not in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset, counts", [
+    ("ava1", {"train": (235_529, {"0": 70_673, "1": 164_856}), "val": (20_000, {"0": 4_000, "1": 16_000})}),
+    ("ava2", {"train": (25_553, {"0": 12_722, "1": 12_831}), "val": (25_553, {"0": 12_831, "1": 12_722})}),
+])
+def test_published_lists_import_with_exact_counts(tmp_path, shared_data, dataset, counts):
+    repo = shared_data / "ilgnet-published"
+    train, val, summary = split(tmp_path, "published", repo, "--set", dataset)
+    for name, part in (("train", train), ("val", val)):
+        assert (summary[name]["images"], summary[name]["labels"]) == counts[name]
+        original = read_list_file(repo / "data" / dataset.upper() / f"{name}.txt")
+        assert part["filename"].tolist() == original["filename"].tolist()
+        assert part["label"].tolist() == original["label"].tolist()
+    assert summary["dataset"] == dataset.upper()
+
+
+def test_published_lists_with_a_wrong_count_are_refused(tmp_path, shared_data, capsys):
+    clone = tmp_path / "ILGnet"
+    shutil.copytree(shared_data / "ilgnet-published" / "data" / "AVA2", clone / "data" / "AVA2")
+    val = clone / "data" / "AVA2" / "val.txt"
+    val.write_text("\n".join(val.read_text().splitlines()[:-1]))
+    assert main(["split", "published", str(clone), "--set", "AVA2", "--out", str(tmp_path / "out")]) == 1
+    assert f"ilgnet split: error: {val}: expected 25,553 images (the published AVA2 val list), found 25,552" in (
+        capsys.readouterr().err)
+    assert main(["split", "published", str(clone), "--out", str(tmp_path / "out")]) == 1  # no data/AVA1
+    assert f"{clone / 'data' / 'AVA1' / 'train.txt'} not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_bad_ava_txt_with_file_and_line(tmp_path, ava_txt):
+    bad = tmp_path / "AVA.txt"
+    lines = ava_txt.read_text().splitlines()[:3]
+    bad.write_text("\n".join([lines[0], lines[1] + " 9", lines[2]]) + "\n")
+    result = subprocess.run([sys.executable, "-m", "ilgnet.cli", "split", "ava1", "--ava-txt", str(bad),
+                             "--test-size", "1", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"ilgnet split: error: {bad}:2: expected 15 columns" in result.stderr
+    assert not (tmp_path / "out").exists()
