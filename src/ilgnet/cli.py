@@ -16,8 +16,12 @@ COMMAND_MODULES = [
     "generate",
     "partitions",
     "lmdb_builder",
-    "train", "evaluate", "weights", "caffelog",
-    "predict", "demo",
+    "train",
+    "caffelog",
+    "evaluate",
+    "weights",
+    "predict",
+    "demo",
 ]
 
 

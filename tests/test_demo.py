@@ -1,0 +1,77 @@
+"""`ilgnet demo` with real Caffe, in a reduced configuration: every stage runs and its outputs agree with each other.
+
+The full `make demo` (3,000 rows, 60 iterations at batch 16) trains long enough to beat the majority baseline
+clearly; a few iterations here do not, so this test checks the pipeline, not the accuracy. The synthetic data's
+learnability is checked on its own, without a net: the signal the photos carry separates AVA2's two classes.
+"""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ilgnet.ava import read_ava_txt
+from ilgnet.cli import main as ilgnet
+from ilgnet.demo import MARKER, run_demo
+from ilgnet.synthetic import generate
+
+
+def sharpness(path) -> float:
+    """Variance of the Laplacian of the 256x256 greyscale photo, a blur measure, taken after a light blur that
+    removes the pixel noise low-quality photos also carry."""
+    grey = cv2.cvtColor(cv2.resize(cv2.imread(str(path)), (256, 256)), cv2.COLOR_BGR2GRAY)
+    return float(cv2.Laplacian(cv2.GaussianBlur(grey, (0, 0), 1.5), cv2.CV_64F).var())
+
+
+def test_synthetic_ava_is_valid_ava_and_learnable(tmp_path):
+    rows = generate(tmp_path, n_images=300, seed=2)
+    meta = read_ava_txt(tmp_path / "AVA.txt")                   # the toolkit's own AVA.txt validation
+    assert len(meta) == 300 and meta["image_id"].is_unique
+    np.testing.assert_allclose(meta["mean"], rows["mean"])
+    assert meta["votes"].between(80, 300).all() and 4.6 < meta["mean"].mean() < 6.2
+    assert all((tmp_path / "images" / f"{i}.jpg").is_file() for i in meta["image_id"])
+    # AVA2's ends: the bottom and top 10 % by mean. One hand-made feature, sharpness, already separates them.
+    order = meta.sort_values("mean")
+    low, high = order.head(30), order.tail(30)
+    low_sharp = [sharpness(tmp_path / "images" / f"{i}.jpg") for i in low["image_id"]]
+    high_sharp = [sharpness(tmp_path / "images" / f"{i}.jpg") for i in high["image_id"]]
+    threshold = np.median(low_sharp + high_sharp)
+    accuracy = (np.sum(np.array(low_sharp) < threshold) + np.sum(np.array(high_sharp) >= threshold)) / 60
+    assert accuracy >= 0.9
+    # Same seed, same dataset.
+    again = generate(tmp_path / "again", n_images=300, seed=2)
+    assert again[["image_id", "mean"]].equals(rows[["image_id", "mean"]])
+    first = sorted((tmp_path / "images").iterdir())[0]
+    assert (tmp_path / "again" / "images" / first.name).read_bytes() == first.read_bytes()
+
+
+def test_reduced_demo_runs_every_stage(tmp_path):
+    work = tmp_path / "demo"
+    summary = run_demo(work, images=400, iterations=4, batch=8, held_out=6, seed=3, progress=False)
+    assert json.loads((work / "demo.json").read_text()) == summary
+    split = json.loads((work / "data" / "split.json").read_text())
+    # AVA2 rule on 400 rows: 40 from each end, halved into train and val.
+    assert split["per_end"] == 40 and split["train"]["images"] == split["val"]["images"] == 40
+    assert summary["lmdb_records"] == {"train": 40, "val": 40}
+    test = json.loads((work / "test.json").read_text())
+    assert test["images"] == 40 and test["class_counts"] == split["val"]["labels"]
+    assert summary["majority_baseline"] == max(split["val"]["labels"].values()) / 40
+    assert test["correct"] == sum(test["confusion_matrix"]["counts"][k][k] for k in range(2))
+    assert summary["accuracy"] == test["correct"] / 40
+    log = pd.read_csv(summary["train_log"])
+    assert log["iteration"].max() == 4 and log["loss"].notna().any()
+    assert (work / "runs" / "ilgnet-demo" / "curves.png").stat().st_size > 10_000
+    predictions = pd.read_csv(work / "predictions.csv")
+    val_ids = set(pd.read_csv(work / "data" / "val.txt", sep=" ", header=None)[0])
+    assert len(predictions) == 6 and {p.split("/")[-1] for p in predictions.path} <= val_ids
+    assert predictions.p_high.between(0, 1).all() and summary["skipped"] == 0
+    assert set(summary["seconds"]) == {"generate", "split", "lmdb", "train", "test", "predict", "total"}
+
+
+def test_demo_leaves_foreign_folders_alone(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("someone's files\n")
+    assert ilgnet(["demo", "--work", str(tmp_path)]) == 1
+    assert "was not made by `ilgnet demo`" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").exists() and not (tmp_path / MARKER).exists()

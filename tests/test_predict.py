@@ -1,0 +1,243 @@
+"""`ilgnet predict` and ilgnet.Scorer with real Caffe: the preprocessing equals Caffe's own TEST-phase Data layer
+on LMDBs written by convert_imageset, unreadable files are skipped while the rest are scored, and the CLI's
+folders, formats, --top, --oversample and worker processes behave."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from ilgnet.caffe_tools import import_caffe, run_tool
+from ilgnet.cli import main as ilgnet
+from ilgnet.scorer import Scorer
+
+pytest_plugins = ["caffe_data"]     # ilgnet_caffemodel: the `ilgnet` net with fixed random weights, once per session
+
+LOGITS = "loss1/classifier_cjy"
+
+
+def write_photos(folder: Path) -> list[Path]:
+    """Photos of several sizes (one smaller than 256, so it is enlarged), a greyscale JPEG and a PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    paths = []
+    for i, (height, width) in enumerate([(300, 420), (512, 384), (180, 240), (256, 256)]):
+        small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
+        image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+        cv2.circle(image, (width // 3, height // 2), min(height, width) // 5, (250, 250, 250), -1)
+        paths.append(folder / f"photo{i}.jpg")
+        cv2.imwrite(str(paths[-1]), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    grey = cv2.cvtColor(cv2.imread(str(paths[0])), cv2.COLOR_BGR2GRAY)
+    paths.append(folder / "grey.jpg")
+    cv2.imwrite(str(paths[-1]), grey)
+    paths.append(folder / "drawing.png")
+    cv2.imwrite(str(paths[-1]), cv2.imread(str(paths[1]))[::2, ::2])
+    return paths
+
+
+def caffe_data_layer_outputs(photos: list[Path], weights: Path, work: Path) -> dict[str, np.ndarray]:
+    """What Caffe itself computes for the photos: convert_imageset (256x256) -> compute_image_mean -> the ilgnet
+    train_val net in the TEST phase (Data layer: centre crop 227, mean image) -> its input blob and logits."""
+    from ilgnet.nets import train_val
+
+    caffe = import_caffe()
+    work.mkdir()
+    root = photos[0].parent
+    (work / "list.txt").write_text("".join(f"{p.relative_to(root)} {i % 2}\n" for i, p in enumerate(photos)))
+    run_tool("convert_imageset", ["--resize_height=256", "--resize_width=256", f"{root}/", work / "list.txt",
+                                  work / "lmdb"])
+    run_tool("compute_image_mean", [work / "lmdb", work / "mean.binaryproto"])
+    net_param = train_val("ilgnet", train_lmdb=work / "lmdb", val_lmdb=work / "lmdb",
+                          mean_file=work / "mean.binaryproto", train_batch=1, val_batch=len(photos))
+    (work / "train_val.prototxt").write_text(str(net_param))
+    net = caffe.Net(str(work / "train_val.prototxt"), caffe.TEST, weights=str(weights))
+    net.forward()
+    return {"data": net.blobs["data"].data.copy(), "logits": net.blobs[LOGITS].data.copy(),
+            "labels": net.blobs["label"].data.copy(), "mean": work / "mean.binaryproto"}
+
+
+def assert_scorer_matches_caffe(photos: list[Path], weights: Path, work: Path) -> None:
+    expected = caffe_data_layer_outputs(photos, weights, work)
+    scorer = Scorer(weights, mean=expected["mean"], batch_size=len(photos), jobs=2)
+    decoded = list(scorer.decoded(photos))
+    assert [name for name, _ in decoded] == [str(p) for p in photos]
+    inputs = np.stack([scorer.preprocess(image)[0] for _, image in decoded])
+    # Same uint8 pixels minus the same float mean: the network input is identical, not merely close.
+    assert np.array_equal(inputs, expected["data"])
+    table, skipped = scorer.score_files(photos)
+    assert not skipped and list(table.path) == [str(p) for p in photos]
+    np.testing.assert_allclose(scorer.net.blobs[LOGITS].data, expected["logits"], rtol=1e-4, atol=1e-4)
+    logits = expected["logits"].astype(np.float64)
+    p_high = 1 / (1 + np.exp(logits[:, 0] - logits[:, 1]))
+    np.testing.assert_allclose(table.p_high, p_high, rtol=1e-4, atol=1e-6)
+    assert list(table.label) == [int(p > 0.5) for p in table.p_high]
+
+
+def test_scorer_input_and_output_equal_caffe_data_layer(ilgnet_caffemodel, tmp_path):
+    assert_scorer_matches_caffe(write_photos(tmp_path / "photos"), ilgnet_caffemodel, tmp_path / "caffe")
+
+
+def test_real_photos_equal_caffe_data_layer(shared_data, ilgnet_caffemodel, tmp_path):
+    images = shared_data / "ava-sample" / "images"
+    # 770238 and 771184 are greyscale JPEGs; the others colour, portrait and landscape.
+    photos = [images / f"{i}.jpg" for i in (42039, 770238, 771184, 769857, 770897, 771111)]
+    assert_scorer_matches_caffe(photos, ilgnet_caffemodel, tmp_path / "caffe")
+
+
+def test_real_photos_through_split_lmdb_and_predict(shared_data, ilgnet_caffemodel, tmp_path, capsys):
+    """The 87 AVA photos with their real votes: `ilgnet split ava1` -> `ilgnet lmdb` -> `ilgnet predict` on the
+    held-out photos, whose scores equal those of their LMDB records (`ilgnet test`'s per-record scores)."""
+    from ilgnet.evaluate import score_lmdb
+
+    sample = shared_data / "ava-sample"
+    labels = pd.read_csv(sample / "labels.csv")
+    rows = [f"{i} {row.image_id} {row.votes} 0 0 0\n" for i, row in enumerate(labels.itertuples(), 1)]
+    (tmp_path / "AVA.txt").write_text("".join(rows))
+    data = tmp_path / "data"
+    assert ilgnet(["split", "ava1", "--ava-txt", str(tmp_path / "AVA.txt"), "--test-size", "12",
+                   "--out", str(data)]) == 0
+    assert ilgnet(["lmdb", "--split", str(data), "--images", str(sample / "images")]) == 0
+    val = pd.read_csv(data / "val.txt", sep=" ", header=None, names=["filename", "label"])
+    assert len(val) == 12 and set(val.label) <= {0, 1}
+    capsys.readouterr()
+    assert ilgnet(["predict", *[str(sample / "images" / f) for f in val.filename], "--model", str(ilgnet_caffemodel),
+                   "--mean", str(data / "mean.binaryproto"), "--quiet"]) == 0
+    out = capsys.readouterr()
+    predicted = pd.read_csv(io.StringIO(out.out))
+    assert len(predicted) == 12 and "scored 12 photos, skipped 0" in out.err
+    records = score_lmdb("ilgnet", ilgnet_caffemodel, data / "val_lmdb", data / "mean.binaryproto", batch=5,
+                         progress=False)
+    by_file = dict(zip(records.key.str.split("_", n=1).str[1], records.p_1))
+    np.testing.assert_allclose(predicted.p_high, [by_file[Path(p).name] for p in predicted.path], atol=1e-6)
+
+
+def test_published_model_names_take_their_own_mean(shared_data, ilgnet_caffemodel, tmp_path, capsys):
+    """`--model ilgnet-ava2` scores with models/ILGnet-AVA2.caffemodel and the published AVA2 mean image. The
+    authors' model cannot be downloaded here, so a stand-in of the size the registry checks takes its place: the
+    `ilgnet` net with its name padded. The mean is the real published file."""
+    from ilgnet.weights import load_registry
+
+    caffe = import_caffe()
+    registry = load_registry()
+    model, mean = registry["ilgnet-ava2"], registry["ilgnet-ava2-mean"]
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(shared_data / "ilgnet-published" / "mean" / "AVA2_mean.binaryproto", models / mean.file)
+    net = caffe.proto.caffe_pb2.NetParameter.FromString(ilgnet_caffemodel.read_bytes())
+    net.ClearField("name")
+    net.name = "x" * (model.size - net.ByteSize() - 2)          # field tag and one-byte length, then the name
+    size = net.ByteSize()                                       # (a NetParameter in an assert message: 600 MB)
+    assert size == model.size
+    (models / model.file).write_bytes(net.SerializeToString())
+    photos = [str(p) for p in write_photos(tmp_path / "photos")[:3]]
+
+    assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--quiet"]) == 0
+    by_name = capsys.readouterr()
+    assert f"ilgnet-ava2: {models / model.file} is present and checks out" in by_name.err
+    assert ilgnet(["predict", *photos, "--model", str(models / model.file), "--mean", str(models / mean.file),
+                   "--quiet"]) == 0
+    assert by_name.out == capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> dict[str, Path]:
+    """A small deploy net on 227x227 input (one strided convolution, a 2-way classifier, Softmax) with random
+    weights, and a random 256x256 mean image, so crop offsets show."""
+    caffe = import_caffe()
+    caffe.set_random_seed(3)
+    L = caffe.layers
+    root = tmp_path_factory.mktemp("tiny")
+    spec = caffe.NetSpec()
+    spec.data = L.Input(shape=dict(dim=[1, 3, 227, 227]))
+    spec.conv = L.Convolution(spec.data, num_output=4, kernel_size=11, stride=8,
+                              weight_filler=dict(type="gaussian", std=0.002))
+    spec.relu = L.ReLU(spec.conv, in_place=True)
+    spec.fc = L.InnerProduct(spec.conv, num_output=2, weight_filler=dict(type="gaussian", std=0.02))
+    spec.prob = L.Softmax(spec.fc)
+    (root / "deploy.prototxt").write_text(str(spec.to_proto()))
+    caffe.Net(str(root / "deploy.prototxt"), caffe.TEST).save(str(root / "tiny.caffemodel"))
+    mean = np.random.default_rng(4).uniform(60, 160, (1, 3, 256, 256)).astype(np.float32)
+    (root / "mean.binaryproto").write_bytes(caffe.io.array_to_blobproto(mean).SerializeToString())
+    return {"weights": root / "tiny.caffemodel", "deploy": root / "deploy.prototxt", "mean": root / "mean.binaryproto"}
+
+
+def tiny_args(model: dict[str, Path]) -> list[str]:
+    return ["--model", str(model["weights"]), "--deploy", str(model["deploy"]), "--mean", str(model["mean"]),
+            "--quiet", "--batch", "2"]
+
+
+def test_folders_unreadable_files_formats_and_workers(tiny_model, tmp_path, capsys):
+    photos = write_photos(tmp_path / "album" / "2024")
+    shutil.copy(photos[0], tmp_path / "album" / "cover.JPG")
+    bad = {"empty.jpg": b"", "notes.jpg": b"not a photo\n",
+           "cut.jpg": photos[1].read_bytes()[:3000]}
+    for name, content in bad.items():
+        (tmp_path / "album" / name).write_bytes(content)
+    (tmp_path / "album" / "readme.txt").write_text("not an image suffix: not even tried\n")
+
+    assert ilgnet(["predict", str(tmp_path / "album"), *tiny_args(tiny_model), "--workers", "1"]) == 0
+    out = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(out.out))
+    expected = sorted([*(str(p) for p in photos), str(tmp_path / "album" / "cover.JPG")])
+    assert list(table.columns) == ["path", "p_high", "label"]
+    assert sorted(table.path) == expected
+    assert table.p_high.between(0, 1).all() and table.p_high.nunique() > 1
+    assert (table.label == (table.p_high > 0.5)).all()
+    for name, reason in [("empty.jpg", "empty file"), ("notes.jpg", "not a decodable image"),
+                         ("cut.jpg", "truncated JPEG")]:
+        assert f"skipped {tmp_path / 'album' / name}: {reason}" in out.err
+    assert "readme.txt" not in out.err and f"scored {len(expected)} photos, skipped 3" in out.err
+
+    # Two worker processes, each with its own net: the same scores. JSON lines, --top ranks the best.
+    out_file = tmp_path / "best.jsonl"
+    assert ilgnet(["predict", str(tmp_path / "album"), *tiny_args(tiny_model), "--workers", "2", "--top", "3",
+                   "--out", str(out_file)]) == 0
+    best = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [set(row) for row in best] == [{"path", "p_high", "label"}] * 3
+    expected_best = table.sort_values("p_high", ascending=False, kind="stable").head(3)
+    assert [row["path"] for row in best] == list(expected_best.path)
+    np.testing.assert_allclose([row["p_high"] for row in best], expected_best.p_high, atol=1e-6)
+
+
+def test_oversample_scores_ten_crops(tiny_model, tmp_path):
+    photo = write_photos(tmp_path)[1]
+    options = dict(mean=tiny_model["mean"], deploy=tiny_model["deploy"], jobs=0)
+    centre = Scorer(tiny_model["weights"], **options)
+    ten = Scorer(tiny_model["weights"], oversample=True, **options)
+    image = cv2.resize(cv2.imread(str(photo)), (256, 256), interpolation=cv2.INTER_LINEAR)
+    crops = ten.preprocess(image)
+    assert crops.shape == (10, 3, 227, 227)
+    assert np.array_equal(crops[4], centre.preprocess(image)[0])              # the centre crop, offset 14
+    chw = image.transpose(2, 0, 1).astype(np.float32) - ten.mean
+    assert np.array_equal(crops[3], chw[:, 29:, 29:])                         # bottom-right corner
+    assert np.array_equal(crops[5:], crops[:5, :, :, ::-1])                   # mirrors, after the mean
+    assert ten.score_images([image])[0] == pytest.approx(ten.forward(crops)[:, 1].mean(), rel=1e-6)
+
+
+def test_errors_are_reported(tiny_model, tmp_path, capsys):
+    photo = write_photos(tmp_path / "p")[0]
+    assert ilgnet(["predict", str(tmp_path / "missing.jpg"), *tiny_args(tiny_model)]) == 1
+    assert "missing.jpg does not exist" in capsys.readouterr().err
+    assert ilgnet(["predict", str(photo), "--model", str(tiny_model["weights"])]) == 1
+    assert "--mean is needed" in capsys.readouterr().err
+    assert ilgnet(["predict", str(photo), "--model", str(tmp_path / "nothing.caffemodel")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really")
+    assert ilgnet(["predict", str(tmp_path / "bad.jpg"), *tiny_args(tiny_model)]) == 1
+    assert "scored 0 photos, skipped 1" in capsys.readouterr().err
+
+
+def test_python_api_is_lazy_and_exported():
+    import subprocess
+    import sys
+
+    code = ("import sys, ilgnet, ilgnet.predict; assert 'numpy' not in sys.modules and 'caffe' not in sys.modules; "
+            "from ilgnet.predict import Scorer; assert ilgnet.Scorer is Scorer; print(Scorer.__module__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "ilgnet.scorer"

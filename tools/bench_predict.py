@@ -1,0 +1,204 @@
+"""Throughput of `ilgnet predict` against a per-image loop like the published test.py, and against `caffe time`.
+
+Measurements of the `ilgnet` deploy net on the same photos, each after a warm-up and the best of --repeat runs:
+  per-image loop  what BestiVictory/ILGnet's test.py does for one photo, run over all of them: caffe.io.load_image,
+                  a caffe.io.Transformer (resize to 227x227, BGR, x255, per-channel mean), one forward per photo;
+  ilgnet predict  what the command runs (ilgnet.scorer.ScorerPool): OpenCV decoding, 256 resize, centre crop,
+                  mean image, batched forward passes, in --workers processes (default: as `ilgnet predict`);
+  one Scorer      the same in a single process (the Python API's ilgnet.Scorer);
+  caffe time      Caffe's own timing of the forward pass at the same batch on its all-zero input, no decoding.
+Reported: images/s of each, the predict / loop ratio, predict's overhead over `caffe time`, and the wall time of the
+`ilgnet predict` command itself (start-up and loading the 604 MB model into each process included).
+
+    .venv/bin/python tools/bench_predict.py                  # or: make bench-predict
+
+Photos: ../shared/data/ava-sample/images when present (87 real AVA photos, up to 800 pixels), else generated
+ones of the same size range, repeated under new names up to --count. The model has random weights unless
+--weights is given: the speed of a forward pass does not depend on the weight values.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "data" / "ava-sample" / "images"
+AVA_CHANNEL_MEAN_BGR = (91.0, 99.46, 107.85)   # the published AVA1 mean image, averaged per channel
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path, help=f"folder of photos (default: {SAMPLE} if present, else generated)")
+    parser.add_argument("--count", type=int, default=96, help="photos scored by each method (default: 96)")
+    parser.add_argument("--batch", type=int, default=16, help="Scorer and caffe time batch size (default: 16)")
+    parser.add_argument("--workers", type=int, help="ilgnet predict processes (default: as `ilgnet predict`)")
+    parser.add_argument("--weights", type=Path, help="an ilgnet caffemodel (default: random weights)")
+    parser.add_argument("--caffe-iterations", type=int, default=10, help="`caffe time` iterations (default: 10)")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="time each method this many times and keep its best run (default: 2)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    return parser.parse_args()
+
+
+def photo_set(source: Path | None, count: int, work: Path) -> list[Path]:
+    """`count` photo paths in `work`: the source photos (or generated ones) copied round-robin under new names."""
+    if source is None and SAMPLE.is_dir():
+        source = SAMPLE
+    if source is None:
+        from ilgnet.synthetic import generate
+
+        generate(work / "generated", n_images=min(count, 48), seed=7, long_sides=(500, 800))
+        source = work / "generated" / "images"
+    originals = sorted(p for p in source.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    if not originals:
+        raise SystemExit(f"no photos in {source}")
+    photos = work / "photos"
+    photos.mkdir()
+    paths = []
+    for i in range(count):
+        original = originals[i % len(originals)]
+        paths.append(photos / f"{i:05d}_{original.name}")
+        shutil.copyfile(original, paths[-1])
+    return paths
+
+
+def model_files(caffe, weights: Path | None, batch: int, work: Path) -> dict[str, Path]:
+    """Deploy prototxts at batch 1 and `batch`, a caffemodel, and the mean as .binaryproto and .npy."""
+    import numpy as np
+
+    from ilgnet import nets
+
+    files = {}
+    for name, size in (("deploy_1", 1), ("deploy_batch", batch)):
+        files[name] = work / f"{name}.prototxt"
+        files[name].write_text(str(nets.deploy("ilgnet", batch=size)))
+    if weights is None:
+        weights = work / "random.caffemodel"
+        caffe.Net(str(files["deploy_1"]), caffe.TEST).save(str(weights))
+    files["weights"] = weights
+    mean = np.broadcast_to(np.array(AVA_CHANNEL_MEAN_BGR, np.float32)[:, None, None], (3, 256, 256))
+    files["mean_npy"] = work / "mean.npy"
+    np.save(files["mean_npy"], mean)
+    files["mean"] = work / "mean.binaryproto"
+    files["mean"].write_bytes(caffe.io.array_to_blobproto(mean[None]).SerializeToString())
+    return files
+
+
+def per_image_loop(caffe, files: dict[str, Path], paths: list[Path], repeat: int) -> float:
+    """Best seconds for the published test.py's steps, photo after photo (the net loaded once)."""
+    import numpy as np
+
+    net = caffe.Net(str(files["deploy_1"]), caffe.TEST, weights=str(files["weights"]))
+    transformer = caffe.io.Transformer({"data": net.blobs["data"].data.shape})
+    transformer.set_transpose("data", (2, 0, 1))
+    transformer.set_mean("data", np.load(files["mean_npy"]).mean(1).mean(1))
+    transformer.set_raw_scale("data", 255)
+    transformer.set_channel_swap("data", (2, 1, 0))
+
+    def score(path: Path) -> float:
+        net.blobs["data"].data[...] = transformer.preprocess("data", caffe.io.load_image(str(path)))
+        return float(net.forward()["loss1/loss"][0][1])
+
+    score(paths[0])
+    runs = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for path in paths:
+            score(path)
+        runs.append(time.perf_counter() - started)
+    return min(runs)
+
+
+def scorer_run(files: dict[str, Path], paths: list[Path], batch: int, workers: int, repeat: int) -> float:
+    """Best seconds for ScorerPool(workers).score_files over the photos, after each process scored a warm-up batch."""
+    from ilgnet.scorer import ScorerPool
+
+    runs = []
+    with ScorerPool(workers, weights=files["weights"], mean=files["mean"], batch_size=batch) as pool:
+        pool.score_files(paths[:batch * workers])
+        for _ in range(repeat):
+            started = time.perf_counter()
+            table, skipped = pool.score_files(paths)
+            runs.append(time.perf_counter() - started)
+            if skipped or len(table) != len(paths):
+                raise SystemExit(f"{len(skipped)} photos were skipped: {skipped[:3]}")
+    return min(runs)
+
+
+def caffe_time(files: dict[str, Path], iterations: int, repeat: int) -> float:
+    """Caffe's average forward pass (ms) of the deploy net at the benchmark batch, on the CPU; the best of `repeat`."""
+    from ilgnet.caffe_tools import run_tool
+
+    runs = []
+    for _ in range(repeat):
+        out = run_tool("caffe", ["time", "-model", files["deploy_batch"], "-iterations", iterations]).stdout
+        match = re.search(r"Average Forward pass: ([\d.]+) ms", out)
+        if not match:
+            raise SystemExit(f"no 'Average Forward pass' in caffe time's output:\n{out[-2000:]}")
+        runs.append(float(match[1]))
+    return min(runs)
+
+
+def cli_run(files: dict[str, Path], photos: Path, batch: int) -> float:
+    """Wall seconds of the `ilgnet predict` command on the photo folder, start-up and model loading included."""
+    command = [str(Path(sys.executable).with_name("ilgnet")), "predict", str(photos), "--model", str(files["weights"]),
+               "--mean", str(files["mean"]), "--batch", str(batch), "--quiet", "--out", str(photos.parent / "p.csv")]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    args = parse_args()
+    from ilgnet.caffe_tools import import_caffe
+    from ilgnet.predict import DEFAULT_WORKERS
+
+    workers = args.workers or DEFAULT_WORKERS
+    caffe = import_caffe()
+    caffe.set_mode_cpu()
+    with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
+        work = Path(tmp)
+        paths = photo_set(args.images, args.count, work)
+        files = model_files(caffe, args.weights, args.batch, work)
+        print(f"{len(paths)} photos, ilgnet deploy net, {os.cpu_count()} CPUs, batch {args.batch}, "
+              f"best of {args.repeat} runs each", flush=True)
+        loop_s = per_image_loop(caffe, files, paths, args.repeat)
+        print(f"per-image loop (test.py)     : {len(paths) / loop_s:6.2f} images/s", flush=True)
+        pool_s = scorer_run(files, paths, args.batch, workers, args.repeat)
+        print(f"ilgnet predict ({workers} processes) : {len(paths) / pool_s:6.2f} images/s", flush=True)
+        single_s = scorer_run(files, paths, args.batch, 1, args.repeat) if workers > 1 else pool_s
+        print(f"one Scorer (1 process)       : {len(paths) / single_s:6.2f} images/s", flush=True)
+        forward_ms = caffe_time(files, args.caffe_iterations, args.repeat)
+        floor = args.batch / (forward_ms / 1000)
+        print(f"caffe time (forward, 1 proc.): {floor:6.2f} images/s ({forward_ms:.0f} ms per batch of {args.batch})")
+        command_s = cli_run(files, paths[0].parent, args.batch)
+    figures = {
+        "photos": len(paths), "batch": args.batch, "cpus": os.cpu_count(), "workers": workers, "repeat": args.repeat,
+        "loop_images_per_s": len(paths) / loop_s, "predict_images_per_s": len(paths) / pool_s,
+        "single_scorer_images_per_s": len(paths) / single_s, "caffe_time_images_per_s": floor,
+        "speedup_over_loop": loop_s / pool_s, "single_scorer_speedup_over_loop": loop_s / single_s,
+        "overhead_over_caffe_time": (pool_s / len(paths)) / (forward_ms / 1000 / args.batch) - 1,
+        "single_scorer_overhead_over_caffe_time": (single_s / len(paths)) / (forward_ms / 1000 / args.batch) - 1,
+        "predict_command_seconds": command_s,
+    }
+    print(f"\nilgnet predict vs per-image loop: {figures['speedup_over_loop']:.2f}x "
+          f"(one Scorer: {figures['single_scorer_speedup_over_loop']:.2f}x)\n"
+          f"time per image over `caffe time`: {figures['overhead_over_caffe_time']:+.1%} "
+          f"(one Scorer: {figures['single_scorer_overhead_over_caffe_time']:+.1%})\n"
+          f"`ilgnet predict` command        : {command_s:.1f} s for {len(paths)} photos, start-up and model loading "
+          f"included")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
