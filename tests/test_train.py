@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from google.protobuf import text_format
 
 from ilgnet.caffe_tools import import_caffe
 from ilgnet.cli import main
-from ilgnet.train import caffe_command
+from ilgnet.train import caffe_command, write_run_files
 
 MAX_ITER = 6
 
@@ -122,3 +123,13 @@ def test_docker_command_mounts_the_data_and_keeps_the_caffe_arguments(tmp_path):
     assert "--cpu" not in gpu and gpu[-2:] == ["-gpu", "all"]
     help_text = subprocess.run(["bash", command[1], "--help"], capture_output=True, text=True, check=True).stdout
     assert "Usage: tools/docker-caffe.sh" in help_text
+
+
+@pytest.mark.parametrize("variant, tests_at_start", [("ilgnet", True), ("ilgnet-bn", False)])
+def test_batchnorm_variants_skip_the_untrained_test_pass(small_dataset, tmp_path, variant, tests_at_start):
+    caffe = import_caffe()
+    solver_path, _ = write_run_files(tmp_path / variant, variant, "ava2", small_dataset, mode="CPU",
+                                          train_batch=2, val_batch=None, max_iter=None, display=None)
+    written = caffe.proto.caffe_pb2.SolverParameter()
+    text_format.Merge(solver_path.read_text(), written)
+    assert written.test_initialization is tests_at_start

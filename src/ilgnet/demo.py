@@ -15,6 +15,7 @@ Each step prints the command that does the same by hand.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import time
@@ -101,14 +102,15 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
     _done(started, timings, "lmdb")
 
     device = "CPU" if gpu is None else f"GPU {gpu}"
+    test_interval = math.ceil(iterations / 3)   # three test passes for the curves, besides the one at the start
     started = _step(4, f"train the `ilgnet` net from scratch on the {device}: {iterations} iterations at batch {batch}",
                     f"ilgnet train --variant ilgnet --profile ava2 --data {data} --runs {runs} --name ilgnet-demo "
                     f"--models {work / 'models'} {'--cpu' if gpu is None else f'--gpu {gpu}'} --max-iter {iterations} "
-                    f"--train-batch {batch}")
+                    f"--train-batch {batch} --test-interval {test_interval}")
     print("   (no ImageNet weights in the demo: training from scratch is intended)")
     weights = train.train("ilgnet", "ava2", data, name="ilgnet-demo", runs_dir=runs, models_dir=work / "models",
                           gpu=None if gpu is None else str(gpu), max_iter=iterations, train_batch=batch,
-                          display=max(1, iterations // 20), progress=progress)
+                          display=max(1, iterations // 20), test_interval=test_interval, progress=progress)
     _done(started, timings, "train")
 
     started = _step(5, "test on every held-out image",

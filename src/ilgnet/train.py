@@ -50,7 +50,7 @@ def _initial_weights(weights: Path | None, models_dir: Path) -> Path | None:
 
 def write_run_files(run_dir: Path, variant: str, profile: str, data_dir: Path, *, mode: str,
                     train_batch: int | None, val_batch: int | None, max_iter: int | None,
-                    display: int | None) -> tuple[Path, object]:
+                    display: int | None, test_interval: int | None = None) -> tuple[Path, object]:
     """Writes run_dir/train_val.prototxt and run_dir/solver.prototxt; returns the solver path and parameters.
 
     Every path inside is absolute, so Caffe (or the container, which mounts paths where they are) finds them
@@ -81,7 +81,12 @@ def write_run_files(run_dir: Path, variant: str, profile: str, data_dir: Path, *
         params.max_iter = max_iter
     if display is not None:
         params.display = display
+    if test_interval is not None:
+        params.test_interval = test_interval
     params.snapshot_after_train = True          # what makes Ctrl-C (sigint_effect stop) leave a snapshot
+    if any(layer.type == "BatchNorm" for layer in net.layer):
+        # Untrained BatchNorm statistics are zero: a test pass before any training scores nothing (or NaN).
+        params.test_initialization = False
     solver_path.write_text(str(params))
     return solver_path, params
 
@@ -167,7 +172,8 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
 def train(variant: str, profile: str, data_dir: Path, *, name: str | None = None, runs_dir: Path = Path("runs"),
           models_dir: Path = Path("models"), gpu: str | None = None, docker: bool = False, resume: bool = False,
           weights: Path | None = None, max_iter: int | None = None, train_batch: int | None = None,
-          val_batch: int | None = None, display: int | None = None, progress: bool = True) -> Path:
+          val_batch: int | None = None, display: int | None = None, test_interval: int | None = None,
+          progress: bool = True) -> Path:
     """Trains `variant` with solver `profile` on data_dir/{train_lmdb,val_lmdb,mean.binaryproto}.
 
     gpu: None for CPU mode, else Caffe's -gpu value ("0", "0,1", "all"). resume: continue from the run's newest
@@ -193,7 +199,8 @@ def train(variant: str, profile: str, data_dir: Path, *, name: str | None = None
                          f"continue it with --resume, or start another run with --name")
     solver_path, params = write_run_files(run_dir, variant, profile, Path(data_dir),
                                           mode="CPU" if gpu is None else "GPU", train_batch=train_batch,
-                                          val_batch=val_batch, max_iter=max_iter, display=display)
+                                          val_batch=val_batch, max_iter=max_iter, display=display,
+                                          test_interval=test_interval)
     initial = None if resume_from else _initial_weights(weights, Path(models_dir))
     start_iter = int(SNAPSHOT_ITER.search(resume_from.name)[1]) if resume_from else 0
     if resume_from:
@@ -235,6 +242,8 @@ def register(subparsers) -> None:
     parser.add_argument("--val-batch", type=int, help="validation batch size (default: the largest up to 50 that "
                                                        "divides the val set, so a test pass reads each image once)")
     parser.add_argument("--display", type=int, help="log the training loss every N iterations (default: profile's)")
+    parser.add_argument("--test-interval", type=int,
+                        help="test on the whole val set every N iterations (default: profile's)")
     parser.set_defaults(func=run)
 
 
@@ -242,6 +251,6 @@ def run(args) -> int:
     model = train(args.variant, args.profile, args.data, name=args.name, runs_dir=args.runs, models_dir=args.models,
                   gpu=args.gpu, docker=args.docker, resume=args.resume, weights=args.weights,
                   max_iter=args.max_iter, train_batch=args.train_batch, val_batch=args.val_batch,
-                  display=args.display)
+                  display=args.display, test_interval=args.test_interval)
     print(model)
     return 0
