@@ -50,6 +50,32 @@ def write_dataset(root: Path, *, train_labels: list[int], val_labels: list[int],
     return root
 
 
+def published_stand_in(caffemodel: Path, name: str, models: Path) -> Path:
+    """models/<file of registry entry `name`>: `caffemodel` (of the `ilgnet` net, its weights unchanged) brought to
+    the size the registry checks, standing in for an authors' model that cannot be downloaded here: its layers keep
+    what Caffe copies weights by (name, type, bottoms, tops, blobs) and the net's name is padded."""
+    from ilgnet.caffe_proto import NetParameter
+    from ilgnet.weights import load_registry
+
+    entry = load_registry()[name]
+    net = NetParameter.FromString(caffemodel.read_bytes())
+    for layer in net.layer:
+        for field, _ in layer.ListFields():
+            if field.name not in ("name", "type", "bottom", "top", "blobs"):
+                layer.ClearField(field.name)
+    net.ClearField("name")
+    padding = entry.size - net.ByteSize()
+    for length_bytes in (1, 2, 3):                              # the name's tag byte, its length varint, the name
+        net.name = "x" * (padding - 1 - length_bytes)
+        if net.ByteSize() == entry.size:
+            break
+    size = net.ByteSize()                                       # (a NetParameter in an assert message: 600 MB)
+    assert size == entry.size
+    models.mkdir(parents=True, exist_ok=True)
+    (models / entry.file).write_bytes(net.SerializeToString())
+    return models / entry.file
+
+
 SMALL_VAL_LABELS = [1, 0, 1, 1, 0]     # 5 records: not a multiple of the batch sizes the tests use
 
 
@@ -69,9 +95,9 @@ def ilgnet_caffemodel(tmp_path_factory, small_dataset) -> Path:
     deleted at its end. Caffe's random initialisation gives logits 10 or more apart, so every probability would
     be 0 or 1 and every prediction the same; the final classifier is rescaled and re-centred on small_dataset's
     val records so that their probabilities spread around 0.5 and the tests can compare them meaningfully."""
-    from ilgnet.evaluate import lmdb_records
+    from ilgnet.caffe_io import lmdb_records
     from ilgnet.nets import deploy
-    from ilgnet.scorer import load_mean
+    from ilgnet.caffe_io import load_mean
 
     caffe = import_caffe()
     caffe.set_random_seed(1)

@@ -7,8 +7,9 @@ import pytest
 from caffe_data import write_dataset
 
 from ilgnet.caffe_tools import import_caffe, run_tool
-from ilgnet.caffelog import parse_test_log, parse_train_log, write_train_summary
-from ilgnet.evaluate import replay_report
+from ilgnet.caffelog import parse_test_log, parse_train_log
+from ilgnet.curves import write_train_summary
+from ilgnet.reports import replay_report
 
 MAX_ITER, TEST_INTERVAL, BASE_LR = 6, 3, 0.01
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ilgnet.ava import read_ava_txt
 from ilgnet.cli import main as ilgnet
-from ilgnet.demo import MARKER, run_demo
+from ilgnet.commands.demo import MARKER, run_demo
 from ilgnet.synthetic import generate
 
 

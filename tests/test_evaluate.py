@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from caffe_data import SMALL_VAL_LABELS as VAL_LABELS
+from caffe_data import published_stand_in
 
 from ilgnet.caffe_tools import run_tool
 from ilgnet.cli import main
-from ilgnet.evaluate import evaluate, markdown_report, metrics, roc_auc, score_lmdb
+from ilgnet.evaluation import evaluate, score_lmdb
+from ilgnet.metrics import metrics, roc_auc
+from ilgnet.reports import markdown_report
 from ilgnet.nets import train_val
 
 pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files
@@ -109,7 +112,7 @@ def test_published_model_names_resolve_to_their_files_and_mean(small_dataset, il
     args = ["test", "--weights", "ilgnet-ava1", "--data", str(small_dataset), "--models", str(tmp_path)]
     assert main(args) == 1
     assert "run `ilgnet weights fetch ilgnet-ava1` first" in capsys.readouterr().err
-    (tmp_path / "ILGnet-AVA1.caffemodel").symlink_to(ilgnet_caffemodel)
+    published_stand_in(ilgnet_caffemodel, "ilgnet-ava1", tmp_path)
     (tmp_path / "AVA1_mean.binaryproto").symlink_to(shared_data / "ilgnet-published/mean/AVA1_mean.binaryproto")
     assert main(args) == 1
     err = capsys.readouterr().err

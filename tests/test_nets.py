@@ -10,7 +10,7 @@ from google.protobuf import text_format
 from caffe_data import write_dataset
 from ilgnet import nets
 from ilgnet.caffe_tools import import_caffe
-from ilgnet.generate import generated_files
+from ilgnet.generated import generated_files
 
 caffe = import_caffe()
 caffe.set_mode_cpu()
@@ -130,6 +130,7 @@ def test_ilgnet_is_layer_exact_to_the_published_net(shared_data):
     differs: the published one has no top (Caffe names it "(automatic)"), ours is named loss1/loss."""
     published = [layer for layer in _published_net(_published_log(shared_data)).layer if layer.type != "Data"]
     ours = nets.train_val("ilgnet", train_lmdb="t", val_lmdb="v", mean_file="m", train_batch=48, val_batch=50)
+    ours = caffe.proto.caffe_pb2.NetParameter.FromString(ours.SerializeToString())   # pycaffe's own message type
     ours = [layer for layer in ours.layer if layer.type != "Data"]
     loss = next(layer for layer in ours if layer.type == "SoftmaxWithLoss")
     assert list(loss.top) == ["loss1/loss"]

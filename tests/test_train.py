@@ -16,7 +16,7 @@ from google.protobuf import text_format
 
 from ilgnet.caffe_tools import import_caffe
 from ilgnet.cli import main
-from ilgnet.train import caffe_command, write_run_files
+from ilgnet.training import caffe_command, write_run_files
 
 MAX_ITER = 6
 

@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ilgnet.caffe_tools import import_caffe
-from ilgnet.weights import Weights, check_file, check_fits, download, fetch, load_registry, verify
+from ilgnet.fit import check_fits
+from ilgnet.weights import Weights, check_file, download, fetch, load_registry, verify
 
 pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files
 

@@ -159,7 +159,7 @@ def cli_run(files: dict[str, Path], photos: Path, batch: int) -> float:
 def main() -> int:
     args = parse_args()
     from ilgnet.caffe_tools import import_caffe
-    from ilgnet.predict import DEFAULT_WORKERS
+    from ilgnet.commands.predict import DEFAULT_WORKERS
 
     workers = args.workers or DEFAULT_WORKERS
     caffe = import_caffe()

@@ -2,7 +2,7 @@
 
 AVA.txt has one image per line and 15 integer columns: row index, image id (the dpchallenge id; the photo is
 `<id>.jpg`), the number of votes for each score 1..10, two semantic tag ids and the challenge id. Every reader
-here validates its input and raises ValueError naming the file and the 1-based line of the first problem.
+here validates its input and raises BadInput (a ValueError) naming the file and the 1-based line of the first problem.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ilgnet.errors import BadInput
 
 SCORES = np.arange(1, 11)
 COUNT_COLUMNS = [f"count_{k}" for k in SCORES]
@@ -44,9 +46,9 @@ def _read_integer_table(path: Path, names: list[str], what: str) -> tuple[pd.Dat
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame(np.zeros((0, len(names)), np.int64))
     except ValueError as err:  # includes pandas' ParserError
-        raise ValueError(_first_bad_line(path, lines, names, what) or f"{path}: {err}") from None
+        raise BadInput(_first_bad_line(path, lines, names, what) or f"{path}: {err}") from None
     if frame.shape[1] != len(names) or (frame.to_numpy() < 0).any():
-        raise ValueError(_first_bad_line(path, lines, names, what) or f"{path}: expected {len(names)} columns")
+        raise BadInput(_first_bad_line(path, lines, names, what) or f"{path}: expected {len(names)} columns")
     frame.columns = names
     line_numbers = np.array([number for number, line in enumerate(lines, 1) if line.strip()], dtype=np.int64)
     return frame, line_numbers
@@ -77,7 +79,7 @@ def read_ava_txt(path, *, drop_invalid: bool = False) -> pd.DataFrame:
     frame, line_numbers = _read_integer_table(path, AVA_COLUMNS,
                                               "index, image id, 10 vote counts, tag 1, tag 2, challenge")
     if frame.empty:
-        raise ValueError(f"{path}: no rows")
+        raise BadInput(f"{path}: no rows")
     frame = add_vote_stats(frame)
     problems = []
     first_row = pd.Series(np.arange(len(frame)), index=frame["image_id"]).groupby(level=0).first()
@@ -91,8 +93,8 @@ def read_ava_txt(path, *, drop_invalid: bool = False) -> pd.DataFrame:
     problems.sort()
     if problems and not drop_invalid:
         line, _, reason = problems[0]
-        more = f" (and {len(problems) - 1} more such rows; --drop-invalid drops them)" if len(problems) > 1 else ""
-        raise ValueError(f"{path}:{line}: {reason}{more}")
+        more = f" (and {len(problems) - 1} more such rows; drop_invalid drops them)" if len(problems) > 1 else ""
+        raise BadInput(f"{path}:{line}: {reason}{more}")
     if problems:
         bad_lines = {line for line, _, _ in problems}
         frame = frame[[line not in bad_lines for line in line_numbers]].reset_index(drop=True)
@@ -112,7 +114,7 @@ def read_id_list(path) -> pd.Series:
     ids = frame["image_id"]
     repeated = np.flatnonzero(ids.duplicated().to_numpy())
     if len(repeated):
-        raise ValueError(f"{path}:{line_numbers[repeated[0]]}: image id {ids.iat[repeated[0]]} is listed twice")
+        raise BadInput(f"{path}:{line_numbers[repeated[0]]}: image id {ids.iat[repeated[0]]} is listed twice")
     return ids
 
 
@@ -133,7 +135,7 @@ def read_list_file(path) -> pd.DataFrame:
     well_formed = (label.str.fullmatch(r"\d+").fillna(False).astype(bool) & (filename.str.strip() != "")).to_numpy()
     if not well_formed.all():
         i = np.flatnonzero(~well_formed)[0]
-        raise ValueError(f"{path}:{line_numbers[i]}: expected `<filename> <label>` with a non-negative integer "
+        raise BadInput(f"{path}:{line_numbers[i]}: expected `<filename> <label>` with a non-negative integer "
                          f"label, found {lines.iat[i]!r}")
     numeric_stem = filename.str.extract(r"(?:^|/)(\d+)(?:\.[^./]*)?$")[0]
     return pd.DataFrame({

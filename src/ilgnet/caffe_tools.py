@@ -1,4 +1,4 @@
-"""Finding and running the BVLC Caffe build that `make setup` installed.
+"""Finding and running the BVLC Caffe build that `make setup` installed: its tools, pycaffe and what it was built with.
 
 Caffe is located through one root folder, the install prefix of its build (bin/ with the tools, and
 pycaffe in lib/python3/dist-packages where Debian's packaging puts it):
@@ -9,20 +9,24 @@ pycaffe in lib/python3/dist-packages where Debian's packaging puts it):
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+
+from ilgnet.errors import CaffeNotFoundError, ToolFailed
 
 SETUP_HINT = "run `make setup` in the ilgnet-caffe checkout (or set ILGNET_CAFFE_ROOT to a Caffe install prefix)"
 PYCAFFE_SUBDIR = Path("lib/python3/dist-packages")
-
-
-class CaffeNotFoundError(RuntimeError):
-    """Caffe's tools or pycaffe are missing."""
+TAIL_LINES = 15
 
 
 def caffe_root() -> Path:
+    """The install prefix of the Caffe in use (see the module docstring for how it is found)."""
     env_root = os.environ.get("ILGNET_CAFFE_ROOT")
     if env_root:
         return Path(env_root)
@@ -62,37 +66,57 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_tool(name: str, args: list[str], *, log_path: Path | None = None, echo: bool = False,
-             check: bool = True) -> subprocess.CompletedProcess:
-    """Runs a Caffe tool, capturing its combined output (Caffe logs to stderr) into `log_path` if given.
+def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Callable[[str], None] | None = None,
+               on_sigint: Callable[[], None] | None = None, keep: bool = True) -> subprocess.CompletedProcess:
+    """Runs a command with Caffe's environment, its combined output (Caffe logs to stderr) appended to `log_path`
+    as it arrives and each line passed to `on_line`. Returns the CompletedProcess (stdout: the whole output when
+    `keep`, else its last lines). Raises ToolFailed with the last lines when the command fails.
 
-    With `echo` the output is also streamed to this process's stderr as it arrives.
+    With `on_sigint`, a SIGINT sent to this process is passed on to the command (which decides how to stop; a
+    terminal's Ctrl-C reaches it directly too) and `on_sigint` is called. The command is killed if this process
+    stops waiting for it (an exception in `on_line`, a second interrupt without `on_sigint`).
     """
-    cmd = [str(tool_path(name)), *map(str, args)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env(), text=True)
-    lines = []
+    command = [str(part) for part in command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env(), text=True)
+    lines: list[str] | deque[str] = [] if keep else deque(maxlen=TAIL_LINES)
     log = open(log_path, "a") if log_path else None
+    previous = None
+    if on_sigint is not None:
+        def forward(signum, frame):
+            proc.send_signal(signal.SIGINT)
+            on_sigint()
+
+        previous = signal.signal(signal.SIGINT, forward)
     try:
         for line in proc.stdout:
             lines.append(line)
             if log:
                 log.write(line)
                 log.flush()
-            if echo:
-                sys.stderr.write(line)
-    finally:
+            if on_line:
+                on_line(line)
         proc.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         if log:
             log.close()
-    output = "".join(lines)
-    if check and proc.returncode != 0:
-        tail = "".join(lines[-15:])
-        raise subprocess.CalledProcessError(proc.returncode, cmd, output=f"{tail}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout=output)
+    if proc.returncode != 0:
+        tail = "".join(list(lines)[-TAIL_LINES:])
+        raise ToolFailed(f"{' '.join(command[:2])} exited with {proc.returncode}\n{tail}".rstrip())
+    return subprocess.CompletedProcess(command, proc.returncode, stdout="".join(lines))
+
+
+def run_tool(name: str, args: list, *, log_path: Path | None = None) -> subprocess.CompletedProcess:
+    """Runs one of Caffe's tools (caffe, convert_imageset, compute_image_mean, ...) with run_logged."""
+    return run_logged([tool_path(name), *args], log_path=log_path)
 
 
 def import_caffe():
-    """Imports pycaffe quietly (glog at warnings and above unless GLOG_minloglevel is set)."""
+    """pycaffe, imported quietly (glog at warnings and above unless GLOG_minloglevel is set)."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     root = os.environ.get("ILGNET_CAFFE_ROOT")
     if root and str(Path(root) / PYCAFFE_SUBDIR) not in sys.path:
@@ -102,3 +126,44 @@ def import_caffe():
     except ImportError as err:
         raise CaffeNotFoundError(f"pycaffe cannot be imported ({err}); {SETUP_HINT}") from err
     return caffe
+
+
+def _linked_libraries(library: Path) -> list[str]:
+    out = subprocess.run(["ldd", str(library)], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _blas_name(libraries: list[str]) -> str:
+    for pattern, name in [("openblas", "OpenBLAS"), ("mkl", "MKL"), ("atlas", "ATLAS"), ("blas", "reference BLAS")]:
+        if any(pattern in lib for lib in libraries):
+            return name
+    return "unknown"
+
+
+def gpu_count() -> int:
+    """GPUs that nvidia-smi lists (0 without an NVIDIA driver)."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return out.stdout.count("GPU ") if out.returncode == 0 else 0
+
+
+def caffe_version() -> str:
+    """What `caffe --version` reports (e.g. 1.0.0); CaffeNotFoundError when the binary is missing or broken."""
+    caffe_bin = tool_path("caffe")
+    try:
+        result = subprocess.run([str(caffe_bin), "--version"], capture_output=True, text=True)
+        problem = (result.stderr or result.stdout).strip()[:400]
+        match = re.search(r"caffe version\s+(\S+)", result.stdout + result.stderr)
+    except OSError as err:
+        problem, match = str(err), None
+    if not match:
+        raise CaffeNotFoundError(f"`{caffe_bin} --version` failed: {problem}; {SETUP_HINT}")
+    return match.group(1)
+
+
+def build_info() -> dict:
+    """How the Caffe in use was built: BLAS, and whether libcaffe links CUDA."""
+    libcaffe = sorted((caffe_root() / "lib").glob("libcaffe.so*"))
+    libraries = _linked_libraries(libcaffe[0]) if libcaffe else []
+    return {"blas": _blas_name(libraries), "cuda": any("libcudart" in lib or "libcublas" in lib for lib in libraries)}

@@ -1,14 +1,19 @@
-"""Caffe's glog output, read back: a training log as a table and curves, and a `caffe test` log as its score.
+"""Caffe's glog output, read back: a training log as a table, and a `caffe test` log as its score.
 
 A training log (`caffe train`, several runs appended when training was resumed) yields one row per iteration
-at which Caffe logged something: the smoothed training loss, the learning rate, and the test accuracy and loss
-of the test pass run at that iteration. `ilgnet log LOG` writes them as CSV and PNG beside the log.
+at which Caffe logged something: the training loss, the learning rate, and the test accuracy and loss of the
+test pass run at that iteration. ilgnet.curves writes them as CSV and PNG.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
+
+from ilgnet.caffe_proto import NetParameter, parse_text
+from ilgnet.errors import BadInput
 
 # glog 0.6+ (Debian 12) writes the year into the date (I20241124 ...); older glog (as in the authors' logs) not.
 GLOG_PREFIX = re.compile(r"^[IWEF]((?:\d{4})?\d{4} \d\d:\d\d:\d\d\.\d+)\s+\d+ [\w.]+:\d+\]\s+(.*)$")
@@ -38,8 +43,6 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
     may come between a pass's outputs). Iterations logged twice (a resumed run repeats its first one) keep the later
     values.
     """
-    import pandas as pd
-
     rows: list[dict] = []
     test: dict | None = None
 
@@ -81,39 +84,6 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
     return frame.reindex(columns=COLUMNS)
 
 
-def plot_curves(frame, png: Path, *, title: str = "") -> Path:
-    """Training loss with test loss, test accuracy and learning rate against iteration, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(3, 1, figsize=(8, 8), sharex=True,
-                                                 gridspec_kw={"height_ratios": [3, 2, 1]})
-    for ax, column, label in [(ax_loss, "loss", "train loss (smoothed)"), (ax_loss, "test_loss", "test loss"),
-                              (ax_acc, "test_accuracy", "test accuracy"), (ax_lr, "lr", "learning rate")]:
-        points = frame[["iteration", column]].dropna()
-        ax.plot(points["iteration"], points[column], marker="o", markersize=3, label=label)
-        ax.set_ylabel(label if ax is not ax_loss else "loss")
-        ax.grid(alpha=0.3)
-    ax_loss.legend()
-    ax_lr.set_xlabel("iteration")
-    ax_loss.set_title(title)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png
-
-
-def write_train_summary(log: Path, *, accuracy_blob: str | None = None, csv: Path | None = None,
-                        png: Path | None = None):
-    """Parses `log` into `csv` and `png` (default: train_log.csv and curves.png beside it); returns the frame."""
-    frame = parse_train_log(log, accuracy_blob=accuracy_blob)
-    frame.to_csv(csv or log.with_name("train_log.csv"), index=False)
-    plot_curves(frame, png or log.with_name("curves.png"), title=log.parent.name)
-    return frame
-
-
 @dataclass(frozen=True)
 class TestLogScore:
     """What a `caffe test` log says about its own run."""
@@ -135,44 +105,24 @@ class TestLogScore:
 def parse_test_log(path: Path, *, output: str | None = None) -> TestLogScore:
     """Reads a `caffe test` log: the TEST net it printed (for the Data layer's batch size and source), the
     iteration count, the per-batch and final values of `output` (default: the first non-loss output)."""
-    from google.protobuf import text_format
-
-    from ilgnet.caffe_tools import import_caffe
-
-    caffe_pb2 = import_caffe().proto.caffe_pb2
     text = Path(path).read_text(errors="replace").replace("\r\n", "\n")
     net_text = re.search(r"Initializing net from parameters:[ \t]*\n(.*?)\n[IWEF]\d{4,8} ", text, re.S)
     iterations = re.search(r"\] Running for (\d+) iterations\.", text)
     if not (net_text and iterations):
-        raise ValueError(f"{path}: not a `caffe test` log (no printed TEST net or no 'Running for N iterations.')")
-    net = text_format.Parse(net_text.group(1), caffe_pb2.NetParameter())
+        raise BadInput(f"{path}: not a `caffe test` log (no printed TEST net or no 'Running for N iterations.')")
+    net = parse_text(net_text.group(1), NetParameter())
     data_layers = [layer for layer in net.layer if layer.type == "Data"]
     if not data_layers:
-        raise ValueError(f"{path}: the TEST net it printed has no Data layer")
+        raise BadInput(f"{path}: the TEST net it printed has no Data layer")
     finals = re.findall(r"caffe\.cpp:\d+\] ([^\s,]+) = (\S+)\s*$", text, re.M)
     losses = re.findall(r"caffe\.cpp:\d+\] Loss: (\S+)\s*$", text, re.M)
     if not finals:
-        raise ValueError(f"{path}: the log ends before caffe test printed its scores")
+        raise BadInput(f"{path}: the log ends before caffe test printed its scores")
     output = output or finals[0][0]
     scores = dict(finals)
     if output not in scores:
-        raise ValueError(f"{path}: no final score named {output!r}; it has {', '.join(scores)}")
+        raise BadInput(f"{path}: no final score named {output!r}; it has {', '.join(scores)}")
     batch_scores = [float(v) for v in re.findall(rf"\] Batch \d+, {re.escape(output)} = (\S+)\s*$", text, re.M)]
     return TestLogScore(batch_size=data_layers[0].data_param.batch_size, iterations=int(iterations.group(1)),
                         source=data_layers[0].data_param.source, output=output, score=float(scores[output]),
                         loss=float(losses[-1]) if losses else None, batch_scores=batch_scores)
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("log", help="a Caffe training log as CSV (train_log.csv) and curves (curves.png)")
-    parser.add_argument("log", type=Path, help="the log of `caffe train` (runs/NAME/train.log)")
-    parser.add_argument("--accuracy-blob", help="test output holding the accuracy (default: first non-loss output)")
-    parser.set_defaults(func=run)
-
-
-def run(args) -> int:
-    if not args.log.is_file():
-        raise FileNotFoundError(f"{args.log} does not exist")
-    frame = write_train_summary(args.log, accuracy_blob=args.accuracy_blob)
-    print(f"{args.log.with_name('train_log.csv')}: {len(frame)} rows; {args.log.with_name('curves.png')}")
-    return 0

@@ -14,6 +14,9 @@ import math
 import warnings
 from dataclasses import dataclass
 
+from ilgnet.caffe_proto import SolverParameter
+from ilgnet.errors import BadInput, lookup
+
 # Sizes of the published val lists (BestiVictory/ILGnet data/AVA1/val.txt and data/AVA2/val.txt), used when a
 # caller gives no val_size.
 REFERENCE_VAL_SIZE = {"ava1": 20_000, "ava2": 25_553}
@@ -57,11 +60,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
 
 
 def get_profile(profile: str | Profile) -> Profile:
-    if isinstance(profile, Profile):
-        return profile
-    if profile not in PROFILES:
-        raise ValueError(f"unknown solver profile {profile!r}; known: {', '.join(PROFILES)}")
-    return PROFILES[profile]
+    """A Profile, or the one named `profile`; UnknownName for any other name."""
+    return profile if isinstance(profile, Profile) else lookup(PROFILES, profile, "solver profile")
 
 
 def val_batch_for(val_size: int, max_batch: int) -> int:
@@ -69,7 +69,7 @@ def val_batch_for(val_size: int, max_batch: int) -> int:
     once (25,553 AVA2 val images, max 50 -> 23). When the best divisor is under max_batch / 4 (a prime-ish
     val_size), testing would crawl, so `max_batch` is returned and a pass wraps around into a few images twice."""
     if val_size < 1 or max_batch < 1:
-        raise ValueError(f"val_size and max_batch must be positive (got {val_size}, {max_batch})")
+        raise BadInput(f"val_size and max_batch must be positive (got {val_size}, {max_batch})")
     divisor = max(d for d in range(1, min(val_size, max_batch) + 1) if val_size % d == 0)
     return divisor if divisor * 4 >= min(val_size, max_batch) else max_batch
 
@@ -87,29 +87,25 @@ def coverage(test_iter: int, val_batch: int, val_size: int) -> str:
 
 def solver(profile: str | Profile, *, net, snapshot_prefix, val_size: int | None = None,
            val_batch: int | None = None, mode: str = "GPU"):
-    """A caffe_pb2.SolverParameter for `profile` training `net` (a train_val.prototxt path).
+    """A caffe SolverParameter (ilgnet.caffe_proto) for `profile` training `net` (a train_val.prototxt path).
 
     val_size defaults to the published val list of the profile's dataset. Table 1 profiles need val_batch (the
     train_val's TEST batch) to derive test_iter; published profiles use it only to warn about coverage.
     """
-    from ilgnet.caffe_tools import import_caffe
-
-    caffe_pb2 = import_caffe().proto.caffe_pb2
     p = get_profile(profile)
     if mode not in ("GPU", "CPU"):
-        raise ValueError(f"solver mode must be GPU or CPU, not {mode!r}")
+        raise BadInput(f"solver mode must be GPU or CPU, not {mode!r}")
     val_size = val_size or REFERENCE_VAL_SIZE[p.dataset]
     if p.published_test_iter:
         test_iter = p.published_test_iter
     elif val_batch:
         test_iter = math.ceil(val_size / val_batch)
     else:
-        raise ValueError(f"solver profile {p.name} derives test_iter from the val set: give val_batch")
+        raise BadInput(f"solver profile {p.name} derives test_iter from the val set: give val_batch")
     if val_batch and test_iter * val_batch != val_size:
         warnings.warn(f"{p.name}: {coverage(test_iter, val_batch, val_size)}", stacklevel=2)
-    return caffe_pb2.SolverParameter(
+    return SolverParameter(
         net=str(net), test_iter=[test_iter], test_interval=p.interval, base_lr=p.base_lr, lr_policy="step",
         gamma=p.gamma, stepsize=p.stepsize, max_iter=p.max_iter, momentum=p.momentum,
         weight_decay=p.weight_decay, display=p.display, snapshot=p.snapshot_every,
-        snapshot_prefix=str(snapshot_prefix), type="SGD",
-        solver_mode=getattr(caffe_pb2.SolverParameter, mode))
+        snapshot_prefix=str(snapshot_prefix), type="SGD", solver_mode=mode)

@@ -1,4 +1,4 @@
-"""ILGNet and the paper's other nets as Caffe NetParameters, built with Caffe's own NetSpec.
+"""ILGNet and the paper's other nets as Caffe NetParameters, built without pycaffe (ilgnet.nets.builder).
 
 Variants (docs/NETS.md says what each cut is and why):
   ilgnet                   the published net: GoogLeNet v1 (LRN) cut after inception_4a, local features from
@@ -16,119 +16,111 @@ Variants (docs/NETS.md says what each cut is and why):
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
+from typing import Callable
+
+from ilgnet.caffe_proto import TEST, TRAIN
+from ilgnet.errors import lookup
+from ilgnet.nets import googlenet, inception
+from ilgnet.nets.builder import NetBuilder
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One net of the paper. `build` names the builder as "<module of ilgnet.nets>.<function>"; it is imported
-    only when a net is built, so listing variants needs no Caffe."""
+    """One net of the paper: its builder, the input it takes and the blobs the toolkit reads."""
 
     name: str
     summary: str
-    input_size: int
-    build: str
+    build: Callable
+    """Adds the net's layers to a NetBuilder after the `data` blob; returns its classifiers, the main one last."""
     pretrained: str
-    prob_blob: str = "loss1/loss"
-    loss_blob: str = "loss1/loss"
-    accuracy_blob: str = "loss1/top-1"
+    """The ImageNet model the trunk starts from when fine-tuning."""
+    input_size: int = 227
+    """Side of the square crops the net takes (Data layer crop_size; the deploy net's input)."""
     resize: int = 256
     """Side of the square images in the LMDB the train_val reads: crops of input_size are taken from them."""
     input_scale: float = 1.0
     """Factor Caffe applies to pixels after subtracting the mean (transform_param.scale)."""
-
-    def builder(self):
-        module, function = self.build.rsplit(".", 1)
-        return getattr(importlib.import_module(f"ilgnet.nets.{module}"), function)
+    prob_blob: str = "loss1/loss"
+    loss_blob: str = "loss1/loss"
+    accuracy_blob: str = "loss1/top-1"
 
 
 BVLC = "bvlc_googlenet"
 INCEPTION_SCALE = 1 / 128
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    Variant("ilgnet", "published ILGNet: GoogLeNet v1 (LRN) to inception_4a + local/global head", 227,
-            "googlenet.ilgnet", BVLC),
-    Variant("ilgnet-bn", "ILGNet-Inc.V1-BN: BatchNorm + Scale after every convolution, no LRN", 227,
-            "googlenet.ilgnet_bn", BVLC),
-    Variant("ilgnet-noinc", "ILGNet with each inception module replaced by one 3x3 convolution", 227,
-            "googlenet.ilgnet_noinc", f"{BVLC} (stem and loss1/conv)"),
-    Variant("googlenet-bn-third", "GoogLeNetV1-BN to inception_4a, classifier loss1", 227,
-            "googlenet.googlenet_bn_third", BVLC, prob_blob="prob"),
-    Variant("googlenet-bn-two-thirds", "GoogLeNetV1-BN to inception_4d, classifiers loss1, loss2", 227,
-            "googlenet.googlenet_bn_two_thirds", BVLC, prob_blob="prob", loss_blob="loss2/loss",
+    Variant(name="ilgnet", summary="published ILGNet: GoogLeNet v1 (LRN) to inception_4a + local/global head",
+            build=googlenet.ilgnet, pretrained=BVLC),
+    Variant(name="ilgnet-bn", summary="ILGNet-Inc.V1-BN: BatchNorm + Scale after every convolution, no LRN",
+            build=googlenet.ilgnet_bn, pretrained=BVLC),
+    Variant(name="ilgnet-noinc", summary="ILGNet with each inception module replaced by one 3x3 convolution",
+            build=googlenet.ilgnet_noinc, pretrained=f"{BVLC} (stem and loss1/conv)"),
+    Variant(name="googlenet-bn-third", summary="GoogLeNetV1-BN to inception_4a, classifier loss1",
+            build=googlenet.googlenet_bn_third, pretrained=BVLC, prob_blob="prob"),
+    Variant(name="googlenet-bn-two-thirds", summary="GoogLeNetV1-BN to inception_4d, classifiers loss1, loss2",
+            build=googlenet.googlenet_bn_two_thirds, pretrained=BVLC, prob_blob="prob", loss_blob="loss2/loss",
             accuracy_blob="loss2/top-1"),
-    Variant("googlenet-bn-full", "GoogLeNetV1-BN, classifiers loss1, loss2, loss3", 227,
-            "googlenet.googlenet_bn_full", BVLC, prob_blob="prob", loss_blob="loss3/loss",
+    Variant(name="googlenet-bn-full", summary="GoogLeNetV1-BN, classifiers loss1, loss2, loss3",
+            build=googlenet.googlenet_bn_full, pretrained=BVLC, prob_blob="prob", loss_blob="loss3/loss",
             accuracy_blob="loss3/top-1"),
-    Variant("ilgnet-inc3", "ILGNet head on Inception-v3 to inception_b1", 299, "inception.ilgnet_inc3",
-            "Inception-v3 Caffe port (soeaver/caffe-model)", resize=320, input_scale=INCEPTION_SCALE),
-    Variant("ilgnet-inc4", "ILGNet head on Inception-v4 to inception_b1", 299, "inception.ilgnet_inc4",
-            "Inception-v4 Caffe port (soeaver/caffe-model)", resize=320, input_scale=INCEPTION_SCALE),
+    Variant(name="ilgnet-inc3", summary="ILGNet head on Inception-v3 to inception_b1", build=inception.ilgnet_inc3,
+            pretrained="Inception-v3 Caffe port (soeaver/caffe-model)", input_size=299, resize=320,
+            input_scale=INCEPTION_SCALE),
+    Variant(name="ilgnet-inc4", summary="ILGNet head on Inception-v4 to inception_b1", build=inception.ilgnet_inc4,
+            pretrained="Inception-v4 Caffe port (soeaver/caffe-model)", input_size=299, resize=320,
+            input_scale=INCEPTION_SCALE),
 ]}
 
 
 def get_variant(variant: str | Variant) -> Variant:
-    if isinstance(variant, Variant):
-        return variant
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown net variant {variant!r}; known: {', '.join(VARIANTS)}")
-    return VARIANTS[variant]
+    """A Variant, or the one named `variant`; UnknownName for any other name."""
+    return variant if isinstance(variant, Variant) else lookup(VARIANTS, variant, "net variant")
 
 
-def _data_layer(caffe, v: Variant, phase, source, mean_file, batch: int):
-    transform = dict(mirror=phase == caffe.TRAIN, crop_size=v.input_size, mean_file=str(mean_file))
+def _data_layer(n: NetBuilder, v: Variant, phase: int, source, mean_file, batch: int) -> None:
+    """A Data layer reading an LMDB: random crop and mirror in TRAIN, the centre crop in TEST, minus the mean."""
+    transform = dict(mirror=phase == TRAIN, crop_size=v.input_size, mean_file=str(mean_file))
     if v.input_scale != 1:
         transform["scale"] = v.input_scale
-    spec = caffe.NetSpec()
-    spec.data, spec.label = caffe.layers.Data(
-        ntop=2, include=dict(phase=phase), transform_param=transform,
-        data_param=dict(source=str(source), batch_size=batch, backend=caffe.params.Data.LMDB))
-    return spec
+    n.add("Data", "data", [], tops=["data", "label"], include=[dict(phase=phase)], transform_param=transform,
+          data_param=dict(source=str(source), batch_size=batch, backend="LMDB"))
 
 
 def train_val(variant: str | Variant, *, train_lmdb, val_lmdb, mean_file, train_batch: int, val_batch: int):
     """The training net: Data layers (TRAIN: random crop + mirror; TEST: centre crop), the body, and per
     classifier a SoftmaxWithLoss `<prefix>/loss` and an Accuracy `<prefix>/top-1` (in both phases, so training
-    logs show accuracy too). Returns a caffe_pb2.NetParameter."""
-    from ilgnet.caffe_tools import import_caffe
-
-    caffe = import_caffe()
+    logs show accuracy too). Returns a caffe NetParameter (ilgnet.caffe_proto)."""
     v = get_variant(variant)
-    n = _data_layer(caffe, v, caffe.TEST, val_lmdb, mean_file, val_batch)
-    for classifier in v.builder()(n, n.data):
-        loss_weight = {} if classifier.loss_weight == 1 else dict(loss_weight=classifier.loss_weight)
-        n[classifier.loss] = caffe.layers.SoftmaxWithLoss(n[classifier.logits], n.label, **loss_weight)
-        n[classifier.accuracy] = caffe.layers.Accuracy(n[classifier.logits], n.label)
-    train_data = _data_layer(caffe, v, caffe.TRAIN, train_lmdb, mean_file, train_batch).to_proto().layer
-    net = caffe.proto.caffe_pb2.NetParameter(name=v.name)
-    net.layer.extend([*train_data, *n.to_proto().layer])
-    return net
+    n = NetBuilder()
+    _data_layer(n, v, TRAIN, train_lmdb, mean_file, train_batch)
+    _data_layer(n, v, TEST, val_lmdb, mean_file, val_batch)
+    for classifier in v.build(n, "data"):
+        loss_weight = {} if classifier.loss_weight == 1 else dict(loss_weight=[classifier.loss_weight])
+        n.add("SoftmaxWithLoss", classifier.loss, [classifier.logits, "label"], **loss_weight)
+        n.add("Accuracy", classifier.accuracy, [classifier.logits, "label"])
+    return n.net(v.name)
 
 
 def deploy(variant: str | Variant, *, batch: int = 1):
     """The inference net: Input `data` (batch x 3 x input_size x input_size), the layers that feed the main
-    classifier, and Softmax `prob_blob` on it. Auxiliary classifier branches are left out."""
-    from ilgnet.caffe_tools import import_caffe
-
-    caffe = import_caffe()
+    classifier, and Softmax `prob_blob` on it: (batch, 2) probabilities of (low, high). Auxiliary classifier
+    branches are left out."""
     v = get_variant(variant)
-    n = caffe.NetSpec()
-    n.data = caffe.layers.Input(shape=dict(dim=[batch, 3, v.input_size, v.input_size]))
-    main = v.builder()(n, n.data)[-1]
-    n[v.prob_blob] = caffe.layers.Softmax(n[main.logits])
-    net = caffe.proto.caffe_pb2.NetParameter(name=v.name)
-    net.layer.extend(_feeding(n.to_proto().layer, v.prob_blob))
-    return net
+    n = NetBuilder()
+    data = n.add("Input", "data", [], shape=[dict(dim=[batch, 3, v.input_size, v.input_size])])
+    main = v.build(n, data)[-1]
+    n.add("Softmax", v.prob_blob, main.logits)
+    return n.net(v.name, _feeding(n.layers, v.prob_blob))
 
 
-def _feeding(layers, blob: str) -> list:
+def _feeding(layers: list[dict], blob: str) -> list[dict]:
     """The layers `blob` depends on, in their original order (a layer is kept if it writes a needed blob;
     in-place layers keep their blob needed)."""
     needed, kept = {blob}, []
     for layer in reversed(layers):
-        if needed.intersection(layer.top):
+        if needed.intersection(layer["top"]):
             kept.append(layer)
-            needed.update(layer.bottom)
+            needed.update(layer["bottom"])
     return kept[::-1]
 
 
@@ -139,4 +131,27 @@ def learnable_layers(net) -> dict:
 
 
 def parameter_count(net) -> int:
+    """Learnable parameters of a caffe.Net (150,938,082 for `ilgnet`)."""
     return sum(blob.data.size for blobs in learnable_layers(net).values() for blob in blobs)
+
+
+def forward_time(variant: str | Variant, *, batch: int, iterations: int) -> tuple[int, float]:
+    """(learnable parameter count, median CPU forward milliseconds over `iterations` passes after one warm-up) of a
+    variant's deploy net with random weights. Needs Caffe."""
+    import time
+
+    import numpy as np
+
+    from ilgnet.caffe_io import load_net
+    from ilgnet.caffe_tools import import_caffe
+
+    import_caffe().set_mode_cpu()
+    net = load_net(deploy(variant, batch=batch))
+    net.blobs["data"].data[...] = np.random.default_rng(0).uniform(-100, 100, net.blobs["data"].data.shape)
+    net.forward()
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        net.forward()
+        times.append(time.perf_counter() - start)
+    return parameter_count(net), 1000 * float(np.median(times))

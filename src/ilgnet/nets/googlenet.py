@@ -1,14 +1,14 @@
 """Nets on GoogLeNet v1: the published ILGNet, its BN and no-inception variants, and GoogLeNetV1-BN baselines.
 
 Layer and blob names follow bvlc_googlenet's train_val.prototxt, so its caffemodel initialises every
-pretrained layer by name. Each builder adds its layers to a caffe.NetSpec after the `data` top and returns its
-classifiers, the main one last.
+pretrained layer by name. Each builder adds its layers to a NetBuilder after the `data` blob and returns its
+classifiers, the main one last. Shape comments are (channels, height, width) of one 227x227 input.
 """
 from __future__ import annotations
 
 from ilgnet.nets.head import (Classifier, googlenet_aux_classifier, googlenet_main_classifier, head_branch,
                               ilg_classifier, pooled_conv)
-from ilgnet.nets.layers import NEW, PRETRAINED, L, ave_pool, conv_relu, max_pool
+from ilgnet.nets.layers import NEW, PRETRAINED, ave_pool, conv_relu, max_pool
 
 # Szegedy et al. 2015, Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
 INCEPTION = {
@@ -31,17 +31,15 @@ POOL_BEFORE = {"4a": "pool3/3x3_s2", "5a": "pool4/3x3_s2"}
 def stem(n, data, *, bn: bool):
     """conv1/7x7_s2 through pool2/3x3_s2. With `bn` the two LRN layers (pool1/norm1, conv2/norm2) give way to
     BatchNorm + Scale after each convolution."""
-    x = conv_relu(n, "conv1/7x7_s2", "conv1/relu_7x7", data, 64, 7, pad=3, stride=2, bn=bn)
-    x = max_pool(n, "pool1/3x3_s2", x)
+    x = conv_relu(n, "conv1/7x7_s2", "conv1/relu_7x7", data, 64, 7, pad=3, stride=2, bn=bn)   # 64x114x114
+    x = max_pool(n, "pool1/3x3_s2", x)                                                        # 64x57x57
     if not bn:
-        n["pool1/norm1"] = L.LRN(x, local_size=5, alpha=1e-4, beta=0.75)
-        x = n["pool1/norm1"]
+        x = n.add("LRN", "pool1/norm1", x, local_size=5, alpha=1e-4, beta=0.75)
     x = conv_relu(n, "conv2/3x3_reduce", "conv2/relu_3x3_reduce", x, 64, 1, bn=bn)
-    x = conv_relu(n, "conv2/3x3", "conv2/relu_3x3", x, 192, 3, pad=1, bn=bn)
+    x = conv_relu(n, "conv2/3x3", "conv2/relu_3x3", x, 192, 3, pad=1, bn=bn)                # 192x57x57
     if not bn:
-        n["conv2/norm2"] = L.LRN(x, local_size=5, alpha=1e-4, beta=0.75)
-        x = n["conv2/norm2"]
-    return max_pool(n, "pool2/3x3_s2", x)
+        x = n.add("LRN", "conv2/norm2", x, local_size=5, alpha=1e-4, beta=0.75)
+    return max_pool(n, "pool2/3x3_s2", x)                                                     # 192x28x28
 
 
 def inception(n, stage: str, bottom, *, bn: bool):
@@ -56,8 +54,7 @@ def inception(n, stage: str, bottom, *, bn: bool):
     b5 = conv_relu(n, f"{p}/5x5", f"{p}/relu_5x5", b5, w5, 5, pad=2, bn=bn)
     pool = ave_pool(n, f"{p}/pool", bottom, kernel=3, stride=1, pad=1)
     bp = conv_relu(n, f"{p}/pool_proj", f"{p}/relu_pool_proj", pool, wp, 1, bn=bn)
-    n[f"{p}/output"] = L.Concat(b1, b3, b5, bp)
-    return n[f"{p}/output"]
+    return n.add("Concat", f"{p}/output", [b1, b3, b5, bp])      # (w1 + w3 + w5 + wp) channels, same H x W
 
 
 def plain_block(n, stage: str, bottom, *, bn: bool):
@@ -70,13 +67,13 @@ def plain_block(n, stage: str, bottom, *, bn: bool):
 def _ilgnet(n, data, *, bn: bool, block) -> list[Classifier]:
     """GoogLeNet cut after its third module: local features from blocks 3a and 3b, the global one from 4a
     through loss1's pooling and 1x1 convolution."""
-    x = stem(n, data, bn=bn)
-    x = block(n, "3a", x, bn=bn)
-    temp1 = head_branch(n, "temp1", x)
-    x = block(n, "3b", x, bn=bn)
-    temp2 = head_branch(n, "temp2", x)
-    x = block(n, "4a", max_pool(n, POOL_BEFORE["4a"], x), bn=bn)
-    temp3 = head_branch(n, "temp3", pooled_conv(n, "loss1", x, param=PRETRAINED, bn=bn))
+    x = stem(n, data, bn=bn)                                          # 192x28x28
+    x = block(n, "3a", x, bn=bn)                                      # 256x28x28
+    temp1 = head_branch(n, "temp1", x)                                # 256
+    x = block(n, "3b", x, bn=bn)                                      # 480x28x28
+    temp2 = head_branch(n, "temp2", x)                                # 256
+    x = block(n, "4a", max_pool(n, POOL_BEFORE["4a"], x), bn=bn)      # 480x14x14 -> 512x14x14
+    temp3 = head_branch(n, "temp3", pooled_conv(n, "loss1", x, param=PRETRAINED, bn=bn))   # 128x4x4 -> 512
     return [ilg_classifier(n, temp1, temp2, temp3)]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ilgnet.nets.layers import PRETRAINED, ZERO, L, ave_pool, conv_relu, fc, relu_dropout
+from ilgnet.nets.layers import PRETRAINED, ZERO, ave_pool, conv_relu, fc, relu_dropout
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ def head_branch(n, name: str, bottom):
 def ilg_classifier(n, temp1, temp2, temp3) -> Classifier:
     """Fuses the three head branches: `temp` (Concat), `temp_cjy` (FC 1024 + ReLU + Dropout 0.7) and
     `loss1/classifier_cjy` (2 outputs)."""
-    n["temp"] = L.Concat(temp1, temp2, temp3)
-    fused = relu_dropout(n, "temp_cjy_relu", "temp3_cjy_drop", fc(n, "temp_cjy", n["temp"], 1024), 0.7)
-    fc(n, "loss1/classifier_cjy", fused, 2, bias=ZERO)
+    temp = n.add("Concat", "temp", [temp1, temp2, temp3])                  # 256 + 256 + 512 = 1024
+    fused = relu_dropout(n, "temp_cjy_relu", "temp3_cjy_drop", fc(n, "temp_cjy", temp, 1024), 0.7)
+    fc(n, "loss1/classifier_cjy", fused, 2, bias=ZERO)                      # 2: (low, high)
     return Classifier("loss1/classifier_cjy", "loss1")
 
 
@@ -69,7 +69,7 @@ def googlenet_aux_classifier(n, prefix: str, bottom, *, bn: bool, loss_weight: f
 
 def googlenet_main_classifier(n, bottom) -> Classifier:
     """GoogLeNet's final classifier: `pool5/7x7_s1` (AVE 7x7), `pool5/drop_7x7_s1` (0.4), `loss3/classifier_ava`."""
-    pool = ave_pool(n, "pool5/7x7_s1", bottom, kernel=7, stride=1)
-    n["pool5/drop_7x7_s1"] = L.Dropout(pool, dropout_ratio=0.4, in_place=True)
-    fc(n, "loss3/classifier_ava", n["pool5/drop_7x7_s1"], 2, bias=ZERO)
+    pool = ave_pool(n, "pool5/7x7_s1", bottom, kernel=7, stride=1)          # 1024x7x7 -> 1024x1x1
+    n.add("Dropout", "pool5/drop_7x7_s1", pool, dropout_ratio=0.4, in_place=True)
+    fc(n, "loss3/classifier_ava", pool, 2, bias=ZERO)
     return Classifier("loss3/classifier_ava", "loss3")

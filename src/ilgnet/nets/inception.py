@@ -15,12 +15,11 @@ first auxiliary classifier pools inception_4a (AVE 5x5 stride 3, then a 1x1 conv
 from __future__ import annotations
 
 from ilgnet.nets.head import Classifier, head_branch, ilg_classifier, pooled_conv
-from ilgnet.nets.layers import NEW, L, ave_pool, conv_bn, max_pool
+from ilgnet.nets.layers import NEW, ave_pool, conv_bn, max_pool
 
 
 def _concat(n, name: str, *tops):
-    n[name] = L.Concat(*tops)
-    return n[name]
+    return n.add("Concat", name, list(tops))
 
 
 def v3_stem(n, data):

@@ -7,12 +7,6 @@ their lr_mult to 0); the Scale layer after each BatchNorm learns at the base rat
 """
 from __future__ import annotations
 
-from ilgnet.caffe_tools import import_caffe
-
-caffe = import_caffe()
-L = caffe.layers
-P = caffe.params
-
 PRETRAINED = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 NEW = [dict(lr_mult=10, decay_mult=1), dict(lr_mult=20, decay_mult=0)]
 PRETRAINED_NO_BIAS = [dict(lr_mult=1, decay_mult=1)]
@@ -49,47 +43,41 @@ def conv_relu(n, name: str, relu: str, bottom, num_output: int, kernel: int, *, 
     The bias stays even before BatchNorm, where it is redundant, so that bvlc_googlenet's two blobs per
     convolution still load by name.
     """
-    n[name] = L.Convolution(bottom, num_output=num_output, **_geometry(kernel, pad, stride), param=param,
-                            weight_filler=XAVIER, bias_filler=BIAS)
-    top = n[name]
+    top = n.add("Convolution", name, bottom, num_output=num_output, **_geometry(kernel, pad, stride), param=param,
+                weight_filler=XAVIER, bias_filler=BIAS)
     if bn:
-        n[f"{name}/bn"] = L.BatchNorm(top, in_place=True)
-        n[f"{name}/scale"] = L.Scale(n[f"{name}/bn"], bias_term=True, param=SCALE, in_place=True)
-        top = n[f"{name}/scale"]
-    n[relu] = L.ReLU(top, in_place=True)
-    return n[relu]
+        n.add("BatchNorm", f"{name}/bn", top, in_place=True)
+        n.add("Scale", f"{name}/scale", top, bias_term=True, param=SCALE, in_place=True)
+    return n.add("ReLU", relu, top, in_place=True)
 
 
 def conv_bn(n, name: str, bottom, num_output: int, kernel, *, pad=0, stride: int = 1, relu: str | None = None):
     """Inception-v3/v4 Caffe-port unit: Convolution without bias, `<name>_bn` (BatchNorm, eps 0.001 as in the
     TensorFlow originals), `<name>_scale`, and the ReLU (`<name>_relu` unless named). Returns the ReLU's top."""
-    n[name] = L.Convolution(bottom, num_output=num_output, bias_term=False, **_geometry(kernel, pad, stride),
-                            param=PRETRAINED_NO_BIAS, weight_filler=XAVIER)
-    n[f"{name}_bn"] = L.BatchNorm(n[name], eps=0.001, in_place=True)
-    n[f"{name}_scale"] = L.Scale(n[f"{name}_bn"], bias_term=True, param=SCALE, in_place=True)
-    relu = relu or f"{name}_relu"
-    n[relu] = L.ReLU(n[f"{name}_scale"], in_place=True)
-    return n[relu]
+    top = n.add("Convolution", name, bottom, num_output=num_output, bias_term=False, **_geometry(kernel, pad, stride),
+                param=PRETRAINED_NO_BIAS, weight_filler=XAVIER)
+    n.add("BatchNorm", f"{name}_bn", top, eps=0.001, in_place=True)
+    n.add("Scale", f"{name}_scale", top, bias_term=True, param=SCALE, in_place=True)
+    return n.add("ReLU", relu or f"{name}_relu", top, in_place=True)
 
 
 def max_pool(n, name: str, bottom, kernel: int = 3, stride: int = 2):
-    n[name] = L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=kernel, stride=stride)
-    return n[name]
+    """MAX pooling; Caffe rounds the output size up: ceil((H - kernel) / stride) + 1."""
+    return n.add("Pooling", name, bottom, pool="MAX", kernel_size=kernel, stride=stride)
 
 
 def ave_pool(n, name: str, bottom, kernel: int, stride: int, pad: int = 0):
     fields = dict(pad=pad) if pad else {}
-    n[name] = L.Pooling(bottom, pool=P.Pooling.AVE, kernel_size=kernel, stride=stride, **fields)
-    return n[name]
+    return n.add("Pooling", name, bottom, pool="AVE", kernel_size=kernel, stride=stride, **fields)
 
 
 def fc(n, name: str, bottom, num_output: int, *, param=NEW, bias=BIAS):
-    n[name] = L.InnerProduct(bottom, num_output=num_output, param=param, weight_filler=XAVIER, bias_filler=bias)
-    return n[name]
+    """InnerProduct: (N, C, H, W) -> (N, num_output)."""
+    return n.add("InnerProduct", name, bottom, num_output=num_output, param=param, weight_filler=XAVIER,
+                 bias_filler=bias)
 
 
 def relu_dropout(n, relu: str, drop: str, bottom, ratio: float):
-    """In-place ReLU then in-place Dropout; returns the Dropout's top."""
-    n[relu] = L.ReLU(bottom, in_place=True)
-    n[drop] = L.Dropout(n[relu], dropout_ratio=ratio, in_place=True)
-    return n[drop]
+    """In-place ReLU then in-place Dropout; returns the blob they rewrite."""
+    top = n.add("ReLU", relu, bottom, in_place=True)
+    return n.add("Dropout", drop, top, dropout_ratio=ratio, in_place=True)

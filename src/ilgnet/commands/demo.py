@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from ilgnet.errors import BadInput
+
 DEFAULT_WORK = Path("work/demo")
 MARKER = ".ilgnet-demo"
 # Sized so that `make demo` stays well under 10 minutes on 2 CPU cores: 3,000 AVA.txt rows give AVA2 300 training
@@ -61,7 +63,7 @@ def _done(started: float, timings: dict, name: str) -> None:
 def _fresh_work_dir(work: Path) -> None:
     """Empties `work` for a new run, but only if it is missing, empty, or an earlier demo's folder."""
     if work.exists() and any(work.iterdir()) and not (work / MARKER).exists():
-        raise ValueError(f"{work} exists and was not made by `ilgnet demo`; give another --work folder")
+        raise BadInput(f"{work} exists and was not made by `ilgnet demo`; give another --work folder")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     (work / MARKER).write_text("made by `ilgnet demo`; it empties this folder when run again\n")
@@ -71,8 +73,9 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
              batch: int = DEFAULTS["batch"], held_out: int = DEFAULTS["held_out"], seed: int = DEFAULTS["seed"],
              gpu: int | None = None, progress: bool = True) -> dict:
     """Runs the demo in `work`; returns the summary it also writes to work/demo.json."""
-    from ilgnet import evaluate, synthetic, train
+    from ilgnet import synthetic, training
     from ilgnet.ava import read_ava_txt
+    from ilgnet.evaluation import evaluate
     from ilgnet.lmdb_builder import build_split
     from ilgnet.partitions import ava2_split, write_split
     from ilgnet.scorer import Scorer
@@ -98,7 +101,7 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
     _done(started, timings, "split")
 
     started = _step(3, "LMDBs and mean image", f"ilgnet lmdb --split {data} --images {ava / 'images'} --seed {seed}")
-    lmdb = build_split(data, ava / "images", seed=seed)
+    lmdb = build_split(data, ava / "images", seed=seed, progress=progress)
     _done(started, timings, "lmdb")
 
     device = "CPU" if gpu is None else f"GPU {gpu}"
@@ -108,15 +111,15 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
                     f"--models {work / 'models'} {'--cpu' if gpu is None else f'--gpu {gpu}'} --max-iter {iterations} "
                     f"--train-batch {batch} --test-interval {test_interval}")
     print("   (no ImageNet weights in the demo: training from scratch is intended)")
-    weights = train.train("ilgnet", "ava2", data, name="ilgnet-demo", runs_dir=runs, models_dir=work / "models",
-                          gpu=None if gpu is None else str(gpu), max_iter=iterations, train_batch=batch,
-                          display=max(1, iterations // 20), test_interval=test_interval, progress=progress)
+    weights = training.train("ilgnet", "ava2", data, name="ilgnet-demo", runs_dir=runs, models_dir=work / "models",
+                             gpu=None if gpu is None else str(gpu), max_iter=iterations, train_batch=batch,
+                             display=max(1, iterations // 20), test_interval=test_interval, progress=progress)
     _done(started, timings, "train")
 
     started = _step(5, "test on every held-out image",
                     f"ilgnet test --variant ilgnet --weights {weights} --data {data} --json {work / 'test.json'}")
-    result = evaluate.evaluate("ilgnet", weights, data / "val_lmdb", data / "mean.binaryproto", gpu=gpu,
-                               progress=progress)
+    result = evaluate("ilgnet", weights, data / "val_lmdb", data / "mean.binaryproto", gpu=gpu,
+                      progress=progress)
     (work / "test.json").write_text(json.dumps(result, indent=2) + "\n")
     baseline = result["majority_baseline"]["accuracy"]
     auc = "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.3f}"
@@ -159,7 +162,7 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
 def run(args) -> int:
     for name in ("images", "iterations", "batch", "held_out"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+            raise BadInput(f"--{name.replace('_', '-')} must be positive")
     summary = run_demo(args.work, images=args.images, iterations=args.iterations, batch=args.batch,
                        held_out=args.held_out, seed=args.seed, gpu=args.gpu)
     above = summary["accuracy"] > summary["majority_baseline"]

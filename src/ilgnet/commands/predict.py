@@ -1,8 +1,7 @@
 """`ilgnet predict`: aesthetic scores for photos, files and folders, from a published or a trained ILGNet model.
 
 Photos are preprocessed as in training and `caffe test` and scored in batches by ilgnet.scorer, in several
-processes on a CPU. The Scorer lives in ilgnet.scorer (it imports numpy, OpenCV and pycaffe); `ilgnet.predict.Scorer`
-and `ilgnet.Scorer` load it on first use so that `ilgnet --help` stays fast.
+processes on a CPU (ilgnet.scorer_pool).
 """
 from __future__ import annotations
 
@@ -10,31 +9,12 @@ import os
 import sys
 from pathlib import Path
 
+from ilgnet import defaults
+from ilgnet.errors import BadInput, MissingFile
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2"}
 MAX_DEFAULT_WORKERS = 4
 DEFAULT_WORKERS = max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
-
-
-def __getattr__(name: str):
-    if name == "Scorer":
-        from ilgnet.scorer import Scorer
-
-        return Scorer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def collect_images(paths: list[str | Path]) -> list[Path]:
-    """Files as given (whatever their suffix, so an unreadable one is reported), and image files found recursively in
-    folders, sorted. A path that does not exist is an error."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
-        elif path.exists():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"{path} does not exist")
-    return found
 
 
 def register(subparsers) -> None:
@@ -51,22 +31,37 @@ def register(subparsers) -> None:
                         help="mean image the model was trained with (.binaryproto or .npy); required with a "
                              ".caffemodel, e.g. DATA/mean.binaryproto from `ilgnet lmdb`")
     parser.add_argument("--variant", default="ilgnet", help="net variant of the deploy net (default: ilgnet)")
-    parser.add_argument("--models", type=Path, default=Path("models"),
-                        help="where ilgnet-ava1/2 are kept, and downloaded to when missing (default: models/)")
+    parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR,
+                        help="where ilgnet-ava1/2 are kept (`ilgnet weights fetch` puts them there; default: models/)")
     parser.add_argument("--top", type=int, metavar="K", help="output only the K best photos, best first")
     parser.add_argument("--format", choices=["csv", "jsonl"],
                         help="output format (default: from --out's suffix, else csv)")
     parser.add_argument("--out", type=Path, help="write the table here instead of stdout")
     parser.add_argument("--oversample", action="store_true",
                         help="average 10 crops (4 corners + centre, and their mirrors) instead of the centre crop")
-    parser.add_argument("--batch", type=int, default=16,
-                        help="net inputs per forward pass: photos, or crops with --oversample (default: 16)")
+    parser.add_argument("--batch", type=int, default=defaults.SCORE_BATCH,
+                        help=f"net inputs per forward pass: photos, or crops with --oversample (default: "
+                             f"{defaults.SCORE_BATCH})")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help="processes, each with its own copy of the net and its share of the cores (default: "
                              f"number of CPUs, at most {MAX_DEFAULT_WORKERS}; up to 1.7 GB of memory each)")
     parser.add_argument("--gpu", type=int, metavar="ID", help="run the net on this GPU, in one process (default: CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def collect_images(paths: list[str | Path]) -> list[Path]:
+    """Files as given (whatever their suffix, so an unreadable one is reported), and image files found recursively in
+    folders, sorted. A path that does not exist is an error."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise MissingFile(f"{path} does not exist")
+    return found
 
 
 def write_table(table, out: Path | None, fmt: str | None) -> None:
@@ -87,18 +82,24 @@ def write_table(table, out: Path | None, fmt: str | None) -> None:
 
 
 def run(args) -> int:
-    from ilgnet.scorer import ScorerPool, resolve_model
+    from ilgnet.models import resolve_model
+    from ilgnet.scorer_pool import ScorerPool
 
     if args.top is not None and args.top < 1:
-        raise ValueError(f"--top must be at least 1, got {args.top}")
+        raise BadInput(f"--top must be at least 1, got {args.top}")
     if args.batch < 1 or args.workers < 1:
-        raise ValueError("--batch and --workers must be at least 1")
+        raise BadInput("--batch and --workers must be at least 1")
     paths = collect_images(args.paths)
     if not paths:
-        raise ValueError(f"no image files in {' '.join(args.paths)}")
-    weights, mean = resolve_model(args.model, args.mean, args.models)
+        raise BadInput(f"no image files in {' '.join(args.paths)}")
+    model = resolve_model(args.model, mean=args.mean, models=args.models)
+    if model.published:
+        print(f"{model.published}: {model.caffemodel} is present and checks out", file=sys.stderr)
+    if model.mean is None:
+        raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
+                       f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
     workers = min(args.workers, -(-len(paths) // args.batch))          # no process without a batch to score
-    with ScorerPool(workers, weights=weights, mean=mean, deploy=args.deploy, variant=args.variant,
+    with ScorerPool(workers, weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=args.variant,
                     batch_size=args.batch, oversample=args.oversample, gpu=args.gpu) as pool:
         table, skipped = pool.score_files(paths, progress=not args.quiet)
     for item in skipped:

@@ -1,0 +1,27 @@
+"""`ilgnet gen` (`make prototxt`): writes the committed net and solver prototxt files from their generators."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("gen", help="write prototxt/<variant>/{train_val,deploy}.prototxt and "
+                                               "solvers/<profile>.prototxt")
+    parser.add_argument("--out", type=Path, default=Path("."), help="repository root to write into (default: .)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ilgnet.fileio import atomic_write_text
+    from ilgnet.generated import generated_files
+
+    files, caught = generated_files()
+    for message in caught:
+        print(f"ilgnet gen: warning: {message}", file=sys.stderr)
+    for relative, text in files.items():
+        path = args.out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,32 @@
+"""`ilgnet nets` (`make nets`): the net variants as a markdown table of input size, parameters and CPU forward time."""
+from __future__ import annotations
+
+import os
+
+from ilgnet.errors import BadInput
+
+
+def register(subparsers) -> None:
+    from ilgnet.nets import VARIANTS
+
+    parser = subparsers.add_parser("nets", help="table of the net variants: parameters, input size, CPU forward time")
+    parser.add_argument("--variants", nargs="+", metavar="VARIANT", choices=list(VARIANTS),
+                        help="only these variants (default: all)")
+    parser.add_argument("--batch", type=int, default=1, help="forward batch size (default: 1)")
+    parser.add_argument("--iterations", type=int, default=5, help="timed forward passes per net (default: 5)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ilgnet.nets import VARIANTS, forward_time, get_variant
+
+    if args.batch < 1 or args.iterations < 1:
+        raise BadInput("--batch and --iterations must be at least 1")
+    print(f"| variant | input | parameters | CPU forward, batch {args.batch} (ms) | net |")
+    print("|---|---|---:|---:|---|")
+    for v in map(get_variant, args.variants or VARIANTS):
+        params, ms = forward_time(v, batch=args.batch, iterations=args.iterations)
+        print(f"| {v.name} | {v.input_size}x{v.input_size} | {params:,} | {ms:,.0f} | {v.summary} |", flush=True)
+    print(f"\nParameters and time of the deploy net (the auxiliary classifiers of googlenet-bn-* only train); "
+          f"median of {args.iterations} pycaffe forward passes after one warm-up, {os.cpu_count()} CPU cores.")
+    return 0

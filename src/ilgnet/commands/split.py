@@ -1,0 +1,94 @@
+"""`ilgnet split` (`make ava1-lmdb` / `make ava2-lmdb`, first step): an AVA partition as Caffe list files
+(train.txt, val.txt) plus split.json. The partitions are ilgnet.partitions'."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ilgnet import defaults
+from ilgnet.errors import BadInput
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("split", help="write an AVA partition as Caffe list files (train.txt, val.txt)",
+                                   description=__doc__.split("\n\n")[0])
+    kinds = parser.add_subparsers(dest="partition", required=True, metavar="PARTITION")
+
+    def add(name: str, help_text: str, *, ava_txt: bool = True) -> argparse.ArgumentParser:
+        sub = kinds.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--out", type=Path, required=True, help="folder for train.txt, val.txt and split.json")
+        if ava_txt:
+            sub.add_argument("--ava-txt", type=Path, required=True, help="AVA.txt of the AVA dataset")
+            sub.add_argument("--drop-invalid", action="store_true",
+                             help="drop repeated image ids and images without votes instead of stopping")
+        sub.set_defaults(func=run)
+        return sub
+
+    ava1 = add("ava1", "AVA1: mean > 5 is high, random test set (the paper's 20,000)")
+    ava1.add_argument("--test-size", type=int, default=20_000, help="test images (default: 20000)")
+    ava1.add_argument("--test-counts", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                      help="fix the test set's class counts instead (the published list has 4000 16000)")
+    ava1.add_argument("--delta", type=float, default=0.0,
+                      help="drop training images with |mean - 5| < DELTA (default: 0, keep all)")
+    ava1.add_argument("--seed", type=int, default=defaults.SEED, help="seed of the test set draw (default: 1)")
+
+    ava2 = add("ava2", "AVA2: top 10 %% by mean is high, bottom 10 %% low, random 50/50 split")
+    ava2.add_argument("--fraction", type=float, default=0.1, help="share taken from each end (default: 0.1)")
+    ava2.add_argument("--seed", type=int, default=defaults.SEED, help="seed of the train/val draw (default: 1)")
+
+    official = add("official", "AVA's own generic_ls_train / generic_test lists with threshold-5 labels")
+    official.add_argument("--lists", type=Path,
+                          help="aesthetics_image_lists folder (default: beside AVA.txt)")
+    official.add_argument("--train-list", default="generic_ls_train", help="list name (default: generic_ls_train)")
+    official.add_argument("--test-list", default="generic_test", help="list name (default: generic_test)")
+    official.add_argument("--delta", type=float, default=0.0,
+                          help="drop training images with |mean - 5| < DELTA (default: 0)")
+
+    published = add("published", "import the list files of a clone of the original ILGNet repository",
+                    ava_txt=False)
+    published.add_argument("repo", type=Path, help="the clone (holding data/AVA1/train.txt etc.)")
+    published.add_argument("--set", dest="dataset", type=str.upper, choices=["AVA1", "AVA2"], default="AVA1",
+                           help="which partition (default: AVA1)")
+
+
+def _check(args) -> None:
+    if getattr(args, "delta", 0) < 0:
+        raise BadInput(f"--delta must be >= 0, got {args.delta}")
+
+
+def run(args) -> int:
+    from ilgnet import partitions
+    from ilgnet.ava import read_ava_txt, read_id_list
+
+    _check(args)
+    facts = {"partition": args.partition}
+    if args.partition == "published":
+        train, val, more = partitions.published_split(args.repo, args.dataset)
+    else:
+        meta = read_ava_txt(args.ava_txt, drop_invalid=args.drop_invalid)
+        facts.update(ava_txt=str(args.ava_txt.resolve()), ava_txt_images=len(meta),
+                     invalid_rows_dropped=[{"line": line, "image_id": image_id, "reason": reason}
+                                           for line, image_id, reason in meta.attrs["dropped"]])
+        if args.partition == "ava1":
+            train, val, more = partitions.ava1_split(meta, test_size=args.test_size, test_counts=args.test_counts,
+                                                     delta=args.delta, seed=args.seed)
+        elif args.partition == "ava2":
+            train, val, more = partitions.ava2_split(meta, fraction=args.fraction, seed=args.seed)
+        else:
+            lists = args.lists or args.ava_txt.parent / "aesthetics_image_lists"
+            train_ids, test_ids = (read_id_list(lists / f"{name}.jpgl") for name in (args.train_list, args.test_list))
+            train, val, more = partitions.official_split(meta, train_ids, test_ids, delta=args.delta)
+            more.update(train_list=str(lists / f"{args.train_list}.jpgl"),
+                        test_list=str(lists / f"{args.test_list}.jpgl"))
+            for name, ids in more["missing_from_ava_txt"].items():
+                if ids:
+                    print(f"ilgnet split: {len(ids)} ids of the {name} list are not in {args.ava_txt} and were left "
+                          f"out (listed in split.json)", file=sys.stderr)
+    summary = partitions.write_split(args.out, train, val, {**facts, **more})
+    for name in ("train", "val"):
+        labels = ", ".join(f"label {label}: {n:,}" for label, n in summary[name]["labels"].items())
+        print(f"{args.out / (name + '.txt')}: {summary[name]['images']:,} images ({labels})")
+    if summary.get("dropped_by_delta"):
+        print(f"--delta {summary['delta']}: {summary['dropped_by_delta']:,} training images dropped")
+    return 0

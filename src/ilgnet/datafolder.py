@@ -1,0 +1,76 @@
+"""A data folder: one split of AVA ready for Caffe, as `ilgnet split` and `ilgnet lmdb` write it.
+
+    DIR/train.txt, DIR/val.txt     Caffe list files (`<file> <label>`)          ilgnet split
+    DIR/split.json                 how the split was made (partition, seed, counts)
+    DIR/train_lmdb, DIR/val_lmdb   Datum records as convert_imageset writes them  ilgnet lmdb
+    DIR/mean.binaryproto           the training images' mean (compute_image_mean's file; mean.npy the same array)
+    DIR/lmdb.json, DIR/skipped.txt what was built from what, and the photos that could not be read
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ilgnet.errors import MissingFile
+
+SETS = ("train", "val")
+# The paper's protocols (Table 2: AVA1, Table 3: AVA2) by the partition split.json names.
+PROTOCOLS = ("ava1", "ava2")
+
+
+@dataclass(frozen=True)
+class DataFolder:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    def list_file(self, name: str) -> Path:
+        """train.txt or val.txt."""
+        return self.root / f"{name}.txt"
+
+    def lmdb(self, name: str) -> Path:
+        """train_lmdb or val_lmdb."""
+        return self.root / f"{name}_lmdb"
+
+    @property
+    def mean_binaryproto(self) -> Path:
+        return self.root / "mean.binaryproto"
+
+    @property
+    def mean_npy(self) -> Path:
+        return self.root / "mean.npy"
+
+    @property
+    def split_json(self) -> Path:
+        return self.root / "split.json"
+
+    @property
+    def lmdb_json(self) -> Path:
+        return self.root / "lmdb.json"
+
+    @property
+    def skipped_txt(self) -> Path:
+        return self.root / "skipped.txt"
+
+    def require(self, *paths: Path, made_by: str) -> None:
+        """Raises MissingFile for the first of `paths` that does not exist, saying which command makes it."""
+        for path in paths:
+            if not path.exists():
+                raise MissingFile(f"{path} does not exist; `{made_by}` makes it")
+
+    def require_lmdbs(self) -> None:
+        """train_lmdb, val_lmdb and mean.binaryproto, as `ilgnet lmdb` leaves them."""
+        self.require(self.lmdb("train"), self.lmdb("val"), self.mean_binaryproto,
+                     made_by="ilgnet lmdb")
+
+    def protocol(self) -> str | None:
+        """ava1 / ava2 from split.json (the published lists count as their set), None for other partitions."""
+        if not self.split_json.is_file():
+            return None
+        summary = json.loads(self.split_json.read_text())
+        partition = summary.get("partition")
+        if partition == "published":
+            partition = str(summary.get("dataset", "")).lower()
+        return partition if partition in PROTOCOLS else None

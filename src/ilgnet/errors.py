@@ -1,0 +1,50 @@
+"""The errors a user can fix: `ilgnet` prints them in one line and exits 1; every other exception is a bug and
+keeps its traceback. ILGNET_DEBUG=1 shows the traceback of these too.
+
+Each is also the built-in exception it refines (a missing file is a FileNotFoundError), so library callers can
+catch either. Messages name the file, line, layer or value at fault, never a command-line flag: the library does
+not know how it was called.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+
+class UserError(Exception):
+    """Something the user can fix: a bad input, a missing file, an unknown name, a tool that failed."""
+
+
+class BadInput(UserError, ValueError):
+    """An input that is malformed or out of range: the message names the file and line, or the value."""
+
+
+class MissingFile(UserError, FileNotFoundError):
+    """A file or folder that should exist does not."""
+
+
+class UnknownName(BadInput):
+    """A name (variant, solver profile, registry entry) that is not one of the known ones."""
+
+
+class CaffeNotFoundError(UserError, RuntimeError):
+    """Caffe's tools or pycaffe are missing."""
+
+
+class ToolFailed(UserError, RuntimeError):
+    """A Caffe tool or Docker exited with an error; the message ends with the last lines it printed."""
+
+
+class DownloadError(UserError, OSError):
+    """A download that could not be completed or verified; nothing incomplete is left under the final name."""
+
+
+T = TypeVar("T")
+
+
+def lookup(table: Mapping[str, T], name: str, what: str) -> T:
+    """table[name], or UnknownName listing the known names: `lookup(VARIANTS, "ilgnet", "net variant")`."""
+    try:
+        return table[name]
+    except KeyError:
+        raise UnknownName(f"unknown {what} {name!r}; known: {', '.join(table)}") from None

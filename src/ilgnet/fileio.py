@@ -1,0 +1,57 @@
+"""Files written whole or not at all, and checksums of large files."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def atomic_path(path: Path, *, keep_partial: bool = False) -> Iterator[Path]:
+    """Yields `path`.partial (nothing there yet) to write a file or build a folder in; when the block ends without
+    an error it replaces `path`. A reader never sees a half-written `path`. After an error the partial one is
+    removed, or with `keep_partial` left for inspection (the next call removes it)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    _remove(partial)
+    try:
+        yield partial
+    except BaseException:
+        if not keep_partial:
+            _remove(partial)
+        raise
+    if path.is_dir() and partial.is_dir():
+        shutil.rmtree(path)
+    os.replace(partial, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(path: Path, payload) -> None:
+    """`payload` as indented JSON, written atomically."""
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
