@@ -18,13 +18,14 @@ DATA ?= data/$(PROFILE)
 GPU ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
-.PHONY: help setup setup-cuda test demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
+.PHONY: help setup setup-cuda setup-python test test-fast demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
 	evaluate weights bench-lmdb bench-predict docker-build docker-build-cpu clean
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
 	@echo "make setup-cuda   the same with a CUDA build of Caffe"
-	@echo "make test         run the test suite (runs setup first)"
+	@echo "make test         run the whole test suite against the real Caffe (runs setup first)"
+	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; under a minute)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
 	@echo "make doctor       print which Caffe is used and check it works"
 	@echo "make prototxt     regenerate prototxt/ and solvers/"
@@ -46,8 +47,14 @@ setup:
 setup-cuda:
 	bash tools/setup.sh --cuda
 
+setup-python:
+	bash tools/setup.sh --python-only
+
 test: setup
 	$(PY) -m pytest tests
+
+test-fast: setup-python
+	$(PY) -m pytest -m "not caffe" tests
 
 doctor: setup
 	$(ILGNET) doctor

@@ -80,7 +80,7 @@ SMALL_VAL_LABELS = [1, 0, 1, 1, 0]     # 5 records: not a multiple of the batch 
 
 
 @pytest.fixture(scope="session")
-def small_dataset(tmp_path_factory) -> Path:
+def small_dataset(caffe, tmp_path_factory) -> Path:
     """240x240 photos (the ilgnet centre crop 227 sits at offset 6): 3 training records, 5 val records
     PNG-encoded as convert_imageset --encoded writes them, and a split.json naming the AVA2 partition."""
     root = write_dataset(tmp_path_factory.mktemp("small") / "data", train_labels=[0, 1, 0],
@@ -90,7 +90,7 @@ def small_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ilgnet_caffemodel(tmp_path_factory, small_dataset) -> Path:
+def ilgnet_caffemodel(caffe, tmp_path_factory, small_dataset) -> Path:
     """A caffemodel of the `ilgnet` deploy net (about 600 MB, like the published ones), made once per session and
     deleted at its end. Caffe's random initialisation gives logits 10 or more apart, so every probability would
     be 0 or 1 and every prediction the same; the final classifier is rescaled and re-centred on small_dataset's
@@ -99,7 +99,6 @@ def ilgnet_caffemodel(tmp_path_factory, small_dataset) -> Path:
     from ilgnet.nets import deploy
     from ilgnet.caffe_io import load_mean
 
-    caffe = import_caffe()
     caffe.set_random_seed(1)
     root = tmp_path_factory.mktemp("ilgnet-model")
     (root / "deploy.prototxt").write_text(str(deploy("ilgnet", batch=len(SMALL_VAL_LABELS))))

@@ -9,14 +9,11 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from ilgnet.caffe_tools import import_caffe, run_tool, tool_path
-
-caffe = import_caffe()
-from caffe.proto import caffe_pb2  # noqa: E402
+from ilgnet.caffe_tools import run_tool, tool_path
 
 
 @pytest.fixture(scope="module")
-def bright_dark_lmdb(tmp_path_factory):
+def bright_dark_lmdb(caffe, tmp_path_factory):
     """An LMDB made by convert_imageset from 40 generated JPEGs: dark noise is class 0, bright noise class 1."""
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
@@ -34,9 +31,9 @@ def bright_dark_lmdb(tmp_path_factory):
     return db
 
 
-def tiny_net(lmdb_path, batch):
+def tiny_net(caffe, lmdb_path, batch):
     n = caffe.NetSpec()
-    n.data, n.label = caffe.layers.Data(source=str(lmdb_path), backend=caffe_pb2.DataParameter.LMDB,
+    n.data, n.label = caffe.layers.Data(source=str(lmdb_path), backend=caffe.proto.caffe_pb2.DataParameter.LMDB,
                                         batch_size=batch, ntop=2, transform_param=dict(mean_value=[125], scale=1 / 64.0))
     n.score = caffe.layers.InnerProduct(n.data, num_output=2, weight_filler=dict(type="xavier"))
     n.loss = caffe.layers.SoftmaxWithLoss(n.score, n.label)
@@ -44,9 +41,10 @@ def tiny_net(lmdb_path, batch):
     return n.to_proto()
 
 
-def write_solver(tmp_path, lmdb_path, max_iter=40):
+def write_solver(caffe, tmp_path, lmdb_path, max_iter=40):
     net_file = tmp_path / "net.prototxt"
-    net_file.write_text(str(tiny_net(lmdb_path, batch=8)))
+    net_file.write_text(str(tiny_net(caffe, lmdb_path, batch=8)))
+    caffe_pb2 = caffe.proto.caffe_pb2
     solver = caffe_pb2.SolverParameter(net=str(net_file), base_lr=0.01, lr_policy="fixed", momentum=0.9,
                                        max_iter=max_iter, display=2, snapshot_prefix=str(tmp_path / "tiny"),
                                        solver_mode=caffe_pb2.SolverParameter.CPU)
@@ -55,20 +53,20 @@ def write_solver(tmp_path, lmdb_path, max_iter=40):
     return net_file, solver_file
 
 
-def test_convert_imageset_writes_the_records(bright_dark_lmdb):
+def test_convert_imageset_writes_the_records(caffe, bright_dark_lmdb):
     import lmdb
 
     with lmdb.open(str(bright_dark_lmdb), readonly=True, lock=False) as env:
         assert env.stat()["entries"] == 40
         with env.begin() as txn:
             key, value = next(iter(txn.cursor()))
-    datum = caffe_pb2.Datum.FromString(value)
+    datum = caffe.proto.caffe_pb2.Datum.FromString(value)
     assert (datum.channels, datum.height, datum.width) == (3, 16, 16)
     assert re.fullmatch(rb"\d{8}_img\d\d\.jpg", key)
 
 
-def test_caffe_train_lowers_the_loss_and_caffe_test_reports_accuracy(tmp_path, bright_dark_lmdb):
-    net_file, solver_file = write_solver(tmp_path, bright_dark_lmdb)
+def test_caffe_train_lowers_the_loss_and_caffe_test_reports_accuracy(caffe, tmp_path, bright_dark_lmdb):
+    net_file, solver_file = write_solver(caffe, tmp_path, bright_dark_lmdb)
     log = run_tool("caffe", ["train", f"-solver={solver_file}"]).stdout
     losses = [float(v) for v in re.findall(r"Iteration \d+.*?, loss = ([\d.e+-]+)", log)]
     assert len(losses) >= 5, log[-2000:]
@@ -81,9 +79,8 @@ def test_caffe_train_lowers_the_loss_and_caffe_test_reports_accuracy(tmp_path, b
     assert accuracy > 0.9, test_log[-1500:]
 
 
-def test_pycaffe_sgd_solver_lowers_the_loss(tmp_path, bright_dark_lmdb):
-    _, solver_file = write_solver(tmp_path, bright_dark_lmdb)
-    caffe.set_mode_cpu()
+def test_pycaffe_sgd_solver_lowers_the_loss(caffe, tmp_path, bright_dark_lmdb):
+    _, solver_file = write_solver(caffe, tmp_path, bright_dark_lmdb)
     solver = caffe.SGDSolver(str(solver_file))
     losses = []
     for _ in range(30):
@@ -98,7 +95,7 @@ def run_doctor(env_overrides):
     return subprocess.run([sys.executable, "-m", "ilgnet.cli", "doctor"], capture_output=True, text=True, env=env)
 
 
-def test_doctor_reports_the_caffe_in_use():
+def test_doctor_reports_the_caffe_in_use(caffe):
     result = run_doctor({})
     assert result.returncode == 0, result.stderr
     assert re.search(r"caffe version\s*: 1\.0\.0", result.stdout)
@@ -113,7 +110,7 @@ def test_doctor_fails_with_advice_when_caffe_is_not_found(tmp_path):
     assert "NOT FOUND" in result.stderr and "make setup" in result.stderr
 
 
-def test_doctor_fails_when_the_caffe_binary_is_broken(tmp_path):
+def test_doctor_fails_when_the_caffe_binary_is_broken(caffe, tmp_path):
     """A caffe binary cut short (as an interrupted copy leaves it) must be reported, not trusted."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -6,7 +6,7 @@ import re
 import pytest
 from caffe_data import write_dataset
 
-from ilgnet.caffe_tools import import_caffe, run_tool
+from ilgnet.caffe_tools import run_tool
 from ilgnet.caffelog import parse_test_log, parse_train_log
 from ilgnet.curves import write_train_summary
 from ilgnet.reports import replay_report
@@ -34,9 +34,8 @@ def tiny_train_val(caffe, data):
 
 
 @pytest.fixture(scope="module")
-def train_log(tmp_path_factory):
+def train_log(caffe, tmp_path_factory):
     """The log of a real 6-iteration `caffe train` run, then 3 more iterations resumed into the same log."""
-    caffe = import_caffe()
     root = tmp_path_factory.mktemp("caffelog")
     data = write_dataset(root / "data", train_labels=[0, 1, 0, 1], val_labels=[1, 0, 1, 1], size=24)
     (root / "train_val.prototxt").write_text(str(tiny_train_val(caffe, data)))

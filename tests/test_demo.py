@@ -47,7 +47,7 @@ def test_synthetic_ava_is_valid_ava_and_learnable(tmp_path):
     assert (tmp_path / "again" / "images" / first.name).read_bytes() == first.read_bytes()
 
 
-def test_reduced_demo_runs_every_stage(tmp_path):
+def test_reduced_demo_runs_every_stage(caffe, tmp_path):
     work = tmp_path / "demo"
     summary = run_demo(work, images=400, iterations=4, batch=8, held_out=6, seed=3, progress=False)
     assert json.loads((work / "demo.json").read_text()) == summary

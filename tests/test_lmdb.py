@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from ilgnet.ava import read_list_file, write_list_file
-from ilgnet.caffe_tools import import_caffe, run_tool
+from ilgnet.caffe_proto import BlobProto, Datum
+from ilgnet.caffe_tools import run_tool
 from ilgnet.lmdb_builder import build_split
 
 
@@ -26,11 +27,11 @@ def lmdb_items(path) -> list[tuple[bytes, bytes]]:
 
 
 def parse_datum(value: bytes):
-    return import_caffe().proto.caffe_pb2.Datum.FromString(value)
+    return Datum.FromString(value)
 
 
 def read_blobproto(path):
-    blob = import_caffe().proto.caffe_pb2.BlobProto.FromString(path.read_bytes())
+    blob = BlobProto.FromString(path.read_bytes())
     return blob, np.array(blob.data, np.float32).reshape(blob.channels, blob.height, blob.width)
 
 
@@ -63,7 +64,7 @@ def sample_split(tmp_path_factory, images):
 
 
 @pytest.fixture(scope="module")
-def caffe_reference(sample_split, images, tmp_path_factory):
+def caffe_reference(caffe, sample_split, images, tmp_path_factory):
     """convert_imageset's LMDBs of the same lists in the same order, and compute_image_mean's mean."""
     split, _ = sample_split
     out = tmp_path_factory.mktemp("caffe_reference")
@@ -131,8 +132,7 @@ def test_finished_lmdbs_are_reused_when_nothing_changed(sample_split, images):
     assert json.loads((split / "lmdb.json").read_text())["complete"]
 
 
-def test_a_caffe_data_layer_reads_the_lmdb(sample_split, tmp_path):
-    caffe = import_caffe()
+def test_a_caffe_data_layer_reads_the_lmdb(caffe, sample_split, tmp_path):
     from caffe import layers as L, params as P
 
     split, _ = sample_split
@@ -183,7 +183,7 @@ def bad_inputs(tmp_path, images):
     return folder, split
 
 
-def test_bad_images_are_skipped_and_listed_while_the_rest_is_built(bad_inputs, tmp_path):
+def test_bad_images_are_skipped_and_listed_while_the_rest_is_built(caffe, bad_inputs, tmp_path):
     folder, split = bad_inputs
     result = subprocess.run([sys.executable, "-m", "ilgnet.cli", "lmdb", "--split", str(split), "--images",
                              str(folder), "--jobs", "2"], capture_output=True, text=True)

@@ -9,18 +9,14 @@ from google.protobuf import text_format
 
 from caffe_data import write_dataset
 from ilgnet import nets
-from ilgnet.caffe_tools import import_caffe
 from ilgnet.generated import generated_files
-
-caffe = import_caffe()
-caffe.set_mode_cpu()
 
 BATCH = 2
 PUBLISHED_PARAMETERS = 150_938_082  # ILGNet at 227x227 (issue 3; 603.76 MB as a caffemodel)
 
 
 @pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
+def datasets(caffe, tmp_path_factory):
     """A tiny train/val LMDB pair + mean per LMDB image size the variants need (256 and 342)."""
     root = tmp_path_factory.mktemp("lmdb")
     return {size: write_dataset(root / str(size), train_labels=[0, 1, 1, 0], val_labels=[1, 0], size=size)
@@ -30,7 +26,7 @@ def datasets(tmp_path_factory):
 class Trained:
     """A variant's train_val (TRAIN phase) after one forward and backward pass on a batch of 2."""
 
-    def __init__(self, variant, data_dir, work):
+    def __init__(self, caffe, variant, data_dir, work):
         self.variant, self.work = variant, work
         self.proto = nets.train_val(variant, train_lmdb=data_dir / "train_lmdb", val_lmdb=data_dir / "val_lmdb",
                                     mean_file=data_dir / "mean.binaryproto", train_batch=BATCH, val_batch=BATCH)
@@ -44,9 +40,9 @@ class Trained:
 
 
 @pytest.fixture(scope="module", params=list(nets.VARIANTS))
-def trained(request, datasets, tmp_path_factory):
+def trained(caffe, request, datasets, tmp_path_factory):
     variant = nets.VARIANTS[request.param]
-    return Trained(variant, datasets[variant.resize], tmp_path_factory.mktemp(variant.name))
+    return Trained(caffe, variant, datasets[variant.resize], tmp_path_factory.mktemp(variant.name))
 
 
 def test_train_val_forward_and_backward(trained):
@@ -67,7 +63,7 @@ def test_train_val_forward_and_backward(trained):
     assert np.abs(net.params[first_learnable][0].diff).sum() > 0, f"no gradient reached {first_learnable}"
 
 
-def test_test_phase_reads_val_and_scores(trained):
+def test_test_phase_reads_val_and_scores(caffe, trained):
     """The TEST phase, on the TRAIN net's weights (BatchNorm needs the statistics a training pass gathers)."""
     net = caffe.Net(str(trained.train_val), caffe.TEST)
     net.share_with(trained.net)
@@ -78,7 +74,7 @@ def test_test_phase_reads_val_and_scores(trained):
     assert np.isfinite(outputs[v.loss_blob]) and 0 <= outputs[v.accuracy_blob] <= 1
 
 
-def test_deploy_has_the_train_val_layers(trained):
+def test_deploy_has_the_train_val_layers(caffe, trained):
     """Every learnable layer of the deploy net has a namesake of the same shapes in the train_val, which only
     adds auxiliary classifier branches; the deploy net outputs a probability per class."""
     deploy = caffe.Net(str(trained.deploy), caffe.TEST)
@@ -97,7 +93,7 @@ def test_deploy_has_the_train_val_layers(trained):
 
 
 @pytest.mark.parametrize("trained", ["ilgnet"], indirect=True)
-def test_ilgnet_weights_saved_from_train_val_load_into_deploy(trained):
+def test_ilgnet_weights_saved_from_train_val_load_into_deploy(caffe, trained):
     weights = trained.work / "trained.caffemodel"
     trained.net.save(str(weights))
     deploy = caffe.Net(str(trained.deploy), caffe.TEST, weights=str(weights))
@@ -118,17 +114,17 @@ def _published_log(shared_data):
     return (shared_data / "ilgnet-published" / "results" / "AVA1_result.txt").read_text()
 
 
-def _published_net(log: str):
+def _published_net(caffe, log: str):
     """The NetParameter `caffe test` printed when it loaded the published AVA1 model (its val.prototxt)."""
     start = log.index("Initializing net from parameters:") + len("Initializing net from parameters:")
     end = start + re.search(r"^[IWE]\d{4} ", log[start:], re.M).start()
     return text_format.Parse(log[start:end], caffe.proto.caffe_pb2.NetParameter())
 
 
-def test_ilgnet_is_layer_exact_to_the_published_net(shared_data):
+def test_ilgnet_is_layer_exact_to_the_published_net(caffe, shared_data):
     """Same layers in the same order with the same parameters as the published val net; only the loss layer
     differs: the published one has no top (Caffe names it "(automatic)"), ours is named loss1/loss."""
-    published = [layer for layer in _published_net(_published_log(shared_data)).layer if layer.type != "Data"]
+    published = [layer for layer in _published_net(caffe, _published_log(shared_data)).layer if layer.type != "Data"]
     ours = nets.train_val("ilgnet", train_lmdb="t", val_lmdb="v", mean_file="m", train_batch=48, val_batch=50)
     ours = caffe.proto.caffe_pb2.NetParameter.FromString(ours.SerializeToString())   # pycaffe's own message type
     ours = [layer for layer in ours.layer if layer.type != "Data"]
@@ -179,7 +175,7 @@ def test_committed_generated_files_are_current(repo):
     assert committed == set(files), f"files `ilgnet gen` no longer writes: {sorted(committed - set(files))}"
 
 
-def test_gen_command_writes_parseable_files_deterministically(tmp_path):
+def test_gen_command_writes_parseable_files_deterministically(caffe, tmp_path):
     subprocess.run([sys.executable, "-m", "ilgnet.cli", "gen", "--out", str(tmp_path)], check=True,
                    capture_output=True, text=True)
     files, _ = generated_files()
@@ -191,7 +187,7 @@ def test_gen_command_writes_parseable_files_deterministically(tmp_path):
     assert len(files) == 2 * len(nets.VARIANTS) + 5
 
 
-def test_nets_command_prints_a_markdown_table():
+def test_nets_command_prints_a_markdown_table(caffe):
     out = subprocess.run([sys.executable, "-m", "ilgnet.cli", "nets", "--variants", "googlenet-bn-third",
                           "--iterations", "1"], check=True, capture_output=True, text=True).stdout
     header, rule, row = out.splitlines()[:3]

@@ -141,10 +141,9 @@ def test_published_model_names_take_their_own_mean(shared_data, ilgnet_caffemode
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> dict[str, Path]:
+def tiny_model(caffe, tmp_path_factory) -> dict[str, Path]:
     """A small deploy net on 227x227 input (one strided convolution, a 2-way classifier, Softmax) with random
     weights, and a random 256x256 mean image, so crop offsets show."""
-    caffe = import_caffe()
     caffe.set_random_seed(3)
     L = caffe.layers
     root = tmp_path_factory.mktemp("tiny")

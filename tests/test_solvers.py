@@ -8,11 +8,7 @@ from google.protobuf import text_format
 
 from caffe_data import write_dataset
 from ilgnet import nets, solvers
-from ilgnet.caffe_tools import import_caffe
-
-caffe = import_caffe()
-caffe.set_mode_cpu()
-caffe_pb2 = caffe.proto.caffe_pb2
+from ilgnet.caffe_proto import SolverParameter
 
 # (base_lr, stepsize, max_iter) from the paper's Table 1 and from the published ILGnet solver files.
 EXPECTED = {
@@ -36,7 +32,7 @@ def test_profile_values(profile):
     assert (s.base_lr, s.stepsize, s.max_iter) == pytest.approx(EXPECTED[profile])
     assert (s.lr_policy, s.gamma, s.momentum, s.weight_decay, s.type) == ("step", pytest.approx(0.96),
                                                                           pytest.approx(0.9), pytest.approx(2e-4), "SGD")
-    assert s.solver_mode == caffe_pb2.SolverParameter.GPU and s.net == "train_val.prototxt"
+    assert s.solver_mode == SolverParameter.GPU and s.net == "train_val.prototxt"
 
 
 def test_published_profiles_keep_their_test_and_snapshot_settings():
@@ -58,7 +54,7 @@ def test_table1_profiles_derive_test_iter_to_read_the_val_set_once():
         warnings.simplefilter("error")
         assert build("ava2", val_size=25_553, val_batch=23).test_iter == [1111]
         assert build("ava1-delta0", val_size=20_000, val_batch=50).test_iter == [400]
-        assert build("ava1-delta1", val_size=17, val_batch=17, mode="CPU").solver_mode == caffe_pb2.SolverParameter.CPU
+        assert build("ava1-delta1", val_size=17, val_batch=17, mode="CPU").solver_mode == SolverParameter.CPU
     s = build("ava2", val_size=25_553, val_batch=23)
     assert (s.test_interval, s.snapshot) == (5330, 5330)
 
@@ -86,7 +82,7 @@ def test_bad_requests_are_clear_errors():
 
 
 @pytest.fixture(scope="module")
-def ilgnet_train_val(tmp_path_factory):
+def ilgnet_train_val(caffe, tmp_path_factory):
     root = tmp_path_factory.mktemp("solver")
     data = write_dataset(root / "data", train_labels=[0, 1, 1, 0], val_labels=[1, 0], size=256)
     path = root / "train_val.prototxt"
@@ -96,10 +92,11 @@ def ilgnet_train_val(tmp_path_factory):
 
 
 @pytest.mark.parametrize("profile", list(solvers.PROFILES))
-def test_committed_solver_file_drives_caffe_sgd(profile, repo, ilgnet_train_val, tmp_path):
+def test_committed_solver_file_drives_caffe_sgd(caffe, profile, repo, ilgnet_train_val, tmp_path):
     """The committed file, with its net pointed at an ilgnet train_val on a tiny LMDB, CPU mode and no test
     pass before the first step (hundreds of test iterations), loads in caffe.SGDSolver and takes a step that
     moves the weights."""
+    caffe_pb2 = caffe.proto.caffe_pb2
     s = text_format.Parse((repo / "solvers" / f"{profile}.prototxt").read_text(), caffe_pb2.SolverParameter())
     assert s.net == "prototxt/ilgnet/train_val.prototxt" and s.snapshot_prefix.startswith("runs/")
     s.net, s.solver_mode, s.snapshot_prefix = str(ilgnet_train_val), caffe_pb2.SolverParameter.CPU, str(tmp_path / "s")

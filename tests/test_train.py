@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from google.protobuf import text_format
 
-from ilgnet.caffe_tools import import_caffe
 from ilgnet.cli import main
 from ilgnet.training import caffe_command, write_run_files
 
@@ -97,9 +96,8 @@ def test_resume_needs_a_snapshot(small_dataset, tmp_path, capsys):
     assert "--resume: no .solverstate in" in capsys.readouterr().err
 
 
-def test_a_failing_caffe_is_reported(small_dataset, tmp_path, capsys):
+def test_a_failing_caffe_is_reported(caffe, small_dataset, tmp_path, capsys):
     """Weights whose conv1 does not fit make Caffe abort; its last lines reach the user."""
-    caffe = import_caffe()
     n = caffe.NetSpec()
     n.data = caffe.layers.Input(shape=dict(dim=[1, 3, 8, 8]))
     n["conv1/7x7_s2"] = caffe.layers.Convolution(n.data, num_output=5, kernel_size=3)
@@ -126,8 +124,7 @@ def test_docker_command_mounts_the_data_and_keeps_the_caffe_arguments(tmp_path):
 
 
 @pytest.mark.parametrize("variant, tests_at_start", [("ilgnet", True), ("ilgnet-bn", False)])
-def test_batchnorm_variants_skip_the_untrained_test_pass(small_dataset, tmp_path, variant, tests_at_start):
-    caffe = import_caffe()
+def test_batchnorm_variants_skip_the_untrained_test_pass(caffe, small_dataset, tmp_path, variant, tests_at_start):
     solver_path, _ = write_run_files(tmp_path / variant, variant, "ava2", small_dataset, mode="CPU",
                                           train_batch=2, val_batch=None, max_iter=None, display=None)
     written = caffe.proto.caffe_pb2.SolverParameter()

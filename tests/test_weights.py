@@ -9,7 +9,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ilgnet.caffe_tools import import_caffe
 from ilgnet.fit import check_fits
 from ilgnet.weights import Weights, check_file, download, fetch, load_registry, verify
 
@@ -196,24 +195,21 @@ def saved_model(caffe, deploy, path):
     return path
 
 
-def test_a_model_of_the_same_net_fits(tmp_path):
-    caffe = import_caffe()
+def test_a_model_of_the_same_net_fits(caffe, tmp_path):
     deploy = small_deploy(caffe, 2)
     assert check_fits(saved_model(caffe, deploy, tmp_path / "same.caffemodel"), deploy) == 2
 
 
-def test_a_model_of_another_net_does_not_fit(tmp_path):
-    caffe = import_caffe()
+def test_a_model_of_another_net_does_not_fit(caffe, tmp_path):
     model = saved_model(caffe, small_deploy(caffe, 3), tmp_path / "other.caffemodel")
     with pytest.raises(ValueError, match=r"layer 'fc' has blobs \[\(3, 144\), \(3,\)\], the net expects "
                                          r"\[\(2, 144\), \(2,\)\]"):
         check_fits(model, small_deploy(caffe, 2))
 
 
-def test_a_v1_era_model_with_legacy_blob_dims_fits(tmp_path):
+def test_a_v1_era_model_with_legacy_blob_dims_fits(caffe, tmp_path):
     """The published ILGNet models predate Caffe's `layer` field: V1 `layers` whose blobs give num/channels/
     height/width, (1, 1, out, in) for an InnerProduct."""
-    caffe = import_caffe()
     pb2 = caffe.proto.caffe_pb2
     deploy = small_deploy(caffe, 2)
     legacy = pb2.NetParameter(name="legacy")
@@ -226,8 +222,7 @@ def test_a_v1_era_model_with_legacy_blob_dims_fits(tmp_path):
     assert check_fits(tmp_path / "legacy.caffemodel", deploy) == 2
 
 
-def test_a_file_that_is_not_a_netparameter_is_refused(tmp_path):
-    caffe = import_caffe()
+def test_a_file_that_is_not_a_netparameter_is_refused(caffe, tmp_path):
     (tmp_path / "junk.caffemodel").write_bytes(b"\xff" * 100)
     with pytest.raises(ValueError, match="not a Caffe model"):
         check_fits(tmp_path / "junk.caffemodel", small_deploy(caffe, 2))

@@ -2,9 +2,11 @@
 # Installs everything ilgnet-caffe needs on Debian 12: apt packages, BVLC Caffe built from Debian's
 # source package (with the few patches today's libraries need), and the project venv (.venv) wired to it.
 #
-# Usage: tools/setup.sh [--cuda|--cpu]
-#   --cuda   build Caffe with CUDA (also chosen when nvcc is on PATH and nvidia-smi lists a GPU)
-#   --cpu    force a CPU-only build
+# Usage: tools/setup.sh [--cuda|--cpu|--python-only]
+#   --cuda         build Caffe with CUDA (also chosen when nvcc is on PATH and nvidia-smi lists a GPU)
+#   --cpu          force a CPU-only build
+#   --python-only  only the venv with the package and its test tools: no apt packages, no Caffe
+#                  (enough for `make test-fast`)
 # Environment:
 #   PYTHON               interpreter for the venv (default: python3.11)
 #   ILGNET_CACHE         where Caffe builds are cached (default: ~/.cache/ilgnet-caffe)
@@ -37,7 +39,8 @@ for arg in "$@"; do
   case "$arg" in
     --cuda) mode=cuda ;;
     --cpu) mode=cpu ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --python-only) mode=none ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "setup: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -136,6 +139,10 @@ link_caffe_into_venv() {
 }
 
 main() {
+  if [ "$mode" = none ]; then
+    make_venv
+    return
+  fi
   install_apt_packages
   make_venv
   local key dest
