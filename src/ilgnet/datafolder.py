@@ -19,12 +19,22 @@ SETS = ("train", "val")
 PROTOCOLS = ("ava1", "ava2")
 
 
+def _file(name: str) -> property:
+    return property(lambda self: self.root / name, doc=f"DIR/{name}")
+
+
 @dataclass(frozen=True)
 class DataFolder:
     root: Path
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
+
+    mean_binaryproto = _file("mean.binaryproto")
+    mean_npy = _file("mean.npy")
+    split_json = _file("split.json")
+    lmdb_json = _file("lmdb.json")
+    skipped_txt = _file("skipped.txt")
 
     def list_file(self, name: str) -> Path:
         """train.txt or val.txt."""
@@ -33,26 +43,6 @@ class DataFolder:
     def lmdb(self, name: str) -> Path:
         """train_lmdb or val_lmdb."""
         return self.root / f"{name}_lmdb"
-
-    @property
-    def mean_binaryproto(self) -> Path:
-        return self.root / "mean.binaryproto"
-
-    @property
-    def mean_npy(self) -> Path:
-        return self.root / "mean.npy"
-
-    @property
-    def split_json(self) -> Path:
-        return self.root / "split.json"
-
-    @property
-    def lmdb_json(self) -> Path:
-        return self.root / "lmdb.json"
-
-    @property
-    def skipped_txt(self) -> Path:
-        return self.root / "skipped.txt"
 
     def require(self, *paths: Path, made_by: str) -> None:
         """Raises MissingFile for the first of `paths` that does not exist, saying which command makes it."""
