@@ -3,7 +3,7 @@
 Measurements of the `ilgnet` deploy net on the same photos, each after a warm-up and the best of --repeat runs:
   per-image loop  what BestiVictory/ILGnet's test.py does for one photo, run over all of them: caffe.io.load_image,
                   a caffe.io.Transformer (resize to 227x227, BGR, x255, per-channel mean), one forward per photo;
-  ilgnet predict  what the command runs (ilgnet.scorer.ScorerPool): OpenCV decoding, 256 resize, centre crop,
+  ilgnet predict  what the command runs (ilgnet.scorer_pool.ScorerPool): OpenCV decoding, 256 resize, centre crop,
                   mean image, batched forward passes, in --workers processes (default: as `ilgnet predict`);
   one Scorer      the same in a single process (the Python API's ilgnet.Scorer);
   caffe time      Caffe's own timing of the forward pass at the same batch on its all-zero input, no decoding.
@@ -119,7 +119,7 @@ def per_image_loop(caffe, files: dict[str, Path], paths: list[Path], repeat: int
 
 def scorer_run(files: dict[str, Path], paths: list[Path], batch: int, workers: int, repeat: int) -> float:
     """Best seconds for ScorerPool(workers).score_files over the photos, after each process scored a warm-up batch."""
-    from ilgnet.scorer import ScorerPool
+    from ilgnet.scorer_pool import ScorerPool
 
     runs = []
     with ScorerPool(workers, weights=files["weights"], mean=files["mean"], batch_size=batch) as pool:
