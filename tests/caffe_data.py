@@ -50,14 +50,19 @@ def write_dataset(root: Path, *, train_labels: list[int], val_labels: list[int],
     return root
 
 
-def published_stand_in(caffemodel: Path, name: str, models: Path) -> Path:
+def published_stand_in(caffemodel: Path, name: str, models: Path, shared_data: Path | None = None) -> Path:
     """models/<file of registry entry `name`>: `caffemodel` (of the `ilgnet` net, its weights unchanged) brought to
     the size the registry checks, standing in for an authors' model that cannot be downloaded here: its layers keep
-    what Caffe copies weights by (name, type, bottoms, tops, blobs) and the net's name is padded."""
+    what Caffe copies weights by (name, type, bottoms, tops, blobs) and the net's name is padded. With
+    `shared_data`, the real published mean image and training list are put beside it, as `ilgnet weights fetch`
+    would."""
+    import shutil
+
     from ilgnet.caffe_proto import NetParameter
     from ilgnet.weights import load_registry
 
-    entry = load_registry()[name]
+    registry = load_registry()
+    entry = registry[name]
     net = NetParameter.FromString(caffemodel.read_bytes())
     for layer in net.layer:
         for field, _ in layer.ListFields():
@@ -73,6 +78,11 @@ def published_stand_in(caffemodel: Path, name: str, models: Path) -> Path:
     assert size == entry.size
     models.mkdir(parents=True, exist_ok=True)
     (models / entry.file).write_bytes(net.SerializeToString())
+    dataset = name[-4:].upper()
+    for companion, source in ((f"{name}-mean", f"mean/{dataset}_mean.binaryproto"),
+                              (f"{name}-train-list", f"data/{dataset}/train.txt")):
+        if shared_data is not None:
+            shutil.copy(shared_data / "ilgnet-published" / source, models / registry[companion].file)
     return models / entry.file
 
 

@@ -112,8 +112,7 @@ def test_published_model_names_resolve_to_their_files_and_mean(small_dataset, il
     args = ["test", "--weights", "ilgnet-ava1", "--data", str(small_dataset), "--models", str(tmp_path)]
     assert main(args) == 1
     assert "run `ilgnet weights fetch ilgnet-ava1` first" in capsys.readouterr().err
-    published_stand_in(ilgnet_caffemodel, "ilgnet-ava1", tmp_path)
-    (tmp_path / "AVA1_mean.binaryproto").symlink_to(shared_data / "ilgnet-published/mean/AVA1_mean.binaryproto")
+    published_stand_in(ilgnet_caffemodel, "ilgnet-ava1", tmp_path, shared_data)
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "record 00000000_0 is 240x240, the mean image" in err and "AVA1_mean.binaryproto is 256x256" in err

@@ -128,8 +128,7 @@ def test_published_model_names_take_their_own_mean(shared_data, ilgnet_caffemode
     registry = load_registry()
     model, mean = registry["ilgnet-ava2"], registry["ilgnet-ava2-mean"]
     models = tmp_path / "models"
-    published_stand_in(ilgnet_caffemodel, "ilgnet-ava2", models)
-    shutil.copy(shared_data / "ilgnet-published" / "mean" / "AVA2_mean.binaryproto", models / mean.file)
+    published_stand_in(ilgnet_caffemodel, "ilgnet-ava2", models, shared_data)
     photos = [str(p) for p in write_photos(tmp_path / "photos")[:3]]
 
     assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--quiet"]) == 0

@@ -96,8 +96,9 @@ def test_resume_needs_a_snapshot(small_dataset, tmp_path, capsys):
     assert "--resume: no .solverstate in" in capsys.readouterr().err
 
 
-def test_a_failing_caffe_is_reported(caffe, small_dataset, tmp_path, capsys):
-    """Weights whose conv1 does not fit make Caffe abort; its last lines reach the user."""
+def test_weights_that_do_not_fit_are_refused_before_caffe_runs(caffe, small_dataset, tmp_path, capsys):
+    """Weights whose conv1 does not fit would make Caffe abort: they are refused first, naming the layer, and no
+    run folder is made."""
     n = caffe.NetSpec()
     n.data = caffe.layers.Input(shape=dict(dim=[1, 3, 8, 8]))
     n["conv1/7x7_s2"] = caffe.layers.Convolution(n.data, num_output=5, kernel_size=3)
@@ -107,7 +108,11 @@ def test_a_failing_caffe_is_reported(caffe, small_dataset, tmp_path, capsys):
                  "bad", "--cpu", "--max-iter", "1", "--train-batch", "2",
                  "--weights", str(tmp_path / "wrong.caffemodel")]) == 1
     err = capsys.readouterr().err
-    assert "ilgnet train: error:" in err and "Cannot copy param 0 weights from layer 'conv1/7x7_s2'" in err
+    assert err.count("\n") == 1 and err.startswith(f"ilgnet train: error: {tmp_path / 'wrong.caffemodel'}: does not "
+                                                   f"fit the ilgnet net: layer 'conv1/7x7_s2' has blobs "
+                                                   f"[(5, 3, 3, 3), (5,)], the net expects [(64, 3, 7, 7), (64,)]")
+    assert "no weights for the pretrained layers 'conv2/3x3_reduce'" in err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_docker_command_mounts_the_data_and_keeps_the_caffe_arguments(tmp_path):

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from ilgnet.errors import CaffeNotFoundError, ToolFailed
+from ilgnet.errors import BadInput, CaffeNotFoundError, ToolFailed
 
 SETUP_HINT = "run `make setup` in the ilgnet-caffe checkout (or set ILGNET_CAFFE_ROOT to a Caffe install prefix)"
 PYCAFFE_SUBDIR = Path("lib/python3/dist-packages")
@@ -167,3 +167,20 @@ def build_info() -> dict:
     libcaffe = sorted((caffe_root() / "lib").glob("libcaffe.so*"))
     libraries = _linked_libraries(libcaffe[0]) if libcaffe else []
     return {"blas": _blas_name(libraries), "cuda": any("libcudart" in lib or "libcublas" in lib for lib in libraries)}
+
+
+def require_gpus(devices: str | int) -> None:
+    """Checks that this Caffe can run on `devices` (Caffe's -gpu value: 0, "0,1" or "all") before Caffe is asked to:
+    a CPU-only build or a missing GPU makes Caffe abort the process. BadInput says which."""
+    spec = str(devices)
+    if spec != "all" and not re.fullmatch(r"\d+(,\d+)*", spec):
+        raise BadInput(f"GPU {spec!r}: expected an id (0), ids (0,1) or all")
+    if not build_info()["cuda"]:
+        raise BadInput(f"GPU {devices} asked for, but the Caffe in {caffe_root()} was built without CUDA (CPU only); "
+                       f"build it with CUDA (`make setup-cuda`) or run on the CPU")
+    count = gpu_count()
+    if count == 0:
+        raise BadInput(f"GPU {devices} asked for, but nvidia-smi lists no GPU on this machine")
+    ids = range(count) if spec == "all" else [int(d) for d in spec.split(",")]
+    if bad := [i for i in ids if not 0 <= i < count]:
+        raise BadInput(f"GPU {bad[0]} asked for, but this machine has {count} (ids 0 to {count - 1})")

@@ -6,10 +6,12 @@ test pass run at that iteration. ilgnet.curves writes them as CSV and PNG.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ilgnet.caffe_proto import NetParameter, parse_text
@@ -40,8 +42,9 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
     seconds: since the log's first line. test_accuracy: the test output named `accuracy_blob` (default: the first
     output without a loss weight). test_loss: `Test loss:` when Caffe printed it, else the sum of the weighted
     loss outputs of that test pass (other threads' lines, like the data layers' "Restarting data prefetching",
-    may come between a pass's outputs). Iterations logged twice (a resumed run repeats its first one) keep the later
-    values.
+    may come between a pass's outputs). A test pass with a non-finite output or loss has no accuracy: Caffe's
+    Accuracy layer reports 1.0 on NaN scores. Iterations logged twice (a resumed run repeats its first one) keep the
+    later values. frame.attrs["diverged_at"] is the first iteration whose training loss is not finite (else None).
     """
     rows: list[dict] = []
     test: dict | None = None
@@ -54,7 +57,8 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
             weighted = [v * w for name, v, w in outputs if w is not None]
             if loss is None and weighted:
                 loss = sum(weighted)
-            rows.append({**test, "test_accuracy": accuracy[0] if accuracy else None, "test_loss": loss})
+            finite = all(math.isfinite(v) for _, v, _ in outputs) and (loss is None or math.isfinite(loss))
+            rows.append({**test, "test_accuracy": accuracy[0] if accuracy and finite else None, "test_loss": loss})
             test = None
 
     first_stamp = None
@@ -80,8 +84,10 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
     stamps = pd.concat([pd.Series([first_stamp]), frame["stamp"]], ignore_index=True)
     times = pd.to_datetime(stamps.where(stamps.str.len() > 20, "2000" + stamps), format="%Y%m%d %H:%M:%S.%f")
     frame["seconds"] = (times.iloc[1:] - times.iloc[0]).dt.total_seconds().to_numpy()
-    frame = frame.reindex(columns=COLUMNS).groupby("iteration", as_index=False).last()
-    return frame.reindex(columns=COLUMNS)
+    frame = frame.reindex(columns=COLUMNS).groupby("iteration", as_index=False).last().reindex(columns=COLUMNS)
+    diverged = frame["iteration"][~np.isfinite(frame["loss"].astype(float)) & frame["loss"].notna()]
+    frame.attrs["diverged_at"] = int(diverged.iloc[0]) if len(diverged) else None
+    return frame
 
 
 @dataclass(frozen=True)

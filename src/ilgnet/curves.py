@@ -38,5 +38,7 @@ def write_train_summary(log: Path, *, accuracy_blob: str | None = None, csv: Pat
     (ilgnet.caffelog.COLUMNS)."""
     frame = parse_train_log(log, accuracy_blob=accuracy_blob)
     frame.to_csv(csv or log.with_name("train_log.csv"), index=False)
-    plot_curves(frame, png or log.with_name("curves.png"), title=log.parent.name)
+    diverged = frame.attrs.get("diverged_at")
+    title = log.parent.name + (f" -- DIVERGED at iteration {diverged} (loss not finite)" if diverged is not None else "")
+    plot_curves(frame, png or log.with_name("curves.png"), title=title)
     return frame

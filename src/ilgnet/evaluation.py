@@ -8,13 +8,14 @@ records, wrapping around or stopping short). ilgnet.metrics then says what the s
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from ilgnet import defaults
+from ilgnet.ava import read_list_file
 from ilgnet.caffe_io import lmdb_records, lmdb_size
 from ilgnet.errors import BadInput
 from ilgnet.metrics import metrics
@@ -63,3 +64,21 @@ def evaluate(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, batc
     """Scores every record of `lmdb_path` once; returns summarize()'s dict."""
     frame = score_lmdb(variant, weights, lmdb_path, mean_file, batch, gpu=gpu, progress=progress)
     return summarize(frame, variant=variant, weights=weights, lmdb_path=lmdb_path, mean_file=mean_file, batch=batch)
+
+
+def _names(filenames) -> set[str]:
+    return {PurePath(str(name)).name for name in filenames}
+
+
+def train_overlap(frame: pd.DataFrame, train_list: Path, val_list: Path | None = None) -> dict:
+    """Which scored records (score_lmdb's frame, keys `%08d_<file>`) and which images of the split's val list are in
+    the model's training list, by file name (photos are `<AVA id>.jpg`), and the metrics on the unseen records
+    (None when none is left). A model scored on images it was trained on measures memory, not generalisation."""
+    trained = _names(read_list_file(train_list)["filename"])
+    seen = np.array([PurePath(key.split("_", 1)[-1]).name in trained for key in frame["key"]], bool)
+    report = {"train_list": str(train_list), "scored": {"images": len(frame), "in_training": int(seen.sum())},
+              "unseen_metrics": metrics(frame[~seen]) if (~seen).any() else None}
+    if val_list is not None and Path(val_list).is_file():
+        listed = _names(read_list_file(val_list)["filename"])
+        report["val_list"] = {"path": str(val_list), "images": len(listed), "in_training": len(listed & trained)}
+    return report

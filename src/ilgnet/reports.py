@@ -70,3 +70,22 @@ def replay_report(log: Path) -> str:
                  f"{covered:,} LMDB records ({100 * covered / val:.1f} %)"
                  f"{', wrapping around past the end' if score.images > val else ''}.\n")
     return text
+
+
+def overlap_report(overlap: dict, model: str) -> str:
+    """What ilgnet.evaluation.train_overlap found, in words: how many val images the model was trained on, and
+    the accuracy on the others."""
+    lines = []
+    if "val_list" in overlap:
+        val = overlap["val_list"]
+        lines.append(f"WARNING: {model} was trained on {val['in_training']:,} of the {val['images']:,} images of "
+                     f"{val['path']} (its training list: {overlap['train_list']})." if val["in_training"] else
+                     f"None of the {val['images']:,} images of {val['path']} is in {model}'s training list.")
+    scored, unseen = overlap["scored"], overlap["unseen_metrics"]
+    if scored["in_training"]:
+        lines.append(f"{scored['in_training']:,} of the {scored['images']:,} records scored are training images of "
+                     f"{model}; on the other {scored['images'] - scored['in_training']:,}: " +
+                     (f"accuracy {_percent(unseen['accuracy'])}, balanced accuracy "
+                      f"{_percent(unseen['balanced_accuracy'])}, majority-class baseline "
+                      f"{_percent(unseen['majority_baseline']['accuracy'])}." if unseen else "none left."))
+    return "".join(f"{line}\n" for line in lines)

@@ -31,10 +31,12 @@ import pandas as pd
 
 from ilgnet import defaults
 from ilgnet.caffe_io import load_mean, load_net, read_prototxt
-from ilgnet.caffe_tools import import_caffe
+from ilgnet.caffe_tools import import_caffe, require_gpus
 from ilgnet.errors import BadInput, MissingFile
+from ilgnet.fit import check_fits
 from ilgnet.images import BadImage, decode_image
 from ilgnet.nets import VARIANTS, deploy as deploy_net
+from ilgnet.weights import trained_layers
 
 T = TypeVar("T")
 
@@ -69,6 +71,15 @@ def crop_offsets(height: int, width: int, crop: int, oversample: bool) -> list[t
     return [(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop), centre]
 
 
+def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: str | None = "ilgnet") -> int:
+    """Checks that `weights` fit the net a Scorer would load (ilgnet.fit): every layer of the deploy file, or of
+    the variant's deploy net, gets its blobs, and the caffemodel holds no layer the variant's training net lacks
+    (any unused layer, for a deploy file of no known variant). Returns the layers matched; BadInput otherwise."""
+    known = variant in VARIANTS
+    net = read_prototxt(deploy) if deploy is not None else deploy_net(variant)
+    return check_fits(weights, net, allowed_unused=trained_layers(variant) if known else frozenset())
+
+
 class Scorer:
     """An ILGNet model ready to score photos: p_high is the softmax probability of class 1 (high aesthetic quality).
 
@@ -78,20 +89,26 @@ class Scorer:
 
     def __init__(self, weights: Path | str, *, mean: Path | str | np.ndarray, deploy: Path | str | None = None,
                  variant: str = "ilgnet", batch_size: int = defaults.SCORE_BATCH, oversample: bool = False,
-                 jobs: int | None = None, resize: int | None = None, gpu: int | None = None):
+                 jobs: int | None = None, resize: int | None = None, gpu: int | None = None, check: bool = True):
         """weights: a .caffemodel. mean: the mean image (file or array) it was trained with. deploy: a deploy prototxt
         (default: the deploy net of `variant`, from ilgnet.nets); `variant` also gives the pixel scale Caffe applies
         after the mean (transform_param.scale). batch_size: net inputs per forward pass (photos; with oversample,
         10 crops per photo). resize: side of the square photos are resized to when the mean is per-channel (a mean
         image fixes it; default: the variant's LMDB size). jobs: decoding threads (default: CPU count; 0 decodes
-        inline). gpu: a GPU id, or None for the CPU."""
+        inline). gpu: a GPU id, or None for the CPU. check: compare the weights with the net first (ilgnet.fit); off
+        only where the caller already did.
+
+        Raises BadInput (weights that do not fit the net, a mean that does not fit the photos, a GPU this Caffe
+        cannot use) and MissingFile, before Caffe loads anything."""
+        if gpu is not None:
+            require_gpus(gpu)
         caffe = import_caffe()
         if gpu is None:
             caffe.set_mode_cpu()
         else:
             caffe.set_device(gpu)
             caffe.set_mode_gpu()
-        weights = Path(weights)
+        weights = self.weights = Path(weights)
         if not weights.is_file():
             raise MissingFile(f"weights file {weights} does not exist")
         known = VARIANTS.get(variant)
@@ -107,7 +124,7 @@ class Scorer:
         if self.image_size[0] != self.image_size[1]:
             raise BadInput(f"the mean image is {self.image_size[1]}x{self.image_size[0]}; photos are resized to "
                            f"a square, as `ilgnet lmdb` does, so the mean must be square")
-        self.net, self.prob_blob = self._load_net(weights, deploy, known)
+        self.net, self.prob_blob = self._load_net(weights, deploy, known, check)
         self.input_blob = self.net.inputs[0]
         self.crop = self.net.blobs[self.input_blob].data.shape[-1]
         if self.image_size[0] < self.crop:
@@ -119,23 +136,26 @@ class Scorer:
     @classmethod
     def from_model(cls, model: str | Path, *, mean: Path | str | None = None, models: Path = defaults.MODELS_DIR,
                    **options) -> "Scorer":
-        """A Scorer for `model` as ilgnet.models.resolve_model finds it: ilgnet-ava1 / ilgnet-ava2 (fetched) or a
-        .caffemodel file (then `mean` is needed)."""
+        """A Scorer for `model` as ilgnet.models.resolve_model finds it: ilgnet-ava1 / ilgnet-ava2 (fetched), a run
+        folder of `ilgnet train`, or a .caffemodel file (then `mean` is needed)."""
         from ilgnet.models import resolve_model
 
-        resolved = resolve_model(model, mean=mean, models=models)
-        return cls(resolved.caffemodel, mean=resolved.mean, **options)
+        resolved = resolve_model(model, variant=options.pop("variant", None), mean=mean, models=models)
+        if resolved.mean is None:
+            raise BadInput(f"{model}: the mean image it was trained with is needed")
+        return cls(resolved.caffemodel, mean=resolved.mean, variant=resolved.variant, **options)
 
     @staticmethod
-    def _load_net(weights: Path, deploy: Path | str | None, variant):
+    def _load_net(weights: Path, deploy: Path | str | None, variant, check: bool):
         """The net with the weights, and the name of its softmax blob: the variant's, or a deploy file's one output."""
-        if deploy is not None:
-            read_prototxt(deploy)                               # a missing or malformed file, named
-            net = load_net(Path(deploy), weights=weights)
-            if len(net.outputs) != 1:
-                raise BadInput(f"{deploy}: expected one output (the softmax), found {', '.join(net.outputs)}")
-            return net, net.outputs[0]
-        return load_net(deploy_net(variant, batch=1), weights=weights), variant.prob_blob
+        if check:
+            check_weights(weights, deploy=deploy, variant=variant.name if variant else None)
+        if deploy is None:
+            return load_net(deploy_net(variant, batch=1), weights=weights), variant.prob_blob
+        net = load_net(Path(deploy), weights=weights)
+        if len(net.outputs) != 1:
+            raise BadInput(f"{deploy}: expected one output (the softmax), found {', '.join(net.outputs)}")
+        return net, net.outputs[0]
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """A decoded BGR uint8 image at the mean's size -> the net's input crops (n_crops, 3, crop, crop), float32."""
@@ -161,7 +181,11 @@ class Scorer:
             blob.reshape(len(batch), *blob.data.shape[1:])
             self.net.reshape()
         blob.data[...] = batch
-        return self.net.forward()[self.prob_blob].reshape(len(batch), -1).copy()
+        probs = self.net.forward()[self.prob_blob].reshape(len(batch), -1).copy()
+        if not np.isfinite(probs).all():
+            raise BadInput(f"{self.weights}: the net's outputs are not finite (NaN or infinite): a broken model, "
+                           f"such as the snapshot of a diverged training run")
+        return probs
 
     def score_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """p_high (N,) for N decoded BGR uint8 images (any size: they are resized to the mean's size). A forward pass

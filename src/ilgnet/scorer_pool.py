@@ -15,7 +15,7 @@ import pandas as pd
 from ilgnet import defaults
 from ilgnet.caffe_io import load_mean
 from ilgnet.errors import MissingFile, ToolFailed
-from ilgnet.scorer import Scorer, Skipped, batched, score_table
+from ilgnet.scorer import Scorer, Skipped, batched, check_weights, score_table
 
 _worker_scorer: Scorer | None = None
 
@@ -59,6 +59,9 @@ class ScorerPool:
         for name in ("weights", "deploy"):
             if options.get(name) is not None and not Path(options[name]).is_file():
                 raise MissingFile(f"{name} file {options[name]} does not exist")
+        if options.get("check", True):
+            check_weights(options["weights"], deploy=options.get("deploy"), variant=options.get("variant", "ilgnet"))
+            options = {**options, "check": False}          # checked once here, not again in every process
         if not isinstance(options["mean"], np.ndarray):
             options = {**options, "mean": load_mean(options["mean"])}
         threads = max(1, (os.cpu_count() or 1) // self.workers)

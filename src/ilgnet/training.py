@@ -1,39 +1,40 @@
 """Training runs: `caffe train` on a net variant and a solver profile, locally or in the Docker image.
 
-Each run lives in runs/NAME: the train_val and solver prototxt regenerated from ilgnet.nets / ilgnet.solvers
-(with the solver mode this invocation chose), train.log (Caffe's full output, appended to when a run is resumed),
-train_log.csv and curves.png (refreshed during the run and at its end), and snapshots/.
+Each run lives in runs/NAME: model.json (what the model is: variant, profile, data, with the mean image and training
+list copied beside it), the train_val and solver prototxt regenerated from ilgnet.nets / ilgnet.solvers (with the
+solver mode this invocation chose), train.log (Caffe's full output, appended to when a run is resumed),
+train_log.csv and curves.png, and snapshots/. Everything is checked before the run folder is made or Caffe starts:
+the data, the initial weights against the net (ilgnet.fit), the GPUs.
 
 Ctrl-C: Caffe runs with `-sigint_effect stop`, which ends the current iteration and, because the solver keeps
-`snapshot_after_train`, writes a snapshot before exiting; `--resume` continues from the newest .solverstate.
+`snapshot_after_train`, writes a snapshot before exiting; resuming continues from the newest .solverstate.
 (`-sigint_effect snapshot` would snapshot and carry on training, so Ctrl-C would never stop it.) SIGHUP keeps
-Caffe's default: snapshot and carry on.
+Caffe's default: snapshot and carry on. A run whose loss turns NaN is stopped (ilgnet.caffe_train) and its
+snapshots with non-finite weights are set aside as `<snapshot>.diverged`.
 """
 from __future__ import annotations
 
 import re
-import sys
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
-from ilgnet import caffelog, defaults
-from ilgnet.caffe_io import lmdb_size
+from ilgnet import defaults
+from ilgnet.caffe_io import lmdb_records, lmdb_size, load_mean
 from ilgnet.caffe_proto import to_text
-from ilgnet.caffe_tools import run_logged, tool_path
-from ilgnet.curves import write_train_summary
+from ilgnet.caffe_tools import require_gpus, tool_path
+from ilgnet.caffe_train import Diverged, run_caffe
 from ilgnet.datafolder import DataFolder
-from ilgnet.errors import BadInput, MissingFile, ToolFailed
-from ilgnet.nets import get_variant, train_val
-from ilgnet.solvers import solver, val_batch_for
+from ilgnet.errors import BadInput, MissingFile, ToolFailed, UserError
+from ilgnet.fit import check_finetuning, check_fits, nonfinite_layers, read_caffemodel
+from ilgnet.models import snapshots, write_model_json
+from ilgnet.nets import Variant, fresh_layers, get_variant, train_val
+from ilgnet.solvers import get_profile, solver, val_batch_for
+from ilgnet.weights import check_file, load_registry
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_SCRIPT = REPO / "tools" / "docker-caffe.sh"
-DEFAULT_PRETRAINED = "bvlc_googlenet.caffemodel"
 SNAPSHOT_ITER = re.compile(r"_iter_(\d+)\.(caffemodel|solverstate)(\.h5)?$")
-SUMMARY_EVERY_S = 60
 
 
 def _ignore(message: str) -> None:
@@ -48,30 +49,92 @@ class TrainingStopped(KeyboardInterrupt):
         self.snapshot = snapshot
 
 
-def snapshots(run_dir: Path, kind: str) -> list[Path]:
-    """The run's snapshot files of `kind` (caffemodel or solverstate), oldest iteration first."""
-    found = [(int(m[1]), p) for p in (run_dir / "snapshots").glob(f"*_iter_*.{kind}*")
-             if (m := SNAPSHOT_ITER.search(p.name)) and m[2] == kind]
-    return [p for _, p in sorted(found)]
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; `last_good` is the newest snapshot with finite weights (None if none)."""
+
+    def __init__(self, diverged: Diverged, last_good: Path | None):
+        kept = f"the last good snapshot is {last_good}" if last_good else "no snapshot was written before it"
+        super().__init__(f"training diverged: {diverged}; {kept} (try a lower base_lr)")
+        self.iteration, self.last_good = diverged.iteration, last_good
 
 
-def _initial_weights(weights: Path | None, models_dir: Path, notify: Callable[[str], None]) -> Path | None:
-    if weights is not None:
-        if not weights.is_file():
-            raise MissingFile(f"initial weights {weights} do not exist")
-        return weights
-    pretrained = models_dir / DEFAULT_PRETRAINED
-    if pretrained.is_file():
-        notify(f"fine-tuning from {pretrained}")
-        return pretrained
-    notify(f"WARNING: {pretrained} not found, so training starts FROM SCRATCH (random weights), not from ImageNet "
-           f"as in the paper; run `ilgnet weights fetch bvlc_googlenet` to fine-tune instead")
-    return None
+@dataclass(frozen=True)
+class Plan:
+    """A checked training run: the variant, its data, and the snapshot it resumes or the weights it starts from."""
+    variant: Variant
+    data: DataFolder
+    resume_from: Path | None
+    initial: Path | None
+
+
+def _check_data(data: DataFolder, v: Variant) -> None:
+    """The LMDBs' images must be as large as the crop and as the mean image: Caffe would abort on either."""
+    data.require_lmdbs()
+    mean = load_mean(data.mean_binaryproto)
+    for name in ("train", "val"):
+        for key, image, _ in lmdb_records(data.lmdb(name)):
+            height, width = image.shape[:2]
+            if min(height, width) < v.input_size:
+                raise BadInput(f"{data.lmdb(name)}: record {key} is {width}x{height}, smaller than the "
+                               f"{v.input_size}x{v.input_size} crop of {v.name} (build the LMDBs at {v.resize})")
+            if mean.ndim == 3 and mean.shape[1:] != (height, width):
+                raise BadInput(f"{data.mean_binaryproto} is {mean.shape[2]}x{mean.shape[1]}, the records of "
+                               f"{data.lmdb(name)} {width}x{height}: Caffe needs them equal")
+            break
+        else:
+            raise BadInput(f"{data.lmdb(name)} holds no records")
+
+
+def _initial_weights(v: Variant, net, weights: Path | None, models_dir: Path,
+                     notify: Callable[[str], None]) -> Path | None:
+    """The caffemodel training starts from, checked against the net (ilgnet.fit): `weights`, else the variant's
+    pretrained model from the registry when it is in `models_dir` (size and checksums checked), else None."""
+    if weights is None:
+        entry = load_registry()[v.pretrained]
+        path = models_dir / entry.file
+        if not path.is_file():
+            notify(f"WARNING: {path} not found, so training starts FROM SCRATCH (random weights), not from "
+                   f"ImageNet as in the paper; run `ilgnet weights fetch {entry.name}` to fine-tune instead")
+            return None
+        check_file(entry, path)
+        weights = path
+    fit = check_finetuning(weights, net, fresh_layers(v))
+    fresh = ", ".join(fit.missing) or "none"
+    notify(f"fine-tuning from {weights}: {len(fit.matched)} layers from it, {len(fit.missing)} start fresh "
+           f"({fresh})" + (f"; {len(fit.unused)} of its layers are not used" if fit.unused else ""))
+    return weights
+
+
+def plan(variant: str, profile: str, data_dir: Path, *, run_dir: Path, models_dir: Path, gpu: str | None,
+         docker: bool, resume: bool, weights: Path | None, notify: Callable[[str], None]) -> Plan:
+    """Every check a run needs before anything is written: profile, data, snapshots, initial weights, GPUs."""
+    v = get_variant(variant)
+    get_profile(profile)
+    data = DataFolder(Path(data_dir).resolve())
+    _check_data(data, v)
+    if gpu is not None and not docker:
+        require_gpus(gpu)
+    net = train_val(v, train_lmdb=data.lmdb("train"), val_lmdb=data.lmdb("val"), mean_file=data.mean_binaryproto,
+                    train_batch=1, val_batch=1)
+    states = snapshots(run_dir, "solverstate")
+    if resume:
+        if not states:
+            raise MissingFile(f"no .solverstate in {run_dir / 'snapshots'} to resume from")
+        if weights is not None:
+            raise BadInput("a resumed run continues from its own snapshot; initial weights do not apply")
+        resume_from = states[-1]
+        check_fits(resume_from.with_suffix(".caffemodel"), net)
+        return Plan(v, data, resume_from, None)
+    if states:
+        raise BadInput(f"{run_dir} already has snapshots (newest: {states[-1].name}); continue it, or start another "
+                       f"run under another name")
+    return Plan(v, data, None, _initial_weights(v, net, weights, models_dir, notify))
 
 
 def write_run_files(run_dir: Path, variant: str, profile: str, data_dir: Path, *, mode: str,
                     train_batch: int | None, val_batch: int | None, max_iter: int | None,
-                    display: int | None, test_interval: int | None = None) -> tuple[Path, object]:
+                    display: int | None, test_interval: int | None = None,
+                    base_lr: float | None = None) -> tuple[Path, object]:
     """Writes run_dir/train_val.prototxt and run_dir/solver.prototxt; returns the solver path and parameters.
 
     Every path inside is absolute, so Caffe (or the container, which mounts paths where they are) finds them
@@ -97,6 +160,8 @@ def write_run_files(run_dir: Path, variant: str, profile: str, data_dir: Path, *
         params.display = display
     if test_interval is not None:
         params.test_interval = test_interval
+    if base_lr is not None:
+        params.base_lr = base_lr
     params.snapshot_after_train = True          # what makes Ctrl-C (sigint_effect stop) leave a snapshot
     if any(layer.type == "BatchNorm" for layer in net.layer):
         # Untrained BatchNorm statistics are zero: a test pass before any training scores nothing (or NaN).
@@ -125,85 +190,56 @@ def caffe_command(solver_path: Path, *, gpu: str | None, weights: Path | None, r
     return [str(tool_path("caffe")), *args]
 
 
-def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: int, accuracy_blob: str | None,
-              progress: bool = True) -> bool:
-    """Runs `caffe train`, appending its output to log_path, with a progress bar over iterations and the test
-    scores and snapshots shown as they come; train_log.csv and curves.png are refreshed every minute and at the end.
-    Returns whether Caffe stopped early (on SIGINT, which is passed on to it); raises ToolFailed with the log's last
-    lines when Caffe fails."""
-    last_summary = time.monotonic()
-    stopped_early = False
-
-    with tqdm(total=max_iter, initial=start_iter, unit="it", desc=log_path.parent.name, disable=not progress,
-              file=sys.stderr, dynamic_ncols=True) as bar:
-        def on_line(line: str) -> None:
-            nonlocal last_summary, stopped_early
-            glog = caffelog.GLOG_PREFIX.match(line.rstrip("\n"))
-            if not glog:
-                return
-            message = glog.group(2)
-            if match := caffelog.TRAIN_LOSS.match(message):
-                bar.update(int(match[1]) - bar.n)
-                bar.set_postfix(loss=float(match[2]))
-            elif caffelog.TEST_OUTPUT.match(message) or message.startswith(("Snapshotting to", "Resuming from")) \
-                    or message == "Optimization stopped early." or line.startswith(("E", "F")):
-                tqdm.write(message, file=sys.stderr)
-            stopped_early |= message == "Optimization stopped early."
-            if time.monotonic() - last_summary > SUMMARY_EVERY_S:
-                write_train_summary(log_path, accuracy_blob=accuracy_blob)
-                last_summary = time.monotonic()
-
-        def on_sigint() -> None:
-            tqdm.write("ilgnet train: interrupt: Caffe snapshots and stops after the current iteration",
-                       file=sys.stderr)
-
-        with open(log_path, "a") as log:
-            log.write(f"# ilgnet train: {' '.join(command)}\n")
-        run_logged(command, log_path=log_path, on_line=on_line, on_sigint=on_sigint, keep=False)
-    write_train_summary(log_path, accuracy_blob=accuracy_blob)
-    return stopped_early
+def _set_aside_diverged(run_dir: Path) -> Path | None:
+    """Renames the run's snapshots with non-finite weights to `<name>.diverged` (newest first, up to the first good
+    one, so that resuming picks that one); returns the newest good snapshot."""
+    for caffemodel in reversed(snapshots(run_dir, "caffemodel")):
+        if not nonfinite_layers(read_caffemodel(caffemodel)):
+            return caffemodel
+        for path in (caffemodel, caffemodel.with_suffix(".solverstate")):
+            if path.exists():
+                path.rename(path.with_name(path.name + ".diverged"))
+    return None
 
 
-def train(variant: str, profile: str, data_dir: Path, *, name: str | None = None, runs_dir: Path = Path("runs"),
-          models_dir: Path = Path("models"), gpu: str | None = None, docker: bool = False, resume: bool = False,
-          weights: Path | None = None, max_iter: int | None = None, train_batch: int | None = None,
-          val_batch: int | None = None, display: int | None = None, test_interval: int | None = None,
-          progress: bool = True, notify: Callable[[str], None] = _ignore) -> Path:
+def train(variant: str, profile: str, data_dir: Path, *, name: str | None = None,
+          runs_dir: Path = defaults.RUNS_DIR, models_dir: Path = defaults.MODELS_DIR, gpu: str | None = None,
+          docker: bool = False, resume: bool = False, weights: Path | None = None, max_iter: int | None = None,
+          train_batch: int | None = None, val_batch: int | None = None, display: int | None = None,
+          test_interval: int | None = None, base_lr: float | None = None, progress: bool = True,
+          notify: Callable[[str], None] = _ignore) -> Path:
     """Trains `variant` with solver `profile` on data_dir/{train_lmdb,val_lmdb,mean.binaryproto}.
 
     gpu: None for CPU mode, else Caffe's -gpu value ("0", "0,1", "all"). resume: continue from the run's newest
-    .solverstate. weights: the initial caffemodel (default: models_dir/bvlc_googlenet.caffemodel when present,
-    else random initialisation). notify: receives what the user should know before and after the run (the
-    initial weights, a resumption, an early stop). Returns the run's final caffemodel.
-    Interrupted by SIGINT, Caffe snapshots and stops; then this raises TrainingStopped (a KeyboardInterrupt) with
-    the snapshot.
+    .solverstate. weights: the initial caffemodel (default: the variant's pretrained model from the registry when it
+    is in models_dir, else random initialisation). notify: receives what the user should know before the run (the
+    initial weights and which layers start fresh, a resumption). Returns the run's final caffemodel.
+    Raises TrainingStopped (a KeyboardInterrupt) when Caffe stopped early on SIGINT, after its snapshot;
+    TrainingDiverged when the loss became NaN or infinite; BadInput/MissingFile before anything is written when
+    the data, the weights or the GPUs are not right.
     """
-    accuracy_blob = get_variant(variant).accuracy_blob
     run_dir = (Path(runs_dir) / (name or f"{variant}-{profile}")).resolve()
-    resume_from = None
-    if resume:
-        states = snapshots(run_dir, "solverstate")
-        if not states:
-            raise MissingFile(f"no .solverstate in {run_dir / 'snapshots'} to resume from")
-        resume_from = states[-1]
-        if weights is not None:
-            raise BadInput("a resumed run continues from its own snapshot; initial weights do not apply")
-    elif snapshots(run_dir, "solverstate"):
-        raise BadInput(f"{run_dir} already has snapshots (newest: {snapshots(run_dir, 'solverstate')[-1].name}); "
-                       f"continue it, or start another run under another name")
+    checked = plan(variant, profile, data_dir, run_dir=run_dir, models_dir=Path(models_dir), gpu=gpu, docker=docker,
+                   resume=resume, weights=weights, notify=notify)
     solver_path, params = write_run_files(run_dir, variant, profile, Path(data_dir),
                                           mode="CPU" if gpu is None else "GPU", train_batch=train_batch,
                                           val_batch=val_batch, max_iter=max_iter, display=display,
-                                          test_interval=test_interval)
-    initial = None if resume_from else _initial_weights(weights, Path(models_dir), notify)
+                                          test_interval=test_interval, base_lr=base_lr)
+    resume_from, initial = checked.resume_from, checked.initial
     start_iter = int(SNAPSHOT_ITER.search(resume_from.name)[1]) if resume_from else 0
     if resume_from:
         notify(f"resuming from {resume_from} (iteration {start_iter})")
+    else:
+        write_model_json(run_dir, variant=checked.variant.name, profile=profile, data=checked.data,
+                         crop=checked.variant.input_size, input_scale=checked.variant.input_scale)
     mounts = [run_dir, Path(data_dir)] + ([initial.parent] if initial else [])
     command = caffe_command(solver_path, gpu=gpu, weights=initial, resume_from=resume_from, docker=docker,
                             mounts=mounts)
-    stopped_early = run_caffe(command, run_dir / "train.log", start_iter=start_iter, max_iter=params.max_iter,
-                              accuracy_blob=accuracy_blob, progress=progress)
+    try:
+        stopped_early = run_caffe(command, run_dir / "train.log", start_iter=start_iter, max_iter=params.max_iter,
+                                  accuracy_blob=checked.variant.accuracy_blob, progress=progress)
+    except Diverged as diverged:
+        raise TrainingDiverged(diverged, _set_aside_diverged(run_dir)) from None
     if stopped_early:
         raise TrainingStopped(snapshots(run_dir, "caffemodel")[-1])
     final = run_dir / "snapshots" / f"{variant}_iter_{params.max_iter}.caffemodel"

@@ -3,8 +3,8 @@ the right file, and fetching it through ilgnet.download.
 
 A file is renamed into place only once every check passed, so a file under its final name is always complete.
 The ILGNet models have no published checksum, so their size (as the authors' caffe test logs report it) is
-checked and the file must parse as a Caffe NetParameter whose layers fit the deploy net of the registered
-variant (ilgnet.fit).
+checked and the file must parse as a Caffe NetParameter whose layers fit the deploy net of the registered variant
+(ilgnet.fit); an ImageNet model without one must fit the trunk of the variant it initialises.
 """
 from __future__ import annotations
 
@@ -34,7 +34,11 @@ class Weights:
     sha256: str | None = None
     size: int | None = None
     fits_variant: str | None = None
+    """A trained model of this variant: its layers must fit the variant's deploy net exactly."""
+    trunk_of: str | None = None
+    """An ImageNet model that variant fine-tunes from: its layers must fit that variant's trunk."""
     companions: tuple[str, ...] = field(default=())
+    """Entries fetched with this one (a published model's mean image and training list)."""
 
 
 def load_registry(path: Path = REGISTRY) -> dict[str, Weights]:
@@ -55,13 +59,25 @@ def check_file(entry: Weights, path: Path) -> None:
 
 
 def verify(entry: Weights, path: Path) -> None:
-    """Every check the registry allows for `entry`: size, checksums and, for trained nets, the layer fit."""
+    """Every check the registry allows for `entry`: size, checksums and the layer fit (ilgnet.fit) of a trained
+    model to its variant's deploy net, or of an ImageNet model to the trunk of the variant it initialises."""
+    from ilgnet import nets
+    from ilgnet.fit import check_finetuning, check_fits
+
     check_file(entry, path)
     if entry.fits_variant:
-        from ilgnet.fit import check_fits
-        from ilgnet.nets import deploy
+        check_fits(path, nets.deploy(entry.fits_variant), allowed_unused=trained_layers(entry.fits_variant))
+    if entry.trunk_of:
+        check_finetuning(path, nets.training_net(entry.trunk_of), nets.fresh_layers(entry.trunk_of))
 
-        check_fits(path, deploy(entry.fits_variant))
+
+def trained_layers(variant: str) -> set[str]:
+    """Layers with weights in a caffemodel trained as `variant`: its training net's (a deploy net leaves out the
+    auxiliary classifiers of googlenet-bn-*, which such a caffemodel still holds)."""
+    from ilgnet.nets import training_net
+    from ilgnet.shapes import param_shapes
+
+    return set(param_shapes(training_net(variant)))
 
 
 def download(entry: Weights, path: Path, *, progress: bool = True) -> Path:

@@ -1,6 +1,7 @@
 """`ilgnet log`: a Caffe training log as train_log.csv and curves.png beside it (ilgnet.curves)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ilgnet.errors import MissingFile
@@ -20,4 +21,7 @@ def run(args) -> int:
         raise MissingFile(f"{args.log} does not exist")
     frame = write_train_summary(args.log, accuracy_blob=args.accuracy_blob)
     print(f"{args.log.with_name('train_log.csv')}: {len(frame)} rows; {args.log.with_name('curves.png')}")
+    if frame.attrs.get("diverged_at") is not None:
+        print(f"ilgnet log: this run DIVERGED: its training loss is not finite from iteration "
+              f"{frame.attrs['diverged_at']} on", file=sys.stderr)
     return 0

@@ -24,13 +24,13 @@ def register(subparsers) -> None:
                     "quality), label (1 when p_high > 0.5). Unreadable files are reported on stderr and skipped.")
     parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
     parser.add_argument("--model", required=True,
-                        help="ilgnet-ava1 or ilgnet-ava2 (the published models, with their published mean), "
-                             "or a .caffemodel file")
+                        help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
+                             "published models), or a .caffemodel file; the first two carry their variant and mean")
     parser.add_argument("--deploy", type=Path, help="deploy prototxt (default: the deploy net of --variant)")
     parser.add_argument("--mean", type=Path,
-                        help="mean image the model was trained with (.binaryproto or .npy); required with a "
+                        help="mean image the model was trained with (.binaryproto or .npy); required with a plain "
                              ".caffemodel, e.g. DATA/mean.binaryproto from `ilgnet lmdb`")
-    parser.add_argument("--variant", default="ilgnet", help="net variant of the deploy net (default: ilgnet)")
+    parser.add_argument("--variant", help="net variant of the deploy net (default: the model's own, else ilgnet)")
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR,
                         help="where ilgnet-ava1/2 are kept (`ilgnet weights fetch` puts them there; default: models/)")
     parser.add_argument("--top", type=int, metavar="K", help="output only the K best photos, best first")
@@ -70,7 +70,7 @@ def write_table(table, out: Path | None, fmt: str | None) -> None:
 
     fmt = fmt or ("jsonl" if out is not None and out.suffix in {".jsonl", ".json"} else "csv")
     if fmt == "jsonl":
-        text = "".join(json.dumps(row) + "\n" for row in table.to_dict("records"))
+        text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in table.to_dict("records"))
     else:
         text = table.to_csv(index=False, float_format="%.6f")
     if out is None:
@@ -84,6 +84,7 @@ def write_table(table, out: Path | None, fmt: str | None) -> None:
 def run(args) -> int:
     from ilgnet.models import resolve_model
     from ilgnet.scorer_pool import ScorerPool
+    from ilgnet.weights import PUBLISHED_MODELS
 
     if args.top is not None and args.top < 1:
         raise BadInput(f"--top must be at least 1, got {args.top}")
@@ -92,14 +93,14 @@ def run(args) -> int:
     paths = collect_images(args.paths)
     if not paths:
         raise BadInput(f"no image files in {' '.join(args.paths)}")
-    model = resolve_model(args.model, mean=args.mean, models=args.models)
-    if model.published:
-        print(f"{model.published}: {model.caffemodel} is present and checks out", file=sys.stderr)
+    model = resolve_model(args.model, variant=args.variant, mean=args.mean, models=args.models)
+    if model.name in PUBLISHED_MODELS:
+        print(f"{model.name}: {model.caffemodel} is present and checks out", file=sys.stderr)
     if model.mean is None:
         raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
                        f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
     workers = min(args.workers, -(-len(paths) // args.batch))          # no process without a batch to score
-    with ScorerPool(workers, weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=args.variant,
+    with ScorerPool(workers, weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=model.variant,
                     batch_size=args.batch, oversample=args.oversample, gpu=args.gpu) as pool:
         table, skipped = pool.score_files(paths, progress=not args.quiet)
     for item in skipped:

@@ -1,6 +1,6 @@
-"""`ilgnet test` (`make evaluate`): a caffemodel scored on every record of a val LMDB exactly once, with honest
-metrics beside the paper's figure (ilgnet.evaluation, ilgnet.reports); or, with --replay, what a published
-`caffe test` log really measured."""
+"""`ilgnet test` (`make evaluate`): a model scored on every record of a val LMDB exactly once, with honest metrics
+beside the paper's figure (ilgnet.evaluation, ilgnet.reports) and the val images it was trained on counted; or,
+with --replay, what a published `caffe test` log really measured."""
 from __future__ import annotations
 
 import json
@@ -13,12 +13,12 @@ from ilgnet.errors import BadInput, MissingFile
 def register(subparsers) -> None:
     from ilgnet.datafolder import PROTOCOLS
 
-    parser = subparsers.add_parser("test", help="score a caffemodel on every record of a val LMDB exactly once")
-    parser.add_argument("--variant", default="ilgnet", help="net variant of the weights (default: ilgnet)")
-    parser.add_argument("--weights", help="a .caffemodel, or ilgnet-ava1 / ilgnet-ava2 (the published models)")
+    parser = subparsers.add_parser("test", help="score a model on every record of a val LMDB exactly once")
+    parser.add_argument("--weights", help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 / "
+                                          "ilgnet-ava2 (the published models), or a .caffemodel")
     parser.add_argument("--data", type=Path, help="folder with val_lmdb and mean.binaryproto (from `ilgnet lmdb`)")
-    parser.add_argument("--mean", type=Path, help="mean image (default: DATA/mean.binaryproto, or the published "
-                                                  "model's own mean for ilgnet-ava1/2)")
+    parser.add_argument("--variant", help="net variant (default: the model's own, else ilgnet)")
+    parser.add_argument("--mean", type=Path, help="mean image (default: the model's own, else DATA/mean.binaryproto)")
     parser.add_argument("--batch", type=int, default=defaults.VAL_BATCH,
                         help=f"forward batch size (default: {defaults.VAL_BATCH})")
     parser.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
@@ -35,9 +35,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ilgnet.datafolder import DataFolder
-    from ilgnet.evaluation import score_lmdb, summarize
+    from ilgnet.evaluation import score_lmdb, summarize, train_overlap
     from ilgnet.models import resolve_model
-    from ilgnet.reports import PAPER, markdown_report, replay_report
+    from ilgnet.reports import PAPER, markdown_report, overlap_report, replay_report
 
     if args.replay:
         if not args.replay.is_file():
@@ -49,23 +49,26 @@ def run(args) -> int:
     if args.batch < 1:
         raise BadInput(f"--batch must be positive, got {args.batch}")
     data = DataFolder(args.data)
-    model = resolve_model(args.weights, mean=args.mean, models=args.models)
+    model = resolve_model(args.weights, variant=args.variant, mean=args.mean, models=args.models)
     mean = model.mean or data.mean_binaryproto
     for path in (data.lmdb("val"), mean):
         if not path.exists():
             raise MissingFile(f"{path} does not exist")
-    frame = score_lmdb(args.variant, model.caffemodel, data.lmdb("val"), mean, args.batch, gpu=args.gpu)
-    result = summarize(frame, variant=args.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
+    frame = score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch, gpu=args.gpu)
+    result = summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
                        mean_file=mean, batch=args.batch)
     protocol = args.protocol or data.protocol()
     if protocol:
         result["paper"] = {"protocol": protocol, **PAPER[protocol]}
-    table = markdown_report(result, protocol)
-    print(table, end="")
+    text = markdown_report(result, protocol)
+    if model.train_list:
+        result["train_overlap"] = train_overlap(frame, model.train_list, data.list_file("val"))
+        text = overlap_report(result["train_overlap"], model.name) + "\n" + text
+    print(text, end="")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     if args.markdown:
-        args.markdown.write_text(table)
+        args.markdown.write_text(text)
     if args.per_image:
         frame.to_csv(args.per_image, index=False)
     return 0

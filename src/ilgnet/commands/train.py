@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.errors import MissingFile
+from ilgnet.errors import BadInput, MissingFile
 
 
 def register(subparsers) -> None:
@@ -29,6 +29,7 @@ def register(subparsers) -> None:
                         help="initial caffemodel (default: models/bvlc_googlenet.caffemodel when present)")
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR, help="models folder (default: models/)")
     parser.add_argument("--max-iter", type=int, help="override the profile's max_iter")
+    parser.add_argument("--base-lr", type=float, help="override the profile's base_lr")
     parser.add_argument("--train-batch", type=int,
                         help=f"training batch size (default: {defaults.TRAIN_BATCH}, the published one)")
     parser.add_argument("--val-batch", type=int, help="validation batch size (default: the largest up to "
@@ -45,19 +46,26 @@ def _notify(message: str) -> None:
 
 
 def run(args) -> int:
-    from ilgnet.training import TrainingStopped, snapshots, train
+    from ilgnet.models import snapshots
+    from ilgnet.training import TrainingDiverged, TrainingStopped, train
 
     run_dir = args.runs / (args.name or f"{args.variant}-{args.profile}")
     if args.resume and not snapshots(run_dir.resolve(), "solverstate"):
         raise MissingFile(f"--resume: no .solverstate in {run_dir.resolve() / 'snapshots'}")
+    if args.base_lr is not None and not args.base_lr > 0:
+        raise BadInput(f"--base-lr must be positive, got {args.base_lr}")
     try:
         model = train(args.variant, args.profile, args.data, name=args.name, runs_dir=args.runs,
                       models_dir=args.models, gpu=args.gpu, docker=args.docker, resume=args.resume,
                       weights=args.weights, max_iter=args.max_iter, train_batch=args.train_batch,
                       val_batch=args.val_batch, display=args.display, test_interval=args.test_interval,
-                      notify=_notify)
+                      base_lr=args.base_lr, notify=_notify)
     except TrainingStopped as stop:
         _notify(f"stopped early; snapshot {stop.snapshot}; continue with --resume")
+        raise
+    except TrainingDiverged as diverged:
+        if diverged.last_good:
+            _notify("--resume continues from the last good snapshot (with --base-lr to change the rate)")
         raise
     print(model)
     return 0

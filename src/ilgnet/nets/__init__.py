@@ -23,6 +23,7 @@ from ilgnet.caffe_proto import TEST, TRAIN
 from ilgnet.errors import lookup
 from ilgnet.nets import googlenet, inception
 from ilgnet.nets.builder import NetBuilder
+from ilgnet.nets.layers import NEW
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,15 @@ class Variant:
     build: Callable
     """Adds the net's layers to a NetBuilder after the `data` blob; returns its classifiers, the main one last."""
     pretrained: str
-    """The ImageNet model the trunk starts from when fine-tuning."""
+    """Registry name (weights.json) of the ImageNet model the trunk starts from when fine-tuning."""
     input_size: int = 227
     """Side of the square crops the net takes (Data layer crop_size; the deploy net's input)."""
     resize: int = 256
     """Side of the square images in the LMDB the train_val reads: crops of input_size are taken from them."""
     input_scale: float = 1.0
     """Factor Caffe applies to pixels after subtracting the mean (transform_param.scale)."""
+    pretrained_batchnorm: bool = False
+    """Whether the pretrained model has the variant's BatchNorm layers (else they start fresh)."""
     prob_blob: str = "loss1/loss"
     loss_blob: str = "loss1/loss"
     accuracy_blob: str = "loss1/top-1"
@@ -54,7 +57,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant(name="ilgnet-bn", summary="ILGNet-Inc.V1-BN: BatchNorm + Scale after every convolution, no LRN",
             build=googlenet.ilgnet_bn, pretrained=BVLC),
     Variant(name="ilgnet-noinc", summary="ILGNet with each inception module replaced by one 3x3 convolution",
-            build=googlenet.ilgnet_noinc, pretrained=f"{BVLC} (stem and loss1/conv)"),
+            build=googlenet.ilgnet_noinc, pretrained=BVLC),
     Variant(name="googlenet-bn-third", summary="GoogLeNetV1-BN to inception_4a, classifier loss1",
             build=googlenet.googlenet_bn_third, pretrained=BVLC, prob_blob="prob"),
     Variant(name="googlenet-bn-two-thirds", summary="GoogLeNetV1-BN to inception_4d, classifiers loss1, loss2",
@@ -64,10 +67,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             build=googlenet.googlenet_bn_full, pretrained=BVLC, prob_blob="prob", loss_blob="loss3/loss",
             accuracy_blob="loss3/top-1"),
     Variant(name="ilgnet-inc3", summary="ILGNet head on Inception-v3 to inception_b1", build=inception.ilgnet_inc3,
-            pretrained="Inception-v3 Caffe port (soeaver/caffe-model)", input_size=299, resize=320,
+            pretrained="inception-v3", pretrained_batchnorm=True, input_size=299, resize=320,
             input_scale=INCEPTION_SCALE),
     Variant(name="ilgnet-inc4", summary="ILGNet head on Inception-v4 to inception_b1", build=inception.ilgnet_inc4,
-            pretrained="Inception-v4 Caffe port (soeaver/caffe-model)", input_size=299, resize=320,
+            pretrained="inception-v4", pretrained_batchnorm=True, input_size=299, resize=320,
             input_scale=INCEPTION_SCALE),
 ]}
 
@@ -122,6 +125,22 @@ def _feeding(layers: list[dict], blob: str) -> list[dict]:
             kept.append(layer)
             needed.update(layer["bottom"])
     return kept[::-1]
+
+
+def training_net(variant: str | Variant):
+    """The variant's train_val with placeholder LMDB paths: its layers and shapes, for weight checks."""
+    return train_val(variant, train_lmdb="train_lmdb", val_lmdb="val_lmdb", mean_file="mean.binaryproto",
+                     train_batch=1, val_batch=1)
+
+
+def fresh_layers(variant: str | Variant) -> set[str]:
+    """The layers a variant adds to its pretrained trunk, which start from their fillers when fine-tuning: those the
+    builders mark as new (lr_mult 10, as the published ILGNet train.prototxt's new layers), and the BatchNorm and
+    Scale layers when the pretrained model has none (bvlc_googlenet)."""
+    v = get_variant(variant)
+    return {layer.name for layer in training_net(v).layer
+            if (layer.param and layer.param[0].lr_mult == NEW[0]["lr_mult"])
+            or (layer.type in ("BatchNorm", "Scale") and not v.pretrained_batchnorm)}
 
 
 def learnable_layers(net) -> dict:
