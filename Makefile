@@ -14,7 +14,10 @@ DELTA ?= 0
 ILGNET_REPO ?=
 VARIANT ?= ilgnet
 PROFILE ?= ava2
-DATA ?= data/$(PROFILE)
+# The Inception-v3/v4 variants crop 299 pixels: their LMDBs are built at 320 and kept apart (data/ava1-320).
+RESIZE ?= $(if $(filter ilgnet-inc3 ilgnet-inc4,$(VARIANT)),320,256)
+SUFFIX := $(if $(filter-out 256,$(RESIZE)),-$(RESIZE))
+DATA ?= data/$(if $(findstring ava1,$(PROFILE)),ava1,ava2)$(SUFFIX)
 GPU ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
@@ -36,8 +39,10 @@ help:
 	@echo "make train-ava1   fine-tune ILGNet on data/ava1 (GPU=0 or GPU=all for the GPU)"
 	@echo "make train-ava2   fine-tune ILGNet on data/ava2"
 	@echo "make train VARIANT=... PROFILE=...   any net variant with any solver profile"
-	@echo "make evaluate WEIGHTS=... DATA=...   score a caffemodel on every val record (ilgnet test)"
+	@echo "make evaluate WEIGHTS=... DATA=...   score a model (a run folder, a snapshot, ilgnet-ava1/2) on every val"
+	@echo "                  record (ilgnet test)"
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models"
+	@echo "                  (ilgnet weights fetch inception-v3 / inception-v4 for the ilgnet-inc3/4 trunks)"
 	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine)"
 	@echo "make bench-lmdb / bench-predict      throughput benchmarks"
 
@@ -67,19 +72,19 @@ nets: setup
 
 ava1-lmdb: setup
 ifeq ($(ILGNET_REPO),)
-	$(ILGNET) split ava1 --ava-txt $(AVA_TXT) --delta $(DELTA) --seed $(SEED) --out data/ava1
+	$(ILGNET) split ava1 --ava-txt $(AVA_TXT) --delta $(DELTA) --seed $(SEED) --out data/ava1$(SUFFIX)
 else
-	$(ILGNET) split published $(ILGNET_REPO) --set AVA1 --out data/ava1
+	$(ILGNET) split published $(ILGNET_REPO) --set AVA1 --out data/ava1$(SUFFIX)
 endif
-	$(ILGNET) lmdb --split data/ava1 --images $(AVA_IMAGES) --seed $(SEED)
+	$(ILGNET) lmdb --split data/ava1$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
 ava2-lmdb: setup
 ifeq ($(ILGNET_REPO),)
-	$(ILGNET) split ava2 --ava-txt $(AVA_TXT) --seed $(SEED) --out data/ava2
+	$(ILGNET) split ava2 --ava-txt $(AVA_TXT) --seed $(SEED) --out data/ava2$(SUFFIX)
 else
-	$(ILGNET) split published $(ILGNET_REPO) --set AVA2 --out data/ava2
+	$(ILGNET) split published $(ILGNET_REPO) --set AVA2 --out data/ava2$(SUFFIX)
 endif
-	$(ILGNET) lmdb --split data/ava2 --images $(AVA_IMAGES) --seed $(SEED)
+	$(ILGNET) lmdb --split data/ava2$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
 train: setup
 	$(ILGNET) train --variant $(VARIANT) --profile $(PROFILE) --data $(DATA) --name $(RUN) $(if $(GPU),--gpu $(GPU),--cpu)
@@ -92,12 +97,10 @@ train-ava2: setup
 
 evaluate: setup
 	mkdir -p runs/$(RUN)
-	$(ILGNET) test --variant $(VARIANT) --weights $(WEIGHTS) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
+	$(ILGNET) test --weights $(WEIGHTS) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
 
 weights: setup
-	$(ILGNET) weights fetch bvlc_googlenet
-	$(ILGNET) weights fetch ilgnet-ava1
-	$(ILGNET) weights fetch ilgnet-ava2
+	$(ILGNET) weights fetch bvlc_googlenet ilgnet-ava1 ilgnet-ava2
 
 demo: setup
 	$(ILGNET) demo

@@ -23,8 +23,9 @@ def random_images(n: int, size: int, seed: int) -> list[np.ndarray]:
     return [cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC) for img in small]
 
 
-def write_lmdb(path: Path, images: list[np.ndarray], labels: list[int], *, encoded: bool = False) -> Path:
-    """Records keyed %08d_<index> in order, as convert_imageset names them."""
+def write_lmdb(path: Path, images: list[np.ndarray], labels: list[int], *, encoded: bool = False,
+               names: list[str] | None = None) -> Path:
+    """Records keyed %08d_<name> in order, as convert_imageset names them (name: the index, or `names`)."""
     caffe = import_caffe()
     env = lmdb.open(str(path), map_size=1 << 30)
     with env.begin(write=True) as txn:
@@ -35,7 +36,7 @@ def write_lmdb(path: Path, images: list[np.ndarray], labels: list[int], *, encod
                                                     data=cv2.imencode(".png", image)[1].tobytes())
             else:
                 datum = caffe.io.array_to_datum(image.transpose(2, 0, 1), label)
-            txn.put(f"{i:08d}_{i}".encode(), datum.SerializeToString())
+            txn.put(f"{i:08d}_{names[i] if names else i}".encode(), datum.SerializeToString())
     env.close()
     return path
 

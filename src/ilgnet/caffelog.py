@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ilgnet.caffe_proto import NetParameter, parse_text
@@ -61,12 +60,14 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
             rows.append({**test, "test_accuracy": accuracy[0] if accuracy and finite else None, "test_loss": loss})
             test = None
 
-    first_stamp = None
+    first_stamp, diverged_at = None, None
     for stamp, message in _glog_lines(path):
         first_stamp = first_stamp or stamp
         if match := TRAIN_LOSS.match(message):
             close_test()
             rows.append({"iteration": int(match[1]), "stamp": stamp, "loss": float(match[2])})
+            if diverged_at is None and not math.isfinite(rows[-1]["loss"]):
+                diverged_at = rows[-1]["iteration"]
         elif match := LEARNING_RATE.match(message):
             rows.append({"iteration": int(match[1]), "stamp": stamp, "lr": float(match[2])})
         elif match := TESTING.match(message):
@@ -85,8 +86,7 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
     times = pd.to_datetime(stamps.where(stamps.str.len() > 20, "2000" + stamps), format="%Y%m%d %H:%M:%S.%f")
     frame["seconds"] = (times.iloc[1:] - times.iloc[0]).dt.total_seconds().to_numpy()
     frame = frame.reindex(columns=COLUMNS).groupby("iteration", as_index=False).last().reindex(columns=COLUMNS)
-    diverged = frame["iteration"][~np.isfinite(frame["loss"].astype(float)) & frame["loss"].notna()]
-    frame.attrs["diverged_at"] = int(diverged.iloc[0]) if len(diverged) else None
+    frame.attrs["diverged_at"] = diverged_at
     return frame
 
 

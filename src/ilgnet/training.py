@@ -88,17 +88,18 @@ def _check_data(data: DataFolder, v: Variant) -> None:
 def _initial_weights(v: Variant, net, weights: Path | None, models_dir: Path,
                      notify: Callable[[str], None]) -> Path | None:
     """The caffemodel training starts from, checked against the net (ilgnet.fit): `weights`, else the variant's
-    pretrained model from the registry when it is in `models_dir` (size and checksums checked), else None."""
+    pretrained model from the registry when it is in `models_dir` (its size and checksums checked too), else None."""
+    entry = None
     if weights is None:
         entry = load_registry()[v.pretrained]
-        path = models_dir / entry.file
-        if not path.is_file():
-            notify(f"WARNING: {path} not found, so training starts FROM SCRATCH (random weights), not from "
+        weights = models_dir / entry.file
+        if not weights.is_file():
+            notify(f"WARNING: {weights} not found, so training starts FROM SCRATCH (random weights), not from "
                    f"ImageNet as in the paper; run `ilgnet weights fetch {entry.name}` to fine-tune instead")
             return None
-        check_file(entry, path)
-        weights = path
     fit = check_finetuning(weights, net, fresh_layers(v))
+    if entry is not None:
+        check_file(entry, weights)
     fresh = ", ".join(fit.missing) or "none"
     notify(f"fine-tuning from {weights}: {len(fit.matched)} layers from it, {len(fit.missing)} start fresh "
            f"({fresh})" + (f"; {len(fit.unused)} of its layers are not used" if fit.unused else ""))

@@ -59,16 +59,17 @@ def check_file(entry: Weights, path: Path) -> None:
 
 
 def verify(entry: Weights, path: Path) -> None:
-    """Every check the registry allows for `entry`: size, checksums and the layer fit (ilgnet.fit) of a trained
-    model to its variant's deploy net, or of an ImageNet model to the trunk of the variant it initialises."""
+    """Every check the registry allows for `entry`: the layer fit (ilgnet.fit) of a trained model to its variant's
+    deploy net or of an ImageNet model to the trunk of the variant it initialises (first: it says what a wrong file
+    is, an HTML page say), then size and checksums."""
     from ilgnet import nets
     from ilgnet.fit import check_finetuning, check_fits
 
-    check_file(entry, path)
     if entry.fits_variant:
         check_fits(path, nets.deploy(entry.fits_variant), allowed_unused=trained_layers(entry.fits_variant))
     if entry.trunk_of:
         check_finetuning(path, nets.training_net(entry.trunk_of), nets.fresh_layers(entry.trunk_of))
+    check_file(entry, path)
 
 
 def trained_layers(variant: str) -> set[str]:
