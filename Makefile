@@ -19,6 +19,8 @@ RESIZE ?= $(if $(filter ilgnet-inc3 ilgnet-inc4,$(VARIANT)),320,256)
 SUFFIX := $(if $(filter-out 256,$(RESIZE)),-$(RESIZE))
 DATA ?= data/$(if $(findstring ava1,$(PROFILE)),ava1,ava2)$(SUFFIX)
 GPU ?=
+# DOCKER=1: run caffe inside the ilgnet-caffe image (the CUDA one with GPU=..., else the CPU one), same arguments.
+DOCKER ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
 .PHONY: help setup setup-cuda setup-python test test-fast demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
@@ -87,17 +89,17 @@ endif
 	$(ILGNET) lmdb --split data/ava2$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
 train: setup
-	$(ILGNET) train --variant $(VARIANT) --profile $(PROFILE) --data $(DATA) --name $(RUN) $(if $(GPU),--gpu $(GPU),--cpu)
+	$(ILGNET) train --variant $(VARIANT) --profile $(PROFILE) --data $(DATA) --name $(RUN) $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
 train-ava1: setup
-	$(ILGNET) train --variant ilgnet --profile ava1-delta$(DELTA) --data data/ava1 --name ilgnet-ava1 $(if $(GPU),--gpu $(GPU),--cpu)
+	$(ILGNET) train --variant ilgnet --profile ava1-delta$(DELTA) --data data/ava1 --name ilgnet-ava1 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
 train-ava2: setup
-	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu)
+	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
 evaluate: setup
 	mkdir -p runs/$(RUN)
-	$(ILGNET) test --weights $(WEIGHTS) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
+	$(ILGNET) test --weights $(WEIGHTS) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) $(if $(GPU),--gpu $(GPU)) $(if $(DOCKER),--docker) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
 
 weights: setup
 	$(ILGNET) weights fetch bvlc_googlenet ilgnet-ava1 ilgnet-ava2

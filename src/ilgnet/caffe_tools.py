@@ -21,6 +21,7 @@ from pathlib import Path
 from ilgnet.errors import BadInput, CaffeNotFoundError, ToolFailed
 
 SETUP_HINT = "run `make setup` in the ilgnet-caffe checkout (or set ILGNET_CAFFE_ROOT to a Caffe install prefix)"
+DOCKER_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "docker-caffe.sh"
 PYCAFFE_SUBDIR = Path("lib/python3/dist-packages")
 TAIL_LINES = 15
 
@@ -108,6 +109,20 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
         tail = "".join(list(lines)[-TAIL_LINES:])
         raise ToolFailed(f"{' '.join(command[:2])} exited with {proc.returncode}\n{tail}".rstrip())
     return subprocess.CompletedProcess(command, proc.returncode, stdout="".join(lines))
+
+
+def caffe_invocation(args: list, *, gpu: str | None, docker: bool, mounts: list[Path]) -> list[str]:
+    """The command line of `caffe ARGS [-gpu GPU]`: the local binary, or the Docker image's through
+    tools/docker-caffe.sh (GPU image with `gpu`, else the CPU image), mounting `mounts` at their own paths."""
+    args = [str(a) for a in args] + (["-gpu", str(gpu)] if gpu is not None else [])
+    if not docker:
+        return [str(tool_path("caffe")), *args]
+    if not DOCKER_SCRIPT.is_file():
+        raise CaffeNotFoundError(f"{DOCKER_SCRIPT} is missing (it ships with the ilgnet-caffe checkout)")
+    options = [] if gpu is not None else ["--cpu"]
+    for mount in mounts:
+        options += ["--mount", str(Path(mount).resolve())]
+    return ["bash", str(DOCKER_SCRIPT), *options, "--", "caffe", *args]
 
 
 def run_tool(name: str, args: list, *, log_path: Path | None = None) -> subprocess.CompletedProcess:

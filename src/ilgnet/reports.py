@@ -35,11 +35,16 @@ def markdown_report(result: dict, protocol: str | None = None) -> str:
             ("ROC AUC", "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.4f}")]
     rows += [(f"accuracy on class {c} ({result['class_counts'][c]:,} images)", _percent(v))
              for c, v in result["per_class_accuracy"].items()]
+    protocol_row = "accuracy by the paper's protocol"
+    if measured := result.get("paper_protocol"):
+        rows.append((protocol_row, f"{_percent(measured['accuracy'])} ({measured['iterations']} caffe-test iterations "
+                                   f"x batch {measured['batch']} = {measured['images']:,} records read, of "
+                                   f"{measured['records']:,})"))
     if paper:
         images = paper["batch"] * paper["iterations"]
         paper_column = {"images scored": f"{images:,} of {paper['val_images']:,} ({paper['iterations']} caffe-test "
                                          f"iterations x batch {paper['batch']})",
-                        "accuracy": _percent(paper["accuracy"])}
+                        "accuracy": _percent(paper["accuracy"]), protocol_row: _percent(paper["accuracy"])}
         lines = [f"| metric | this run | paper, {paper['table']} ({paper['setting']}) |", "|---|---|---|"]
         lines += [f"| {name} | {value} | {paper_column.get(name, 'not reported')} |" for name, value in rows]
         lines.append(f"\nThe paper's {_percent(paper['accuracy'])} comes from `caffe test` run for "

@@ -22,7 +22,7 @@ from pathlib import Path
 from ilgnet import defaults
 from ilgnet.caffe_io import lmdb_records, lmdb_size, load_mean
 from ilgnet.caffe_proto import to_text
-from ilgnet.caffe_tools import require_gpus, tool_path
+from ilgnet.caffe_tools import caffe_invocation, require_gpus
 from ilgnet.caffe_train import Diverged, run_caffe
 from ilgnet.datafolder import DataFolder
 from ilgnet.errors import BadInput, MissingFile, ToolFailed, UserError
@@ -32,8 +32,6 @@ from ilgnet.nets import Variant, fresh_layers, get_variant, train_val
 from ilgnet.solvers import get_profile, solver, val_batch_for
 from ilgnet.weights import check_file, load_registry
 
-REPO = Path(__file__).resolve().parents[2]
-DOCKER_SCRIPT = REPO / "tools" / "docker-caffe.sh"
 SNAPSHOT_ITER = re.compile(r"_iter_(\d+)\.(caffemodel|solverstate)(\.h5)?$")
 
 
@@ -179,16 +177,7 @@ def caffe_command(solver_path: Path, *, gpu: str | None, weights: Path | None, r
         args += ["-snapshot", str(resume_from)]
     elif weights is not None:
         args += ["-weights", str(weights.resolve())]
-    if gpu is not None:
-        args += ["-gpu", gpu]
-    if docker:
-        if not DOCKER_SCRIPT.is_file():
-            raise MissingFile(f"{DOCKER_SCRIPT} is missing (it ships with the ilgnet-caffe checkout)")
-        options = [] if gpu is not None else ["--cpu"]
-        for mount in mounts:
-            options += ["--mount", str(mount.resolve())]
-        return ["bash", str(DOCKER_SCRIPT), *options, "--", "caffe", *args]
-    return [str(tool_path("caffe")), *args]
+    return caffe_invocation(args, gpu=gpu, docker=docker, mounts=mounts)
 
 
 def _set_aside_diverged(run_dir: Path) -> Path | None:

@@ -22,6 +22,15 @@ def register(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=defaults.VAL_BATCH,
                         help=f"forward batch size (default: {defaults.VAL_BATCH})")
     parser.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+    parser.add_argument("--engine", choices=["pycaffe", "caffe"], default="pycaffe",
+                        help="pycaffe: the net in this process, batches of --batch with a shorter last one "
+                             "(default); caffe: the `caffe test` binary, with a batch that divides the record count "
+                             "(at most --batch) and a second run for any remainder")
+    parser.add_argument("--docker", action="store_true", help="run `caffe test` in the Docker image (implies "
+                                                               "--engine caffe; tools/docker-caffe.sh)")
+    parser.add_argument("--paper-protocol", action="store_true",
+                        help="also run the authors' measurement (`caffe test`, 50 iterations at their batch) and "
+                             "print it beside the full-coverage figure")
     parser.add_argument("--protocol", choices=PROTOCOLS, help="paper figure to compare with (default: from "
                                                               "DATA/split.json)")
     parser.add_argument("--json", type=Path, help="write the metrics as JSON here")
@@ -34,8 +43,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ilgnet import caffe_test, evaluation
     from ilgnet.datafolder import DataFolder
-    from ilgnet.evaluation import score_lmdb, summarize, train_overlap
     from ilgnet.models import resolve_model
     from ilgnet.reports import PAPER, markdown_report, overlap_report, replay_report
 
@@ -54,15 +63,28 @@ def run(args) -> int:
     for path in (data.lmdb("val"), mean):
         if not path.exists():
             raise MissingFile(f"{path} does not exist")
-    frame = score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch, gpu=args.gpu)
-    result = summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
-                       mean_file=mean, batch=args.batch)
     protocol = args.protocol or data.protocol()
+    if args.paper_protocol and not protocol:
+        raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
+    engine = "caffe" if args.docker else args.engine
+    if engine == "caffe":
+        frame = caffe_test.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
+                                      gpu=args.gpu, docker=args.docker)
+    else:
+        frame = evaluation.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
+                                      gpu=args.gpu)
+    result = evaluation.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
+                                  mean_file=mean, batch=frame.attrs.get("batch", args.batch))
+    result["engine"] = engine
     if protocol:
         result["paper"] = {"protocol": protocol, **PAPER[protocol]}
+    if args.paper_protocol:
+        result["paper_protocol"] = caffe_test.paper_protocol(
+            model.variant, model.caffemodel, data.lmdb("val"), mean, batch=PAPER[protocol]["batch"],
+            iterations=PAPER[protocol]["iterations"], gpu=args.gpu, docker=args.docker)
     text = markdown_report(result, protocol)
     if model.train_list:
-        result["train_overlap"] = train_overlap(frame, model.train_list, data.list_file("val"))
+        result["train_overlap"] = evaluation.train_overlap(frame, model.train_list, data.list_file("val"))
         text = overlap_report(result["train_overlap"], model.name) + "\n" + text
     print(text, end="")
     if args.json:

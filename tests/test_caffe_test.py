@@ -1,0 +1,75 @@
+"""`ilgnet test --engine caffe`: the real `caffe test` binary reads every val record exactly once (a second run for
+the remainder when the count has no good divisor) and agrees with the pycaffe engine record by record."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from caffe_data import random_images, write_lmdb
+
+from ilgnet import caffe_test, evaluation
+from ilgnet.cli import main
+
+pytest_plugins = ["caffe_data"]
+
+LABELS = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0]        # 11 records: a prime count
+
+
+@pytest.fixture(scope="module")
+def eleven(caffe, small_dataset, tmp_path_factory):
+    """11 PNG-encoded 240x240 val records (the first 5 those of small_dataset) with small_dataset's mean."""
+    root = tmp_path_factory.mktemp("eleven") / "data"
+    root.mkdir()
+    write_lmdb(root / "val_lmdb", random_images(len(LABELS), 240, seed=2), LABELS, encoded=True)
+    shutil.copy(small_dataset / "mean.binaryproto", root / "mean.binaryproto")
+    (root / "split.json").write_text('{"partition": "ava2"}\n')
+    return root
+
+
+def test_coverage_reads_every_record_once():
+    assert caffe_test.coverage(25_553, 50) == caffe_test.Coverage(23, 1111, 0)
+    assert caffe_test.coverage(20_000, 50) == caffe_test.Coverage(50, 400, 0)
+    assert caffe_test.coverage(11, 8) == caffe_test.Coverage(8, 1, 3)       # 8 records, then a run for 3
+    assert caffe_test.coverage(10_007, 50) == caffe_test.Coverage(50, 200, 7)
+
+
+@pytest.mark.parametrize("max_batch", [8, 11])
+def test_caffe_test_agrees_with_pycaffe_record_by_record(eleven, ilgnet_caffemodel, max_batch):
+    mean = eleven / "mean.binaryproto"
+    ours = evaluation.score_lmdb("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, max_batch, progress=False)
+    caffes = caffe_test.score_lmdb("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, max_batch)
+    assert caffes.attrs["batch"] == max_batch
+    assert caffes["key"].tolist() == ours["key"].tolist() and caffes["label"].tolist() == LABELS
+    np.testing.assert_allclose(caffes[["p_0", "p_1"]].to_numpy(), ours[["p_0", "p_1"]].to_numpy(), atol=1e-5)
+    assert caffes["predicted"].tolist() == ours["predicted"].tolist()
+
+
+def test_the_cli_prints_the_same_table_from_either_engine(eleven, ilgnet_caffemodel, tmp_path, capsys):
+    results = {}
+    for engine in ("pycaffe", "caffe"):
+        out = tmp_path / f"{engine}.json"
+        assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(eleven), "--batch", "8",
+                     "--engine", engine, "--json", str(out)]) == 0
+        results[engine] = json.loads(out.read_text())
+        assert "| images scored | 11 (every val record once) |" in capsys.readouterr().out
+    assert results["caffe"]["engine"] == "caffe" and results["caffe"]["forward_passes"] == 2
+    for key in ("images", "correct", "accuracy", "confusion_matrix", "class_counts"):
+        assert results["caffe"][key] == results["pycaffe"][key], key
+
+
+def test_the_paper_protocol_is_caffe_tests_first_records(eleven, ilgnet_caffemodel, tmp_path, capsys):
+    mean = eleven / "mean.binaryproto"
+    measured = caffe_test.paper_protocol("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, batch=2,
+                                         iterations=3)
+    first_six = evaluation.score_lmdb("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, 6,
+                                      progress=False).iloc[:6]
+    assert (measured["images"], measured["records"]) == (6, 11)
+    assert measured["accuracy"] == pytest.approx((first_six["predicted"] == first_six["label"]).mean())
+    plain = tmp_path / "no-split"                                   # a data folder without split.json
+    plain.mkdir()
+    for name in ("val_lmdb", "mean.binaryproto"):
+        (plain / name).symlink_to(eleven / name)
+    assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(plain), "--paper-protocol"]) == 1
+    assert f"--paper-protocol: {plain / 'split.json'} names no paper protocol" in capsys.readouterr().err
