@@ -18,6 +18,7 @@ COMMANDS = [doctor, split, lmdb, gen, nets, train, log, test, weights, predict, 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `ilgnet` parser with every command's subparser (each command's `register`)."""
     parser = argparse.ArgumentParser(prog="ilgnet", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs `ilgnet ARGV`; returns the exit status: 0, 1 for a user error (printed in one line), 130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0

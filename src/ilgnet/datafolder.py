@@ -25,6 +25,7 @@ def _file(name: str) -> property:
 
 @dataclass(frozen=True)
 class DataFolder:
+    """The files of one data folder (the table above), by name: DataFolder("data/ava2").lmdb("val")."""
     root: Path
 
     def __post_init__(self):

@@ -39,6 +39,7 @@ def atomic_path(path: Path, *, keep_partial: bool = False) -> Iterator[Path]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """`text` written to `path` through a temporary file (atomic_path)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 

@@ -91,6 +91,7 @@ class Fit:
 
     @classmethod
     def of(cls, stored: Shapes, expected: Shapes) -> "Fit":
+        """Compares a caffemodel's blob shapes (stored_shapes) with a net's (ilgnet.shapes.param_shapes)."""
         fit = cls(unused=[name for name in stored if name not in expected])
         for name, shapes in expected.items():
             if name not in stored:

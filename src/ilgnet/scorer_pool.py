@@ -92,6 +92,7 @@ class ScorerPool:
         return score_table(rows), skipped
 
     def close(self) -> None:
+        """Stops the worker processes."""
         if self._executor is not None:
             self._executor.shutdown()
 

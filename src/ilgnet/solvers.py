@@ -24,6 +24,7 @@ REFERENCE_VAL_SIZE = {"ava1": 20_000, "ava2": 25_553}
 
 @dataclass(frozen=True)
 class Profile:
+    """One solver profile: a row of Table 1, or a published solver file's values."""
     name: str
     source: str
     dataset: str
@@ -41,10 +42,12 @@ class Profile:
 
     @property
     def interval(self) -> int:
+        """Iterations between test passes: the published value, else max_iter / 100."""
         return self.test_interval or self.max_iter // 100
 
     @property
     def snapshot_every(self) -> int:
+        """Iterations between snapshots: the published value, else max_iter / 100."""
         return self.snapshot or self.max_iter // 100
 
 

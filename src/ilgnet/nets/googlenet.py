@@ -78,14 +78,17 @@ def _ilgnet(n, data, *, bn: bool, block) -> list[Classifier]:
 
 
 def ilgnet(n, data):
+    """The published ILGNet: 3x227x227 -> 2 logits (loss1/classifier_cjy)."""
     return _ilgnet(n, data, bn=False, block=inception)
 
 
 def ilgnet_bn(n, data):
+    """ILGNet-Inc.V1-BN: BatchNorm + Scale after each convolution instead of the two LRN layers."""
     return _ilgnet(n, data, bn=True, block=inception)
 
 
 def ilgnet_noinc(n, data):
+    """ILGNet with each inception module a single 3x3 convolution (Table 2's baseline)."""
     return _ilgnet(n, data, bn=False, block=plain_block)
 
 
@@ -111,12 +114,15 @@ def _googlenet_bn(n, data, last: str) -> list[Classifier]:
 
 
 def googlenet_bn_third(n, data):
+    """GoogLeNetV1-BN to inception_4a (Table 4, 1/3): classifier loss1."""
     return _googlenet_bn(n, data, "4a")
 
 
 def googlenet_bn_two_thirds(n, data):
+    """GoogLeNetV1-BN to inception_4d (Table 4, 2/3): classifiers loss1 (0.3) and loss2."""
     return _googlenet_bn(n, data, "4d")
 
 
 def googlenet_bn_full(n, data):
+    """All of GoogLeNetV1-BN (Table 4, full): classifiers loss1, loss2 (0.3 each) and loss3."""
     return _googlenet_bn(n, data, "5b")

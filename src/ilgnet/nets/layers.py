@@ -67,6 +67,7 @@ def max_pool(n, name: str, bottom, kernel: int = 3, stride: int = 2):
 
 
 def ave_pool(n, name: str, bottom, kernel: int, stride: int, pad: int = 0):
+    """AVE pooling, sized as max_pool (padded windows count the padding as zeros)."""
     fields = dict(pad=pad) if pad else {}
     return n.add("Pooling", name, bottom, pool="AVE", kernel_size=kernel, stride=stride, **fields)
 
