@@ -91,7 +91,7 @@ train-ava2: setup
 	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu)
 
 evaluate: setup
-	mkdir -p runs/$(RUN)
+	$(if $(WEIGHTS),,$(error make evaluate needs WEIGHTS=<a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>))
 	$(ILGNET) test --variant $(VARIANT) --weights $(WEIGHTS) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
 
 weights: setup
