@@ -1,4 +1,5 @@
-"""Photos decoded as Caffe's convert_imageset decodes them, with damaged files refused instead of half stored."""
+"""Photos decoded as Caffe's convert_imageset decodes them, with damaged files refused instead of half stored,
+and encoded as `convert_imageset --encoded` stores them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -59,3 +60,17 @@ def decode_image(path, resize: int) -> np.ndarray:
         raise BadImage("corrupt JPEG" if is_jpeg else f"not a decodable image (starts with {data[:12]!r})")
     # cv::resize's default interpolation, bilinear, as in Caffe's ReadImageToCVMat.
     return cv2.resize(image, (resize, resize), interpolation=cv2.INTER_LINEAR)
+
+
+def encode_image(image: np.ndarray, encoding: str) -> tuple[bytes, np.ndarray]:
+    """A decoded image as `convert_imageset --encoded --encode_type ENCODING` stores it: cv::imencode with OpenCV's
+    default parameters (JPEG quality 95). Returns the bytes and the pixels a reader decodes from them (the image
+    itself for lossless PNG), which is what compute_image_mean averages."""
+    ok, buffer = cv2.imencode(f".{encoding}", image)
+    if not ok:
+        raise BadImage(f"OpenCV could not encode it as {encoding}")
+    data = buffer.tobytes()
+    if encoding == "png":
+        return data, image
+    return data, cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+
