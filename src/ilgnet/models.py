@@ -18,18 +18,20 @@ class Model:
     """The registry name of a published model, else None."""
 
 
-def published_model(name: str, models: Path = defaults.MODELS_DIR) -> Model:
-    """The authors' model `name` (ilgnet-ava1 / ilgnet-ava2) in `models`, with its published mean image. Both must
-    have been fetched (`ilgnet weights fetch NAME`); their size and checksums are checked."""
+def published_model(name: str, models: Path = defaults.MODELS_DIR, *, mean: Path | str | None = None) -> Model:
+    """The authors' model `name` (ilgnet-ava1 / ilgnet-ava2) in `models`, with `mean` or else its published mean
+    image. What is used must have been fetched (`ilgnet weights fetch NAME`; nothing is downloaded here); its size
+    and checksums are checked."""
     registry = load_registry()
     entry = registry[name]
     mean_entry = registry[entry.companions[0]]
-    caffemodel, mean = Path(models) / entry.file, Path(models) / mean_entry.file
-    for item, path in ((entry, caffemodel), (mean_entry, mean)):
+    caffemodel = Path(models) / entry.file
+    needed = [(entry, caffemodel)] + ([] if mean else [(mean_entry, Path(models) / mean_entry.file)])
+    for item, path in needed:
         if not path.is_file():
             raise MissingFile(f"{path} is missing: run `ilgnet weights fetch {name}` first")
         check_file(item, path)
-    return Model(caffemodel, mean, published=name)
+    return Model(caffemodel, Path(mean) if mean else needed[-1][1], published=name)
 
 
 def resolve_model(spec: str | Path, *, mean: Path | str | None = None, models: Path = defaults.MODELS_DIR) -> Model:
@@ -37,8 +39,7 @@ def resolve_model(spec: str | Path, *, mean: Path | str | None = None, models: P
     published mean image of the same split; anything else is a .caffemodel file, with `mean` (None when not
     given: the caller must ask for it)."""
     if str(spec) in PUBLISHED_MODELS:
-        model = published_model(str(spec), models)
-        return Model(model.caffemodel, Path(mean) if mean else model.mean, published=model.published)
+        return published_model(str(spec), models, mean=mean)
     if Path(spec).is_dir():
         raise BadInput(f"model {spec} is a folder, not a .caffemodel")
     if not Path(spec).is_file():
