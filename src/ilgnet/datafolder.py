@@ -69,6 +69,21 @@ class DataFolder:
         except (ValueError, UnicodeDecodeError) as err:
             raise BadInput(f"{path} is not a JSON file ({err})") from None
 
+    def unreached(self, name: str) -> tuple[int, int] | None:
+        """(images listed in <name>.txt, how many of them are not records of <name>_lmdb): from lmdb.json when it
+        has the set (`ilgnet lmdb` built it), else from the list file and the LMDB's size (an LMDB made by
+        convert_imageset); None without a list file."""
+        from ilgnet.ava import read_list_file
+        from ilgnet.caffe_io import lmdb_size
+
+        entry = self.read_json(self.lmdb_json).get(name) or {}
+        if "listed" in entry and "records" in entry:
+            return entry["listed"], entry["listed"] - entry["records"]
+        if not self.list_file(name).is_file():
+            return None
+        listed = len(read_list_file(self.list_file(name)))
+        return listed, max(0, listed - lmdb_size(self.lmdb(name)))
+
     def protocol(self) -> str | None:
         """ava1 / ava2 from split.json (the published lists count as their set), None for other partitions."""
         summary = self.read_json(self.split_json)
