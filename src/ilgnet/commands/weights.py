@@ -1,7 +1,6 @@
-"""`ilgnet weights` (`make weights`): list, fetch and check the registry's pretrained models (ilgnet.weights)."""
+"""`ilgnet weights` (`make weights`): list, fetch, check and install the registry's pretrained models
+(ilgnet.weights)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.commands.arguments import existing_file, output_folder
