@@ -309,3 +309,20 @@ def test_a_given_mean_is_used_and_nothing_is_downloaded(shared_data, ilgnet_caff
     assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--quiet"]) == 1
     assert (f"{models / 'AVA2_mean.binaryproto'} is missing: run `ilgnet weights fetch ilgnet-ava2` first"
             in capsys.readouterr().err)
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_printed_as_its_bytes(tiny_model, tmp_path):
+    """Linux names are any bytes (a Latin-1 `café.jpg` from an old camera card); OpenCV crashed on such a name."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "album"
+    write_photos(folder)
+    name = os.fsdecode(b"caf\xe9.jpg")
+    (folder / "photo0.jpg").rename(folder / name)
+    result = subprocess.run([sys.executable, "-m", "ilgnet.cli", "predict", str(folder), *tiny_args(tiny_model),
+                             "--workers", "1"], capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert os.fsencode(folder) + b"/caf\xe9.jpg," in result.stdout
+    assert result.stderr.splitlines()[-1] == b"ilgnet predict: scored 6 photos, not scored 0"

@@ -40,8 +40,9 @@ def atomic_path(path: Path, *, keep_partial: bool = False) -> Iterator[Path]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """`text` as UTF-8, written atomically; a file name in it that is not UTF-8 keeps its own bytes."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def atomic_write_json(path: Path, payload) -> None:

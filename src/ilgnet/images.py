@@ -110,9 +110,10 @@ def _is_text(path: Path) -> bool:
 def _recognised(path: Path) -> bool:
     """Whether OpenCV has a decoder for the file's content (it reads the signature), or the name says image."""
     try:
-        return cv2.haveImageReader(str(path)) or path.suffix.lower() in IMAGE_SUFFIXES
-    except (cv2.error, UnicodeEncodeError):
-        return True                                     # left to decode_image, which reads the file itself
+        str(path).encode("utf-8")           # OpenCV crashes on a name that is not UTF-8 (Linux names are any bytes)
+    except UnicodeEncodeError:
+        return True                         # left to decode_image, which reads the file through Python
+    return cv2.haveImageReader(str(path)) or path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def scan_folder(folder: Path) -> FolderScan:
