@@ -196,7 +196,8 @@ def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RES
                 notify: Callable[[str], None] = _ignore) -> dict:
     """Builds split_dir/{train_lmdb,val_lmdb,mean.binaryproto,mean.npy,lmdb.json,skipped.txt} from its train.txt and
     val.txt with photos under `image_root`; returns what it writes to lmdb.json (per set: records, labels, skipped
-    files and their reasons, and `reused` when a finished LMDB was kept, else `rebuilt_because` when one was there).
+    files and their reasons, and `reused` when a finished LMDB was kept, else `rebuilt_because` when one was there;
+    `stored` and `images_per_second`: the records this call wrote, and how fast).
 
     encoding: None for raw records, "png" or "jpg" for encoded ones. force: rebuild even what could be kept.
     notify: receives, before a set is built again, what changed since it was built. Raises MissingFile, BadInput
@@ -253,9 +254,9 @@ def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RES
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C, queued images are not decoded for nothing
-    built = sum(summary[name]["listed"] for name in SETS if not summary[name].get("reused"))
+    stored = sum(summary[name]["records"] for name in to_build)
     seconds = time.perf_counter() - started
     summary.update(skipped=sum(summary[name]["skipped"] for name in SETS), seconds=round(seconds, 3),
-                   images_per_second=round(built / seconds, 1), complete=True)
+                   stored=stored, images_per_second=round(stored / seconds, 1), complete=True)
     atomic_write_json(folder.lmdb_json, summary)
     return summary

@@ -67,6 +67,7 @@ def run(args) -> int:
     print(f"{args.split / 'mean.binaryproto'}: per-channel mean (B, G, R) = {summary['mean_bgr']}")
     if summary["skipped"]:
         print(f"{summary['skipped']:,} images skipped, listed in {args.split / 'skipped.txt'}")
-    if summary["images_per_second"]:
-        print(f"{summary['seconds']:.1f} s, {summary['images_per_second']:.1f} images/s")
+    if summary["stored"]:
+        print(f"{summary['stored']:,} images stored in {summary['seconds']:.1f} s, {summary['images_per_second']:.1f} "
+              f"images/s")
     return 0
