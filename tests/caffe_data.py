@@ -23,6 +23,14 @@ def random_images(n: int, size: int, seed: int) -> list[np.ndarray]:
     return [cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC) for img in small]
 
 
+def photo_files(folder: Path, count: int, size: int = 40) -> list[str]:
+    """`count` JPEG photos p0.jpg ... in `folder` (random_images); returns their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(random_images(count, size, seed=7)):
+        cv2.imwrite(str(folder / f"p{i}.jpg"), image)
+    return [f"p{i}.jpg" for i in range(count)]
+
+
 def write_lmdb(path: Path, images: list[np.ndarray], labels: list[int], *, encoded: bool = False,
                names: list[str] | None = None) -> Path:
     """Records keyed %08d_<name> in order, as convert_imageset names them (name: the index, or `names`)."""

@@ -2,17 +2,20 @@
 
 Tests are marked by what they need, from the fixtures they use (directly or through other fixtures):
   caffe   the Caffe build (pycaffe or Caffe's tools): every test using the `caffe` fixture;
-  shared  the reference data beside the development checkout (../shared/data): every test using `shared_data`,
-          skipped with the reason where it is absent.
+  shared  the reference data beside the development checkout (../shared/data, or $ILGNET_SHARED/data for a
+          checkout elsewhere, such as a git worktree): every test using `shared_data` (or `bugcase`), skipped
+          with the reason where it is absent.
 `make test-fast` runs `-m "not caffe"`: the tests that need no Caffe, in a venv with only `pip install -e .[test]`.
 `make test` runs everything; there a missing Caffe is an error, not a skip.
 """
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("ILGNET_SHARED") or REPO.parent / "shared")
+SHARED_DATA = SHARED / "data"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,3 +52,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data not present at {SHARED_DATA} (only beside the development checkout)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def bugcase(shared_data, tmp_path):
+    """A writable copy, under tmp_path, of one of ../shared/bugcases (small inputs the toolkit once mishandled;
+    README.md there): `bugcase("01-list-double-space")`. The originals are read-only."""
+    import shutil
+
+    cases = shared_data.parent / "bugcases"
+    if not cases.is_dir():
+        pytest.skip(f"bug cases not present at {cases}")
+
+    def copy(name: str) -> Path:
+        target = tmp_path / name
+        shutil.copytree(cases / name, target)
+        for path in [target, *target.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+        return target
+    return copy

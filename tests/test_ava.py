@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ilgnet.ava import (AVA_COLUMNS, COUNT_COLUMNS, add_vote_stats, ava1_labels, read_ava_txt, read_id_list,
-                        read_list_file, write_list_file)
+from ilgnet.ava import (AVA_COLUMNS, COUNT_COLUMNS, add_vote_stats, ava1_labels, image_path, read_ava_txt,
+                        read_id_list, read_list_file, write_list_file)
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +153,58 @@ def test_id_list_errors_name_the_line(tmp_path):
     path.write_text("12\n13x\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}:2: ")):
         read_id_list(path)
+
+
+@pytest.mark.parametrize("text", [
+    "p0.jpg  1\np1.jpg 0\r\n",                  # two spaces (a column-aligned list), CRLF
+    "p0.jpg\t1\np1.jpg\t\t0\n",                 # tabs
+    "\ufeff  p0.jpg 1 \r\np1.jpg \t 0\n\n",     # a byte-order mark, blanks around the entry, a blank last line
+])
+def test_list_file_label_is_the_last_field_after_any_blanks(tmp_path, text):
+    path = tmp_path / "train.txt"
+    path.write_text(text)
+    frame = read_list_file(path)
+    assert frame["filename"].tolist() == ["p0.jpg", "p1.jpg"] and frame["label"].tolist() == [1, 0]
+    assert frame.index.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("text, line, problem", [
+    ("p0.jpg 1\np1.jpg\n", 2, "found only 'p1.jpg': no label after the file name"),
+    ("p0.jpg 1\n\np1.jpg -1\n", 3, "with a non-negative integer label, found label '-1'"),
+    ("p0.jpg 1e3\n", 1, "with a non-negative integer label, found label '1e3'"),
+    ("p0.jpg 12345678901\n", 1, "found label '12345678901'"),
+])
+def test_list_file_errors_name_file_and_line(tmp_path, text, line, problem):
+    path = tmp_path / "val.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(f"{path}:{line}: expected `<filename> <label>`") + ".*" +
+                       re.escape(problem)):
+        read_list_file(path)
+
+
+def test_a_list_that_is_not_utf8_or_not_a_file_is_named(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"p0.jpg 1\ncaf\xe9.jpg 0\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}:2: not UTF-8 text (byte 0xe9)")):
+        read_list_file(path)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} is a folder, not a text file")):
+        read_list_file(tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'none.txt'} does not exist")):
+        read_list_file(tmp_path / "none.txt")
+
+
+def test_a_name_is_joined_to_the_root_as_convert_imageset_joins_them(tmp_path):
+    assert image_path(tmp_path, "/sub/1.jpg") == tmp_path / "sub" / "1.jpg"       # not /sub/1.jpg
+    assert image_path(tmp_path, "sub/my photo.jpg") == tmp_path / "sub" / "my photo.jpg"
+
+
+@pytest.mark.parametrize("field", ["1e3", "+5", "12.0", "\u00b2"])
+def test_vote_counts_are_decimal_digits_only(tmp_path, head_rows, field):
+    """pandas alone reads `1e3` as 1000 votes."""
+    def edit(lines):
+        fields = lines[1].split()
+        fields[3] = field
+        lines[1] = " ".join(fields)
+
+    path = _write_rows(tmp_path, head_rows, edit)
+    _expect_error(path, re.escape(f"2: column 4 (count_2) is not a non-negative integer: {field!r}"))

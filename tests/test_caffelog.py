@@ -110,3 +110,98 @@ def test_published_caffe_test_logs(shared_data, name, accuracy, batch, images, v
 def test_a_training_log_is_not_a_test_log(train_log):
     with pytest.raises(ValueError, match="not a `caffe test` log"):
         parse_test_log(train_log)
+
+
+def glog(stamp: str, message: str) -> str:
+    """One glog line as Caffe's solver writes it, at `stamp` (MMDD or YYYYMMDD, then the time)."""
+    return f"I{stamp}  1001 solver.cpp:218] {message}\n"
+
+
+def training_lines(stamps: list[str]) -> str:
+    return "".join(glog(stamp, f"Iteration {10 * i} (0.1 iter/s, 100s/10 iters), loss = 0.5")
+                   for i, stamp in enumerate(stamps))
+
+
+def test_case_05_seconds_rise_through_new_year(bugcase, capsys):
+    """A glog without years in its stamps, across midnight of 31 December: 31 s, 631 s, 1221 s, 1821 s after the
+    first line (23:40:00), not minus a year after midnight."""
+    from ilgnet.cli import main
+
+    log = bugcase("05-log-new-year") / "train.log"
+    frame = parse_train_log(log)
+    assert frame["iteration"].tolist() == [0, 50, 100, 150]
+    assert frame["seconds"].round(1).tolist() == [31.0, 631.0, 1221.0, 1821.0]
+    assert frame["test_accuracy"].tolist()[::2] == [0.51, 0.68]
+    assert main(["log", str(log)]) == 0
+    assert capsys.readouterr().out == f"{log.with_name('train_log.csv')}: 4 rows, iterations 0 to 150; " \
+                                      f"{log.with_name('curves.png')}\n"
+    assert log.with_name("train_log.csv").read_text().splitlines()[2] == "50,631.0001,0.65,1e-05,,"
+
+
+@pytest.mark.parametrize("stamps, seconds", [
+    # Without glog's header line: the year is one in which the dates exist.
+    (["1231 23:59:50.000000", "0101 00:00:10.000000", "0101 00:10:10.000000"], [0, 20, 620]),
+    # A line from another thread stamped a moment earlier, around midnight: no year gained or lost for it.
+    (["1231 23:59:59.990000", "0101 00:00:00.010000", "1231 23:59:59.995000", "0101 00:00:01.000000"],
+     [0, 0.02, 0.005, 1.01]),
+    # 29 February: a leap year is taken, and the run goes on into March.
+    (["0228 23:00:00.000000", "0229 23:00:00.000000", "0301 01:00:00.000000"], [0, 86400, 93600]),
+    # Two New Years, with gaps of months (a run resumed later into the same log).
+    (["1231 23:00:00.000000", "0601 00:00:00.000000", "1231 23:00:00.000000", "0101 01:00:00.000000"],
+     [0, 151 * 86400 + 3600, 365 * 86400, 365 * 86400 + 7200]),
+    # glog 0.6+ writes the year: nothing to guess.
+    (["20251231 23:59:00.000000", "20260101 00:01:00.000000"], [0, 120]),
+])
+def test_year_less_stamps_roll_over_as_the_clock_did(tmp_path, stamps, seconds):
+    log = tmp_path / "train.log"
+    log.write_text(training_lines(stamps))
+    frame = parse_train_log(log)
+    assert frame["seconds"].round(3).tolist() == seconds
+
+
+def test_a_log_without_training_iterations_is_an_error(tmp_path, capsys):
+    from ilgnet.cli import main
+
+    log = tmp_path / "test.log"
+    log.write_text(glog("0101 10:00:00.000000", "Iteration 0, Testing net (#0)") +
+                   glog("0101 10:00:05.000000", "    Test net output #0: accuracy = 0.5"))
+    assert main(["log", str(log)]) == 1
+    assert f"error: {log}: no training iteration logged" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.log"]
+
+
+def test_outputs_go_where_asked(tmp_path, capsys):
+    from ilgnet.cli import main
+
+    log = tmp_path / "train.log"
+    log.write_text(training_lines(["0101 10:00:00.000000", "0101 10:01:40.000000"]))
+    csv, png = tmp_path / "out" / "t.csv", tmp_path / "plots" / "c.png"
+    assert main(["log", str(log), "--csv", str(csv), "--png", str(png)]) == 0
+    assert csv.read_text().splitlines() == ["iteration,seconds,loss,lr,test_accuracy,test_loss", "0,0.0,0.5,,,",
+                                            "10,100.0,0.5,,,"]
+    assert png.read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "train_log.csv").exists()
+
+
+@pytest.mark.parametrize("solver_lines, smooth, labels", [
+    ("", None, ["train loss", "test loss"]),
+    ("average_loss: 20\n", None, ["train loss (Caffe's mean of the last 20 iterations)", "test loss"]),
+    ("average_loss: 1\n", 3, ["train loss", "train loss, rolling mean of 3 displayed values", "test loss"]),
+])
+def test_curve_labels_say_smoothed_only_where_it_is(tmp_path, monkeypatch, solver_lines, smooth, labels):
+    """The solver parameters `caffe train` prints hold average_loss when it is set; Caffe then displays the mean
+    of that many iterations' losses. Without it (the toolkit's profiles), nothing is smoothed."""
+    import matplotlib.figure
+
+    from ilgnet.curves import plot_curves
+
+    log = tmp_path / "train.log"
+    log.write_text(glog("0101 10:00:00.000000", "Initializing solver from parameters: ") + "test_iter: 2\n" +
+                   solver_lines + "base_lr: 0.01\n" +
+                   training_lines([f"0101 10:0{i}:00.000000" for i in range(4)]) +
+                   glog("0101 10:05:00.000000", "Iteration 30, Testing net (#0)") +
+                   glog("0101 10:05:01.000000", "    Test net output #0: loss = 0.7 (* 1 = 0.7 loss)"))
+    shown = {}
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *args, **kwargs: shown.update(labels=fig.axes[0].get_legend_handles_labels()[1]))
+    plot_curves(parse_train_log(log), tmp_path / "curves.png", smooth=smooth)
+    assert shown["labels"] == labels

@@ -1,7 +1,10 @@
 """The `ilgnet` command's error model and argument checks, without Caffe: a user error is one line and exit 1,
-anything else is a bug that keeps its traceback; ILGNET_DEBUG=1 shows the traceback of user errors too."""
+a command line argparse refuses one line and exit 2, anything else is a bug that keeps its traceback;
+ILGNET_DEBUG=1 shows the traceback of user errors too. Every path and number a command takes is checked before
+it does any work, so nothing is left half-made."""
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 
@@ -19,38 +22,119 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **env})
 
 
-def test_a_user_error_is_one_line_and_exit_1(tmp_path):
-    result = run_cli("log", str(tmp_path / "missing.log"))
+@pytest.fixture
+def not_a_log(tmp_path):
+    path = tmp_path / "notes.log"
+    path.write_text("no glog line here\n")
+    return path
+
+
+def test_a_user_error_is_one_line_and_exit_1(not_a_log):
+    result = run_cli("log", str(not_a_log))
     assert result.returncode == 1
-    assert result.stderr == f"ilgnet log: error: {tmp_path / 'missing.log'} does not exist\n"
+    assert result.stderr == (f"ilgnet log: error: {not_a_log}: no training iteration logged (no `Iteration N (...), "
+                             f"loss = X` line): not a `caffe train` log, or training stopped before it displayed a "
+                             f"loss\n")
+    assert not (not_a_log.parent / "train_log.csv").exists() and not (not_a_log.parent / "curves.png").exists()
 
 
-def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
-    result = run_cli("log", str(tmp_path / "missing.log"), ILGNET_DEBUG="1")
+def test_debug_shows_the_traceback_of_a_user_error(not_a_log):
+    result = run_cli("log", str(not_a_log), ILGNET_DEBUG="1")
     assert result.returncode == 1
-    assert "Traceback (most recent call last)" in result.stderr and "MissingFile" in result.stderr
-    assert result.stderr.endswith(f"ilgnet log: error: {tmp_path / 'missing.log'} does not exist\n")
+    assert "Traceback (most recent call last)" in result.stderr and "BadInput" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"ilgnet log: error: {not_a_log}: no training iteration")
 
 
-def test_a_bug_keeps_its_traceback(monkeypatch):
+def test_a_bug_keeps_its_traceback(monkeypatch, not_a_log):
     def broken(args):
         raise ValueError("a programming error, not the user's")
 
     monkeypatch.setattr(log_command, "run", broken)
     with pytest.raises(ValueError, match="a programming error"):
-        main(["log", "train.log"])
+        main(["log", str(not_a_log)])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["test", "--data", "d"], "--weights and --data are required"),
-    (["test", "--weights", "w", "--data", "d", "--batch", "0"], "--batch must be positive, got 0"),
-    (["predict", "p.jpg", "--model", "m", "--top", "0"], "--top must be at least 1, got 0"),
-    (["split", "ava1", "--ava-txt", "AVA.txt", "--out", "o", "--delta", "-1"], "--delta must be >= 0, got -1.0"),
-    (["nets", "--batch", "0"], "--batch and --iterations must be at least 1"),
-])
-def test_bad_arguments_are_named(args, message, capsys):
-    assert main(args) == 1
-    assert f"error: {message}" in capsys.readouterr().err
+@pytest.fixture
+def places(tmp_path):
+    """A file, a folder and a name that does not exist, for the path checks."""
+    (tmp_path / "a_file").write_text("x\n")
+    (tmp_path / "a_folder").mkdir()
+    return tmp_path
+
+
+# One refused command line per line, `ARGUMENTS  =>  how the one line after "error: " starts`; @FILE, @DIR and
+# @NONE stand for the places above.
+REFUSED = [tuple(line.split("  =>  ")) for line in """
+split ava1 --ava-txt @DIR --out @NONE/o  =>  argument --ava-txt: @DIR is a folder, not a file
+split ava2 --ava-txt @FILE --out @FILE  =>  argument --out: @FILE is a file, not a folder
+split ava2 --ava-txt @FILE --out @FILE/sub  =>  argument --out: @FILE/sub: @FILE is a file, not a folder
+split ava1 --ava-txt @FILE --out o --delta -1  =>  argument --delta: must be at least 0, got -1
+split ava1 --ava-txt @FILE --out o --delta nan  =>  argument --delta: must be at least 0, got nan
+split ava2 --ava-txt @FILE --out o --fraction 0.7  =>  argument --fraction: must be above 0 and at most 0.5, got
+split ava1 --ava-txt @FILE --out o --seed -1  =>  argument --seed: must be at least 0, got -1
+split ava1 --ava-txt @NONE/AVA.txt --out o  =>  argument --ava-txt: @NONE/AVA.txt does not exist
+lmdb --split @DIR --images @DIR --jobs -1  =>  argument --jobs: must be at least 1, got -1
+lmdb --split @DIR --images @DIR --resize 0  =>  argument --resize: must be at least 1 and at most 4096, got 0
+lmdb --split @FILE --images @DIR  =>  argument --split: @FILE is a file, not a folder
+lmdb --split @DIR --images @NONE  =>  argument --images: folder @NONE does not exist
+lmdb --split @DIR --images @DIR --encoded gif  =>  argument --encoded: invalid choice: 'gif' (choose from 'png'
+train --profile ava2 --data @DIR --cpu --train-batch 0  =>  argument --train-batch: must be at least 1, got 0
+train --profile ava2 --data @DIR --cpu --train-batch -3  =>  argument --train-batch: must be at least 1, got -3
+train --profile ava2 --data @DIR --cpu --max-iter 0  =>  argument --max-iter: must be at least 1, got 0
+train --profile ava2 --data @DIR --cpu --snapshot -1  =>  argument --snapshot: must be at least 0, got -1
+train --profile ava3 --data @DIR --cpu --runs @DIR/runs  =>  argument --profile: invalid choice
+train --profile ava2 --data @DIR --cpu --weights @NONE/w  =>  argument --weights: @NONE/w does not exist
+train --profile ava2 --data @DIR --gpu first  =>  argument --gpu: expected a GPU id, ids separated by commas
+test --weights @NONE/m --data @DIR  =>  argument --weights: @NONE/m: not ilgnet-ava1 or ilgnet-ava2, and no such file
+test --weights @FILE --data @DIR --batch 0  =>  argument --batch: must be at least 1, got 0
+test --weights @FILE --data @DIR --json @DIR  =>  argument --json: @DIR is a folder; give a file name
+test --weights @FILE --data @DIR --gpu -1  =>  argument --gpu: must be at least 0, got -1
+predict p.jpg --model @FILE --top 0  =>  argument --top: must be at least 1, got 0
+predict p.jpg --model @FILE --out @DIR  =>  argument --out: @DIR is a folder; give a file name
+predict p.jpg --model @FILE --mean @NONE  =>  argument --mean: @NONE does not exist
+predict p.jpg --model @NONE/m  =>  argument --model: @NONE/m: not ilgnet-ava1 or ilgnet-ava2, and no such file
+log @DIR  =>  argument LOG: @DIR is a folder, not a file
+log @FILE --png @DIR  =>  argument --png: @DIR is a folder; give a file name
+nets --batch 0  =>  argument --batch: must be at least 1, got 0
+demo --work @FILE  =>  argument --work: @FILE is a file, not a folder
+demo --iterations many  =>  argument --iterations: expected an integer, got 'many'
+gen --out @FILE  =>  argument --out: @FILE is a file, not a folder
+weights install ilgnet-ava2 @NONE/m.caffemodel  =>  argument FILE: @NONE/m.caffemodel does not exist
+weights fetch bvlc_googlenet --dest @FILE  =>  argument --dest: @FILE is a file, not a folder
+""".strip().splitlines()]
+
+
+@pytest.mark.parametrize("command_line, message", REFUSED)
+def test_bad_arguments_are_one_line_naming_the_argument(places, command_line, message, capsys, monkeypatch):
+    monkeypatch.chdir(places)
+    args = shlex.split(command_line)
+    names = {"@FILE": "a_file", "@DIR": "a_folder", "@NONE": "missing"}
+
+    def place(text: str) -> str:
+        for token, name in names.items():
+            text = text.replace(token, name)
+        return text
+    before = sorted(places.rglob("*"))
+    with pytest.raises(SystemExit) as exit_:
+        main([place(arg) for arg in args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    command = " ".join(["ilgnet", *args[:2 if args[0] in ("split", "weights") else 1]])
+    assert err.count("\n") == 1 and err.startswith(f"{command}: error: {place(message)}"), err
+    assert sorted(places.rglob("*")) == before                  # nothing made, nothing half-made
+
+
+def test_missing_weights_and_data_are_named(capsys):
+    assert main(["test"]) == 1
+    assert "error: --weights and --data are required (or --replay LOG)" in capsys.readouterr().err
+
+
+def test_make_evaluate_without_weights_leaves_nothing(repo, tmp_path):
+    result = subprocess.run(["make", "-n", "-f", str(repo / "Makefile"), "evaluate", "RUN=x"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>" in result.stderr
+    assert "mkdir" not in (repo / "Makefile").read_text().split("\nevaluate:")[1].split("\n\n")[0]
 
 
 def test_atomic_path_publishes_whole_files_only(tmp_path):

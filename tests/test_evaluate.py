@@ -116,3 +116,32 @@ def test_published_model_names_resolve_to_their_files_and_mean(small_dataset, il
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "record 00000000_0 is 240x240, the mean image" in err and "AVA1_mean.binaryproto is 256x256" in err
+
+
+def test_val_images_that_never_reached_the_lmdb_are_stated(ilgnet_caffemodel, tmp_path, capsys):
+    """3 of the 5 val photos listed reach the LMDB: the table says so beside the scores of those 3, and the JSON
+    keeps the counts; the outputs' folders are made once the scores are in."""
+    from caffe_data import photo_files
+
+    from ilgnet.lmdb_builder import build_split
+
+    names = photo_files(tmp_path / "images", 9, size=256)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[:4])))
+    (data / "val.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[4:])))
+    (data / "split.json").write_text('{"partition": "ava2"}\n')
+    for name in names[4:6]:
+        (tmp_path / "images" / name).unlink()
+    build_split(data, tmp_path / "images", jobs=1, progress=False)
+    result_file = tmp_path / "runs" / "x" / "test.json"
+    assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(data), "--batch", "2",
+                 "--json", str(result_file)]) == 0
+    table = capsys.readouterr().out
+    assert "| images scored | 3 (every val record once) |" in table
+    assert "| listed val images not in the LMDB | 2 of the 5 in val.txt | not reported |" in table
+    assert (f"2 of the 5 images listed in {data / 'val.txt'} never reached the val LMDB (skipped.txt beside it "
+            f"says why): the scores above leave them out.") in table
+    result = json.loads(result_file.read_text())
+    assert result["val_list"] == {"file": str(data / "val.txt"), "listed": 5, "not_in_lmdb": 2}
+    assert result["images"] == 3

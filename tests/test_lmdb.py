@@ -152,6 +152,43 @@ def test_a_caffe_data_layer_reads_the_lmdb(caffe, sample_split, tmp_path):
     np.testing.assert_allclose(net.blobs["data"].data[0], expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("encoding", ["png", "jpg"])
+def test_encoded_records_are_convert_imageset_encoded_records(caffe, sample_split, images, tmp_path, encoding):
+    """`ilgnet lmdb --encoded png|jpg` against `convert_imageset --encoded --encode_type png|jpg`: the decoded
+    pixels alike (PNG: the raw record's pixels exactly), then the very bytes (the venv's OpenCV and Caffe's encode
+    alike), and the mean is compute_image_mean's of the encoded LMDB."""
+    from ilgnet.caffe_io import datum_image
+
+    split, _ = sample_split
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    for name in ("train.txt", "val.txt"):
+        shutil.copy(split / name, ours / name)
+    summary = build_split(ours, images, seed=1, jobs=2, encoding=encoding, progress=False)
+    assert summary["encoding"] == encoding and summary["val"]["records"] == 17
+    items = lmdb_items(ours / "val_lmdb")
+    list_in_key_order(items, tmp_path / "val.txt")
+    run_tool("convert_imageset", ["--resize_height=256", "--resize_width=256", "--encoded",
+                                  f"--encode_type={encoding}", f"{images}/", tmp_path / "val.txt", tmp_path / "caffe"])
+    reference = lmdb_items(tmp_path / "caffe")
+    raw = dict(lmdb_items(split / "val_lmdb"))
+    assert [key for key, _ in items] == [key for key, _ in reference] == sorted(raw)
+    for (key, value), (_, caffe_value) in zip(items, reference):
+        datum = parse_datum(value)
+        assert datum.encoded and [field.name for field, _ in datum.ListFields()] == ["data", "label", "encoded"]
+        decoded = datum_image(datum)
+        assert np.array_equal(decoded, datum_image(parse_datum(caffe_value))), key
+        pixels = datum_image(parse_datum(raw[key]))
+        if encoding == "png":
+            assert np.array_equal(decoded, pixels), key
+        else:
+            assert np.abs(decoded.astype(int) - pixels).mean() < 6, key       # JPEG: quality 95, chroma halved
+    assert items == reference
+    run_tool("compute_image_mean", [ours / "train_lmdb", tmp_path / "mean.binaryproto"])
+    assert np.abs(read_blobproto(ours / "mean.binaryproto")[1] - read_blobproto(tmp_path / "mean.binaryproto")[1]
+                  ).max() < 1e-3
+
+
 @pytest.fixture
 def bad_inputs(tmp_path, images):
     """Real photos, one grayscale, a CMYK JPEG and a PNG named .jpg, next to broken files and a missing one."""

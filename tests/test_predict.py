@@ -112,7 +112,7 @@ def test_real_photos_through_split_lmdb_and_predict(shared_data, ilgnet_caffemod
                    "--mean", str(data / "mean.binaryproto"), "--quiet"]) == 0
     out = capsys.readouterr()
     predicted = pd.read_csv(io.StringIO(out.out))
-    assert len(predicted) == 12 and "scored 12 photos, skipped 0" in out.err
+    assert len(predicted) == 12 and "scored 12 photos, not scored 0" in out.err
     records = score_lmdb("ilgnet", ilgnet_caffemodel, data / "val_lmdb", data / "mean.binaryproto", batch=5,
                          progress=False)
     by_file = dict(zip(records.key.str.split("_", n=1).str[1], records.p_1))
@@ -184,8 +184,11 @@ def test_folders_unreadable_files_formats_and_workers(tiny_model, tmp_path, caps
     assert (table.label == (table.p_high > 0.5)).all()
     for name, reason in [("empty.jpg", "empty file"), ("notes.jpg", "not a decodable image"),
                          ("cut.jpg", "truncated JPEG")]:
-        assert f"skipped {tmp_path / 'album' / name}: {reason}" in out.err
-    assert "readme.txt" not in out.err and f"scored {len(expected)} photos, skipped 3" in out.err
+        assert f"not scored: {tmp_path / 'album' / name}: {reason}" in out.err
+    assert "readme.txt" not in out.err
+    assert out.err.splitlines()[-1] == (f"ilgnet predict: scored {len(expected)} photos, not scored 3 (listed above), "
+                                        f"1 known non-photos passed over (AppleDouble ._* files, folder metadata, "
+                                        f"text files)")
 
     # Two worker processes, each with its own net: the same scores. JSON lines, --top ranks the best.
     out_file = tmp_path / "best.jsonl"
@@ -219,11 +222,18 @@ def test_errors_are_reported(tiny_model, tmp_path, capsys):
     assert "missing.jpg does not exist" in capsys.readouterr().err
     assert ilgnet(["predict", str(photo), "--model", str(tiny_model["weights"])]) == 1
     assert "--mean is needed" in capsys.readouterr().err
-    assert ilgnet(["predict", str(photo), "--model", str(tmp_path / "nothing.caffemodel")]) == 1
-    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ilgnet(["predict", str(photo), "--model", str(tmp_path / "nothing.caffemodel")])
+    assert "not ilgnet-ava1 or ilgnet-ava2, and no such file" in capsys.readouterr().err
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really")
     assert ilgnet(["predict", str(tmp_path / "bad.jpg"), *tiny_args(tiny_model)]) == 1
-    assert "scored 0 photos, skipped 1" in capsys.readouterr().err
+    assert "scored 0 photos, not scored 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ilgnet(["predict", str(photo), "--model", str(tiny_model["weights"]), "--mean", str(tmp_path)])
+    assert f"argument --mean: {tmp_path} is a folder, not a file" in capsys.readouterr().err
+    assert ilgnet(["predict", str(photo), "--model", str(tmp_path), "--mean", str(tiny_model["mean"])]) == 1
+    assert f"model {tmp_path} is a folder without model.json: neither a run of `ilgnet train` nor a .caffemodel" in \
+        capsys.readouterr().err
 
 
 def test_python_api_is_lazy_and_exported():
@@ -234,3 +244,87 @@ def test_python_api_is_lazy_and_exported():
             "from ilgnet import Scorer; assert ilgnet.Scorer is Scorer; print(Scorer.__module__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "ilgnet.scorer"
+
+
+def test_case_06_every_decodable_photo_is_scored_whatever_its_name(bugcase, tiny_model, capsys):
+    """Case 06: photos named .jfif, .gif and .JPEG beside a .jpg; all four are scored (this OpenCV reads GIF)."""
+    photos = bugcase("06-folder-suffixes") / "photos"
+    assert ilgnet(["predict", str(photos), *tiny_args(tiny_model), "--workers", "1"]) == 0
+    out = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(out.out))
+    assert sorted(Path(p).name for p in table.path) == ["a.jpg", "b.jfif", "c.gif", "d.JPEG"]
+    assert out.err.splitlines()[-1] == "ilgnet predict: scored 4 photos, not scored 0"
+
+
+def test_a_folder_is_read_by_content(tmp_path):
+    """What OpenCV recognises is a photo whatever its name; AppleDouble files, folder metadata and text are known
+    non-photos, counted; anything else is listed with the reason."""
+    from ilgnet.images import scan_folder
+
+    folder = tmp_path / "album"
+    jpeg = cv2.imencode(".jpg", np.full((32, 48, 3), 90, np.uint8))[1].tobytes()
+    files = {"a.jpg": jpeg, "b.jfif": jpeg, "no_suffix": jpeg, "sub/d.JPEG": jpeg, "c.png.txt": jpeg,
+             "empty.jpg": b"", "._a.jpg": b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ",
+             ".DS_Store": b"\x00\x00\x00\x01Bud1" + bytes(64), "readme.txt": b"holiday photos\n",
+             "notes": "caf\u00e9 list\n".encode(), "clip.mp4": b"\x00\x00\x00\x18ftypmp42" + bytes(64)}
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    scan = scan_folder(folder)
+    assert [p.relative_to(folder).as_posix() for p in scan.photos] == ["a.jpg", "b.jfif", "c.png.txt", "empty.jpg",
+                                                                       "no_suffix", "sub/d.JPEG"]
+    assert scan.known_non_photos == 4
+    assert scan.not_photos == [(folder / "clip.mp4", "not an image OpenCV can read (starts with "
+                                                     "b'\\x00\\x00\\x00\\x18ftypmp42')")]
+
+
+def test_a_given_mean_is_used_and_nothing_is_downloaded(shared_data, ilgnet_caffemodel, small_dataset, tmp_path,
+                                                        capsys, monkeypatch):
+    """`ilgnet weights install` puts a hand-fetched ilgnet-ava2 in place (checked: size, and its layers fit the
+    ilgnet net); `predict --model ilgnet-ava2 --mean M` then scores with M, though the published mean is absent,
+    and never touches the network."""
+    import requests
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("predict tried to download")
+
+    monkeypatch.setattr(requests.Session, "request", no_network)
+    fetched = published_stand_in(ilgnet_caffemodel, "ilgnet-ava2", tmp_path / "Downloads")
+    models = tmp_path / "models"
+    assert ilgnet(["weights", "install", "ilgnet-ava2", str(fetched), "--dest", str(models)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{fetched}: OK as ilgnet-ava2; installed as {models / fetched.name}",
+        f"ilgnet-ava2 is used with ilgnet-ava2-mean, which is not in {models} yet: `ilgnet weights fetch "
+        f"ilgnet-ava2-mean`, or install a copy you fetched",
+        f"ilgnet-ava2 is used with ilgnet-ava2-train-list, which is not in {models} yet: `ilgnet weights fetch "
+        f"ilgnet-ava2-train-list`, or install a copy you fetched"]
+    fetched.unlink()
+    photos = [str(p) for p in write_photos(tmp_path / "photos")[:3]]
+    mean = small_dataset / "mean.binaryproto"
+    assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--mean", str(mean),
+                   "--quiet", "--workers", "1"]) == 0
+    by_name = capsys.readouterr().out
+    assert ilgnet(["predict", *photos, "--model", str(models / fetched.name), "--mean", str(mean), "--quiet",
+                   "--workers", "1"]) == 0
+    assert by_name == capsys.readouterr().out
+    assert sorted(p.name for p in models.iterdir()) == ["ILGnet-AVA2.caffemodel"]
+    assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--quiet"]) == 1
+    assert (f"{models / 'AVA2_mean.binaryproto'} is missing: run `ilgnet weights fetch ilgnet-ava2` first"
+            in capsys.readouterr().err)
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_printed_as_its_bytes(tiny_model, tmp_path):
+    """Linux names are any bytes (a Latin-1 `café.jpg` from an old camera card); OpenCV crashed on such a name."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "album"
+    write_photos(folder)
+    name = os.fsdecode(b"caf\xe9.jpg")
+    (folder / "photo0.jpg").rename(folder / name)
+    result = subprocess.run([sys.executable, "-m", "ilgnet.cli", "predict", str(folder), *tiny_args(tiny_model),
+                             "--workers", "1"], capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert os.fsencode(folder) + b"/caf\xe9.jpg," in result.stdout
+    assert result.stderr.splitlines()[-1] == b"ilgnet predict: scored 6 photos, not scored 0"

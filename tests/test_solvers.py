@@ -59,6 +59,22 @@ def test_table1_profiles_derive_test_iter_to_read_the_val_set_once():
     assert (s.test_interval, s.snapshot) == (5330, 5330)
 
 
+@pytest.mark.parametrize("profile, max_iter, periods", [
+    ("ava2", None, (5330, 5330)),
+    ("ava2", 2_000, (20, 20)),                  # tests and snapshots before the end, as often as the full run
+    ("ava1-delta0", 2_000, (20, 20)),
+    ("published-ava2", 2_000, (2, 20)),         # its test interval is a thousandth of the run
+    ("ava2", 60, (1, 0)),                       # 0: only the snapshot at the end
+    ("ava2", 1_066_000, (10_660, 10_660)),
+])
+def test_test_and_snapshot_periods_follow_the_run_length(profile, max_iter, periods):
+    assert solvers.periods(profile, max_iter) == periods
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = build(profile, val_size=25_553, val_batch=23, max_iter=max_iter)
+    assert (s.test_interval, s.snapshot, s.max_iter) == (*periods, max_iter or EXPECTED[profile][2])
+
+
 def test_a_batch_that_does_not_divide_the_val_set_warns():
     with pytest.warns(UserWarning, match="test_iter 512 x val batch 50 = 25,600 .* 47 of them twice"):
         assert build("ava2", val_size=25_553, val_batch=50).test_iter == [512]
@@ -79,6 +95,8 @@ def test_bad_requests_are_clear_errors():
         build("ava3", val_batch=50)
     with pytest.raises(ValueError, match="GPU or CPU"):
         build("ava2", val_batch=23, mode="TPU")
+    with pytest.raises(ValueError, match="max_iter must be positive, got 0"):
+        build("ava2", val_batch=23, max_iter=0)
 
 
 @pytest.fixture(scope="module")

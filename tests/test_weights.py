@@ -3,6 +3,7 @@ confirmation page, resumption, and the check that a caffemodel fits a deploy net
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -10,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ilgnet.fit import check_fits
-from ilgnet.weights import Weights, check_file, download, fetch, load_registry, verify
+from ilgnet.weights import Weights, check_file, download, fetch, install, load_registry, verify
 
 pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files
 
@@ -30,11 +31,15 @@ QUOTA_PAGE = "<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</t
 
 class Server:
     """A local HTTP server: /model (honours Range unless told not to), /page, /drive and /old-drive (warning pages
-    whose confirmation leads to /download). It records each request's path and Range header."""
+    whose confirmation leads to /download). It records each request's path and Range header. With `cut`, it closes
+    the connection once the file's first `cut` bytes are sent; without `announce_length`, it sends no
+    Content-Length (the end of the body is then where the connection closes)."""
 
     def __init__(self):
         self.requests: list[tuple[str, str | None]] = []
         self.honour_range = True
+        self.cut: int | None = None
+        self.announce_length = True
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,9 +74,11 @@ class Server:
                 else:
                     self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(PAYLOAD) - start))
+                if owner.announce_length:
+                    self.send_header("Content-Length", str(len(PAYLOAD) - start))
                 self.end_headers()
-                self.wfile.write(PAYLOAD[start:])
+                self.wfile.write(PAYLOAD[start:owner.cut])
+                self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -168,6 +175,52 @@ def test_a_partial_download_resumes(server, tmp_path, honour_range):
     assert path.read_bytes() == PAYLOAD                 # whether the server sent the rest or everything again
     assert server.requests[-1][1] == f"bytes={kept}-"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test.caffemodel"]
+
+
+@pytest.mark.parametrize("announce_length", [True, False])
+def test_an_early_close_keeps_the_part_and_the_next_run_resumes(server, tmp_path, announce_length):
+    """Measured against the Content-Length, or without one against the registry's size."""
+    server.cut, server.announce_length = 400_000, announce_length
+    item = entry(server.url("/model"), sha256=SHA256, size=len(PAYLOAD))
+    part = tmp_path / "test.caffemodel.part"
+    with pytest.raises(OSError, match=re.escape(f"/model: the connection closed after 400,000 of 1,048,580 bytes; "
+                                                f"{part} (400,000 bytes) is kept, run again to resume")):
+        download(item, tmp_path / "test.caffemodel", progress=False)
+    assert part.read_bytes() == PAYLOAD[:400_000] and not (tmp_path / "test.caffemodel").exists()
+    server.cut = None
+    assert download(item, tmp_path / "test.caffemodel", progress=False).read_bytes() == PAYLOAD
+    assert server.requests[-1] == ("/model", "bytes=400000-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.caffemodel"]
+
+
+def test_install_checks_a_hand_fetched_file_and_puts_a_copy_in_place(tmp_path):
+    registry = {"test-model": entry("http://unused.invalid/", sha256=SHA256, size=len(PAYLOAD))}
+    fetched = tmp_path / "Downloads" / "model (1).caffemodel"
+    fetched.parent.mkdir()
+    fetched.write_bytes(PAYLOAD[:-1] + b"X")
+    with pytest.raises(ValueError, match=re.escape(f"{fetched}: sha256 ") + ".* does not match test-model's"):
+        install("test-model", fetched, tmp_path / "models", registry=registry)
+    assert not (tmp_path / "models").exists()
+    fetched.write_bytes(PAYLOAD)
+    path = install("test-model", fetched, tmp_path / "models", registry=registry)
+    assert path == tmp_path / "models" / "test.caffemodel" and path.read_bytes() == PAYLOAD and fetched.exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["test.caffemodel"]
+    assert install("test-model", path, tmp_path / "models", registry=registry) == path     # already in place
+
+
+def test_weights_install_command(shared_data, tmp_path, capsys):
+    from ilgnet.cli import main
+
+    published = shared_data / "ilgnet-published" / "mean"
+    models = tmp_path / "models"
+    assert main(["weights", "install", "ilgnet-ava2-mean", str(published / "AVA1_mean.binaryproto"),
+                 "--dest", str(models)]) == 1
+    assert "does not match ilgnet-ava2-mean's 4f5a4f5d" in capsys.readouterr().err and not models.exists()
+    assert main(["weights", "install", "ilgnet-ava2-mean", str(published / "AVA2_mean.binaryproto"),
+                 "--dest", str(models)]) == 0
+    assert capsys.readouterr().out == (f"{published / 'AVA2_mean.binaryproto'}: OK as ilgnet-ava2-mean; installed "
+                                       f"as {models / 'AVA2_mean.binaryproto'}\n")
+    assert (models / "AVA2_mean.binaryproto").read_bytes() == (published / "AVA2_mean.binaryproto").read_bytes()
 
 
 def test_a_complete_partial_file_needs_no_request(server, tmp_path):

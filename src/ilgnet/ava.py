@@ -6,12 +6,14 @@ here validates its input and raises BadInput (a ValueError) naming the file and 
 """
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ilgnet.errors import BadInput
+from ilgnet.errors import BadInput, MissingFile
 
 SCORES = np.arange(1, 11)
 COUNT_COLUMNS = [f"count_{k}" for k in SCORES]
@@ -22,6 +24,21 @@ AVA_COLUMNS = ["index", "image_id", *COUNT_COLUMNS, "tag1", "tag2", "challenge"]
 AVA1_THRESHOLD = 5.0
 
 
+def read_text(path: Path) -> str:
+    """A text file's contents; MissingFile, or BadInput naming the file (and line when it is not UTF-8)."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{path} is a folder, not a text file")
+    if not path.is_file():
+        raise MissingFile(f"{path} does not exist")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise BadInput(f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x})") from None
+
+
 def _first_bad_line(path: Path, lines: list[str], names: list[str], what: str) -> str | None:
     """The error message for the first line that is not len(names) non-negative integers, if any."""
     for number, line in enumerate(lines, 1):
@@ -29,7 +46,7 @@ def _first_bad_line(path: Path, lines: list[str], names: list[str], what: str) -
         if fields and len(fields) != len(names):
             return f"{path}:{number}: expected {len(names)} columns ({what}), found {len(fields)}"
         for position, field in enumerate(fields):
-            if not field.isdigit():
+            if not re.fullmatch(r"[0-9]+", field):
                 return (f"{path}:{number}: column {position + 1} ({names[position]}) is not a non-negative "
                         f"integer: {field!r}")
     return None
@@ -38,16 +55,20 @@ def _first_bad_line(path: Path, lines: list[str], names: list[str], what: str) -
 def _read_integer_table(path: Path, names: list[str], what: str) -> tuple[pd.DataFrame, np.ndarray]:
     """A whitespace-separated table of non-negative integers (blank lines skipped) and each row's line number.
 
-    pandas' C parser reads a valid file; when it fails, a line-by-line scan names the first bad line.
+    Every field must be decimal digits (pandas alone would read `1e3` as 1000); pandas' C parser then reads the
+    table. When a check fails, a line-by-line scan names the first bad line.
     """
-    lines = path.read_text().splitlines()
+    text = read_text(path)
+    lines = text.splitlines()
+    if re.search(r"[^0-9 \t\r\n]", text):
+        raise BadInput(_first_bad_line(path, lines, names, what) or f"{path}: not a table of integers")
     try:
-        frame = pd.read_csv(path, sep=r"\s+", header=None, dtype=np.int64)
+        frame = pd.read_csv(io.StringIO(text), sep=r"\s+", header=None, dtype=np.int64)
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame(np.zeros((0, len(names)), np.int64))
-    except ValueError as err:  # includes pandas' ParserError
+    except (ValueError, OverflowError) as err:  # includes pandas' ParserError
         raise BadInput(_first_bad_line(path, lines, names, what) or f"{path}: {err}") from None
-    if frame.shape[1] != len(names) or (frame.to_numpy() < 0).any():
+    if frame.shape[1] != len(names):
         raise BadInput(_first_bad_line(path, lines, names, what) or f"{path}: expected {len(names)} columns")
     frame.columns = names
     line_numbers = np.array([number for number, line in enumerate(lines, 1) if line.strip()], dtype=np.int64)
@@ -118,31 +139,53 @@ def read_id_list(path) -> pd.Series:
     return ids
 
 
+# A list entry as Caffe's convert_imageset reads it: the label is the last field, after the last run of blanks
+# (spaces or tabs; convert_imageset itself splits at the last single space), and the file name is everything
+# before it, so names may hold spaces.
+LIST_ENTRY = re.compile(r"^[ \t]*(\S.*?)[ \t]+(\S+)[ \t]*$")
+
+
+def _list_entry_problem(line: str) -> str:
+    """Why a non-blank list line is not `<filename> <label>`."""
+    match = LIST_ENTRY.match(line)
+    if match is None:
+        return f"expected `<filename> <label>`, found only {line.strip()!r}: no label after the file name"
+    return f"expected `<filename> <label>` with a non-negative integer label, found label {match[2]!r}"
+
+
 def read_list_file(path) -> pd.DataFrame:
     """Reads a Caffe image list (`<filename> <label>` per line) into columns filename, image_id, label, indexed by
     the 1-based line number.
 
-    As in convert_imageset, the label follows the last space, so file names may contain spaces. `image_id` is
-    the file name's stem as an integer where it is one (AVA photos are `<id>.jpg`), else missing.
+    The label is the last field, after the last run of spaces or tabs, so file names may contain spaces (as in
+    convert_imageset); blanks around the entry, CRLF line ends, a UTF-8 byte-order mark and blank lines are
+    ignored. Anything else (no label, a label that is not a non-negative integer) is BadInput naming the file and
+    line. `image_id` is the file name's stem as an integer where it is one (AVA photos are `<id>.jpg`), else
+    missing.
     """
     path = Path(path)
-    lines = pd.Series(Path(path).read_text().splitlines())
+    lines = pd.Series(read_text(path).removeprefix("\ufeff").split("\n")).str.removesuffix("\r")
     line_numbers = np.arange(1, len(lines) + 1)
-    keep = (lines.str.strip() != "").to_numpy()
+    keep = (lines.str.strip(" \t") != "").to_numpy()
     lines, line_numbers = lines[keep].reset_index(drop=True), line_numbers[keep]
-    parts = lines.str.rsplit(" ", n=1)
-    filename, label = parts.str[0], parts.str[1]
-    well_formed = (label.str.fullmatch(r"\d+").fillna(False).astype(bool) & (filename.str.strip() != "")).to_numpy()
+    parts = lines.str.extract(LIST_ENTRY)
+    filename, label = parts[0], parts[1]
+    well_formed = label.str.fullmatch(r"[0-9]{1,9}").fillna(False).astype(bool).to_numpy()
     if not well_formed.all():
         i = np.flatnonzero(~well_formed)[0]
-        raise BadInput(f"{path}:{line_numbers[i]}: expected `<filename> <label>` with a non-negative integer "
-                         f"label, found {lines.iat[i]!r}")
-    numeric_stem = filename.str.extract(r"(?:^|/)(\d+)(?:\.[^./]*)?$")[0]
+        raise BadInput(f"{path}:{line_numbers[i]}: {_list_entry_problem(lines.iat[i])}")
+    numeric_stem = filename.str.extract(r"(?:^|/)([0-9]{1,18})(?:\.[^./]*)?$")[0]
     return pd.DataFrame({
-        "filename": filename,
+        "filename": filename.astype(str),
         "image_id": pd.to_numeric(numeric_stem).astype("Int64"),
         "label": label.astype(np.int64),
     }).set_index(pd.Index(line_numbers, name="line"))
+
+
+def image_path(root: Path | str, filename: str) -> Path:
+    """Where a list entry's photo is: ROOT + NAME, as convert_imageset concatenates them (a name starting with
+    "/" is still under ROOT, not at the filesystem's root)."""
+    return Path(root) / filename.lstrip("/")
 
 
 def write_list_file(frame: pd.DataFrame, path) -> None:

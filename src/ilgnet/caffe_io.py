@@ -25,6 +25,12 @@ def datum_bytes(chw: np.ndarray, label: int) -> bytes:
                  label=label, encoded=False).SerializeToString()
 
 
+def encoded_datum_bytes(data: bytes, label: int) -> bytes:
+    """A serialized Datum as `convert_imageset --encoded` writes it: the encoded image, label, encoded=true (no
+    channels, height or width)."""
+    return Datum(data=data, label=label, encoded=True).SerializeToString()
+
+
 def datum_image(datum, *, where: str = "record") -> np.ndarray:
     """A Datum's image as H x W x C (BGR uint8, or float32 for float_data records): encoded ones are decoded as
     Caffe's Data layer decodes them (natively, keeping their channels). Raises BadInput if it does not decode."""

@@ -24,21 +24,69 @@ TESTING = re.compile(r"^Iteration (\d+), Testing net \(#(\d+)\)$")
 TEST_OUTPUT = re.compile(r"^Test net output #\d+: (\S+) = (\S+)(?: \(\* (\S+) = (\S+) loss\))?$")
 TEST_LOSS = re.compile(r"^Test loss: (\S+)$")
 COLUMNS = ["iteration", "seconds", "loss", "lr", "test_accuracy", "test_loss"]
+CREATED = re.compile(r"^Log file created at: (\d{4})/")     # the first line of a log file glog itself writes
+AVERAGE_LOSS = re.compile(r"^\s*average_loss: (\d+)\s*$")   # in the solver parameters `caffe train` prints
+STAMP_FORMAT = "%Y%m%d %H:%M:%S.%f"
+PROBE_YEAR = pd.Timedelta(days=366)         # year-less dates are first read as dates of 2000, a leap year
+OUT_OF_ORDER = pd.Timedelta(hours=1)        # how far a line may be stamped before one logged ahead of it
 
 
-def _glog_lines(path: Path):
-    """(timestamp, message) for each glog line of a log; other lines (protobuf warnings, prototxt dumps) skipped."""
+def _glog_lines(path: Path, facts: dict):
+    """(timestamp, message) for each glog line of a log; other lines (protobuf warnings, prototxt dumps) skipped,
+    except that `facts` collects the year of glog's `Log file created at` line and the solver's average_loss."""
     with open(path, errors="replace") as f:
         for line in f:
             match = GLOG_PREFIX.match(line.rstrip("\r\n"))
             if match:
                 yield match.group(1), match.group(2)
+            elif fact := CREATED.match(line):
+                facts.setdefault("year", int(fact[1]))
+            elif fact := AVERAGE_LOSS.match(line):
+                facts["average_loss"] = int(fact[1])
+
+
+def _years_on(probe: pd.Series) -> list[int]:
+    """For year-less stamps read as dates of one (leap) year, how many New Years each lies after the first: the
+    earliest of last year's, this year's or next year's date that is not before the latest stamp so far, less a
+    moment (lines of other threads can be stamped a little out of order)."""
+    offsets, offset, latest = [], 0, None
+    for time in probe:
+        if latest is not None:
+            fits = [k for k in (offset - 1, offset, offset + 1) if time + k * PROBE_YEAR >= latest - OUT_OF_ORDER]
+            offset = fits[0] if fits else offset + 1
+        offsets.append(offset)
+        moment = time + offset * PROBE_YEAR
+        latest = moment if latest is None else max(latest, moment)
+    return offsets
+
+
+def _stamp_times(stamps: pd.Series, year: int | None, path: Path) -> pd.Series:
+    """glog stamps as datetimes. A stamp without a year (glog before 0.6) takes `year` (from the log's `Log file
+    created at` line), else a year in which its date exists (a common one unless the log holds a 29 February),
+    and moves on a year whenever the clock passed 31 December (`_years_on`)."""
+    dated = stamps.str.len() > 20
+    times = pd.Series(pd.NaT, index=stamps.index, dtype="datetime64[ns]")
+    times[dated] = pd.to_datetime(stamps[dated], format=STAMP_FORMAT)
+    bare = stamps[~dated]
+    if bare.empty:
+        return times
+    years_on = pd.Series(_years_on(pd.to_datetime("2000" + bare, format=STAMP_FORMAT)), index=bare.index)
+    for base in [year] if year else [2001, 2002, 2003, 2004]:
+        try:
+            times[~dated] = pd.to_datetime((base + years_on).astype(str) + bare, format=STAMP_FORMAT)
+            return times
+        except ValueError:
+            continue
+    raise BadInput(f"{path}: its stamps without a year hold dates that no year has (a 29 February in "
+                   f"{year or 'a common year'})")
 
 
 def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
     """The training log at `path` as a DataFrame with COLUMNS, one row per logged iteration.
 
-    seconds: since the log's first line. test_accuracy: the test output named `accuracy_blob` (default: the first
+    seconds: since the log's first line (across New Year for a glog that writes no year). The solver's
+    average_loss, when the log shows one, is in frame.attrs["average_loss"] (else 1: no smoothing).
+    test_accuracy: the test output named `accuracy_blob` (default: the first
     output without a loss weight). test_loss: `Test loss:` when Caffe printed it, else the sum of the weighted
     loss outputs of that test pass (other threads' lines, like the data layers' "Restarting data prefetching",
     may come between a pass's outputs). A test pass with a non-finite output or loss has no accuracy: Caffe's
@@ -61,7 +109,8 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
             test = None
 
     first_stamp, diverged_at = None, None
-    for stamp, message in _glog_lines(path):
+    facts: dict = {}
+    for stamp, message in _glog_lines(path, facts):
         first_stamp = first_stamp or stamp
         if match := TRAIN_LOSS.match(message):
             close_test()
@@ -80,12 +129,14 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
             test["test_loss"] = float(match[1])
     close_test()
     if not rows:
-        return pd.DataFrame(columns=COLUMNS)
-    frame = pd.DataFrame(rows)
-    stamps = pd.concat([pd.Series([first_stamp]), frame["stamp"]], ignore_index=True)
-    times = pd.to_datetime(stamps.where(stamps.str.len() > 20, "2000" + stamps), format="%Y%m%d %H:%M:%S.%f")
-    frame["seconds"] = (times.iloc[1:] - times.iloc[0]).dt.total_seconds().to_numpy()
-    frame = frame.reindex(columns=COLUMNS).groupby("iteration", as_index=False).last().reindex(columns=COLUMNS)
+        frame = pd.DataFrame(columns=COLUMNS)
+    else:
+        frame = pd.DataFrame(rows)
+        stamps = pd.concat([pd.Series([first_stamp]), frame["stamp"]], ignore_index=True)
+        times = _stamp_times(stamps, facts.get("year"), path)
+        frame["seconds"] = (times.iloc[1:] - times.iloc[0]).dt.total_seconds().to_numpy()
+        frame = frame.reindex(columns=COLUMNS).groupby("iteration", as_index=False).last().reindex(columns=COLUMNS)
+    frame.attrs["average_loss"] = facts.get("average_loss", 1)
     frame.attrs["diverged_at"] = diverged_at
     return frame
 

@@ -1,7 +1,8 @@
 """The `ilgnet` command: one entry point, a subcommand per stage of the pipeline, each in ilgnet/commands/<name>.py.
 
-Errors the user can fix (ilgnet.errors.UserError) are printed in one line and exit 1; anything else is a bug
-and keeps its traceback. ILGNET_DEBUG=1 prints the traceback of user errors too.
+Errors the user can fix (ilgnet.errors.UserError) are printed in one line and exit 1 (a command line argparse
+refuses, also one line, exits 2); anything else is a bug and keeps its traceback. ILGNET_DEBUG=1 prints the
+traceback of user errors too.
 """
 from __future__ import annotations
 
@@ -17,9 +18,17 @@ from ilgnet.errors import UserError
 COMMANDS = [doctor, split, lmdb, gen, nets, train, log, test, weights, predict, demo]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors (a missing or malformed argument, a value its type refuses) are one line, exit 2;
+    the sub-command parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `ilgnet` parser with every command's subparser (each command's `register`)."""
-    parser = argparse.ArgumentParser(prog="ilgnet", description=__doc__.splitlines()[0])
+    parser = Parser(prog="ilgnet", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(subparsers)
@@ -27,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs `ilgnet ARGV`; returns the exit status: 0, 1 for a user error (printed in one line), 130 on Ctrl-C."""
+    """Runs `ilgnet ARGV`; returns the exit status: 0, 1 for a user error (printed in one line), 2 for a bad argument,
+    130 on Ctrl-C."""
+    if hasattr(sys.stdout, "reconfigure"):
+        # A path that is not UTF-8 (Linux names are any bytes) is printed as its own bytes, not a traceback.
+        sys.stdout.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0

@@ -5,6 +5,7 @@
     DIR/train_lmdb, DIR/val_lmdb   Datum records as convert_imageset writes them  ilgnet lmdb
     DIR/mean.binaryproto           the training images' mean (compute_image_mean's file; mean.npy the same array)
     DIR/lmdb.json, DIR/skipped.txt what was built from what, and the photos that could not be read
+    DIR/<set>_lmdb/ilgnet-files.tsv each listed photo's size and modification time when its LMDB was built
 """
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ilgnet.errors import MissingFile
+from ilgnet.errors import BadInput, MissingFile
 
 SETS = ("train", "val")
+# How an LMDB's records may hold their images besides raw pixels: `convert_imageset --encoded --encode_type`.
+ENCODINGS = ("png", "jpg")
+LMDB_FILES = "ilgnet-files.tsv"
 # The paper's protocols (Table 2: AVA1, Table 3: AVA2) by the partition split.json names.
 PROTOCOLS = ("ava1", "ava2")
 
@@ -56,11 +60,34 @@ class DataFolder:
         self.require(self.lmdb("train"), self.lmdb("val"), self.mean_binaryproto,
                      made_by="ilgnet lmdb")
 
+    @staticmethod
+    def read_json(path: Path) -> dict:
+        """split.json or lmdb.json as a dict ({} when the file is absent); BadInput when it is not JSON."""
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise BadInput(f"{path} is not a JSON file ({err})") from None
+
+    def unreached(self, name: str) -> tuple[int, int] | None:
+        """(images listed in <name>.txt, how many of them are not records of <name>_lmdb): from lmdb.json when it
+        has the set (`ilgnet lmdb` built it), else from the list file and the LMDB's size (an LMDB made by
+        convert_imageset); None without a list file."""
+        from ilgnet.ava import read_list_file
+        from ilgnet.caffe_io import lmdb_size
+
+        entry = self.read_json(self.lmdb_json).get(name) or {}
+        if "listed" in entry and "records" in entry:
+            return entry["listed"], entry["listed"] - entry["records"]
+        if not self.list_file(name).is_file():
+            return None
+        listed = len(read_list_file(self.list_file(name)))
+        return listed, max(0, listed - lmdb_size(self.lmdb(name)))
+
     def protocol(self) -> str | None:
         """ava1 / ava2 from split.json (the published lists count as their set), None for other partitions."""
-        if not self.split_json.is_file():
-            return None
-        summary = json.loads(self.split_json.read_text())
+        summary = self.read_json(self.split_json)
         partition = summary.get("partition")
         if partition == "published":
             partition = str(summary.get("dataset", "")).lower()

@@ -8,5 +8,6 @@ VAL_BATCH = 50              # the published AVA1 test's batch_size: 400 x 50 = t
 SCORE_BATCH = 16            # net inputs per forward pass when scoring photos (the CPU is busy at 16)
 RESIZE = 256                # LMDB images are RESIZE x RESIZE (convert_imageset --resize_height/width 256)
 SEED = 1                    # seed of partitions and LMDB record order
+SKIPPED_WARNING = 0.01      # `ilgnet lmdb` warns loudly when more than this share of a set's photos was skipped
 MODELS_DIR = Path("models")     # downloaded weights (registry files)
 RUNS_DIR = Path("runs")         # training runs, one folder each

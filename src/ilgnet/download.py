@@ -87,15 +87,16 @@ class HtmlPageServed(DownloadError):
         self.url, self.title = url, title
 
 
-def _append_body(response: requests.Response, head: bytes, partial: Path, start: int, label: str,
+def _append_body(response: requests.Response, head: bytes, partial: Path, start: int, size: int | None, label: str,
                  progress: bool) -> None:
     """Streams a response into `partial`, appending when the server honoured the Range request from `start`.
-    Raises DownloadError, keeping what arrived, when the transfer ends before the Content-Length it announced."""
+    Raises DownloadError, keeping what arrived, when the transfer ends before the Content-Length it announced or,
+    without one, before `size` (the complete file's size, when known)."""
     resumed = start > 0 and response.status_code == 206 and \
         response.headers.get("Content-Range", "").startswith(f"bytes {start}-")
     start = start if resumed else 0
     length = response.headers.get("Content-Length", "")
-    total = start + int(length) if length.isdigit() else None
+    total = start + int(length) if length.isdigit() else size
     written = start
     with open(partial, "ab" if resumed else "wb") as out, \
             tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=label, disable=not progress,
@@ -110,7 +111,8 @@ def _append_body(response: requests.Response, head: bytes, partial: Path, start:
 
 def download_part(url: str, partial: Path, *, size: int | None = None, label: str = "", progress: bool = True) -> str:
     """Fetches `url` into `partial`, resuming what is there. `size`, when known, is the complete file's size: a
-    partial file of that size needs no request (a larger one is discarded). Returns the URL finally read.
+    partial file of that size needs no request (a larger one is discarded), and a transfer without Content-Length
+    that ends short of it is cut short. Returns the URL finally read.
 
     Raises HtmlPageServed for an HTML page that is not Google Drive's confirmation page, DownloadError for network
     errors and cut-short transfers; in both `partial` keeps what had arrived, for the next call to resume.
@@ -132,6 +134,9 @@ def download_part(url: str, partial: Path, *, size: int | None = None, label: st
                     return url
                 if response.status_code >= 400:
                     raise DownloadError(f"{url}: HTTP {response.status_code} {response.reason}")
+                # A body cut short ends like a whole one, so that every byte that arrived is kept (urllib3 would
+                # drop the last block read); _append_body compares the length with the one announced.
+                response.raw.enforce_content_length = False
                 head = next(response.iter_content(CHUNK), b"")
                 if looks_like_html(head, response.headers.get("Content-Type", "")):
                     page = (head + response.raw.read(MAX_PAGE_BYTES, decode_content=True)).decode("utf-8", "replace")
@@ -140,7 +145,7 @@ def download_part(url: str, partial: Path, *, size: int | None = None, label: st
                         raise HtmlPageServed(response.url, PageLinks(page).title)
                     url = next_url
                     continue
-                _append_body(response, head, partial, start, label, progress)
+                _append_body(response, head, partial, start, size, label, progress)
                 return url
         except requests.RequestException as err:
             kept = partial.stat().st_size if partial.exists() else 0

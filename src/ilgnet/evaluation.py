@@ -27,6 +27,8 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, ba
     """Per-record results: DataFrame(key, label, predicted, p_0 .. p_k), one row per LMDB record, in LMDB order.
     Raises BadInput when a record's size differs from the mean image's (Caffe's Data layer would abort)."""
     total = lmdb_size(lmdb_path)
+    if total == 0:
+        raise BadInput(f"{lmdb_path} holds no records; build it again with `ilgnet lmdb`")
     scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu)
 
     def inputs():
@@ -43,7 +45,7 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, ba
         keys += chunk_keys
         labels += chunk_labels
         probs.append(scorer.forward(np.stack(crops)))
-    if len(keys) != total or not keys:
+    if len(keys) != total:
         raise BadInput(f"{lmdb_path}: read {len(keys)} records, the LMDB says it holds {total}")
     p = np.concatenate(probs)
     frame = pd.DataFrame({"key": keys, "label": labels, "predicted": p.argmax(axis=1)})

@@ -12,7 +12,8 @@ from pathlib import Path
 CHUNK = 1 << 20
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Removes a file, link or folder tree at `path`, if there is one."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
@@ -26,12 +27,12 @@ def atomic_path(path: Path, *, keep_partial: bool = False) -> Iterator[Path]:
     removed, or with `keep_partial` left for inspection (the next call removes it)."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    _remove(partial)
+    remove(partial)
     try:
         yield partial
     except BaseException:
         if not keep_partial:
-            _remove(partial)
+            remove(partial)
         raise
     if path.is_dir() and partial.is_dir():
         shutil.rmtree(path)
@@ -39,9 +40,9 @@ def atomic_path(path: Path, *, keep_partial: bool = False) -> Iterator[Path]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """`text` written to `path` through a temporary file (atomic_path)."""
+    """`text` as UTF-8, written atomically; a file name in it that is not UTF-8 keeps its own bytes."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def atomic_write_json(path: Path, payload) -> None:

@@ -1,6 +1,8 @@
-"""Photos decoded as Caffe's convert_imageset decodes them, with damaged files refused instead of half stored."""
+"""Photos decoded as Caffe's convert_imageset decodes them, with damaged files refused instead of half stored;
+encoded as `convert_imageset --encoded` stores them; and found in folders by their content."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -59,3 +61,78 @@ def decode_image(path, resize: int) -> np.ndarray:
         raise BadImage("corrupt JPEG" if is_jpeg else f"not a decodable image (starts with {data[:12]!r})")
     # cv::resize's default interpolation, bilinear, as in Caffe's ReadImageToCVMat.
     return cv2.resize(image, (resize, resize), interpolation=cv2.INTER_LINEAR)
+
+
+def encode_image(image: np.ndarray, encoding: str) -> tuple[bytes, np.ndarray]:
+    """A decoded image as `convert_imageset --encoded --encode_type ENCODING` stores it: cv::imencode with OpenCV's
+    default parameters (JPEG quality 95). Returns the bytes and the pixels a reader decodes from them (the image
+    itself for lossless PNG), which is what compute_image_mean averages."""
+    ok, buffer = cv2.imencode(f".{encoding}", image)
+    if not ok:
+        raise BadImage(f"OpenCV could not encode it as {encoding}")
+    data = buffer.tobytes()
+    if encoding == "png":
+        return data, image
+    return data, cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+
+
+# Suffixes of the formats OpenCV reads: a file so named is tried even when its content is not recognised, so
+# that a damaged photo is reported with the reason it cannot be read.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm", ".pbm", ".pnm", ".jp2", ".gif", ".exr", ".hdr", ".pic", ".sr", ".ras", ".avif"}
+# Files that are known not to be photos: macOS's AppleDouble companions (._NAME) and folder metadata.
+METADATA_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+TEXT_SNIFF_BYTES = 4096
+
+
+@dataclass
+class FolderScan:
+    """A folder's files sorted into photos to score, files that are not photos (each with the reason) and the
+    number of known non-photos (AppleDouble and metadata files, text files) passed over."""
+    photos: list[Path] = field(default_factory=list)
+    not_photos: list[tuple[Path, str]] = field(default_factory=list)
+    known_non_photos: int = 0
+
+
+def _is_text(path: Path) -> bool:
+    """Whether a file starts as UTF-8 text (no NUL byte; a character cut at the sniffed length is fine)."""
+    with open(path, "rb") as f:
+        head = f.read(TEXT_SNIFF_BYTES)
+    if not head or b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return len(head) == TEXT_SNIFF_BYTES and err.start >= len(head) - 3
+    return True
+
+
+def _recognised(path: Path) -> bool:
+    """Whether OpenCV has a decoder for the file's content (it reads the signature), or the name says image."""
+    try:
+        str(path).encode("utf-8")           # OpenCV crashes on a name that is not UTF-8 (Linux names are any bytes)
+    except UnicodeEncodeError:
+        return True                         # left to decode_image, which reads the file through Python
+    return cv2.haveImageReader(str(path)) or path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def scan_folder(folder: Path) -> FolderScan:
+    """Every file under `folder` (recursively), decided by content: what OpenCV can decode is a photo, whatever its
+    suffix (.jfif, .gif, none); AppleDouble `._*` files, folder metadata and text files are counted as known
+    non-photos; anything else is listed with why it is not a photo."""
+    scan = FolderScan()
+    for path in sorted(p for p in Path(folder).rglob("*") if not p.is_dir()):
+        if path.name.startswith("._") or path.name in METADATA_FILES:
+            scan.known_non_photos += 1
+            continue
+        try:
+            if _recognised(path):
+                scan.photos.append(path)
+            elif _is_text(path):
+                scan.known_non_photos += 1
+            else:
+                with open(path, "rb") as f:
+                    scan.not_photos.append((path, f"not an image OpenCV can read (starts with {f.read(12)!r})"))
+        except OSError as err:
+            scan.not_photos.append((path, f"unreadable: {err.strerror}"))
+    return scan

@@ -2,43 +2,48 @@
 
 The records are the ones Caffe's convert_imageset writes (uncompressed Datum: BGR, channels x height x width
 uint8, label, encoded=false; keys `%08d_<filename>` numbered by list position), with the same decoding and
-resize (ilgnet.images). The differences are on purpose: the record order is shuffled with a seed, decoding runs
-on every core, the mean (what compute_image_mean would write) comes out of the same pass, and images that cannot
-be decoded completely -- missing, empty, truncated, corrupt, not images -- are skipped and listed in skipped.txt
-instead of stored half grey.
+resize (ilgnet.images). With an encoding (png or jpg) they are what `convert_imageset --encoded --encode_type`
+writes instead: the resized image encoded by OpenCV, label, encoded=true. The differences are on purpose: the
+record order is shuffled with a seed, decoding runs on every core, the mean (what compute_image_mean would write,
+from the pixels a reader decodes) comes out of the same pass, and images that cannot be decoded completely --
+missing, empty, truncated, corrupt, not images -- are skipped and listed in skipped.txt instead of stored half grey.
 
 Each decoding process writes its own images to the LMDB, a few hundred per transaction (LMDB lets one process
 write at a time), so pixels never travel between processes. tests/test_lmdb.py checks the bytes against
 convert_imageset's and the mean against compute_image_mean's.
 
 Each LMDB is written under `<name>.partial` and renamed when complete, so an interrupted build never leaves an
-LMDB that looks finished. Running again rebuilds what is missing and reuses a finished LMDB whose list, resize
-and seed are unchanged (recorded in lmdb.json).
+LMDB that looks finished, and a set none of whose photos could be read is an error that leaves no LMDB. Whether a
+finished LMDB can be kept is ilgnet.lmdb_inputs' decision; one that cannot is removed before its set is rebuilt,
+with the mean files for train, so that the LMDBs, the means and skipped.txt on disk always belong together.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ilgnet.ava import read_list_file
-from ilgnet.caffe_io import datum_bytes, write_mean
-from ilgnet.datafolder import SETS, DataFolder
+from ilgnet import defaults
+from ilgnet.ava import image_path, read_list_file
+from ilgnet.caffe_io import datum_bytes, encoded_datum_bytes, write_mean
+from ilgnet.datafolder import ENCODINGS, SETS, DataFolder
 from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import atomic_path, atomic_write_json, atomic_write_text
-from ilgnet.images import BadImage, decode_image
+from ilgnet.fileio import atomic_path, atomic_write_json, atomic_write_text, remove
+from ilgnet.images import BadImage, decode_image, encode_image
+from ilgnet.lmdb_inputs import file_stats, inputs_of, reasons_to_rebuild, write_file_stats
 
 MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 records
 
 
-MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 records
+def _ignore(message: str) -> None:
+    pass
 
 
 def _init_worker() -> None:
@@ -56,17 +61,22 @@ def _store_task(task) -> tuple[dict[int, int], list[tuple[str, str]], np.ndarray
     import lmdb
 
     cpu_started = time.process_time()
-    lmdb_path, map_size, image_root, resize, items = task
+    lmdb_path, map_size, resize, encoding, items = task
     records, labels, skipped = [], {}, []
     pixel_sum = np.zeros((resize, resize, 3), np.uint32)
-    for position, filename, label in items:
+    for position, filename, path, label in items:
         try:
-            image = decode_image(image_root / filename, resize)
+            image = decode_image(path, resize)
         except BadImage as err:
             skipped.append((filename, str(err)))
             continue
+        if encoding:
+            data, image = encode_image(image, encoding)
+            value = encoded_datum_bytes(data, label)
+        else:
+            value = datum_bytes(image.transpose(2, 0, 1), label)
         pixel_sum += image
-        records.append((f"{position:08d}_{filename}".encode(), datum_bytes(image.transpose(2, 0, 1), label)))
+        records.append((f"{position:08d}_{filename}".encode(), value))
         labels[label] = labels.get(label, 0) + 1
     env = lmdb.open(str(lmdb_path), map_size=map_size, sync=False, meminit=False)
     try:
@@ -88,9 +98,16 @@ def _process_pool(jobs: int):
     return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker)
 
 
-def _write_lmdb(frame: pd.DataFrame, order: np.ndarray, image_root: Path, lmdb_path: Path, *, resize: int, pool,
-                jobs: int, progress: bool) -> dict:
-    """Writes one LMDB (record i is list row order[i]) under a temporary name, then renames it.
+def _nothing_readable(list_path: Path, image_root: Path, skipped: list[tuple[str, str]]) -> BadInput:
+    reasons = ", ".join(f"{reason} x{n:,}" for reason, n in Counter(r for _, r in skipped).most_common(3))
+    return BadInput(f"{list_path}: none of its {len(skipped):,} images could be read ({reasons}; the first is "
+                    f"{image_path(image_root, skipped[0][0])}); nothing was written as finished")
+
+
+def _write_lmdb(frame: pd.DataFrame, order: np.ndarray, image_root: Path, lmdb_path: Path, *, resize: int,
+                encoding: str | None, stats: list[str], list_path: Path, pool, jobs: int, progress: bool) -> dict:
+    """Writes one LMDB (record i is list row order[i]) under a temporary name, then renames it; with no record
+    stored, raises BadInput and renames nothing.
 
     Returns the record count per label, the skipped files, the stored pixels' sum (C x H x W) and the CPU seconds
     the decoding processes took.
@@ -111,8 +128,9 @@ def _write_lmdb(frame: pd.DataFrame, order: np.ndarray, image_root: Path, lmdb_p
         lmdb.open(str(partial), map_size=map_size).close()
         futures = []
         for start in range(0, len(order), per_task):
-            items = [(start + i, filenames[row], labels[row]) for i, row in enumerate(order[start:start + per_task])]
-            futures.append(pool.submit(_store_task, (partial, map_size, image_root, resize, items)))
+            items = [(start + i, filenames[row], image_path(image_root, filenames[row]), labels[row])
+                     for i, row in enumerate(order[start:start + per_task])]
+            futures.append(pool.submit(_store_task, (partial, map_size, resize, encoding, items)))
         with tqdm(total=len(order), desc=lmdb_path.name, unit="img", file=sys.stderr,
                   disable=None if progress else True) as bar:
             for future in as_completed(futures):
@@ -123,80 +141,122 @@ def _write_lmdb(frame: pd.DataFrame, order: np.ndarray, image_root: Path, lmdb_p
                 pixel_sum += task_sum
                 cpu_seconds += task_cpu
                 bar.update(sum(task_labels.values()) + len(task_skipped))
+        if not counts:
+            remove(partial)
+            raise _nothing_readable(list_path, image_root, sorted(skipped))
         env = lmdb.open(str(partial), map_size=map_size)
         env.sync(True)
         env.close()
+        write_file_stats(partial, stats)
     return {"labels": {str(k): counts[k] for k in sorted(counts)}, "skipped": sorted(skipped),
             "pixel_sum": pixel_sum.transpose(2, 0, 1), "cpu_seconds": cpu_seconds}
 
 
-def _fingerprint(list_path: Path, image_root: Path, resize: int, seed: int) -> str:
-    digest = hashlib.sha256(list_path.read_bytes())
-    digest.update(f"{image_root.resolve()}|{resize}|{seed}".encode())
-    return digest.hexdigest()
-
-
-def _build_set(name: str, folder: DataFolder, image_root: Path, *, resize: int, seed: int, pool, jobs: int,
-               previous: dict, progress: bool) -> tuple[dict, np.ndarray | None]:
-    """Builds (or reuses) one LMDB; returns its lmdb.json entry and, when built, the mean of its images."""
-    list_path, lmdb_path = folder.list_file(name), folder.lmdb(name)
-    frame = read_list_file(list_path)
-    fingerprint = _fingerprint(list_path, image_root, resize, seed)
-    if lmdb_path.is_dir() and previous.get("fingerprint") == fingerprint:
-        return {**previous, "reused": True}, None
+def _build_set(name: str, folder: DataFolder, frame: pd.DataFrame, image_root: Path, inputs: dict,
+               stats: list[str], *, resize: int, seed: int, encoding: str | None, pool, jobs: int,
+               progress: bool) -> tuple[dict, np.ndarray]:
+    """Builds one LMDB; returns its lmdb.json entry and the mean of its images."""
     started = time.perf_counter()
     order = np.random.default_rng(seed).permutation(len(frame))
-    built = _write_lmdb(frame, order, image_root, lmdb_path, resize=resize, pool=pool, jobs=jobs, progress=progress)
+    built = _write_lmdb(frame, order, image_root, folder.lmdb(name), resize=resize, encoding=encoding, stats=stats,
+                        list_path=folder.list_file(name), pool=pool, jobs=jobs, progress=progress)
     records = sum(built["labels"].values())
-    entry = {"lmdb": str(lmdb_path), "listed": len(frame), "records": records, "labels": built["labels"],
-             "skipped": len(built["skipped"]), "skipped_files": [{"file": f, "reason": r} for f, r in built["skipped"]],
+    skipped = built["skipped"]
+    entry = {"lmdb": str(folder.lmdb(name)), "listed": len(frame), "records": records, "labels": built["labels"],
+             "skipped": len(skipped), "skipped_reasons": dict(Counter(reason for _, reason in skipped).most_common()),
+             "skipped_files": [{"file": f, "reason": r} for f, r in skipped],
              "seconds": round(time.perf_counter() - started, 3),
-             "decoding_cpu_seconds": round(built["cpu_seconds"], 3), "fingerprint": fingerprint}
-    return entry, (built["pixel_sum"] / records if records else None)
+             "decoding_cpu_seconds": round(built["cpu_seconds"], 3), "inputs": inputs}
+    return entry, built["pixel_sum"] / records
 
 
-def build_split(split_dir: Path, image_root: Path, *, resize: int = 256, seed: int = 1, jobs: int | None = None,
-                progress: bool = True) -> dict:
+def _write_skipped(folder: DataFolder, summary: dict) -> None:
+    """skipped.txt: the skipped photos of the LMDBs on disk, `<set>\\t<file>\\t<reason>` per line."""
+    atomic_write_text(folder.skipped_txt, "".join(f"{name}\t{s['file']}\t{s['reason']}\n" for name in SETS
+                                                  if name in summary for s in summary[name]["skipped_files"]))
+
+
+def _plan(folder: DataFolder, image_root: Path, previous: dict, *, resize: int, seed: int, encoding: str | None,
+          force: bool) -> dict:
+    """Per set: its list, inputs and file stats, and why it must be built (empty: its finished LMDB is kept)."""
+    plan = {}
+    for name in SETS:
+        frame = read_list_file(folder.list_file(name))
+        if frame.empty:
+            raise BadInput(f"{folder.list_file(name)}: no images listed")
+        inputs = inputs_of(folder.list_file(name), image_root, resize=resize, seed=seed, encoding=encoding)
+        stats = file_stats(frame["filename"], image_root)
+        reasons = ["a rebuild was forced"] if force else reasons_to_rebuild(folder, name, previous, inputs, stats)
+        plan[name] = {"frame": frame, "inputs": inputs, "stats": stats, "reasons": reasons}
+    return plan
+
+
+def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RESIZE, seed: int = defaults.SEED,
+                encoding: str | None = None, jobs: int | None = None, force: bool = False, progress: bool = True,
+                notify: Callable[[str], None] = _ignore) -> dict:
     """Builds split_dir/{train_lmdb,val_lmdb,mean.binaryproto,mean.npy,lmdb.json,skipped.txt} from its train.txt and
     val.txt with photos under `image_root`; returns what it writes to lmdb.json (per set: records, labels, skipped
-    files, and `reused` when a finished LMDB was kept). Raises MissingFile, BadInput (no training image readable)."""
+    files and their reasons, and `reused` when a finished LMDB was kept, else `rebuilt_because` when one was there;
+    `stored` and `images_per_second`: the records this call wrote, and how fast).
+
+    encoding: None for raw records, "png" or "jpg" for encoded ones. force: rebuild even what could be kept.
+    notify: receives, before a set is built again, what changed since it was built. Raises MissingFile, BadInput
+    (a malformed or empty list, no image of a set readable: then no LMDB of that set is left)."""
     folder, image_root = DataFolder(split_dir), Path(image_root)
-    if resize <= 0:
-        raise BadInput(f"the resize must be positive, got {resize}")
-    folder.require(*(folder.list_file(name) for name in SETS), made_by="ilgnet split")
+    if resize <= 0 or seed < 0 or (jobs is not None and jobs < 1) or encoding not in (None, *ENCODINGS):
+        raise BadInput(f"resize must be positive, seed non-negative, jobs positive and the encoding one of "
+                       f"{', '.join(ENCODINGS)} (got {resize}, {seed}, {jobs}, {encoding})")
+    for name in SETS:
+        if not folder.list_file(name).is_file():
+            raise MissingFile(f"{folder.list_file(name)} does not exist; `ilgnet split` makes it")
     if not image_root.is_dir():
         raise MissingFile(f"image folder {image_root} not found")
     jobs = jobs or len(os.sched_getaffinity(0))
-    previous = json.loads(folder.lmdb_json.read_text()) if folder.lmdb_json.is_file() else {}
-    if not folder.mean_npy.is_file():
-        previous.pop("train", None)
-    summary = {"split": str(folder.root.resolve()), "image_root": str(image_root.resolve()), "resize": resize,
-               "seed": seed, "jobs": jobs, "complete": False}
-    started = time.perf_counter()
-    pool = _process_pool(jobs)
     try:
-        for _ in range(jobs):
-            pool.submit(_init_worker)  # starts the workers while this process imports and reads the lists
-        for name in SETS:
-            atomic_write_json(folder.lmdb_json, summary)  # drops this set's old entry: reused only once rebuilt
-            summary[name], mean = _build_set(name, folder, image_root, resize=resize, seed=seed, pool=pool,
-                                             jobs=jobs, previous=previous.get(name, {}), progress=progress)
-            if name == "train" and summary[name].get("reused"):
-                summary["mean_bgr"] = previous["mean_bgr"]
-            elif name == "train":
-                if mean is None:
-                    raise BadInput(f"{folder.list_file(name)}: none of its {summary[name]['listed']} images "
-                                   f"could be read from {image_root}")
+        previous = folder.read_json(folder.lmdb_json)
+    except BadInput:
+        previous = {}                    # an unreadable record keeps nothing
+    plan = _plan(folder, image_root, previous, resize=resize, seed=seed, encoding=encoding, force=force)
+    summary = {"split": str(folder.root.resolve()), "image_root": str(image_root.resolve()), "resize": resize,
+               "seed": seed, "encoding": encoding or "raw", "jobs": jobs, "complete": False}
+    for name in SETS:
+        plan[name]["replaces"] = bool(plan[name]["reasons"]) and folder.lmdb(name).exists()
+        if not plan[name]["reasons"]:
+            summary[name] = {**{k: v for k, v in previous[name].items() if k != "rebuilt_because"}, "reused": True}
+        elif plan[name]["replaces"]:
+            notify(f"{folder.lmdb(name)}: rebuilding: {'; '.join(plan[name]['reasons'])}")
+            remove(folder.lmdb(name))
+    if plan["train"]["reasons"]:
+        for path in (folder.mean_binaryproto, folder.mean_npy):
+            remove(path)
+    else:
+        summary["mean_bgr"] = previous["mean_bgr"]
+    atomic_write_json(folder.lmdb_json, summary)
+    _write_skipped(folder, summary)
+    started = time.perf_counter()
+    to_build = [name for name in SETS if plan[name]["reasons"]]
+    pool = _process_pool(jobs) if to_build else None
+    try:
+        for _ in range(jobs if to_build else 0):
+            pool.submit(_init_worker)  # starts the workers while this process imports
+        for name in to_build:
+            step = plan[name]
+            summary[name], mean = _build_set(name, folder, step["frame"], image_root, step["inputs"], step["stats"],
+                                             resize=resize, seed=seed, encoding=encoding, pool=pool, jobs=jobs,
+                                             progress=progress)
+            if step["replaces"]:
+                summary[name]["rebuilt_because"] = step["reasons"]
+            if name == "train":
                 write_mean(mean, folder.mean_binaryproto, folder.mean_npy)
                 summary["mean_bgr"] = [round(float(v), 4) for v in mean.mean(axis=(1, 2))]
-            atomic_write_json(folder.lmdb_json, summary)  # a finished set is reused should a later one be interrupted
+            atomic_write_json(folder.lmdb_json, summary)  # a finished set is reused should a later one fail
+            _write_skipped(folder, summary)
     finally:
-        pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C, queued images are not decoded for nothing
-    skipped = [(name, s["file"], s["reason"]) for name in SETS for s in summary[name]["skipped_files"]]
-    atomic_write_text(folder.skipped_txt, "".join(f"{name}\t{file}\t{reason}\n" for name, file, reason in skipped))
-    built = sum(summary[name]["listed"] for name in SETS if not summary[name].get("reused"))
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C, queued images are not decoded for nothing
+    stored = sum(summary[name]["records"] for name in to_build)
     seconds = time.perf_counter() - started
-    summary.update(skipped=len(skipped), seconds=round(seconds, 3), images_per_second=round(built / seconds, 1),
-                   complete=True)
+    summary.update(skipped=sum(summary[name]["skipped"] for name in SETS), seconds=round(seconds, 3),
+                   stored=stored, images_per_second=round(stored / seconds, 1), complete=True)
     atomic_write_json(folder.lmdb_json, summary)
     return summary

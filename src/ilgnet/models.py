@@ -37,19 +37,24 @@ class Model:
     """How the user named it: a registry name, a run folder or the caffemodel's path."""
 
 
-def published_model(name: str, models: Path = defaults.MODELS_DIR) -> Model:
-    """The authors' model `name` (ilgnet-ava1 / ilgnet-ava2) in `models`, with its published mean image and training
-    list. All must have been fetched (`ilgnet weights fetch NAME`); their sizes and checksums are checked."""
+def published_model(name: str, models: Path = defaults.MODELS_DIR, *, mean: Path | str | None = None) -> Model:
+    """The authors' model `name` (ilgnet-ava1 / ilgnet-ava2) in `models`, with `mean` or else its published mean
+    image, and its training list when that was fetched too (else None). What is used must have been fetched
+    (`ilgnet weights fetch NAME`; nothing is downloaded here); its size and checksums are checked."""
     registry = load_registry()
     entry = registry[name]
     files = {}
     for item in (entry, *(registry[c] for c in entry.companions)):
         path = Path(models) / item.file
+        optional = item.name.endswith("-train-list") or (mean is not None and item.name.endswith("-mean"))
         if not path.is_file():
+            if optional:
+                continue
             raise MissingFile(f"{path} is missing: run `ilgnet weights fetch {name}` first")
         check_file(item, path)
         files[item.name] = path
-    return Model(files[name], entry.fits_variant, files[f"{name}-mean"], files.get(f"{name}-train-list"), name=name)
+    return Model(files[name], entry.fits_variant, Path(mean) if mean else files[f"{name}-mean"],
+                 files.get(f"{name}-train-list"), name=name)
 
 
 def snapshots(run_dir: Path, kind: str) -> list[Path]:
@@ -90,7 +95,7 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
     contradicts the weights). A plain .caffemodel's variant defaults to ilgnet; its mean stays None unless given."""
     path = Path(spec)
     if str(spec) in PUBLISHED_MODELS:
-        model = published_model(str(spec), models)
+        model = published_model(str(spec), models, mean=mean)
     elif (path / MODEL_JSON).is_file():
         model = run_model(path)
     elif path.is_dir():

@@ -40,6 +40,10 @@ def markdown_report(result: dict, protocol: str | None = None) -> str:
         rows.append((protocol_row, f"{_percent(measured['accuracy'])} ({measured['iterations']} caffe-test iterations "
                                    f"x batch {measured['batch']} = {measured['images']:,} records read, of "
                                    f"{measured['records']:,})"))
+    val_list = result.get("val_list")
+    if val_list:
+        rows.insert(1, ("listed val images not in the LMDB", f"{val_list['not_in_lmdb']:,} of the "
+                                                            f"{val_list['listed']:,} in {Path(val_list['file']).name}"))
     if paper:
         images = paper["batch"] * paper["iterations"]
         paper_column = {"images scored": f"{images:,} of {paper['val_images']:,} ({paper['iterations']} caffe-test "
@@ -52,6 +56,9 @@ def markdown_report(result: dict, protocol: str | None = None) -> str:
                      f"the val LMDB, not all {paper['val_images']:,} (see the authors' published test logs).")
     else:
         lines = ["| metric | this run |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows]
+    if val_list and val_list["not_in_lmdb"]:
+        lines.append(f"\n{val_list['not_in_lmdb']:,} of the {val_list['listed']:,} images listed in {val_list['file']} "
+                     f"never reached the val LMDB (skipped.txt beside it says why): the scores above leave them out.")
     labels = result["confusion_matrix"]["labels"]
     lines += ["", "Confusion matrix (rows: true label, columns: predicted label):", "",
               "| true \\ predicted | " + " | ".join(map(str, labels)) + " |", "|---" * (len(labels) + 1) + "|"]

@@ -88,16 +88,29 @@ def coverage(test_iter: int, val_batch: int, val_size: int) -> str:
     return f"{line}: all {val_size:,} val images, {read - val_size:,} of them twice"
 
 
+def periods(profile: str | Profile, max_iter: int | None = None) -> tuple[int, int]:
+    """(test_interval, snapshot) of a run of `max_iter` iterations (default: the profile's own length): the
+    profile's periods scaled to the run's length, so that a shortened run tests and snapshots as often, relative to
+    its length, as the full one (2,000 iterations of ava2: every 20). The test interval is at least 1; a snapshot
+    period of 0 leaves only the snapshot at the end."""
+    p = get_profile(profile)
+    max_iter = p.max_iter if max_iter is None else max_iter
+    return max(1, p.interval * max_iter // p.max_iter), p.snapshot_every * max_iter // p.max_iter
+
+
 def solver(profile: str | Profile, *, net, snapshot_prefix, val_size: int | None = None,
-           val_batch: int | None = None, mode: str = "GPU"):
+           val_batch: int | None = None, mode: str = "GPU", max_iter: int | None = None):
     """A caffe SolverParameter (ilgnet.caffe_proto) for `profile` training `net` (a train_val.prototxt path).
 
     val_size defaults to the published val list of the profile's dataset. Table 1 profiles need val_batch (the
-    train_val's TEST batch) to derive test_iter; published profiles use it only to warn about coverage.
+    train_val's TEST batch) to derive test_iter; published profiles use it only to warn about coverage. max_iter
+    shortens (or lengthens) the run, and with it the test and snapshot periods (`periods`).
     """
     p = get_profile(profile)
     if mode not in ("GPU", "CPU"):
         raise BadInput(f"solver mode must be GPU or CPU, not {mode!r}")
+    if max_iter is not None and max_iter < 1:
+        raise BadInput(f"max_iter must be positive, got {max_iter}")
     val_size = val_size or REFERENCE_VAL_SIZE[p.dataset]
     if p.published_test_iter:
         test_iter = p.published_test_iter
@@ -107,8 +120,9 @@ def solver(profile: str | Profile, *, net, snapshot_prefix, val_size: int | None
         raise BadInput(f"solver profile {p.name} derives test_iter from the val set: give val_batch")
     if val_batch and test_iter * val_batch != val_size:
         warnings.warn(f"{p.name}: {coverage(test_iter, val_batch, val_size)}", stacklevel=2)
+    test_interval, snapshot = periods(p, max_iter)
     return SolverParameter(
-        net=str(net), test_iter=[test_iter], test_interval=p.interval, base_lr=p.base_lr, lr_policy="step",
-        gamma=p.gamma, stepsize=p.stepsize, max_iter=p.max_iter, momentum=p.momentum,
-        weight_decay=p.weight_decay, display=p.display, snapshot=p.snapshot_every,
+        net=str(net), test_iter=[test_iter], test_interval=test_interval, base_lr=p.base_lr, lr_policy="step",
+        gamma=p.gamma, stepsize=p.stepsize, max_iter=max_iter or p.max_iter, momentum=p.momentum,
+        weight_decay=p.weight_decay, display=p.display, snapshot=snapshot,
         snapshot_prefix=str(snapshot_prefix), type="SGD", solver_mode=mode)

@@ -133,18 +133,26 @@ def plan(variant: str, profile: str, data_dir: Path, *, run_dir: Path, models_di
 def write_run_files(run_dir: Path, variant: str, profile: str, data_dir: Path, *, mode: str,
                     train_batch: int | None, val_batch: int | None, max_iter: int | None,
                     display: int | None, test_interval: int | None = None,
-                    base_lr: float | None = None) -> tuple[Path, object]:
+                    base_lr: float | None = None, snapshot: int | None = None) -> tuple[Path, object]:
     """Writes run_dir/train_val.prototxt and run_dir/solver.prototxt; returns the solver path and parameters.
 
     Every path inside is absolute, so Caffe (or the container, which mounts paths where they are) finds them
-    from any working directory.
+    from any working directory. The counts must be positive and snapshot non-negative (0: only the final
+    snapshot), else BadInput before anything is written. max_iter shortens the profile's run; its test interval
+    and snapshot period then follow the run's length (ilgnet.solvers.periods) unless given.
     """
+    counts = {"train_batch": train_batch, "val_batch": val_batch, "max_iter": max_iter, "display": display,
+              "test_interval": test_interval, "snapshot": snapshot}
+    bad = [f"{name} {value}" for name, value in counts.items()
+           if value is not None and value < (0 if name == "snapshot" else 1)]
+    if bad:
+        raise BadInput(f"expected positive counts and a non-negative snapshot period, got {', '.join(bad)}")
     data = DataFolder(data_dir.resolve())
     data.require_lmdbs()
     train_lmdb, val_lmdb, mean_file = data.lmdb("train"), data.lmdb("val"), data.mean_binaryproto
     val_size = lmdb_size(val_lmdb)
-    train_batch = train_batch or defaults.TRAIN_BATCH
-    val_batch = val_batch or val_batch_for(val_size, defaults.VAL_BATCH)
+    train_batch = defaults.TRAIN_BATCH if train_batch is None else train_batch
+    val_batch = val_batch_for(val_size, defaults.VAL_BATCH) if val_batch is None else val_batch
     net = train_val(get_variant(variant), train_lmdb=str(train_lmdb), val_lmdb=str(val_lmdb),
                     mean_file=str(mean_file), train_batch=train_batch, val_batch=val_batch)
     run_dir = run_dir.resolve()
@@ -152,15 +160,15 @@ def write_run_files(run_dir: Path, variant: str, profile: str, data_dir: Path, *
     net_path, solver_path = run_dir / "train_val.prototxt", run_dir / "solver.prototxt"
     net_path.write_text(to_text(net))
     params = solver(profile, net=str(net_path), snapshot_prefix=str(run_dir / "snapshots" / variant),
-                    val_size=val_size, val_batch=val_batch, mode=mode)
-    if max_iter is not None:
-        params.max_iter = max_iter
+                    val_size=val_size, val_batch=val_batch, mode=mode, max_iter=max_iter)
     if display is not None:
         params.display = display
     if test_interval is not None:
         params.test_interval = test_interval
     if base_lr is not None:
         params.base_lr = base_lr
+    if snapshot is not None:
+        params.snapshot = snapshot
     params.snapshot_after_train = True          # what makes Ctrl-C (sigint_effect stop) leave a snapshot
     if any(layer.type == "BatchNorm" for layer in net.layer):
         # Untrained BatchNorm statistics are zero: a test pass before any training scores nothing (or NaN).
@@ -196,8 +204,8 @@ def train(variant: str, profile: str, data_dir: Path, *, name: str | None = None
           runs_dir: Path = defaults.RUNS_DIR, models_dir: Path = defaults.MODELS_DIR, gpu: str | None = None,
           docker: bool = False, resume: bool = False, weights: Path | None = None, max_iter: int | None = None,
           train_batch: int | None = None, val_batch: int | None = None, display: int | None = None,
-          test_interval: int | None = None, base_lr: float | None = None, progress: bool = True,
-          notify: Callable[[str], None] = _ignore) -> Path:
+          test_interval: int | None = None, snapshot: int | None = None, base_lr: float | None = None,
+          progress: bool = True, notify: Callable[[str], None] = _ignore) -> Path:
     """Trains `variant` with solver `profile` on data_dir/{train_lmdb,val_lmdb,mean.binaryproto}.
 
     gpu: None for CPU mode, else Caffe's -gpu value ("0", "0,1", "all"). resume: continue from the run's newest
@@ -214,7 +222,7 @@ def train(variant: str, profile: str, data_dir: Path, *, name: str | None = None
     solver_path, params = write_run_files(run_dir, variant, profile, Path(data_dir),
                                           mode="CPU" if gpu is None else "GPU", train_batch=train_batch,
                                           val_batch=val_batch, max_iter=max_iter, display=display,
-                                          test_interval=test_interval, base_lr=base_lr)
+                                          test_interval=test_interval, snapshot=snapshot, base_lr=base_lr)
     resume_from, initial = checked.resume_from, checked.initial
     start_iter = int(SNAPSHOT_ITER.search(resume_from.name)[1]) if resume_from else 0
     if resume_from:

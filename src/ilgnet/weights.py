@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.download import HtmlPageServed, download_part
 from ilgnet.errors import BadInput, lookup
-from ilgnet.fileio import file_digest
+from ilgnet.fileio import atomic_path, file_digest
 
 REGISTRY = Path(__file__).with_name("weights.json")
 PUBLISHED_MODELS = ("ilgnet-ava1", "ilgnet-ava2")
@@ -120,3 +121,20 @@ def fetch(name: str, dest: Path = defaults.MODELS_DIR, *, registry: dict[str, We
             raise BadInput(f"{err}; delete it to download {entry.name} again") from None
         return path
     return download(entry, path, progress=progress)
+
+
+def install(name: str, file: Path, dest: Path = defaults.MODELS_DIR, *,
+            registry: dict[str, Weights] | None = None) -> Path:
+    """A file fetched by hand, put in place as registry entry `name`: every check of `verify` first, then a copy
+    under the registry's file name in `dest`, renamed into place only when whole. `file` itself is left as it is.
+    Returns the installed path."""
+    registry = registry or load_registry()
+    entry = lookup(registry, name, f"weights entry of {REGISTRY.name}")
+    verify(entry, Path(file))
+    path = Path(dest) / entry.file
+    if path.exists() and path.samefile(file):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as partial:
+        shutil.copyfile(file, partial)
+    return path

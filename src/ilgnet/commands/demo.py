@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from ilgnet.commands.arguments import integer, output_folder
 from ilgnet.errors import BadInput
 
 DEFAULT_WORK = Path("work/demo")
@@ -35,18 +36,20 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo", help="run the whole pipeline on a generated AVA-format dataset, on the CPU (`make demo`)",
         description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
+    parser.add_argument("--work", type=output_folder, default=DEFAULT_WORK,
                         help=f"folder for everything the demo writes; emptied first (default: {DEFAULT_WORK})")
-    parser.add_argument("--images", type=int, default=DEFAULTS["images"],
+    parser.add_argument("--images", type=integer(1), default=DEFAULTS["images"],
                         help=f"rows of the synthetic AVA.txt; AVA2 keeps 20 %% of them (default: {DEFAULTS['images']})")
-    parser.add_argument("--iterations", type=int, default=DEFAULTS["iterations"],
+    parser.add_argument("--iterations", type=integer(1), default=DEFAULTS["iterations"],
                         help=f"training iterations (default: {DEFAULTS['iterations']})")
-    parser.add_argument("--batch", type=int, default=DEFAULTS["batch"],
+    parser.add_argument("--batch", type=integer(1), default=DEFAULTS["batch"],
                         help=f"training batch size (default: {DEFAULTS['batch']})")
-    parser.add_argument("--held-out", type=int, default=DEFAULTS["held_out"],
+    parser.add_argument("--held-out", type=integer(1), default=DEFAULTS["held_out"],
                         help=f"held-out photos given to `ilgnet predict` (default: {DEFAULTS['held_out']})")
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of data, split and LMDB order")
-    parser.add_argument("--gpu", type=int, metavar="ID", help="train, test and predict on this GPU (default: CPU)")
+    parser.add_argument("--seed", type=integer(0), default=DEFAULTS["seed"],
+                        help="seed of data, split and LMDB order")
+    parser.add_argument("--gpu", type=integer(0), metavar="ID",
+                        help="train, test and predict on this GPU (default: CPU)")
     parser.set_defaults(func=run)
 
 
@@ -160,9 +163,6 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
 
 
 def run(args) -> int:
-    for name in ("images", "iterations", "batch", "held_out"):
-        if getattr(args, name) < 1:
-            raise BadInput(f"--{name.replace('_', '-')} must be positive")
     summary = run_demo(args.work, images=args.images, iterations=args.iterations, batch=args.batch,
                        held_out=args.held_out, seed=args.seed, gpu=args.gpu)
     above = summary["accuracy"] > summary["majority_baseline"]

@@ -4,11 +4,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ilgnet.commands.arguments import output_folder
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("gen", help="write prototxt/<variant>/{train_val,deploy}.prototxt and "
                                                "solvers/<profile>.prototxt")
-    parser.add_argument("--out", type=Path, default=Path("."), help="repository root to write into (default: .)")
+    parser.add_argument("--out", type=output_folder, default=Path("."),
+                        help="repository root to write into (default: .)")
     parser.set_defaults(func=run)
 
 

@@ -1,26 +1,36 @@
-"""`ilgnet log`: a Caffe training log as train_log.csv and curves.png beside it (ilgnet.curves)."""
+"""`ilgnet log`: a Caffe training log as train_log.csv and curves.png (ilgnet.caffelog, ilgnet.curves)."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from ilgnet.errors import MissingFile
+from ilgnet.commands.arguments import existing_file, integer, output_file
+from ilgnet.errors import BadInput
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("log", help="a Caffe training log as CSV (train_log.csv) and curves (curves.png)")
-    parser.add_argument("log", type=Path, help="the log of `caffe train` (runs/NAME/train.log)")
+    parser.add_argument("log", type=existing_file, metavar="LOG", help="the log of `caffe train` (runs/NAME/train.log)")
     parser.add_argument("--accuracy-blob", help="test output holding the accuracy (default: first non-loss output)")
+    parser.add_argument("--csv", type=output_file, help="the table to write (default: train_log.csv beside LOG)")
+    parser.add_argument("--png", type=output_file, help="the curves to write (default: curves.png beside LOG)")
+    parser.add_argument("--smooth", type=integer(2), metavar="N",
+                        help="also draw the rolling mean of N displayed training losses (default: none)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ilgnet.curves import write_train_summary
+    from ilgnet.caffelog import parse_train_log
+    from ilgnet.curves import write_curves
 
-    if not args.log.is_file():
-        raise MissingFile(f"{args.log} does not exist")
-    frame = write_train_summary(args.log, accuracy_blob=args.accuracy_blob)
-    print(f"{args.log.with_name('train_log.csv')}: {len(frame)} rows; {args.log.with_name('curves.png')}")
+    frame = parse_train_log(args.log, accuracy_blob=args.accuracy_blob)
+    if frame["loss"].dropna().empty:
+        raise BadInput(f"{args.log}: no training iteration logged (no `Iteration N (...), loss = X` line): not a "
+                       f"`caffe train` log, or training stopped before it displayed a loss")
+    csv, png = args.csv or args.log.with_name("train_log.csv"), args.png or args.log.with_name("curves.png")
+    for path in (csv, png):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_curves(frame, csv, png, title=args.log.parent.name, smooth=args.smooth)
+    print(f"{csv}: {len(frame)} rows, iterations {frame['iteration'].min()} to {frame['iteration'].max()}; {png}")
     if frame.attrs.get("diverged_at") is not None:
         print(f"ilgnet log: this run DIVERGED: its training loss is not finite from iteration "
               f"{frame.attrs['diverged_at']} on", file=sys.stderr)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ilgnet.errors import BadInput
+from ilgnet.commands.arguments import integer
 
 
 def register(subparsers) -> None:
@@ -12,16 +12,14 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("nets", help="table of the net variants: parameters, input size, CPU forward time")
     parser.add_argument("--variants", nargs="+", metavar="VARIANT", choices=list(VARIANTS),
                         help="only these variants (default: all)")
-    parser.add_argument("--batch", type=int, default=1, help="forward batch size (default: 1)")
-    parser.add_argument("--iterations", type=int, default=5, help="timed forward passes per net (default: 5)")
+    parser.add_argument("--batch", type=integer(1), default=1, help="forward batch size (default: 1)")
+    parser.add_argument("--iterations", type=integer(1), default=5, help="timed forward passes per net (default: 5)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ilgnet.nets import VARIANTS, forward_time, get_variant
 
-    if args.batch < 1 or args.iterations < 1:
-        raise BadInput("--batch and --iterations must be at least 1")
     print(f"| variant | input | parameters | CPU forward, batch {args.batch} (ms) | net |")
     print("|---|---|---:|---:|---|")
     for v in map(get_variant, args.variants or VARIANTS):

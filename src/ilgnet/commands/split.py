@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.errors import BadInput
+from ilgnet.commands.arguments import existing_file, existing_folder, integer, output_folder, real
 
 
 def register(subparsers) -> None:
@@ -17,51 +16,48 @@ def register(subparsers) -> None:
 
     def add(name: str, help_text: str, *, ava_txt: bool = True) -> argparse.ArgumentParser:
         sub = kinds.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--out", type=Path, required=True, help="folder for train.txt, val.txt and split.json")
+        sub.add_argument("--out", type=output_folder, required=True,
+                         help="folder for train.txt, val.txt and split.json")
         if ava_txt:
-            sub.add_argument("--ava-txt", type=Path, required=True, help="AVA.txt of the AVA dataset")
+            sub.add_argument("--ava-txt", type=existing_file, required=True, help="AVA.txt of the AVA dataset")
             sub.add_argument("--drop-invalid", action="store_true",
                              help="drop repeated image ids and images without votes instead of stopping")
         sub.set_defaults(func=run)
         return sub
 
     ava1 = add("ava1", "AVA1: mean > 5 is high, random test set (the paper's 20,000)")
-    ava1.add_argument("--test-size", type=int, default=20_000, help="test images (default: 20000)")
-    ava1.add_argument("--test-counts", type=int, nargs=2, metavar=("LOW", "HIGH"),
+    ava1.add_argument("--test-size", type=integer(1), default=20_000, help="test images (default: 20000)")
+    ava1.add_argument("--test-counts", type=integer(0), nargs=2, metavar=("LOW", "HIGH"),
                       help="fix the test set's class counts instead (the published list has 4000 16000)")
-    ava1.add_argument("--delta", type=float, default=0.0,
+    ava1.add_argument("--delta", type=real(0), default=0.0,
                       help="drop training images with |mean - 5| < DELTA (default: 0, keep all)")
-    ava1.add_argument("--seed", type=int, default=defaults.SEED, help="seed of the test set draw (default: 1)")
+    ava1.add_argument("--seed", type=integer(0), default=defaults.SEED, help="seed of the test set draw (default: 1)")
 
     ava2 = add("ava2", "AVA2: top 10 %% by mean is high, bottom 10 %% low, random 50/50 split")
-    ava2.add_argument("--fraction", type=float, default=0.1, help="share taken from each end (default: 0.1)")
-    ava2.add_argument("--seed", type=int, default=defaults.SEED, help="seed of the train/val draw (default: 1)")
+    ava2.add_argument("--fraction", type=real(0, 0.5, above=True), default=0.1,
+                      help="share taken from each end (default: 0.1)")
+    ava2.add_argument("--seed", type=integer(0), default=defaults.SEED,
+                      help="seed of the train/val draw (default: 1)")
 
     official = add("official", "AVA's own generic_ls_train / generic_test lists with threshold-5 labels")
-    official.add_argument("--lists", type=Path,
+    official.add_argument("--lists", type=existing_folder,
                           help="aesthetics_image_lists folder (default: beside AVA.txt)")
     official.add_argument("--train-list", default="generic_ls_train", help="list name (default: generic_ls_train)")
     official.add_argument("--test-list", default="generic_test", help="list name (default: generic_test)")
-    official.add_argument("--delta", type=float, default=0.0,
+    official.add_argument("--delta", type=real(0), default=0.0,
                           help="drop training images with |mean - 5| < DELTA (default: 0)")
 
     published = add("published", "import the list files of a clone of the original ILGNet repository",
                     ava_txt=False)
-    published.add_argument("repo", type=Path, help="the clone (holding data/AVA1/train.txt etc.)")
+    published.add_argument("repo", type=existing_folder, help="the clone (holding data/AVA1/train.txt etc.)")
     published.add_argument("--set", dest="dataset", type=str.upper, choices=["AVA1", "AVA2"], default="AVA1",
                            help="which partition (default: AVA1)")
-
-
-def _check(args) -> None:
-    if getattr(args, "delta", 0) < 0:
-        raise BadInput(f"--delta must be >= 0, got {args.delta}")
 
 
 def run(args) -> int:
     from ilgnet import partitions
     from ilgnet.ava import read_ava_txt, read_id_list
 
-    _check(args)
     facts = {"partition": args.partition}
     if args.partition == "published":
         train, val, more = partitions.published_split(args.repo, args.dataset)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ilgnet import defaults
+from ilgnet.commands.arguments import existing_file, existing_folder, integer, model, output_file
 from ilgnet.errors import BadInput, MissingFile
 
 
@@ -14,14 +15,17 @@ def register(subparsers) -> None:
     from ilgnet.datafolder import PROTOCOLS
 
     parser = subparsers.add_parser("test", help="score a model on every record of a val LMDB exactly once")
-    parser.add_argument("--weights", help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 / "
-                                          "ilgnet-ava2 (the published models), or a .caffemodel")
-    parser.add_argument("--data", type=Path, help="folder with val_lmdb and mean.binaryproto (from `ilgnet lmdb`)")
+    parser.add_argument("--weights", type=model, help="a run folder of `ilgnet train` or a snapshot in it, "
+                                                      "ilgnet-ava1 / ilgnet-ava2 (the published models), or a "
+                                                      ".caffemodel")
+    parser.add_argument("--data", type=existing_folder,
+                        help="folder with val_lmdb and mean.binaryproto (from `ilgnet lmdb`)")
     parser.add_argument("--variant", help="net variant (default: the model's own, else ilgnet)")
-    parser.add_argument("--mean", type=Path, help="mean image (default: the model's own, else DATA/mean.binaryproto)")
-    parser.add_argument("--batch", type=int, default=defaults.VAL_BATCH,
+    parser.add_argument("--mean", type=existing_file,
+                        help="mean image (default: the model's own, else DATA/mean.binaryproto)")
+    parser.add_argument("--batch", type=integer(1), default=defaults.VAL_BATCH,
                         help=f"forward batch size (default: {defaults.VAL_BATCH})")
-    parser.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+    parser.add_argument("--gpu", type=integer(0), help="GPU id (default: CPU)")
     parser.add_argument("--engine", choices=["pycaffe", "caffe"], default="pycaffe",
                         help="pycaffe: the net in this process, batches of --batch with a shorter last one "
                              "(default); caffe: the `caffe test` binary, with a batch that divides the record count "
@@ -33,12 +37,14 @@ def register(subparsers) -> None:
                              "print it beside the full-coverage figure")
     parser.add_argument("--protocol", choices=PROTOCOLS, help="paper figure to compare with (default: from "
                                                               "DATA/split.json)")
-    parser.add_argument("--json", type=Path, help="write the metrics as JSON here")
-    parser.add_argument("--markdown", type=Path, help="write the markdown table here")
-    parser.add_argument("--per-image", type=Path, help="write per-record results (key, label, predicted, p_k) as CSV")
+    parser.add_argument("--json", type=output_file, help="write the metrics as JSON here")
+    parser.add_argument("--markdown", type=output_file, help="write the markdown table here")
+    parser.add_argument("--per-image", type=output_file,
+                        help="write per-record results (key, label, predicted, p_k) as CSV")
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR, help="models folder for ilgnet-ava1/2")
-    parser.add_argument("--replay", type=Path, metavar="LOG", help="instead: read a published caffe test log and "
-                                                                    "state its accuracy and the images it covered")
+    parser.add_argument("--replay", type=existing_file, metavar="LOG",
+                        help="instead: read a published caffe test log and state its accuracy and the images it "
+                             "covered")
     parser.set_defaults(func=run)
 
 
@@ -49,21 +55,17 @@ def run(args) -> int:
     from ilgnet.reports import PAPER, markdown_report, overlap_report, replay_report
 
     if args.replay:
-        if not args.replay.is_file():
-            raise MissingFile(f"{args.replay} does not exist")
         print(replay_report(args.replay), end="")
         return 0
     if not (args.weights and args.data):
         raise BadInput("--weights and --data are required (or --replay LOG)")
-    if args.batch < 1:
-        raise BadInput(f"--batch must be positive, got {args.batch}")
     data = DataFolder(args.data)
     model = resolve_model(args.weights, variant=args.variant, mean=args.mean, models=args.models)
     mean = model.mean or data.mean_binaryproto
     for path in (data.lmdb("val"), mean):
         if not path.exists():
             raise MissingFile(f"{path} does not exist")
-    protocol = args.protocol or data.protocol()
+    unreached, protocol = data.unreached("val"), args.protocol or data.protocol()
     if args.paper_protocol and not protocol:
         raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
     engine = "caffe" if args.docker else args.engine
@@ -76,6 +78,8 @@ def run(args) -> int:
     result = evaluation.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
                                   mean_file=mean, batch=frame.attrs.get("batch", args.batch))
     result["engine"] = engine
+    if unreached:
+        result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
     if protocol:
         result["paper"] = {"protocol": protocol, **PAPER[protocol]}
     if args.paper_protocol:
@@ -87,6 +91,9 @@ def run(args) -> int:
         result["train_overlap"] = evaluation.train_overlap(frame, model.train_list, data.list_file("val"))
         text = overlap_report(result["train_overlap"], model.name) + "\n" + text
     print(text, end="")
+    for path in (args.json, args.markdown, args.per_image):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)     # checked writable before the scoring
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     if args.markdown:

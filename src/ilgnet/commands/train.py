@@ -6,38 +6,47 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.errors import BadInput, MissingFile
+from ilgnet.commands.arguments import existing_file, existing_folder, gpus, integer, output_folder, real
+from ilgnet.errors import MissingFile
 
 
 def register(subparsers) -> None:
+    from ilgnet.nets import VARIANTS
     from ilgnet.solvers import PROFILES
 
     parser = subparsers.add_parser("train", help="fine-tune a net variant with a solver profile (caffe train)")
-    parser.add_argument("--variant", default="ilgnet", help="net variant (see `ilgnet nets`; default: ilgnet)")
-    parser.add_argument("--profile", required=True, help=f"solver profile: {', '.join(PROFILES)}")
-    parser.add_argument("--data", type=Path, required=True,
+    parser.add_argument("--variant", default="ilgnet", choices=list(VARIANTS), metavar="VARIANT",
+                        help="net variant (see `ilgnet nets`; default: ilgnet)")
+    parser.add_argument("--profile", required=True, choices=list(PROFILES), metavar="PROFILE",
+                        help=f"solver profile: {', '.join(PROFILES)}")
+    parser.add_argument("--data", type=existing_folder, required=True,
                         help="folder with train_lmdb, val_lmdb and mean.binaryproto (from `ilgnet lmdb`)")
     parser.add_argument("--name", help="run name: outputs go to RUNS/NAME (default: VARIANT-PROFILE)")
-    parser.add_argument("--runs", type=Path, default=defaults.RUNS_DIR, help="runs folder (default: runs/)")
+    parser.add_argument("--runs", type=output_folder, default=defaults.RUNS_DIR, help="runs folder (default: runs/)")
     device = parser.add_mutually_exclusive_group(required=True)
-    device.add_argument("--gpu", help="GPU mode on these devices: 0, 0,1 or all (caffe -gpu)")
+    device.add_argument("--gpu", type=gpus, help="GPU mode on these devices: 0, 0,1 or all (caffe -gpu)")
     device.add_argument("--cpu", action="store_true", help="CPU mode")
     parser.add_argument("--docker", action="store_true",
                         help="run caffe inside the ilgnet-caffe Docker image (tools/docker-caffe.sh)")
     parser.add_argument("--resume", action="store_true", help="continue from the run's newest .solverstate")
-    parser.add_argument("--weights", type=Path,
+    parser.add_argument("--weights", type=existing_file,
                         help="initial caffemodel (default: models/bvlc_googlenet.caffemodel when present)")
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR, help="models folder (default: models/)")
-    parser.add_argument("--max-iter", type=int, help="override the profile's max_iter")
-    parser.add_argument("--base-lr", type=float, help="override the profile's base_lr")
-    parser.add_argument("--train-batch", type=int,
+    parser.add_argument("--max-iter", type=integer(1), help="override the profile's max_iter")
+    parser.add_argument("--base-lr", type=real(0, above=True), help="override the profile's base_lr")
+    parser.add_argument("--train-batch", type=integer(1),
                         help=f"training batch size (default: {defaults.TRAIN_BATCH}, the published one)")
-    parser.add_argument("--val-batch", type=int, help="validation batch size (default: the largest up to "
-                                                       f"{defaults.VAL_BATCH} that divides the val set, so a test "
-                                                       "pass reads each image once)")
-    parser.add_argument("--display", type=int, help="log the training loss every N iterations (default: profile's)")
-    parser.add_argument("--test-interval", type=int,
-                        help="test on the whole val set every N iterations (default: profile's)")
+    parser.add_argument("--val-batch", type=integer(1), help="validation batch size (default: the largest up to "
+                                                              f"{defaults.VAL_BATCH} that divides the val set, so a "
+                                                              "test pass reads each image once)")
+    parser.add_argument("--display", type=integer(1),
+                        help="log the training loss every N iterations (default: profile's)")
+    parser.add_argument("--test-interval", type=integer(1),
+                        help="test on the whole val set every N iterations (default: the profile's, scaled to "
+                             "--max-iter: 1/100 of the run for the Table 1 profiles)")
+    parser.add_argument("--snapshot", type=integer(0),
+                        help="snapshot every N iterations, 0 for only the final one (default: the profile's, "
+                             "scaled to --max-iter like the test interval)")
     parser.set_defaults(func=run)
 
 
@@ -52,14 +61,13 @@ def run(args) -> int:
     run_dir = args.runs / (args.name or f"{args.variant}-{args.profile}")
     if args.resume and not snapshots(run_dir.resolve(), "solverstate"):
         raise MissingFile(f"--resume: no .solverstate in {run_dir.resolve() / 'snapshots'}")
-    if args.base_lr is not None and not args.base_lr > 0:
-        raise BadInput(f"--base-lr must be positive, got {args.base_lr}")
+
     try:
         model = train(args.variant, args.profile, args.data, name=args.name, runs_dir=args.runs,
                       models_dir=args.models, gpu=args.gpu, docker=args.docker, resume=args.resume,
                       weights=args.weights, max_iter=args.max_iter, train_batch=args.train_batch,
                       val_batch=args.val_batch, display=args.display, test_interval=args.test_interval,
-                      base_lr=args.base_lr, notify=_notify)
+                      base_lr=args.base_lr, snapshot=args.snapshot, notify=_notify)
     except TrainingStopped as stop:
         _notify(f"stopped early; snapshot {stop.snapshot}; continue with --resume")
         raise

@@ -1,10 +1,9 @@
-"""`ilgnet weights` (`make weights`): list, fetch and check the registry's pretrained models (ilgnet.weights)."""
+"""`ilgnet weights` (`make weights`): list, fetch, check and install the registry's pretrained models
+(ilgnet.weights)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from ilgnet import defaults
-from ilgnet.errors import MissingFile
+from ilgnet.commands.arguments import existing_file, output_folder
 
 
 def register(subparsers) -> None:
@@ -15,15 +14,19 @@ def register(subparsers) -> None:
     fetching.add_argument("names", nargs="+", metavar="NAME")
     checking = actions.add_parser("check", help="run every check on a file you downloaded yourself")
     checking.add_argument("name", metavar="NAME")
-    checking.add_argument("--file", type=Path, help="the file to check (default: DEST/<registry file name>)")
-    for sub in (listing, fetching, checking):
-        sub.add_argument("--dest", type=Path, default=defaults.MODELS_DIR, help="models folder (default: models/)")
+    checking.add_argument("--file", type=existing_file, help="the file to check (default: DEST/<registry file name>)")
+    installing = actions.add_parser("install", help="check a file you downloaded yourself and put it in place")
+    installing.add_argument("name", metavar="NAME")
+    installing.add_argument("file", type=existing_file, metavar="FILE", help="the file (it is copied, not moved)")
+    for sub in (listing, fetching, checking, installing):
+        sub.add_argument("--dest", type=output_folder, default=defaults.MODELS_DIR,
+                         help="models folder (default: models/)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ilgnet.errors import lookup
-    from ilgnet.weights import REGISTRY, fetch, load_registry, verify
+    from ilgnet.errors import MissingFile, lookup
+    from ilgnet.weights import REGISTRY, fetch, install, load_registry, verify
 
     registry = load_registry()
     if args.action == "list":
@@ -36,13 +39,22 @@ def run(args) -> int:
                   f"{'':18} {entry.url}\n{'':18} checks: {checks}")
         return 0
     if args.action == "fetch":
-        for name in args.names:
-            path = args.dest / lookup(registry, name, f"weights entry of {REGISTRY.name}").file
+        entries = [lookup(registry, name, f"weights entry of {REGISTRY.name}") for name in args.names]
+        for entry in entries:
+            path = args.dest / entry.file
             present = path.exists()
-            fetch(name, args.dest, registry=registry)
-            print(f"{name}: {path} {'is present and checks out' if present else 'downloaded and verified'}")
+            fetch(entry.name, args.dest, registry=registry)
+            print(f"{entry.name}: {path} {'is present and checks out' if present else 'downloaded and verified'}")
         return 0
     entry = lookup(registry, args.name, f"weights entry of {REGISTRY.name}")
+    if args.action == "install":
+        path = install(args.name, args.file, args.dest, registry=registry)
+        print(f"{args.file}: OK as {entry.name}; installed as {path}")
+        for companion in entry.companions:
+            if not (args.dest / registry[companion].file).is_file():
+                print(f"{entry.name} is used with {companion}, which is not in {args.dest} yet: `ilgnet weights fetch "
+                      f"{companion}`, or install a copy you fetched")
+        return 0
     path = args.file or args.dest / entry.file
     if not path.is_file():
         raise MissingFile(f"{path} does not exist")

@@ -1,0 +1,185 @@
+"""`ilgnet lmdb` with the inputs users really hand it, without Caffe: list files however their columns are
+separated, photos repaired between two runs, sets that lose photos or all of them, and reruns that keep a
+finished LMDB only when nothing it was built from changed."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import lmdb
+import numpy as np
+import pytest
+from caffe_data import photo_files
+
+from ilgnet.caffe_proto import Datum
+from ilgnet.cli import main
+from ilgnet.images import decode_image
+
+
+def records(path) -> dict[str, Datum]:
+    """An LMDB's records by key."""
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        found = {key.decode(): Datum.FromString(value) for key, value in txn.cursor()}
+    env.close()
+    return found
+
+
+def ilgnet_lmdb(split, images, *extra: str) -> int:
+    return main(["lmdb", "--split", str(split), "--images", str(images), "--jobs", "2", *extra])
+
+
+def summary(split) -> dict:
+    return json.loads((split / "lmdb.json").read_text())
+
+
+@pytest.fixture
+def small_split(tmp_path):
+    """Six photos: four listed for training, two for validation, and the folder they are in."""
+    names = photo_files(tmp_path / "images", 6)
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "train.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[:4])))
+    (split / "val.txt").write_text(f"{names[4]} 0\n{names[5]} 1\n")
+    return split, tmp_path / "images"
+
+
+@pytest.mark.parametrize("separator, line_end", [("  ", "\n"), ("\t", "\r\n"), (" \t ", "\n")])
+def test_case_01_any_blanks_between_name_and_label(bugcase, separator, line_end, capsys):
+    """Case 01 (two spaces in the handed lists) and its relatives (tabs, CRLF): every photo stored under its own
+    name, none reported missing."""
+    case = bugcase("01-list-double-space")
+    for name in ("train", "val"):
+        path = case / "split" / f"{name}.txt"
+        entries = [line.split() for line in path.read_text().splitlines()]
+        if separator != "  ":
+            path.write_text("".join(f"{file}{separator}{label}{line_end}" for file, label in entries))
+    assert ilgnet_lmdb(case / "split", case / "images") == 0
+    out = capsys.readouterr()
+    assert "skipped" not in out.err and (case / "split" / "skipped.txt").read_text() == ""
+    stored = {key.split("_", 1)[1]: datum.label for key, datum in records(case / "split" / "train_lmdb").items()}
+    assert stored == {"p0.jpg": 1, "p1.jpg": 0, "p2.jpg": 0, "p3.jpg": 1}
+    assert sorted(key.split("_", 1)[1] for key in records(case / "split" / "val_lmdb")) == ["p4.jpg", "p5.jpg"]
+    assert "split/train_lmdb: 4 records of 4 listed (label 0: 2, label 1: 2), 0 skipped" in out.out
+
+
+def test_case_02_a_rerun_after_repair_rebuilds_and_says_why(bugcase, capsys):
+    case = bugcase("02-rerun-after-repair")
+    split, images = case / "split", case / "images"
+    assert ilgnet_lmdb(split, images) == 0
+    first = capsys.readouterr()
+    assert (split / "skipped.txt").read_text() == ("train\t1003.jpg\tmissing file\ntrain\t1005.jpg\tmissing file\n"
+                                                  "val\t1007.jpg\ttruncated JPEG (no end-of-image marker)\n")
+    assert (summary(split)["train"]["records"], summary(split)["val"]["records"]) == (5, 2)
+    assert "WARNING: 2 of the 7 images of" in first.err and "(28.6%) were skipped (missing file x2)" in first.err
+
+    for photo in (case / "later").iterdir():
+        shutil.copy(photo, images / photo.name)
+    assert ilgnet_lmdb(split, images) == 0
+    second = capsys.readouterr()
+    assert (f"ilgnet lmdb: {split / 'train_lmdb'}: rebuilding: 2 of the 7 listed photos changed since it was built "
+            f"(size or modification time, or they appeared or went missing): 1003.jpg, 1005.jpg") in second.err
+    assert f"{split / 'val_lmdb'}: rebuilding: 1 of the 3 listed photos changed" in second.err
+    after = summary(split)
+    assert (after["train"]["records"], after["val"]["records"], after["skipped"]) == (7, 3, 0)
+    assert after["train"]["rebuilt_because"] and (split / "skipped.txt").read_text() == ""
+    # The mean is that of all seven training photos now.
+    names = [line.split()[0] for line in (split / "train.txt").read_text().splitlines()]
+    expected = np.mean([decode_image(images / name, 256) for name in names], axis=0).transpose(2, 0, 1)
+    np.testing.assert_allclose(np.load(split / "mean.npy"), expected, atol=1e-3)
+
+    data = split / "train_lmdb" / "data.mdb"
+    built = data.stat().st_mtime_ns
+    assert ilgnet_lmdb(split, images) == 0
+    third = capsys.readouterr()
+    assert third.out.count("(kept: list, photos, image folder, resize, seed and encoding unchanged)") == 2
+    assert data.stat().st_mtime_ns == built and "rebuilding" not in third.err
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda split, images: (split / "mean.binaryproto").unlink(),
+     "train_lmdb: rebuilding: mean.binaryproto is missing"),
+    (lambda split, images: (split / "mean.npy").unlink(), "train_lmdb: rebuilding: mean.npy is missing"),
+    (lambda split, images: (split / "train.txt").write_text("p0.jpg 1\np1.jpg 1\n"),
+     "train_lmdb: rebuilding: train.txt changed"),
+    (lambda split, images: shutil.copy(images / "p0.jpg", images / "p5.jpg"),
+     "val_lmdb: rebuilding: 1 of the 2 listed photos changed since it was built (size or modification time, or "
+     "they appeared or went missing): p5.jpg"),
+])
+def test_what_changed_is_said_and_rebuilt(small_split, change, reason, capsys):
+    split, images = small_split
+    assert ilgnet_lmdb(split, images) == 0
+    change(split, images)
+    capsys.readouterr()
+    assert ilgnet_lmdb(split, images) == 0
+    assert reason in capsys.readouterr().err
+    assert (split / "mean.binaryproto").is_file() and (split / "mean.npy").is_file()
+    assert summary(split)["complete"]
+
+
+@pytest.mark.parametrize("options, reasons", [
+    (["--resize", "64"], ["the resize changed from 256 to 64"]),
+    (["--seed", "3"], ["the seed changed from 1 to 3"]),
+    (["--encoded", "png"], ["the encoding changed from raw to png"]),
+    (["--force"], ["a rebuild was forced"]),
+])
+def test_settings_that_change_the_records_rebuild_both_sets(small_split, options, reasons, capsys):
+    split, images = small_split
+    assert ilgnet_lmdb(split, images) == 0
+    assert ilgnet_lmdb(split, images, *options) == 0
+    err = capsys.readouterr().err
+    for name in ("train", "val"):
+        assert f"{split / (name + '_lmdb')}: rebuilding: {'; '.join(reasons)}" in err
+        assert summary(split)[name]["rebuilt_because"] == reasons
+
+
+def test_a_set_that_ends_empty_is_an_error_and_leaves_no_lmdb(small_split, capsys):
+    split, images = small_split
+    assert ilgnet_lmdb(split, images) == 0
+    (split / "val.txt").write_text("gone1.jpg 0\ngone2.jpg 1\n")
+    assert ilgnet_lmdb(split, images) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(f"ilgnet lmdb: error: {split / 'val.txt'}: none of its 2 images could be read (missing file "
+                        f"x2; the first is {images / 'gone1.jpg'}); nothing was written as finished\n")
+    assert not (split / "val_lmdb").exists() and not (split / "val_lmdb.partial").exists()   # the stale one too
+    assert not summary(split)["complete"] and "val" not in summary(split)
+    assert (split / "train_lmdb").is_dir() and (split / "mean.npy").is_file()     # untouched: still valid
+    (split / "val.txt").write_text("\n\n")
+    assert ilgnet_lmdb(split, images) == 1
+    assert f"error: {split / 'val.txt'}: no images listed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing, loud", [(2, True), (1, False)])
+def test_losing_more_than_one_percent_of_a_set_is_loud(tmp_path, missing, loud, capsys):
+    names = photo_files(tmp_path / "images", 150, size=16)
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "train.txt").write_text("".join(f"{name} 0\n" for name in names))
+    (split / "val.txt").write_text(f"{names[-1]} 1\n")
+    for name in names[:missing]:
+        (tmp_path / "images" / name).unlink()
+    assert ilgnet_lmdb(split, tmp_path / "images", "--resize", "16") == 0
+    err = capsys.readouterr().err
+    share = f"{missing / 150:.1%}"
+    assert (f"{missing} of the 150 images of {split / 'train.txt'} ({share}) were skipped (missing file x{missing}); "
+            f"each is listed with its reason in skipped.txt") in err
+    assert ("WARNING" in err) is loud and ("is --images the folder" in err) is loud
+    assert len((split / "skipped.txt").read_text().splitlines()) == missing
+
+
+def test_a_leading_slash_is_under_the_image_folder(small_split):
+    split, images = small_split
+    (split / "val.txt").write_text("/p4.jpg 0\n/p5.jpg 1\n")
+    assert ilgnet_lmdb(split, images) == 0
+    # convert_imageset's keys keep the name as listed: "%08d_" + name.
+    assert sorted(key.split("_", 1)[1] for key in records(split / "val_lmdb")) == ["/p4.jpg", "/p5.jpg"]
+    assert summary(split)["val"]["skipped"] == 0
+
+
+def test_a_bad_list_line_stops_before_anything_is_built(small_split, capsys):
+    split, images = small_split
+    (split / "val.txt").write_text("p4.jpg 0\np5.jpg\n")
+    assert ilgnet_lmdb(split, images) == 1
+    assert capsys.readouterr().err == (f"ilgnet lmdb: error: {split / 'val.txt'}:2: expected `<filename> <label>`, "
+                                       f"found only 'p5.jpg': no label after the file name\n")
+    assert sorted(p.name for p in split.iterdir()) == ["train.txt", "val.txt"]
