@@ -109,3 +109,15 @@ docker-build-cpu:
 
 clean:
 	rm -rf runs work
+
+# ---- GPU bundle and check, Docker smoke test (docs/GPU.md, docs/DOCKER.md) ----
+.PHONY: gpu-bundle gpu-check docker-smoke
+
+gpu-bundle:
+	bash tools/gpu-bundle.sh
+
+gpu-check:
+	bash tools/gpu-check.sh .bundle/ilgnet-gpu.tar.xz
+
+docker-smoke:
+	bash tools/docker-smoke.sh

@@ -49,11 +49,16 @@ done
 {
   # The venv's interpreter (python3.11 is also the package with its whole standard library).
   basename "$(readlink -f "$venv/bin/python")"
+  # ldd fails on the scripts among the executables; what it prints for the rest is what counts.
   find "${installs[@]}" -type f \( -name '*.so*' -o -perm -u+x \) -print0 |
-    xargs -0 ldd 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
+    { xargs -0 ldd 2>/dev/null || true; } | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
     while read -r lib; do
-      # /lib is a link to /usr/lib on Debian 12; dpkg knows each file under the path its package used.
-      dpkg -S "$lib" 2>/dev/null || dpkg -S "${lib#/usr}" 2>/dev/null || true
+      # dpkg knows each file under the one path its package used: /lib is a link to /usr/lib on Debian 12,
+      # and BLAS and LAPACK are reached through /etc/alternatives.
+      real=$(readlink -f "$lib")
+      for path in "$lib" "$real" "${real#/usr}"; do
+        if dpkg -S "$path" 2>/dev/null; then break; fi
+      done
     done | cut -d: -f1
 } | sort -u > "$dest/packages"
 [ -s "$dest/packages" ] || die "no Debian package found for Caffe's libraries"

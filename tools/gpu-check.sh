@@ -119,6 +119,6 @@ for variant in ilgnet ilgnet-bn; do
     sampler=$!
   fi
   step "train-$variant" 180 "$caffe" train -solver "$work/$variant/solver-train.prototxt" -gpu 0 || true
-  [ -z "$sampler" ] || kill "$sampler"
+  [ -z "$sampler" ] || kill "$sampler" 2>/dev/null || true
 done
 finish
