@@ -7,7 +7,7 @@
 #   SOURCE_DSC  caffe_<version>.dsc fetched by `apt-get source`
 #   PREFIX      final install folder (must not exist yet); work happens in PREFIX.work and resumes there
 #   PYTHON      the venv interpreter pycaffe is built for (numpy installed); unused with lean
-#   lean        no pycaffe, OpenCV, LevelDB or HDF5: the `caffe` tool and libcaffe with the fewest libraries
+#   lean        no pycaffe, OpenCV or LevelDB: the `caffe` tool and libcaffe with the fewest libraries
 #               (tools/gpu-bundle.sh)
 # Environment: ILGNET_JOBS (default nproc), ILGNET_CUDA_ARCHS (default "80 90"); for cuda builds nvcc must be
 #   on PATH, and NCCL_DIR / CUDNN_DIR say where NCCL / cuDNN are when not in the CUDA toolkit, /usr/local or
@@ -24,7 +24,8 @@ log() { printf '[build-caffe] %s\n' "$*"; }
 die() { printf '[build-caffe] error: %s\n' "$*" >&2; exit 1; }
 
 if [ "$flavour" = lean ]; then
-  features=(-DBUILD_python=OFF -DBUILD_python_layer=OFF -DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_HDF5=OFF)
+  # HDF5 stays: this Caffe's net.cpp calls it whatever USE_HDF5 says.
+  features=(-DBUILD_python=OFF -DBUILD_python_layer=OFF -DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_HDF5=ON)
 else
   py_inc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   py_lib=$("$py" -c 'import sysconfig, os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))')

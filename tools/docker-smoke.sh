@@ -84,7 +84,8 @@ EOF
 
 # build TAG DOCKERFILE: builds the image, recording its time and size.
 build() {
-  local tag=$1 file=$2 start=$SECONDS args=(-f "$repo/$file" -t "$tag")
+  local tag=$1 file=$2 start=$SECONDS
+  local args=(-f "$repo/$file" -t "$tag")
   [ "$cached" = 1 ] || args+=(--no-cache)
   if [ -n "$ca" ] && [ -f "$ca" ]; then args+=(--secret "id=ca,src=$ca"); fi
   log "building $tag from $file (log: $work/build-${tag#*:}.log)"

@@ -10,7 +10,7 @@
 #   ILGNET_BUNDLE_ARCHS  compute capabilities (default "90": H100/H200, with compute_90 PTX for newer chips)
 #   ILGNET_CACHE         build cache (default ~/.cache/ilgnet-caffe): the build lands in caffe-bundle-<key>
 #   ILGNET_JOBS          compile jobs (default nproc)
-# Caffe is the lean build of tools/build-caffe.sh (no pycaffe, OpenCV, LevelDB or HDF5) against the CUDA 13
+# Caffe is the lean build of tools/build-caffe.sh (no pycaffe, OpenCV or LevelDB) against the CUDA 13
 # toolkit, cuDNN 9 and NCCL from tools/cuda-wheels.sh. Run it under `nice` on a shared machine: the CUDA
 # build takes a while on few cores.
 set -euo pipefail
