@@ -59,9 +59,9 @@ top="$stage/ilgnet-gpu"
 mkdir -p "$top/bin" "$top/lib" "$top/data"
 cp "$build/bin/caffe" "$top/bin/"
 cp -P "$build"/lib/libcaffe.so* "$top/lib/"
-# Every library ldd resolves, except glibc's, the C++ runtime's (any machine that runs Python has newer
-# ones) and CUDA's (the GPU machine's wheels provide them).
-skip='^(linux-vdso|ld-linux|libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libcurand|libcudnn.*|libnccl|libnvrtc|libnvJitLink)\.so'
+# Every library ldd resolves, except libcaffe (copied above), glibc's, the C++ runtime's (any machine that
+# runs Python has newer ones) and CUDA's (the GPU machine's wheels provide them).
+skip='^(libcaffe|linux-vdso|ld-linux|libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libcurand|libcudnn.*|libnccl|libnvrtc|libnvJitLink)\.so'
 packed=()
 while read -r name path; do
   if [[ "$name" =~ $skip ]]; then continue; fi
