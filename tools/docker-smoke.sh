@@ -93,7 +93,7 @@ build() {
     { tail -20 "$work/build-${tag#*:}.log" >&2; die "building $tag failed (log: $work/build-${tag#*:}.log)"; }
   local seconds=$((SECONDS - start)) bytes
   bytes=$("$DOCKER" image inspect -f '{{.Size}}' "$tag")
-  result "build $tag ($file)" "$((seconds / 60)) min $((seconds % 60)) s, image $(awk -v b="$bytes" 'BEGIN {printf "%.2f GB (%d bytes)", b / 1e9, b}')"
+  result "build $tag ($file)" "$((seconds / 60)) min $((seconds % 60)) s, image $(awk -v b="$bytes" 'BEGIN {printf "%.2f GB (%.0f bytes)", b / 1e9, b}')"
 }
 
 # check NAME COMMAND...: runs COMMAND with its output in $work/NAME.log; records ok / failed and the time.
