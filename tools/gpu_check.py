@@ -41,9 +41,7 @@ def _with_engine(text: str, engine: str) -> str:
 
 def _solver(net: Path, prefix: Path, *, max_iter: int, display: int, mode: str) -> str:
     return "\n".join([
-        f'net: "{net}"',
-        "test_iter: 1",
-        "test_interval: 0",          # the check tests with `caffe test`; train runs measure training alone
+        f'train_net: "{net}"',       # the TRAIN phase only: the check tests with `caffe test`
         "base_lr: 0.001",
         'lr_policy: "fixed"',
         "momentum: 0.9",
