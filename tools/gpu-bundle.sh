@@ -26,6 +26,11 @@ TOOL_PACKAGES=(numpy==2.4.6 lmdb==1.7.5)
 
 log() { printf '[gpu-bundle] %s\n' "$*"; }
 die() { printf '[gpu-bundle] error: %s\n' "$*" >&2; exit 1; }
+if [ $# -gt 0 ]; then
+  awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"
+  [ "$1" = -h ] || [ "$1" = --help ] || exit 2
+  exit 0
+fi
 
 # The apt packages Caffe builds against and Debian's caffe source, as `make setup` gets them.
 bash "$repo/tools/setup.sh" --deps

@@ -43,7 +43,7 @@ for arg in "$@"; do
     --cuda) mode=cuda ;;
     --cpu) mode=cpu ;;
     --deps) mode=deps ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "setup: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
