@@ -113,11 +113,24 @@ bench-lmdb: setup
 bench-predict: setup
 	$(PY) tools/bench_predict.py
 
+# CA=/etc/ssl/certs/ca-certificates.crt lends pip and apt a CA bundle during the build only (behind a TLS proxy).
 docker-build:
-	docker build -t ilgnet-caffe:cuda .
+	DOCKER_BUILDKIT=1 docker build $(if $(CA),--secret id=ca,src=$(CA)) -t ilgnet-caffe:cuda .
 
 docker-build-cpu:
-	docker build -f Dockerfile.cpu -t ilgnet-caffe:cpu .
+	DOCKER_BUILDKIT=1 docker build $(if $(CA),--secret id=ca,src=$(CA)) -f Dockerfile.cpu -t ilgnet-caffe:cpu .
 
 clean:
 	rm -rf runs work
+
+# ---- GPU bundle and check, Docker smoke test (docs/GPU.md, docs/DOCKER.md) ----
+.PHONY: gpu-bundle gpu-check docker-smoke
+
+gpu-bundle:
+	bash tools/gpu-bundle.sh
+
+gpu-check:
+	bash tools/gpu-check.sh .bundle/ilgnet-gpu.tar.xz
+
+docker-smoke:
+	bash tools/docker-smoke.sh

@@ -2,16 +2,21 @@
 # Installs everything ilgnet-caffe needs on Debian 12: apt packages, BVLC Caffe built from Debian's
 # source package (with the few patches today's libraries need), and the project venv (.venv) wired to it.
 #
-# Usage: tools/setup.sh [--cuda|--cpu|--python-only]
-#   --cuda         build Caffe with CUDA (also chosen when nvcc is on PATH and nvidia-smi lists a GPU)
+# Usage: tools/setup.sh [--cuda|--cpu|--deps|--python-only]
+#   --cuda         build Caffe with CUDA (also chosen when nvidia-smi lists a GPU); the CUDA toolkit, cuDNN and
+#                  NCCL come from NVIDIA's pip wheels (tools/cuda-wheels.sh), so the machine needs only the driver
 #   --cpu          force a CPU-only build
+#   --deps         only install the apt packages and fetch Caffe's source (tools/gpu-bundle.sh runs this)
 #   --python-only  only the venv with the package and its test tools: no apt packages, no Caffe
 #                  (enough for `make test-fast`)
 # Environment:
 #   PYTHON               interpreter for the venv (default: python3.11)
-#   ILGNET_CACHE         where Caffe builds are cached (default: ~/.cache/ilgnet-caffe)
+#   ILGNET_CACHE         where Caffe builds and the CUDA wheels are cached (default: ~/.cache/ilgnet-caffe)
 #   ILGNET_VENV          venv path (default: .venv in the repository)
 #   ILGNET_CUDA_ARCHS    CUDA compute capabilities to build for (default: "80 90")
+#   ILGNET_CUDA_HOME     build against this CUDA toolkit instead of the wheels (cuDNN and NCCL found in it,
+#                        /usr/local, /usr, or CUDNN_DIR / NCCL_DIR)
+#   ILGNET_CUDNN         0 builds the CUDA Caffe without cuDNN (default 1: with cuDNN where found)
 #   ILGNET_JOBS          parallel compile jobs (default: nproc)
 #
 # The build (tools/build-caffe.sh) is cached under $ILGNET_CACHE/caffe-<key>, where <key> hashes everything
@@ -39,14 +44,15 @@ for arg in "$@"; do
   case "$arg" in
     --cuda) mode=cuda ;;
     --cpu) mode=cpu ;;
+    --deps) mode=deps ;;
     --python-only) mode=none ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "setup: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
 if [ "$mode" = auto ]; then
-  # nvcc alone is not enough: a CUDA build on a machine without a GPU cannot run the tests.
-  if command -v nvcc >/dev/null && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  # A GPU and its driver are enough: the toolkit comes from NVIDIA's wheels.
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
     mode=cuda
   else
     mode=cpu
@@ -119,14 +125,31 @@ make_venv() {
   fi
 }
 
+# Puts the CUDA toolkit on PATH: ILGNET_CUDA_HOME, or the pinned wheels installed into the cache.
+use_cuda_toolkit() {
+  local root
+  if [ -n "${ILGNET_CUDA_HOME:-}" ]; then
+    root=$ILGNET_CUDA_HOME
+    [ -x "$root/bin/nvcc" ] || die "ILGNET_CUDA_HOME=$root has no bin/nvcc"
+  else
+    root=$(bash "$repo/tools/cuda-wheels.sh" "$venv/bin/python") || die "installing the CUDA wheels failed"
+  fi
+  export PATH="$root/bin:$PATH"
+  log "CUDA toolkit: $root"
+}
+
 # Everything that shapes the build: the recipe, the patches, the source version, the interpreter and numpy
-# pycaffe is compiled against, and the CUDA choice with its compiler.
+# pycaffe is compiled against, and the CUDA choice with its toolkit (nvcc, and the pinned wheels' list).
 recipe_key() {
   {
     cat "$repo/tools/build-caffe.sh" "$patch_dir"/*.patch
     echo "$CAFFE_DEB_VERSION mode=$mode archs=$ILGNET_CUDA_ARCHS"
     "$venv/bin/python" -c 'import sys, numpy; print(sys.version, numpy.__version__)'
-    if [ "$mode" = cuda ]; then nvcc --version; fi
+    if [ "$mode" = cuda ]; then
+      nvcc --version
+      echo "cuda_home=${ILGNET_CUDA_HOME:-wheels} cudnn=${ILGNET_CUDNN:-1}"
+      [ -n "${ILGNET_CUDA_HOME:-}" ] || cat "$repo/tools/cuda-wheels.sh"
+    fi
   } | sha256sum | cut -c1-16
 }
 
@@ -144,7 +167,13 @@ main() {
     return
   fi
   install_apt_packages
+  if [ "$mode" = deps ]; then
+    mkdir -p "$cache"
+    fetch_caffe_source
+    return
+  fi
   make_venv
+  if [ "$mode" = cuda ]; then use_cuda_toolkit; fi
   local key dest
   key=$(recipe_key)
   dest="$cache/caffe-$key"

@@ -177,11 +177,32 @@ def caffe_version() -> str:
     return match.group(1)
 
 
+def _cudnn_version(libcaffe: Path) -> str | None:
+    """The cuDNN libcaffe loads, as cuDNN itself reports it (cudnnGetVersion needs no GPU); None when libcaffe
+    links no cuDNN."""
+    import ctypes
+
+    out = subprocess.run(["ldd", str(libcaffe)], capture_output=True, text=True).stdout
+    match = re.search(r"^\s*(libcudnn\.so\S*) => (\S+)", out, re.M)
+    if not match:
+        return None
+    if not match.group(2).startswith("/"):
+        return f"{match.group(1)} NOT FOUND"
+    library = ctypes.CDLL(match.group(2))
+    library.cudnnGetVersion.restype = ctypes.c_size_t
+    version = library.cudnnGetVersion()
+    # cuDNN 9: major * 10000 + minor * 100 + patch; cuDNN 8: major * 1000 + minor * 100 + patch.
+    major, minor = (version // 10000, version // 100 % 100) if version >= 90000 else (version // 1000,
+                                                                                      version // 100 % 10)
+    return f"{major}.{minor}.{version % 100} ({match.group(2)})"
+
+
 def build_info() -> dict:
-    """How the Caffe in use was built: BLAS, and whether libcaffe links CUDA."""
+    """How the Caffe in use was built: BLAS, whether libcaffe links CUDA, and the cuDNN it loads (None: none)."""
     libcaffe = sorted((caffe_root() / "lib").glob("libcaffe.so*"))
     libraries = _linked_libraries(libcaffe[0]) if libcaffe else []
-    return {"blas": _blas_name(libraries), "cuda": any("libcudart" in lib or "libcublas" in lib for lib in libraries)}
+    return {"blas": _blas_name(libraries), "cuda": any("libcudart" in lib or "libcublas" in lib for lib in libraries),
+            "cudnn": _cudnn_version(libcaffe[0]) if libcaffe else None}
 
 
 def require_gpus(devices: str | int) -> None:

@@ -59,6 +59,8 @@ def run(args) -> int:
     gpus = gpu_count()
     print(f"BLAS          : {build['blas']}")
     print(f"build         : {'CUDA' if build['cuda'] else 'CPU only'}")
+    if build["cuda"]:
+        print(f"cuDNN         : {build['cudnn'] or 'not built in'}")
     print(f"mode          : {'GPU' if build['cuda'] and gpus else 'CPU'} ({gpus} GPU{'s' if gpus != 1 else ''} visible)")
     print(f"python        : {sys.executable} ({sys.version.split()[0]})")
     print("status        : OK")
