@@ -47,6 +47,9 @@ def register(subparsers) -> None:
                              f"number of CPUs, at most {MAX_DEFAULT_WORKERS}; up to 1.7 GB of memory each)")
     parser.add_argument("--gpu", type=int, metavar="ID", help="run the net on this GPU, in one process (default: CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--backend", choices=defaults.BACKENDS, default=defaults.BACKENDS[0],
+                        help="what runs the net: caffe (pycaffe, CPU or GPU; the default) or opencv (OpenCV's dnn "
+                             "module on the CPU: no Caffe build needed)")
     parser.set_defaults(func=run)
 
 
@@ -101,7 +104,7 @@ def run(args) -> int:
                        f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
     workers = min(args.workers, -(-len(paths) // args.batch))          # no process without a batch to score
     with ScorerPool(workers, weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=model.variant,
-                    batch_size=args.batch, oversample=args.oversample, gpu=args.gpu) as pool:
+                    batch_size=args.batch, oversample=args.oversample, gpu=args.gpu, backend=args.backend) as pool:
         table, skipped = pool.score_files(paths, progress=not args.quiet)
     for item in skipped:
         print(f"ilgnet predict: skipped {item.path}: {item.reason}", file=sys.stderr)
