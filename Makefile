@@ -21,13 +21,14 @@ DATA ?= data/$(if $(findstring ava1,$(PROFILE)),ava1,ava2)$(SUFFIX)
 GPU ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
-.PHONY: help setup setup-cuda setup-python test test-fast demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
+.PHONY: help setup setup-cuda setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
 	evaluate weights bench-lmdb bench-predict docker-build docker-build-cpu clean
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
 	@echo "make setup-cuda   the same with a CUDA build of Caffe"
-	@echo "make test         run the whole test suite against the real Caffe (runs setup first)"
+	@echo "make test         run the whole test suite against the real Caffe (runs setup and test-tools first)"
+	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
 	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; under a minute)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
 	@echo "make doctor       print which Caffe is used and check it works"
@@ -55,8 +56,15 @@ setup-cuda:
 setup-python:
 	bash tools/setup.sh --python-only
 
-test: setup
+test: setup test-tools
 	$(PY) -m pytest tests
+
+# Debian's Chromium, which the gallery's browser tests open headless (tests/test_gallery.py).
+test-tools:
+	@command -v chromium >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 test-fast: setup-python
 	$(PY) -m pytest -m "not caffe" tests

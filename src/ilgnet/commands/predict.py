@@ -50,6 +50,10 @@ def register(subparsers) -> None:
     parser.add_argument("--backend", choices=defaults.BACKENDS, default=defaults.BACKENDS[0],
                         help="what runs the net: caffe (pycaffe, CPU or GPU; the default) or opencv (OpenCV's dnn "
                              "module on the CPU: no Caffe build needed)")
+    parser.add_argument("--html", type=Path, metavar="FILE",
+                        help="also write a gallery: one self-contained HTML file with the photos ranked by p_high "
+                             "(the best --top K when given), a histogram of the scores, the model and mean used and "
+                             "the skipped files")
     parser.set_defaults(func=run)
 
 
@@ -84,7 +88,16 @@ def write_table(table, out: Path | None, fmt: str | None) -> None:
         out.write_text(text)
 
 
+def gallery_facts(model, args) -> dict[str, str]:
+    """What the gallery says about how the photos were scored."""
+    return {"model": f"{model.name} ({model.caffemodel})" if model.name != str(model.caffemodel) else model.name,
+            "variant": model.variant, "deploy net": str(args.deploy or f"{model.variant} (generated)"),
+            "mean": str(model.mean), "backend": args.backend,
+            "crops": "10 (--oversample)" if args.oversample else "centre crop"}
+
+
 def run(args) -> int:
+    from ilgnet.gallery import write_gallery
     from ilgnet.models import resolve_model
     from ilgnet.scorer_pool import ScorerPool
     from ilgnet.weights import PUBLISHED_MODELS
@@ -109,6 +122,9 @@ def run(args) -> int:
     for item in skipped:
         print(f"ilgnet predict: skipped {item.path}: {item.reason}", file=sys.stderr)
     scored = len(table)
+    if args.html is not None:
+        write_gallery(args.html, table, skipped, top=args.top, about=gallery_facts(model, args))
+        print(f"ilgnet predict: gallery in {args.html}", file=sys.stderr)
     if args.top is not None:
         table = table.sort_values("p_high", ascending=False, kind="stable").head(args.top)
     write_table(table, args.out, args.format)
