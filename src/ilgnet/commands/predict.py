@@ -1,11 +1,13 @@
 """`ilgnet predict`: aesthetic scores for photos, files and folders, from a published or a trained ILGNet model.
 
 Photos are preprocessed as in training and `caffe test` and scored in batches by ilgnet.scorer, in several
-processes on a CPU (ilgnet.scorer_pool).
+processes on a CPU (ilgnet.scorer_pool), or by Ray actors with --ray (ilgnet.scale); --html adds a gallery
+(ilgnet.gallery).
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -34,8 +36,9 @@ def register(subparsers) -> None:
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR,
                         help="where ilgnet-ava1/2 are kept (`ilgnet weights fetch` puts them there; default: models/)")
     parser.add_argument("--top", type=int, metavar="K", help="output only the K best photos, best first")
-    parser.add_argument("--format", choices=["csv", "jsonl"],
-                        help="output format (default: from --out's suffix, else csv)")
+    parser.add_argument("--format", choices=["csv", "jsonl", "parquet"],
+                        help="output format (default: from --out's suffix, .jsonl, .parquet, else csv; parquet needs "
+                             "--out and pyarrow)")
     parser.add_argument("--out", type=Path, help="write the table here instead of stdout")
     parser.add_argument("--oversample", action="store_true",
                         help="average 10 crops (4 corners + centre, and their mirrors) instead of the centre crop")
@@ -54,6 +57,17 @@ def register(subparsers) -> None:
                         help="also write a gallery: one self-contained HTML file with the photos ranked by p_high "
                              "(the best --top K when given), a histogram of the scores, the model and mean used and "
                              "the skipped files")
+    ray = parser.add_argument_group("scoring with Ray Data, on a cluster or a local Ray runtime (needs "
+                                    f"`{defaults.RAY_INSTALL}`)")
+    ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="score with a pool of --workers Ray actors, each holding one model, batches streamed "
+                          "through them; ADDRESS of a running cluster (auto, HOST:PORT, ray://HOST:10001), else "
+                          "a local Ray runtime. Every node must see the photos and the model at the same paths. "
+                          "Put it after the photos")
+    ray.add_argument("--actor-cpus", type=float, default=1, help="CPUs each actor takes (default: 1)")
+    ray.add_argument("--actor-gpus", type=float, default=0,
+                     help="GPUs each actor takes (default: 0; 1 runs each actor's net on a GPU of its own, caffe "
+                          "backend)")
     parser.set_defaults(func=run)
 
 
@@ -72,10 +86,14 @@ def collect_images(paths: list[str | Path]) -> list[Path]:
 
 
 def write_table(table, out: Path | None, fmt: str | None) -> None:
-    """CSV or JSON lines (one object per photo) to `out` or stdout."""
+    """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out`."""
     import json
 
-    fmt = fmt or ("jsonl" if out is not None and out.suffix in {".jsonl", ".json"} else "csv")
+    suffix = out.suffix if out is not None else ""
+    fmt = fmt or {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix, "csv")
+    if fmt == "parquet":
+        write_parquet(table, out)
+        return
     if fmt == "jsonl":
         text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in table.to_dict("records"))
     else:
@@ -86,6 +104,47 @@ def write_table(table, out: Path | None, fmt: str | None) -> None:
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
+
+
+def write_parquet(table, out: Path | None) -> None:
+    from ilgnet.errors import MissingPackage
+
+    if out is None:
+        raise BadInput("Parquet is written to a file: give --out FILE.parquet")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        table.to_parquet(out, index=False)
+    except ImportError:
+        raise MissingPackage(f"Parquet output needs pyarrow: pip install pyarrow (or `{defaults.RAY_INSTALL}`)") from None
+
+
+def check_ray_args(args) -> None:
+    """--ray's address and the actors' resources, before anything starts."""
+    if args.ray and not (args.ray == "auto" or "://" in args.ray or re.fullmatch(r"[\w.-]+:\d+", args.ray)):
+        raise BadInput(f"--ray {args.ray}: not a Ray address (auto, HOST:PORT or ray://HOST:PORT); with a local Ray "
+                       f"runtime, put --ray after the photos")
+    if args.actor_cpus <= 0 or args.actor_gpus < 0:
+        raise BadInput("--actor-cpus must be positive and --actor-gpus at least 0")
+    if args.gpu is not None:
+        raise BadInput("--gpu picks one GPU of this machine; with --ray, --actor-gpus 1 gives each actor a GPU")
+    if args.actor_gpus and args.backend == "opencv":
+        raise BadInput("--actor-gpus needs the caffe backend: the opencv backend runs on the CPU")
+
+
+def score(paths: list[Path], model, args):
+    """(table, skipped): with Ray actors under --ray, else with ScorerPool's processes on this machine."""
+    options = dict(weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=model.variant,
+                   oversample=args.oversample, backend=args.backend)
+    if args.ray is not None:
+        from ilgnet.scale import score_with_ray
+
+        return score_with_ray(paths, address=args.ray or None, actors=args.workers, actor_cpus=args.actor_cpus,
+                              actor_gpus=args.actor_gpus, batch_size=args.batch, progress=not args.quiet, **options)
+    from ilgnet.scorer_pool import ScorerPool
+
+    workers = min(args.workers, -(-len(paths) // args.batch))          # no process without a batch to score
+    with ScorerPool(workers, batch_size=args.batch, gpu=args.gpu, **options) as pool:
+        return pool.score_files(paths, progress=not args.quiet)
 
 
 def gallery_facts(model, args) -> dict[str, str]:
@@ -99,13 +158,14 @@ def gallery_facts(model, args) -> dict[str, str]:
 def run(args) -> int:
     from ilgnet.gallery import write_gallery
     from ilgnet.models import resolve_model
-    from ilgnet.scorer_pool import ScorerPool
     from ilgnet.weights import PUBLISHED_MODELS
 
     if args.top is not None and args.top < 1:
         raise BadInput(f"--top must be at least 1, got {args.top}")
     if args.batch < 1 or args.workers < 1:
         raise BadInput("--batch and --workers must be at least 1")
+    if args.ray is not None:
+        check_ray_args(args)
     paths = collect_images(args.paths)
     if not paths:
         raise BadInput(f"no image files in {' '.join(args.paths)}")
@@ -115,10 +175,7 @@ def run(args) -> int:
     if model.mean is None:
         raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
                        f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
-    workers = min(args.workers, -(-len(paths) // args.batch))          # no process without a batch to score
-    with ScorerPool(workers, weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=model.variant,
-                    batch_size=args.batch, oversample=args.oversample, gpu=args.gpu, backend=args.backend) as pool:
-        table, skipped = pool.score_files(paths, progress=not args.quiet)
+    table, skipped = score(paths, model, args)
     for item in skipped:
         print(f"ilgnet predict: skipped {item.path}: {item.reason}", file=sys.stderr)
     scored = len(table)
