@@ -22,7 +22,7 @@ GPU ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
 .PHONY: help setup setup-cuda setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
-	evaluate weights bench-lmdb bench-predict docker-build docker-build-cpu clean
+	evaluate weights bench-lmdb bench-predict bench-ray docker-build docker-build-cpu clean
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
@@ -45,7 +45,7 @@ help:
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models"
 	@echo "                  (ilgnet weights fetch inception-v3 / inception-v4 for the ilgnet-inc3/4 trunks)"
 	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine)"
-	@echo "make bench-lmdb / bench-predict      throughput benchmarks"
+	@echo "make bench-lmdb / bench-predict / bench-ray   throughput benchmarks"
 
 setup:
 	bash tools/setup.sh
@@ -118,6 +118,9 @@ bench-lmdb: setup
 
 bench-predict: setup
 	$(PY) tools/bench_predict.py
+
+bench-ray: setup
+	$(PY) tools/bench_ray.py
 
 docker-build:
 	docker build -t ilgnet-caffe:cuda .

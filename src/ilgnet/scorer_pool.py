@@ -15,6 +15,7 @@ import pandas as pd
 
 from ilgnet import defaults
 from ilgnet.caffe_io import load_mean
+from ilgnet.caffe_tools import import_caffe
 from ilgnet.errors import MissingFile, ToolFailed
 from ilgnet.scorer import Scorer, Skipped, batched, check_weights, score_table
 
@@ -60,6 +61,8 @@ class ScorerPool:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        if options.get("backend", "caffe") == "caffe":
+            import_caffe()                  # a missing Caffe is one error here, not a process dying in the pool
         for name in ("weights", "deploy"):
             if options.get(name) is not None and not Path(options[name]).is_file():
                 raise MissingFile(f"{name} file {options[name]} does not exist")

@@ -113,6 +113,8 @@ def plan(variant: str, profile: str, data_dir: Path, *, run_dir: Path, models_di
     get_profile(profile)
     data = DataFolder(Path(data_dir).resolve())
     _check_data(data, v)
+    if not docker:
+        tool_path("caffe")                  # CaffeNotFoundError before a run folder is made
     if gpu is not None and not docker:
         require_gpus(gpu)
     net = train_val(v, train_lmdb=data.lmdb("train"), val_lmdb=data.lmdb("val"), mean_file=data.mean_binaryproto,

@@ -140,11 +140,15 @@ def score(paths: list[Path], model, args):
 
         return score_with_ray(paths, address=args.ray or None, actors=args.workers, actor_cpus=args.actor_cpus,
                               actor_gpus=args.actor_gpus, batch_size=args.batch, progress=not args.quiet, **options)
+    from ilgnet.errors import CaffeNotFoundError
     from ilgnet.scorer_pool import ScorerPool
 
     workers = min(args.workers, -(-len(paths) // args.batch))          # no process without a batch to score
-    with ScorerPool(workers, batch_size=args.batch, gpu=args.gpu, **options) as pool:
-        return pool.score_files(paths, progress=not args.quiet)
+    try:
+        with ScorerPool(workers, batch_size=args.batch, gpu=args.gpu, **options) as pool:
+            return pool.score_files(paths, progress=not args.quiet)
+    except CaffeNotFoundError as err:
+        raise CaffeNotFoundError(f"{err}; or score without Caffe: --backend opencv") from None
 
 
 def gallery_facts(model, args) -> dict[str, str]:
