@@ -21,17 +21,17 @@ from ilgnet.caffe_proto import NetParameter, parse_text
 from ilgnet.errors import BadInput
 from ilgnet.scorer import Scorer
 from ilgnet.shapes import net_input, net_outputs
-from ilgnet.synthetic import random_caffemodel
+from ilgnet.synthetic import generate, random_caffemodel
 
 from conftest import SMALL
 NO_CAFFE = "import sys; sys.modules['caffe'] = None; from ilgnet.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def without_caffe(*args: str) -> subprocess.CompletedProcess:
-    """`ilgnet ARGS` in a fresh interpreter where `import caffe` fails, as after `pip install` on a machine without
-    Caffe."""
-    env = {k: v for k, v in os.environ.items() if k != "ILGNET_CAFFE_ROOT"}
-    return subprocess.run([sys.executable, "-c", NO_CAFFE, *args], capture_output=True, text=True, env=env)
+def without_caffe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`ilgnet ARGS` in a fresh interpreter where `import caffe` fails and Caffe's tools are not found, as after
+    `pip install` on a machine without Caffe."""
+    env = {**os.environ, "ILGNET_CAFFE_ROOT": "/nonexistent/caffe"}
+    return subprocess.run([sys.executable, "-c", NO_CAFFE, *args], capture_output=True, text=True, env=env, cwd=cwd)
 
 
 def predict_args(model: dict[str, Path], *extra: str) -> list[str]:
@@ -59,6 +59,20 @@ def test_opencv_backend_scores_without_caffe(stand_in):
     result = without_caffe(*predict_args(stand_in))
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "pycaffe cannot be imported" in result.stderr
+
+
+def test_commands_that_need_caffe_say_so_in_one_line(stand_in, tmp_path):
+    generate(tmp_path / "ava", n_images=60, seed=4, long_sides=(240, 300))
+    data = str(tmp_path / "data")
+    assert without_caffe("split", "ava2", "--ava-txt", str(tmp_path / "ava" / "AVA.txt"), "--out", data).returncode == 0
+    assert without_caffe("lmdb", "--split", data, "--images", str(tmp_path / "ava" / "images")).returncode == 0
+    for command in (["nets"], ["train", "--profile", "ava2", "--data", data, "--name", "x", "--cpu"],
+                    ["test", "--weights", str(stand_in["weights"]), "--variant", SMALL, "--data", data]):
+        result = without_caffe(*command, cwd=tmp_path)
+        assert result.returncode == 1 and result.stdout == "", command
+        assert f"ilgnet {command[0]}: error: " in result.stderr and "Caffe" in result.stderr.splitlines()[-1]
+        assert result.stderr.count("\n") == 1 + result.stderr.count("WARNING"), result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_opencv_backend_checks_the_weights_first(stand_in):
