@@ -31,7 +31,10 @@ def predict(stand_in, out, *extra: str) -> list[str]:
 def test_ray_scores_equal_the_single_machine_path(caffe, local_ray, stand_in, backend, tmp_path, capsys):
     assert ilgnet(predict(stand_in, tmp_path / "one.csv", "--backend", backend, "--workers", "1")) == 0
     alone = capsys.readouterr().err
-    assert ilgnet(predict(stand_in, tmp_path / "ray.parquet", "--backend", backend, "--ray", "--workers", "2")) == 0
+    listed = tmp_path / "photos.txt"                # a list of paths, as for millions of photos on shared storage
+    listed.write_text("".join(f"{p}\n" for p in sorted(stand_in["photos"].iterdir())))
+    args = predict(stand_in, tmp_path / "ray.parquet", "--backend", backend, "--ray", "--workers", "2")
+    assert ilgnet([args[0], f"@{listed}", *args[2:]]) == 0
     with_ray = capsys.readouterr().err
     expected, table = pd.read_csv(tmp_path / "one.csv"), pd.read_parquet(tmp_path / "ray.parquet")
     assert list(table.path) == list(expected.path) and len(table) == 6

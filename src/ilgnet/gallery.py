@@ -2,8 +2,8 @@
 score, a histogram of all scores, the model and mean used, and the files that were skipped with the reason.
 
 Thumbnails are embedded as JPEG data URIs and the histogram is inline SVG, so the file needs nothing beside it: it
-can be mailed, opened offline or on a phone (a grid of cards that reflows to the screen's width). A thumbnail is
-about 15 to 30 KB, so a gallery of a thousand photos is some 20 MB.
+can be mailed, opened offline or on a phone (a grid of cards that reflows to the screen's width). A thumbnail takes
+32 KB on average for the 87 AVA sample photos (9 to 61 KB), so a gallery of a thousand photos is some 30 MB.
 """
 from __future__ import annotations
 

@@ -23,8 +23,10 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="score photos (files and folders) with an ILGNet model: p_high and a high/low label",
         description="Scores photos with an ILGNet model. Output columns: path, p_high (probability of high aesthetic "
-                    "quality), label (1 when p_high > 0.5). Unreadable files are reported on stderr and skipped.")
-    parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
+                    "quality), label (1 when p_high > 0.5). Unreadable files are reported on stderr and skipped.",
+        fromfile_prefix_chars="@")
+    parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively); @LIST reads more "
+                                                 "from the file LIST, one a line")
     parser.add_argument("--model", required=True,
                         help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
                              "published models), or a .caffemodel file; the first two carry their variant and mean")
