@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ilgnet.caffe_io import load_net, read_prototxt
 from ilgnet.caffe_proto import to_text
+from ilgnet.caffe_tools import import_caffe, require_gpus
 from ilgnet.defaults import BACKENDS
 from ilgnet.errors import BadInput, lookup
+from ilgnet.shapes import net_input, net_outputs
 
 
 @contextmanager
@@ -40,9 +43,6 @@ class NetBackend:
     name = ""
 
     def __init__(self, net, weights: Path, *, output: str | None = None, gpu: int | None = None):
-        from ilgnet.caffe_io import read_prototxt
-        from ilgnet.shapes import net_input, net_outputs
-
         self.source = str(net) if isinstance(net, (str, Path)) else f"the {net.name} deploy net"
         topology = read_prototxt(net) if isinstance(net, (str, Path)) else net
         self.input_blob, self.input_shape = net_input(topology)
@@ -71,9 +71,6 @@ class CaffeNet(NetBackend):
     name = "caffe"
 
     def _load(self, prototxt: Path, weights: Path, gpu: int | None) -> None:
-        from ilgnet.caffe_io import load_net
-        from ilgnet.caffe_tools import import_caffe, require_gpus
-
         if gpu is not None:
             require_gpus(gpu)
         caffe = import_caffe()
