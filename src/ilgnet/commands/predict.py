@@ -87,14 +87,28 @@ def collect_images(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def write_table(table, out: Path | None, fmt: str | None) -> None:
-    """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out`."""
+def output_format(out: Path | None, fmt: str | None) -> str:
+    """csv, jsonl or parquet: `fmt`, else from `out`'s suffix, else csv. Parquet needs a file and pyarrow, which are
+    checked here, before any photo is scored."""
+    import importlib.util
+
+    from ilgnet.errors import MissingPackage
+
+    fmt = fmt or {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(out.suffix if out else "", "csv")
+    if fmt == "parquet" and out is None:
+        raise BadInput("Parquet is written to a file: give --out FILE.parquet")
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise MissingPackage(f"Parquet output needs pyarrow: pip install pyarrow (or `{defaults.RAY_INSTALL}`)")
+    return fmt
+
+
+def write_table(table, out: Path | None, fmt: str) -> None:
+    """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out` (see output_format)."""
     import json
 
-    suffix = out.suffix if out is not None else ""
-    fmt = fmt or {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix, "csv")
     if fmt == "parquet":
-        write_parquet(table, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(out, index=False)
         return
     if fmt == "jsonl":
         text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in table.to_dict("records"))
@@ -106,18 +120,6 @@ def write_table(table, out: Path | None, fmt: str | None) -> None:
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-
-
-def write_parquet(table, out: Path | None) -> None:
-    from ilgnet.errors import MissingPackage
-
-    if out is None:
-        raise BadInput("Parquet is written to a file: give --out FILE.parquet")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        table.to_parquet(out, index=False)
-    except ImportError:
-        raise MissingPackage(f"Parquet output needs pyarrow: pip install pyarrow (or `{defaults.RAY_INSTALL}`)") from None
 
 
 def check_ray_args(args) -> None:
@@ -172,6 +174,7 @@ def run(args) -> int:
         raise BadInput("--batch and --workers must be at least 1")
     if args.ray is not None:
         check_ray_args(args)
+    fmt = output_format(args.out, args.format)
     paths = collect_images(args.paths)
     if not paths:
         raise BadInput(f"no image files in {' '.join(args.paths)}")
@@ -190,6 +193,6 @@ def run(args) -> int:
         print(f"ilgnet predict: gallery in {args.html}", file=sys.stderr)
     if args.top is not None:
         table = table.sort_values("p_high", ascending=False, kind="stable").head(args.top)
-    write_table(table, args.out, args.format)
+    write_table(table, args.out, fmt)
     print(f"ilgnet predict: scored {scored} photos, skipped {len(skipped)}", file=sys.stderr)
     return 0 if scored else 1
