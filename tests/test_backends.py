@@ -17,7 +17,7 @@ import pytest
 
 from ilgnet import nets
 from ilgnet.backends import open_net
-from ilgnet.caffe_proto import NetParameter, parse_text
+from ilgnet.caffe_proto import NetParameter, parse_text, to_text
 from ilgnet.errors import BadInput
 from ilgnet.scorer import Scorer
 from ilgnet.shapes import net_input, net_outputs
@@ -79,6 +79,17 @@ def test_opencv_backend_checks_the_weights_first(stand_in):
     result = without_caffe(*predict_args({**stand_in, "weights": stand_in["other"]}, "--backend", "opencv"))
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert f"{stand_in['other']}: does not fit the {SMALL} net" in result.stderr
+
+
+def test_inner_products_batched_for_opencv_give_the_same_scores(stand_in, tmp_path):
+    """A generated net reaches OpenCV with its InnerProduct layers as 1x1 convolutions over the batch; the deploy file
+    of the same net reaches it as written. Both score alike."""
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(to_text(nets.deploy(SMALL)))
+    photos = sorted(stand_in["photos"].iterdir())
+    scores = [Scorer(stand_in["weights"], mean=stand_in["mean"], variant=SMALL, backend="opencv", deploy=source,
+                     batch_size=4).score_files(photos)[0].p_high for source in (None, deploy)]
+    np.testing.assert_allclose(scores[0], scores[1], rtol=0, atol=1e-5)
 
 
 def test_opencv_backend_refuses_a_gpu(stand_in):
