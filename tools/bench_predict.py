@@ -1,7 +1,8 @@
 """Throughput of `ilgnet predict` against a per-image loop like the published test.py, and against `caffe time`.
 
 Measurements of the `ilgnet` deploy net on the same photos, side by side in one run, each after a warm-up and the
-best of --repeat runs:
+best of --repeat rounds in which the loop and both backends' `ilgnet predict` take turns (so the machine's load
+falls on them alike; the single Scorers take turns in rounds of their own):
   per-image loop  what BestiVictory/ILGnet's test.py does for one photo, run over all of them: caffe.io.load_image,
                   a caffe.io.Transformer (resize to 227x227, BGR, x255, per-channel mean), one pycaffe forward per
                   photo;
@@ -31,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,8 +99,8 @@ def model_files(caffe, weights: Path | None, batch: int, work: Path) -> dict[str
     return files
 
 
-def per_image_loop(caffe, files: dict[str, Path], paths: list[Path], repeat: int) -> float:
-    """Best seconds for the published test.py's steps, photo after photo (the net loaded once)."""
+def per_image_loop(caffe, files: dict[str, Path]) -> Callable[[list[Path]], None]:
+    """The published test.py's steps, photo after photo, as a function of the photos (the net loaded once)."""
     import numpy as np
 
     net = caffe.Net(str(files["deploy_1"]), caffe.TEST, weights=str(files["weights"]))
@@ -107,36 +110,36 @@ def per_image_loop(caffe, files: dict[str, Path], paths: list[Path], repeat: int
     transformer.set_raw_scale("data", 255)
     transformer.set_channel_swap("data", (2, 1, 0))
 
-    def score(path: Path) -> float:
-        net.blobs["data"].data[...] = transformer.preprocess("data", caffe.io.load_image(str(path)))
-        return float(net.forward()["loss1/loss"][0][1])
-
-    score(paths[0])
-    runs = []
-    for _ in range(repeat):
-        started = time.perf_counter()
+    def score_all(paths: list[Path]) -> None:
         for path in paths:
-            score(path)
-        runs.append(time.perf_counter() - started)
-    return min(runs)
+            net.blobs["data"].data[...] = transformer.preprocess("data", caffe.io.load_image(str(path)))
+            net.forward()
+
+    return score_all
 
 
-def scorer_run(files: dict[str, Path], paths: list[Path], batch: int, workers: int, repeat: int,
-               backend: str) -> float:
-    """Best seconds for ScorerPool(workers).score_files over the photos, after each process scored a warm-up batch."""
-    from ilgnet.scorer_pool import ScorerPool
+def pool_scoring(pool) -> Callable[[list[Path]], None]:
+    """ScorerPool.score_files as a function of the photos, stopping the benchmark if any photo is skipped."""
+    def score_all(paths: list[Path]) -> None:
+        table, skipped = pool.score_files(paths)
+        if skipped or len(table) != len(paths):
+            raise SystemExit(f"{len(skipped)} photos were skipped: {skipped[:3]}")
 
-    runs = []
-    with ScorerPool(workers, weights=files["weights"], mean=files["mean"], batch_size=batch,
-                    backend=backend) as pool:
-        pool.score_files(paths[:batch * workers])
-        for _ in range(repeat):
+    return score_all
+
+
+def best_seconds(methods: dict[str, Callable], paths: list[Path], warm_up: list[Path], repeat: int) -> dict:
+    """The best of `repeat` timed runs of each method over the photos, after a warm-up run on `warm_up`; the methods
+    take turns in each round, so a change in the machine's load falls on all of them alike."""
+    for method in methods.values():
+        method(warm_up)
+    best = dict.fromkeys(methods, float("inf"))
+    for _ in range(repeat):
+        for name, method in methods.items():
             started = time.perf_counter()
-            table, skipped = pool.score_files(paths)
-            runs.append(time.perf_counter() - started)
-            if skipped or len(table) != len(paths):
-                raise SystemExit(f"{len(skipped)} photos were skipped: {skipped[:3]}")
-    return min(runs)
+            method(paths)
+            best[name] = min(best[name], time.perf_counter() - started)
+    return best
 
 
 def caffe_time(files: dict[str, Path], iterations: int, repeat: int) -> float:
@@ -171,6 +174,7 @@ def main() -> int:
     args = parse_args()
     from ilgnet.caffe_tools import import_caffe
     from ilgnet.commands.predict import DEFAULT_WORKERS
+    from ilgnet.scorer_pool import ScorerPool
 
     workers = args.workers or DEFAULT_WORKERS
     caffe = import_caffe()
@@ -182,13 +186,20 @@ def main() -> int:
         load = os.getloadavg()[0]
         print(f"{len(paths)} photos, ilgnet deploy net, {os.cpu_count()} CPUs (load average {load:.2f}), batch "
               f"{args.batch}, best of {args.repeat} runs each", flush=True)
-        seconds = {"loop": per_image_loop(caffe, files, paths, args.repeat)}
+        options = dict(weights=files["weights"], mean=files["mean"], batch_size=args.batch)
+        with ExitStack() as stack:
+            methods = {"loop": per_image_loop(caffe, files), **{
+                backend: pool_scoring(stack.enter_context(ScorerPool(workers, backend=backend, **options)))
+                for backend in ("opencv", "caffe")}}
+            seconds = best_seconds(methods, paths, paths[:args.batch * workers], args.repeat)
+        with ExitStack() as stack:
+            singles = {f"{backend}_single": pool_scoring(stack.enter_context(ScorerPool(1, backend=backend,
+                                                                                         **options)))
+                       for backend in ("opencv", "caffe")}
+            seconds.update(best_seconds(singles, paths, paths[:args.batch], args.repeat))
         show("per-image loop (test.py)", len(paths) / seconds["loop"])
         for backend in ("opencv", "caffe"):
-            seconds[backend] = scorer_run(files, paths, args.batch, workers, args.repeat, backend)
             show(f"ilgnet predict --backend {backend} ({workers} processes)", len(paths) / seconds[backend])
-            seconds[f"{backend}_single"] = (scorer_run(files, paths, args.batch, 1, args.repeat, backend)
-                                            if workers > 1 else seconds[backend])
             show(f"one Scorer, {backend} (1 process)", len(paths) / seconds[f"{backend}_single"])
         forward_ms = caffe_time(files, args.caffe_iterations, args.repeat)
         floor = args.batch / (forward_ms / 1000)
