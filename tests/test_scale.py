@@ -2,6 +2,7 @@
 scores for the same photos, in the same order, the same skipped files, as CSV and Parquet, with either backend."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -25,6 +26,19 @@ def local_ray():
 def predict(stand_in, out, *extra: str) -> list[str]:
     return ["predict", str(stand_in["photos"]), "--model", str(stand_in["weights"]), "--mean",
             str(stand_in["mean"]), "--variant", SMALL, "--quiet", "--batch", "2", "--out", str(out), *extra]
+
+
+def test_no_cluster_at_the_address_is_one_line(stand_in, tmp_path):
+    """`--ray auto` where no Ray cluster runs. `auto` finds any Ray runtime running on the machine, so this test comes
+    before the first that starts local_ray (pytest runs a module's tests in order)."""
+    pytest.importorskip("ray", reason="Ray is not installed (`pip install -e .[test]` brings it)")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run([sys.executable, "-m", "ilgnet.cli", *predict(stand_in, tmp_path / "s.csv", "--backend",
+                                                                         "opencv", "--ray", "auto")],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "ilgnet predict: error: cannot reach the Ray cluster at auto: Could not find any running Ray instance" in \
+        result.stderr
 
 
 @pytest.mark.parametrize("backend", ["caffe", "opencv"])

@@ -65,7 +65,7 @@ def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, a
     this process already started, else starts a local one (then shut down at the end). Returns what
     Scorer.score_files returns: DataFrame (path, p_high, label) in input order and the Skipped files. Raises
     MissingPackage without Ray, the Scorer's errors as they are (whichever actor met them) and ToolFailed when Ray
-    itself fails."""
+    itself fails or the cluster cannot be reached (an unreachable address may make Ray retry for minutes first)."""
     ray = import_ray()
     paths = [str(p) for p in paths]
     check_weights(options["weights"], deploy=options.get("deploy"), variant=options.get("variant", "ilgnet"))
@@ -74,7 +74,11 @@ def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, a
     options = {**options, "batch_size": batch_size, "gpu": 0 if actor_gpus else None}
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, logging_level="WARNING", include_dashboard=False)
+        try:
+            ray.init(address=address, logging_level="WARNING", include_dashboard=False)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
+            raise ToolFailed(f"cannot reach {where}: {str(err).strip().splitlines()[0]}") from None
     logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.WARNING)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
