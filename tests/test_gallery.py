@@ -131,3 +131,14 @@ def test_gallery_of_the_top_photos(chromium, stand_in, tmp_path):
     assert len(page.cards) == 3 and all(card["rendered"] > 0 for card in page.cards)
     assert sum(int(bar.rsplit(": ", 1)[1]) for bar in page.bars) == 6        # the histogram shows every score
     assert "the best 3 of 6" in report.read_text()
+
+
+def test_a_gallery_that_cannot_be_written_is_named(stand_in, tmp_path, capsys):
+    args = ["predict", str(stand_in["photos"]), "--model", str(stand_in["weights"]), "--mean", str(stand_in["mean"]),
+            "--variant", SMALL, "--backend", "opencv", "--quiet", "--out", str(tmp_path / "scores.csv")]
+    assert ilgnet([*args, "--html", str(tmp_path)]) == 1
+    assert f"--html {tmp_path} is a folder" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert ilgnet([*args, "--html", str(tmp_path / "file" / "report.html")]) == 1
+    assert f"cannot write the gallery {tmp_path / 'file' / 'report.html'}" in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "scores.csv")) == 6          # the scores were written first

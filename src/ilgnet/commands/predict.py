@@ -175,6 +175,8 @@ def run(args) -> int:
     if args.ray is not None:
         check_ray_args(args)
     fmt = output_format(args.out, args.format)
+    if args.html is not None and args.html.is_dir():
+        raise BadInput(f"--html {args.html} is a folder: give the gallery's file name, e.g. {args.html / 'report.html'}")
     paths = collect_images(args.paths)
     if not paths:
         raise BadInput(f"no image files in {' '.join(args.paths)}")
@@ -188,11 +190,10 @@ def run(args) -> int:
     for item in skipped:
         print(f"ilgnet predict: skipped {item.path}: {item.reason}", file=sys.stderr)
     scored = len(table)
+    shown = table if args.top is None else table.sort_values("p_high", ascending=False, kind="stable").head(args.top)
+    write_table(shown, args.out, fmt)
     if args.html is not None:
         write_gallery(args.html, table, skipped, top=args.top, about=gallery_facts(model, args))
         print(f"ilgnet predict: gallery in {args.html}", file=sys.stderr)
-    if args.top is not None:
-        table = table.sort_values("p_high", ascending=False, kind="stable").head(args.top)
-    write_table(table, args.out, fmt)
     print(f"ilgnet predict: scored {scored} photos, skipped {len(skipped)}", file=sys.stderr)
     return 0 if scored else 1
