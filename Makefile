@@ -29,7 +29,7 @@ help:
 	@echo "make setup-cuda   the same with a CUDA build of Caffe"
 	@echo "make test         run the whole test suite against the real Caffe (runs setup and test-tools first)"
 	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
-	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; under a minute)"
+	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; about a minute)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
 	@echo "make doctor       print which Caffe is used and check it works"
 	@echo "make prototxt     regenerate prototxt/ and solvers/"
