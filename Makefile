@@ -23,14 +23,15 @@ GPU ?=
 DOCKER ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
-.PHONY: help setup setup-cuda setup-python test test-fast demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
-	evaluate weights bench-lmdb bench-predict docker-build docker-build-cpu clean
+.PHONY: help setup setup-cuda setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
+	evaluate weights bench-lmdb bench-predict bench-ray docker-build docker-build-cpu clean
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
 	@echo "make setup-cuda   the same with a CUDA build of Caffe"
-	@echo "make test         run the whole test suite against the real Caffe (runs setup first)"
-	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; under a minute)"
+	@echo "make test         run the whole test suite against the real Caffe (runs setup and test-tools first)"
+	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
+	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; about a minute)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
 	@echo "make doctor       print which Caffe is used and check it works"
 	@echo "make prototxt     regenerate prototxt/ and solvers/"
@@ -46,7 +47,7 @@ help:
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models"
 	@echo "                  (ilgnet weights fetch inception-v3 / inception-v4 for the ilgnet-inc3/4 trunks)"
 	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine)"
-	@echo "make bench-lmdb / bench-predict      throughput benchmarks"
+	@echo "make bench-lmdb / bench-predict / bench-ray   throughput benchmarks"
 
 setup:
 	bash tools/setup.sh
@@ -57,8 +58,15 @@ setup-cuda:
 setup-python:
 	bash tools/setup.sh --python-only
 
-test: setup
+test: setup test-tools
 	$(PY) -m pytest tests
+
+# Debian's Chromium, which the gallery's browser tests open headless (tests/test_gallery.py).
+test-tools:
+	@command -v chromium >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 test-fast: setup-python
 	$(PY) -m pytest -m "not caffe" tests
@@ -112,6 +120,9 @@ bench-lmdb: setup
 
 bench-predict: setup
 	$(PY) tools/bench_predict.py
+
+bench-ray: setup
+	$(PY) tools/bench_ray.py
 
 # CA=/etc/ssl/certs/ca-certificates.crt lends pip and apt a CA bundle during the build only (behind a TLS proxy).
 docker-build:

@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ILGNET_SHARED") or REPO.parent / "shared")
 SHARED_DATA = SHARED / "data"
+SMALL = "googlenet-bn-third"        # 3.2 M parameters: a 13 MB stand-in model, made in a fraction of a second
 
 
 def pytest_collection_modifyitems(config, items):
@@ -71,3 +72,23 @@ def bugcase(shared_data, tmp_path):
             path.chmod(path.stat().st_mode | 0o200)
         return target
     return copy
+
+
+@pytest.fixture(scope="session")
+def stand_in(tmp_path_factory) -> dict[str, Path]:
+    """Made without Caffe: a random caffemodel of the SMALL variant (`weights`), one of another variant (`other`),
+    a random 256x256 mean image (`mean`), and a folder of 6 generated photos with a damaged file (`photos`)."""
+    import numpy as np
+
+    from ilgnet import nets
+    from ilgnet.caffe_io import blobproto_bytes
+    from ilgnet.synthetic import generate, random_caffemodel
+
+    root = tmp_path_factory.mktemp("stand-in")
+    mean = np.random.default_rng(2).uniform(60, 160, (3, 256, 256)).astype(np.float32)
+    (root / "mean.binaryproto").write_bytes(blobproto_bytes(mean))
+    generate(root / "album", n_images=6, seed=3, long_sides=(240, 400))
+    (root / "album" / "images" / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
+    return {"weights": random_caffemodel(nets.deploy(SMALL), root / "small.caffemodel", seed=1),
+            "other": random_caffemodel(nets.deploy("googlenet-bn-two-thirds"), root / "other.caffemodel"),
+            "mean": root / "mean.binaryproto", "photos": root / "album" / "images"}

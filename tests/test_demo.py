@@ -67,6 +67,8 @@ def test_reduced_demo_runs_every_stage(caffe, tmp_path):
     val_ids = set(pd.read_csv(work / "data" / "val.txt", sep=" ", header=None)[0])
     assert len(predictions) == 6 and {p.split("/")[-1] for p in predictions.path} <= val_ids
     assert predictions.p_high.between(0, 1).all() and summary["skipped"] == 0
+    gallery = (work / "report.html").read_text()
+    assert summary["gallery"] == str(work / "report.html") and gallery.count('class="card ') == 6
     assert set(summary["seconds"]) == {"generate", "split", "lmdb", "train", "test", "predict", "total"}
 
 

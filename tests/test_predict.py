@@ -74,7 +74,7 @@ def assert_scorer_matches_caffe(photos: list[Path], weights: Path, work: Path) -
     assert np.array_equal(inputs, expected["data"])
     table, skipped = scorer.score_files(photos)
     assert not skipped and list(table.path) == [str(p) for p in photos]
-    np.testing.assert_allclose(scorer.net.blobs[LOGITS].data, expected["logits"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scorer.net.caffe_net.blobs[LOGITS].data, expected["logits"], rtol=1e-4, atol=1e-4)
     logits = expected["logits"].astype(np.float64)
     p_high = 1 / (1 + np.exp(logits[:, 0] - logits[:, 1]))
     np.testing.assert_allclose(table.p_high, p_high, rtol=1e-4, atol=1e-6)

@@ -1,14 +1,19 @@
 """Throughput of `ilgnet predict` against a per-image loop like the published test.py, and against `caffe time`.
 
-Measurements of the `ilgnet` deploy net on the same photos, each after a warm-up and the best of --repeat runs:
+Measurements of the `ilgnet` deploy net on the same photos, side by side in one run, each after a warm-up and the
+best of --repeat rounds in which the loop and both backends' `ilgnet predict` take turns (so the machine's load
+falls on them alike; the single Scorers take turns in rounds of their own):
   per-image loop  what BestiVictory/ILGnet's test.py does for one photo, run over all of them: caffe.io.load_image,
-                  a caffe.io.Transformer (resize to 227x227, BGR, x255, per-channel mean), one forward per photo;
+                  a caffe.io.Transformer (resize to 227x227, BGR, x255, per-channel mean), one pycaffe forward per
+                  photo;
   ilgnet predict  what the command runs (ilgnet.scorer_pool.ScorerPool): OpenCV decoding, 256 resize, centre crop,
-                  mean image, batched forward passes, in --workers processes (default: as `ilgnet predict`);
-  one Scorer      the same in a single process (the Python API's ilgnet.Scorer);
+                  mean image, batched forward passes, in --workers processes (default: as `ilgnet predict`), with
+                  each backend: --backend opencv (OpenCV's dnn module) and the default caffe (pycaffe);
+  one Scorer      the same in a single process (the Python API's ilgnet.Scorer), each backend;
   caffe time      Caffe's own timing of the forward pass at the same batch on its all-zero input, no decoding.
-Reported: images/s of each, the predict / loop ratio, predict's overhead over `caffe time`, and the wall time of the
-`ilgnet predict` command itself (start-up and loading the 604 MB model into each process included).
+Reported: images/s of each, the predict / loop ratios, predict's overhead over `caffe time`, and the wall time of
+the `ilgnet predict --backend opencv` command itself (start-up and loading the 604 MB model into each process
+included). The machine's load average is printed first and last: other work on the cores shrinks the ratios.
 
     .venv/bin/python tools/bench_predict.py                  # or: make bench-predict
 
@@ -27,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,8 +99,8 @@ def model_files(caffe, weights: Path | None, batch: int, work: Path) -> dict[str
     return files
 
 
-def per_image_loop(caffe, files: dict[str, Path], paths: list[Path], repeat: int) -> float:
-    """Best seconds for the published test.py's steps, photo after photo (the net loaded once)."""
+def per_image_loop(caffe, files: dict[str, Path]) -> Callable[[list[Path]], None]:
+    """The published test.py's steps, photo after photo, as a function of the photos (the net loaded once)."""
     import numpy as np
 
     net = caffe.Net(str(files["deploy_1"]), caffe.TEST, weights=str(files["weights"]))
@@ -103,34 +110,36 @@ def per_image_loop(caffe, files: dict[str, Path], paths: list[Path], repeat: int
     transformer.set_raw_scale("data", 255)
     transformer.set_channel_swap("data", (2, 1, 0))
 
-    def score(path: Path) -> float:
-        net.blobs["data"].data[...] = transformer.preprocess("data", caffe.io.load_image(str(path)))
-        return float(net.forward()["loss1/loss"][0][1])
-
-    score(paths[0])
-    runs = []
-    for _ in range(repeat):
-        started = time.perf_counter()
+    def score_all(paths: list[Path]) -> None:
         for path in paths:
-            score(path)
-        runs.append(time.perf_counter() - started)
-    return min(runs)
+            net.blobs["data"].data[...] = transformer.preprocess("data", caffe.io.load_image(str(path)))
+            net.forward()
+
+    return score_all
 
 
-def scorer_run(files: dict[str, Path], paths: list[Path], batch: int, workers: int, repeat: int) -> float:
-    """Best seconds for ScorerPool(workers).score_files over the photos, after each process scored a warm-up batch."""
-    from ilgnet.scorer_pool import ScorerPool
+def pool_scoring(pool) -> Callable[[list[Path]], None]:
+    """ScorerPool.score_files as a function of the photos, stopping the benchmark if any photo is skipped."""
+    def score_all(paths: list[Path]) -> None:
+        table, skipped = pool.score_files(paths)
+        if skipped or len(table) != len(paths):
+            raise SystemExit(f"{len(skipped)} photos were skipped: {skipped[:3]}")
 
-    runs = []
-    with ScorerPool(workers, weights=files["weights"], mean=files["mean"], batch_size=batch) as pool:
-        pool.score_files(paths[:batch * workers])
-        for _ in range(repeat):
+    return score_all
+
+
+def best_seconds(methods: dict[str, Callable], paths: list[Path], warm_up: list[Path], repeat: int) -> dict:
+    """The best of `repeat` timed runs of each method over the photos, after a warm-up run on `warm_up`; the methods
+    take turns in each round, so a change in the machine's load falls on all of them alike."""
+    for method in methods.values():
+        method(warm_up)
+    best = dict.fromkeys(methods, float("inf"))
+    for _ in range(repeat):
+        for name, method in methods.items():
             started = time.perf_counter()
-            table, skipped = pool.score_files(paths)
-            runs.append(time.perf_counter() - started)
-            if skipped or len(table) != len(paths):
-                raise SystemExit(f"{len(skipped)} photos were skipped: {skipped[:3]}")
-    return min(runs)
+            method(paths)
+            best[name] = min(best[name], time.perf_counter() - started)
+    return best
 
 
 def caffe_time(files: dict[str, Path], iterations: int, repeat: int) -> float:
@@ -150,16 +159,22 @@ def caffe_time(files: dict[str, Path], iterations: int, repeat: int) -> float:
 def cli_run(files: dict[str, Path], photos: Path, batch: int) -> float:
     """Wall seconds of the `ilgnet predict` command on the photo folder, start-up and model loading included."""
     command = [str(Path(sys.executable).with_name("ilgnet")), "predict", str(photos), "--model", str(files["weights"]),
-               "--mean", str(files["mean"]), "--batch", str(batch), "--quiet", "--out", str(photos.parent / "p.csv")]
+               "--mean", str(files["mean"]), "--batch", str(batch), "--quiet", "--out", str(photos.parent / "p.csv"),
+               "--backend", "opencv"]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - started
+
+
+def show(label: str, images_per_s: float, note: str = "") -> None:
+    print(f"{label:42}: {images_per_s:6.2f} images/s{note}", flush=True)
 
 
 def main() -> int:
     args = parse_args()
     from ilgnet.caffe_tools import import_caffe
     from ilgnet.commands.predict import DEFAULT_WORKERS
+    from ilgnet.scorer_pool import ScorerPool
 
     workers = args.workers or DEFAULT_WORKERS
     caffe = import_caffe()
@@ -168,33 +183,46 @@ def main() -> int:
         work = Path(tmp)
         paths = photo_set(args.images, args.count, work)
         files = model_files(caffe, args.weights, args.batch, work)
-        print(f"{len(paths)} photos, ilgnet deploy net, {os.cpu_count()} CPUs, batch {args.batch}, "
-              f"best of {args.repeat} runs each", flush=True)
-        loop_s = per_image_loop(caffe, files, paths, args.repeat)
-        print(f"per-image loop (test.py)     : {len(paths) / loop_s:6.2f} images/s", flush=True)
-        pool_s = scorer_run(files, paths, args.batch, workers, args.repeat)
-        print(f"ilgnet predict ({workers} processes) : {len(paths) / pool_s:6.2f} images/s", flush=True)
-        single_s = scorer_run(files, paths, args.batch, 1, args.repeat) if workers > 1 else pool_s
-        print(f"one Scorer (1 process)       : {len(paths) / single_s:6.2f} images/s", flush=True)
+        load = os.getloadavg()[0]
+        print(f"{len(paths)} photos, ilgnet deploy net, {os.cpu_count()} CPUs (load average {load:.2f}), batch "
+              f"{args.batch}, best of {args.repeat} runs each", flush=True)
+        options = dict(weights=files["weights"], mean=files["mean"], batch_size=args.batch)
+        with ExitStack() as stack:
+            methods = {"loop": per_image_loop(caffe, files), **{
+                backend: pool_scoring(stack.enter_context(ScorerPool(workers, backend=backend, **options)))
+                for backend in ("opencv", "caffe")}}
+            seconds = best_seconds(methods, paths, paths[:args.batch * workers], args.repeat)
+        with ExitStack() as stack:
+            singles = {f"{backend}_single": pool_scoring(stack.enter_context(ScorerPool(1, backend=backend,
+                                                                                         **options)))
+                       for backend in ("opencv", "caffe")}
+            seconds.update(best_seconds(singles, paths, paths[:args.batch], args.repeat))
+        show("per-image loop (test.py)", len(paths) / seconds["loop"])
+        for backend in ("opencv", "caffe"):
+            show(f"ilgnet predict --backend {backend} ({workers} processes)", len(paths) / seconds[backend])
+            show(f"one Scorer, {backend} (1 process)", len(paths) / seconds[f"{backend}_single"])
         forward_ms = caffe_time(files, args.caffe_iterations, args.repeat)
         floor = args.batch / (forward_ms / 1000)
-        print(f"caffe time (forward, 1 proc.): {floor:6.2f} images/s ({forward_ms:.0f} ms per batch of {args.batch})")
+        show("caffe time (forward, 1 process)", floor, f" ({forward_ms:.0f} ms per batch of {args.batch})")
         command_s = cli_run(files, paths[0].parent, args.batch)
+    per_image_floor = forward_ms / 1000 / args.batch
     figures = {
         "photos": len(paths), "batch": args.batch, "cpus": os.cpu_count(), "workers": workers, "repeat": args.repeat,
-        "loop_images_per_s": len(paths) / loop_s, "predict_images_per_s": len(paths) / pool_s,
-        "single_scorer_images_per_s": len(paths) / single_s, "caffe_time_images_per_s": floor,
-        "speedup_over_loop": loop_s / pool_s, "single_scorer_speedup_over_loop": loop_s / single_s,
-        "overhead_over_caffe_time": (pool_s / len(paths)) / (forward_ms / 1000 / args.batch) - 1,
-        "single_scorer_overhead_over_caffe_time": (single_s / len(paths)) / (forward_ms / 1000 / args.batch) - 1,
-        "predict_command_seconds": command_s,
+        "load_average_before": load, "load_average_after": os.getloadavg()[0],
+        **{f"{name}_images_per_s": len(paths) / s for name, s in seconds.items()},
+        **{f"{name}_speedup_over_loop": seconds["loop"] / s for name, s in seconds.items() if name != "loop"},
+        "caffe_time_images_per_s": floor,
+        "caffe_overhead_over_caffe_time": seconds["caffe"] / len(paths) / per_image_floor - 1,
+        "predict_opencv_command_seconds": command_s,
     }
-    print(f"\nilgnet predict vs per-image loop: {figures['speedup_over_loop']:.2f}x "
-          f"(one Scorer: {figures['single_scorer_speedup_over_loop']:.2f}x)\n"
-          f"time per image over `caffe time`: {figures['overhead_over_caffe_time']:+.1%} "
-          f"(one Scorer: {figures['single_scorer_overhead_over_caffe_time']:+.1%})\n"
-          f"`ilgnet predict` command        : {command_s:.1f} s for {len(paths)} photos, start-up and model loading "
-          f"included")
+    print(f"\nilgnet predict --backend opencv vs per-image loop: {figures['opencv_speedup_over_loop']:.2f}x "
+          f"(one Scorer: {figures['opencv_single_speedup_over_loop']:.2f}x)\n"
+          f"ilgnet predict (caffe) vs per-image loop          : {figures['caffe_speedup_over_loop']:.2f}x "
+          f"(one Scorer: {figures['caffe_single_speedup_over_loop']:.2f}x)\n"
+          f"caffe backend's time per image over `caffe time`  : {figures['caffe_overhead_over_caffe_time']:+.1%}\n"
+          f"`ilgnet predict --backend opencv` command         : {command_s:.1f} s for {len(paths)} photos, start-up "
+          f"and model loading included\n"
+          f"load average before / after                       : {load:.2f} / {figures['load_average_after']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -11,7 +11,6 @@ Writes OUT_DIR/lmdb/ and OUT_DIR/mean.binaryproto.
 from __future__ import annotations
 
 import argparse
-import struct
 from pathlib import Path
 
 import lmdb

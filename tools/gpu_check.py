@@ -141,7 +141,7 @@ def report(work: Path) -> int:
     if cpu_out:
         row(f"ilgnet `caffe test` CPU ({TEST_ITERATIONS} x {TEST_BATCH} images)",
             ", ".join(f"{k} {v:.6g}" for k, v in cpu_out.items()))
-    for label, log in ((f"ilgnet `caffe test` GPU, FP32 (NVIDIA_TF32_OVERRIDE=0)", gpu),
+    for label, log in (("ilgnet `caffe test` GPU, FP32 (NVIDIA_TF32_OVERRIDE=0)", gpu),
                        ("ilgnet `caffe test` GPU, cuDNN's default math (TF32 allowed)", tf32)):
         out = _test_outputs(log) if log else {}
         if not out or not cpu_out:

@@ -31,6 +31,10 @@ class CaffeNotFoundError(UserError, RuntimeError):
     """Caffe's tools or pycaffe are missing."""
 
 
+class MissingPackage(UserError, ImportError):
+    """An optional Python package a feature needs is not installed; the message says how to install it."""
+
+
 class ToolFailed(UserError, RuntimeError):
     """A Caffe tool or Docker exited with an error; the message ends with the last lines it printed."""
 

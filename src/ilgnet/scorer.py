@@ -10,9 +10,10 @@ probability `caffe test` would give it. `oversample` scores the ten crops of Caf
 (four corners and the centre, each also mirrored; the mean is taken at each crop's offset and mirroring follows the
 subtraction, as in the TRAIN-phase transform) and averages their probabilities.
 
-A Scorer decodes in a pool of threads a few batches ahead of the net (OpenCV releases the GIL while it decodes and
-resizes; pycaffe keeps it during a forward pass, so decoding happens between passes). ilgnet.scorer_pool runs
-Scorers in several processes.
+The net runs in pycaffe or in OpenCV's dnn module (ilgnet.backends; `backend="opencv"` needs no Caffe build); the
+preprocessing, batching and weight check here are the same for both. A Scorer decodes in a pool of threads a few
+batches ahead of the net (OpenCV releases the GIL while it decodes and resizes; pycaffe keeps it during a forward
+pass, so decoding happens between passes). ilgnet.scorer_pool runs Scorers in several processes.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ilgnet import defaults
-from ilgnet.caffe_io import load_mean, load_net, read_prototxt
-from ilgnet.caffe_tools import import_caffe, require_gpus
+from ilgnet.backends import open_net
+from ilgnet.caffe_io import load_mean, read_prototxt
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.fit import check_fits
 from ilgnet.images import BadImage, decode_image
@@ -89,25 +90,20 @@ class Scorer:
 
     def __init__(self, weights: Path | str, *, mean: Path | str | np.ndarray, deploy: Path | str | None = None,
                  variant: str = "ilgnet", batch_size: int = defaults.SCORE_BATCH, oversample: bool = False,
-                 jobs: int | None = None, resize: int | None = None, gpu: int | None = None, check: bool = True):
+                 jobs: int | None = None, resize: int | None = None, gpu: int | None = None, check: bool = True,
+                 backend: str = "caffe"):
         """weights: a .caffemodel. mean: the mean image (file or array) it was trained with. deploy: a deploy prototxt
         (default: the deploy net of `variant`, from ilgnet.nets); `variant` also gives the pixel scale Caffe applies
         after the mean (transform_param.scale). batch_size: net inputs per forward pass (photos; with oversample,
         10 crops per photo). resize: side of the square photos are resized to when the mean is per-channel (a mean
         image fixes it; default: the variant's LMDB size). jobs: decoding threads (default: CPU count; 0 decodes
         inline). gpu: a GPU id, or None for the CPU. check: compare the weights with the net first (ilgnet.fit); off
-        only where the caller already did.
+        only where the caller already did. backend: "caffe" (pycaffe) or "opencv" (OpenCV's dnn module, CPU only,
+        no Caffe needed); ilgnet.backends.
 
-        Raises BadInput (weights that do not fit the net, a mean that does not fit the photos, a GPU this Caffe
-        cannot use) and MissingFile, before Caffe loads anything."""
-        if gpu is not None:
-            require_gpus(gpu)
-        caffe = import_caffe()
-        if gpu is None:
-            caffe.set_mode_cpu()
-        else:
-            caffe.set_device(gpu)
-            caffe.set_mode_gpu()
+        Raises BadInput (weights that do not fit the net, a mean that does not fit the photos, a GPU the backend
+        cannot use, a layer OpenCV lacks), MissingFile, and CaffeNotFoundError for the caffe backend without
+        pycaffe, before the backend loads anything."""
         weights = self.weights = Path(weights)
         if not weights.is_file():
             raise MissingFile(f"weights file {weights} does not exist")
@@ -124,9 +120,11 @@ class Scorer:
         if self.image_size[0] != self.image_size[1]:
             raise BadInput(f"the mean image is {self.image_size[1]}x{self.image_size[0]}; photos are resized to "
                            f"a square, as `ilgnet lmdb` does, so the mean must be square")
-        self.net, self.prob_blob = self._load_net(weights, deploy, known, check)
-        self.input_blob = self.net.inputs[0]
-        self.crop = self.net.blobs[self.input_blob].data.shape[-1]
+        if check:
+            check_weights(weights, deploy=deploy, variant=known.name if known else None)
+        self.net = open_net(backend, deploy if deploy is not None else deploy_net(known, batch=1), weights,
+                            output=None if deploy is not None else known.prob_blob, gpu=gpu)
+        self.crop = self.net.input_shape[-1]
         if self.image_size[0] < self.crop:
             raise BadInput(f"the mean image is {self.image_size[0]}x{self.image_size[0]}, smaller than the net's "
                            f"{self.crop}x{self.crop} input")
@@ -144,18 +142,6 @@ class Scorer:
         if resolved.mean is None:
             raise BadInput(f"{model}: the mean image it was trained with is needed")
         return cls(resolved.caffemodel, mean=resolved.mean, variant=resolved.variant, **options)
-
-    @staticmethod
-    def _load_net(weights: Path, deploy: Path | str | None, variant, check: bool):
-        """The net with the weights, and the name of its softmax blob: the variant's, or a deploy file's one output."""
-        if check:
-            check_weights(weights, deploy=deploy, variant=variant.name if variant else None)
-        if deploy is None:
-            return load_net(deploy_net(variant, batch=1), weights=weights), variant.prob_blob
-        net = load_net(Path(deploy), weights=weights)
-        if len(net.outputs) != 1:
-            raise BadInput(f"{deploy}: expected one output (the softmax), found {', '.join(net.outputs)}")
-        return net, net.outputs[0]
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """A decoded BGR uint8 image at the mean's size -> the net's input crops (n_crops, 3, crop, crop), float32."""
@@ -176,12 +162,7 @@ class Scorer:
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, classes) for preprocessed inputs (N, 3, crop, crop)."""
-        blob = self.net.blobs[self.input_blob]
-        if blob.data.shape[0] != len(batch):
-            blob.reshape(len(batch), *blob.data.shape[1:])
-            self.net.reshape()
-        blob.data[...] = batch
-        probs = self.net.forward()[self.prob_blob].reshape(len(batch), -1).copy()
+        probs = self.net.forward(batch)
         if not np.isfinite(probs).all():
             raise BadInput(f"{self.weights}: the net's outputs are not finite (NaN or infinite): a broken model, "
                            f"such as the snapshot of a diverged training run")
@@ -241,7 +222,10 @@ class Scorer:
 
 
 def score_table(rows: list[tuple[str, float]]) -> pd.DataFrame:
-    """DataFrame(path, p_high, label) from (path, p_high) rows; label 1 when p_high > 0.5."""
-    table = pd.DataFrame(rows, columns=["path", "p_high"])
+    """DataFrame(path, p_high, label) from (path, p_high) rows; label 1 when p_high > 0.5. Paths stay Python strings
+    (pandas would store them as Arrow strings where pyarrow is installed, which cannot hold a file name that is
+    not UTF-8)."""
+    paths, p_high = zip(*rows) if rows else ((), ())
+    table = pd.DataFrame({"path": pd.Series(paths, dtype=object), "p_high": pd.Series(p_high, dtype=float)})
     table["label"] = (table.p_high > 0.5).astype(int)
     return table

@@ -1,7 +1,8 @@
 """Scorers in several processes: on a CPU, what makes `ilgnet predict` fast.
 
 Caffe's pooling, LRN and ReLU layers run on one thread, so a single net leaves the other cores idle for much of
-each forward pass; a few processes, each with its own net and its share of the BLAS threads, fill them.
+each forward pass; a few processes, each with its own net and its share of the BLAS threads, fill them. The same
+holds, less so, for OpenCV's dnn module (the opencv backend), whose thread pool is split the same way.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pandas as pd
 
 from ilgnet import defaults
 from ilgnet.caffe_io import load_mean
+from ilgnet.caffe_tools import import_caffe
 from ilgnet.errors import MissingFile, ToolFailed
 from ilgnet.scorer import Scorer, Skipped, batched, check_weights, score_table
 
@@ -21,10 +23,13 @@ _worker_scorer: Scorer | None = None
 
 
 def _start_worker(options: dict, blas_threads: int) -> None:
-    """Process-pool initializer: this process's own Scorer, with Caffe's BLAS limited to its share of the cores
-    (OpenBLAS reads the variable when pycaffe first loads it, which happens in Scorer())."""
+    """Process-pool initializer: this process's own Scorer, with Caffe's BLAS and OpenCV's thread pool limited to its
+    share of the cores (OpenBLAS reads the variable when pycaffe first loads it, which happens in Scorer())."""
+    import cv2
+
     global _worker_scorer
     os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(blas_threads)
+    cv2.setNumThreads(blas_threads)
     _worker_scorer = Scorer(**options, jobs=0)
 
 
@@ -56,6 +61,8 @@ class ScorerPool:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        if options.get("backend", "caffe") == "caffe":
+            import_caffe()                  # a missing Caffe is one error here, not a process dying in the pool
         for name in ("weights", "deploy"):
             if options.get(name) is not None and not Path(options[name]).is_file():
                 raise MissingFile(f"{name} file {options[name]} does not exist")

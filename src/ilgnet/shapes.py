@@ -137,3 +137,27 @@ def param_shapes(net, phase: int | None = None) -> dict[str, list[Shape]]:
                 params[layer.name] = layer_params
         blobs.update(zip(layer.top, tops))
     return params
+
+
+def net_input(net) -> tuple[str, Shape]:
+    """(blob name, shape) of a deploy net's first input: its first Input layer, or the legacy `input` field with
+    `input_shape` or four `input_dim` values. BadInput when the net declares no input."""
+    for layer in net.layer:
+        if layer.type == "Input" and layer.top:
+            return layer.top[0], _input_shapes(layer)[0]
+    if net.input:
+        dims = net.input_shape[0].dim if net.input_shape else net.input_dim[:4]
+        if len(dims) == 4:
+            return net.input[0], tuple(dims)
+    raise BadInput(f"net {net.name!r} declares no input (an Input layer, or input with its shape)")
+
+
+def net_outputs(net) -> dict[str, str]:
+    """Output blob -> name of the layer that last writes it, for the blobs of `net` that no later layer reads: what
+    Caffe calls the net's outputs (an in-place layer reads and rewrites its blob, which stays an output)."""
+    outputs: dict[str, str] = {}
+    for layer in net.layer:
+        for blob in layer.bottom:
+            outputs.pop(blob, None)
+        outputs.update(dict.fromkeys(layer.top, layer.name))
+    return outputs

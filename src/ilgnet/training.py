@@ -22,7 +22,7 @@ from pathlib import Path
 from ilgnet import defaults
 from ilgnet.caffe_io import lmdb_records, lmdb_size, load_mean
 from ilgnet.caffe_proto import to_text
-from ilgnet.caffe_tools import caffe_invocation, require_gpus
+from ilgnet.caffe_tools import caffe_invocation, require_gpus, tool_path
 from ilgnet.caffe_train import Diverged, run_caffe
 from ilgnet.datafolder import DataFolder
 from ilgnet.errors import BadInput, MissingFile, ToolFailed, UserError
@@ -111,6 +111,8 @@ def plan(variant: str, profile: str, data_dir: Path, *, run_dir: Path, models_di
     get_profile(profile)
     data = DataFolder(Path(data_dir).resolve())
     _check_data(data, v)
+    if not docker:
+        tool_path("caffe")                  # CaffeNotFoundError before a run folder is made
     if gpu is not None and not docker:
         require_gpus(gpu)
     net = train_val(v, train_lmdb=data.lmdb("train"), val_lmdb=data.lmdb("val"), mean_file=data.mean_binaryproto,

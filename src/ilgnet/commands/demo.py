@@ -8,7 +8,8 @@
    1e-5), cut to 60 iterations at batch 16. There are no ImageNet weights here, so it trains from scratch, which
    the synthetic photos allow: their label shows as sharpness, contrast, colour and exposure;
 5. `ilgnet test`: every held-out (val) image scored once, beside the majority-class baseline;
-6. `ilgnet predict --top 5` on a handful of held-out photos, plus the training curves (curves.png).
+6. `ilgnet predict --top 5 --html` on a handful of held-out photos: the best five, and all of them ranked in a
+   gallery (report.html), plus the training curves (curves.png).
 
 Each step prints the command that does the same by hand.
 """
@@ -79,6 +80,7 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
     from ilgnet import synthetic, training
     from ilgnet.ava import read_ava_txt
     from ilgnet.evaluation import evaluate
+    from ilgnet.gallery import write_gallery
     from ilgnet.lmdb_builder import build_split
     from ilgnet.partitions import ava2_split, write_split
     from ilgnet.scorer import Scorer
@@ -132,13 +134,16 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
 
     photos = work / "held_out"
     started = _step(6, f"score {held_out} held-out photos and rank them",
-                    f"ilgnet predict {photos} --model {weights} --mean {data / 'mean.binaryproto'} --top 5")
+                    f"ilgnet predict {photos} --model {weights} --mean {data / 'mean.binaryproto'} --top 5 "
+                    f"--html {work / 'report.html'}")
     photos.mkdir()
     chosen = val_rows.sample(n=min(held_out, len(val_rows)), random_state=seed)
     for image_id in chosen["image_id"]:
         shutil.copy2(ava / "images" / f"{image_id}.jpg", photos)
     scorer = Scorer(weights, mean=data / "mean.binaryproto", gpu=gpu)
     table, skipped = scorer.score_files(sorted(photos.iterdir()))
+    write_gallery(work / "report.html", table, skipped, about={
+        "model": str(weights), "variant": "ilgnet", "mean": str(data / "mean.binaryproto"), "backend": "caffe"})
     truth = rows.set_index("image_id")["mean"]
     table["ava_mean"] = [truth[int(Path(p).stem)] for p in table["path"]]
     table.to_csv(work / "predictions.csv", index=False, float_format="%.6f")
@@ -156,6 +161,7 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
         "balanced_accuracy": result["balanced_accuracy"], "roc_auc": result["roc_auc"],
         "top5_high": int(top["label"].sum()), "top5_mean_score": float(top["ava_mean"].mean()),
         "skipped": len(skipped), "weights": str(weights), "curves": str(run_dir / "curves.png"),
+        "gallery": str(work / "report.html"),
         "train_log": str(run_dir / "train_log.csv"), "seconds": timings,
     }
     (work / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -169,7 +175,8 @@ def run(args) -> int:
     print(f"\n== demo finished in {summary['seconds']['total']:.0f} s\n"
           f"   held-out accuracy {summary['accuracy']:.1%} vs majority baseline {summary['majority_baseline']:.1%}: "
           f"{'above' if above else 'NOT above'} the baseline\n"
-          f"   training curves: {summary['curves']}\n   summary: {args.work / 'demo.json'}")
+          f"   training curves: {summary['curves']}\n   gallery: {summary['gallery']}\n"
+          f"   summary: {args.work / 'demo.json'}")
     if not above:
         print("ilgnet demo: the net did not learn better than guessing the majority class; try more --iterations",
               file=sys.stderr)

@@ -18,8 +18,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ilgnet.caffe_tools import import_caffe
     from ilgnet.nets import VARIANTS, forward_time, get_variant
 
+    import_caffe()                          # no table's header without the Caffe that times its rows
     print(f"| variant | input | parameters | CPU forward, batch {args.batch} (ms) | net |")
     print("|---|---|---:|---:|---|")
     for v in map(get_variant, args.variants or VARIANTS):

@@ -1,11 +1,13 @@
 """`ilgnet predict`: aesthetic scores for photos, files and folders, from a published or a trained ILGNet model.
 
 Photos are preprocessed as in training and `caffe test` and scored in batches by ilgnet.scorer, in several
-processes on a CPU (ilgnet.scorer_pool).
+processes on a CPU (ilgnet.scorer_pool), or by Ray actors with --ray (ilgnet.scale); --html adds a gallery
+(ilgnet.gallery).
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,8 +25,10 @@ def register(subparsers) -> None:
         description="Scores photos with an ILGNet model. Output columns: path, p_high (probability of high aesthetic "
                     "quality), label (1 when p_high > 0.5). In folders, whatever OpenCV can decode is scored, "
                     "whatever its name; every file not scored is reported on stderr, except known non-photos "
-                    "(AppleDouble ._* files, folder metadata, text files), which are counted.")
-    parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
+                    "(AppleDouble ._* files, folder metadata, text files), which are counted.",
+        fromfile_prefix_chars="@")
+    parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively); @LIST reads more "
+                                                 "from the file LIST, one a line")
     parser.add_argument("--model", required=True, type=model,
                         help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
                              "published models), or a .caffemodel file; the first two carry their variant and mean")
@@ -36,8 +40,9 @@ def register(subparsers) -> None:
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR,
                         help="where ilgnet-ava1/2 are kept (`ilgnet weights fetch` puts them there; default: models/)")
     parser.add_argument("--top", type=integer(1), metavar="K", help="output only the K best photos, best first")
-    parser.add_argument("--format", choices=["csv", "jsonl"],
-                        help="output format (default: from --out's suffix, else csv)")
+    parser.add_argument("--format", choices=["csv", "jsonl", "parquet"],
+                        help="output format (default: from --out's suffix, .jsonl, .parquet, else csv; parquet needs "
+                             "--out and pyarrow)")
     parser.add_argument("--out", type=output_file, help="write the table here instead of stdout")
     parser.add_argument("--oversample", action="store_true",
                         help="average 10 crops (4 corners + centre, and their mirrors) instead of the centre crop")
@@ -50,6 +55,24 @@ def register(subparsers) -> None:
     parser.add_argument("--gpu", type=integer(0), metavar="ID",
                         help="run the net on this GPU, in one process (default: CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--backend", choices=defaults.BACKENDS, default=defaults.BACKENDS[0],
+                        help="what runs the net: caffe (pycaffe, CPU or GPU; the default) or opencv (OpenCV's dnn "
+                             "module on the CPU: no Caffe build needed)")
+    parser.add_argument("--html", type=output_file, metavar="FILE",
+                        help="also write a gallery: one self-contained HTML file with the photos ranked by p_high "
+                             "(the best --top K when given), a histogram of the scores, the model and mean used and "
+                             "the skipped files")
+    ray = parser.add_argument_group("scoring with Ray Data, on a cluster or a local Ray runtime (needs "
+                                    f"`{defaults.RAY_INSTALL}`)")
+    ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="score with a pool of --workers Ray actors, each holding one model, batches streamed "
+                          "through them; ADDRESS of a running cluster (auto, HOST:PORT, ray://HOST:10001), else "
+                          "a local Ray runtime. Every node must see the photos and the model at the same paths. "
+                          "Put it after the photos")
+    ray.add_argument("--actor-cpus", type=float, default=1, help="CPUs each actor takes (default: 1)")
+    ray.add_argument("--actor-gpus", type=float, default=0,
+                     help="GPUs each actor takes (default: 0; 1 runs each actor's net on a GPU of its own, caffe "
+                          "backend)")
     parser.set_defaults(func=run)
 
 
@@ -69,11 +92,33 @@ def collect_images(paths: list[str | Path]):
     return found
 
 
-def write_table(table, out: Path | None, fmt: str | None) -> None:
-    """CSV or JSON lines (one object per photo) to `out` or stdout."""
+def output_format(out: Path | None, fmt: str | None) -> str:
+    """csv, jsonl or parquet: `fmt`, else from `out`'s suffix, else csv. Parquet needs a file and pyarrow, which are
+    checked here, before any photo is scored."""
+    import importlib.util
+
+    from ilgnet.errors import MissingPackage
+
+    fmt = fmt or {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(out.suffix if out else "", "csv")
+    if fmt == "parquet" and out is None:
+        raise BadInput("Parquet is written to a file: give --out FILE.parquet")
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise MissingPackage(f"Parquet output needs pyarrow: pip install pyarrow (or `{defaults.RAY_INSTALL}`)")
+    return fmt
+
+
+def write_table(table, out: Path | None, fmt: str) -> None:
+    """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out` (see output_format)."""
     import json
 
-    fmt = fmt or ("jsonl" if out is not None and out.suffix in {".jsonl", ".json"} else "csv")
+    if fmt == "parquet":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            table.to_parquet(out, index=False)
+        except UnicodeEncodeError:
+            raise BadInput(f"{out}: Parquet holds UTF-8 text only, and some photos' names are not UTF-8; write CSV "
+                           f"or JSON lines instead") from None
+        return
     if fmt == "jsonl":
         text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in table.to_dict("records"))
     else:
@@ -88,11 +133,56 @@ def write_table(table, out: Path | None, fmt: str | None) -> None:
         atomic_write_text(out, text)
 
 
-def run(args) -> int:
-    from ilgnet.models import resolve_model
+def check_ray_args(args) -> None:
+    """--ray's address and the actors' resources, before anything starts."""
+    if args.ray and not (args.ray == "auto" or "://" in args.ray or re.fullmatch(r"[\w.-]+:\d+", args.ray)):
+        raise BadInput(f"--ray {args.ray}: not a Ray address (auto, HOST:PORT or ray://HOST:PORT); with a local Ray "
+                       f"runtime, put --ray after the photos")
+    if args.actor_cpus <= 0 or args.actor_gpus < 0:
+        raise BadInput("--actor-cpus must be positive and --actor-gpus at least 0")
+    if args.gpu is not None:
+        raise BadInput("--gpu picks one GPU of this machine; with --ray, --actor-gpus 1 gives each actor a GPU")
+    if args.actor_gpus and args.backend == "opencv":
+        raise BadInput("--actor-gpus needs the caffe backend: the opencv backend runs on the CPU")
+
+
+def score(paths: list[Path], model, args):
+    """(table, skipped): with Ray actors under --ray, else with ScorerPool's processes on this machine."""
+    options = dict(weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=model.variant,
+                   oversample=args.oversample, backend=args.backend)
+    if args.ray is not None:
+        from ilgnet.scale import score_with_ray
+
+        return score_with_ray(paths, address=args.ray or None, actors=args.workers, actor_cpus=args.actor_cpus,
+                              actor_gpus=args.actor_gpus, batch_size=args.batch, progress=not args.quiet, **options)
+    from ilgnet.errors import CaffeNotFoundError
     from ilgnet.scorer_pool import ScorerPool
+
+    workers = min(args.workers, -(-len(paths) // args.batch))          # no process without a batch to score
+    try:
+        with ScorerPool(workers, batch_size=args.batch, gpu=args.gpu, **options) as pool:
+            return pool.score_files(paths, progress=not args.quiet)
+    except CaffeNotFoundError as err:
+        raise CaffeNotFoundError(f"{err}; or score without Caffe: --backend opencv") from None
+
+
+def gallery_facts(model, args) -> dict[str, str]:
+    """What the gallery says about how the photos were scored."""
+    return {"model": f"{model.name} ({model.caffemodel})" if model.name != str(model.caffemodel) else model.name,
+            "variant": model.variant, "deploy net": str(args.deploy or f"{model.variant} (generated)"),
+            "mean": str(model.mean), "backend": args.backend,
+            "crops": "10 (--oversample)" if args.oversample else "centre crop"}
+
+
+def run(args) -> int:
+    from ilgnet.gallery import write_gallery
+    from ilgnet.models import resolve_model
+    from ilgnet.scorer import Skipped
     from ilgnet.weights import PUBLISHED_MODELS
 
+    if args.ray is not None:
+        check_ray_args(args)
+    fmt = output_format(args.out, args.format)
     model = resolve_model(args.model, variant=args.variant, mean=args.mean, models=args.models)
     if model.mean is None:
         raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
@@ -103,17 +193,17 @@ def run(args) -> int:
                        f"{found.known_non_photos} known non-photos)")
     if model.name in PUBLISHED_MODELS:
         print(f"{model.name}: {model.caffemodel} is present and checks out", file=sys.stderr)
-    workers = min(args.workers, -(-len(found.photos) // args.batch))          # no process without a batch to score
-    with ScorerPool(workers, weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=model.variant,
-                    batch_size=args.batch, oversample=args.oversample, gpu=args.gpu) as pool:
-        table, skipped = pool.score_files(found.photos, progress=not args.quiet)
+    table, skipped = score(found.photos, model, args)
     not_scored = sorted([*found.not_photos, *((Path(item.path), item.reason) for item in skipped)])
     for path, reason in not_scored:
         print(f"ilgnet predict: not scored: {path}: {reason}", file=sys.stderr)
     scored = len(table)
-    if args.top is not None:
-        table = table.sort_values("p_high", ascending=False, kind="stable").head(args.top)
-    write_table(table, args.out, args.format)
+    shown = table if args.top is None else table.sort_values("p_high", ascending=False, kind="stable").head(args.top)
+    write_table(shown, args.out, fmt)
+    if args.html is not None:
+        write_gallery(args.html, table, [Skipped(str(path), reason) for path, reason in not_scored], top=args.top,
+                      about=gallery_facts(model, args))
+        print(f"ilgnet predict: gallery in {args.html}", file=sys.stderr)
     passed_over = (f", {found.known_non_photos} known non-photos passed over (AppleDouble ._* files, folder "
                    f"metadata, text files)" if found.known_non_photos else "")
     print(f"ilgnet predict: scored {scored} photos, not scored {len(not_scored)}"

@@ -1,0 +1,146 @@
+"""The two engines behind the Scorer (ilgnet.backends): OpenCV's dnn module scores without Caffe, behind the same
+preprocessing and weight check, and gives Caffe's probabilities to 1e-5 on every variant.
+
+Stand-in models are random caffemodels made without pycaffe (ilgnet.synthetic.random_caffemodel), so the Caffe-free
+tests run in `make test-fast` (the `stand_in` fixture, tests/conftest.py); only the agreement test needs Caffe."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ilgnet import nets
+from ilgnet.backends import open_net
+from ilgnet.caffe_proto import NetParameter, parse_text, to_text
+from ilgnet.errors import BadInput
+from ilgnet.scorer import Scorer
+from ilgnet.shapes import net_input, net_outputs
+from ilgnet.synthetic import generate, random_caffemodel
+
+from conftest import SMALL
+NO_CAFFE = "import sys; sys.modules['caffe'] = None; from ilgnet.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def without_caffe(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`ilgnet ARGS` in a fresh interpreter where `import caffe` fails and Caffe's tools are not found, as after
+    `pip install` on a machine without Caffe."""
+    env = {**os.environ, "ILGNET_CAFFE_ROOT": "/nonexistent/caffe"}
+    return subprocess.run([sys.executable, "-c", NO_CAFFE, *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def predict_args(model: dict[str, Path], *extra: str) -> list[str]:
+    return ["predict", str(model["photos"]), "--model", str(model["weights"]), "--mean", str(model["mean"]),
+            "--variant", SMALL, "--quiet", *extra]
+
+
+def test_opencv_backend_scores_without_caffe(stand_in):
+    result = without_caffe(*predict_args(stand_in, "--backend", "opencv", "--workers", "2", "--batch", "4"))
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(io.StringIO(result.stdout))
+    photos = sorted(str(p) for p in stand_in["photos"].iterdir() if p.name != "broken.jpg")
+    assert list(table.path) == photos
+    assert table.p_high.between(0, 1).all() and np.ptp(table.p_high) > 0.01
+    assert f"not scored: {stand_in['photos'] / 'broken.jpg'}: corrupt JPEG" in result.stderr
+    assert "scored 6 photos, not scored 1 (listed above)" in result.stderr
+
+    # The Python API in this process, one batch: the same scores as two processes of batches of 4.
+    scored, skipped = Scorer(stand_in["weights"], mean=stand_in["mean"], variant=SMALL, backend="opencv",
+                             batch_size=8).score_files(photos)
+    assert not skipped
+    np.testing.assert_allclose(scored.p_high, table.p_high, atol=2e-6)
+
+    # Without --backend opencv, the missing Caffe is one line that says what to do.
+    result = without_caffe(*predict_args(stand_in))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "pycaffe cannot be imported" in result.stderr
+
+
+def test_commands_that_need_caffe_say_so_in_one_line(stand_in, tmp_path):
+    generate(tmp_path / "ava", n_images=60, seed=4, long_sides=(240, 300))
+    data = str(tmp_path / "data")
+    assert without_caffe("split", "ava2", "--ava-txt", str(tmp_path / "ava" / "AVA.txt"), "--out", data).returncode == 0
+    assert without_caffe("lmdb", "--split", data, "--images", str(tmp_path / "ava" / "images")).returncode == 0
+    for command in (["nets"], ["train", "--profile", "ava2", "--data", data, "--name", "x", "--cpu"],
+                    ["test", "--weights", str(stand_in["weights"]), "--variant", SMALL, "--data", data]):
+        result = without_caffe(*command, cwd=tmp_path)
+        assert result.returncode == 1 and result.stdout == "", command
+        assert f"ilgnet {command[0]}: error: " in result.stderr and "Caffe" in result.stderr.splitlines()[-1]
+        assert result.stderr.count("\n") == 1 + result.stderr.count("WARNING"), result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_opencv_backend_checks_the_weights_first(stand_in):
+    result = without_caffe(*predict_args({**stand_in, "weights": stand_in["other"]}, "--backend", "opencv"))
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert f"{stand_in['other']}: does not fit the {SMALL} net" in result.stderr
+
+
+def test_inner_products_batched_for_opencv_give_the_same_scores(stand_in, tmp_path):
+    """A generated net reaches OpenCV with its InnerProduct layers as 1x1 convolutions over the batch; the deploy file
+    of the same net reaches it as written. Both score alike."""
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(to_text(nets.deploy(SMALL)))
+    photos = sorted(stand_in["photos"].iterdir())
+    scores = [Scorer(stand_in["weights"], mean=stand_in["mean"], variant=SMALL, backend="opencv", deploy=source,
+                     batch_size=4).score_files(photos)[0].p_high for source in (None, deploy)]
+    np.testing.assert_allclose(scores[0], scores[1], rtol=0, atol=1e-5)
+
+
+def test_opencv_backend_refuses_a_gpu(stand_in):
+    with pytest.raises(BadInput, match="the opencv backend runs on the CPU"):
+        Scorer(stand_in["weights"], mean=stand_in["mean"], variant=SMALL, backend="opencv", gpu=0)
+
+
+TINY = """name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 2 } }
+layer { name: "relu" type: "ReLU" bottom: "fc" top: "fc" }
+"""
+
+
+def test_a_layer_opencv_lacks_is_named(tmp_path):
+    weights = random_caffemodel(parse_text(TINY, NetParameter()), tmp_path / "tiny.caffemodel")
+    net = parse_text(TINY + 'layer { name: "pick" type: "ArgMax" bottom: "fc" top: "pick" }\n', NetParameter())
+    with pytest.raises(BadInput, match=r"cannot run this net: Can't create layer \"pick\" of type \"ArgMax\""):
+        open_net("opencv", net, weights)
+    assert open_net("opencv", parse_text(TINY, NetParameter()), weights).forward(
+        np.ones((3, 3, 8, 8), np.float32)).shape == (3, 2)
+
+
+def test_inputs_and_outputs_of_a_net():
+    net = parse_text(TINY, NetParameter())
+    assert net_input(net) == ("data", (1, 3, 8, 8))
+    assert net_outputs(net) == {"fc": "relu"}                   # rewritten in place: the last writer's name
+    legacy = parse_text('name: "old" input: "img" input_dim: 2 input_dim: 3 input_dim: 5 input_dim: 5', NetParameter())
+    assert net_input(legacy) == ("img", (2, 3, 5, 5))
+    with pytest.raises(BadInput, match="declares no input"):
+        net_input(parse_text('name: "none"', NetParameter()))
+    with pytest.raises(BadInput, match="expected one output"):
+        open_net("opencv", parse_text(TINY + 'layer { name: "fc2" type: "InnerProduct" bottom: "data" top: "fc2" '
+                                      'inner_product_param { num_output: 2 } }', NetParameter()), Path("unused"))
+
+
+@pytest.mark.parametrize("variant", list(nets.VARIANTS))
+def test_backends_agree_on_real_photos(caffe, shared_data, variant, tmp_path):
+    """Caffe and OpenCV give the same probabilities to 1e-5 on real AVA photos (two of them greyscale), every
+    variant with a random stand-in of its weights, through the same Scorer preprocessing."""
+    images = shared_data / "ava-sample" / "images"
+    photos = [images / f"{i}.jpg" for i in (42039, 770238, 771184, 769857, 770897, 771111)]
+    weights = random_caffemodel(nets.deploy(variant), tmp_path / f"{variant}.caffemodel")
+    v = nets.VARIANTS[variant]
+    mean = np.random.default_rng(0).uniform(80, 130, (3, v.resize, v.resize)).astype(np.float32)
+    scores = {}
+    for backend in ("caffe", "opencv"):
+        scorer = Scorer(weights, mean=mean, variant=variant, backend=backend, batch_size=3, jobs=0)
+        table, skipped = scorer.score_files(photos)
+        assert not skipped and scorer.net.name == backend
+        scores[backend] = table.p_high.to_numpy()
+        del scorer
+    assert np.ptp(scores["caffe"]) > 1e-4, "saturated probabilities would agree trivially"
+    np.testing.assert_allclose(scores["opencv"], scores["caffe"], rtol=0, atol=1e-5)
