@@ -33,7 +33,7 @@ RUN --mount=type=secret,id=ca \
       export PIP_CERT=/run/secrets/ca; \
       echo 'Acquire::https::CAInfo "/run/secrets/ca";' > /etc/apt/apt.conf.d/99build-ca; \
     fi \
- && bash tools/setup.sh --cuda \
+ && ILGNET_EXTRAS= bash tools/setup.sh --cuda \
  && bash tools/docker-runtime.sh /opt/runtime
 
 FROM debian:12

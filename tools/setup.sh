@@ -13,6 +13,7 @@
 #   PYTHON               interpreter for the venv (default: python3.11)
 #   ILGNET_CACHE         where Caffe builds and the CUDA wheels are cached (default: ~/.cache/ilgnet-caffe)
 #   ILGNET_VENV          venv path (default: .venv in the repository)
+#   ILGNET_EXTRAS        the package's extras to install (default: test; empty for none, as the Docker images do)
 #   ILGNET_CUDA_ARCHS    CUDA compute capabilities to build for (default: "80 90")
 #   ILGNET_CUDA_HOME     build against this CUDA toolkit instead of the wheels (cuDNN and NCCL found in it,
 #                        /usr/local, /usr, or CUDNN_DIR / NCCL_DIR)
@@ -37,6 +38,7 @@ patch_dir="$repo/tools/caffe-patches"
 PYTHON=${PYTHON:-python3.11}
 cache=${ILGNET_CACHE:-$HOME/.cache/ilgnet-caffe}
 venv=${ILGNET_VENV:-$repo/.venv}
+ILGNET_EXTRAS=${ILGNET_EXTRAS-test}
 export ILGNET_CUDA_ARCHS=${ILGNET_CUDA_ARCHS:-80 90}
 
 mode=auto
@@ -113,12 +115,12 @@ fetch_caffe_source() {
 make_venv() {
   command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.11 or set PYTHON=/path/to/python3.11"
   [ -x "$venv/bin/python" ] || { log "venv: creating $venv"; "$PYTHON" -m venv "$venv"; }
-  local stamp="$venv/.ilgnet-deps" want
-  want=$(sha256sum "$repo/pyproject.toml" | cut -c1-16)
+  local stamp="$venv/.ilgnet-deps" want package="$repo${ILGNET_EXTRAS:+[$ILGNET_EXTRAS]}"
+  want=$( (sha256sum "$repo/pyproject.toml"; echo "extras=$ILGNET_EXTRAS") | sha256sum | cut -c1-16)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "venv: installing the ilgnet package and its dependencies"
+    log "venv: installing the ilgnet package${ILGNET_EXTRAS:+ with [$ILGNET_EXTRAS]} and its dependencies"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e "$repo[test]"
+    "$venv/bin/python" -m pip install -q -e "$package"
     echo "$want" > "$stamp"
   else
     log "venv: up to date"
