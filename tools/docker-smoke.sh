@@ -111,7 +111,9 @@ check() {
 
 base_image
 if [ "$cached" = 0 ]; then
-  DOCKER_BUILDKIT=1 "$DOCKER" builder prune -af > /dev/null
+  # A build killed mid-way can leave a lease that fails the first prune; the second one then succeeds.
+  DOCKER_BUILDKIT=1 "$DOCKER" builder prune -af > /dev/null 2>&1 ||
+    DOCKER_BUILDKIT=1 "$DOCKER" builder prune -af > /dev/null
   "$DOCKER" image rm -f ilgnet-caffe:cpu ilgnet-caffe:cuda > /dev/null 2>&1 || true
 fi
 build ilgnet-caffe:cpu Dockerfile.cpu
