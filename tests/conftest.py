@@ -92,3 +92,34 @@ def stand_in(tmp_path_factory) -> dict[str, Path]:
     return {"weights": random_caffemodel(nets.deploy(SMALL), root / "small.caffemodel", seed=1),
             "other": random_caffemodel(nets.deploy("googlenet-bn-two-thirds"), root / "other.caffemodel"),
             "mean": root / "mean.binaryproto", "photos": root / "album" / "images"}
+
+
+@pytest.fixture(scope="session")
+def bad_means(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """Mean files a user may give by mistake, each made without Caffe: name -> (path, the one-line error about it
+    after `error: `). The same for every command, since every mean is read by ilgnet.caffe_io.load_mean."""
+    import numpy as np
+
+    from ilgnet.caffe_io import blobproto_bytes
+
+    root = tmp_path_factory.mktemp("bad-means")
+    nan = np.full((3, 256, 256), 100, np.float32)
+    nan[1, 5, 5] = np.nan
+    np.save(root / "nan.npy", nan)
+    nan[1, 5, 5], nan[2, 7, 7] = np.inf, -np.inf
+    (root / "inf.binaryproto").write_bytes(blobproto_bytes(nan))
+    (root / "empty.npy").write_bytes(b"")
+    (root / "text.npy").write_text("104 117 123\n")
+    np.save(root / "objects.npy", np.array([104, None, 123], dtype=object), allow_pickle=True)
+    np.save(root / "words.npy", np.array(["b", "g", "r"]))
+    (root / "cut.npy").write_bytes((root / "nan.npy").read_bytes()[:200])
+    return {name: (root / name, message.replace("@", str(root / name))) for name, message in {
+        "nan.npy": "@: the mean holds 1 NaN or infinite values",
+        "inf.binaryproto": "@: the mean holds 2 NaN or infinite values",
+        "empty.npy": "@ is an empty file, not a mean",
+        "text.npy": "@ is not a NumPy .npy file (no .npy header), not a mean",
+        "objects.npy": "@: not a readable .npy array of numbers (Object arrays cannot be loaded when "
+                       "allow_pickle=False)",
+        "words.npy": "@: a mean must hold numbers, not <U1 values",
+        "cut.npy": "@: not a readable .npy array of numbers (",
+    }.items()}

@@ -120,3 +120,31 @@ def test_doctor_fails_when_the_caffe_binary_is_broken(caffe, tmp_path):
     result = run_doctor({"ILGNET_CAFFE_ROOT": str(tmp_path)})
     assert result.returncode == 1
     assert "BROKEN" in result.stderr and str(truncated) in result.stderr
+
+
+FATAL = "F0102 10:00:00.000000  4242 net.cpp:757] Check failed: target_blobs.size() == source_layer.blobs_size()"
+
+
+@pytest.mark.parametrize("script, message", [
+    # Caffe aborting on a failed check: the F line, not the stack trace glog prints after it.
+    (f"echo 'I0102 10:00:00.000000  4242 caffe.cpp:1] Starting'; echo '{FATAL}'; echo '*** Check failure stack "
+     f"trace: ***'; echo '    @  0x7f google::LogMessage::Fail()'; kill -ABRT $$",
+     "bash -c was killed by SIGABRT; last message: Check failed: target_blobs.size() == source_layer.blobs_size()"),
+    # The kernel's out-of-memory killer: no error line of its own, so the last line it printed.
+    ("echo 'I0102 10:00:00.000000  4242 solver.cpp:1] Iteration 0, Testing net (#0)'; kill -KILL $$",
+     "bash -c was killed by SIGKILL (probably out of memory); last message: Iteration 0, Testing net (#0)"),
+    ("echo 'docker: permission denied'; echo; exit 3",
+     "bash -c exited with 3; last message: docker: permission denied"),
+])
+def test_a_failed_tool_is_one_line_naming_its_log(tmp_path, script, message):
+    """Not the last 15 raw lines of the log: how it ended, its last error line and where the whole log is."""
+    from ilgnet.caffe_tools import run_logged
+    from ilgnet.errors import ToolFailed
+
+    log = tmp_path / "train.log"
+    for keep in (True, False):
+        with pytest.raises(ToolFailed) as failed:
+            run_logged(["bash", "-c", script], log_path=log, keep=keep)
+        assert str(failed.value) == f"{message}; full output in {log}"
+    with pytest.raises(ToolFailed, match=f"^{re.escape(message)}$"):
+        run_logged(["bash", "-c", script])

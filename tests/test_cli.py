@@ -82,6 +82,17 @@ train --profile ava2 --data @DIR --cpu --train-batch 0  =>  argument --train-bat
 train --profile ava2 --data @DIR --cpu --train-batch -3  =>  argument --train-batch: must be at least 1, got -3
 train --profile ava2 --data @DIR --cpu --max-iter 0  =>  argument --max-iter: must be at least 1, got 0
 train --profile ava2 --data @DIR --cpu --snapshot -1  =>  argument --snapshot: must be at least 0, got -1
+train --max-iter 3000000000  =>  argument --max-iter: must be at least 1 and at most 2147483647, got 3000000000
+train --snapshot 2147483648  =>  argument --snapshot: must be at least 0 and at most 2147483647, got 2147483648
+train --test-interval 2147483648  =>  argument --test-interval: must be at least 1 and at most 2147483647
+train --display 2147483648  =>  argument --display: must be at least 1 and at most 2147483647, got 2147483648
+train --train-batch 2147483648  =>  argument --train-batch: must be at least 1 and at most 2147483647, got 2147483648
+train --val-batch 2147483648  =>  argument --val-batch: must be at least 1 and at most 2147483647, got 2147483648
+train --name ../../escape  =>  argument --name: run name '../../escape': expected one folder name
+train --name runs/x  =>  argument --name: run name 'runs/x': expected one folder name
+train --name ..  =>  argument --name: run name '..': expected one folder name
+train --name .  =>  argument --name: run name '.': expected one folder name
+train --name ''  =>  argument --name: run name '': expected one folder name
 train --profile ava3 --data @DIR --cpu --runs @DIR/runs  =>  argument --profile: invalid choice
 train --profile ava2 --data @DIR --cpu --weights @NONE/w  =>  argument --weights: @NONE/w does not exist
 train --profile ava2 --data @DIR --gpu first  =>  argument --gpu: expected a GPU id, ids separated by commas
@@ -96,6 +107,12 @@ predict p.jpg --model @NONE/m  =>  argument --model: @NONE/m: not ilgnet-ava1 or
 log @DIR  =>  argument LOG: @DIR is a folder, not a file
 log @FILE --png @DIR  =>  argument --png: @DIR is a folder; give a file name
 nets --batch 0  =>  argument --batch: must be at least 1, got 0
+nets --iterations 2147483648  =>  argument --iterations: must be at least 1 and at most 2147483647, got 2147483648
+lmdb --split @DIR --images @DIR --seed 2147483648  =>  argument --seed: must be at least 0 and at most 2147483647
+split ava2 --ava-txt @FILE --out o --seed 4294967296  =>  argument --seed: must be at least 0 and at most 2147483647
+demo --iterations 2147483648  =>  argument --iterations: must be at least 1 and at most 2147483647
+demo --batch 2147483648  =>  argument --batch: must be at least 1 and at most 2147483647
+test --weights @FILE --data @DIR --batch 2147483648  =>  argument --batch: must be at least 1 and at most 2147483647
 demo --work @FILE  =>  argument --work: @FILE is a file, not a folder
 demo --iterations many  =>  argument --iterations: expected an integer, got 'many'
 gen --out @FILE  =>  argument --out: @FILE is a file, not a folder
@@ -124,9 +141,31 @@ def test_bad_arguments_are_one_line_naming_the_argument(places, command_line, me
     assert sorted(places.rglob("*")) == before                  # nothing made, nothing half-made
 
 
-def test_missing_weights_and_data_are_named(capsys):
-    assert main(["test"]) == 1
-    assert "error: --weights and --data are required (or --replay LOG)" in capsys.readouterr().err
+def test_missing_weights_and_data_are_a_usage_error(capsys):
+    """Required unless --replay: argparse cannot say so itself, so the command raises UsageError, which ends as
+    argparse's own errors do (one line, exit 2)."""
+    for command_line in (["test"], ["test", "--data", "."]):
+        with pytest.raises(SystemExit) as exit_:
+            main(command_line)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == ("ilgnet test: error: --weights and --data are required (or --replay LOG) "
+                                           "(see `ilgnet test --help`)\n")
+
+
+def test_a_warning_is_one_line_naming_the_command(monkeypatch, capsys):
+    """Not Python's warnings format (file:line: UserWarning: ..., then the source line); ILGNET_DEBUG=1 keeps it."""
+    import warnings
+
+    from ilgnet.commands import log
+
+    monkeypatch.setattr(log, "run", lambda args: warnings.warn("test_iter 2 x val batch 50: 13 of them twice"))
+    assert main(["log", __file__]) == 0
+    assert capsys.readouterr().err == "ilgnet log: warning: test_iter 2 x val batch 50: 13 of them twice\n"
+    monkeypatch.setenv("ILGNET_DEBUG", "1")
+    with warnings.catch_warnings(record=True) as caught:         # Python's own showwarning
+        warnings.simplefilter("always")
+        assert main(["log", __file__]) == 0
+    assert [str(w.message) for w in caught] == ["test_iter 2 x val batch 50: 13 of them twice"]
 
 
 def test_make_evaluate_without_weights_leaves_nothing(repo, tmp_path):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from caffe_data import SMALL_VAL_LABELS as VAL_LABELS
 from caffe_data import published_stand_in
+from conftest import SMALL
 
 from ilgnet.caffe_tools import run_tool
 from ilgnet.cli import main
@@ -116,6 +117,42 @@ def test_published_model_names_resolve_to_their_files_and_mean(small_dataset, il
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "record 00000000_0 is 240x240, the mean image" in err and "AVA1_mean.binaryproto is 256x256" in err
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """A data folder as `ilgnet lmdb` leaves it, made without Caffe: 2 training and 2 val photos, 16 x 16."""
+    from caffe_data import photo_files
+
+    from ilgnet.lmdb_builder import build_split
+
+    names = photo_files(tmp_path / "images", 4, size=16)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[:2])))
+    (data / "val.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[2:])))
+    build_split(data, tmp_path / "images", resize=16, jobs=1, progress=False)
+    return data
+
+
+@pytest.mark.parametrize("engine", ["pycaffe", "caffe"])
+@pytest.mark.parametrize("name", ["nan.npy", "inf.binaryproto", "empty.npy", "text.npy", "objects.npy", "cut.npy"])
+def test_a_bad_mean_file_is_named_before_any_scoring(stand_in, tiny_data, bad_means, name, engine, capsys):
+    """The mean is refused as it is read (not blamed on the model once the net's outputs come out NaN)."""
+    path, message = bad_means[name]
+    assert main(["test", "--weights", str(stand_in["weights"]), "--variant", SMALL, "--data", str(tiny_data),
+                 "--mean", str(path), "--engine", engine]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ilgnet test: error: {message}"), err
+
+
+def test_caffe_test_needs_a_binaryproto_mean(stand_in, tiny_data, tmp_path, capsys):
+    np.save(tmp_path / "mean.npy", np.full((3, 16, 16), 100, np.float32))
+    for options in (["--engine", "caffe"], ["--paper-protocol", "--protocol", "ava2"]):
+        assert main(["test", "--weights", str(stand_in["weights"]), "--variant", SMALL, "--data", str(tiny_data),
+                     "--mean", str(tmp_path / "mean.npy"), *options]) == 1
+        assert capsys.readouterr().err == (f"ilgnet test: error: {tmp_path / 'mean.npy'}: `caffe test` reads a mean "
+                                           f"from a .binaryproto only (the pycaffe engine reads .npy too)\n")
 
 
 def test_val_images_that_never_reached_the_lmdb_are_stated(ilgnet_caffemodel, tmp_path, capsys):

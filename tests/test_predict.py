@@ -13,11 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ilgnet import nets
+from ilgnet.caffe_proto import to_text
 from ilgnet.caffe_tools import import_caffe, run_tool
 from ilgnet.cli import main as ilgnet
 from ilgnet.scorer import Scorer
 
 from caffe_data import published_stand_in
+from conftest import SMALL
 
 pytest_plugins = ["caffe_data"]     # ilgnet_caffemodel: the `ilgnet` net with fixed random weights, once per session
 
@@ -234,6 +237,47 @@ def test_errors_are_reported(tiny_model, tmp_path, capsys):
     assert ilgnet(["predict", str(photo), "--model", str(tmp_path), "--mean", str(tiny_model["mean"])]) == 1
     assert f"model {tmp_path} is a folder without model.json: neither a run of `ilgnet train` nor a .caffemodel" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["opencv", "caffe"])
+@pytest.mark.parametrize("name", ["nan.npy", "inf.binaryproto", "empty.npy", "text.npy", "objects.npy", "words.npy",
+                                  "cut.npy"])
+def test_a_bad_mean_file_is_named_in_one_line(stand_in, bad_means, name, backend, capsys):
+    """Refused as it is read, whatever the backend (a NaN mean once scored p_high 0.48 with OpenCV, and Caffe's
+    NaN outputs blamed the model), before any net is loaded: so the caffe backend needs no Caffe here."""
+    path, message = bad_means[name]
+    assert ilgnet(["predict", str(stand_in["photos"]), "--model", str(stand_in["weights"]), "--variant", SMALL,
+                   "--mean", str(path), "--backend", backend, "--workers", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ilgnet predict: error: {message}"), err
+
+
+def test_a_mean_too_small_for_the_net_is_named(stand_in, tmp_path, capsys):
+    np.save(tmp_path / "small.npy", np.full((3, 100, 100), 100, np.float32))
+    assert ilgnet(["predict", str(stand_in["photos"]), "--model", str(stand_in["weights"]), "--variant", SMALL,
+                   "--mean", str(tmp_path / "small.npy"), "--backend", "opencv", "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"ilgnet predict: error: the mean image {tmp_path / 'small.npy'} is 100x100, "
+                                       f"smaller than the net's 227x227 input\n")
+
+
+def test_a_users_deploy_file_is_named_in_every_error_about_its_net(stand_in, tmp_path, capsys):
+    """An empty file, a layer type the weight check does not know, a renamed layer: each error names the file."""
+    text = to_text(nets.deploy(SMALL))
+    cases = {"empty": ("", "@: net '' declares no input (an Input layer, or input with its shape)"),
+             "unknown": (text.replace('type: "Convolution"', 'type: "Convolution3D"', 1),
+                         "@: layer 'conv1/7x7_s2': the weight check does not know layer type 'Convolution3D'"),
+             "renamed": (text.replace('name: "conv1/7x7_s2"', 'name: "conv1"', 1),
+                         f"{stand_in['weights']}: does not fit the net of @: no weights for layers 'conv1'; the "
+                         f"caffemodel's layers 'conv1/7x7_s2' are not in the net")}
+    for name, (content, message) in cases.items():
+        deploy = tmp_path / f"{name}.prototxt"
+        deploy.write_text(content)
+        for backend in ("opencv", "caffe"):
+            assert ilgnet(["predict", str(stand_in["photos"]), "--model", str(stand_in["weights"]), "--variant", SMALL,
+                           "--mean", str(stand_in["mean"]), "--deploy", str(deploy), "--backend", backend,
+                           "--workers", "1", "--quiet"]) == 1
+            err = capsys.readouterr().err
+            assert err == f"ilgnet predict: error: {message.replace('@', str(deploy))}\n", (backend, err)
 
 
 def test_python_api_is_lazy_and_exported():

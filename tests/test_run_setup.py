@@ -1,14 +1,21 @@
-"""What `ilgnet train` checks and writes before Caffe starts, without Caffe: bad counts stop it before the run
-folder exists, and a shortened run's solver tests and snapshots within it."""
+"""What `ilgnet train` checks and writes before Caffe starts, without Caffe: bad counts, a val batch larger than the
+val set and a run name that leaves the runs folder stop it before the run folder exists, a run that fails before
+Caffe starts leaves nothing it made, and a shortened run's solver tests and snapshots within it."""
 from __future__ import annotations
+
+import re
 
 import pytest
 from caffe_data import photo_files
 from google.protobuf import text_format
 
+from ilgnet import training
 from ilgnet.caffe_proto import SolverParameter
-from ilgnet.errors import UserError
+from ilgnet.cli import main
+from ilgnet.datafolder import DataFolder
+from ilgnet.errors import CaffeNotFoundError, UserError
 from ilgnet.lmdb_builder import build_split
+from ilgnet.nets import get_variant
 from ilgnet.training import write_run_files
 
 
@@ -29,9 +36,14 @@ def written_solver(path) -> SolverParameter:
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"train_batch": 0}, "expected positive counts and a non-negative snapshot period, got train_batch 0"),
+    ({"train_batch": 0}, r"expected positive counts and a non-negative snapshot period, at most 2147483647 "
+                         r"\(Caffe's int32\), got train_batch 0"),
     ({"max_iter": 0, "display": -1}, "got max_iter 0, display -1"),
     ({"snapshot": -2}, "got snapshot -2"),
+    ({"max_iter": 3_000_000_000, "display": 2**31}, r"at most 2147483647 \(Caffe's int32\), got max_iter 3000000000, "
+                                                    r"display 2147483648"),
+    ({"val_batch": 4}, "val batch 4 is larger than the 3 records of .*val_lmdb: a test pass would read most of them "
+                       "more than once"),
 ])
 def test_bad_counts_stop_before_the_run_folder_is_made(data, tmp_path, options, message):
     arguments = {"train_batch": None, "val_batch": None, "max_iter": None, "display": None, **options}
@@ -54,3 +66,43 @@ def test_a_shortened_run_tests_and_snapshots_within_its_length(data, tmp_path):
     assert (full.max_iter, full.test_interval, full.snapshot) == (533_000, 5_330, 5_330)
     train_val = (tmp_path / "full" / "train_val.prototxt").read_text()
     assert "batch_size: 48" in train_val and "batch_size: 3" in train_val       # the defaults, when not given
+
+
+def test_a_val_batch_larger_than_the_val_set_is_refused_before_anything_starts(data, tmp_path, capsys):
+    """Caffe would read every val record many times a test pass (and 1000 of 87 ran out of memory)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--profile", "ava2", "--data", str(data), "--runs", str(tmp_path / "runs"), "--cpu",
+              "--val-batch", "4"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (f"ilgnet train: error: argument --val-batch: 4 is more than the 3 records of "
+                                       f"{data / 'val_lmdb'} (see `ilgnet train --help`)\n")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".", "a\\b"])
+def test_a_run_stays_in_its_runs_folder(tmp_path, name):
+    with pytest.raises(UserError, match=f"run name {re.escape(repr(name))}: expected one folder name"):
+        training.train("ilgnet", "ava2", tmp_path, name=name, runs_dir=tmp_path / "runs")
+    assert training.run_folder(tmp_path, "ilgnet-ava2") == (tmp_path / "ilgnet-ava2").resolve()
+
+
+def test_a_run_that_fails_before_caffe_leaves_no_folder_but_keeps_an_earlier_runs(data, tmp_path, monkeypatch):
+    """Everything checked (plan) but Caffe cannot be started: the folders this call made go, earlier files stay."""
+    def no_docker(*args, **kwargs):
+        raise CaffeNotFoundError("docker-caffe.sh is missing")
+
+    monkeypatch.setattr(training, "plan", lambda *args, **kwargs: training.Plan(get_variant("ilgnet"),
+                                                                                 DataFolder(data), None, None))
+    monkeypatch.setattr(training, "caffe_command", no_docker)
+    runs = tmp_path / "runs"
+    with pytest.raises(CaffeNotFoundError):
+        training.train("ilgnet", "ava2", data, name="new", runs_dir=runs, docker=True, train_batch=2)
+    assert not runs.exists()
+    (runs / "old").mkdir(parents=True)
+    (runs / "old" / "notes.txt").write_text("mine\n")
+    with pytest.raises(CaffeNotFoundError):
+        training.train("ilgnet", "ava2", data, name="old", runs_dir=runs, docker=True, train_batch=2)
+    assert (runs / "old" / "notes.txt").read_text() == "mine\n"
+    with pytest.raises(CaffeNotFoundError):
+        training.train("ilgnet", "ava2", data, name="new", runs_dir=runs, docker=True, train_batch=2)
+    assert sorted(p.name for p in runs.iterdir()) == ["old"]

@@ -22,7 +22,7 @@ from ilgnet.caffe_io import load_net, read_prototxt
 from ilgnet.caffe_proto import BlobShape, LayerParameter, NetParameter, to_text
 from ilgnet.caffe_tools import import_caffe, require_gpus
 from ilgnet.defaults import BACKENDS
-from ilgnet.errors import BadInput, lookup
+from ilgnet.errors import BadInput, about, lookup
 from ilgnet.shapes import net_input, net_outputs
 
 
@@ -35,9 +35,10 @@ class NetBackend:
 
     def __init__(self, net, weights: Path, *, output: str | None = None, gpu: int | None = None):
         self.source = str(net) if isinstance(net, (str, Path)) else f"the {net.name} deploy net"
-        topology = read_prototxt(net) if isinstance(net, (str, Path)) else net
-        self.input_blob, self.input_shape = net_input(topology)
-        outputs = net_outputs(topology)
+        with about(self.source):
+            topology = read_prototxt(net) if isinstance(net, (str, Path)) else net
+            self.input_blob, self.input_shape = net_input(topology)
+            outputs = net_outputs(topology)
         if output is None and len(outputs) != 1:
             raise BadInput(f"{self.source}: expected one output (the softmax), found {', '.join(outputs) or 'none'}")
         self.output = output or next(iter(outputs))

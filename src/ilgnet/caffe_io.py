@@ -16,6 +16,8 @@ from google.protobuf.text_format import ParseError
 from ilgnet.caffe_proto import TEST, BlobProto, Datum, NetParameter, parse_text, to_text
 from ilgnet.errors import BadInput, MissingFile
 
+NPY_MAGIC = b"\x93NUMPY"
+
 
 def datum_bytes(chw: np.ndarray, label: int) -> bytes:
     """A serialized Datum as convert_imageset writes it: channels, height, width, the C x H x W uint8 pixels
@@ -86,12 +88,21 @@ def blobproto_bytes(mean: np.ndarray) -> bytes:
 
 def load_mean(path: Path | str) -> np.ndarray:
     """The mean image (3, H, W) float32 from a Caffe .binaryproto or a NumPy .npy; a .npy of 3 values is a
-    per-channel mean (3,). Raises MissingFile or BadInput naming the file."""
+    per-channel mean (3,). Raises MissingFile, or BadInput naming the file for one that does not read as a mean or
+    holds NaN or infinite values."""
     path = Path(path)
     if not path.is_file():
         raise MissingFile(f"mean file {path} does not exist")
     if path.suffix == ".npy":
-        mean = np.load(path, allow_pickle=False, encoding="latin1")
+        with open(path, "rb") as f:
+            header = f.read(len(NPY_MAGIC))
+        if header != NPY_MAGIC:
+            raise BadInput(f"{path} is {'not a NumPy .npy file (no .npy header)' if header else 'an empty file'}, "
+                           f"not a mean")
+        try:
+            mean = np.load(path, allow_pickle=False)
+        except (OSError, EOFError, ValueError) as err:    # cut short, a bad header, or objects (pickles)
+            raise BadInput(f"{path}: not a readable .npy array of numbers ({str(err).rstrip('.')})") from None
     else:
         try:
             blob = BlobProto.FromString(path.read_bytes())
@@ -103,12 +114,16 @@ def load_mean(path: Path | str) -> np.ndarray:
         if len(values) != np.prod(shape):
             raise BadInput(f"{path}: a BlobProto of shape {shape} holding {len(values)} values")
         mean = np.asarray(values, np.float32).reshape(shape)
+    if not (np.issubdtype(mean.dtype, np.integer) or np.issubdtype(mean.dtype, np.floating)):
+        raise BadInput(f"{path}: a mean must hold numbers, not {mean.dtype} values")
     mean = np.asarray(mean, dtype=np.float32)
     if mean.ndim == 4 and mean.shape[0] == 1:
         mean = mean[0]
-    if mean.shape == (3,) or (mean.ndim == 3 and mean.shape[0] == 3):
-        return mean
-    raise BadInput(f"{path}: expected a mean image of shape (3, H, W) or 3 channel values, got {mean.shape}")
+    if not (mean.shape == (3,) or (mean.ndim == 3 and mean.shape[0] == 3)):
+        raise BadInput(f"{path}: expected a mean image of shape (3, H, W) or 3 channel values, got {mean.shape}")
+    if not np.isfinite(mean).all():
+        raise BadInput(f"{path}: the mean holds {np.count_nonzero(~np.isfinite(mean))} NaN or infinite values")
+    return mean
 
 
 def write_mean(mean: np.ndarray, binaryproto: Path, npy: Path) -> None:

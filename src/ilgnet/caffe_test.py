@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ilgnet.caffe_io import lmdb_size
+from ilgnet.caffe_io import lmdb_size, load_mean
 from ilgnet.caffe_proto import to_text
 from ilgnet.caffe_tools import caffe_invocation, require_gpus, run_logged
 from ilgnet.errors import BadInput
@@ -89,6 +89,14 @@ def _batches(log: str, name: str) -> list[float]:
     return [float(value) for _, output, value in BATCH_LINE.findall(log) if output == name]
 
 
+def check_mean(mean_file: Path) -> None:
+    """Caffe's Data layer reads a .binaryproto mean only, and aborts on any other; a NaN mean scores NaN."""
+    load_mean(mean_file)
+    if Path(mean_file).suffix == ".npy":
+        raise BadInput(f"{mean_file}: `caffe test` reads a mean from a .binaryproto only (the pycaffe engine reads "
+                       f".npy too)")
+
+
 def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, max_batch: int, *,
                gpu: int | None = None, docker: bool = False) -> pd.DataFrame:
     """Per-record results of `caffe test` over every record once: DataFrame(key, label, predicted, p_0 .. p_k) in
@@ -100,6 +108,7 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, ma
     if gpu is not None and not docker:
         require_gpus(gpu)
     plan = coverage(records, max_batch)
+    check_mean(mean_file)
     check_fits(weights, test_net(v.name, lmdb_path, mean_file, 1), allowed_unused=trained_layers(v.name))
     mounts = [Path(lmdb_path).resolve().parent, Path(mean_file).resolve().parent, Path(weights).resolve().parent]
     work = Path(tempfile.mkdtemp(prefix="ilgnet-caffe-test-"))
@@ -129,6 +138,7 @@ def paper_protocol(variant: str, weights: Path, lmdb_path: Path, mean_file: Path
     """The authors' own measurement: `caffe test` for `iterations` at `batch` (the first batch x iterations
     records, wrapping around the LMDB); returns the images read, Caffe's accuracy and loss."""
     v = get_variant(variant)
+    check_mean(mean_file)
     net = train_val(v.name, train_lmdb=lmdb_path.resolve(), val_lmdb=lmdb_path.resolve(),
                     mean_file=Path(mean_file).resolve(), train_batch=batch, val_batch=batch)
     work = Path(tempfile.mkdtemp(prefix="ilgnet-caffe-test-"))

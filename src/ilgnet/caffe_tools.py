@@ -24,6 +24,8 @@ SETUP_HINT = "run `make setup` in the ilgnet-caffe checkout (or set ILGNET_CAFFE
 DOCKER_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "docker-caffe.sh"
 PYCAFFE_SUBDIR = Path("lib/python3/dist-packages")
 TAIL_LINES = 15
+# A glog line: severity (I, W, E, F), date (the year only since glog 0.6) and time, thread, file:line, message.
+GLOG_PREFIX = re.compile(r"^[IWEF]((?:\d{4})?\d{4} \d\d:\d\d:\d\d\.\d+)\s+\d+ [\w.]+:\d+\]\s+(.*)$")
 
 
 def caffe_root() -> Path:
@@ -71,7 +73,7 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
                on_sigint: Callable[[], None] | None = None, keep: bool = True) -> subprocess.CompletedProcess:
     """Runs a command with Caffe's environment, its combined output (Caffe logs to stderr) appended to `log_path`
     as it arrives and each line passed to `on_line`. Returns the CompletedProcess (stdout: the whole output when
-    `keep`, else its last lines). Raises ToolFailed with the last lines when the command fails.
+    `keep`, else its last lines). Raises ToolFailed in one line when the command fails (`failure`).
 
     With `on_sigint`, a SIGINT sent to this process is passed on to the command (which decides how to stop; a
     terminal's Ctrl-C reaches it directly too) and `on_sigint` is called. The command is killed if this process
@@ -80,6 +82,7 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
     command = [str(part) for part in command]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env(), text=True)
     lines: list[str] | deque[str] = [] if keep else deque(maxlen=TAIL_LINES)
+    last_error = None
     log = open(log_path, "a") if log_path else None
     previous = None
     if on_sigint is not None:
@@ -91,6 +94,8 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
     try:
         for line in proc.stdout:
             lines.append(line)
+            if line.startswith(("E", "F")) and GLOG_PREFIX.match(line):
+                last_error = line
             if log:
                 log.write(line)
                 log.flush()
@@ -106,9 +111,25 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
         if log:
             log.close()
     if proc.returncode != 0:
-        tail = "".join(list(lines)[-TAIL_LINES:])
-        raise ToolFailed(f"{' '.join(command[:2])} exited with {proc.returncode}\n{tail}".rstrip())
+        last = (last_error or next((line for line in reversed(lines) if line.strip()), "")).strip()
+        glog = GLOG_PREFIX.match(last)
+        raise ToolFailed(failure(command, proc.returncode, glog.group(2) if glog else last, log_path))
     return subprocess.CompletedProcess(command, proc.returncode, stdout="".join(lines))
+
+
+def failure(command: list[str], returncode: int, last: str, log_path: Path | None) -> str:
+    """One line on a failed command: its exit status or the signal that killed it (SIGKILL: most likely the kernel's
+    out-of-memory killer), `last` (its last error line, else its last line) and where its whole output is."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        how = f"was killed by {name}" + (" (probably out of memory)" if -returncode == signal.SIGKILL else "")
+    else:
+        how = f"exited with {returncode}"
+    return (f"{' '.join(command[:2])} {how}" + (f"; last message: {last}" if last else "")
+            + (f"; full output in {log_path}" if log_path else ""))
 
 
 def caffe_invocation(args: list, *, gpu: str | None, docker: bool, mounts: list[Path]) -> list[str]:

@@ -32,7 +32,7 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
     """Runs `caffe train`, appending its output to log_path, with a progress bar over iterations and the test
     scores and snapshots shown as they come; train_log.csv and curves.png are refreshed every minute and at the end.
     Returns whether Caffe stopped early (on SIGINT, which is passed on to it); raises Diverged (Caffe killed, no
-    snapshot written) when the training loss is not finite, ToolFailed with the log's last lines when Caffe fails."""
+    snapshot written) when the training loss is not finite, ToolFailed (one line, naming log_path) when Caffe fails."""
     last_summary = time.monotonic()
     stopped_early = False
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from ilgnet.caffe_proto import NetParameter, parse_text
+from ilgnet.caffe_tools import GLOG_PREFIX
 from ilgnet.errors import BadInput
 
-# glog 0.6+ (Debian 12) writes the year into the date (I20241124 ...); older glog (as in the authors' logs) not.
-GLOG_PREFIX = re.compile(r"^[IWEF]((?:\d{4})?\d{4} \d\d:\d\d:\d\d\.\d+)\s+\d+ [\w.]+:\d+\]\s+(.*)$")
+# GLOG_PREFIX: glog 0.6+ (Debian 12) writes the year into the date (I20241124 ...); older glog (as in the authors'
+# logs) not.
 TRAIN_LOSS = re.compile(r"^Iteration (\d+)(?: \(.*\))?, loss = (\S+)$")
 LEARNING_RATE = re.compile(r"^Iteration (\d+), lr = (\S+)$")
 TESTING = re.compile(r"^Iteration (\d+), Testing net \(#(\d+)\)$")

@@ -1,8 +1,9 @@
 """The `ilgnet` command: one entry point, a subcommand per stage of the pipeline, each in ilgnet/commands/<name>.py.
 
 Errors the user can fix (ilgnet.errors.UserError) are printed in one line and exit 1 (a command line argparse
-refuses, also one line, exits 2); anything else is a bug and keeps its traceback. ILGNET_DEBUG=1 prints the
-traceback of user errors too.
+refuses, also one line, exits 2); anything else is a bug and keeps its traceback. Warnings are one line too,
+`ilgnet COMMAND: warning: ...`. ILGNET_DEBUG=1 prints the traceback of user errors, and warnings in Python's own
+format (with the line that raised them).
 """
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 
 from ilgnet.commands import demo, doctor, gen, lmdb, log, nets, predict, split, test, train, weights
+from ilgnet.commands.arguments import UsageError
 from ilgnet.errors import UserError
 
 # In the order of the pipeline: AVA -> split -> lmdb -> nets/gen -> train/log -> test -> weights/predict.
@@ -42,10 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         # A path that is not UTF-8 (Linux names are any bytes) is printed as its own bytes, not a traceback.
         sys.stdout.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("ILGNET_DEBUG") == "1"
     try:
-        return args.func(args) or 0
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = lambda message, *_, **__: print(
+                    f"ilgnet {args.command}: warning: {message}", file=sys.stderr)
+            return args.func(args) or 0
+    except UsageError as err:
+        Parser(prog=f"ilgnet {args.command}").error(str(err))
     except UserError as err:
-        if os.environ.get("ILGNET_DEBUG") == "1":
+        if debug:
             traceback.print_exc()
         print(f"ilgnet {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ SCORE_BATCH = 16            # net inputs per forward pass when scoring photos (t
 BACKENDS = ("caffe", "opencv")  # what runs a net when scoring (ilgnet.backends): pycaffe, or OpenCV's dnn module
 RAY_INSTALL = "pip install 'ilgnet[ray]'"  # the optional extra that scoring with Ray (ilgnet.scale) needs
 RESIZE = 256                # LMDB images are RESIZE x RESIZE (convert_imageset --resize_height/width 256)
+INT32_MAX = 2**31 - 1       # the largest value of Caffe's int32 fields (max_iter, test_iter, batch sizes, ...)
 SEED = 1                    # seed of partitions and LMDB record order
 SKIPPED_WARNING = 0.01      # `ilgnet lmdb` warns loudly when more than this share of a set's photos was skipped
 MODELS_DIR = Path("models")     # downloaded weights (registry files)

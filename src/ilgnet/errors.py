@@ -7,7 +7,8 @@ not know how it was called.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TypeVar
 
 
@@ -36,7 +37,7 @@ class MissingPackage(UserError, ImportError):
 
 
 class ToolFailed(UserError, RuntimeError):
-    """A Caffe tool or Docker exited with an error; the message ends with the last lines it printed."""
+    """A Caffe tool or Docker exited with an error or was killed; one line with its last error line and its log."""
 
 
 class DownloadError(UserError, OSError):
@@ -52,3 +53,15 @@ def lookup(table: Mapping[str, T], name: str, what: str) -> T:
         return table[name]
     except KeyError:
         raise UnknownName(f"unknown {what} {name!r}; known: {', '.join(table)}") from None
+
+
+@contextmanager
+def about(source) -> Iterator[None]:
+    """BadInput raised in the block names `source` (a file) first, unless its message names it already:
+    `with about(deploy): check(read_prototxt(deploy))`."""
+    try:
+        yield
+    except BadInput as err:
+        if str(source) in str(err):
+            raise
+        raise type(err)(f"{source}: {err}") from None

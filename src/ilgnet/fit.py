@@ -105,15 +105,16 @@ class Fit:
         return fit
 
 
-def _refuse(path: Path, net_name: str, problems: list[str]) -> None:
+def _refuse(path: Path, net: str, problems: list[str]) -> None:
     if problems:
-        raise BadInput(f"{path}: does not fit the {net_name or 'deploy'} net: {'; '.join(problems)}")
+        raise BadInput(f"{path}: does not fit {net}: {'; '.join(problems)}")
 
 
-def check_fits(model_path: Path, net, *, allowed_unused=frozenset()) -> int:
+def check_fits(model_path: Path, net, *, allowed_unused=frozenset(), source: Path | str | None = None) -> int:
     """Checks that the caffemodel at `model_path` gives every layer of `net` (a NetParameter) that has parameters
     blobs of the shapes it needs, holds no other layer with weights outside `allowed_unused`, and holds only finite
-    values. Returns how many layers were matched; BadInput names the file and the layers otherwise."""
+    values. Returns how many layers were matched; BadInput names the file (and `source`, the prototxt file the net
+    was read from) and the layers otherwise."""
     model = read_caffemodel(model_path)
     fit = Fit.of(stored_shapes(model), param_shapes(net))
     problems = list(fit.messages)
@@ -121,7 +122,7 @@ def check_fits(model_path: Path, net, *, allowed_unused=frozenset()) -> int:
         problems.append(f"no weights for layers {_names(fit.missing)}")
     if fit.unused and (problems or set(fit.unused) - set(allowed_unused)):
         problems.append(f"the caffemodel's layers {_names(fit.unused)} are not in the net")
-    _refuse(model_path, net.name, problems)
+    _refuse(model_path, f"the net of {source}" if source else f"the {net.name or 'deploy'} net", problems)
     if bad := nonfinite_layers(model):
         raise BadInput(f"{model_path}: layers {_names(bad)} hold NaN or infinite values (a diverged training run?)")
     return len(fit.matched)
@@ -137,7 +138,7 @@ def check_finetuning(model_path: Path, net, fresh: set[str]) -> Fit:
     problems = list(fit.messages)
     if lacking := [name for name in fit.missing if name not in fresh]:
         problems.append(f"no weights for the pretrained layers {_names(lacking)}")
-    _refuse(model_path, net.name, problems)
+    _refuse(model_path, f"the {net.name} net", problems)
     if bad := nonfinite_layers(model):
         raise BadInput(f"{model_path}: layers {_names(bad)} hold NaN or infinite values")
     return fit

@@ -33,8 +33,9 @@ import pandas as pd
 from ilgnet import defaults
 from ilgnet.backends import open_net
 from ilgnet.caffe_io import load_mean, read_prototxt
-from ilgnet.errors import BadInput, MissingFile
+from ilgnet.errors import BadInput, MissingFile, about
 from ilgnet.fit import check_fits
+from ilgnet.shapes import param_shapes
 from ilgnet.images import BadImage, decode_image
 from ilgnet.nets import VARIANTS, deploy as deploy_net
 from ilgnet.weights import trained_layers
@@ -76,9 +77,12 @@ def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: s
     """Checks that `weights` fit the net a Scorer would load (ilgnet.fit): every layer of the deploy file, or of
     the variant's deploy net, gets its blobs, and the caffemodel holds no layer the variant's training net lacks
     (any unused layer, for a deploy file of no known variant). Returns the layers matched; BadInput otherwise."""
-    known = variant in VARIANTS
-    net = read_prototxt(deploy) if deploy is not None else deploy_net(variant)
-    return check_fits(weights, net, allowed_unused=trained_layers(variant) if known else frozenset())
+    allowed = trained_layers(variant) if variant in VARIANTS else frozenset()
+    if deploy is None:
+        return check_fits(weights, deploy_net(variant), allowed_unused=allowed)
+    with about(deploy):                 # the net's own faults (an unknown layer type, ...) name the file
+        param_shapes(net := read_prototxt(deploy))
+    return check_fits(weights, net, allowed_unused=allowed, source=deploy)
 
 
 class Scorer:
@@ -114,11 +118,13 @@ class Scorer:
         self.oversample = oversample
         self.jobs = os.cpu_count() if jobs is None else jobs
         self.scale = known.input_scale if known else 1.0
-        self.mean = load_mean(mean) if not isinstance(mean, np.ndarray) else np.asarray(mean, np.float32)
+        is_file = not isinstance(mean, np.ndarray)
+        self.mean = load_mean(mean) if is_file else np.asarray(mean, np.float32)
+        about_mean = f"the mean image {mean}" if is_file else "the mean image"
         side = resize or (known.resize if known else 256)
         self.image_size = tuple(self.mean.shape[1:]) if self.mean.ndim == 3 else (side, side)
         if self.image_size[0] != self.image_size[1]:
-            raise BadInput(f"the mean image is {self.image_size[1]}x{self.image_size[0]}; photos are resized to "
+            raise BadInput(f"{about_mean} is {self.image_size[1]}x{self.image_size[0]}; photos are resized to "
                            f"a square, as `ilgnet lmdb` does, so the mean must be square")
         if check:
             check_weights(weights, deploy=deploy, variant=known.name if known else None)
@@ -126,7 +132,7 @@ class Scorer:
                             output=None if deploy is not None else known.prob_blob, gpu=gpu)
         self.crop = self.net.input_shape[-1]
         if self.image_size[0] < self.crop:
-            raise BadInput(f"the mean image is {self.image_size[0]}x{self.image_size[0]}, smaller than the net's "
+            raise BadInput(f"{about_mean} is {self.image_size[0]}x{self.image_size[0]}, smaller than the net's "
                            f"{self.crop}x{self.crop} input")
         self.offsets = crop_offsets(*self.image_size, self.crop, oversample)
         self.crops_per_image = len(self.offsets) * (2 if oversample else 1)

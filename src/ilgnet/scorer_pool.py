@@ -70,7 +70,7 @@ class ScorerPool:
             check_weights(options["weights"], deploy=options.get("deploy"), variant=options.get("variant", "ilgnet"))
             options = {**options, "check": False}          # checked once here, not again in every process
         if not isinstance(options["mean"], np.ndarray):
-            options = {**options, "mean": load_mean(options["mean"])}
+            load_mean(options["mean"])      # a bad mean file is one error here; each process reads it again
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_worker, initargs=(options, threads))

@@ -15,7 +15,9 @@ snapshots with non-finite weights are set aside as `<snapshot>.diverged`.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,21 +148,23 @@ def write_run_files(run_dir: Path, variant: str, profile: str, data_dir: Path, *
     counts = {"train_batch": train_batch, "val_batch": val_batch, "max_iter": max_iter, "display": display,
               "test_interval": test_interval, "snapshot": snapshot}
     bad = [f"{name} {value}" for name, value in counts.items()
-           if value is not None and value < (0 if name == "snapshot" else 1)]
+           if value is not None and not (0 if name == "snapshot" else 1) <= value <= defaults.INT32_MAX]
     if bad:
-        raise BadInput(f"expected positive counts and a non-negative snapshot period, got {', '.join(bad)}")
+        raise BadInput(f"expected positive counts and a non-negative snapshot period, at most {defaults.INT32_MAX} "
+                       f"(Caffe's int32), got {', '.join(bad)}")
     data = DataFolder(data_dir.resolve())
     data.require_lmdbs()
     train_lmdb, val_lmdb, mean_file = data.lmdb("train"), data.lmdb("val"), data.mean_binaryproto
     val_size = lmdb_size(val_lmdb)
+    if val_batch is not None and val_batch > val_size:
+        raise BadInput(f"val batch {val_batch} is larger than the {val_size} records of {val_lmdb}: a test pass "
+                       f"would read most of them more than once")
     train_batch = defaults.TRAIN_BATCH if train_batch is None else train_batch
     val_batch = val_batch_for(val_size, defaults.VAL_BATCH) if val_batch is None else val_batch
     net = train_val(get_variant(variant), train_lmdb=str(train_lmdb), val_lmdb=str(val_lmdb),
                     mean_file=str(mean_file), train_batch=train_batch, val_batch=val_batch)
     run_dir = run_dir.resolve()
-    (run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
     net_path, solver_path = run_dir / "train_val.prototxt", run_dir / "solver.prototxt"
-    net_path.write_text(to_text(net))
     params = solver(profile, net=str(net_path), snapshot_prefix=str(run_dir / "snapshots" / variant),
                     val_size=val_size, val_batch=val_batch, mode=mode, max_iter=max_iter)
     if display is not None:
@@ -175,8 +179,35 @@ def write_run_files(run_dir: Path, variant: str, profile: str, data_dir: Path, *
     if any(layer.type == "BatchNorm" for layer in net.layer):
         # Untrained BatchNorm statistics are zero: a test pass before any training scores nothing (or NaN).
         params.test_initialization = False
+    (run_dir / "snapshots").mkdir(parents=True, exist_ok=True)     # only now that everything is checked
+    net_path.write_text(to_text(net))
     solver_path.write_text(to_text(params))
     return solver_path, params
+
+
+def run_folder(runs_dir: Path, name: str) -> Path:
+    """runs_dir/name, resolved. BadInput unless `name` is one plain folder name: no separator, not `.` or `..`, so a
+    run never writes outside runs_dir."""
+    if name in ("", ".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        raise BadInput(f"run name {name!r}: expected one folder name (no / or \\, not . or ..)")
+    return (Path(runs_dir) / name).resolve()
+
+
+@contextmanager
+def _removed_on_failure(run_dir: Path):
+    """Removes the folders this call makes for run_dir (the run folder, and the runs folder when it was missing too)
+    if the block fails, so that a run that never reached Caffe leaves nothing behind; never a folder that existed."""
+    made = None
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            break
+        made = folder
+    try:
+        yield
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def caffe_command(solver_path: Path, *, gpu: str | None, weights: Path | None, resume_from: Path | None,
@@ -218,23 +249,24 @@ def train(variant: str, profile: str, data_dir: Path, *, name: str | None = None
     TrainingDiverged when the loss became NaN or infinite; BadInput/MissingFile before anything is written when
     the data, the weights or the GPUs are not right.
     """
-    run_dir = (Path(runs_dir) / (name or f"{variant}-{profile}")).resolve()
+    run_dir = run_folder(runs_dir, name or f"{variant}-{profile}")
     checked = plan(variant, profile, data_dir, run_dir=run_dir, models_dir=Path(models_dir), gpu=gpu, docker=docker,
                    resume=resume, weights=weights, notify=notify)
-    solver_path, params = write_run_files(run_dir, variant, profile, Path(data_dir),
-                                          mode="CPU" if gpu is None else "GPU", train_batch=train_batch,
-                                          val_batch=val_batch, max_iter=max_iter, display=display,
-                                          test_interval=test_interval, snapshot=snapshot, base_lr=base_lr)
     resume_from, initial = checked.resume_from, checked.initial
     start_iter = int(SNAPSHOT_ITER.search(resume_from.name)[1]) if resume_from else 0
+    with _removed_on_failure(run_dir):
+        solver_path, params = write_run_files(run_dir, variant, profile, Path(data_dir),
+                                              mode="CPU" if gpu is None else "GPU", train_batch=train_batch,
+                                              val_batch=val_batch, max_iter=max_iter, display=display,
+                                              test_interval=test_interval, snapshot=snapshot, base_lr=base_lr)
+        if not resume_from:
+            write_model_json(run_dir, variant=checked.variant.name, profile=profile, data=checked.data,
+                             crop=checked.variant.input_size, input_scale=checked.variant.input_scale)
+        mounts = [run_dir, Path(data_dir)] + ([initial.parent] if initial else [])
+        command = caffe_command(solver_path, gpu=gpu, weights=initial, resume_from=resume_from, docker=docker,
+                                mounts=mounts)
     if resume_from:
         notify(f"resuming from {resume_from} (iteration {start_iter})")
-    else:
-        write_model_json(run_dir, variant=checked.variant.name, profile=profile, data=checked.data,
-                         crop=checked.variant.input_size, input_scale=checked.variant.input_scale)
-    mounts = [run_dir, Path(data_dir)] + ([initial.parent] if initial else [])
-    command = caffe_command(solver_path, gpu=gpu, weights=initial, resume_from=resume_from, docker=docker,
-                            mounts=mounts)
     try:
         stopped_early = run_caffe(command, run_dir / "train.log", start_iter=start_iter, max_iter=params.max_iter,
                                   accuracy_blob=checked.variant.accuracy_blob, progress=progress)

@@ -9,21 +9,29 @@ import os
 import re
 from pathlib import Path
 
+from ilgnet.defaults import INT32_MAX
+
+
+class UsageError(Exception):
+    """A command line that argparse cannot refuse by itself (arguments needed together), raised by a command before
+    it does any work; ilgnet.cli prints it as argparse's own errors: one line, exit status 2."""
+
 
 def _fail(message: str):
     raise argparse.ArgumentTypeError(message)
 
 
-def integer(minimum: int, maximum: int | None = None):
-    """An integer from `minimum` (to `maximum`) as an argument type."""
+def integer(minimum: int, maximum: int = INT32_MAX):
+    """An integer from `minimum` to `maximum` (by default the largest int32, so that a count or seed Caffe stores
+    in an int32 field never overflows it) as an argument type."""
     def check(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             _fail(f"expected an integer, got {text!r}")
-        if value < minimum or (maximum is not None and value > maximum):
-            _fail(f"must be at least {minimum}{f' and at most {maximum}' if maximum is not None else ''}, "
-                  f"got {value}")
+        if not minimum <= value <= maximum:
+            most = f" and at most {maximum}" if maximum < INT32_MAX or value > maximum else ""
+            _fail(f"must be at least {minimum}{most}, got {value}")
         return value
     return check
 
@@ -98,6 +106,18 @@ def output_folder(text: str) -> Path:
         _fail(f"{path} is a file, not a folder")
     _writable_place(path)
     return path
+
+
+def run_name(text: str) -> str:
+    """A run's name: one plain folder name inside the runs folder (ilgnet.training.run_folder)."""
+    from ilgnet.errors import BadInput
+    from ilgnet.training import run_folder
+
+    try:
+        run_folder(Path("."), text)
+    except BadInput as err:
+        _fail(str(err))
+    return text
 
 
 def model(text: str) -> str:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_file, existing_folder, integer, model, output_file
+from ilgnet.commands.arguments import UsageError, existing_file, existing_folder, integer, model, output_file
 from ilgnet.errors import BadInput, MissingFile
 
 
@@ -58,7 +58,7 @@ def run(args) -> int:
         print(replay_report(args.replay), end="")
         return 0
     if not (args.weights and args.data):
-        raise BadInput("--weights and --data are required (or --replay LOG)")
+        raise UsageError("--weights and --data are required (or --replay LOG)")
     data = DataFolder(args.data)
     model = resolve_model(args.weights, variant=args.variant, mean=args.mean, models=args.models)
     mean = model.mean or data.mean_binaryproto
@@ -69,6 +69,8 @@ def run(args) -> int:
     if args.paper_protocol and not protocol:
         raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
     engine = "caffe" if args.docker else args.engine
+    if engine == "caffe" or args.paper_protocol:
+        caffe_test.check_mean(mean)                 # before any scoring, not after the pycaffe pass
     if engine == "caffe":
         frame = caffe_test.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
                                       gpu=args.gpu, docker=args.docker)

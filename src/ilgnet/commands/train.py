@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_file, existing_folder, gpus, integer, output_folder, real
+from ilgnet.commands.arguments import (UsageError, existing_file, existing_folder, gpus, integer, output_folder, real,
+                                      run_name)
 from ilgnet.errors import MissingFile
 
 
@@ -21,7 +22,8 @@ def register(subparsers) -> None:
                         help=f"solver profile: {', '.join(PROFILES)}")
     parser.add_argument("--data", type=existing_folder, required=True,
                         help="folder with train_lmdb, val_lmdb and mean.binaryproto (from `ilgnet lmdb`)")
-    parser.add_argument("--name", help="run name: outputs go to RUNS/NAME (default: VARIANT-PROFILE)")
+    parser.add_argument("--name", type=run_name,
+                        help="run name, one folder name: outputs go to RUNS/NAME (default: VARIANT-PROFILE)")
     parser.add_argument("--runs", type=output_folder, default=defaults.RUNS_DIR, help="runs folder (default: runs/)")
     device = parser.add_mutually_exclusive_group(required=True)
     device.add_argument("--gpu", type=gpus, help="GPU mode on these devices: 0, 0,1 or all (caffe -gpu)")
@@ -55,12 +57,17 @@ def _notify(message: str) -> None:
 
 
 def run(args) -> int:
+    from ilgnet.caffe_io import lmdb_size
+    from ilgnet.datafolder import DataFolder
     from ilgnet.models import snapshots
-    from ilgnet.training import TrainingDiverged, TrainingStopped, train
+    from ilgnet.training import TrainingDiverged, TrainingStopped, run_folder, train
 
-    run_dir = args.runs / (args.name or f"{args.variant}-{args.profile}")
-    if args.resume and not snapshots(run_dir.resolve(), "solverstate"):
-        raise MissingFile(f"--resume: no .solverstate in {run_dir.resolve() / 'snapshots'}")
+    run_dir = run_folder(args.runs, args.name or f"{args.variant}-{args.profile}")
+    if args.resume and not snapshots(run_dir, "solverstate"):
+        raise MissingFile(f"--resume: no .solverstate in {run_dir / 'snapshots'}")
+    val_lmdb = DataFolder(args.data).lmdb("val")
+    if args.val_batch and (val_lmdb / "data.mdb").is_file() and args.val_batch > (records := lmdb_size(val_lmdb)):
+        raise UsageError(f"argument --val-batch: {args.val_batch} is more than the {records} records of {val_lmdb}")
 
     try:
         model = train(args.variant, args.profile, args.data, name=args.name, runs_dir=args.runs,
