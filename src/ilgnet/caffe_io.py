@@ -15,6 +15,7 @@ from google.protobuf.text_format import ParseError
 
 from ilgnet.caffe_proto import TEST, BlobProto, Datum, NetParameter, parse_text, to_text
 from ilgnet.errors import BadInput, MissingFile
+from ilgnet.fileio import read_text, require
 
 
 def datum_bytes(chw: np.ndarray, label: int) -> bytes:
@@ -88,8 +89,7 @@ def load_mean(path: Path | str) -> np.ndarray:
     """The mean image (3, H, W) float32 from a Caffe .binaryproto or a NumPy .npy; a .npy of 3 values is a
     per-channel mean (3,). Raises MissingFile or BadInput naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFile(f"mean file {path} does not exist")
+    require(path, what="mean file")
     if path.suffix == ".npy":
         mean = np.load(path, allow_pickle=False, encoding="latin1")
     else:
@@ -127,10 +127,8 @@ def read_prototxt(path: Path | str, message=None):
     """A prototxt file as a NetParameter (or into `message`, e.g. a SolverParameter); BadInput names the file,
     line and column of a syntax error."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFile(f"{path} does not exist")
     try:
-        return parse_text(path.read_text(errors="replace"), message if message is not None else NetParameter())
+        return parse_text(read_text(path, errors="replace"), message if message is not None else NetParameter())
     except ParseError as err:
         raise BadInput(f"{path}:{err}") from None
 

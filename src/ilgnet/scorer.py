@@ -33,7 +33,8 @@ import pandas as pd
 from ilgnet import defaults
 from ilgnet.backends import open_net
 from ilgnet.caffe_io import load_mean, read_prototxt
-from ilgnet.errors import BadInput, MissingFile
+from ilgnet.errors import BadInput
+from ilgnet.fileio import require
 from ilgnet.fit import check_fits
 from ilgnet.images import BadImage, decode_image
 from ilgnet.nets import VARIANTS, deploy as deploy_net
@@ -105,8 +106,7 @@ class Scorer:
         cannot use, a layer OpenCV lacks), MissingFile, and CaffeNotFoundError for the caffe backend without
         pycaffe, before the backend loads anything."""
         weights = self.weights = Path(weights)
-        if not weights.is_file():
-            raise MissingFile(f"weights file {weights} does not exist")
+        require(weights, what="weights file")
         known = VARIANTS.get(variant)
         if known is None and deploy is None:
             raise BadInput(f"unknown net variant {variant!r} and no deploy prototxt; known: {', '.join(VARIANTS)}")
