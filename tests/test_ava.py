@@ -187,7 +187,7 @@ def test_a_list_that_is_not_utf8_or_not_a_file_is_named(tmp_path):
     path.write_bytes(b"p0.jpg 1\ncaf\xe9.jpg 0\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}:2: not UTF-8 text (byte 0xe9)")):
         read_list_file(path)
-    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} is a folder, not a text file")):
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path} is a folder, not a file")):
         read_list_file(tmp_path)
     with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'none.txt'} does not exist")):
         read_list_file(tmp_path / "none.txt")
@@ -208,3 +208,17 @@ def test_vote_counts_are_decimal_digits_only(tmp_path, head_rows, field):
 
     path = _write_rows(tmp_path, head_rows, edit)
     _expect_error(path, re.escape(f"2: column 4 (count_2) is not a non-negative integer: {field!r}"))
+
+
+def test_every_text_input_may_start_with_a_byte_order_mark(tmp_path, shared_data):
+    """Windows editors save UTF-8 with a BOM: AVA.txt, the official *.jpgl lists and list files all read alike."""
+    ava = shared_data / "ava" / "AVA_head_rows1-1212.txt"
+    bom = tmp_path / "AVA.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + ava.read_bytes())
+    pd.testing.assert_frame_equal(read_ava_txt(bom), read_ava_txt(ava))
+    ids = tmp_path / "generic_test.jpgl"
+    ids.write_bytes(b"\xef\xbb\xbf953619\r\n953958\n")
+    assert read_id_list(ids).tolist() == [953619, 953958]
+    listed = tmp_path / "train.txt"
+    listed.write_bytes(b"\xef\xbb\xbfa.jpg 1\n")
+    assert read_list_file(listed).filename.tolist() == ["a.jpg"]

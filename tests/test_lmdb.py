@@ -270,3 +270,58 @@ def test_an_interrupted_build_leaves_no_lmdb_that_looks_complete(tmp_path, image
     assert summary["train"]["records"] == len(names) and summary["complete"]
     assert not (split / "train_lmdb.partial").exists()
     assert len(lmdb_items(split / "train_lmdb")) == len(names)
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.5, 0.7, 0.9, 1.2, 1.6])
+def test_ctrl_c_at_any_moment_prints_one_line_and_no_worker_traceback(tmp_path, images, delay):
+    """Ctrl-C reaches the whole process group: workers still starting (importing NumPy in the forkserver) must not
+    print tracebacks of their own."""
+    import os
+
+    split = tmp_path / "split"
+    split.mkdir()
+    names = sorted(path.name for path in images.iterdir())
+    (split / "train.txt").write_text("".join(f"{name} 0\n" for name in names[:70]))
+    (split / "val.txt").write_text("".join(f"{name} 1\n" for name in names[70:]))
+    process = subprocess.Popen([sys.executable, "-m", "ilgnet.cli", "lmdb", "--split", str(split), "--images",
+                                str(images), "--jobs", "2", "--force"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(delay)
+    os.killpg(process.pid, signal.SIGINT)
+    status, err = process.wait(timeout=60), process.stderr.read()
+    # 0: finished first; -SIGINT: finished, and interrupted while Python was exiting (its handler already removed).
+    assert "Traceback" not in err and status in (0, 130, -signal.SIGINT), err
+    assert status != 130 or err.splitlines()[-1] == "ilgnet lmdb: interrupted"
+
+
+def test_decoding_processes_are_capped_by_images_and_cpus(tmp_path, images, monkeypatch):
+    from ilgnet import pools
+
+    assert pools.pool_size(None, 10**6) == pools.cpu_count()
+    assert pools.pool_size(100_000, 10) == min(10, pools.max_processes())
+    assert pools.pool_size(100_000, 10**6) == pools.PROCESSES_PER_CPU * pools.cpu_count()
+    assert pools.pool_size(3, 0) == 1
+    split = tmp_path / "split"
+    split.mkdir()
+    names = sorted(path.name for path in images.iterdir())[:3]
+    (split / "train.txt").write_text("".join(f"{name} 0\n" for name in names[:2]))
+    (split / "val.txt").write_text(f"{names[2]} 1\n")
+    summary = build_split(split, images, jobs=100_000, progress=False)
+    assert summary["jobs"] == 3 and summary["complete"]
+
+
+def test_a_folder_for_a_file_and_a_file_for_a_folder_are_named(tmp_path, images, capsys):
+    from ilgnet.cli import main
+
+    split = tmp_path / "e3"
+    (split / "val.txt").mkdir(parents=True)
+    (split / "train.txt").write_text("42039.jpg 1\n")
+    assert main(["lmdb", "--split", str(split), "--images", str(images)]) == 1
+    assert capsys.readouterr().err == f"ilgnet lmdb: error: {split / 'val.txt'} is a folder, not a file\n"
+    (split / "val.txt").rmdir()
+    (split / "val.txt").write_text("42039.jpg 1\n")
+    with pytest.raises(ValueError, match=f"image folder {split / 'train.txt'} is a file, not a folder"):
+        build_split(split, split / "train.txt")
+    (split / "train.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=f"{split / 'train.txt'} does not exist; `ilgnet split` makes it"):
+        build_split(split, images)

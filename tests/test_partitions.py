@@ -121,7 +121,7 @@ def test_published_lists_with_a_wrong_count_are_refused(tmp_path, shared_data, c
     assert f"ilgnet split: error: {val}: expected 25,553 images (the published AVA2 val list), found 25,552" in (
         capsys.readouterr().err)
     assert main(["split", "published", str(clone), "--out", str(tmp_path / "out")]) == 1  # no data/AVA1
-    assert f"{clone / 'data' / 'AVA1' / 'train.txt'} not found" in capsys.readouterr().err
+    assert f"{clone / 'data' / 'AVA1' / 'train.txt'} does not exist: expected a clone" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -133,4 +133,25 @@ def test_cli_reports_bad_ava_txt_with_file_and_line(tmp_path, ava_txt):
                              "--test-size", "1", "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 1
     assert f"ilgnet split: error: {bad}:2: expected 15 columns" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, empty, why", [
+    (["ava1", "--delta", "100", "--test-size", "100"], "train.txt",
+     "--delta 100 drops all 1,112 training images; give a smaller --delta"),
+    (["ava1", "--test-counts", "0", "0"], "val.txt", "--test-counts 0 0 asks for no test image"),
+    (["ava1", "--test-counts", "301", "911"], "train.txt",
+     "--test-counts 301 911 takes every image of {ava_txt} for the test set"),
+    (["official", "--train-list", "none"], "train.txt", "no image of --train-list none is in {ava_txt}"),
+])
+def test_a_partition_that_would_be_empty_is_refused_naming_the_arguments(tmp_path, ava_txt, capsys, args, empty,
+                                                                          why):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "none.jpgl").write_text("1\n")
+    (lists / "generic_test.jpgl").write_text("".join(f"{i}\n" for i in read_ava_txt(ava_txt).image_id[:5]))
+    more = ["--lists", str(lists)] if args[0] == "official" else []
+    assert main(["split", *args, "--ava-txt", str(ava_txt), *more, "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (f"ilgnet split: error: {tmp_path / 'out' / empty} would list "
+                                                        f"no images: {why.format(ava_txt=ava_txt)}")
     assert not (tmp_path / "out").exists()

@@ -353,7 +353,7 @@ def test_a_given_mean_is_used_and_nothing_is_downloaded(shared_data, ilgnet_caff
     assert by_name == capsys.readouterr().out
     assert sorted(p.name for p in models.iterdir()) == ["ILGnet-AVA2.caffemodel"]
     assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--quiet"]) == 1
-    assert (f"{models / 'AVA2_mean.binaryproto'} is missing: run `ilgnet weights fetch ilgnet-ava2` first"
+    assert (f"{models / 'AVA2_mean.binaryproto'} does not exist; run `ilgnet weights fetch ilgnet-ava2` first"
             in capsys.readouterr().err)
 
 
@@ -372,3 +372,38 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_printed_as_its_bytes(tiny_mo
     assert result.returncode == 0, result.stderr
     assert os.fsencode(folder) + b"/caf\xe9.jpg," in result.stdout
     assert result.stderr.splitlines()[-1] == b"ilgnet predict: scored 6 photos, not scored 0"
+
+
+def test_an_at_list_names_its_file_and_line(tmp_path, capsys, monkeypatch):
+    """@LIST: paths one a line (a byte-order mark and blank lines allowed); what is wrong names LIST:LINE. These
+    errors come before any model is loaded, so the model is any file."""
+    monkeypatch.chdir(tmp_path)
+    photos = write_photos(tmp_path / "p")
+    stand_in = ["--model", str(photos[0]), "--mean", str(photos[0])]
+    Path("list.txt").write_bytes(b"\xef\xbb\xbf" + f"{photos[0]}\n\n".encode() + b"nope.jpg\n")
+    assert ilgnet(["predict", "@list.txt", *stand_in]) == 1
+    assert capsys.readouterr().err == "ilgnet predict: error: list.txt:3: nope.jpg does not exist\n"
+    assert ilgnet(["predict", "@nolist", *stand_in]) == 1
+    assert capsys.readouterr().err == "ilgnet predict: error: nolist does not exist\n"
+    assert ilgnet(["predict", "@p", *stand_in]) == 1
+    assert capsys.readouterr().err == "ilgnet predict: error: p is a folder, not a file\n"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_names_that_are_not_utf8_are_refused_before_scoring_in_utf8_only_formats(tmp_path, capsys, fmt):
+    """JSON lines and Parquet hold UTF-8 only: a Latin-1 `café.jpg` would be a lone surrogate escape strict JSON
+    readers reject, so it is refused before any photo is scored, pointing to CSV, which keeps the name's bytes."""
+    import os
+
+    folder = tmp_path / "album"
+    photos = write_photos(folder)
+    photos[0].rename(folder / os.fsdecode(b"caf\xe9.jpg"))
+    stand_in = ["--model", str(photos[1]), "--mean", str(photos[1])]
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    assert ilgnet(["predict", str(folder), *stand_in, "--format", fmt, "--out", str(tmp_path / f"out.{fmt}")]) == 1
+    shown = {"jsonl": "JSON lines", "parquet": "Parquet"}[fmt]
+    assert capsys.readouterr().err == (f"ilgnet predict: error: {folder}/caf\\xe9.jpg: this name is not UTF-8, which "
+                                       f"{shown} cannot hold; write CSV (which keeps the name's own bytes) or rename "
+                                       f"the file\n")
+    assert not (tmp_path / f"out.{fmt}").exists()

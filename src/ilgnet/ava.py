@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ilgnet.errors import BadInput, MissingFile
+from ilgnet.errors import BadInput
+from ilgnet.fileio import read_text
 
 SCORES = np.arange(1, 11)
 COUNT_COLUMNS = [f"count_{k}" for k in SCORES]
@@ -22,21 +23,6 @@ AVA_COLUMNS = ["index", "image_id", *COUNT_COLUMNS, "tag1", "tag2", "challenge"]
 # AVA1 (Jin et al. 2016, following Murray et al. 2012): an image is high quality (1) iff its mean score is
 # above 5; a mean of exactly 5.0 is low (0). This reproduces the paper's 74,673 low / 180,856 high.
 AVA1_THRESHOLD = 5.0
-
-
-def read_text(path: Path) -> str:
-    """A text file's contents; MissingFile, or BadInput naming the file (and line when it is not UTF-8)."""
-    path = Path(path)
-    if path.is_dir():
-        raise BadInput(f"{path} is a folder, not a text file")
-    if not path.is_file():
-        raise MissingFile(f"{path} does not exist")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise BadInput(f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x})") from None
 
 
 def _first_bad_line(path: Path, lines: list[str], names: list[str], what: str) -> str | None:
@@ -164,7 +150,7 @@ def read_list_file(path) -> pd.DataFrame:
     missing.
     """
     path = Path(path)
-    lines = pd.Series(read_text(path).removeprefix("\ufeff").split("\n")).str.removesuffix("\r")
+    lines = pd.Series(read_text(path).split("\n")).str.removesuffix("\r")
     line_numbers = np.arange(1, len(lines) + 1)
     keep = (lines.str.strip(" \t") != "").to_numpy()
     lines, line_numbers = lines[keep].reset_index(drop=True), line_numbers[keep]

@@ -15,6 +15,7 @@ from google.protobuf.text_format import ParseError
 
 from ilgnet.caffe_proto import TEST, BlobProto, Datum, NetParameter, parse_text, to_text
 from ilgnet.errors import BadInput, MissingFile
+from ilgnet.fileio import read_text, require
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -91,8 +92,7 @@ def load_mean(path: Path | str) -> np.ndarray:
     per-channel mean (3,). Raises MissingFile, or BadInput naming the file for one that does not read as a mean or
     holds NaN or infinite values."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFile(f"mean file {path} does not exist")
+    require(path, what="mean file")
     if path.suffix == ".npy":
         with open(path, "rb") as f:
             header = f.read(len(NPY_MAGIC))
@@ -142,10 +142,8 @@ def read_prototxt(path: Path | str, message=None):
     """A prototxt file as a NetParameter (or into `message`, e.g. a SolverParameter); BadInput names the file,
     line and column of a syntax error."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFile(f"{path} does not exist")
     try:
-        return parse_text(path.read_text(errors="replace"), message if message is not None else NetParameter())
+        return parse_text(read_text(path, errors="replace"), message if message is not None else NetParameter())
     except ParseError as err:
         raise BadInput(f"{path}:{err}") from None
 

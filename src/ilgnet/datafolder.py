@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ilgnet.errors import BadInput, MissingFile
+from ilgnet.errors import BadInput
+from ilgnet.fileio import require
 
 SETS = ("train", "val")
 # How an LMDB's records may hold their images besides raw pixels: `convert_imageset --encoded --encode_type`.
@@ -49,16 +50,16 @@ class DataFolder:
         """train_lmdb or val_lmdb."""
         return self.root / f"{name}_lmdb"
 
-    def require(self, *paths: Path, made_by: str) -> None:
-        """Raises MissingFile for the first of `paths` that does not exist, saying which command makes it."""
-        for path in paths:
-            if not path.exists():
-                raise MissingFile(f"{path} does not exist; `{made_by}` makes it")
+    def require_lists(self) -> None:
+        """train.txt and val.txt, as `ilgnet split` leaves them (MissingFile, or BadInput for a folder)."""
+        for name in SETS:
+            require(self.list_file(name), hint="; `ilgnet split` makes it")
 
     def require_lmdbs(self) -> None:
-        """train_lmdb, val_lmdb and mean.binaryproto, as `ilgnet lmdb` leaves them."""
-        self.require(self.lmdb("train"), self.lmdb("val"), self.mean_binaryproto,
-                     made_by="ilgnet lmdb")
+        """train_lmdb, val_lmdb and mean.binaryproto, as `ilgnet lmdb` leaves them (MissingFile, or BadInput for a
+        file where a folder belongs or the reverse)."""
+        for path in (self.lmdb("train"), self.lmdb("val"), self.mean_binaryproto):
+            require(path, folder=path.suffix != ".binaryproto", hint="; `ilgnet lmdb` makes it")
 
     @staticmethod
     def read_json(path: Path) -> dict:

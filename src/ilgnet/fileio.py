@@ -9,7 +9,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ilgnet.errors import BadInput, MissingFile
+
 CHUNK = 1 << 20
+
+
+def require(path: Path | str, *, folder: bool = False, what: str = "", hint: str = "") -> Path:
+    """`path`, when it is a file (a folder with `folder`); else MissingFile (nothing there: `WHAT PATH does not
+    exist`, then `hint`) or BadInput (`WHAT PATH is a folder, not a file`, or the reverse)."""
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    wanted = "folder" if folder else "file"
+    if path.is_dir() if folder else path.is_file():
+        return path
+    if path.exists():
+        there = "folder" if path.is_dir() else "file" if path.is_file() else "special file"
+        raise BadInput(f"{name} is a {there}, not a {wanted}")
+    raise MissingFile(f"{name} does not exist{hint}")
 
 
 def remove(path: Path) -> None:
@@ -18,6 +34,18 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def read_text(path: Path | str, *, errors: str = "strict") -> str:
+    """A text file's contents, UTF-8 with or without a byte-order mark (dropped); MissingFile, or BadInput naming
+    the file (and, with strict `errors`, the line when it is not UTF-8)."""
+    path = require(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8", errors).removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise BadInput(f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x})") from None
 
 
 @contextmanager

@@ -19,7 +19,8 @@ from google.protobuf.message import DecodeError
 
 from ilgnet.caffe_proto import NetParameter
 from ilgnet.download import PageLinks, looks_like_html
-from ilgnet.errors import BadInput, MissingFile
+from ilgnet.errors import BadInput
+from ilgnet.fileio import require
 from ilgnet.shapes import param_shapes
 
 Shapes = dict[str, list[tuple[int, ...]]]
@@ -44,9 +45,7 @@ def read_caffemodel(path: Path) -> NetParameter:
     """A caffemodel as a NetParameter. BadInput, naming the file and what it is, for an empty file, an HTML page
     (what a refused download leaves), a file cut short or otherwise not a NetParameter, and one with no layers."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFile(f"caffemodel {path} does not exist")
-    data = path.read_bytes()
+    data = require(path, what="caffemodel").read_bytes()
     if not data:
         raise BadInput(f"{path} is an empty file, not a Caffe model")
     if looks_like_html(data[:1024]):

@@ -20,7 +20,6 @@ with the mean files for train, so that the LMDBs, the means and skipped.txt on d
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -34,10 +33,11 @@ from ilgnet import defaults
 from ilgnet.ava import image_path, read_list_file
 from ilgnet.caffe_io import datum_bytes, encoded_datum_bytes, write_mean
 from ilgnet.datafolder import ENCODINGS, SETS, DataFolder
-from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import atomic_path, atomic_write_json, atomic_write_text, remove
+from ilgnet.errors import BadInput
+from ilgnet.fileio import atomic_path, atomic_write_json, atomic_write_text, remove, require
 from ilgnet.images import BadImage, decode_image, encode_image
 from ilgnet.lmdb_inputs import file_stats, inputs_of, reasons_to_rebuild, write_file_stats
+from ilgnet.pools import pool_size, process_pool, stop_pool
 
 MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 records
 
@@ -50,6 +50,9 @@ def _init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already
+
+
+WORKER_MODULES = ["numpy", "cv2", "lmdb", __name__]  # imported once, in the forkserver, for every worker
 
 
 def _store_task(task) -> tuple[dict[int, int], list[tuple[str, str]], np.ndarray, float]:
@@ -86,16 +89,6 @@ def _store_task(task) -> tuple[dict[int, int], list[tuple[str, str]], np.ndarray
     finally:
         env.close()
     return labels, skipped, pixel_sum, time.process_time() - cpu_started
-
-
-def _process_pool(jobs: int):
-    """Decoding processes forked from a clean server (not from this process, which may hold threads)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["numpy", "cv2", "lmdb", __name__])
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker)
 
 
 def _nothing_readable(list_path: Path, image_root: Path, skipped: list[tuple[str, str]]) -> BadInput:
@@ -206,17 +199,15 @@ def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RES
     if resize <= 0 or seed < 0 or (jobs is not None and jobs < 1) or encoding not in (None, *ENCODINGS):
         raise BadInput(f"resize must be positive, seed non-negative, jobs positive and the encoding one of "
                        f"{', '.join(ENCODINGS)} (got {resize}, {seed}, {jobs}, {encoding})")
-    for name in SETS:
-        if not folder.list_file(name).is_file():
-            raise MissingFile(f"{folder.list_file(name)} does not exist; `ilgnet split` makes it")
-    if not image_root.is_dir():
-        raise MissingFile(f"image folder {image_root} not found")
-    jobs = jobs or len(os.sched_getaffinity(0))
+    folder.require_lists()
+    require(image_root, folder=True, what="image folder")
     try:
         previous = folder.read_json(folder.lmdb_json)
     except BadInput:
         previous = {}                    # an unreadable record keeps nothing
     plan = _plan(folder, image_root, previous, resize=resize, seed=seed, encoding=encoding, force=force)
+    to_build = [name for name in SETS if plan[name]["reasons"]]
+    jobs = pool_size(jobs, sum(len(plan[name]["frame"]) for name in to_build))
     summary = {"split": str(folder.root.resolve()), "image_root": str(image_root.resolve()), "resize": resize,
                "seed": seed, "encoding": encoding or "raw", "jobs": jobs, "complete": False}
     for name in SETS:
@@ -234,11 +225,8 @@ def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RES
     atomic_write_json(folder.lmdb_json, summary)
     _write_skipped(folder, summary)
     started = time.perf_counter()
-    to_build = [name for name in SETS if plan[name]["reasons"]]
-    pool = _process_pool(jobs) if to_build else None
+    pool = process_pool(jobs, preload=WORKER_MODULES, initializer=_init_worker) if to_build else None
     try:
-        for _ in range(jobs if to_build else 0):
-            pool.submit(_init_worker)  # starts the workers while this process imports
         for name in to_build:
             step = plan[name]
             summary[name], mean = _build_set(name, folder, step["frame"], image_root, step["inputs"], step["stats"],
@@ -251,9 +239,12 @@ def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RES
                 summary["mean_bgr"] = [round(float(v), 4) for v in mean.mean(axis=(1, 2))]
             atomic_write_json(folder.lmdb_json, summary)  # a finished set is reused should a later one fail
             _write_skipped(folder, summary)
-    finally:
+    except BaseException:
         if pool is not None:
-            pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C, queued images are not decoded for nothing
+            stop_pool(pool, at_once=True)  # on an error or Ctrl-C, no image is decoded for nothing
+        raise
+    if pool is not None:
+        stop_pool(pool)
     stored = sum(summary[name]["records"] for name in to_build)
     seconds = time.perf_counter() - started
     summary.update(skipped=sum(summary[name]["skipped"] for name in SETS), seconds=round(seconds, 3),

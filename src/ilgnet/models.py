@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import atomic_write_json, file_digest
+from ilgnet.fileio import atomic_write_json, file_digest, require
 from ilgnet.weights import PUBLISHED_MODELS, check_file, load_registry
 
 MODEL_JSON = "model.json"
@@ -47,10 +47,9 @@ def published_model(name: str, models: Path = defaults.MODELS_DIR, *, mean: Path
     for item in (entry, *(registry[c] for c in entry.companions)):
         path = Path(models) / item.file
         optional = item.name.endswith("-train-list") or (mean is not None and item.name.endswith("-mean"))
-        if not path.is_file():
-            if optional:
-                continue
-            raise MissingFile(f"{path} is missing: run `ilgnet weights fetch {name}` first")
+        if optional and not path.exists():
+            continue
+        require(path, hint=f"; run `ilgnet weights fetch {name}` first")
         check_file(item, path)
         files[item.name] = path
     return Model(files[name], entry.fits_variant, Path(mean) if mean else files[f"{name}-mean"],
@@ -80,8 +79,7 @@ def run_model(run_dir: Path, caffemodel: Path | None = None) -> Model:
         if record.get(key) is None:                 # a data folder made without `ilgnet split` has no train.txt
             continue
         path = run_dir / record[key]["file"]
-        if not path.is_file():
-            raise MissingFile(f"{path} is missing ({run_dir / MODEL_JSON} names it)")
+        require(path, hint=f" ({run_dir / MODEL_JSON} names it)")
         if file_digest(path) != record[key]["sha256"]:
             raise BadInput(f"{path} changed after the run began: its sha256 is not the one {MODEL_JSON} records")
         files[key] = path

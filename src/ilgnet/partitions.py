@@ -17,8 +17,8 @@ import pandas as pd
 
 from ilgnet.ava import AVA1_THRESHOLD, ava1_labels, read_list_file, write_list_file
 from ilgnet.datafolder import DataFolder
-from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import atomic_write_json
+from ilgnet.errors import BadInput
+from ilgnet.fileio import atomic_write_json, require
 
 PARTITIONS = ("ava1", "ava2", "official", "published")
 PUBLISHED_COUNTS = {"AVA1": {"train": 235_529, "val": 20_000}, "AVA2": {"train": 25_553, "val": 25_553}}
@@ -96,10 +96,8 @@ def published_split(repo: Path, dataset: str):
     parts = {}
     for name, expected in PUBLISHED_COUNTS[dataset].items():
         path = Path(repo) / "data" / dataset / f"{name}.txt"
-        if not path.is_file():
-            raise MissingFile(f"{path} not found: expected a clone of the ILGNet repository with "
-                                    f"data/{dataset}/{name}.txt")
-        frame = read_list_file(path)
+        frame = read_list_file(require(path, hint=f": expected a clone of the ILGNet repository with "
+                                                  f"data/{dataset}/{name}.txt"))
         if len(frame) != expected:
             raise BadInput(f"{path}: expected {expected:,} images (the published {dataset} {name} list), "
                              f"found {len(frame):,}")

@@ -33,7 +33,8 @@ import pandas as pd
 from ilgnet import defaults
 from ilgnet.backends import open_net
 from ilgnet.caffe_io import load_mean, read_prototxt
-from ilgnet.errors import BadInput, MissingFile, about
+from ilgnet.errors import BadInput, about
+from ilgnet.fileio import require
 from ilgnet.fit import check_fits
 from ilgnet.shapes import param_shapes
 from ilgnet.images import BadImage, decode_image
@@ -109,8 +110,7 @@ class Scorer:
         cannot use, a layer OpenCV lacks), MissingFile, and CaffeNotFoundError for the caffe backend without
         pycaffe, before the backend loads anything."""
         weights = self.weights = Path(weights)
-        if not weights.is_file():
-            raise MissingFile(f"weights file {weights} does not exist")
+        require(weights, what="weights file")
         known = VARIANTS.get(variant)
         if known is None and deploy is None:
             raise BadInput(f"unknown net variant {variant!r} and no deploy prototxt; known: {', '.join(VARIANTS)}")

@@ -16,7 +16,9 @@ import pandas as pd
 from ilgnet import defaults
 from ilgnet.caffe_io import load_mean
 from ilgnet.caffe_tools import import_caffe
-from ilgnet.errors import MissingFile, ToolFailed
+from ilgnet.errors import ToolFailed
+from ilgnet.fileio import require
+from ilgnet.pools import cpu_count, process_pool, stop_pool
 from ilgnet.scorer import Scorer, Skipped, batched, check_weights, score_table
 
 _worker_scorer: Scorer | None = None
@@ -44,8 +46,8 @@ class ScorerPool:
     LRN and ReLU layers on one thread, so one net leaves cores idle for much of each forward pass. Each process takes
     whole batches and decodes its own photos. With one worker, or on a GPU, it is a Scorer in this process.
 
-    Processes are started with `spawn`, so a script using more than one worker needs the usual
-    `if __name__ == "__main__":` guard.
+    Processes are forked from a forkserver (ilgnet.pools: a Ctrl-C reaches this process only), so a script using
+    more than one worker needs the usual `if __name__ == "__main__":` guard.
 
     >>> with ScorerPool(2, weights="my.caffemodel", mean="mean.binaryproto") as pool:
     ...     table, skipped = pool.score_files(paths)
@@ -58,22 +60,19 @@ class ScorerPool:
         if self.workers == 1 or options.get("gpu") is not None:
             self._scorer = Scorer(**options)
             return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         if options.get("backend", "caffe") == "caffe":
             import_caffe()                  # a missing Caffe is one error here, not a process dying in the pool
         for name in ("weights", "deploy"):
-            if options.get(name) is not None and not Path(options[name]).is_file():
-                raise MissingFile(f"{name} file {options[name]} does not exist")
+            if options.get(name) is not None:
+                require(options[name], what=f"{name} file")
         if options.get("check", True):
             check_weights(options["weights"], deploy=options.get("deploy"), variant=options.get("variant", "ilgnet"))
             options = {**options, "check": False}          # checked once here, not again in every process
         if not isinstance(options["mean"], np.ndarray):
             load_mean(options["mean"])      # a bad mean file is one error here; each process reads it again
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(options, threads))
+        threads = max(1, cpu_count() // self.workers)
+        self._executor = process_pool(self.workers, preload=["numpy", "cv2", __name__], initializer=_start_worker,
+                                      initargs=(options, threads))
 
     def score_files(self, paths: Iterable[Path | str], *, progress: bool = False) -> tuple[pd.DataFrame, list[Skipped]]:
         """As Scorer.score_files: DataFrame (path, p_high, label) in input order, and the files skipped."""
@@ -98,13 +97,13 @@ class ScorerPool:
                              f"problem shows in this process") from err
         return score_table(rows), skipped
 
-    def close(self) -> None:
-        """Stops the worker processes."""
+    def close(self, *, at_once: bool = False) -> None:
+        """Stops the worker processes; `at_once` (after an error or Ctrl-C) without waiting for their batches."""
         if self._executor is not None:
-            self._executor.shutdown()
+            stop_pool(self._executor, at_once=at_once)
 
     def __enter__(self) -> "ScorerPool":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        self.close(at_once=kind is not None)

@@ -7,6 +7,7 @@ import sys
 from ilgnet import defaults
 from ilgnet.commands.arguments import existing_folder, integer
 from ilgnet.datafolder import ENCODINGS, SETS
+from ilgnet.pools import PROCESSES_PER_CPU
 
 MAX_RESIZE = 4096
 
@@ -30,7 +31,9 @@ def register(subparsers) -> None:
     parser.add_argument("--encoded", choices=ENCODINGS,
                         help="store each resized image encoded, as `convert_imageset --encoded --encode_type` does "
                              "(png: lossless; jpg: quality 95), instead of raw pixels (default: raw)")
-    parser.add_argument("--jobs", type=integer(1), help="decoding processes (default: one per core)")
+    parser.add_argument("--jobs", type=integer(1),
+                        help=f"decoding processes (default: one per CPU); never more than the images to encode nor "
+                             f"{PROCESSES_PER_CPU} per CPU")
     parser.add_argument("--force", action="store_true", help="rebuild the LMDBs even when nothing changed")
     parser.set_defaults(func=run)
 

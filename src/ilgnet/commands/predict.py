@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.commands.arguments import existing_file, integer, model, output_file
 from ilgnet.errors import BadInput, MissingFile
+from ilgnet.fileio import read_text
+from ilgnet.pools import PROCESSES_PER_CPU
 
 MAX_DEFAULT_WORKERS = 4
 DEFAULT_WORKERS = max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
@@ -25,10 +28,9 @@ def register(subparsers) -> None:
         description="Scores photos with an ILGNet model. Output columns: path, p_high (probability of high aesthetic "
                     "quality), label (1 when p_high > 0.5). In folders, whatever OpenCV can decode is scored, "
                     "whatever its name; every file not scored is reported on stderr, except known non-photos "
-                    "(AppleDouble ._* files, folder metadata, text files), which are counted.",
-        fromfile_prefix_chars="@")
-    parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively); @LIST reads more "
-                                                 "from the file LIST, one a line")
+                    "(AppleDouble ._* files, folder metadata, text files), which are counted.")
+    parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively); @LIST: the files "
+                                                 "and folders named in the file LIST, one a line")
     parser.add_argument("--model", required=True, type=model,
                         help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
                              "published models), or a .caffemodel file; the first two carry their variant and mean")
@@ -51,7 +53,9 @@ def register(subparsers) -> None:
                              f"{defaults.SCORE_BATCH})")
     parser.add_argument("--workers", type=integer(1), default=DEFAULT_WORKERS,
                         help="processes, each with its own copy of the net and its share of the cores (default: "
-                             f"number of CPUs, at most {MAX_DEFAULT_WORKERS}; up to 1.7 GB of memory each)")
+                             f"number of CPUs, at most {MAX_DEFAULT_WORKERS}; up to 1.7 GB of memory each); never more "
+                             f"than one per batch of photos nor {PROCESSES_PER_CPU} per CPU. With --ray: actors, never "
+                             f"more than one per batch")
     parser.add_argument("--gpu", type=integer(0), metavar="ID",
                         help="run the net on this GPU, in one process (default: CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -76,15 +80,28 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def named_paths(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
+    """Each path given, and each of an @LIST's non-blank lines (UTF-8 or any bytes, a byte-order mark dropped), with
+    where it was named: "" or `LIST:LINE: `."""
+    for text in map(str, paths):
+        if not text.startswith("@"):
+            yield Path(text), ""
+            continue
+        for number, line in enumerate(read_text(text[1:], errors="surrogateescape").splitlines(), 1):
+            if line.strip():
+                yield Path(line), f"{text[1:]}:{number}: "
+
+
 def collect_images(paths: list[str | Path]):
     """Files as given (whatever they hold, so an unreadable one is reported), and what ilgnet.images.scan_folder
-    finds in folders: a FolderScan of them all. A path that does not exist is an error."""
+    finds in folders: a FolderScan of them all. A path (or @LIST file) that does not exist is an error naming it
+    (and the list's line)."""
     from ilgnet.images import FolderScan, scan_folder
 
     found = FolderScan()
-    for path in map(Path, paths):
+    for path, where in named_paths(paths):
         if not path.exists():
-            raise MissingFile(f"{path} does not exist")
+            raise MissingFile(f"{where}{path} does not exist")
         scan = scan_folder(path) if path.is_dir() else FolderScan(photos=[path])
         found.photos += scan.photos
         found.not_photos += scan.not_photos
@@ -107,17 +124,28 @@ def output_format(out: Path | None, fmt: str | None) -> str:
     return fmt
 
 
+def check_names(photos: list[Path], fmt: str) -> None:
+    """JSON lines and Parquet hold UTF-8 text only: a photo whose name is not UTF-8 (Linux names are any bytes) is
+    BadInput here, before anything is scored, rather than written as an escape strict readers refuse. CSV keeps
+    such a name's own bytes."""
+    if fmt == "csv":
+        return
+    for path in photos:
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            raise BadInput(f"{shown}: this name is not UTF-8, which {'JSON lines' if fmt == 'jsonl' else 'Parquet'} "
+                           f"cannot hold; write CSV (which keeps the name's own bytes) or rename the file") from None
+
+
 def write_table(table, out: Path | None, fmt: str) -> None:
     """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out` (see output_format)."""
     import json
 
     if fmt == "parquet":
         out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            table.to_parquet(out, index=False)
-        except UnicodeEncodeError:
-            raise BadInput(f"{out}: Parquet holds UTF-8 text only, and some photos' names are not UTF-8; write CSV "
-                           f"or JSON lines instead") from None
+        table.to_parquet(out, index=False)
         return
     if fmt == "jsonl":
         text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in table.to_dict("records"))
@@ -150,17 +178,19 @@ def score(paths: list[Path], model, args):
     """(table, skipped): with Ray actors under --ray, else with ScorerPool's processes on this machine."""
     options = dict(weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=model.variant,
                    oversample=args.oversample, backend=args.backend)
+    batches = -(-len(paths) // args.batch)         # no process or actor without a batch to score
     if args.ray is not None:
         from ilgnet.scale import score_with_ray
 
-        return score_with_ray(paths, address=args.ray or None, actors=args.workers, actor_cpus=args.actor_cpus,
-                              actor_gpus=args.actor_gpus, batch_size=args.batch, progress=not args.quiet, **options)
+        return score_with_ray(paths, address=args.ray or None, actors=min(args.workers, batches),
+                              actor_cpus=args.actor_cpus, actor_gpus=args.actor_gpus, batch_size=args.batch,
+                              progress=not args.quiet, **options)
     from ilgnet.errors import CaffeNotFoundError
+    from ilgnet.pools import pool_size
     from ilgnet.scorer_pool import ScorerPool
 
-    workers = min(args.workers, -(-len(paths) // args.batch))          # no process without a batch to score
     try:
-        with ScorerPool(workers, batch_size=args.batch, gpu=args.gpu, **options) as pool:
+        with ScorerPool(pool_size(args.workers, batches), batch_size=args.batch, gpu=args.gpu, **options) as pool:
             return pool.score_files(paths, progress=not args.quiet)
     except CaffeNotFoundError as err:
         raise CaffeNotFoundError(f"{err}; or score without Caffe: --backend opencv") from None
@@ -188,6 +218,7 @@ def run(args) -> int:
         raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
                        f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
     found = collect_images(args.paths)
+    check_names(found.photos, fmt)
     if not found.photos:
         raise BadInput(f"no photos in {' '.join(args.paths)} ({len(found.not_photos)} other files, "
                        f"{found.known_non_photos} known non-photos)")

@@ -7,6 +7,7 @@ import sys
 
 from ilgnet import defaults
 from ilgnet.commands.arguments import existing_file, existing_folder, integer, output_folder, real
+from ilgnet.errors import BadInput
 
 
 def register(subparsers) -> None:
@@ -54,6 +55,20 @@ def register(subparsers) -> None:
                            help="which partition (default: AVA1)")
 
 
+def _why_empty(args, name: str, more: dict) -> str:
+    """The arguments that left a set of partition ava1 or official without images (ava2's and the published
+    partitions' sets never are)."""
+    if name == "train" and more.get("dropped_by_delta"):
+        return f"--delta {args.delta:g} drops all {more['dropped_by_delta']:,} training images; give a smaller --delta"
+    if args.partition == "official":
+        flag, listed = ("--train-list", args.train_list) if name == "train" else ("--test-list", args.test_list)
+        return f"no image of {flag} {listed} is in {args.ava_txt}"
+    if name == "train":
+        counts = " ".join(map(str, args.test_counts))
+        return f"--test-counts {counts} takes every image of {args.ava_txt} for the test set"
+    return "--test-counts 0 0 asks for no test image"
+
+
 def run(args) -> int:
     from ilgnet import partitions
     from ilgnet.ava import read_ava_txt, read_id_list
@@ -81,6 +96,9 @@ def run(args) -> int:
                 if ids:
                     print(f"ilgnet split: {len(ids)} ids of the {name} list are not in {args.ava_txt} and were left "
                           f"out (listed in split.json)", file=sys.stderr)
+    for name, frame in (("train", train), ("val", val)):
+        if frame.empty:
+            raise BadInput(f"{args.out / (name + '.txt')} would list no images: {_why_empty(args, name, more)}")
     summary = partitions.write_split(args.out, train, val, {**facts, **more})
     for name in ("train", "val"):
         labels = ", ".join(f"label {label}: {n:,}" for label, n in summary[name]["labels"].items())

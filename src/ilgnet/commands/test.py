@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.commands.arguments import UsageError, existing_file, existing_folder, integer, model, output_file
-from ilgnet.errors import BadInput, MissingFile
+from ilgnet.errors import BadInput
+from ilgnet.fileio import require
 
 
 def register(subparsers) -> None:
@@ -62,9 +63,8 @@ def run(args) -> int:
     data = DataFolder(args.data)
     model = resolve_model(args.weights, variant=args.variant, mean=args.mean, models=args.models)
     mean = model.mean or data.mean_binaryproto
-    for path in (data.lmdb("val"), mean):
-        if not path.exists():
-            raise MissingFile(f"{path} does not exist")
+    require(data.lmdb("val"), folder=True)
+    require(mean)
     unreached, protocol = data.unreached("val"), args.protocol or data.protocol()
     if args.paper_protocol and not protocol:
         raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")

@@ -25,7 +25,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ilgnet.errors import MissingFile, lookup
+    from ilgnet.errors import lookup
+    from ilgnet.fileio import require
     from ilgnet.weights import REGISTRY, fetch, install, load_registry, verify
 
     registry = load_registry()
@@ -56,8 +57,7 @@ def run(args) -> int:
                       f"{companion}`, or install a copy you fetched")
         return 0
     path = args.file or args.dest / entry.file
-    if not path.is_file():
-        raise MissingFile(f"{path} does not exist")
+    require(path)
     verify(entry, path)
     print(f"{path}: OK as {entry.name}")
     return 0
