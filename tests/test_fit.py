@@ -91,7 +91,7 @@ def test_a_renamed_layer_in_the_deploy_file_is_named(shared_data, ilgnet_caffemo
     deploy = BUGCASES / "04-renamed-layer-deploy" / "deploy.prototxt"
     assert main(predict(photos, ilgnet_caffemodel, small_dataset / "mean.binaryproto", "--deploy", str(deploy))) == 1
     err = one_line_error(capsys, "predict")
-    assert "does not fit the ilgnet net: no weights for layers 'aesthetic_fc'" in err
+    assert f"does not fit the net of {deploy}: no weights for layers 'aesthetic_fc'" in err
     assert "the caffemodel's layers 'loss1/classifier_cjy' are not in the net" in err
 
 

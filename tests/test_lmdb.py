@@ -272,10 +272,12 @@ def test_an_interrupted_build_leaves_no_lmdb_that_looks_complete(tmp_path, image
     assert len(lmdb_items(split / "train_lmdb")) == len(names)
 
 
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
 @pytest.mark.parametrize("delay", [0.3, 0.5, 0.7, 0.9, 1.2, 1.6])
-def test_ctrl_c_at_any_moment_prints_one_line_and_no_worker_traceback(tmp_path, images, delay):
+def test_ctrl_c_at_any_moment_prints_one_line_and_no_worker_traceback(tmp_path, images, delay, twice):
     """Ctrl-C reaches the whole process group: workers still starting (importing NumPy in the forkserver) must not
-    print tracebacks of their own."""
+    print tracebacks of their own. A second SIGINT (as `timeout -s INT` sends, to the command and to its group,
+    or an impatient user) must not cut the pool's shutdown short, which left the command hanging at exit."""
     import os
 
     split = tmp_path / "split"
@@ -288,6 +290,9 @@ def test_ctrl_c_at_any_moment_prints_one_line_and_no_worker_traceback(tmp_path, 
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(delay)
     os.killpg(process.pid, signal.SIGINT)
+    if twice:
+        time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
     status, err = process.wait(timeout=60), process.stderr.read()
     # 0: finished first; -SIGINT: finished, and interrupted while Python was exiting (its handler already removed).
     assert "Traceback" not in err and status in (0, 130, -signal.SIGINT), err

@@ -37,7 +37,7 @@ from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_path, atomic_write_json, atomic_write_text, remove, require
 from ilgnet.images import BadImage, decode_image, encode_image
 from ilgnet.lmdb_inputs import file_stats, inputs_of, reasons_to_rebuild, write_file_stats
-from ilgnet.pools import pool_size, process_pool, stop_pool
+from ilgnet.pools import pool_size, process_pool, shutdown
 
 MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 records
 
@@ -239,12 +239,9 @@ def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RES
                 summary["mean_bgr"] = [round(float(v), 4) for v in mean.mean(axis=(1, 2))]
             atomic_write_json(folder.lmdb_json, summary)  # a finished set is reused should a later one fail
             _write_skipped(folder, summary)
-    except BaseException:
+    finally:
         if pool is not None:
-            stop_pool(pool, at_once=True)  # on an error or Ctrl-C, no image is decoded for nothing
-        raise
-    if pool is not None:
-        stop_pool(pool)
+            shutdown(pool)  # on an error or Ctrl-C, no image is decoded for nothing
     stored = sum(summary[name]["records"] for name in to_build)
     seconds = time.perf_counter() - started
     summary.update(skipped=sum(summary[name]["skipped"] for name in SETS), seconds=round(seconds, 3),

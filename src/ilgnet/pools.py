@@ -3,7 +3,7 @@
 A Ctrl-C sends SIGINT to the whole process group. Workers that received it would die each with its own traceback
 (one still importing NumPy cannot even ignore it yet), so the pools here are forked from a forkserver started with
 SIGINT ignored: it and every worker it forks ignore SIGINT from their first instruction. The command alone is
-interrupted; it stops its pool (`stop_pool`) and reports the interruption once.
+interrupted; it shuts its pool down and reports the interruption once.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 PROCESSES_PER_CPU = 4       # at most this many worker processes per CPU, whatever is asked for
+WORKER_START_SECONDS = 120  # how long process_pool waits for a worker to start before going on without knowing
 
 
 def cpu_count() -> int:
@@ -50,40 +51,74 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def _start_forkserver_ignoring_sigint(forkserver) -> None:
+    """Starts the forkserver with SIGINT ignored, a disposition that survives fork and exec and that Python keeps,
+    so that it and every worker it forks ignore SIGINT from their first instruction. Meanwhile SIGINT is blocked in
+    this thread: Linux keeps a blocked signal pending even while it is ignored, and it reaches the handler that was
+    in place once unblocked. Only the main thread may change a disposition; elsewhere the forkserver just starts."""
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, handler)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def process_pool(workers: int, *, preload: Sequence[str] = (), initializer: Callable | None = None,
                  initargs: tuple = ()):
-    """A ProcessPoolExecutor whose `workers` processes are all started here, forked from a clean forkserver (not
-    from this process, which may hold threads) that imported `preload` (module names) once for them all. The
-    forkserver is started with SIGINT ignored, which it and every worker it forks keep; a Ctrl-C while the workers
-    start is raised once they are all started (and then stopped). A forkserver is one per process: the first pool's
-    `preload` is the one imported."""
+    """A ProcessPoolExecutor whose `workers` processes are all started and initialised here, forked from a clean
+    forkserver (not from this process, which may hold threads) that imported `preload` (module names) once for
+    them all, and started with SIGINT ignored, which it and every worker it forks keep. A forkserver is one per
+    process: the first pool's `preload` is the one imported.
+
+    A Ctrl-C while the pool starts is raised once every worker has run `initializer`, and the pool is then shut
+    down: shut down earlier, it would remove its queues' semaphores under workers still starting (which die with a
+    traceback) or leave workers waiting for work forever. Shut it down with `shutdown`."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import forkserver
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
+    ready = context.Semaphore(0)
     executor = None
     try:
         with _sigint_deferred():
-            if threading.current_thread() is threading.main_thread():
-                handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-                forkserver.ensure_running()   # an ignored signal stays ignored across fork and exec; Python keeps it
-                signal.signal(signal.SIGINT, handler)
-            executor = ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
-            executor._launch_processes()      # all now (private, Python 3.11), not one per submit() as work comes
+            _start_forkserver_ignoring_sigint(forkserver)
+            executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                           initargs=(ready, initializer, initargs))
+            # All workers now, not one per submit() as work comes, and the thread that tells them to stop at
+            # shutdown, which submit() would start (both private, Python 3.11).
+            executor._launch_processes()
+            executor._start_executor_manager_thread()
+            for _ in range(workers):
+                if not ready.acquire(timeout=WORKER_START_SECONDS):
+                    break                   # a worker that died starting breaks the pool; its first task says so
     except KeyboardInterrupt:
         if executor is not None:
-            stop_pool(executor, at_once=True)
+            shutdown(executor)
         raise
     return executor
 
 
-def stop_pool(executor, *, at_once: bool = False) -> None:
-    """Shuts `executor` down: queued work is dropped; with `at_once` (after an error or Ctrl-C) running work is too,
-    by ending this process's worker processes, instead of waiting for it."""
-    if at_once:
-        workers = list((executor._processes or {}).values())   # no public way to reach them before Python 3.14
-        executor.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            worker.terminate()
-    executor.shutdown(cancel_futures=True)
+def shutdown(executor) -> None:
+    """Shuts `executor` down: queued tasks are dropped, running ones finish (a worker ended mid-task could leave
+    half a result in the pool's pipe, which its manager thread would wait on forever). A Ctrl-C meanwhile (a second
+    one) is raised once it is done: cut short, the shutdown would leave the workers waiting for work, and Python's
+    exit waiting on them."""
+    with _sigint_deferred():
+        executor.shutdown(cancel_futures=True)
+
+
+def _start_worker(ready, initializer: Callable | None, initargs: tuple) -> None:
+    """In a worker: `initializer(*initargs)`, then tells process_pool that this worker has started."""
+    try:
+        if initializer is not None:
+            initializer(*initargs)
+    finally:
+        ready.release()

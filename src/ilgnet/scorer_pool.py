@@ -18,7 +18,7 @@ from ilgnet.caffe_io import load_mean
 from ilgnet.caffe_tools import import_caffe
 from ilgnet.errors import ToolFailed
 from ilgnet.fileio import require
-from ilgnet.pools import cpu_count, process_pool, stop_pool
+from ilgnet.pools import cpu_count, process_pool, shutdown
 from ilgnet.scorer import Scorer, Skipped, batched, check_weights, score_table
 
 _worker_scorer: Scorer | None = None
@@ -97,13 +97,13 @@ class ScorerPool:
                              f"problem shows in this process") from err
         return score_table(rows), skipped
 
-    def close(self, *, at_once: bool = False) -> None:
-        """Stops the worker processes; `at_once` (after an error or Ctrl-C) without waiting for their batches."""
+    def close(self) -> None:
+        """Stops the worker processes once their running batches are done; batches not started are dropped."""
         if self._executor is not None:
-            stop_pool(self._executor, at_once=at_once)
+            shutdown(self._executor)
 
     def __enter__(self) -> "ScorerPool":
         return self
 
-    def __exit__(self, kind, *exc) -> None:
-        self.close(at_once=kind is not None)
+    def __exit__(self, *exc) -> None:
+        self.close()
