@@ -31,6 +31,20 @@ def photo_files(folder: Path, count: int, size: int = 40) -> list[str]:
     return [f"p{i}.jpg" for i in range(count)]
 
 
+def data_folder(root: Path, train: int, val: int, size: int = 16) -> Path:
+    """root/data as `ilgnet lmdb` leaves it, made without Caffe from `train` + `val` photos (photo_files) of
+    size x size in root/images, labels alternating 0, 1."""
+    from ilgnet.lmdb_builder import build_split
+
+    names = photo_files(root / "images", train + val, size=size)
+    folder = root / "data"
+    folder.mkdir()
+    (folder / "train.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[:train])))
+    (folder / "val.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[train:])))
+    build_split(folder, root / "images", resize=size, jobs=1, progress=False)
+    return folder
+
+
 def write_lmdb(path: Path, images: list[np.ndarray], labels: list[int], *, encoded: bool = False,
                names: list[str] | None = None) -> Path:
     """Records keyed %08d_<name> in order, as convert_imageset names them (name: the index, or `names`)."""

@@ -122,17 +122,9 @@ def test_published_model_names_resolve_to_their_files_and_mean(small_dataset, il
 @pytest.fixture
 def tiny_data(tmp_path):
     """A data folder as `ilgnet lmdb` leaves it, made without Caffe: 2 training and 2 val photos, 16 x 16."""
-    from caffe_data import photo_files
+    from caffe_data import data_folder
 
-    from ilgnet.lmdb_builder import build_split
-
-    names = photo_files(tmp_path / "images", 4, size=16)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[:2])))
-    (data / "val.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[2:])))
-    build_split(data, tmp_path / "images", resize=16, jobs=1, progress=False)
-    return data
+    return data_folder(tmp_path, 2, 2)
 
 
 @pytest.mark.parametrize("engine", ["pycaffe", "caffe"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from caffe_data import photo_files
+from caffe_data import data_folder
 from google.protobuf import text_format
 
 from ilgnet import training
@@ -14,7 +14,6 @@ from ilgnet.caffe_proto import SolverParameter
 from ilgnet.cli import main
 from ilgnet.datafolder import DataFolder
 from ilgnet.errors import CaffeNotFoundError, UserError
-from ilgnet.lmdb_builder import build_split
 from ilgnet.nets import get_variant
 from ilgnet.training import write_run_files
 
@@ -22,13 +21,7 @@ from ilgnet.training import write_run_files
 @pytest.fixture
 def data(tmp_path):
     """A data folder as `ilgnet lmdb` leaves it: 4 training and 3 val photos, 16 x 16."""
-    names = photo_files(tmp_path / "images", 7, size=16)
-    folder = tmp_path / "data"
-    folder.mkdir()
-    (folder / "train.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[:4])))
-    (folder / "val.txt").write_text("".join(f"{name} {i % 2}\n" for i, name in enumerate(names[4:])))
-    build_split(folder, tmp_path / "images", resize=16, jobs=1, progress=False)
-    return folder
+    return data_folder(tmp_path, 4, 3)
 
 
 def written_solver(path) -> SolverParameter:
