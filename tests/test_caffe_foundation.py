@@ -136,8 +136,9 @@ FATAL = "F0102 10:00:00.000000  4242 net.cpp:757] Check failed: target_blobs.siz
     ("echo 'docker: permission denied'; echo; exit 3",
      "bash -c exited with 3; last message: docker: permission denied"),
 ])
-def test_a_failed_tool_is_one_line_naming_its_log(tmp_path, script, message):
-    """Not the last 15 raw lines of the log: how it ended, its last error line and where the whole log is."""
+def test_a_failed_tool_is_one_line_naming_its_log(caffe, tmp_path, script, message):
+    """Not the last 15 raw lines of the log: how it ended, its last error line and where the whole log is (run_logged
+    runs tools in the Caffe build's environment, so this needs the build)."""
     from ilgnet.caffe_tools import run_logged
     from ilgnet.errors import ToolFailed
 
