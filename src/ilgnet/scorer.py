@@ -18,7 +18,6 @@ pass, so decoding happens between passes). ilgnet.scorer_pool runs Scorers in se
 from __future__ import annotations
 
 import itertools
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +38,7 @@ from ilgnet.fit import check_fits
 from ilgnet.shapes import param_shapes
 from ilgnet.images import BadImage, decode_image
 from ilgnet.nets import VARIANTS, deploy as deploy_net
+from ilgnet.pools import cpu_count
 from ilgnet.weights import trained_layers
 
 T = TypeVar("T")
@@ -116,7 +116,7 @@ class Scorer:
             raise BadInput(f"unknown net variant {variant!r} and no deploy prototxt; known: {', '.join(VARIANTS)}")
         self.batch_size = batch_size
         self.oversample = oversample
-        self.jobs = os.cpu_count() if jobs is None else jobs
+        self.jobs = cpu_count() if jobs is None else jobs
         self.scale = known.input_scale if known else 1.0
         is_file = not isinstance(mean, np.ndarray)
         self.mean = load_mean(mean) if is_file else np.asarray(mean, np.float32)

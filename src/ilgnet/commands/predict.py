@@ -16,10 +16,10 @@ from ilgnet import defaults
 from ilgnet.commands.arguments import existing_file, integer, model, output_file
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.fileio import read_text
-from ilgnet.pools import PROCESSES_PER_CPU
+from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
 
 MAX_DEFAULT_WORKERS = 4
-DEFAULT_WORKERS = max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
+DEFAULT_WORKERS = min(MAX_DEFAULT_WORKERS, cpu_count())
 
 
 def register(subparsers) -> None:
@@ -186,7 +186,6 @@ def score(paths: list[Path], model, args):
                               actor_cpus=args.actor_cpus, actor_gpus=args.actor_gpus, batch_size=args.batch,
                               progress=not args.quiet, **options)
     from ilgnet.errors import CaffeNotFoundError
-    from ilgnet.pools import pool_size
     from ilgnet.scorer_pool import ScorerPool
 
     try:
