@@ -13,7 +13,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from ilgnet.caffe_tools import import_caffe, run_tool
+from ilgnet.bvlc.tools import import_caffe, run_tool
 
 
 def random_images(n: int, size: int, seed: int) -> list[np.ndarray]:
@@ -34,7 +34,7 @@ def photo_files(folder: Path, count: int, size: int = 40) -> list[str]:
 def data_folder(root: Path, train: int, val: int, size: int = 16) -> Path:
     """root/data as `ilgnet lmdb` leaves it, made without Caffe from `train` + `val` photos (photo_files) of
     size x size in root/images, labels alternating 0, 1."""
-    from ilgnet.lmdb_builder import build_split
+    from ilgnet.data.lmdb_build import build_split
 
     names = photo_files(root / "images", train + val, size=size)
     folder = root / "data"
@@ -81,8 +81,8 @@ def published_stand_in(caffemodel: Path, name: str, models: Path, shared_data: P
     would."""
     import shutil
 
-    from ilgnet.caffe_proto import NetParameter
-    from ilgnet.weights import load_registry
+    from ilgnet.bvlc.proto import NetParameter
+    from ilgnet.zoo.registry import load_registry
 
     registry = load_registry()
     entry = registry[name]
@@ -128,9 +128,8 @@ def ilgnet_caffemodel(caffe, tmp_path_factory, small_dataset) -> Path:
     deleted at its end. Caffe's random initialisation gives logits 10 or more apart, so every probability would
     be 0 or 1 and every prediction the same; the final classifier is rescaled and re-centred on small_dataset's
     val records so that their probabilities spread around 0.5 and the tests can compare them meaningfully."""
-    from ilgnet.caffe_io import lmdb_records
+    from ilgnet.bvlc.io import lmdb_records, load_mean
     from ilgnet.nets import deploy
-    from ilgnet.caffe_io import load_mean
 
     caffe.set_random_seed(1)
     root = tmp_path_factory.mktemp("ilgnet-model")

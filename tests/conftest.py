@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def caffe():
     """pycaffe in CPU mode (the Caffe `make setup` built, or ILGNET_CAFFE_ROOT's)."""
-    from ilgnet.caffe_tools import import_caffe
+    from ilgnet.bvlc.tools import import_caffe
 
     module = import_caffe()
     module.set_mode_cpu()
@@ -81,8 +81,8 @@ def stand_in(tmp_path_factory) -> dict[str, Path]:
     import numpy as np
 
     from ilgnet import nets
-    from ilgnet.caffe_io import blobproto_bytes
-    from ilgnet.synthetic import generate, random_caffemodel
+    from ilgnet.bvlc.io import blobproto_bytes
+    from ilgnet.data.synthetic import generate, random_caffemodel
 
     root = tmp_path_factory.mktemp("stand-in")
     mean = np.random.default_rng(2).uniform(60, 160, (3, 256, 256)).astype(np.float32)
@@ -97,10 +97,10 @@ def stand_in(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def bad_means(tmp_path_factory) -> dict[str, tuple[Path, str]]:
     """Mean files a user may give by mistake, each made without Caffe: name -> (path, the one-line error about it
-    after `error: `). The same for every command, since every mean is read by ilgnet.caffe_io.load_mean."""
+    after `error: `). The same for every command, since every mean is read by ilgnet.bvlc.io.load_mean."""
     import numpy as np
 
-    from ilgnet.caffe_io import blobproto_bytes
+    from ilgnet.bvlc.io import blobproto_bytes
 
     root = tmp_path_factory.mktemp("bad-means")
     nan = np.full((3, 256, 256), 100, np.float32)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ilgnet.ava import (AVA_COLUMNS, COUNT_COLUMNS, add_vote_stats, ava1_labels, image_path, read_ava_txt,
-                        read_id_list, read_list_file, write_list_file)
+from ilgnet.data.ava import (AVA_COLUMNS, COUNT_COLUMNS, add_vote_stats, ava1_labels, image_path, read_ava_txt,
+                             read_id_list, read_list_file, write_list_file)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
-"""The two engines behind the Scorer (ilgnet.backends): OpenCV's dnn module scores without Caffe, behind the same
+"""The two engines behind the Scorer (ilgnet.scoring.backends): OpenCV's dnn module scores without Caffe, behind the same
 preprocessing and weight check, and gives Caffe's probabilities to 1e-5 on every variant.
 
-Stand-in models are random caffemodels made without pycaffe (ilgnet.synthetic.random_caffemodel), so the Caffe-free
+Stand-in models are random caffemodels made without pycaffe (ilgnet.data.synthetic.random_caffemodel), so the Caffe-free
 tests run in `make test-fast` (the `stand_in` fixture, tests/conftest.py); only the agreement test needs Caffe."""
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SMALL
 
 from ilgnet import nets
-from ilgnet.backends import open_net
-from ilgnet.caffe_proto import NetParameter, parse_text, to_text
+from ilgnet.bvlc.proto import NetParameter, parse_text, to_text
+from ilgnet.bvlc.shapes import net_input, net_outputs
+from ilgnet.data.synthetic import generate, random_caffemodel
 from ilgnet.errors import BadInput
-from ilgnet.scorer import Scorer
-from ilgnet.shapes import net_input, net_outputs
-from ilgnet.synthetic import generate, random_caffemodel
+from ilgnet.scoring.backends import open_net
+from ilgnet.scoring.scorer import Scorer
 
-from conftest import SMALL
 NO_CAFFE = "import sys; sys.modules['caffe'] = None; from ilgnet.cli import main; sys.exit(main(sys.argv[1:]))"
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from ilgnet.caffe_tools import run_tool, tool_path
+from ilgnet.bvlc.tools import run_tool, tool_path
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ FATAL = "F0102 10:00:00.000000  4242 net.cpp:757] Check failed: target_blobs.siz
 def test_a_failed_tool_is_one_line_naming_its_log(caffe, tmp_path, script, message):
     """Not the last 15 raw lines of the log: how it ended, its last error line and where the whole log is (run_logged
     runs tools in the Caffe build's environment, so this needs the build)."""
-    from ilgnet.caffe_tools import run_logged
+    from ilgnet.bvlc.tools import run_logged
     from ilgnet.errors import ToolFailed
 
     log = tmp_path / "train.log"

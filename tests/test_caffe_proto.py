@@ -1,12 +1,12 @@
-"""ilgnet.caffe_proto: Caffe's messages without pycaffe. Every field of the schema is pycaffe's own field (name,
+"""ilgnet.bvlc.proto: Caffe's messages without pycaffe. Every field of the schema is pycaffe's own field (name,
 number, type, label, default, packing), and the bytes it writes are the bytes pycaffe writes."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ilgnet import caffe_proto
-from ilgnet.caffe_io import blobproto_bytes, datum_bytes, datum_image
+from ilgnet.bvlc import proto as caffe_proto
+from ilgnet.bvlc.io import blobproto_bytes, datum_bytes, datum_image
 from ilgnet.nets import deploy
 
 

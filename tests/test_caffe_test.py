@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from caffe_data import random_images, write_lmdb
 
-from ilgnet import caffe_test, evaluation
 from ilgnet.cli import main
+from ilgnet.evaluation import caffe_engine as caffe_test
+from ilgnet.evaluation import pycaffe_engine as evaluation
 
 pytest_plugins = ["caffe_data"]
 

@@ -6,10 +6,10 @@ import re
 import pytest
 from caffe_data import write_dataset
 
-from ilgnet.caffe_tools import run_tool
-from ilgnet.caffelog import parse_test_log, parse_train_log
-from ilgnet.curves import write_train_summary
-from ilgnet.reports import replay_report
+from ilgnet.bvlc.logs import parse_test_log, parse_train_log
+from ilgnet.bvlc.tools import run_tool
+from ilgnet.evaluation.reports import replay_report
+from ilgnet.training.curves import write_train_summary
 
 MAX_ITER, TEST_INTERVAL, BASE_LR = 6, 3, 0.01
 
@@ -192,7 +192,7 @@ def test_curve_labels_say_smoothed_only_where_it_is(tmp_path, monkeypatch, solve
     of that many iterations' losses. Without it (the toolkit's profiles), nothing is smoothed."""
     import matplotlib.figure
 
-    from ilgnet.curves import plot_curves
+    from ilgnet.training.curves import plot_curves
 
     log = tmp_path / "train.log"
     log.write_text(glog("0101 10:00:00.000000", "Initializing solver from parameters: ") + "test_iter: 2\n" +

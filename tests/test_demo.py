@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ilgnet.ava import read_ava_txt
 from ilgnet.cli import main as ilgnet
 from ilgnet.commands.demo import MARKER, run_demo
-from ilgnet.synthetic import generate
+from ilgnet.data.ava import read_ava_txt
+from ilgnet.data.synthetic import generate
 
 
 def sharpness(path) -> float:

@@ -12,11 +12,11 @@ from caffe_data import SMALL_VAL_LABELS as VAL_LABELS
 from caffe_data import published_stand_in
 from conftest import SMALL
 
-from ilgnet.caffe_tools import run_tool
+from ilgnet.bvlc.tools import run_tool
 from ilgnet.cli import main
-from ilgnet.evaluation import evaluate, score_lmdb
-from ilgnet.metrics import metrics, roc_auc
-from ilgnet.reports import markdown_report
+from ilgnet.evaluation.metrics import metrics, roc_auc
+from ilgnet.evaluation.pycaffe_engine import evaluate, score_lmdb
+from ilgnet.evaluation.reports import markdown_report
 from ilgnet.nets import train_val
 
 pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files
@@ -152,7 +152,7 @@ def test_val_images_that_never_reached_the_lmdb_are_stated(ilgnet_caffemodel, tm
     keeps the counts; the outputs' folders are made once the scores are in."""
     from caffe_data import photo_files
 
-    from ilgnet.lmdb_builder import build_split
+    from ilgnet.data.lmdb_build import build_split
 
     names = photo_files(tmp_path / "images", 9, size=256)
     data = tmp_path / "data"

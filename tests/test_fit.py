@@ -15,11 +15,11 @@ import pytest
 from caffe_data import published_stand_in, random_images, write_lmdb
 
 from ilgnet import nets
-from ilgnet.caffe_io import load_net
-from ilgnet.caffe_proto import NetParameter
+from ilgnet.bvlc.io import load_net
+from ilgnet.bvlc.proto import NetParameter
+from ilgnet.bvlc.shapes import param_shapes
 from ilgnet.cli import main
-from ilgnet.shapes import param_shapes
-from ilgnet.training import _initial_weights, _set_aside_diverged
+from ilgnet.training.runs import _initial_weights, _set_aside_diverged
 
 pytest_plugins = ["caffe_data"]
 
@@ -235,7 +235,7 @@ def test_published_ava1_model_was_trained_on_most_of_avas_test_list(ilgnet_caffe
 
 
 def test_published_ava1_training_list_holds_most_of_the_ava2_val_list(shared_data):
-    from ilgnet.ava import read_list_file
+    from ilgnet.data.ava import read_list_file
 
     ava1_train = set(read_list_file(shared_data / "ilgnet-published/data/AVA1/train.txt")["filename"])
     ava2_val = set(read_list_file(shared_data / "ilgnet-published/data/AVA2/val.txt")["filename"])

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SMALL
 
 from ilgnet.cli import main as ilgnet
-
-from conftest import SMALL
 
 PHONE = "390,844"       # CSS pixels of a common phone screen
 PROBE = """<script>addEventListener("load", () => {

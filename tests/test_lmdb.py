@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ilgnet.ava import read_list_file, write_list_file
-from ilgnet.caffe_proto import BlobProto, Datum
-from ilgnet.caffe_tools import run_tool
-from ilgnet.lmdb_builder import build_split
+from ilgnet.bvlc.proto import BlobProto, Datum
+from ilgnet.bvlc.tools import run_tool
+from ilgnet.data.ava import read_list_file, write_list_file
+from ilgnet.data.lmdb_build import build_split
 
 
 def lmdb_items(path) -> list[tuple[bytes, bytes]]:
@@ -133,7 +133,8 @@ def test_finished_lmdbs_are_reused_when_nothing_changed(sample_split, images):
 
 
 def test_a_caffe_data_layer_reads_the_lmdb(caffe, sample_split, tmp_path):
-    from caffe import layers as L, params as P
+    from caffe import layers as L
+    from caffe import params as P
 
     split, _ = sample_split
     spec = caffe.NetSpec()
@@ -157,7 +158,7 @@ def test_encoded_records_are_convert_imageset_encoded_records(caffe, sample_spli
     """`ilgnet lmdb --encoded png|jpg` against `convert_imageset --encoded --encode_type png|jpg`: the decoded
     pixels alike (PNG: the raw record's pixels exactly), then the very bytes (the venv's OpenCV and Caffe's encode
     alike), and the mean is compute_image_mean's of the encoded LMDB."""
-    from ilgnet.caffe_io import datum_image
+    from ilgnet.bvlc.io import datum_image
 
     split, _ = sample_split
     ours = tmp_path / "ours"

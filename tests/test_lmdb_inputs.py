@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from caffe_data import photo_files
 
-from ilgnet.caffe_proto import Datum
+from ilgnet.bvlc.proto import Datum
 from ilgnet.cli import main
-from ilgnet.images import decode_image
+from ilgnet.data.images import decode_image
 
 
 def records(path) -> dict[str, Datum]:

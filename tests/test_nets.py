@@ -5,11 +5,11 @@ import sys
 
 import numpy as np
 import pytest
+from caffe_data import write_dataset
 from google.protobuf import text_format
 
-from caffe_data import write_dataset
 from ilgnet import nets
-from ilgnet.generated import generated_files
+from ilgnet.nets.generated import generated_files
 
 BATCH = 2
 PUBLISHED_PARAMETERS = 150_938_082  # ILGNet at 227x227 (issue 3; 603.76 MB as a caffemodel)

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from ilgnet.ava import read_ava_txt, read_id_list, read_list_file
 from ilgnet.cli import main
+from ilgnet.data.ava import read_ava_txt, read_id_list, read_list_file
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,14 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-
-from ilgnet import nets
-from ilgnet.caffe_proto import to_text
-from ilgnet.caffe_tools import import_caffe, run_tool
-from ilgnet.cli import main as ilgnet
-from ilgnet.scorer import Scorer
-
 from caffe_data import published_stand_in
 from conftest import SMALL
+
+from ilgnet import nets
+from ilgnet.bvlc.proto import to_text
+from ilgnet.bvlc.tools import import_caffe, run_tool
+from ilgnet.cli import main as ilgnet
+from ilgnet.scoring.scorer import Scorer
 
 pytest_plugins = ["caffe_data"]     # ilgnet_caffemodel: the `ilgnet` net with fixed random weights, once per session
 
@@ -98,7 +97,7 @@ def test_real_photos_equal_caffe_data_layer(shared_data, ilgnet_caffemodel, tmp_
 def test_real_photos_through_split_lmdb_and_predict(shared_data, ilgnet_caffemodel, tmp_path, capsys):
     """The 87 AVA photos with their real votes: `ilgnet split ava1` -> `ilgnet lmdb` -> `ilgnet predict` on the
     held-out photos, whose scores equal those of their LMDB records (`ilgnet test`'s per-record scores)."""
-    from ilgnet.evaluation import score_lmdb
+    from ilgnet.evaluation.pycaffe_engine import score_lmdb
 
     sample = shared_data / "ava-sample"
     labels = pd.read_csv(sample / "labels.csv")
@@ -126,7 +125,7 @@ def test_published_model_names_take_their_own_mean(shared_data, ilgnet_caffemode
     """`--model ilgnet-ava2` scores with models/ILGnet-AVA2.caffemodel and the published AVA2 mean image. The
     authors' model cannot be downloaded here, so a stand-in of the size the registry checks takes its place: the
     `ilgnet` net with its name padded. The mean is the real published file."""
-    from ilgnet.weights import load_registry
+    from ilgnet.zoo.registry import load_registry
 
     registry = load_registry()
     model, mean = registry["ilgnet-ava2"], registry["ilgnet-ava2-mean"]
@@ -287,7 +286,7 @@ def test_python_api_is_lazy_and_exported():
     code = ("import sys, ilgnet, ilgnet.cli; assert 'numpy' not in sys.modules and 'caffe' not in sys.modules; "
             "from ilgnet import Scorer; assert ilgnet.Scorer is Scorer; print(Scorer.__module__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "ilgnet.scorer"
+    assert result.stdout.strip() == "ilgnet.scoring.scorer"
 
 
 def test_case_06_every_decodable_photo_is_scored_whatever_its_name(bugcase, tiny_model, capsys):
@@ -303,7 +302,7 @@ def test_case_06_every_decodable_photo_is_scored_whatever_its_name(bugcase, tiny
 def test_a_folder_is_read_by_content(tmp_path):
     """What OpenCV recognises is a photo whatever its name; AppleDouble files, folder metadata and text are known
     non-photos, counted; anything else is listed with the reason."""
-    from ilgnet.images import scan_folder
+    from ilgnet.data.images import scan_folder
 
     folder = tmp_path / "album"
     jpeg = cv2.imencode(".jpg", np.full((32, 48, 3), 90, np.uint8))[1].tobytes()

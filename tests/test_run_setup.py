@@ -9,26 +9,29 @@ import pytest
 from caffe_data import data_folder
 from google.protobuf import text_format
 
-from ilgnet import training
-from ilgnet.caffe_proto import SolverParameter
+from ilgnet.bvlc.proto import SolverParameter
 from ilgnet.cli import main
-from ilgnet.datafolder import DataFolder
 from ilgnet.errors import CaffeNotFoundError, UserError
-from ilgnet.nets import get_variant
-from ilgnet.training import write_run_files
+from ilgnet.training import runs as training
+from ilgnet.training.runs import TrainOptions, plan, write_run_files
 
 
 @pytest.fixture
 def data(tmp_path):
-    """A data folder as `ilgnet lmdb` leaves it: 4 training and 3 val photos, 16 x 16."""
-    return data_folder(tmp_path, 4, 3)
+    """A data folder as `ilgnet lmdb` leaves it: 4 training and 3 val photos, 227 x 227 (the ilgnet net's crop)."""
+    return data_folder(tmp_path, 4, 3, size=227)
 
 
 def written_solver(path) -> SolverParameter:
     return text_format.Parse(path.read_text(), SolverParameter())
 
 
-@pytest.mark.parametrize("options, message", [
+def options(data, run_dir, **given) -> TrainOptions:
+    """A run in Docker (so the checks need no Caffe on this machine) of the ilgnet net with the ava2 profile."""
+    return TrainOptions("ilgnet", "ava2", data, name=run_dir.name, runs_dir=run_dir.parent, docker=True, **given)
+
+
+@pytest.mark.parametrize("options_, message", [
     ({"train_batch": 0}, r"expected positive counts and a non-negative snapshot period, at most 2147483647 "
                          r"\(Caffe's int32\), got train_batch 0"),
     ({"max_iter": 0, "display": -1}, "got max_iter 0, display -1"),
@@ -38,24 +41,21 @@ def written_solver(path) -> SolverParameter:
     ({"val_batch": 4}, "val batch 4 is larger than the 3 records of .*val_lmdb: a test pass would read most of them "
                        "more than once"),
 ])
-def test_bad_counts_stop_before_the_run_folder_is_made(data, tmp_path, options, message):
-    arguments = {"train_batch": None, "val_batch": None, "max_iter": None, "display": None, **options}
+def test_bad_counts_stop_before_the_run_folder_is_made(data, tmp_path, options_, message):
     with pytest.raises(UserError, match=message):
-        write_run_files(tmp_path / "run", "ilgnet", "ava2", data, mode="CPU", **arguments)
+        plan(options(data, tmp_path / "run", **options_))
     assert not (tmp_path / "run").exists()
 
 
 def test_a_shortened_run_tests_and_snapshots_within_its_length(data, tmp_path):
-    solver_path, _ = write_run_files(tmp_path / "run", "ilgnet", "ava2", data, mode="CPU", train_batch=2,
-                                     val_batch=None, max_iter=2_000, display=None)
+    solver_path, _ = write_run_files(plan(options(data, tmp_path / "run", train_batch=2, max_iter=2_000)))
     solver = written_solver(solver_path)
     assert (solver.max_iter, solver.test_interval, solver.snapshot, solver.test_iter) == (2_000, 20, 20, [1])
-    solver_path, _ = write_run_files(tmp_path / "run", "ilgnet", "ava2", data, mode="CPU", train_batch=2,
-                                     val_batch=None, max_iter=2_000, display=None, test_interval=500, snapshot=0)
+    solver_path, _ = write_run_files(plan(options(data, tmp_path / "run", train_batch=2, max_iter=2_000,
+                                                  test_interval=500, snapshot=0)))
     solver = written_solver(solver_path)
     assert (solver.test_interval, solver.snapshot) == (500, 0)
-    full = written_solver(write_run_files(tmp_path / "full", "ilgnet", "ava2", data, mode="CPU", train_batch=None,
-                                          val_batch=None, max_iter=None, display=None)[0])
+    full = written_solver(write_run_files(plan(options(data, tmp_path / "full")))[0])
     assert (full.max_iter, full.test_interval, full.snapshot) == (533_000, 5_330, 5_330)
     train_val = (tmp_path / "full" / "train_val.prototxt").read_text()
     assert "batch_size: 48" in train_val and "batch_size: 3" in train_val       # the defaults, when not given
@@ -75,7 +75,7 @@ def test_a_val_batch_larger_than_the_val_set_is_refused_before_anything_starts(d
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".", "a\\b"])
 def test_a_run_stays_in_its_runs_folder(tmp_path, name):
     with pytest.raises(UserError, match=f"run name {re.escape(repr(name))}: expected one folder name"):
-        training.train("ilgnet", "ava2", tmp_path, name=name, runs_dir=tmp_path / "runs")
+        training.train(TrainOptions("ilgnet", "ava2", tmp_path, name=name, runs_dir=tmp_path / "runs"))
     assert training.run_folder(tmp_path, "ilgnet-ava2") == (tmp_path / "ilgnet-ava2").resolve()
 
 
@@ -84,18 +84,16 @@ def test_a_run_that_fails_before_caffe_leaves_no_folder_but_keeps_an_earlier_run
     def no_docker(*args, **kwargs):
         raise CaffeNotFoundError("docker-caffe.sh is missing")
 
-    monkeypatch.setattr(training, "plan", lambda *args, **kwargs: training.Plan(get_variant("ilgnet"),
-                                                                                 DataFolder(data), None, None))
     monkeypatch.setattr(training, "caffe_command", no_docker)
     runs = tmp_path / "runs"
     with pytest.raises(CaffeNotFoundError):
-        training.train("ilgnet", "ava2", data, name="new", runs_dir=runs, docker=True, train_batch=2)
+        training.train(options(data, runs / "new", train_batch=2))
     assert not runs.exists()
     (runs / "old").mkdir(parents=True)
     (runs / "old" / "notes.txt").write_text("mine\n")
     with pytest.raises(CaffeNotFoundError):
-        training.train("ilgnet", "ava2", data, name="old", runs_dir=runs, docker=True, train_batch=2)
+        training.train(options(data, runs / "old", train_batch=2))
     assert (runs / "old" / "notes.txt").read_text() == "mine\n"
     with pytest.raises(CaffeNotFoundError):
-        training.train("ilgnet", "ava2", data, name="new", runs_dir=runs, docker=True, train_batch=2)
+        training.train(options(data, runs / "new", train_batch=2))
     assert sorted(p.name for p in runs.iterdir()) == ["old"]

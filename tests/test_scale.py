@@ -1,4 +1,4 @@
-"""`ilgnet predict --ray` (ilgnet.scale) on a local Ray runtime of 2 CPUs against the single-machine path: the same
+"""`ilgnet predict --ray` (ilgnet.scoring.cluster) on a local Ray runtime of 2 CPUs against the single-machine path: the same
 scores for the same photos, in the same order, the same skipped files, as CSV and Parquet, with either backend."""
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import SMALL
 
 from ilgnet.cli import main as ilgnet
-
-from conftest import SMALL
 
 
 @pytest.fixture(scope="module")

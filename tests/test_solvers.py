@@ -4,11 +4,12 @@ import warnings
 
 import numpy as np
 import pytest
+from caffe_data import write_dataset
 from google.protobuf import text_format
 
-from caffe_data import write_dataset
-from ilgnet import nets, solvers
-from ilgnet.caffe_proto import SolverParameter
+from ilgnet import nets
+from ilgnet.bvlc.proto import SolverParameter
+from ilgnet.nets import solvers
 
 # (base_lr, stepsize, max_iter) from the paper's Table 1 and from the published ILGnet solver files.
 EXPECTED = {

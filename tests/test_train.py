@@ -15,7 +15,7 @@ import pytest
 from google.protobuf import text_format
 
 from ilgnet.cli import main
-from ilgnet.training import caffe_command, write_run_files
+from ilgnet.training.runs import TrainOptions, caffe_command, plan, write_run_files
 
 MAX_ITER = 6
 
@@ -130,8 +130,8 @@ def test_docker_command_mounts_the_data_and_keeps_the_caffe_arguments(tmp_path):
 
 @pytest.mark.parametrize("variant, tests_at_start", [("ilgnet", True), ("ilgnet-bn", False)])
 def test_batchnorm_variants_skip_the_untrained_test_pass(caffe, small_dataset, tmp_path, variant, tests_at_start):
-    solver_path, _ = write_run_files(tmp_path / variant, variant, "ava2", small_dataset, mode="CPU",
-                                          train_batch=2, val_batch=None, max_iter=None, display=None)
+    solver_path, _ = write_run_files(plan(TrainOptions(variant, "ava2", small_dataset, name=variant, runs_dir=tmp_path,
+                                                       train_batch=2)))
     written = caffe.proto.caffe_pb2.SolverParameter()
     text_format.Merge(solver_path.read_text(), written)
     assert written.test_initialization is tests_at_start

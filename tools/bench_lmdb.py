@@ -72,7 +72,7 @@ def main() -> int:
     parser.add_argument("--resize", type=int, default=256)
     args = parser.parse_args()
 
-    from ilgnet.caffe_tools import tool_path
+    from ilgnet.bvlc.tools import tool_path
 
     photos = sorted(p for p in args.images.iterdir() if p.is_file()) if args.images.is_dir() else []
     if not photos:

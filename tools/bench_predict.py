@@ -6,7 +6,7 @@ falls on them alike; the single Scorers take turns in rounds of their own):
   per-image loop  what BestiVictory/ILGnet's test.py does for one photo, run over all of them: caffe.io.load_image,
                   a caffe.io.Transformer (resize to 227x227, BGR, x255, per-channel mean), one pycaffe forward per
                   photo;
-  ilgnet predict  what the command runs (ilgnet.scorer_pool.ScorerPool): OpenCV decoding, 256 resize, centre crop,
+  ilgnet predict  what the command runs (ilgnet.scoring.pool.ScorerPool): OpenCV decoding, 256 resize, centre crop,
                   mean image, batched forward passes, in --workers processes (default: as `ilgnet predict`), with
                   each backend: --backend opencv (OpenCV's dnn module) and the default caffe (pycaffe);
   one Scorer      the same in a single process (the Python API's ilgnet.Scorer), each backend;
@@ -60,7 +60,7 @@ def photo_set(source: Path | None, count: int, work: Path) -> list[Path]:
     if source is None and SAMPLE.is_dir():
         source = SAMPLE
     if source is None:
-        from ilgnet.synthetic import generate
+        from ilgnet.data.synthetic import generate
 
         generate(work / "generated", n_images=min(count, 48), seed=7, long_sides=(500, 800))
         source = work / "generated" / "images"
@@ -144,7 +144,7 @@ def best_seconds(methods: dict[str, Callable], paths: list[Path], warm_up: list[
 
 def caffe_time(files: dict[str, Path], iterations: int, repeat: int) -> float:
     """Caffe's average forward pass (ms) of the deploy net at the benchmark batch, on the CPU; the best of `repeat`."""
-    from ilgnet.caffe_tools import run_tool
+    from ilgnet.bvlc.tools import run_tool
 
     runs = []
     for _ in range(repeat):
@@ -172,9 +172,9 @@ def show(label: str, images_per_s: float, note: str = "") -> None:
 
 def main() -> int:
     args = parse_args()
-    from ilgnet.caffe_tools import import_caffe
+    from ilgnet.bvlc.tools import import_caffe
     from ilgnet.commands.predict import DEFAULT_WORKERS
-    from ilgnet.scorer_pool import ScorerPool
+    from ilgnet.scoring.pool import ScorerPool
 
     workers = args.workers or DEFAULT_WORKERS
     caffe = import_caffe()

@@ -1,7 +1,7 @@
-"""Throughput of `ilgnet predict --ray` (ilgnet.scale.score_with_ray) on a local Ray runtime, with 1 and 2 actors,
-beside the single-machine path (ilgnet.scorer_pool.ScorerPool) on the same photos.
+"""Throughput of `ilgnet predict --ray` (ilgnet.scoring.cluster.score_with_ray) on a local Ray runtime, with 1 and 2 actors,
+beside the single-machine path (ilgnet.scoring.pool.ScorerPool) on the same photos.
 
-The `ilgnet` deploy net with random weights (ilgnet.synthetic.random_caffemodel: the speed of a forward pass does
+The `ilgnet` deploy net with random weights (ilgnet.data.synthetic.random_caffemodel: the speed of a forward pass does
 not depend on the weight values), the opencv backend unless --backend caffe, one CPU per actor. For each pool it
 prints the wall time of a whole call (starting the actors and loading the 604 MB model into each included, the Ray
 runtime's own start not, as on a running cluster), and the throughput once started: the photos beyond one batch
@@ -46,9 +46,9 @@ def main() -> int:
     import ray
 
     from ilgnet import nets
-    from ilgnet.scale import score_with_ray
-    from ilgnet.scorer_pool import ScorerPool
-    from ilgnet.synthetic import random_caffemodel
+    from ilgnet.data.synthetic import random_caffemodel
+    from ilgnet.scoring.cluster import score_with_ray
+    from ilgnet.scoring.pool import ScorerPool
 
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
         work = Path(tmp)

@@ -125,7 +125,7 @@ failed=0
 check cpu-doctor "${dc[@]}" ilgnet doctor || failed=1
 # A small AVA-format dataset: the demo's generator (300 photos), its AVA2 split (60) and LMDBs, in the image.
 check cpu-data bash -c '
-  "$@" python -c "import sys; from pathlib import Path; from ilgnet.synthetic import generate; generate(Path(sys.argv[1]), n_images=300, seed=1)" "'"$work"'/ava" &&
+  "$@" python -c "import sys; from pathlib import Path; from ilgnet.data.synthetic import generate; generate(Path(sys.argv[1]), n_images=300, seed=1)" "'"$work"'/ava" &&
   "$@" ilgnet split ava2 --ava-txt "'"$work"'/ava/AVA.txt" --out "'"$work"'/data" &&
   "$@" ilgnet lmdb --split "'"$work"'/data" --images "'"$work"'/ava/images"' _ "${dc[@]}" || failed=1
 check cpu-train "$ilgnet" train --docker --cpu --variant ilgnet --profile ava2 --data "$work/data" \

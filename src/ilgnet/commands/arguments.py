@@ -109,9 +109,9 @@ def output_folder(text: str) -> Path:
 
 
 def run_name(text: str) -> str:
-    """A run's name: one plain folder name inside the runs folder (ilgnet.training.run_folder)."""
+    """A run's name: one plain folder name inside the runs folder (ilgnet.training.runs.run_folder)."""
     from ilgnet.errors import BadInput
-    from ilgnet.training import run_folder
+    from ilgnet.training.runs import run_folder
 
     try:
         run_folder(Path("."), text)
@@ -121,9 +121,9 @@ def run_name(text: str) -> str:
 
 
 def model(text: str) -> str:
-    """A published model's registry name (ilgnet-ava1, ilgnet-ava2), or a path that exists (ilgnet.models says
+    """A published model's registry name (ilgnet-ava1, ilgnet-ava2), or a path that exists (ilgnet.zoo.models says
     what it may be)."""
-    from ilgnet.weights import PUBLISHED_MODELS
+    from ilgnet.zoo.registry import PUBLISHED_MODELS
 
     if text not in PUBLISHED_MODELS and not Path(text).exists():
         _fail(f"{text}: not {' or '.join(PUBLISHED_MODELS)}, and no such file")

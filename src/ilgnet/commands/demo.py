@@ -1,7 +1,7 @@
 """`ilgnet demo` (`make demo`): the whole toolkit on a generated dataset in AVA's own format, on the CPU.
 
 1. a synthetic AVA: AVA.txt with vote histograms and OpenCV-made photos whose quality follows the votes
-   (ilgnet.synthetic);
+   (ilgnet.data.synthetic);
 2. `ilgnet split ava2`: the paper's AVA2 rule, top and bottom 10 % by mean score, split 50/50;
 3. `ilgnet lmdb`: train_lmdb, val_lmdb and the mean image;
 4. `ilgnet train`: the full `ilgnet` net (150.9 million parameters) with the paper's AVA2 solver profile (base_lr
@@ -77,13 +77,14 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
              batch: int = DEFAULTS["batch"], held_out: int = DEFAULTS["held_out"], seed: int = DEFAULTS["seed"],
              gpu: int | None = None, progress: bool = True) -> dict:
     """Runs the demo in `work`; returns the summary it also writes to work/demo.json."""
-    from ilgnet import synthetic, training
-    from ilgnet.ava import read_ava_txt
-    from ilgnet.evaluation import evaluate
-    from ilgnet.gallery import write_gallery
-    from ilgnet.lmdb_builder import build_split
-    from ilgnet.partitions import ava2_split, write_split
-    from ilgnet.scorer import Scorer
+    from ilgnet.data import synthetic
+    from ilgnet.data.ava import read_ava_txt
+    from ilgnet.data.lmdb_build import build_split
+    from ilgnet.data.partitions import ava2_split, write_split
+    from ilgnet.evaluation.pycaffe_engine import evaluate
+    from ilgnet.scoring.gallery import write_gallery
+    from ilgnet.scoring.scorer import Scorer
+    from ilgnet.training.runs import TrainOptions, train
 
     work = Path(work)
     _fresh_work_dir(work)
@@ -91,7 +92,7 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
     timings: dict[str, float] = {}
     started_all = time.perf_counter()
 
-    started = _step(1, f"synthetic AVA: {images:,} vote histograms and photos", f"(ilgnet.synthetic) -> {ava}")
+    started = _step(1, f"synthetic AVA: {images:,} vote histograms and photos", f"(ilgnet.data.synthetic) -> {ava}")
     rows = synthetic.generate(ava, n_images=images, seed=seed)
     _done(started, timings, "generate")
 
@@ -116,9 +117,10 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
                     f"--models {work / 'models'} {'--cpu' if gpu is None else f'--gpu {gpu}'} --max-iter {iterations} "
                     f"--train-batch {batch} --test-interval {test_interval}")
     print("   (no ImageNet weights in the demo: training from scratch is intended)")
-    weights = training.train("ilgnet", "ava2", data, name="ilgnet-demo", runs_dir=runs, models_dir=work / "models",
-                             gpu=None if gpu is None else str(gpu), max_iter=iterations, train_batch=batch,
-                             display=max(1, iterations // 20), test_interval=test_interval, progress=progress)
+    options = TrainOptions("ilgnet", "ava2", data, name="ilgnet-demo", runs_dir=runs, models_dir=work / "models",
+                           gpu=None if gpu is None else str(gpu), max_iter=iterations, train_batch=batch,
+                           display=max(1, iterations // 20), test_interval=test_interval)
+    weights = train(options, progress=progress)
     _done(started, timings, "train")
 
     started = _step(5, "test on every held-out image",

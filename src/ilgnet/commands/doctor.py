@@ -14,7 +14,7 @@ def _forward_smoke_test() -> None:
     """A two-layer net forward: proves libcaffe, pycaffe and protobuf agree."""
     import numpy as np
 
-    from ilgnet.caffe_io import load_net
+    from ilgnet.bvlc.io import load_net
     from ilgnet.nets.builder import NetBuilder
 
     n = NetBuilder()
@@ -28,8 +28,8 @@ def _forward_smoke_test() -> None:
 
 
 def run(args) -> int:
-    from ilgnet.caffe_tools import (PYCAFFE_SUBDIR, build_info, caffe_root, caffe_version, gpu_count, import_caffe,
-                                    tool_path)
+    from ilgnet.bvlc.tools import (PYCAFFE_SUBDIR, build_info, caffe_root, caffe_version, gpu_count, import_caffe,
+                                   tool_path)
     from ilgnet.errors import CaffeNotFoundError
 
     try:

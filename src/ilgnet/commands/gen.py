@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ilgnet.fileio import atomic_write_text
-    from ilgnet.generated import generated_files
+    from ilgnet.nets.generated import generated_files
 
     files, caught = generated_files()
     for message in caught:

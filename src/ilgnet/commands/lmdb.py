@@ -1,12 +1,12 @@
 """`ilgnet lmdb` (`make ava1-lmdb` / `make ava2-lmdb`, second step): a split's train_lmdb, val_lmdb and mean files,
-built as convert_imageset and compute_image_mean would (ilgnet.lmdb_builder)."""
+built as convert_imageset and compute_image_mean would (ilgnet.data.lmdb_build)."""
 from __future__ import annotations
 
 import sys
 
 from ilgnet import defaults
 from ilgnet.commands.arguments import existing_folder, integer
-from ilgnet.datafolder import ENCODINGS, SETS
+from ilgnet.data.folder import ENCODINGS, SETS
 from ilgnet.pools import PROCESSES_PER_CPU
 
 MAX_RESIZE = 4096
@@ -56,7 +56,7 @@ def _losses(part: dict, list_file) -> None:
 
 
 def run(args) -> int:
-    from ilgnet.lmdb_builder import build_split
+    from ilgnet.data.lmdb_build import build_split
 
     summary = build_split(args.split, args.images, resize=args.resize, seed=args.seed, encoding=args.encoded,
                           jobs=args.jobs, force=args.force, notify=_notify)

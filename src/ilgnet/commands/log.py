@@ -1,4 +1,4 @@
-"""`ilgnet log`: a Caffe training log as train_log.csv and curves.png (ilgnet.caffelog, ilgnet.curves)."""
+"""`ilgnet log`: a Caffe training log as train_log.csv and curves.png (ilgnet.bvlc.logs, ilgnet.training.curves)."""
 from __future__ import annotations
 
 import sys
@@ -19,8 +19,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ilgnet.caffelog import parse_train_log
-    from ilgnet.curves import write_curves
+    from ilgnet.bvlc.logs import parse_train_log
+    from ilgnet.training.curves import write_curves
 
     frame = parse_train_log(args.log, accuracy_blob=args.accuracy_blob)
     if frame["loss"].dropna().empty:

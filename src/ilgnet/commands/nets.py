@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ilgnet.caffe_tools import import_caffe
+    from ilgnet.bvlc.tools import import_caffe
     from ilgnet.nets import VARIANTS, forward_time, get_variant
 
     import_caffe()                          # no table's header without the Caffe that times its rows

@@ -1,8 +1,8 @@
 """`ilgnet predict`: aesthetic scores for photos, files and folders, from a published or a trained ILGNet model.
 
-Photos are preprocessed as in training and `caffe test` and scored in batches by ilgnet.scorer, in several
-processes on a CPU (ilgnet.scorer_pool), or by Ray actors with --ray (ilgnet.scale); --html adds a gallery
-(ilgnet.gallery).
+Photos are preprocessed as in training and `caffe test` and scored in batches by ilgnet.scoring.scorer, in several
+processes on a CPU (ilgnet.scoring.pool), or by Ray actors with --ray (ilgnet.scoring.cluster); --html adds a gallery
+(ilgnet.scoring.gallery).
 """
 from __future__ import annotations
 
@@ -93,10 +93,10 @@ def named_paths(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
 
 
 def collect_images(paths: list[str | Path]):
-    """Files as given (whatever they hold, so an unreadable one is reported), and what ilgnet.images.scan_folder
+    """Files as given (whatever they hold, so an unreadable one is reported), and what ilgnet.data.images.scan_folder
     finds in folders: a FolderScan of them all. A path (or @LIST file) that does not exist is an error naming it
     (and the list's line)."""
-    from ilgnet.images import FolderScan, scan_folder
+    from ilgnet.data.images import FolderScan, scan_folder
 
     found = FolderScan()
     for path, where in named_paths(paths):
@@ -180,13 +180,13 @@ def score(paths: list[Path], model, args):
                    oversample=args.oversample, backend=args.backend)
     batches = -(-len(paths) // args.batch)         # no process or actor without a batch to score
     if args.ray is not None:
-        from ilgnet.scale import score_with_ray
+        from ilgnet.scoring.cluster import score_with_ray
 
         return score_with_ray(paths, address=args.ray or None, actors=min(args.workers, batches),
                               actor_cpus=args.actor_cpus, actor_gpus=args.actor_gpus, batch_size=args.batch,
                               progress=not args.quiet, **options)
     from ilgnet.errors import CaffeNotFoundError
-    from ilgnet.scorer_pool import ScorerPool
+    from ilgnet.scoring.pool import ScorerPool
 
     try:
         with ScorerPool(pool_size(args.workers, batches), batch_size=args.batch, gpu=args.gpu, **options) as pool:
@@ -204,10 +204,10 @@ def gallery_facts(model, args) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from ilgnet.gallery import write_gallery
-    from ilgnet.models import resolve_model
-    from ilgnet.scorer import Skipped
-    from ilgnet.weights import PUBLISHED_MODELS
+    from ilgnet.scoring.gallery import write_gallery
+    from ilgnet.scoring.scorer import Skipped
+    from ilgnet.zoo.models import resolve_model
+    from ilgnet.zoo.registry import PUBLISHED_MODELS
 
     if args.ray is not None:
         check_ray_args(args)

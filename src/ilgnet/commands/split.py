@@ -1,5 +1,5 @@
 """`ilgnet split` (`make ava1-lmdb` / `make ava2-lmdb`, first step): an AVA partition as Caffe list files
-(train.txt, val.txt) plus split.json. The partitions are ilgnet.partitions'."""
+(train.txt, val.txt) plus split.json. The partitions are ilgnet.data.partitions'."""
 from __future__ import annotations
 
 import argparse
@@ -70,8 +70,8 @@ def _why_empty(args, name: str, more: dict) -> str:
 
 
 def run(args) -> int:
-    from ilgnet import partitions
-    from ilgnet.ava import read_ava_txt, read_id_list
+    from ilgnet.data import partitions
+    from ilgnet.data.ava import read_ava_txt, read_id_list
 
     facts = {"partition": args.partition}
     if args.partition == "published":

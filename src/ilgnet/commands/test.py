@@ -1,5 +1,5 @@
 """`ilgnet test` (`make evaluate`): a model scored on every record of a val LMDB exactly once, with honest metrics
-beside the paper's figure (ilgnet.evaluation, ilgnet.reports) and the val images it was trained on counted; or,
+beside the paper's figure (ilgnet.evaluation.pycaffe_engine, ilgnet.evaluation.reports) and the val images it was trained on counted; or,
 with --replay, what a published `caffe test` log really measured."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ilgnet.fileio import require
 
 
 def register(subparsers) -> None:
-    from ilgnet.datafolder import PROTOCOLS
+    from ilgnet.data.folder import PROTOCOLS
 
     parser = subparsers.add_parser("test", help="score a model on every record of a val LMDB exactly once")
     parser.add_argument("--weights", type=model, help="a run folder of `ilgnet train` or a snapshot in it, "
@@ -50,10 +50,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ilgnet import caffe_test, evaluation
-    from ilgnet.datafolder import DataFolder
-    from ilgnet.models import resolve_model
-    from ilgnet.reports import PAPER, markdown_report, overlap_report, replay_report
+    from ilgnet.data.folder import DataFolder
+    from ilgnet.evaluation import caffe_engine, pycaffe_engine, results
+    from ilgnet.evaluation.reports import PAPER, markdown_report, overlap_report, replay_report
+    from ilgnet.zoo.models import resolve_model
 
     if args.replay:
         print(replay_report(args.replay), end="")
@@ -70,27 +70,27 @@ def run(args) -> int:
         raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
     engine = "caffe" if args.docker else args.engine
     if engine == "caffe" or args.paper_protocol:
-        caffe_test.check_mean(mean)                 # before any scoring, not after the pycaffe pass
+        caffe_engine.check_mean(mean)                 # before any scoring, not after the pycaffe pass
     if engine == "caffe":
-        frame = caffe_test.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
+        frame = caffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
                                       gpu=args.gpu, docker=args.docker)
     else:
-        frame = evaluation.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
+        frame = pycaffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
                                       gpu=args.gpu)
-    result = evaluation.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
-                                  mean_file=mean, batch=frame.attrs.get("batch", args.batch))
+    result = results.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
+                               mean_file=mean)
     result["engine"] = engine
     if unreached:
         result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
     if protocol:
         result["paper"] = {"protocol": protocol, **PAPER[protocol]}
     if args.paper_protocol:
-        result["paper_protocol"] = caffe_test.paper_protocol(
+        result["paper_protocol"] = caffe_engine.paper_protocol(
             model.variant, model.caffemodel, data.lmdb("val"), mean, batch=PAPER[protocol]["batch"],
             iterations=PAPER[protocol]["iterations"], gpu=args.gpu, docker=args.docker)
     text = markdown_report(result, protocol)
     if model.train_list:
-        result["train_overlap"] = evaluation.train_overlap(frame, model.train_list, data.list_file("val"))
+        result["train_overlap"] = results.train_overlap(frame, model.train_list, data.list_file("val"))
         text = overlap_report(result["train_overlap"], model.name) + "\n" + text
     print(text, end="")
     for path in (args.json, args.markdown, args.per_image):

@@ -1,5 +1,5 @@
 """`ilgnet train` (`make train`, `make train-ava1`, `make train-ava2`): `caffe train` on a net variant and a solver
-profile, locally or in the Docker image, into runs/NAME (ilgnet.training)."""
+profile, locally or in the Docker image, into runs/NAME (ilgnet.training.runs)."""
 from __future__ import annotations
 
 import sys
@@ -7,13 +7,13 @@ from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.commands.arguments import (UsageError, existing_file, existing_folder, gpus, integer, output_folder, real,
-                                      run_name)
+                                       run_name)
 from ilgnet.errors import MissingFile
 
 
 def register(subparsers) -> None:
     from ilgnet.nets import VARIANTS
-    from ilgnet.solvers import PROFILES
+    from ilgnet.nets.solvers import PROFILES
 
     parser = subparsers.add_parser("train", help="fine-tune a net variant with a solver profile (caffe train)")
     parser.add_argument("--variant", default="ilgnet", choices=list(VARIANTS), metavar="VARIANT",
@@ -57,24 +57,23 @@ def _notify(message: str) -> None:
 
 
 def run(args) -> int:
-    from ilgnet.caffe_io import lmdb_size
-    from ilgnet.datafolder import DataFolder
-    from ilgnet.models import snapshots
-    from ilgnet.training import TrainingDiverged, TrainingStopped, run_folder, train
+    from ilgnet.bvlc.io import lmdb_size
+    from ilgnet.data.folder import DataFolder
+    from ilgnet.training.runs import TrainingDiverged, TrainingStopped, TrainOptions, train
+    from ilgnet.zoo.models import snapshots
 
-    run_dir = run_folder(args.runs, args.name or f"{args.variant}-{args.profile}")
-    if args.resume and not snapshots(run_dir, "solverstate"):
-        raise MissingFile(f"--resume: no .solverstate in {run_dir / 'snapshots'}")
+    options = TrainOptions(args.variant, args.profile, args.data, name=args.name, runs_dir=args.runs,
+                           models_dir=args.models, gpu=args.gpu, docker=args.docker, resume=args.resume,
+                           weights=args.weights, max_iter=args.max_iter, train_batch=args.train_batch,
+                           val_batch=args.val_batch, display=args.display, test_interval=args.test_interval,
+                           snapshot=args.snapshot, base_lr=args.base_lr)
+    if args.resume and not snapshots(options.run_dir, "solverstate"):
+        raise MissingFile(f"--resume: no .solverstate in {options.run_dir / 'snapshots'}")
     val_lmdb = DataFolder(args.data).lmdb("val")
     if args.val_batch and (val_lmdb / "data.mdb").is_file() and args.val_batch > (records := lmdb_size(val_lmdb)):
         raise UsageError(f"argument --val-batch: {args.val_batch} is more than the {records} records of {val_lmdb}")
-
     try:
-        model = train(args.variant, args.profile, args.data, name=args.name, runs_dir=args.runs,
-                      models_dir=args.models, gpu=args.gpu, docker=args.docker, resume=args.resume,
-                      weights=args.weights, max_iter=args.max_iter, train_batch=args.train_batch,
-                      val_batch=args.val_batch, display=args.display, test_interval=args.test_interval,
-                      base_lr=args.base_lr, snapshot=args.snapshot, notify=_notify)
+        model = train(options, notify=_notify)
     except TrainingStopped as stop:
         _notify(f"stopped early; snapshot {stop.snapshot}; continue with --resume")
         raise

@@ -1,5 +1,5 @@
 """`ilgnet weights` (`make weights`): list, fetch, check and install the registry's pretrained models
-(ilgnet.weights)."""
+(ilgnet.zoo.registry)."""
 from __future__ import annotations
 
 from ilgnet import defaults
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ilgnet.errors import lookup
     from ilgnet.fileio import require
-    from ilgnet.weights import REGISTRY, fetch, install, load_registry, verify
+    from ilgnet.zoo.registry import REGISTRY, fetch, install, load_registry, verify
 
     registry = load_registry()
     if args.action == "list":

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ilgnet.caffe_proto import TEST, TRAIN
+from ilgnet.bvlc.proto import TEST, TRAIN
 from ilgnet.errors import lookup
 from ilgnet.nets import googlenet, inception
 from ilgnet.nets.builder import NetBuilder
@@ -92,7 +92,7 @@ def _data_layer(n: NetBuilder, v: Variant, phase: int, source, mean_file, batch:
 def train_val(variant: str | Variant, *, train_lmdb, val_lmdb, mean_file, train_batch: int, val_batch: int):
     """The training net: Data layers (TRAIN: random crop + mirror; TEST: centre crop), the body, and per
     classifier a SoftmaxWithLoss `<prefix>/loss` and an Accuracy `<prefix>/top-1` (in both phases, so training
-    logs show accuracy too). Returns a caffe NetParameter (ilgnet.caffe_proto)."""
+    logs show accuracy too). Returns a caffe NetParameter (ilgnet.bvlc.proto)."""
     v = get_variant(variant)
     n = NetBuilder()
     _data_layer(n, v, TRAIN, train_lmdb, mean_file, train_batch)
@@ -161,8 +161,8 @@ def forward_time(variant: str | Variant, *, batch: int, iterations: int) -> tupl
 
     import numpy as np
 
-    from ilgnet.caffe_io import load_net
-    from ilgnet.caffe_tools import import_caffe
+    from ilgnet.bvlc.io import load_net
+    from ilgnet.bvlc.tools import import_caffe
 
     import_caffe().set_mode_cpu()
     net = load_net(deploy(variant, batch=batch))

@@ -7,7 +7,7 @@ loss_weight, transform_param, ...) go on the layer; the others go into the layer
 """
 from __future__ import annotations
 
-from ilgnet.caffe_proto import NetParameter, descriptor
+from ilgnet.bvlc.proto import NetParameter, descriptor
 
 _LAYER = descriptor("LayerParameter")
 _LAYER_FIELDS = set(_LAYER.fields_by_name)

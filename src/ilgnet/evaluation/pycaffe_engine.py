@@ -1,0 +1,56 @@
+"""`caffe test` done honestly: every record of a val LMDB scored exactly once.
+
+The records are read from the LMDB in Caffe's order, transformed as the Data layer's TEST phase does (centre crop,
+minus the mean image at the same offset, via ilgnet.scoring.scorer.Scorer) and forwarded through the deploy net in
+batches whose last one is simply shorter, so every record counts once (`caffe test -iterations N` reads batch x N
+records, wrapping around or stopping short), into the results table of ilgnet.evaluation.results.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ilgnet import defaults
+from ilgnet.bvlc.io import lmdb_records, lmdb_size
+from ilgnet.errors import BadInput
+from ilgnet.evaluation.results import results_table, summarize
+from ilgnet.scoring.scorer import Scorer, batched
+
+
+def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, batch: int = defaults.VAL_BATCH, *,
+               gpu: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Per-record results: ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order.
+    Raises BadInput when a record's size differs from the mean image's (Caffe's Data layer would abort)."""
+    total = lmdb_size(lmdb_path)
+    if total == 0:
+        raise BadInput(f"{lmdb_path} holds no records; build it again with `ilgnet lmdb`")
+    scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu)
+
+    def inputs():
+        for key, image, label in tqdm(lmdb_records(lmdb_path), total=total, unit="img", desc="ilgnet test",
+                                      disable=not progress, file=sys.stderr):
+            if image.shape[:2] != tuple(scorer.image_size):
+                raise BadInput(f"{lmdb_path}: record {key} is {image.shape[1]}x{image.shape[0]}, the mean image "
+                               f"{mean_file} is {scorer.image_size[1]}x{scorer.image_size[0]}: Caffe needs them equal")
+            yield key, label, scorer.preprocess(image)[0]
+
+    keys, labels, probs = [], [], []
+    for chunk in batched(inputs(), batch):
+        chunk_keys, chunk_labels, crops = zip(*chunk)
+        keys += chunk_keys
+        labels += chunk_labels
+        probs.append(scorer.forward(np.stack(crops)))
+    if len(keys) != total:
+        raise BadInput(f"{lmdb_path}: read {len(keys)} records, the LMDB says it holds {total}")
+    return results_table(keys, labels, np.concatenate(probs), batch=batch)
+
+
+def evaluate(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, batch: int = defaults.VAL_BATCH, *,
+             gpu: int | None = None, progress: bool = True) -> dict:
+    """Scores every record of `lmdb_path` once; returns ilgnet.evaluation.results.summarize's dict."""
+    frame = score_lmdb(variant, weights, lmdb_path, mean_file, batch, gpu=gpu, progress=progress)
+    return summarize(frame, variant=variant, weights=weights, lmdb_path=lmdb_path, mean_file=mean_file)

@@ -1,0 +1,55 @@
+"""The results table both engines produce, and what is read off it: one row per val record, in LMDB order.
+
+`results_table` is the one place the table is built, so the pycaffe engine (ilgnet.evaluation.pycaffe_engine) and
+the `caffe test` engine (ilgnet.evaluation.caffe_engine) give frames that compare column for column. `summarize`
+adds what was scored and how to ilgnet.evaluation.metrics; `train_overlap` says which scored records the model was
+trained on.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path, PurePath
+
+import numpy as np
+import pandas as pd
+
+from ilgnet.data.ava import read_list_file
+from ilgnet.evaluation.metrics import metrics
+
+
+def results_table(keys: Sequence[str], labels: Sequence[int], probs: np.ndarray, *, batch: int) -> pd.DataFrame:
+    """DataFrame(key, label, predicted, p_0 .. p_k), one row per record: `probs` is (records, classes), `predicted`
+    its argmax. frame.attrs["batch"] is the forward batch the engine used."""
+    probs = np.asarray(probs).reshape(len(keys), -1)
+    frame = pd.DataFrame({"key": list(keys), "label": [int(label) for label in labels],
+                          "predicted": probs.argmax(axis=1)})
+    for k in range(probs.shape[1]):
+        frame[f"p_{k}"] = probs[:, k]
+    frame.attrs["batch"] = batch
+    return frame
+
+
+def summarize(frame: pd.DataFrame, *, variant: str, weights: Path, lmdb_path: Path, mean_file: Path) -> dict:
+    """ilgnet.evaluation.metrics.metrics of a results table plus what was scored and how (the batch from
+    frame.attrs)."""
+    batch = frame.attrs["batch"]
+    return {"variant": variant, "weights": str(weights), "lmdb": str(lmdb_path), "mean_file": str(mean_file),
+            "batch": batch, "forward_passes": -(-len(frame) // batch), **metrics(frame)}
+
+
+def _names(filenames) -> set[str]:
+    return {PurePath(str(name)).name for name in filenames}
+
+
+def train_overlap(frame: pd.DataFrame, train_list: Path, val_list: Path | None = None) -> dict:
+    """Which scored records (a results table, keys `%08d_<file>`) and which images of the split's val list are in
+    the model's training list, by file name (photos are `<AVA id>.jpg`), and the metrics on the unseen records
+    (None when none is left). A model scored on images it was trained on measures memory, not generalisation."""
+    trained = _names(read_list_file(train_list)["filename"])
+    seen = np.array([PurePath(key.split("_", 1)[-1]).name in trained for key in frame["key"]], bool)
+    report = {"train_list": str(train_list), "scored": {"images": len(frame), "in_training": int(seen.sum())},
+              "unseen_metrics": metrics(frame[~seen]) if (~seen).any() else None}
+    if val_list is not None and Path(val_list).is_file():
+        listed = _names(read_list_file(val_list)["filename"])
+        report["val_list"] = {"path": str(val_list), "images": len(listed), "in_training": len(listed & trained)}
+    return report

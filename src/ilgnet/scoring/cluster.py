@@ -1,0 +1,106 @@
+"""Scoring on a Ray cluster (or a local Ray runtime) with Ray Data: the photo paths become a dataset, a pool of
+actors each holding one Scorer scores it batch by batch as the batches stream through, and the rows come back to
+the caller in input order, with the files that could not be read, as from Scorer.score_files.
+
+Every node must see the photos, the caffemodel, the mean and the deploy file (if any) at the same paths (shared
+storage) and have this package installed with its backend. The weights are checked against the net and the mean
+read once, here, before any actor starts. Ray is an optional dependency: `pip install 'ilgnet[ray]'`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ilgnet.bvlc.io import load_mean
+from ilgnet.defaults import RAY_INSTALL
+from ilgnet.errors import MissingPackage, ToolFailed, UserError
+from ilgnet.scoring.scorer import Scorer, Skipped, check_weights, score_table
+
+
+def import_ray():
+    """The ray module; MissingPackage, saying how to install it, when it is absent."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (Ray Data is the `data` extra of ray)
+    except ImportError as err:
+        raise MissingPackage(f"scoring with Ray needs Ray Data ({err}): {RAY_INSTALL}") from None
+    return ray
+
+
+class ScorerActor:
+    """A Ray actor's Scorer: made once when the actor starts, with `threads` for OpenCV's and OpenBLAS's pools (the
+    CPUs Ray gives the actor), then called on batches {"path": array of str}. Returns {"path", "p_high" (NaN for a
+    skipped file), "reason" ("" for a scored one)} in the batch's order."""
+
+    def __init__(self, options: dict, threads: int):
+        import cv2
+
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(threads)
+        cv2.setNumThreads(threads)
+        self.scorer = Scorer(**options, jobs=threads, check=False)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        paths = [str(p) for p in batch["path"]]
+        table, skipped = self.scorer.score_files(paths)
+        p_high = dict(zip(table.path, table.p_high))
+        reasons = {item.path: item.reason for item in skipped}
+        return {"path": np.array(paths, dtype=object),
+                "p_high": np.array([p_high.get(p, np.nan) for p in paths], np.float64),
+                "reason": np.array([reasons.get(p, "") for p in paths], dtype=object)}
+
+
+def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, actors: int = 1,
+                   actor_cpus: float = 1, actor_gpus: float = 0, batch_size: int = 16, progress: bool = False,
+                   **options) -> tuple[pd.DataFrame, list[Skipped]]:
+    """Scores image files with `actors` Ray actors, each holding Scorer(**options) (weights, mean, variant, deploy,
+    backend, oversample; batch_size goes to both the Scorer and Ray's batches) with `actor_cpus` CPUs and
+    `actor_gpus` GPUs (1: each actor runs the net on a GPU of its own; caffe backend).
+
+    Connects to the Ray cluster at `address` ("auto", "ray://host:10001", ...) or, without one, to the runtime
+    this process already started, else starts a local one (then shut down at the end). Returns what
+    Scorer.score_files returns: DataFrame (path, p_high, label) in input order and the Skipped files. Raises
+    MissingPackage without Ray, the Scorer's errors as they are (whichever actor met them) and ToolFailed when Ray
+    itself fails or the cluster cannot be reached (an unreachable address may make Ray retry for minutes first)."""
+    ray = import_ray()
+    paths = [str(p) for p in paths]
+    check_weights(options["weights"], deploy=options.get("deploy"), variant=options.get("variant", "ilgnet"))
+    if not isinstance(options.get("mean"), np.ndarray):
+        load_mean(options["mean"])
+    options = {**options, "batch_size": batch_size, "gpu": 0 if actor_gpus else None}
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, logging_level="WARNING", include_dashboard=False)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
+            raise ToolFailed(f"cannot reach {where}: {str(err).strip().splitlines()[0]}") from None
+    logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.WARNING)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = progress
+    try:
+        dataset = ray.data.from_items([{"path": p} for p in paths]).map_batches(
+            ScorerActor, fn_constructor_kwargs={"options": options, "threads": max(1, int(actor_cpus))},
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=actor_cpus, num_gpus=actor_gpus)
+        rows, skipped = [], []
+        for batch in dataset.iter_batches(batch_format="pandas", batch_size=None):
+            for path, p_high, reason in zip(batch.path, batch.p_high, batch.reason):
+                if reason:
+                    skipped.append(Skipped(path, reason))
+                else:
+                    rows.append((path, float(p_high)))
+    except ray.exceptions.RayError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise ToolFailed(f"Ray failed: {str(err).strip().splitlines()[-1]}") from err
+    finally:
+        if started:
+            ray.shutdown()
+    return score_table(rows), skipped

@@ -1,0 +1,238 @@
+"""Scoring photos with an ILGNet caffemodel, preprocessed exactly as the net saw its training and test data.
+
+Training and `caffe test` read LMDBs written by convert_imageset (or `ilgnet lmdb`, which matches it): each photo
+decoded by OpenCV as 3-channel BGR uint8 and resized to the mean image's size (256x256) with cv::resize's default
+bilinear interpolation. Photos are decoded here by the LMDB builder's own decoder (ilgnet.data.images.decode_image),
+so a file `ilgnet lmdb` would skip as unreadable is skipped here too. Caffe's Data layer then, in the TEST phase,
+takes the centre crop (offset (256 - 227) / 2 = 14) and subtracts the mean image *at the same offset* (then scales,
+for the variants that set transform_param.scale). The Scorer does the same in NumPy, so a photo gets the
+probability `caffe test` would give it. `oversample` scores the ten crops of Caffe's classifier example instead
+(four corners and the centre, each also mirrored; the mean is taken at each crop's offset and mirroring follows the
+subtraction, as in the TRAIN-phase transform) and averages their probabilities.
+
+The net runs in pycaffe or in OpenCV's dnn module (ilgnet.scoring.backends; `backend="opencv"` needs no Caffe build); the
+preprocessing, batching and weight check here are the same for both. A Scorer decodes in a pool of threads a few
+batches ahead of the net (OpenCV releases the GIL while it decodes and resizes; pycaffe keeps it during a forward
+pass, so decoding happens between passes). ilgnet.scoring.pool runs Scorers in several processes.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ilgnet import defaults
+from ilgnet.bvlc.io import load_mean, read_prototxt
+from ilgnet.bvlc.shapes import param_shapes
+from ilgnet.data.images import BadImage, decode_image
+from ilgnet.errors import BadInput, about
+from ilgnet.fileio import require
+from ilgnet.nets import VARIANTS
+from ilgnet.nets import deploy as deploy_net
+from ilgnet.pools import cpu_count
+from ilgnet.scoring.backends import open_net
+from ilgnet.zoo.fit import check_fits
+from ilgnet.zoo.registry import trained_layers
+
+T = TypeVar("T")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` consecutive items, the last one shorter (itertools.batched, which Python 3.11 lacks)."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that could not be scored, and why."""
+    path: str
+    reason: str
+
+
+def _decode_job(path: str, size: int) -> np.ndarray | str:
+    """Decoding task: the photo as `ilgnet lmdb` stores it (BGR uint8, size x size), or why it cannot be read."""
+    try:
+        return decode_image(path, size)
+    except BadImage as err:
+        return str(err)
+
+
+def crop_offsets(height: int, width: int, crop: int, oversample: bool) -> list[tuple[int, int]]:
+    """(row, column) offsets: the centre crop as Caffe's TEST phase takes it, or the four corners plus the centre."""
+    centre = ((height - crop) // 2, (width - crop) // 2)
+    if not oversample:
+        return [centre]
+    return [(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop), centre]
+
+
+def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: str | None = "ilgnet") -> int:
+    """Checks that `weights` fit the net a Scorer would load (ilgnet.zoo.fit): every layer of the deploy file, or of
+    the variant's deploy net, gets its blobs, and the caffemodel holds no layer the variant's training net lacks
+    (any unused layer, for a deploy file of no known variant). Returns the layers matched; BadInput otherwise."""
+    allowed = trained_layers(variant) if variant in VARIANTS else frozenset()
+    if deploy is None:
+        return check_fits(weights, deploy_net(variant), allowed_unused=allowed)
+    with about(deploy):                 # the net's own faults (an unknown layer type, ...) name the file
+        param_shapes(net := read_prototxt(deploy))
+    return check_fits(weights, net, allowed_unused=allowed, source=deploy)
+
+
+class Scorer:
+    """An ILGNet model ready to score photos: p_high is the softmax probability of class 1 (high aesthetic quality).
+
+    >>> scorer = Scorer.from_model("ilgnet-ava2")           # or Scorer("my.caffemodel", mean="mean.binaryproto")
+    >>> table, skipped = scorer.score_files(["a.jpg", "photos/b.jpg"])   # DataFrame(path, p_high, label), [Skipped]
+    """
+
+    def __init__(self, weights: Path | str, *, mean: Path | str | np.ndarray, deploy: Path | str | None = None,
+                 variant: str = "ilgnet", batch_size: int = defaults.SCORE_BATCH, oversample: bool = False,
+                 jobs: int | None = None, resize: int | None = None, gpu: int | None = None, check: bool = True,
+                 backend: str = "caffe"):
+        """weights: a .caffemodel. mean: the mean image (file or array) it was trained with. deploy: a deploy prototxt
+        (default: the deploy net of `variant`, from ilgnet.nets); `variant` also gives the pixel scale Caffe applies
+        after the mean (transform_param.scale). batch_size: net inputs per forward pass (photos; with oversample,
+        10 crops per photo). resize: side of the square photos are resized to when the mean is per-channel (a mean
+        image fixes it; default: the variant's LMDB size). jobs: decoding threads (default: CPU count; 0 decodes
+        inline). gpu: a GPU id, or None for the CPU. check: compare the weights with the net first (ilgnet.zoo.fit); off
+        only where the caller already did. backend: "caffe" (pycaffe) or "opencv" (OpenCV's dnn module, CPU only,
+        no Caffe needed); ilgnet.scoring.backends.
+
+        Raises BadInput (weights that do not fit the net, a mean that does not fit the photos, a GPU the backend
+        cannot use, a layer OpenCV lacks), MissingFile, and CaffeNotFoundError for the caffe backend without
+        pycaffe, before the backend loads anything."""
+        weights = self.weights = Path(weights)
+        require(weights, what="weights file")
+        known = VARIANTS.get(variant)
+        if known is None and deploy is None:
+            raise BadInput(f"unknown net variant {variant!r} and no deploy prototxt; known: {', '.join(VARIANTS)}")
+        self.batch_size = batch_size
+        self.oversample = oversample
+        self.jobs = cpu_count() if jobs is None else jobs
+        self.scale = known.input_scale if known else 1.0
+        is_file = not isinstance(mean, np.ndarray)
+        self.mean = load_mean(mean) if is_file else np.asarray(mean, np.float32)
+        about_mean = f"the mean image {mean}" if is_file else "the mean image"
+        side = resize or (known.resize if known else 256)
+        self.image_size = tuple(self.mean.shape[1:]) if self.mean.ndim == 3 else (side, side)
+        if self.image_size[0] != self.image_size[1]:
+            raise BadInput(f"{about_mean} is {self.image_size[1]}x{self.image_size[0]}; photos are resized to "
+                           f"a square, as `ilgnet lmdb` does, so the mean must be square")
+        if check:
+            check_weights(weights, deploy=deploy, variant=known.name if known else None)
+        self.net = open_net(backend, deploy if deploy is not None else deploy_net(known, batch=1), weights,
+                            output=None if deploy is not None else known.prob_blob, gpu=gpu)
+        self.crop = self.net.input_shape[-1]
+        if self.image_size[0] < self.crop:
+            raise BadInput(f"{about_mean} is {self.image_size[0]}x{self.image_size[0]}, smaller than the net's "
+                           f"{self.crop}x{self.crop} input")
+        self.offsets = crop_offsets(*self.image_size, self.crop, oversample)
+        self.crops_per_image = len(self.offsets) * (2 if oversample else 1)
+
+    @classmethod
+    def from_model(cls, model: str | Path, *, mean: Path | str | None = None, models: Path = defaults.MODELS_DIR,
+                   **options) -> "Scorer":
+        """A Scorer for `model` as ilgnet.zoo.models.resolve_model finds it: ilgnet-ava1 / ilgnet-ava2 (fetched), a run
+        folder of `ilgnet train`, or a .caffemodel file (then `mean` is needed)."""
+        from ilgnet.zoo.models import resolve_model
+
+        resolved = resolve_model(model, variant=options.pop("variant", None), mean=mean, models=models)
+        if resolved.mean is None:
+            raise BadInput(f"{model}: the mean image it was trained with is needed")
+        return cls(resolved.caffemodel, mean=resolved.mean, variant=resolved.variant, **options)
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """A decoded BGR uint8 image at the mean's size -> the net's input crops (n_crops, 3, crop, crop), float32."""
+        if image.shape[:2] != self.image_size:
+            image = cv2.resize(image, (self.image_size[1], self.image_size[0]), interpolation=cv2.INTER_LINEAR)
+        chw = image.transpose(2, 0, 1).astype(np.float32)
+        if self.mean.ndim == 1:
+            chw -= self.mean[:, None, None]
+        else:
+            chw -= self.mean
+        if self.scale != 1:
+            chw *= self.scale
+        c = self.crop
+        crops = [chw[:, y:y + c, x:x + c] for y, x in self.offsets]
+        if self.oversample:
+            crops += [crop[:, :, ::-1] for crop in crops]
+        return np.stack(crops)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, classes) for preprocessed inputs (N, 3, crop, crop)."""
+        probs = self.net.forward(batch)
+        if not np.isfinite(probs).all():
+            raise BadInput(f"{self.weights}: the net's outputs are not finite (NaN or infinite): a broken model, "
+                           f"such as the snapshot of a diverged training run")
+        return probs
+
+    def score_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """p_high (N,) for N decoded BGR uint8 images (any size: they are resized to the mean's size). A forward pass
+        takes batch_size net inputs: batch_size images, or with oversample batch_size // 10 images of 10 crops each."""
+        p_high = []
+        for chunk in batched(images, max(1, self.batch_size // self.crops_per_image)):
+            probs = self.forward(np.concatenate([self.preprocess(img) for img in chunk]))
+            p_high.append(probs[:, 1].reshape(-1, self.crops_per_image).mean(axis=1))
+        return np.concatenate(p_high) if p_high else np.empty(0, np.float32)
+
+    def decoded(self, paths: Iterable[Path | str]) -> Iterator[tuple[str, np.ndarray | str]]:
+        """(path, image or reason it is unreadable) in input order, decoded `jobs` threads wide a few batches ahead."""
+        size = self.image_size[0]
+        if self.jobs == 0:
+            for path in paths:
+                yield str(path), _decode_job(str(path), size)
+            return
+        window = max(4 * self.batch_size, 2 * self.jobs)
+        with ThreadPoolExecutor(self.jobs) as pool:
+            pending: deque[tuple[str, Future]] = deque()
+            for path in paths:
+                pending.append((str(path), pool.submit(_decode_job, str(path), size)))
+                if len(pending) >= window:
+                    name, future = pending.popleft()
+                    yield name, future.result()
+            while pending:
+                name, future = pending.popleft()
+                yield name, future.result()
+
+    def score_files(self, paths: Iterable[Path | str], *, progress: bool = False) -> tuple[pd.DataFrame, list[Skipped]]:
+        """Scores image files in batches; unreadable ones are returned as Skipped and the rest still scored.
+
+        Returns a DataFrame (path, p_high, label) in input order, label = 1 when p_high > 0.5, and the skipped files.
+        """
+        from tqdm import tqdm
+
+        paths = list(paths)
+        skipped: list[Skipped] = []
+
+        def readable() -> Iterator[tuple[str, np.ndarray]]:
+            for name, image in tqdm(self.decoded(paths), total=len(paths), unit="img", disable=not progress,
+                                    desc="scoring"):
+                if isinstance(image, str):
+                    skipped.append(Skipped(name, image))
+                else:
+                    yield name, image
+
+        rows: list[tuple[str, float]] = []
+        for chunk in batched(readable(), self.batch_size):
+            names, images = zip(*chunk)
+            rows.extend(zip(names, self.score_images(images).tolist()))
+        return score_table(rows), skipped
+
+
+def score_table(rows: list[tuple[str, float]]) -> pd.DataFrame:
+    """DataFrame(path, p_high, label) from (path, p_high) rows; label 1 when p_high > 0.5. Paths stay Python strings
+    (pandas would store them as Arrow strings where pyarrow is installed, which cannot hold a file name that is
+    not UTF-8)."""
+    paths, p_high = zip(*rows) if rows else ((), ())
+    table = pd.DataFrame({"path": pd.Series(paths, dtype=object), "p_high": pd.Series(p_high, dtype=float)})
+    table["label"] = (table.p_high > 0.5).astype(int)
+    return table

@@ -1,0 +1,68 @@
+"""Training curves: a Caffe training log as train_log.csv and curves.png (loss, test accuracy, learning rate).
+
+The training loss is plotted as Caffe displayed it, and said to be smoothed only when it is: by the solver's
+average_loss (Caffe then displays the mean of the last average_loss iterations' losses), or by a window asked for
+here (a rolling mean of that many displayed values, drawn beside the displayed ones).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ilgnet.bvlc.logs import parse_train_log
+
+
+def loss_label(average_loss: int) -> str:
+    """What the displayed training loss is: one iteration's loss, or Caffe's mean of the last average_loss."""
+    if average_loss > 1:
+        return f"train loss (Caffe's mean of the last {average_loss} iterations)"
+    return "train loss"
+
+
+def plot_curves(frame: pd.DataFrame, png: Path, *, title: str = "", smooth: int | None = None) -> Path:
+    """Training loss with test loss, test accuracy and learning rate against iteration, as a PNG; `smooth` adds
+    the rolling mean of that many displayed training losses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(3, 1, figsize=(8, 8), sharex=True,
+                                                 gridspec_kw={"height_ratios": [3, 2, 1]})
+    lines = [(ax_loss, frame["loss"], loss_label(frame.attrs.get("average_loss", 1))),
+             (ax_loss, frame["test_loss"], "test loss"), (ax_acc, frame["test_accuracy"], "test accuracy"),
+             (ax_lr, frame["lr"], "learning rate")]
+    if smooth:
+        losses = frame["loss"].dropna()
+        lines.insert(1, (ax_loss, losses.rolling(smooth, min_periods=1).mean(),
+                         f"train loss, rolling mean of {smooth} displayed values"))
+    for ax, values, label in lines:
+        points = pd.DataFrame({"iteration": frame["iteration"], "value": values}).dropna()
+        ax.plot(points["iteration"], points["value"], marker="o", markersize=3, label=label)
+        ax.set_ylabel(label if ax is not ax_loss else "loss")
+        ax.grid(alpha=0.3)
+    ax_loss.legend()
+    ax_lr.set_xlabel("iteration")
+    diverged = frame.attrs.get("diverged_at")
+    ax_loss.set_title(title + (f" -- DIVERGED at iteration {diverged} (loss not finite)" if diverged is not None else ""))
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def write_curves(frame: pd.DataFrame, csv: Path, png: Path, *, title: str = "", smooth: int | None = None) -> None:
+    """parse_train_log's frame as CSV and as curves."""
+    frame.to_csv(csv, index=False)
+    plot_curves(frame, png, title=title, smooth=smooth)
+
+
+def write_train_summary(log: Path, *, accuracy_blob: str | None = None, csv: Path | None = None,
+                        png: Path | None = None) -> pd.DataFrame:
+    """Parses `log` into `csv` and `png` (default: train_log.csv and curves.png beside it); returns the frame
+    (ilgnet.bvlc.logs.COLUMNS)."""
+    frame = parse_train_log(log, accuracy_blob=accuracy_blob)
+    write_curves(frame, csv or log.with_name("train_log.csv"), png or log.with_name("curves.png"),
+                 title=log.parent.name)
+    return frame
