@@ -24,14 +24,14 @@ DOCKER ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
 .PHONY: help setup setup-cuda setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
-	evaluate weights bench-lmdb bench-predict bench-ray docker-build docker-build-cpu clean
+	evaluate weights bench-lmdb bench-predict bench-ray docker-base docker-build docker-build-cpu clean
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
 	@echo "make setup-cuda   the same with a CUDA build of Caffe"
 	@echo "make test         run the whole test suite against the real Caffe (runs setup and test-tools first)"
 	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
-	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; about a minute)"
+	@echo "make test-fast    run the tests that need no Caffe or Docker image (a venv with the package only; about a minute)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
 	@echo "make doctor       print which Caffe is used and check it works"
 	@echo "make prototxt     regenerate prototxt/ and solvers/ (ilgnet gen)"
@@ -46,7 +46,8 @@ help:
 	@echo "                  record (ilgnet test)"
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models (ilgnet weights fetch)"
 	@echo "                  (ilgnet weights fetch inception-v3 / inception-v4 for the ilgnet-inc3/4 trunks)"
-	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine)"
+	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine; CA=FILE behind a"
+	@echo "                  TLS-inspecting proxy); make docker-base makes their base image debian:12 without Docker Hub"
 	@echo "make bench-lmdb / bench-predict / bench-ray   throughput benchmarks"
 
 setup:
@@ -69,7 +70,7 @@ test-tools:
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 test-fast: setup-python
-	$(PY) -m pytest -m "not caffe" tests
+	$(PY) -m pytest -m "not caffe and not docker" tests
 
 doctor: setup
 	$(ILGNET) doctor
@@ -124,12 +125,26 @@ bench-predict: setup
 bench-ray: setup
 	$(PY) tools/bench_ray.py
 
-# CA=/etc/ssl/certs/ca-certificates.crt lends pip and apt a CA bundle during the build only (behind a TLS proxy).
+# The images (docs/DOCKER.md). CA=FILE lends pip and apt a CA bundle during the build only, as the build secret
+# `ca` (behind a TLS-inspecting proxy: CA=/etc/ssl/certs/ca-certificates.crt). DOCKER_BUILD_FLAGS go to
+# `docker build` as they are (--no-cache, --progress=plain, --build-arg CUDA_ARCHS="86 89 90", ...). The client is
+# one that builds with BuildKit (tools/docker-client.sh: $DOCKER, else docker or /usr/bin/docker).
+comma := ,
+CA ?=
+DOCKER_BUILD_FLAGS ?=
+CA_SECRET = $(if $(CA),$(if $(wildcard $(CA)),--secret id=ca$(comma)src=$(abspath $(CA)),$(error CA=$(CA): no such file)))
+DOCKER_BUILD = client=$$(bash tools/docker-client.sh) && DOCKER_BUILDKIT=1 "$$client" $(strip build $(CA_SECRET) $(DOCKER_BUILD_FLAGS))
+
+docker-base:
+	bash tools/docker-base.sh
+
 docker-build:
-	DOCKER_BUILDKIT=1 docker build $(if $(CA),--secret id=ca,src=$(CA)) -t ilgnet-caffe:cuda .
+	bash tools/docker-base.sh
+	$(DOCKER_BUILD) -t ilgnet-caffe:cuda .
 
 docker-build-cpu:
-	DOCKER_BUILDKIT=1 docker build $(if $(CA),--secret id=ca,src=$(CA)) -f Dockerfile.cpu -t ilgnet-caffe:cpu .
+	bash tools/docker-base.sh
+	$(DOCKER_BUILD) --build-arg CAFFE=cpu -t ilgnet-caffe:cpu .
 
 clean:
 	rm -rf runs work

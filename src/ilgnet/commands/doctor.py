@@ -1,13 +1,69 @@
-"""`ilgnet doctor` (`make doctor`): which Caffe the toolkit uses, how it was built, and whether it works."""
+"""`ilgnet doctor` (`make doctor`): which Caffe the toolkit uses, how it was built, and whether it works; with
+--docker, the same for the Caffe of the Docker images that `--docker` runs use, with no Caffe needed here."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
+EXAMPLES = """examples:
+  ilgnet doctor             # the Caffe `make setup` built here
+  ilgnet doctor --docker    # the images of train --docker and test --docker (make docker-build / docker-build-cpu)"""
+
+
+DESCRIPTION = ("Prints which Caffe the toolkit uses (its install prefix, binary and pycaffe), how it was built (BLAS, "
+               "CUDA, cuDNN) and the GPUs it sees, after running a small net forward through pycaffe; exit status 1 "
+               "when Caffe is missing or broken. With --docker, checks the Docker images instead, the one of CPU "
+               "runs and the one of GPU runs: that each is there and that `ilgnet doctor` passes inside it, with "
+               "only Docker needed on this machine.")
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("doctor", help="check the Caffe installation and print where it comes from")
+    import argparse
+    import textwrap
+
+    parser = subparsers.add_parser("doctor", help="check the Caffe installation and print where it comes from",
+                                   description=textwrap.fill(DESCRIPTION, 100), epilog=EXAMPLES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docker", action="store_true",
+                        help="check the Docker images that --docker runs use instead of the Caffe here")
     parser.set_defaults(func=run)
+
+
+def _docker() -> int:
+    """`ilgnet doctor` in the image of CPU runs and in that of GPU runs (with the GPUs when nvidia-smi lists any
+    here, else on the CPU): 0 when at least one is there and every one that is there passes."""
+    from ilgnet.bvlc.tools import docker_command, docker_image, gpu_count
+    from ilgnet.errors import CaffeNotFoundError
+
+    gpus = gpu_count()
+    checked, passed, failed = set(), 0, 0
+    for runs, gpu in (("CPU", False), ("GPU", True)):
+        try:
+            name, image_id = docker_image(gpu=gpu).split()
+        except CaffeNotFoundError as err:
+            print(f"docker image ({runs} runs): NOT AVAILABLE: {err}")
+            continue
+        if name in checked:
+            print(f"docker image ({runs} runs): {name}, as above")
+            continue
+        checked.add(name)
+        print(f"docker image ({runs} runs): {name} ({image_id.removeprefix('sha256:')[:12]}); ilgnet doctor in it"
+              + ("" if not gpu or gpus else ", on the CPU (no GPU here)") + ":")
+        command = docker_command(["ilgnet", "doctor"], gpu=gpu and gpus > 0, image=name)
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        print("".join(f"  {line}" for line in result.stdout.splitlines(keepends=True)), end="")
+        if result.returncode == 0:
+            passed += 1
+        else:
+            print(f"  FAILED (exit status {result.returncode})")
+            failed += 1
+    status = "OK" if passed and not failed else "FAILED"
+    if checked:
+        print(f"status        : {status} ({passed} of {len(checked)} image{'s' if len(checked) != 1 else ''} passed)")
+    else:
+        print(f"status        : {status} (no image: build one with `make docker-build-cpu` or `make docker-build`)")
+    return 0 if status == "OK" else 1
 
 
 def _forward_smoke_test() -> None:
@@ -32,10 +88,13 @@ def run(args) -> int:
                                    tool_path)
     from ilgnet.errors import CaffeNotFoundError
 
+    if args.docker:
+        return _docker()
     try:
         root, caffe_bin = caffe_root(), tool_path("caffe")
     except CaffeNotFoundError as err:
-        print(f"Caffe: NOT FOUND\n  {err}", file=sys.stderr)
+        print(f"Caffe: NOT FOUND\n  {err}\n  (runs in the Docker images need no Caffe here: ilgnet doctor --docker)",
+              file=sys.stderr)
         return 1
     try:
         version = caffe_version()
