@@ -19,8 +19,10 @@ RESIZE ?= $(if $(filter ilgnet-inc3 ilgnet-inc4,$(VARIANT)),320,256)
 SUFFIX := $(if $(filter-out 256,$(RESIZE)),-$(RESIZE))
 DATA ?= data/$(if $(findstring ava1,$(PROFILE)),ava1,ava2)$(SUFFIX)
 GPU ?=
-# DOCKER=1: run caffe inside the ilgnet-caffe image (the CUDA one with GPU=..., else the CPU one), same arguments.
+# DOCKER=1: run caffe inside the ilgnet-caffe image (the CUDA one with GPU=..., else the CPU one), same arguments;
+# the host then needs the package only, not Caffe (setup-python instead of setup).
 DOCKER ?=
+CAFFE_SETUP := $(if $(DOCKER),setup-python,setup)
 RUN ?= $(VARIANT)-$(PROFILE)
 
 .PHONY: help setup setup-cuda setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
@@ -97,16 +99,16 @@ else
 endif
 	$(ILGNET) lmdb --split data/ava2$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
-train: setup
+train: $(CAFFE_SETUP)
 	$(ILGNET) train --variant $(VARIANT) --profile $(PROFILE) --data $(DATA) --name $(RUN) $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-train-ava1: setup
+train-ava1: $(CAFFE_SETUP)
 	$(ILGNET) train --variant ilgnet --profile ava1-delta$(DELTA) --data data/ava1 --name ilgnet-ava1 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-train-ava2: setup
+train-ava2: $(CAFFE_SETUP)
 	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-evaluate: setup
+evaluate: $(CAFFE_SETUP)
 	$(if $(WEIGHTS),,$(error make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>))
 	$(ILGNET) test --weights $(WEIGHTS) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) $(if $(GPU),--gpu $(GPU)) $(if $(DOCKER),--docker) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
 
@@ -128,7 +130,7 @@ bench-ray: setup
 # The images (docs/DOCKER.md). CA=FILE lends pip and apt a CA bundle during the build only, as the build secret
 # `ca` (behind a TLS-inspecting proxy: CA=/etc/ssl/certs/ca-certificates.crt). DOCKER_BUILD_FLAGS go to
 # `docker build` as they are (--no-cache, --progress=plain, --build-arg CUDA_ARCHS="86 89 90", ...). The client is
-# one that builds with BuildKit (tools/docker-client.sh: $DOCKER, else docker or /usr/bin/docker).
+# one that builds with BuildKit (tools/docker-client.sh: $ILGNET_DOCKER, else docker or /usr/bin/docker).
 comma := ,
 CA ?=
 DOCKER_BUILD_FLAGS ?=

@@ -104,8 +104,9 @@ class StandInDocker:
 
 def without_caffe_env(path: str) -> dict[str, str]:
     """os.environ with PATH `path` (no venv, no Caffe: give the system's folders) and no ILGNET_CAFFE_ROOT,
-    PYTHONPATH or VIRTUAL_ENV."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ILGNET_CAFFE_ROOT", "PYTHONPATH", "VIRTUAL_ENV")}
+    PYTHONPATH, VIRTUAL_ENV or ILGNET_DOCKER (the client is the first `docker` on PATH)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ILGNET_CAFFE_ROOT", "PYTHONPATH", "VIRTUAL_ENV", "ILGNET_DOCKER")}
     return env | {"PATH": path}
 
 

@@ -56,6 +56,14 @@ def test_make_docker_build_gives_the_ca_secret_as_one_argument_or_none(tmp_path,
                         missing.stderr)
 
 
+@pytest.mark.parametrize("target", ["train", "train-ava1", "train-ava2", "evaluate"])
+def test_make_with_docker_sets_up_the_package_only(target):
+    """DOCKER=1 runs Caffe in the image: the host gets the package (setup-python), not a Caffe build (setup)."""
+    assert make_dry_run(target, "DOCKER=1", "WEIGHTS=ilgnet-ava2").stdout.splitlines()[0] == (
+        "bash tools/setup.sh --python-only")
+    assert make_dry_run(target, "WEIGHTS=ilgnet-ava2").stdout.splitlines()[0] == "bash tools/setup.sh"
+
+
 def fake_client(folder: Path, version: str, buildx: bool) -> Path:
     """A `docker` client that answers --version, and `buildx version` when it has the plugin."""
     folder.mkdir(parents=True)
@@ -73,11 +81,11 @@ esac
 def choose_client(tmp_path: Path, client: Path | None, **env: str) -> subprocess.CompletedProcess:
     path = f"{client.parent}:/usr/bin:/bin" if client else "/usr/bin:/bin"
     return subprocess.run(["bash", str(REPO / "tools" / "docker-client.sh")], capture_output=True, text=True,
-                          env={**{k: v for k, v in os.environ.items() if k != "DOCKER"}, "PATH": path, **env})
+                          env={**{k: v for k, v in os.environ.items() if k != "ILGNET_DOCKER"}, "PATH": path, **env})
 
 
 def test_the_build_client_is_one_with_buildkit(tmp_path):
-    assert choose_client(tmp_path, None, DOCKER="/opt/docker").stdout == "/opt/docker\n"
+    assert choose_client(tmp_path, None, ILGNET_DOCKER="/opt/docker").stdout == "/opt/docker\n"
     for name, version, buildx in [("debian", "20.10.24+dfsg1", False), ("plugin", "28.2.2", True)]:
         client = fake_client(tmp_path / name, version, buildx)
         assert choose_client(tmp_path, client).stdout == f"{client}\n"

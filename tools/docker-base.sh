@@ -6,23 +6,22 @@
 #
 # Usage: tools/docker-base.sh
 # Environment:
-#   DOCKER                the docker client (default: docker)
+#   ILGNET_DOCKER         the docker client (default: docker)
 #   ILGNET_DEBIAN_MIRROR  the Debian mirror debootstrap reads (default: http://deb.debian.org/debian)
 set -euo pipefail
 
-for arg in "$@"; do
-  case "$arg" in
-    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
-    *) echo "docker-base: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-  esac
-done
-docker=${DOCKER:-docker}
+if [ $# -gt 0 ]; then                   # no arguments: --help prints the lines above
+  awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"
+  [ "$1" = -h ] || [ "$1" = --help ] || exit 2
+  exit 0
+fi
+docker=${ILGNET_DOCKER:-docker}
 mirror=${ILGNET_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 image=debian:12
 
 die() { printf 'docker-base: %s\n' "$*" >&2; exit 1; }
 
-"$docker" info >/dev/null 2>&1 || die "no Docker engine answers '$docker info' (start dockerd, or set DOCKER)"
+"$docker" info >/dev/null 2>&1 || die "no Docker engine answers '$docker info' (start dockerd, or set ILGNET_DOCKER)"
 if "$docker" image inspect "$image" >/dev/null 2>&1; then
   echo "docker-base: $image is present ($("$docker" image inspect -f '{{.Id}}' "$image" | cut -c8-19))"
   exit 0

@@ -17,6 +17,7 @@
 # Environment:
 #   ILGNET_IMAGE   the image, as --image; build them with `make docker-build` and `make docker-build-cpu`
 #   ILGNET_GPUS    value of `docker run --gpus` (default: all)
+#   ILGNET_DOCKER  the docker client (default: docker)
 # A missing docker, an engine that does not answer or a missing image is one line on stderr, exit status 1.
 set -euo pipefail
 
@@ -51,8 +52,9 @@ else
   image=${image:-ilgnet-caffe:cuda}
   gpus=(--gpus "${ILGNET_GPUS:-all}")
 fi
-command -v docker >/dev/null || { echo "docker-caffe: docker is not installed (Debian 12: apt-get install docker.io)" >&2; exit 1; }
-if ! id=$(docker image inspect -f '{{.Id}}' "$image" 2>&1); then
+docker=${ILGNET_DOCKER:-docker}
+command -v "$docker" >/dev/null || { echo "docker-caffe: $docker is not installed (Debian 12: apt-get install docker.io)" >&2; exit 1; }
+if ! id=$("$docker" image inspect -f '{{.Id}}' "$image" 2>&1); then
   if grep -qi 'no such image' <<< "$id"; then
     case "$image" in
       ilgnet-caffe:cpu) how="build it with \`make docker-build-cpu\`" ;;
@@ -61,7 +63,7 @@ if ! id=$(docker image inspect -f '{{.Id}}' "$image" 2>&1); then
     esac
     echo "docker-caffe: there is no image $image on this Docker engine: $how (docs/DOCKER.md)" >&2
   else
-    echo "docker-caffe: docker cannot reach its engine: $(grep -v '^$' <<< "$id" | tail -1)" >&2
+    echo "docker-caffe: $docker cannot reach its engine: $(grep -v '^$' <<< "$id" | tail -1)" >&2
   fi
   exit 1
 fi
@@ -79,7 +81,7 @@ tty=()
 [ -t 0 ] && [ -t 1 ] && tty=(-it)     # a terminal: Ctrl-C goes through it; otherwise docker forwards signals
 
 # --init: a minimal init forwards SIGINT to Caffe, which then snapshots and stops (-sigint_effect stop).
-exec docker run --rm --init "${tty[@]}" "${gpus[@]}" \
+exec "$docker" run --rm --init "${tty[@]}" "${gpus[@]}" \
   --user "$(id -u):$(id -g)" -e HOME=/tmp -e MPLCONFIGDIR=/tmp/matplotlib \
   -e PYTHONPATH="$repo/src" "${volumes[@]}" -w "$(pwd -P)" \
   "$image" "$@"

@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
 # Prints the docker client that can build the Dockerfile with BuildKit (its secret and bind mounts need it):
-# $DOCKER when set; else the first of `docker` on PATH and /usr/bin/docker that has the buildx plugin or is a
+# $ILGNET_DOCKER when set; else the first of `docker` on PATH and /usr/bin/docker that has the buildx plugin or is a
 # client from before Docker 23 (BuildKit built in, as Debian 12's docker.io 20.10). Where none can, says in one
 # line what to install and exits 1.
 #
 # Usage: tools/docker-client.sh      (the Makefile's docker-build targets and tools/docker-smoke.sh use it)
 set -euo pipefail
 
-for arg in "$@"; do
-  case "$arg" in
-    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
-    *) echo "docker-client: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-  esac
-done
-if [ -n "${DOCKER:-}" ]; then
-  echo "$DOCKER"
+if [ $# -gt 0 ]; then                   # no arguments: --help prints the lines above
+  awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"
+  [ "$1" = -h ] || [ "$1" = --help ] || exit 2
+  exit 0
+fi
+if [ -n "${ILGNET_DOCKER:-}" ]; then
+  echo "$ILGNET_DOCKER"
   exit 0
 fi
 
@@ -38,6 +37,6 @@ done
 if [ ${#seen[@]} -eq 0 ]; then
   echo "docker-client: no docker client found: install Docker (Debian 12: apt-get install docker.io)" >&2
 else
-  echo "docker-client: ${seen[*]} cannot build with BuildKit: install Docker's buildx plugin, or Debian 12's docker.io (its client has BuildKit built in), or set DOCKER to a client that can" >&2
+  echo "docker-client: ${seen[*]} cannot build with BuildKit: install Docker's buildx plugin, or Debian 12's docker.io (its client has BuildKit built in), or set ILGNET_DOCKER to a client that can" >&2
 fi
 exit 1
