@@ -6,16 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLES = """examples:
-  ilgnet doctor             # the Caffe `make setup` built here
-  ilgnet doctor --docker    # the images of train --docker and test --docker (make docker-build / docker-build-cpu)"""
-
-
 DESCRIPTION = ("Prints which Caffe the toolkit uses (its install prefix, binary and pycaffe), how it was built (BLAS, "
                "CUDA, cuDNN) and the GPUs it sees, after running a small net forward through pycaffe; exit status 1 "
                "when Caffe is missing or broken. With --docker, checks the Docker images instead, the one of CPU "
                "runs and the one of GPU runs: that each is there and that `ilgnet doctor` passes inside it, with "
                "only Docker needed on this machine.")
+EXAMPLES = """examples:
+  ilgnet doctor             # the Caffe `make setup` built here
+  ilgnet doctor --docker    # the images of train --docker and test --docker (make docker-build / docker-build-cpu)"""
 
 
 def register(subparsers) -> None:
