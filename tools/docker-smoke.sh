@@ -50,10 +50,13 @@ printf '| step | result |\n|---|---|\n' > "$results"
 log "host venv without Caffe: $venv (log: $work/venv.log)"
 ILGNET_VENV=$venv ILGNET_EXTRAS= bash "$repo/tools/setup.sh" --python-only > "$work/venv.log" 2>&1 ||
   die "making $venv failed (log: $work/venv.log)"
+# No Caffe for it to find: no ILGNET_CAFFE_ROOT, no folder on PATH with a `caffe`, no pycaffe, no caffe-root file.
+unset ILGNET_CAFFE_ROOT
+PATH=$(tr ':' '\n' <<< "$PATH" | while read -r dir; do [ -x "$dir/caffe" ] || echo "$dir"; done | paste -sd:)
 if "$venv/bin/python" -c 'import caffe' 2>/dev/null || [ -e "$venv/caffe-root" ]; then
   die "$venv reaches a Caffe: the smoke test needs a host without one"
 fi
-result "host" "ilgnet in $venv: no pycaffe, no caffe-root, no caffe on PATH for it"
+result "host" "ilgnet in $venv: no pycaffe, no caffe-root, no caffe on PATH, no ILGNET_CAFFE_ROOT"
 
 result "base image" "$(make -s -C "$repo" docker-base 2>&1 | tail -1)"
 if [ "$cached" = 0 ]; then
