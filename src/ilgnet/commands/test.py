@@ -20,9 +20,9 @@ def register(subparsers) -> None:
         description="Scores a model (a run of `ilgnet train`, a snapshot, a published model or a .caffemodel) on "
                     "every record of DATA/val_lmdb exactly once, and prints its accuracy beside the majority-class "
                     "baseline, with balanced accuracy, ROC AUC and the paper's figure for the same partition. The "
-                    "pycaffe engine runs the net in this process; the caffe engine runs the `caffe test` tool. A "
-                    "model that knows its training list (runs, the published models) is also told how many val "
-                    "images it was trained on. --replay reads a published `caffe test` log instead and says what it "
+                    "pycaffe engine runs the net in this process; the caffe engine runs the `caffe test` tool. For a "
+                    "model whose training list is known (runs, the published models) it also counts the val "
+                    "images the model was trained on. --replay reads a published `caffe test` log instead and says what it "
                     "measured.",
         epilog="examples:\n"
                "  ilgnet test --weights runs/ilgnet-ava2 --data data/ava2\n"
