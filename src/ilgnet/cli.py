@@ -14,7 +14,7 @@ import textwrap
 import traceback
 import warnings
 
-from ilgnet import __version__
+import ilgnet
 from ilgnet.commands import demo, doctor, gen, lmdb, log, nets, predict, split, test, train, weights
 from ilgnet.commands.arguments import UsageError
 from ilgnet.errors import UserError
@@ -69,7 +69,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The `ilgnet` parser with every command's subparser (each command's `register`)."""
     parser = Parser(prog="ilgnet", description=DESCRIPTION, epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {ilgnet.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(subparsers)
