@@ -158,7 +158,7 @@ docker-build-cpu:
 
 clean:
 	rm -rf work .pytest_cache
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	find src tests tools -name __pycache__ -type d -prune -exec rm -rf {} +
 
 clean-runs:
 	rm -rf runs

@@ -82,8 +82,9 @@ choose_mode() {
 import json, sys
 try:
     record = json.load(open(sys.argv[1]))
-    assert record["mode"] in ("cpu", "cuda")
-except (OSError, ValueError, KeyError, TypeError, AssertionError):
+except (OSError, ValueError):
+    record = None
+if not isinstance(record, dict) or record.get("mode") not in ("cpu", "cuda"):
     sys.exit(f"[setup] error: {sys.argv[1]} is not a build record of tools/setup.sh; run `make setup-cpu` or "
              f"`make setup-cuda` to choose the build mode again")
 print(record["mode"], record.get("cuda_toolkit") or "", record.get("cuda_archs") or "", record.get("cudnn") or "",
