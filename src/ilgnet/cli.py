@@ -82,7 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         # A path that is not UTF-8 (Linux names are any bytes) is printed as its own bytes, not a traceback.
         sys.stdout.reconfigure(errors="surrogateescape")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:           # while the commands' modules load, which takes a moment on a busy machine
+        named = [word for word in argv[:1] if word in {c.__name__.rsplit(".", 1)[-1] for c in COMMANDS}]
+        print(f"{' '.join(['ilgnet', *named])}: interrupted", file=sys.stderr)
+        return 130
     debug = os.environ.get("ILGNET_DEBUG") == "1"
     try:
         with warnings.catch_warnings():
