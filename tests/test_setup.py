@@ -181,7 +181,8 @@ USAGE = "(usage: tools/build-caffe.sh SOURCE_DSC PREFIX PYTHON cpu|cuda [lean])"
     (["@dsc", "@prefix", "python3", "gpu"], f"build mode 'gpu': expected cpu or cuda {USAGE}"),
     (["@dsc", "@prefix", "python3", "CPU"], f"build mode 'CPU': expected cpu or cuda {USAGE}"),
     (["@dsc", "@prefix", "python3", "cpu", "full"], f"fifth argument 'full': expected lean or none {USAGE}"),
-    (["@dsc", "@existing", "python3", "cpu"], "install prefix @existing exists already; remove it to build again there"),
+    (["@dsc", "@existing", "python3", "cpu"],
+     "install prefix @existing exists already; remove it to build again there"),
     (["@missing.dsc", "@prefix", "python3", "cuda"], "source package @missing.dsc does not exist"),
     (["@dsc", "@prefix", "no-such-python", "cpu"], "PYTHON no-such-python is not an executable"),
 ])

@@ -96,7 +96,8 @@ PY
       if [ -z "${ILGNET_CUDA_HOME+set}" ]; then
         if [ "${recorded[1]}" != wheels ]; then export ILGNET_CUDA_HOME=${recorded[1]}; fi
       elif [ "$ILGNET_CUDA_HOME" != "${recorded[1]}" ]; then
-        log "CUDA toolkit: ILGNET_CUDA_HOME=$ILGNET_CUDA_HOME, set in the environment, instead of the recorded ${recorded[1]}"
+        log "CUDA toolkit: ILGNET_CUDA_HOME=$ILGNET_CUDA_HOME, set in the environment, instead of the recorded" \
+          "${recorded[1]}"
       fi
       if [ -z "${ILGNET_CUDA_ARCHS+set}" ]; then export ILGNET_CUDA_ARCHS=${recorded[2]}; fi
       if [ -z "${ILGNET_CUDNN+set}" ]; then export ILGNET_CUDNN=${recorded[3]}; fi

@@ -12,7 +12,8 @@ def register(subparsers) -> None:
         "log", help="a Caffe training log as CSV (train_log.csv) and curves (curves.png)",
         description="Reads the log `caffe train` writes (glog lines, as in runs/NAME/train.log) and writes one row "
                     "per logged iteration to train_log.csv (iteration, seconds since the log began, training loss, "
-                    "learning rate, test accuracy and test loss where a test pass ran) and the curves of loss and accuracy to curves.png, "
+                    "learning rate, test accuracy and test loss where a test pass ran) and the curves of loss "
+                    "and accuracy to curves.png, "
                     "beside the log unless told otherwise. A run whose loss stopped being finite is reported as "
                     "diverged. `ilgnet train` does this by itself for its runs; this command reads any `caffe "
                     "train` log, with other options.",

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
         epilog="examples:\n"
                "  ilgnet predict ~/Pictures --model ilgnet-ava2 --top 10\n"
                "  ilgnet predict photos/ --model runs/ilgnet-ava2 --out scores.csv --html gallery.html\n"
-               "  ilgnet predict a.jpg b.jpg --model net.caffemodel --variant ilgnet --mean data/ava2/mean.binaryproto\n"
+               "  ilgnet predict a.jpg b.jpg --model net.caffemodel --variant ilgnet "
+               "--mean data/ava2/mean.binaryproto\n"
                "  ilgnet predict @photos.txt --model ilgnet-ava1 --backend opencv --out scores.jsonl\n"
                "  ilgnet predict /shared/photos --model ilgnet-ava2 --out scores.parquet --ray auto --workers 16")
     parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively); @LIST: the files "

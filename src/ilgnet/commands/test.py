@@ -22,11 +22,12 @@ def register(subparsers) -> None:
                     "baseline, with balanced accuracy, ROC AUC and the paper's figure for the same partition. The "
                     "pycaffe engine runs the net in this process; the caffe engine runs the `caffe test` tool. For a "
                     "model whose training list is known (runs, the published models) it also counts the val "
-                    "images the model was trained on. --replay reads a published `caffe test` log instead and says what it "
-                    "measured.",
+                    "images the model was trained on. --replay reads a published `caffe test` log instead and says "
+                    "what it measured.",
         epilog="examples:\n"
                "  ilgnet test --weights runs/ilgnet-ava2 --data data/ava2\n"
-               "  ilgnet test --weights ilgnet-ava1 --data data/ava1 --gpu 0 --json runs/ava1.json --markdown runs/ava1.md\n"
+               "  ilgnet test --weights ilgnet-ava1 --data data/ava1 --gpu 0 --json ava1.json "
+               "--markdown ava1.md\n"
                "  ilgnet test --weights ilgnet-ava2 --data data/ava2 --engine caffe --paper-protocol\n"
                "  ilgnet test --replay ILGNet/results/AVA1_result.txt\n"
                "  make evaluate WEIGHTS=runs/ilgnet-ava2 DATA=data/ava2")

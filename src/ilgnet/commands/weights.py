@@ -32,7 +32,8 @@ def register(subparsers) -> None:
                     "image and training list) first. An interrupted download resumes; a file is checked before it "
                     "gets its final name, so a damaged or partial download never looks finished. A file already "
                     "present is checked, not downloaded again.",
-        epilog="examples:\n  ilgnet weights fetch ilgnet-ava2\n  ilgnet weights fetch bvlc_googlenet --dest /data/models")
+        epilog="examples:\n  ilgnet weights fetch ilgnet-ava2\n"
+               "  ilgnet weights fetch bvlc_googlenet --dest /data/models")
     fetching.add_argument("names", nargs="+", metavar="NAME")
     checking = actions.add_parser(
         "check", help="run every check on a file you downloaded yourself",
