@@ -163,6 +163,7 @@ def test_the_record_of_this_venvs_setup_names_its_caffe(caffe):
     path = Path(sys.prefix) / "ilgnet-setup.json"
     if not (Path(sys.prefix) / "caffe-root").is_file() or os.environ.get("ILGNET_CAFFE_ROOT"):
         pytest.skip("the Caffe in use was not linked into this venv by tools/setup.sh")
+    assert path.is_file(), f"{path} missing: this venv was set up before setup recorded its mode; run `make setup`"
     written = json.loads(path.read_text())
     assert written["mode"] == ("cuda" if build_info()["cuda"] else "cpu")
     assert Path(written["caffe_root"]) == caffe_root()
