@@ -130,8 +130,13 @@ train-ava1: $(SETUP_STAMP)
 train-ava2: $(SETUP_STAMP)
 	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
+# Refused while the Makefile is read, before setup or anything else runs.
+ifneq ($(filter evaluate,$(MAKECMDGOALS)),)
+ifeq ($(WEIGHTS),)
+$(error make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>)
+endif
+endif
 evaluate: $(SETUP_STAMP)
-	$(if $(WEIGHTS),,$(error make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>))
 	$(ILGNET) test --weights $(WEIGHTS) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) $(if $(GPU),--gpu $(GPU)) $(if $(DOCKER),--docker) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
 
 weights: $(SETUP_STAMP)
