@@ -42,7 +42,7 @@ help:
 	@echo "make setup-cuda   the same with a CUDA build of Caffe, recorded as the mode from now on"
 	@echo "make setup-cpu    the same with a CPU-only build, recorded as the mode from now on"
 	@echo "                  (other targets run setup only when it never finished or a recipe file changed)"
-	@echo "make test         run the whole test suite against the real Caffe (runs setup and test-tools first)"
+	@echo "make test         run the whole test suite against the real Caffe (after setup where needed, and test-tools)"
 	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
 	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; about a minute)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
