@@ -20,18 +20,31 @@ SUFFIX := $(if $(filter-out 256,$(RESIZE)),-$(RESIZE))
 DATA ?= data/$(if $(findstring ava1,$(PROFILE)),ava1,ava2)$(SUFFIX)
 GPU ?=
 # DOCKER=1: run caffe inside the ilgnet-caffe image (the CUDA one with GPU=..., else the CPU one), same arguments;
-# the host then needs the package only, not Caffe (setup-python instead of setup).
+# the host then needs the package only, not Caffe (the package's setup instead of Caffe's).
 DOCKER ?=
-CAFFE_SETUP := $(if $(DOCKER),setup-python,setup)
 RUN ?= $(VARIANT)-$(PROFILE)
 
-.PHONY: help setup setup-cuda setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
-	evaluate weights bench-lmdb bench-predict bench-ray docker-base docker-build docker-build-cpu clean
+# Setup runs by itself only when it has not finished in $(VENV) yet or a recipe file changed since: the targets
+# depend on the stamps tools/setup.sh writes when done. It builds the mode recorded in $(VENV)/ilgnet-setup.json
+# (cpu or cuda, chosen on the first setup); only `make setup-cuda` and `make setup-cpu` change it.
+SETUP := ILGNET_VENV=$(abspath $(VENV)) bash tools/setup.sh
+SETUP_STAMP := $(VENV)/.setup-stamp
+PACKAGE_STAMP := $(VENV)/.ilgnet-deps
+RECIPE := tools/setup.sh tools/build-caffe.sh tools/cuda-wheels.sh tools/caffe-patches \
+	$(wildcard tools/caffe-patches/*.patch) pyproject.toml
+CAFFE_SETUP := $(if $(DOCKER),$(PACKAGE_STAMP),$(SETUP_STAMP))
+
+.PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb \
+	ava2-lmdb train train-ava1 train-ava2 evaluate weights bench-lmdb bench-predict bench-ray docker-base \
+	docker-build docker-build-cpu clean clean-runs
 
 help:
-	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
-	@echo "make setup-cuda   the same with a CUDA build of Caffe"
-	@echo "make test         run the whole test suite against the real Caffe (runs setup and test-tools first)"
+	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV); the first setup picks the"
+	@echo "                  build mode (cuda when nvidia-smi lists a GPU, else cpu), later ones keep it"
+	@echo "make setup-cuda   the same with a CUDA build of Caffe, recorded as the mode from now on"
+	@echo "make setup-cpu    the same with a CPU-only build, recorded as the mode from now on"
+	@echo "                  (other targets run setup only when it never finished or a recipe file changed)"
+	@echo "make test         run the whole test suite against the real Caffe (after setup where needed, and test-tools)"
 	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
 	@echo "make test-fast    run the tests that need no Caffe or Docker image (a venv with the package only; about a minute)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
@@ -51,17 +64,29 @@ help:
 	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine; CA=FILE behind a"
 	@echo "                  TLS-inspecting proxy); make docker-base makes their base image debian:12 without Docker Hub"
 	@echo "make bench-lmdb / bench-predict / bench-ray   throughput benchmarks"
+	@echo "make clean        delete what is rebuilt cheaply: work/ (the demo's), Python and pytest caches"
+	@echo "                  (keeps runs/, models/, data/ and the cached Caffe builds)"
+	@echo "make clean-runs   delete runs/: every training run, with its snapshots and logs"
 
 setup:
-	bash tools/setup.sh
+	$(SETUP)
 
 setup-cuda:
-	bash tools/setup.sh --cuda
+	$(SETUP) --cuda
+
+setup-cpu:
+	$(SETUP) --cpu
 
 setup-python:
-	bash tools/setup.sh --python-only
+	$(SETUP) --python-only
 
-test: setup test-tools
+$(SETUP_STAMP): $(RECIPE)
+	$(SETUP)
+
+$(PACKAGE_STAMP): tools/setup.sh pyproject.toml
+	$(SETUP) --python-only
+
+test: $(SETUP_STAMP) test-tools
 	$(PY) -m pytest tests
 
 # Debian's Chromium, which the gallery's browser tests open headless (tests/test_gallery.py).
@@ -71,19 +96,19 @@ test-tools:
 	  $$sudo apt-get update -qq && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
-test-fast: setup-python
+test-fast: $(PACKAGE_STAMP)
 	$(PY) -m pytest -m "not caffe and not docker" tests
 
-doctor: setup
+doctor: $(SETUP_STAMP)
 	$(ILGNET) doctor
 
-prototxt: setup
+prototxt: $(SETUP_STAMP)
 	$(ILGNET) gen
 
-nets: setup
+nets: $(SETUP_STAMP)
 	$(ILGNET) nets
 
-ava1-lmdb: setup
+ava1-lmdb: $(SETUP_STAMP)
 ifeq ($(ILGNET_REPO),)
 	$(ILGNET) split ava1 --ava-txt $(AVA_TXT) --delta $(DELTA) --seed $(SEED) --out data/ava1$(SUFFIX)
 else
@@ -91,7 +116,7 @@ else
 endif
 	$(ILGNET) lmdb --split data/ava1$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
-ava2-lmdb: setup
+ava2-lmdb: $(SETUP_STAMP)
 ifeq ($(ILGNET_REPO),)
 	$(ILGNET) split ava2 --ava-txt $(AVA_TXT) --seed $(SEED) --out data/ava2$(SUFFIX)
 else
@@ -108,23 +133,28 @@ train-ava1: $(CAFFE_SETUP)
 train-ava2: $(CAFFE_SETUP)
 	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
+# Refused while the Makefile is read, before setup or anything else runs.
+ifneq ($(filter evaluate,$(MAKECMDGOALS)),)
+ifeq ($(WEIGHTS),)
+$(error make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>)
+endif
+endif
 evaluate: $(CAFFE_SETUP)
-	$(if $(WEIGHTS),,$(error make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>))
 	$(ILGNET) test --weights $(WEIGHTS) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) $(if $(GPU),--gpu $(GPU)) $(if $(DOCKER),--docker) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
 
-weights: setup
+weights: $(SETUP_STAMP)
 	$(ILGNET) weights fetch bvlc_googlenet ilgnet-ava1 ilgnet-ava2
 
-demo: setup
+demo: $(SETUP_STAMP)
 	$(ILGNET) demo
 
-bench-lmdb: setup
+bench-lmdb: $(SETUP_STAMP)
 	$(PY) tools/bench_lmdb.py
 
-bench-predict: setup
+bench-predict: $(SETUP_STAMP)
 	$(PY) tools/bench_predict.py
 
-bench-ray: setup
+bench-ray: $(SETUP_STAMP)
 	$(PY) tools/bench_ray.py
 
 # The images (docs/DOCKER.md). CA=FILE lends pip and apt a CA bundle during the build only, as the build secret
@@ -149,7 +179,11 @@ docker-build-cpu:
 	$(DOCKER_BUILD) --build-arg CAFFE=cpu -t ilgnet-caffe:cpu .
 
 clean:
-	rm -rf runs work
+	rm -rf work .pytest_cache
+	find src tests tools -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-runs:
+	rm -rf runs
 
 # ---- GPU bundle and check, Docker smoke test (docs/GPU.md, docs/DOCKER.md) ----
 .PHONY: gpu-bundle gpu-check docker-smoke

@@ -6,23 +6,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-DESCRIPTION = ("Prints which Caffe the toolkit uses (its install prefix, binary and pycaffe), how it was built (BLAS, "
-               "CUDA, cuDNN) and the GPUs it sees, after running a small net forward through pycaffe; exit status 1 "
-               "when Caffe is missing or broken. With --docker, checks the Docker images instead, the one of CPU "
-               "runs and the one of GPU runs: that each is there and that `ilgnet doctor` passes inside it, with "
-               "only Docker needed on this machine.")
-EXAMPLES = """examples:
-  ilgnet doctor             # the Caffe `make setup` built here
-  ilgnet doctor --docker    # the images of train --docker and test --docker (make docker-build / docker-build-cpu)"""
-
 
 def register(subparsers) -> None:
-    import argparse
-    import textwrap
-
-    parser = subparsers.add_parser("doctor", help="check the Caffe installation and print where it comes from",
-                                   description=textwrap.fill(DESCRIPTION, 100), epilog=EXAMPLES,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "doctor", help="check the Caffe installation and print where it comes from",
+        description="Finds the Caffe build the toolkit uses (ILGNET_CAFFE_ROOT when set, else the build `make setup` "
+                    "linked into the venv, else the `caffe` on PATH) and prints its version, install prefix, binary, "
+                    "pycaffe, BLAS, whether it was built with CUDA (and which cuDNN it loads) and how many GPUs "
+                    "nvidia-smi lists. A two-layer net is run forward through pycaffe to prove that libcaffe, "
+                    "pycaffe and protobuf agree. Exits with status 1 and the reason when anything is missing or "
+                    "broken. With --docker, checks the Docker images that --docker runs use instead, with no Caffe "
+                    "needed here: for CPU runs and for GPU runs, whether the image is there and what this same check "
+                    "says inside it.",
+        epilog="examples:\n"
+               "  ilgnet doctor\n"
+               "  ILGNET_CAFFE_ROOT=/opt/caffe ilgnet doctor    # check another Caffe install prefix\n"
+               "  make doctor                                   # the same, after `make setup`\n"
+               "  ilgnet doctor --docker                        # the images (make docker-build, docker-build-cpu)")
     parser.add_argument("--docker", action="store_true",
                         help="check the Docker images that --docker runs use instead of the Caffe here")
     parser.set_defaults(func=run)
