@@ -57,11 +57,12 @@ def test_make_docker_build_gives_the_ca_secret_as_one_argument_or_none(tmp_path,
 
 
 @pytest.mark.parametrize("target", ["train", "train-ava1", "train-ava2", "evaluate"])
-def test_make_with_docker_sets_up_the_package_only(target):
-    """DOCKER=1 runs Caffe in the image: the host gets the package (setup-python), not a Caffe build (setup)."""
-    assert make_dry_run(target, "DOCKER=1", "WEIGHTS=ilgnet-ava2").stdout.splitlines()[0] == (
-        "bash tools/setup.sh --python-only")
-    assert make_dry_run(target, "WEIGHTS=ilgnet-ava2").stdout.splitlines()[0] == "bash tools/setup.sh"
+def test_make_with_docker_sets_up_the_package_only(tmp_path, target):
+    """DOCKER=1 runs Caffe in the image: a venv not set up yet gets the package (--python-only), not a Caffe build."""
+    venv = tmp_path / "venv"
+    for variables, setup in [(["DOCKER=1"], "--python-only"), ([], "")]:
+        dry = make_dry_run(target, f"VENV={venv}", "WEIGHTS=ilgnet-ava2", *variables)
+        assert dry.stdout.splitlines()[0] == f"ILGNET_VENV={venv} bash tools/setup.sh {setup}".rstrip()
 
 
 def fake_client(folder: Path, version: str, buildx: bool) -> Path:
