@@ -59,7 +59,8 @@ def test_train_log_rows_match_the_log_text(train_log):
     logged_losses = {int(i): float(v) for i, v in re.findall(r"\] Iteration (\d+) \(.*\), loss = (\S+)", text)}
     tests = re.findall(r"Iteration (\d+), Testing net \(#0\)\n.*Test net output #0: accuracy = (\S+)\n"
                        r".*Test net output #1: loss = (\S+)", text)
-    assert list(frame.columns) == ["iteration", "seconds", "loss", "lr", "test_accuracy", "test_loss"]
+    assert list(frame.columns) == ["iteration", "seconds", "loss", "lr", "test_accuracy", "test_loss", "health"]
+    assert (frame["health"] == "").all() and frame.attrs["diverged_at"] is frame.attrs["saturated_at"] is None
     # Every iteration of both runs, once: the resumed run continues the count.
     assert frame["iteration"].tolist() == list(range(MAX_ITER + 4))
     assert frame["seconds"].is_monotonic_increasing and frame["seconds"].iloc[0] > 0   # from the log's first line
@@ -88,7 +89,7 @@ def test_old_glog_dates_parse_the_same(train_log, tmp_path):
 def test_summary_writes_csv_and_png(train_log, tmp_path):
     csv, png = tmp_path / "log.csv", tmp_path / "curves.png"
     frame = write_train_summary(train_log, accuracy_blob="accuracy", csv=csv, png=png)
-    assert csv.read_text().splitlines()[0] == "iteration,seconds,loss,lr,test_accuracy,test_loss"
+    assert csv.read_text().splitlines()[0] == "iteration,seconds,loss,lr,test_accuracy,test_loss,health"
     assert len(csv.read_text().splitlines()) == len(frame) + 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -135,7 +136,7 @@ def test_case_05_seconds_rise_through_new_year(bugcase, capsys):
     assert main(["log", str(log)]) == 0
     assert capsys.readouterr().out == f"{log.with_name('train_log.csv')}: 4 rows, iterations 0 to 150; " \
                                       f"{log.with_name('curves.png')}\n"
-    assert log.with_name("train_log.csv").read_text().splitlines()[2] == "50,631.0001,0.65,1e-05,,"
+    assert log.with_name("train_log.csv").read_text().splitlines()[2] == "50,631.0001,0.65,1e-05,,,"
 
 
 @pytest.mark.parametrize("stamps, seconds", [

@@ -40,6 +40,14 @@ class ToolFailed(UserError, RuntimeError):
     """A Caffe tool or Docker exited with an error or was killed; one line with its last error line and its log."""
 
 
+class InUse(UserError, BlockingIOError):
+    """A folder another process is writing in (or reading from while this one would write): its lock is held."""
+
+
+class NoSpace(UserError, OSError):
+    """A filesystem ran out of room: the message says which, how much the step needed and how much was free."""
+
+
 class DownloadError(UserError, OSError):
     """A download that could not be completed or verified; nothing incomplete is left under the final name."""
 

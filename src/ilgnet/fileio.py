@@ -1,6 +1,9 @@
-"""Files written whole or not at all, and checksums of large files."""
+"""Files written whole or not at all, folders one process writes at a time, filesystems' room, and checksums of
+large files."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -9,9 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ilgnet.errors import BadInput, MissingFile
+from ilgnet.errors import BadInput, InUse, MissingFile, UserError
 
 CHUNK = 1 << 20
+LOCK_FILE = ".ilgnet.lock"      # in a locked folder; the lock is the kernel's (flock), gone with the process
 
 
 def require(path: Path | str, *, folder: bool = False, what: str = "", hint: str = "") -> Path:
@@ -85,3 +89,57 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _lock_holders(path: Path) -> list[int]:
+    """The processes holding a flock on `path`, from the kernel's table (/proc/locks: `N: FLOCK ADVISORY WRITE PID
+    MAJ:MIN:INODE 0 EOF`, device numbers in hex); empty where it cannot be read."""
+    try:
+        stat = os.stat(path)
+        with open("/proc/locks") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return []
+    node = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    return sorted({int(fields[4]) for line in lines if len(fields := line.split()) >= 6
+                   and fields[1] == "FLOCK" and fields[5] == node})
+
+
+def _process(pid: int) -> str:
+    """`PID (its command line)`, shortened; the PID alone where the command line cannot be read."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    return f"{pid} ({command[:120]}{'...' if len(command) > 120 else ''})" if command else str(pid)
+
+
+@contextmanager
+def folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
+    """Holds `folder`'s lock (the kernel's flock on folder/LOCK_FILE) for the block: exclusive for a process that
+    writes the folder, `shared` for one that reads it and must not see it rewritten. Another process holding it
+    otherwise is InUse, naming its PID and command line. The kernel lets go when the process ends, however it ends.
+    A folder that does not exist is not locked (the caller says what is missing); a reader where the lock file
+    cannot be made (a read-only folder: nobody writes there) goes on unlocked."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        yield
+        return
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        if shared and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            yield
+            return
+        raise UserError(f"cannot write in {folder}: {err.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holders = [pid for pid in _lock_holders(path) if pid != os.getpid()]
+            who = f"process {', '.join(_process(pid) for pid in holders)}" if holders else "another process"
+            raise InUse(f"{folder} is in use by {who}; wait for it to end (or stop it) and try again") from None
+        yield
+    finally:
+        os.close(fd)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ilgnet import defaults
 from ilgnet.commands.arguments import (UsageError, existing_file, existing_folder, gpus, integer, output_folder, real,
                                        run_name)
-from ilgnet.errors import MissingFile
+from ilgnet.errors import BadInput, MissingFile
 
 
 def register(subparsers) -> None:
@@ -31,6 +31,11 @@ def register(subparsers) -> None:
     parser.add_argument("--docker", action="store_true",
                         help="run caffe inside the ilgnet-caffe Docker image (tools/docker-caffe.sh)")
     parser.add_argument("--resume", action="store_true", help="continue from the run's newest .solverstate")
+    parser.add_argument("--accept-data-change", action="store_true",
+                        help="with --resume: go on although --data (its folder, mean, train.txt or val.txt, or the "
+                             "LMDBs' resize) differs from what the run was trained on; the change is recorded in "
+                             "model.json, whose mean and training list become the new ones (the old ones are kept "
+                             "for the earlier snapshots)")
     parser.add_argument("--weights", type=existing_file,
                         help="initial caffemodel (default: models/bvlc_googlenet.caffemodel when present)")
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR, help="models folder (default: models/)")
@@ -59,14 +64,17 @@ def _notify(message: str) -> None:
 def run(args) -> int:
     from ilgnet.bvlc.io import lmdb_size
     from ilgnet.data.folder import DataFolder
-    from ilgnet.training.runs import TrainingDiverged, TrainingStopped, TrainOptions, train
+    from ilgnet.training.runs import DataChanged, TrainingDiverged, TrainingStopped, TrainOptions, train
     from ilgnet.zoo.models import snapshots
 
     options = TrainOptions(args.variant, args.profile, args.data, name=args.name, runs_dir=args.runs,
                            models_dir=args.models, gpu=args.gpu, docker=args.docker, resume=args.resume,
+                           accept_data_change=args.accept_data_change,
                            weights=args.weights, max_iter=args.max_iter, train_batch=args.train_batch,
                            val_batch=args.val_batch, display=args.display, test_interval=args.test_interval,
                            snapshot=args.snapshot, base_lr=args.base_lr)
+    if args.accept_data_change and not args.resume:
+        raise UsageError("--accept-data-change applies to --resume only")
     if args.resume and not snapshots(options.run_dir, "solverstate"):
         raise MissingFile(f"--resume: no .solverstate in {options.run_dir / 'snapshots'}")
     val_lmdb = DataFolder(args.data).lmdb("val")
@@ -81,5 +89,8 @@ def run(args) -> int:
         if diverged.last_good:
             _notify("--resume continues from the last good snapshot (with --base-lr to change the rate)")
         raise
+    except DataChanged as changed:
+        raise BadInput(f"{changed.what}; --accept-data-change goes on and records the change in model.json, or "
+                       f"resume with the run's own --data") from None
     print(model)
     return 0
