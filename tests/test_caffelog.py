@@ -178,8 +178,8 @@ def test_outputs_go_where_asked(tmp_path, capsys):
     log.write_text(training_lines(["0101 10:00:00.000000", "0101 10:01:40.000000"]))
     csv, png = tmp_path / "out" / "t.csv", tmp_path / "plots" / "c.png"
     assert main(["log", str(log), "--csv", str(csv), "--png", str(png)]) == 0
-    assert csv.read_text().splitlines() == ["iteration,seconds,loss,lr,test_accuracy,test_loss", "0,0.0,0.5,,,",
-                                            "10,100.0,0.5,,,"]
+    assert csv.read_text().splitlines() == ["iteration,seconds,loss,lr,test_accuracy,test_loss,health",
+                                            "0,0.0,0.5,,,,", "10,100.0,0.5,,,,"]
     assert png.read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "train_log.csv").exists()
 
 
