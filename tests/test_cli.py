@@ -12,7 +12,7 @@ import pytest
 
 from ilgnet.cli import main
 from ilgnet.commands import log as log_command
-from ilgnet.fileio import atomic_path
+from ilgnet.fileio import atomic_path, atomic_paths
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -185,7 +185,32 @@ def test_atomic_path_publishes_whole_files_only(tmp_path):
         partial.write_text("half")
         raise RuntimeError("interrupted")
     assert target.read_text() == "whole" and not partial.exists()
-    with pytest.raises(RuntimeError), atomic_path(tmp_path / "folder", keep_partial=True) as partial:
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "folder") as partial:
         partial.mkdir()
         raise RuntimeError("interrupted")
-    assert partial.is_dir() and not (tmp_path / "folder").exists()
+    assert not partial.exists() and not (tmp_path / "folder").exists()
+
+
+def test_atomic_paths_replace_all_or_nothing_and_keep_the_old_until_then(tmp_path):
+    """Two folders and a file replaced together: an error on the way leaves the old ones as they were."""
+    old = [tmp_path / "a_lmdb", tmp_path / "b_lmdb", tmp_path / "mean.npy"]
+    for path in old[:2]:
+        path.mkdir()
+        (path / "data.mdb").write_text(f"old {path.name}")
+    old[2].write_text("old mean")
+    with pytest.raises(RuntimeError), atomic_paths(old) as partials:
+        for partial in partials[:2]:
+            partial.mkdir()
+            (partial / "data.mdb").write_text("new")
+        raise RuntimeError("no room for the mean")
+    assert [(p / "data.mdb").read_text() for p in old[:2]] == ["old a_lmdb", "old b_lmdb"]
+    assert old[2].read_text() == "old mean" and sorted(p.name for p in tmp_path.iterdir()) == ["a_lmdb", "b_lmdb",
+                                                                                              "mean.npy"]
+    with atomic_paths(old) as partials:
+        for partial in partials[:2]:
+            partial.mkdir()
+            (partial / "data.mdb").write_text(f"new {partial.name}")
+        partials[2].write_text("new mean")
+    assert [(p / "data.mdb").read_text() for p in old[:2]] == ["new a_lmdb.partial", "new b_lmdb.partial"]
+    assert old[2].read_text() == "new mean" and sorted(p.name for p in tmp_path.iterdir()) == ["a_lmdb", "b_lmdb",
+                                                                                              "mean.npy"]

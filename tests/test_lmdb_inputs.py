@@ -14,6 +14,7 @@ from caffe_data import photo_files
 from ilgnet.bvlc.proto import Datum
 from ilgnet.cli import main
 from ilgnet.data.images import decode_image
+from ilgnet.fileio import LOCK_FILE
 
 
 def records(path) -> dict[str, Datum]:
@@ -133,17 +134,24 @@ def test_settings_that_change_the_records_rebuild_both_sets(small_split, options
         assert summary(split)[name]["rebuilt_because"] == reasons
 
 
-def test_a_set_that_ends_empty_is_an_error_and_leaves_no_lmdb(small_split, capsys):
+def test_a_set_that_ends_empty_is_an_error_and_keeps_the_finished_lmdbs(small_split, capsys):
     split, images = small_split
     assert ilgnet_lmdb(split, images) == 0
+    finished = {p: p.read_bytes() for p in [*split.glob("*_lmdb/*"), *split.glob("*.*")] if p.is_file()}
+    untouched = f"the finished train_lmdb, val_lmdb, mean.binaryproto in {split} are untouched\n"
     (split / "val.txt").write_text("gone1.jpg 0\ngone2.jpg 1\n")
     assert ilgnet_lmdb(split, images) == 1
-    err = capsys.readouterr().err
-    assert err.endswith(f"ilgnet lmdb: error: {split / 'val.txt'}: none of its 2 images could be read (missing file "
-                        f"x2; the first is {images / 'gone1.jpg'}); nothing was written as finished\n")
-    assert not (split / "val_lmdb").exists() and not (split / "val_lmdb.partial").exists()   # the stale one too
-    assert not summary(split)["complete"] and "val" not in summary(split)
-    assert (split / "train_lmdb").is_dir() and (split / "mean.npy").is_file()     # untouched: still valid
+    assert capsys.readouterr().err == (f"ilgnet lmdb: error: {split / 'val.txt'}: none of its 2 photos exists under "
+                                       f"{images} (the first would be {images / 'gone1.jpg'}: is it the folder the "
+                                       f"list's names are relative to?); {untouched}")
+    (images / "gone1.jpg").write_bytes(b"\xff\xd8 not a photo")          # there, but nothing can be read
+    (images / "gone2.jpg").write_bytes(b"")
+    assert ilgnet_lmdb(split, images) == 1
+    err = capsys.readouterr().err.splitlines(keepends=True)[-1]
+    assert err.startswith(f"ilgnet lmdb: error: {split / 'val.txt'}: none of its 2 images could be read (")
+    assert err.endswith(f"; the first is {images / 'gone1.jpg'}); {untouched}")
+    assert {p: p.read_bytes() for p in [*split.glob("*_lmdb/*"), *split.glob("*.*")] if p.is_file()} == finished
+    assert not list(split.glob("*.partial"))
     (split / "val.txt").write_text("\n\n")
     assert ilgnet_lmdb(split, images) == 1
     assert f"error: {split / 'val.txt'}: no images listed" in capsys.readouterr().err
@@ -182,4 +190,4 @@ def test_a_bad_list_line_stops_before_anything_is_built(small_split, capsys):
     assert ilgnet_lmdb(split, images) == 1
     assert capsys.readouterr().err == (f"ilgnet lmdb: error: {split / 'val.txt'}:2: expected `<filename> <label>`, "
                                        f"found only 'p5.jpg': no label after the file name\n")
-    assert sorted(p.name for p in split.iterdir()) == ["train.txt", "val.txt"]
+    assert sorted(p.name for p in split.iterdir()) == [LOCK_FILE, "train.txt", "val.txt"]

@@ -53,22 +53,41 @@ def read_text(path: Path | str, *, errors: str = "strict") -> str:
 
 
 @contextmanager
-def atomic_path(path: Path, *, keep_partial: bool = False) -> Iterator[Path]:
-    """Yields `path`.partial (nothing there yet) to write a file or build a folder in; when the block ends without
-    an error it replaces `path`. A reader never sees a half-written `path`. After an error the partial one is
-    removed, or with `keep_partial` left for inspection (the next call removes it)."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    remove(partial)
+def atomic_paths(paths: list[Path]) -> Iterator[list[Path]]:
+    """Yields `path`.partial for each of `paths` (nothing there yet) to write files or build folders in; when the
+    block ends without an error, each partial one that was made replaces its path, and only once all of them are in
+    place are the ones they replaced removed (so a reader never sees a half-written path, and what was there stays
+    until its replacement is complete). After an error every partial one is removed and the paths are untouched."""
+    paths = [Path(path) for path in paths]
+    partials = [path.with_name(path.name + ".partial") for path in paths]
+    for partial in partials:
+        remove(partial)
     try:
-        yield partial
+        yield partials
     except BaseException:
-        if not keep_partial:
+        for partial in partials:
             remove(partial)
         raise
-    if path.is_dir() and partial.is_dir():
-        shutil.rmtree(path)
-    os.replace(partial, path)
+    replaced = []
+    for path, partial in zip(paths, partials):
+        if not (partial.exists() or partial.is_symlink()):
+            continue
+        if path.exists() or path.is_symlink():
+            aside = path.with_name(path.name + ".replaced")
+            remove(aside)
+            os.replace(path, aside)
+            replaced.append(aside)
+        os.replace(partial, path)
+    for aside in replaced:
+        remove(aside)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """atomic_paths for one path: yields `path`.partial, which replaces `path` when the block ends without an error
+    and is removed after one."""
+    with atomic_paths([path]) as (partial,):
+        yield partial
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -143,3 +162,16 @@ def folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def filesystem(path: Path) -> str:
+    """The filesystem `path` is on, in words: `DEVICE mounted at MOUNT` (from /proc/mounts), else the mount point."""
+    path = Path(path).resolve()
+    mount = next(p for p in (path, *path.parents) if os.path.ismount(p))
+    try:
+        with open("/proc/mounts") as table:
+            devices = {fields[1].encode().decode("unicode_escape"): fields[0]
+                       for line in table if len(fields := line.split()) >= 2}
+    except OSError:
+        devices = {}
+    return f"{devices[str(mount)]} mounted at {mount}" if str(mount) in devices else f"the filesystem at {mount}"
