@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -175,3 +176,15 @@ def filesystem(path: Path) -> str:
     except OSError:
         devices = {}
     return f"{devices[str(mount)]} mounted at {mount}" if str(mount) in devices else f"the filesystem at {mount}"
+
+
+@contextmanager
+def reading(path: Path, what: str = "loading", *, progress: bool = True) -> Iterator[None]:
+    """A line on stderr while the block reads a large file, `loading NAME (604 MB)`, cleared when it is done;
+    like the progress bars, only on a terminal and with `progress`."""
+    from tqdm import tqdm
+
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    with tqdm(total=0, desc=f"{what} {Path(path).name} ({size / 1e6:,.0f} MB)", bar_format="{desc} ...",
+              leave=False, file=sys.stderr, disable=None if progress else True):
+        yield

@@ -28,7 +28,7 @@ TESTING = re.compile(r"^Iteration (\d+), Testing net \(#(\d+)\)$")
 TEST_OUTPUT = re.compile(r"^Test net output #\d+: (\S+) = (\S+)(?: \(\* (\S+) = (\S+) loss\))?$")
 TEST_LOSS = re.compile(r"^Test loss: (\S+)$")
 TRAIN_OUTPUT = re.compile(r"^Train net output #\d+: (\S+) = (\S+)(?: \(\* (\S+) = (\S+) loss\))?$")
-TRAIN_NET = "Creating training net"         # Caffe prints the TRAIN net after this message, its Data layer's batch in it
+TRAIN_NET = "Creating training net"   # Caffe prints the TRAIN net after this message, its Data layer's batch in it
 BATCH_SIZE = re.compile(r"^\s*batch_size: (\d+)\s*$")
 COLUMNS = ["iteration", "seconds", "loss", "lr", "test_accuracy", "test_loss", "health"]
 # SoftmaxWithLoss adds -log(max(p, FLT_MIN)) per image (caffe/src/caffe/layers/softmax_loss_layer.cpp), so an image

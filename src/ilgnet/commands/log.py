@@ -32,6 +32,9 @@ def run(args) -> int:
     write_curves(frame, csv, png, title=args.log.parent.name, smooth=args.smooth)
     print(f"{csv}: {len(frame)} rows, iterations {frame['iteration'].min()} to {frame['iteration'].max()}; {png}")
     if frame.attrs.get("diverged_at") is not None:
-        print(f"ilgnet log: this run DIVERGED: its training loss is not finite from iteration "
-              f"{frame.attrs['diverged_at']} on", file=sys.stderr)
+        print(f"ilgnet log: this run DIVERGED: {frame.attrs['diverged']} at iteration {frame.attrs['diverged_at']} "
+              f"(health column: diverged)", file=sys.stderr)
+    if frame.attrs.get("saturated_at") is not None:
+        print(f"ilgnet log: this run SATURATED: {frame.attrs['saturated']} (health column: saturated)",
+              file=sys.stderr)
     return 0

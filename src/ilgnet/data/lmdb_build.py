@@ -276,7 +276,7 @@ def _write_error(err: Exception, folder: DataFolder, partials: list[Path], *, ne
     lmdb_full = isinstance(err, lmdb.Error) and any(text in str(err) for text in ("Input/output error", "No space"))
     if (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or isinstance(err, lmdb.MapFullError) \
             or (lmdb_full and shutil.disk_usage(folder.root).free < needed):
-        names = ", ".join(p.name.removesuffix(".partial") for p in partials)
+        names = ", ".join(p.name.removesuffix(".partial") for p in partials if p.name.endswith("_lmdb.partial"))
         return NoSpace(f"{filesystem(folder.root)} is full: building {names} in {folder.root} needed up to "
                        f"{format_bytes(needed)}{' (as raw records; encoded ones take less)' if encoding else ''}, "
                        f"{format_bytes(free)} was free when it began and {format_bytes(sum(map(_size, partials)))} "

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from ilgnet import defaults
 from ilgnet.bvlc.io import lmdb_records, lmdb_size
 from ilgnet.errors import BadInput
+from ilgnet.fileio import reading
 from ilgnet.evaluation.results import results_table, summarize
 from ilgnet.scoring.scorer import Scorer, batched
 
@@ -28,7 +29,8 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, ba
     total = lmdb_size(lmdb_path)
     if total == 0:
         raise BadInput(f"{lmdb_path} holds no records; build it again with `ilgnet lmdb`")
-    scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu)
+    with reading(weights, progress=progress):
+        scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu)
 
     def inputs():
         for key, image, label in tqdm(lmdb_records(lmdb_path), total=total, unit="img", desc="ilgnet test",
