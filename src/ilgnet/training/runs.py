@@ -284,9 +284,9 @@ def write_run_files(checked: Plan) -> tuple[Path, object]:
         if getattr(options, name) is not None:
             setattr(params, name, getattr(options, name))
     if options.display is None:
-        # A loss displayed with every test pass at least: a shortened run displays as often as it tests (6
-        # iterations: every one), so the monitor and the progress bar see its losses.
-        params.display = min(params.display, params.test_interval)
+        # A loss displayed with every test pass and ten times a run at least: a shortened run displays as often as
+        # it tests (6 iterations: every one), so that the monitor and the progress bar see its losses.
+        params.display = min(params.display, params.test_interval, max(1, params.max_iter // 10))
     params.snapshot_after_train = True          # what makes Ctrl-C (sigint_effect stop) leave a snapshot
     if any(layer.type == "BatchNorm" for layer in net.layer):
         # Untrained BatchNorm statistics are zero: a test pass before any training scores nothing (or NaN).
