@@ -51,6 +51,7 @@ MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 
 # (py-lmdb's Environment.max_key_size()). A record's key is `%08d_<file name>`, as convert_imageset writes it.
 LMDB_MAX_KEY = 511
 PAGE = 4096                # an LMDB page
+LMDB_OVERHEAD = 16 * PAGE  # per LMDB besides its records: meta and branch pages, lock.mdb, ilgnet-files.tsv
 
 
 def _ignore(message: str) -> None:
@@ -111,11 +112,12 @@ def _nothing_readable(list_path: Path, image_root: Path, skipped: list[tuple[str
 def record_bytes(resize: int, key_length: int = 24) -> int:
     """Bytes a raw record of resize x resize takes in an LMDB, at most: a Datum of 3 x resize^2 pixels on overflow
     pages of its own (4 KB each, a 16-byte header) with its node (key and 16 bytes) in a leaf page; a small record
-    inside a leaf page, which LMDB splits when full (so half full at worst)."""
+    in a leaf page, which LMDB splits in two when full (so it holds half as many records as fit, at worst)."""
     value = 3 * resize * resize + 32             # the pixels and the Datum's other fields
-    if value + key_length + 16 > PAGE // 2:
-        return math.ceil((value + 16) / PAGE) * PAGE + 2 * (key_length + 16)
-    return 2 * (value + key_length + 16)
+    node = key_length + 16 + 2                   # node header and its offset in the page
+    if value + node > PAGE // 2:
+        return math.ceil((value + 16) / PAGE) * PAGE + 2 * node
+    return PAGE // max(1, (PAGE - 16) // (value + node) // 2)
 
 
 def _write_lmdb(frame: pd.DataFrame, order: np.ndarray, image_root: Path, partial: Path, *, resize: int,
@@ -239,7 +241,7 @@ def _room(folder: DataFolder, plan: dict, to_build: list[str], resize: int, enco
     """(bytes the LMDBs to build need at most, bytes free on the data folder's filesystem). Raw records that would
     not fit beside the finished LMDBs are NoSpace before anything is written; encoded ones are smaller than raw
     ones by an amount known only once encoded, so they are not refused here."""
-    needed = sum(len(plan[name]["frame"]) * record_bytes(resize) for name in to_build) + 2 * PAGE
+    needed = sum(len(plan[name]["frame"]) * record_bytes(resize) + LMDB_OVERHEAD for name in to_build)
     free = shutil.disk_usage(folder.root).free
     if encoding is None and needed > free:
         beside = " beside the finished ones, which they replace only once complete" if any(
