@@ -35,7 +35,7 @@ from ilgnet.bvlc.io import lmdb_records, lmdb_size, load_mean
 from ilgnet.bvlc.proto import to_text
 from ilgnet.bvlc.tools import caffe_invocation, require_gpus, tool_path
 from ilgnet.data.folder import DataFolder
-from ilgnet.errors import BadInput, MissingFile, ToolFailed, UserError
+from ilgnet.errors import BadInput, InUse, MissingFile, ToolFailed, UserError
 from ilgnet.fileio import folder_lock
 from ilgnet.nets import Variant, fresh_layers, get_variant, train_val
 from ilgnet.nets.solvers import get_profile, solver, val_batch_for
@@ -306,16 +306,23 @@ def run_folder(runs_dir: Path, name: str) -> Path:
 
 
 @contextmanager
-def _removed_on_failure(run_dir: Path):
-    """Removes the folders this call makes for run_dir (the run folder, and the runs folder when it was missing too)
-    if the block fails, so that a run that never reached Caffe leaves nothing behind; never a folder that existed."""
+def _made_for_the_block(run_dir: Path):
+    """Makes run_dir (and the runs folder when it is missing too) and removes what this call made if the block fails,
+    so that a run that never reached Caffe leaves nothing behind: never a folder that existed, nor one that another
+    process made at the same moment (mkdir says which call made it), nor one another process holds (InUse)."""
     made = None
-    for folder in (run_dir, *run_dir.parents):
-        if folder.exists():
-            break
-        made = folder
+    for folder in reversed([run_dir, *run_dir.parents]):
+        if folder.is_dir():
+            continue
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        made = made or folder
     try:
         yield
+    except InUse:
+        raise
     except BaseException:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
@@ -344,8 +351,7 @@ def train(options: TrainOptions, *, progress: bool = True, notify: Callable[[str
     """
     run_dir = options.run_dir
     with ExitStack() as held:
-        with _removed_on_failure(run_dir):
-            run_dir.mkdir(parents=True, exist_ok=True)
+        with _made_for_the_block(run_dir):
             held.enter_context(folder_lock(run_dir))
             held.enter_context(folder_lock(Path(options.data), shared=True))
             checked = plan(options, notify)
