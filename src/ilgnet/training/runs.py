@@ -36,7 +36,7 @@ from ilgnet.bvlc.proto import to_text
 from ilgnet.bvlc.tools import caffe_invocation, require_gpus, tool_path
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, InUse, MissingFile, ToolFailed, UserError
-from ilgnet.fileio import folder_lock
+from ilgnet.fileio import folder_lock, reading
 from ilgnet.nets import Variant, fresh_layers, get_variant, train_val
 from ilgnet.nets.solvers import get_profile, solver, val_batch_for
 from ilgnet.training.monitor import Diverged, run_caffe
@@ -174,7 +174,8 @@ def _initial_weights(v: Variant, net, weights: Path | None, models_dir: Path,
             notify(f"WARNING: {weights} not found, so training starts FROM SCRATCH (random weights), not from "
                    f"ImageNet as in the paper; run `ilgnet weights fetch {entry.name}` to fine-tune instead")
             return None
-    fit = check_finetuning(weights, net, fresh_layers(v))
+    with reading(weights, "checking"):
+        fit = check_finetuning(weights, net, fresh_layers(v))
     if entry is not None:
         check_file(entry, weights)
     fresh = ", ".join(fit.missing) or "none"
@@ -188,7 +189,8 @@ def _resumable(states: list[Path], net) -> Path:
     not, BadInput says why and names the previous good one, which resuming would take once the newer ones are set
     aside (nothing is renamed here)."""
     try:
-        check_solverstate(states[-1], net)
+        with reading(states[-1], "checking"):
+            check_solverstate(states[-1], net)
         return states[-1]
     except UserError as err:
         problem = str(err)
