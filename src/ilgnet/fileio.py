@@ -53,6 +53,15 @@ def read_text(path: Path | str, *, errors: str = "strict") -> str:
         raise BadInput(f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x})") from None
 
 
+def read_json(path: Path | str):
+    """A JSON file's value (read as read_text reads text); MissingFile, or BadInput naming the file and the line where
+    it stops being JSON."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise BadInput(f"{path}:{err.lineno}: not JSON ({err.msg} at column {err.colno})") from None
+
+
 @contextmanager
 def atomic_paths(paths: list[Path]) -> Iterator[list[Path]]:
     """Yields `path`.partial for each of `paths` (nothing there yet) to write files or build folders in; when the
