@@ -12,11 +12,12 @@ def register(subparsers) -> None:
         "log", help="a Caffe training log as CSV (train_log.csv) and curves (curves.png)",
         description="Reads the log `caffe train` writes (glog lines, as in runs/NAME/train.log) and writes one row "
                     "per logged iteration to train_log.csv (iteration, seconds since the log began, training loss, "
-                    "learning rate, test accuracy and test loss where a test pass ran) and the curves of loss "
-                    "and accuracy to curves.png, "
-                    "beside the log unless told otherwise. A run whose loss stopped being finite is reported as "
-                    "diverged. `ilgnet train` does this by itself for its runs; this command reads any `caffe "
-                    "train` log, with other options.",
+                    "learning rate, test accuracy and test loss where a test pass ran, and health) and the curves "
+                    "of loss and accuracy to curves.png, beside the log unless told otherwise. Where a loss or test "
+                    "output stopped being finite (diverged), or the training loss sat at Caffe's clamp 87.3365 per "
+                    "image for 3 displays in a row (saturated), a line says so, the health column marks the rows "
+                    "and the curves mark the iteration. `ilgnet train` does this by itself for its runs; this "
+                    "command reads any `caffe train` log, with other options.",
         epilog="examples:\n"
                "  ilgnet log runs/ilgnet-ava2/train.log\n"
                "  ilgnet log old/train.log --csv old.csv --png old.png --smooth 20")
