@@ -182,3 +182,59 @@ def test_a_run_and_its_data_are_one_process_s_while_it_trains(caffe, case08, tmp
     rebuilt = subprocess.run([sys.executable, "-m", "ilgnet.cli", "lmdb", "--split", str(a), "--images",
                               str(a / "images"), "--force"], capture_output=True, text=True)
     assert rebuilt.returncode == 0, rebuilt.stderr
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    """The small variant's train_val (no Caffe needed) and the shapes of its learnable parameter blobs."""
+    from ilgnet import nets
+    from ilgnet.bvlc.proto import TRAIN
+    from ilgnet.bvlc.shapes import param_shapes
+
+    net = nets.train_val(SMALL, train_lmdb="t", val_lmdb="v", mean_file="m", train_batch=1, val_batch=1)
+    return net, [shape for shapes in param_shapes(net, TRAIN).values() for shape in shapes]
+
+
+def solverstate(path, shapes, *, iteration=4, fill=0.0, learned_net="", cut=0):
+    """A SolverState as Caffe's SGD solver writes it: the iteration, the .caffemodel, one history blob per shape."""
+    import numpy as np
+
+    from ilgnet.bvlc.proto import BlobProto, BlobShape, SolverState
+
+    history = [BlobProto(shape=BlobShape(dim=shape), data=np.full(int(np.prod(shape)) - cut * (i == 0), fill,
+                                                                  np.float32))
+               for i, shape in enumerate(shapes)]
+    path.write_bytes(SolverState(iter=iteration, learned_net=learned_net, history=history).SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda shapes: {"shapes": shapes[:-3]}, "holds {n_less_3} history blobs, the {net} net has {n} learnable "
+                                             "parameter blobs (cut short, or the state of another net)"),
+    (lambda shapes: {"shapes": [(7, 7), *shapes[1:]]}, "history blob 0 has shape (7, 7), the net's parameter blob "
+                                                       "{first}"),
+    (lambda shapes: {"shapes": shapes, "cut": 5}, "history blob 0 holds {first_less_5} values for its shape {first} "
+                                                  "(cut short?)"),
+    (lambda shapes: {"shapes": shapes, "fill": float("nan")}, "its history holds NaN or infinite values (a diverged "
+                                                              "training run?)"),
+    (lambda shapes: {"shapes": shapes, "iteration": 3}, "holds iteration 3, its name says 4 (an empty or damaged "
+                                                        "file?)"),
+    (lambda shapes: {"shapes": shapes}, "names no .caffemodel (learned_net) to resume from"),
+    (lambda shapes: {"shapes": shapes, "learned_net": "/nowhere/x_iter_4.caffemodel"},
+     "names its weights /nowhere/x_iter_4.caffemodel, which does not exist (was the run folder moved?)"),
+])
+def test_a_solverstate_caffe_would_abort_on_is_named(small_net, tmp_path, change, problem):
+    """What `caffe train -snapshot` aborts on (CHECK failures in Solver::Restore and Blob::FromProto), said first."""
+    import numpy as np
+
+    from ilgnet.errors import UserError
+    from ilgnet.zoo.fit import check_solverstate
+
+    net, shapes = small_net
+    path = solverstate(tmp_path / f"{SMALL}_iter_4.solverstate", **change(shapes))
+    first = int(np.prod(shapes[0]))
+    message = problem.format(n=len(shapes), n_less_3=len(shapes) - 3, net=net.name, first=tuple(shapes[0]),
+                             first_less_5=first - 5)
+    with pytest.raises(UserError) as raised:
+        check_solverstate(path, net)
+    assert str(raised.value) == f"{path}: {message}"

@@ -70,13 +70,12 @@ class TrainingDiverged(UserError):
 
 
 class DataChanged(BadInput):
-    """A resume on data other than the run's (model.json): `changes` says what differs."""
+    """A resume on data other than the run's (model.json); `what` says what differs, without the advice."""
 
     def __init__(self, run_dir: Path, changes: list[str]):
         self.what = f"{run_dir / MODEL_JSON}: the run was trained on other data: {'; '.join(changes)}"
         super().__init__(f"{self.what}; resuming would train on the new data under the old record (accept the change "
                          f"explicitly to record it, or resume with the run's own data)")
-        self.changes = changes
 
 
 @dataclass(frozen=True)

@@ -148,8 +148,8 @@ def check_solverstate(path: Path, net) -> int:
     """Checks, before Caffe reads it, that `caffe train -snapshot` can resume the training net `net` (a train_val
     NetParameter) from the .solverstate at `path`: Caffe aborts on a file cut short, on weights it cannot find, and
     on a history of another length. The file must parse as a SolverState whose iteration is the one in its name,
-    whose history holds one blob of the right shape per learnable parameter blob of `net` (SGD's momentum, in the
-    net's order), all finite, and whose `learned_net` (the .caffemodel written with it) exists and fits `net`
+    whose history holds one blob of the right shape and size per learnable parameter blob of `net` (SGD's momentum,
+    in the net's order), all finite, and whose `learned_net` (the .caffemodel written with it) exists and fits `net`
     (check_fits). Returns the iteration; BadInput names the file and what is wrong."""
     path = Path(path)
     data = require(path, what="solver state").read_bytes()
@@ -168,7 +168,12 @@ def check_solverstate(path: Path, net) -> int:
     if (mismatch := next((i for i, (a, b) in enumerate(zip(found, expected)) if a != b), None)) is not None:
         raise BadInput(f"{path}: history blob {mismatch} has shape {found[mismatch]}, the net's parameter blob "
                        f"{expected[mismatch]}")
-    if any(not np.isfinite(np.asarray(blob.data or blob.double_data)).all() for blob in state.history):
+    values = [np.asarray(blob.data or blob.double_data) for blob in state.history]
+    if (short := next((i for i, (v, shape) in enumerate(zip(values, found)) if v.size != np.prod(shape)), None)) \
+            is not None:
+        raise BadInput(f"{path}: history blob {short} holds {values[short].size} values for its shape "
+                       f"{found[short]} (cut short?)")
+    if any(not np.isfinite(v).all() for v in values):
         raise BadInput(f"{path}: its history holds NaN or infinite values (a diverged training run?)")
     if not state.learned_net:
         raise BadInput(f"{path}: names no .caffemodel (learned_net) to resume from")
