@@ -334,12 +334,15 @@ def test_no_room_for_the_mean_is_one_line_too(small_split, monkeypatch, capsys):
 
 
 def test_a_second_build_of_the_same_folder_is_refused_naming_the_first(tmp_path):
-    """Two `ilgnet lmdb` on one folder would write one LMDB from two processes."""
+    """Two `ilgnet lmdb` on one folder would write one LMDB from two processes. The first is paused (SIGSTOP) once
+    it has begun writing, so that the second surely meets it, and then let go."""
+    import os
+    import signal
     import subprocess
     import sys
     import time
 
-    names = photo_files(tmp_path / "images", 400, size=300)
+    names = photo_files(tmp_path / "images", 200, size=64)
     split = tmp_path / "split"
     split.mkdir()
     (split / "train.txt").write_text("".join(f"{name} 0\n" for name in names))
@@ -349,14 +352,16 @@ def test_a_second_build_of_the_same_folder_is_refused_naming_the_first(tmp_path)
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not (split / "train_lmdb.partial").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        while not (split / "train_lmdb.partial").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        first.send_signal(signal.SIGSTOP)
+        assert first.poll() is None and (split / "train_lmdb.partial").exists(), "the first build ended too soon"
         second = subprocess.run(args, capture_output=True, text=True)
-        assert first.poll() is None, "the first build ended before the second began"
     finally:
+        os.kill(first.pid, signal.SIGCONT)
         first.wait(timeout=120)
     assert second.returncode == 1 and second.stderr.count("\n") == 1
     assert second.stderr.startswith(f"ilgnet lmdb: error: {split} is in use by process {first.pid} ({sys.executable} "
                                     f"-m ilgnet.cli lmdb --split ")            # its command line, up to 120 characters
     assert second.stderr.endswith("...); wait for it to end (or stop it) and try again\n")
-    assert first.returncode == 0 and summary(split)["train"]["records"] == 400
+    assert first.returncode == 0 and summary(split)["train"]["records"] == 200
