@@ -44,6 +44,12 @@ class DownloadError(UserError, OSError):
     """A download that could not be completed or verified; nothing incomplete is left under the final name."""
 
 
+class FilesystemRefused(UserError, OSError):
+    """The filesystem refused a read or a write (permission denied, a read-only or immutable file or folder, no space
+    left, a quota): the message names the file, and for a full disk the device, its free space and what the step
+    needed (ilgnet.fileio.refusal)."""
+
+
 T = TypeVar("T")
 
 

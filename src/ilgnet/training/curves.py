@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ilgnet.bvlc.logs import parse_train_log
+from ilgnet.fileio import atomic_path
 
 
 def loss_label(average_loss: int) -> str:
@@ -47,15 +48,17 @@ def plot_curves(frame: pd.DataFrame, png: Path, *, title: str = "", smooth: int 
     diverged = frame.attrs.get("diverged_at")
     ax_loss.set_title(title + (f" -- DIVERGED at iteration {diverged} (loss not finite)" if diverged is not None else ""))
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    fig.savefig(png, dpi=100, format="png")
     plt.close(fig)
     return png
 
 
 def write_curves(frame: pd.DataFrame, csv: Path, png: Path, *, title: str = "", smooth: int | None = None) -> None:
-    """parse_train_log's frame as CSV and as curves."""
-    frame.to_csv(csv, index=False)
-    plot_curves(frame, png, title=title, smooth=smooth)
+    """parse_train_log's frame as CSV and as curves, each written whole or not at all (ilgnet.fileio.atomic_path)."""
+    with atomic_path(csv) as partial:
+        frame.to_csv(partial, index=False)
+    with atomic_path(png) as partial:
+        plot_curves(frame, partial, title=title, smooth=smooth)
 
 
 def write_train_summary(log: Path, *, accuracy_blob: str | None = None, csv: Path | None = None,

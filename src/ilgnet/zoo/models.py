@@ -35,6 +35,9 @@ class Model:
     train_list: Path | None = None
     name: str = ""
     """How the user named it: a registry name, a run folder or the caffemodel's path."""
+    resize: int | None = None
+    """The side of the square its training photos were resized to (model.json's `resize`, the registry's), where
+    known: a mean image of another size is refused (`check_mean_size`)."""
 
 
 def published_model(name: str, models: Path = defaults.MODELS_DIR, *, mean: Path | str | None = None) -> Model:
@@ -57,7 +60,7 @@ def published_model(name: str, models: Path = defaults.MODELS_DIR, *, mean: Path
     caffemodel = fetched(name, optional=False)
     published_mean = fetched(entry.mean, optional=mean is not None)
     return Model(caffemodel, entry.fits_variant, Path(mean) if mean else published_mean,
-                 fetched(entry.train_list, optional=True), name=name)
+                 fetched(entry.train_list, optional=True), name=name, resize=entry.resize)
 
 
 def snapshots(run_dir: Path, kind: str) -> list[Path]:
@@ -87,7 +90,8 @@ def run_model(run_dir: Path, caffemodel: Path | None = None) -> Model:
         if file_digest(path) != record[key]["sha256"]:
             raise BadInput(f"{path} changed after the run began: its sha256 is not the one {MODEL_JSON} records")
         files[key] = path
-    return Model(Path(caffemodel), record["variant"], files["mean"], files["train_list"], name=str(run_dir))
+    return Model(Path(caffemodel), record["variant"], files["mean"], files["train_list"], name=str(run_dir),
+                 resize=record.get("resize"))
 
 
 def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | str | None = None,
@@ -110,7 +114,38 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
     else:
         model = Model(path, None, None, name=str(path))
     return Model(model.caffemodel, variant or model.variant or "ilgnet", Path(mean) if mean else model.mean,
-                 model.train_list, name=model.name)
+                 model.train_list, name=model.name, resize=model.resize)
+
+
+def check_mean_size(model: Model, *, records: tuple[int, int] | None = None, lmdb: Path | None = None) -> None:
+    """A mean image of another size than the photos the model was trained on would resize every photo to that size
+    and score something the net never saw. BadInput when the model records its training size (`Model.resize`: a
+    run's model.json, the registry); a warning when only its variant's usual size is known (a plain .caffemodel).
+    `records`: the (height, width) of the records of `lmdb` the mean is subtracted from, which Caffe's Data layer
+    needs equal to the mean's (it aborts otherwise): BadInput when they differ. A per-channel mean (3 values) fits
+    any size."""
+    import warnings
+
+    from ilgnet.bvlc.io import load_mean
+    from ilgnet.nets import VARIANTS
+
+    if model.mean is None:
+        return
+    mean = load_mean(model.mean)
+    if mean.ndim != 3:
+        return
+    height, width = mean.shape[1:]
+    if records is not None and tuple(records) != (height, width):
+        raise BadInput(f"the mean image {model.mean} is {width}x{height}, the records of {lmdb} are "
+                       f"{records[1]}x{records[0]}: Caffe subtracts one from the other and needs them equal")
+    if model.resize is not None and (height, width) != (model.resize, model.resize):
+        raise BadInput(f"the mean image {model.mean} is {width}x{height}, but {model.name} was trained on photos "
+                       f"resized to {model.resize}x{model.resize}: give the mean of its training data")
+    usual = VARIANTS[model.variant].resize if model.variant in VARIANTS else None
+    if model.resize is None and usual is not None and (height, width) != (usual, usual):
+        warnings.warn(f"the mean image {model.mean} is {width}x{height}; {model.variant} models are trained on "
+                      f"photos resized to {usual}x{usual}: photos are resized to {width}x{height} here, which is right "
+                      f"only if {model.name} was trained so")
 
 
 def write_model_json(run_dir: Path, *, variant, profile: str, data, crop: int, input_scale: float) -> Path:
