@@ -16,6 +16,7 @@ from caffe_data import published_stand_in
 from conftest import SMALL
 
 from ilgnet import nets
+from ilgnet.bvlc.io import blobproto_bytes
 from ilgnet.bvlc.proto import to_text
 from ilgnet.bvlc.tools import import_caffe, run_tool
 from ilgnet.cli import main as ilgnet
@@ -343,7 +344,14 @@ def test_a_given_mean_is_used_and_nothing_is_downloaded(shared_data, ilgnet_caff
         f"ilgnet-ava2-train-list`, or install a copy you fetched"]
     fetched.unlink()
     photos = [str(p) for p in write_photos(tmp_path / "photos")[:3]]
-    mean = small_dataset / "mean.binaryproto"
+    small_mean = small_dataset / "mean.binaryproto"            # 240 x 240: not the size ilgnet-ava2 was trained at
+    assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--mean", str(small_mean),
+                   "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"ilgnet predict: error: the mean image {small_mean} is 240x240, but "
+                                       f"ilgnet-ava2 was trained on photos resized to 256x256: give the mean of its "
+                                       f"training data\n")
+    mean = tmp_path / "mean.binaryproto"
+    mean.write_bytes(blobproto_bytes(np.random.default_rng(4).uniform(80, 140, (3, 256, 256)).astype(np.float32)))
     assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--mean", str(mean),
                    "--quiet", "--workers", "1"]) == 0
     by_name = capsys.readouterr().out
@@ -383,7 +391,7 @@ def test_an_at_list_names_its_file_and_line(tmp_path, capsys, monkeypatch):
     assert ilgnet(["predict", "@list.txt", *stand_in]) == 1
     assert capsys.readouterr().err == "ilgnet predict: error: list.txt:3: nope.jpg does not exist\n"
     assert ilgnet(["predict", "@nolist", *stand_in]) == 1
-    assert capsys.readouterr().err == "ilgnet predict: error: nolist does not exist\n"
+    assert capsys.readouterr().err == "ilgnet predict: error: @nolist: no file of that name, and no list file nolist\n"
     assert ilgnet(["predict", "@p", *stand_in]) == 1
     assert capsys.readouterr().err == "ilgnet predict: error: p is a folder, not a file\n"
 

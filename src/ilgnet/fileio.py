@@ -167,8 +167,11 @@ def spreadsheet_csv(frame, **options) -> str:
     cell starting with = + - @, a tab or a carriage return gets a leading `'`, which spreadsheets read as "this is
     text" (OWASP's advice against CSV injection, CWE-1236). Numbers are written as they are. Formats meant for
     programs (JSON lines, Parquet) keep the exact text instead."""
+    import pandas as pd
+
     safe = frame.copy()
     for column in safe.columns[safe.dtypes == object]:
-        safe[column] = [f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
-                        for cell in safe[column]]
+        # Kept as Python objects: pandas would make Arrow strings, which cannot hold a name that is not UTF-8.
+        safe[column] = pd.Series([f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
+                                  for cell in safe[column]], index=safe.index, dtype=object)
     return safe.to_csv(index=False, **options)

@@ -93,6 +93,8 @@ def named_paths(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
         if not text.startswith("@") or os.path.lexists(text):
             yield Path(text), ""
             continue
+        if not os.path.lexists(text[1:]):
+            raise MissingFile(f"{text}: no file of that name, and no list file {text[1:]}")
         for number, line in enumerate(read_text(text[1:], errors="surrogateescape").splitlines(), 1):
             if line.strip():
                 yield Path(line), f"{text[1:]}:{number}: "
@@ -247,8 +249,8 @@ def run(args) -> int:
                        f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
     found = collect_images(args.paths)
     refuse_overwrites(args, model, found)
-    check_mean_size(model)
     check_names(found.photos, fmt)
+    check_mean_size(model)
     if not found.photos:
         raise BadInput(f"no photos in {' '.join(args.paths)} ({len(found.not_photos)} other files, "
                        f"{found.known_non_photos} known non-photos)")
@@ -268,8 +270,8 @@ def run(args) -> int:
     passed_over = (f", {found.known_non_photos} known non-photos passed over (AppleDouble ._* files, folder "
                    f"metadata, text files)" if found.known_non_photos else "")
     if found.repeated:
-        passed_over += (f", {found.repeated} names of a file or folder found already passed over (each photo is "
-                        f"scored once)")
+        passed_over += (f", {found.repeated} repeated name{'s' if found.repeated > 1 else ''} of a file or folder "
+                        f"found already passed over (each photo is scored once)")
     print(f"ilgnet predict: scored {scored} photos, not scored {len(not_scored)}"
           f"{' (listed above)' if not_scored else ''}{passed_over}", file=sys.stderr)
     return 0 if scored else 1
