@@ -179,3 +179,182 @@ def test_every_command_refuses_an_output_that_is_one_of_its_inputs(data_folder, 
         arguments = arguments.replace("--data data", "--data ilgnet-ava2")
         message = message.replace("/data/", "/ilgnet-ava2/")
     assert refused(shlex.split(arguments), capsys, data_folder).startswith(message.replace("@", str(data_folder)))
+
+
+# ------------------------------------------------------------------------------ folders that cannot be written
+
+@pytest.fixture
+def read_only():
+    """Makes a file or folder unwritable for this process, as root too: `chattr +i` (immutable; root ignores mode
+    bits) as root, else mode bits; undone at the end. Skips where chattr is refused (a filesystem without it)."""
+    made = []
+
+    def make(path: Path) -> Path:
+        if os.geteuid() != 0:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        else:
+            result = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+            if result.returncode:
+                pytest.skip(f"chattr +i is refused here ({result.stderr.strip()}), and root ignores mode bits")
+        made.append(path)
+        return path
+    yield make
+    for path in made:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def test_case_10_an_existing_read_only_output_folder_is_refused_before_any_work(bugcase, read_only, capsys,
+                                                                                 monkeypatch):
+    case = bugcase("10-readonly-output-folder")
+    monkeypatch.chdir(case)
+    read_only(Path("ro").resolve() if Path("ro").mkdir() is None else None)
+    for argv, flag in [(["weights", "install", "ilgnet-ava2-mean", "AVA2_mean.binaryproto", "--dest", "ro"], "--dest"),
+                       (["split", "ava2", "--ava-txt", "AVA.txt", "--out", "ro"], "--out")]:
+        assert refused(argv, capsys, case) == f"argument {flag}: cannot write in ro (permission denied)"
+    # What a missing folder below it already got.
+    assert refused(["split", "ava2", "--ava-txt", "AVA.txt", "--out", "ro/sub"], capsys, case) == (
+        "argument --out: ro/sub: cannot write in ro (permission denied)")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ("predict photos --out ro/s.csv", "argument --out: ro/s.csv: cannot write in ro (permission denied)"),
+    ("predict photos --html ro/deeper/g.html", "argument --html: ro/deeper/g.html: cannot write in ro"),
+    ("predict photos --out locked.csv", "argument --out: cannot write locked.csv (permission denied)"),
+    ("gen --out ro", "argument --out: cannot write in ro (permission denied)"),
+    ("demo --work ro", "argument --work: cannot write in ro (permission denied)"),
+    ("log train.log --csv ro/t.csv", "argument --csv: ro/t.csv: cannot write in ro"),
+    ("train --profile ava2 --cpu --data photos --runs ro", "argument --runs: cannot write in ro"),
+    ("weights fetch ilgnet-ava2-mean --dest ro", "argument --dest: cannot write in ro"),
+    ("split ava2 --ava-txt train.log --out ro", "argument --out: cannot write in ro"),
+])
+def test_every_output_that_cannot_be_written_is_refused_before_any_work(album, read_only, capsys, arguments,
+                                                                        message):
+    """An existing folder or file, as the missing ones below an unwritable folder already were."""
+    Path("ro").mkdir()
+    Path("locked.csv").write_text("a table kept read-only\n")
+    Path("train.log").write_text("not read: refused first\n")
+    read_only(album / "ro")
+    read_only(album / "locked.csv")
+    argv = [*shlex.split(arguments), *(PREDICT if arguments.startswith("predict") else [])]
+    assert refused(argv, capsys, album).startswith(message)
+
+
+# ------------------------------------------------------------------------------ refusals met while working
+
+def ilgnet_process(argv: list[str], *, unprivileged: bool = False, full: Path | None = None) -> tuple[int, str, str]:
+    """Runs `ilgnet ARGV` in a child process; returns (exit status, stdout, stderr).
+
+    unprivileged: as the owner of the files without root's privileges (a user namespace mapping this user to an
+    ordinary one), so that mode bits apply even when the tests run as root. full: a 1 MB tmpfs is mounted there
+    (a mount namespace) and filled before the command runs; what is left in it afterwards is listed on stdout
+    after a `--- left:` line. Skips where the system refuses the namespace."""
+    command = shlex.join([sys.executable, "-m", "ilgnet.cli", *map(str, argv)])
+    if full is not None:
+        full.mkdir(exist_ok=True)
+        command = (f"mount -t tmpfs -o size=1m ilgnet-full {shlex.quote(str(full))} && "
+                   f"(cat /dev/zero > {shlex.quote(str(full / 'filler'))}) 2>/dev/null; "
+                   f"{command}; status=$?; echo '--- left:'; ls -A {shlex.quote(str(full))}; exit $status")
+        prefix = ["unshare", "--user", "--map-root-user", "--mount"]
+    elif unprivileged and os.geteuid() == 0:
+        prefix = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    else:
+        prefix = []
+    result = subprocess.run([*prefix, "sh", "-c", command], capture_output=True, text=True)
+    if result.stderr.startswith(("unshare:", "mount:")):
+        pytest.skip(f"this system refuses the namespace: {result.stderr.strip()}")
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_unreadable_photos_and_folders_are_listed_and_the_rest_scored(album):
+    Path("photos/locked").mkdir()
+    shutil.copy("photos/1.jpg", "photos/locked/7.jpg")
+    Path("photos/locked").chmod(0)
+    Path("photos/2.jpg").chmod(0)
+    status, out, err = ilgnet_process(["predict", "photos", *PREDICT, "--quiet"], unprivileged=True)
+    assert status == 0, err
+    assert "photos/2.jpg" not in out and len(out.splitlines()) == 1 + 5
+    assert err.splitlines() == ["ilgnet predict: not scored: photos/2.jpg: unreadable: Permission denied",
+                                "ilgnet predict: not scored: photos/broken.jpg: corrupt JPEG",
+                                "ilgnet predict: not scored: photos/locked: unreadable folder: Permission denied",
+                                "ilgnet predict: scored 5 photos, not scored 3 (listed above)"]
+
+
+def test_an_unreadable_input_is_one_line(album):
+    """Named on the command line: refused while it is read (exit 2); found through a model's files while working:
+    one line naming the file (exit 1), never a traceback."""
+    Path("mean.binaryproto").chmod(0)
+    assert ilgnet_process(["predict", "photos", *PREDICT], unprivileged=True)[::2] == (
+        2, "ilgnet predict: error: argument --mean: mean.binaryproto cannot be read (see `ilgnet predict --help`)\n")
+    Path("photos").chmod(0)
+    status, _, err = ilgnet_process(["lmdb", "--split", ".", "--images", "photos"], unprivileged=True)
+    assert (status, err) == (2, "ilgnet lmdb: error: argument --images: folder photos cannot be read (see "
+                                "`ilgnet lmdb --help`)\n")
+    run = Path("runs/r")
+    (run / "snapshots").mkdir(parents=True)
+    shutil.copy("model.caffemodel", run / "snapshots" / f"{SMALL}_iter_1.caffemodel")
+    shutil.copy(album / "mean.binaryproto", run / "mean.binaryproto")
+    digest = hashlib.sha256((run / "mean.binaryproto").read_bytes()).hexdigest()
+    (run / "model.json").write_text(f'{{"variant": "{SMALL}", "resize": 256, "train_list": null, '
+                                    f'"mean": {{"file": "mean.binaryproto", "sha256": "{digest}"}}}}')
+    Path("photos").chmod(0o755)
+    assert ilgnet_process(["predict", "photos", "--model", run, "--backend", "opencv"], unprivileged=True)[::2] == (
+        1, f"ilgnet predict: error: {run / 'mean.binaryproto'}: Permission denied\n")
+
+
+TINY_LOG = "".join(f"I0101 10:00:0{i}.000000  1001 solver.cpp:218] Iteration {i} (1 iter/s, 1s/1 iters), "
+                   f"loss = 0.{9 - i}\n" for i in range(4))
+
+
+@pytest.mark.parametrize("arguments, written", [
+    ("predict photos --out @/s.csv", "@/s.csv, which needs "),
+    ("predict photos --html @/gallery.html --out scores.csv", "@/gallery.html, which needs "),
+    ("log train.log --csv @/train_log.csv", "@/train_log.csv, which needs "),
+    ("log train.log --png @/curves.png", "@/curves.png, which needs "),
+])
+def test_a_full_disk_is_one_line_naming_the_device_and_what_was_needed(album, arguments, written):
+    """No traceback, and no partial file left filling the disk."""
+    Path("train.log").write_text(TINY_LOG)
+    full = album / "full"
+    argv = [arg.replace("@", str(full)) for arg in shlex.split(arguments)]
+    status, out, err = ilgnet_process([*argv, *(PREDICT + ["--quiet"] if argv[0] == "predict" else [])], full=full)
+    assert status == 1
+    message = err.splitlines()[-1]
+    assert message.startswith(f"ilgnet {argv[0]}: error: no space left on ilgnet-full (mounted at {full}, 0B free) "
+                              f"writing {written.replace('@', str(full))}"), err
+    assert "Traceback" not in err
+    assert out.split("--- left:\n")[1].split() == ["filler"]
+
+
+def test_a_download_onto_a_full_disk_is_one_line_and_removes_its_part(tmp_path):
+    """The model's size is what the step needed; the .part and its record are removed (they would keep the disk
+    full), not kept for a resume."""
+    from test_weights import PAYLOAD, Server
+
+    server = Server()
+    try:
+        script = ("from ilgnet.zoo.registry import Weights, download\n"
+                  "from ilgnet.errors import UserError\n"
+                  f"entry = Weights(name='m', file='m.caffemodel', url={server.url('/model')!r}, size={len(PAYLOAD)})\n"
+                  "try:\n"
+                  f"    download(entry, __import__('pathlib').Path({str(tmp_path / 'full' / 'm.caffemodel')!r}), "
+                  "progress=False)\n"
+                  "except UserError as err:\n"
+                  "    print('refused:', err)\n")
+        (tmp_path / "fetch.py").write_text(script)
+        full = tmp_path / "full"
+        full.mkdir()
+        command = (f"mount -t tmpfs -o size=1m ilgnet-full {full} && (cat /dev/zero > {full}/filler) 2>/dev/null; "
+                   f"{shlex.quote(sys.executable)} {tmp_path / 'fetch.py'}; echo '--- left:'; ls -A {full}")
+        result = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", command],
+                                capture_output=True, text=True)
+        if result.stderr.startswith(("unshare:", "mount:")):
+            pytest.skip(f"this system refuses the namespace: {result.stderr.strip()}")
+    finally:
+        server.close()
+    refusal, left = result.stdout.split("--- left:\n")
+    assert refusal == (f"refused: no space left on ilgnet-full (mounted at {full}, 0B free) writing "
+                       f"{full / 'm.caffemodel.part'}, which needs 1.05MB\n"), result.stderr
+    assert left.split() == ["filler"]

@@ -75,10 +75,11 @@ def mount_of(path: Path | str) -> tuple[str, Path]:
 
 
 def size_text(count: int | float) -> str:
-    """A byte count as tqdm prints it, in powers of 1000: `size_text(12_345_678)` is `12.3MB`."""
+    """A byte count as tqdm prints it, in powers of 1000 (`size_text(12_345_678)` is `12.3MB`), and below 1 kB as
+    whole bytes (`162B`)."""
     from tqdm import tqdm
 
-    return tqdm.format_sizeof(count, "B", 1000)
+    return f"{count:.0f}B" if count < 1000 else tqdm.format_sizeof(count, "B", 1000)
 
 
 def refusal(err: OSError, path: Path | str | None = None, *, needed: int | None = None,
@@ -137,11 +138,15 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else 0
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """`text` as UTF-8, written atomically; a file name in it that is not UTF-8 keeps its own bytes."""
-    data = text.encode("utf-8", errors="surrogateescape")
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`data` written atomically (atomic_path; a full disk's message says how much it needed)."""
     with atomic_path(path, needed=len(data)) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`text` as UTF-8, written atomically; a file name in it that is not UTF-8 keeps its own bytes."""
+    atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
 
 
 def atomic_write_json(path: Path, payload) -> None:

@@ -161,6 +161,8 @@ class FolderScan:
             self.known_non_photos += 1
             return
         try:
+            with open(path, "rb"):              # an unreadable file is listed with its reason, not tried by OpenCV
+                pass
             if _recognised(path):
                 self.photos.append(path)
             elif _is_text(path):

@@ -30,7 +30,7 @@ from urllib.parse import urljoin
 import requests
 from tqdm import tqdm
 
-from ilgnet.errors import DownloadError
+from ilgnet.errors import DownloadError, FilesystemRefused
 from ilgnet.fileio import atomic_write_json, refusal, remove
 
 CHUNK = 1 << 20
@@ -108,14 +108,16 @@ def _kept_validator(partial: Path) -> dict[str, str]:
 
 def _append_body(response: requests.Response, head: bytes, partial: Path, start: int, size: int | None, label: str,
                  progress: bool) -> None:
-    """Streams a response into `partial`, appended at `start` (0: the whole file, from byte 0). Raises DownloadError,
-    keeping what arrived, when the transfer ends before the Content-Length it announced or, without one, before
-    `size` (the complete file's size, when known); FilesystemRefused, removing the partial file, when the disk is
-    full or refuses the write."""
+    """Streams a response into `partial`, appended at `start` (0: the whole file, from byte 0, first recording the
+    response's validator beside it). Raises DownloadError, keeping what arrived, when the transfer ends before the
+    Content-Length it announced or, without one, before `size` (the complete file's size, when known);
+    FilesystemRefused, removing the partial file, when the disk is full or refuses the write."""
     length = response.headers.get("Content-Length", "")
     total = start + int(length) if length.isdigit() else size
     written = start
     try:
+        if not start:                                   # the first byte of a new file: record whose it is
+            atomic_write_json(part_record(partial), {"url": response.url, "validator": validator(response)})
         with open(partial, "ab" if start else "wb") as out, \
                 tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=label, disable=not progress,
                      file=sys.stderr) as bar:
@@ -124,7 +126,8 @@ def _append_body(response: requests.Response, head: bytes, partial: Path, start:
                 written += len(block)
                 bar.update(len(block))
     except OSError as err:
-        if (refused := refusal(err, partial, needed=total)) is None:
+        cause = err.__cause__ if isinstance(err, FilesystemRefused) else err    # the record's, from atomic_path
+        if (refused := refusal(cause, partial, needed=total)) is None:
             raise
         discard_part(partial)
         raise refused from err
@@ -180,8 +183,6 @@ def download_part(url: str, partial: Path, *, size: int | None = None, label: st
                     discard_part(partial)               # the rest of another version (If-Range ignored): start over
                     continue
                 start = start if response.status_code == 206 else 0     # 200: the whole file, from byte 0
-                if not start:                           # the first byte of a new file: record whose it is
-                    atomic_write_json(part_record(partial), {"url": url, "validator": answered})
                 _append_body(response, head, partial, start, size, label, progress)
                 return url
         except requests.RequestException as err:
