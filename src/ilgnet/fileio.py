@@ -171,12 +171,20 @@ def spreadsheet_csv(frame, **options) -> str:
     """A pandas DataFrame as CSV text (`frame.to_csv(index=False, **options)`) safe to open in a spreadsheet: a text
     cell starting with = + - @, a tab or a carriage return gets a leading `'`, which spreadsheets read as "this is
     text" (OWASP's advice against CSV injection, CWE-1236). Numbers are written as they are. Formats meant for
-    programs (JSON lines, Parquet) keep the exact text instead."""
+    programs (JSON lines, Parquet) keep the exact text instead. A carriage return inside a cell, which Python's csv
+    writer leaves unquoted when lines end in a line feed, makes every text cell quoted, so the rows stay whole."""
+    import csv
+
     import pandas as pd
 
     safe = frame.copy()
-    for column in safe.columns[safe.dtypes == object]:
+    carriage_return = False
+    for column in [name for name, dtype in safe.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)]:
+        cells = [f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
+                 for cell in safe[column]]
+        carriage_return |= any(isinstance(cell, str) and "\r" in cell for cell in cells)
         # Kept as Python objects: pandas would make Arrow strings, which cannot hold a name that is not UTF-8.
-        safe[column] = pd.Series([f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
-                                  for cell in safe[column]], index=safe.index, dtype=object)
+        safe[column] = pd.Series(cells, index=safe.index, dtype=object)
+    if carriage_return:
+        options.setdefault("quoting", csv.QUOTE_NONNUMERIC)
     return safe.to_csv(index=False, **options)
