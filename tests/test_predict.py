@@ -414,3 +414,41 @@ def test_names_that_are_not_utf8_are_refused_before_scoring_in_utf8_only_formats
                                        f"{shown} cannot hold; write CSV (which keeps the name's own bytes) or rename "
                                        f"the file\n")
     assert not (tmp_path / f"out.{fmt}").exists()
+
+
+def small_run(stand_in, root: Path, resize: int = 256) -> Path:
+    """A run folder as `ilgnet train` leaves it: model.json (the SMALL variant trained on photos resized to
+    `resize`), its mean and a snapshot."""
+    import hashlib
+
+    run = root / "runs" / "small"
+    (run / "snapshots").mkdir(parents=True)
+    shutil.copy(stand_in["weights"], run / "snapshots" / f"{SMALL}_iter_2.caffemodel")
+    shutil.copy(stand_in["mean"], run / "mean.binaryproto")
+    digest = hashlib.sha256((run / "mean.binaryproto").read_bytes()).hexdigest()
+    (run / "model.json").write_text(json.dumps({"variant": SMALL, "resize": resize, "train_list": None,
+                                                "mean": {"file": "mean.binaryproto", "sha256": digest}}))
+    return run
+
+
+def write_mean(path: Path, side: int) -> Path:
+    path.write_bytes(blobproto_bytes(np.full((3, side, side), 110, np.float32)))
+    return path
+
+
+def test_a_mean_of_another_size_than_the_training_resize_is_refused_or_warned(stand_in, tmp_path, capsys):
+    """Refused where the model records the size its photos were resized to (model.json, the registry); warned for a
+    plain caffemodel, whose variant only says the usual size."""
+    run = small_run(stand_in, tmp_path)
+    mean = write_mean(tmp_path / "m240.binaryproto", 240)
+    photos = [str(stand_in["photos"]), "--backend", "opencv", "--quiet"]
+    assert ilgnet(["predict", *photos, "--model", str(run), "--mean", str(mean)]) == 1
+    assert capsys.readouterr().err == (f"ilgnet predict: error: the mean image {mean} is 240x240, but {run} was "
+                                       f"trained on photos resized to 256x256: give the mean of its training data\n")
+    assert ilgnet(["predict", *photos, "--model", str(run)]) == 0              # its own mean
+    capsys.readouterr()
+    plain = stand_in["weights"]
+    assert ilgnet(["predict", *photos, "--model", str(plain), "--variant", SMALL, "--mean", str(mean)]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"ilgnet predict: warning: the mean image {mean} is 240x240; {SMALL} models are trained on photos resized to "
+        f"256x256: photos are resized to 240x240 here, which is right only if {plain} was trained so")

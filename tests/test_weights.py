@@ -362,3 +362,21 @@ def test_the_ilgnet_check_accepts_an_ilgnet_model(ilgnet_caffemodel):
     """The registry's check for ilgnet-ava1/2, on a model of the ilgnet deploy net (about 600 MB, like theirs)."""
     verify(Weights(name="ilgnet-like", file=ilgnet_caffemodel.name, url="", fits_variant="ilgnet",
                    size=ilgnet_caffemodel.stat().st_size), ilgnet_caffemodel)
+
+
+def test_case_11_a_download_resumed_after_the_file_changed_installs_the_new_file(caffe, bugcase, repo, tmp_path):
+    """Case 11's own scripts: two stand-in caffemodels of one size (an upload and its replacement), a server that
+    breaks off the first transfer half way and honours If-Range; their import adapted to ilgnet.zoo.registry."""
+    import os
+    import subprocess
+    import sys
+
+    case = bugcase("11-download-changed-remote")
+    script = case / "mixed_resume.py"
+    script.write_text(script.read_text().replace("from ilgnet.weights import", "from ilgnet.zoo.registry import"))
+    subprocess.run([sys.executable, case / "make_models.py", repo, tmp_path], check=True)
+    result = subprocess.run([sys.executable, script, tmp_path / "A.caffemodel", tmp_path / "B.caffemodel", tmp_path],
+                            capture_output=True, text=True, env={**os.environ, "ILGNET_SRC": str(repo / "src")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == ("equals old file: False | equals new file: True | = old[:half] + "
+                                              "new[half:]: False")
