@@ -182,9 +182,7 @@ def test_val_images_that_never_reached_the_lmdb_are_stated(ilgnet_caffemodel, tm
 def test_a_mean_of_another_size_is_refused_before_any_scoring(stand_in, tiny_data, tmp_path, engine, capsys):
     """Against the val LMDB's records (Caffe's Data layer aborts on a mismatch), and against the size the model was
     trained at (model.json's resize) even where the records match the mean."""
-    import hashlib
-    import json
-    import shutil
+    from caffe_data import run_folder
 
     from ilgnet.bvlc.io import blobproto_bytes
 
@@ -196,13 +194,7 @@ def test_a_mean_of_another_size_is_refused_before_any_scoring(stand_in, tiny_dat
     assert capsys.readouterr().err == (f"ilgnet test: error: the mean image {mean} is 20x20, the records of "
                                        f"{tiny_data / 'val_lmdb'} are 16x16: Caffe subtracts one from the other and "
                                        f"needs them equal\n")
-    run = tmp_path / "run"
-    (run / "snapshots").mkdir(parents=True)
-    shutil.copy(stand_in["weights"], run / "snapshots" / f"{SMALL}_iter_1.caffemodel")
-    shutil.copy(tiny_data / "mean.binaryproto", run / "mean.binaryproto")
-    digest = hashlib.sha256((run / "mean.binaryproto").read_bytes()).hexdigest()
-    (run / "model.json").write_text(json.dumps({"variant": SMALL, "resize": 256, "train_list": None,
-                                                "mean": {"file": "mean.binaryproto", "sha256": digest}}))
+    run = run_folder(tmp_path, stand_in["weights"], tiny_data / "mean.binaryproto", SMALL)
     assert main(["test", "--weights", str(run), "--data", str(tiny_data), "--engine", engine]) == 1
     assert capsys.readouterr().err == (f"ilgnet test: error: the mean image {run / 'mean.binaryproto'} is 16x16, but "
                                        f"{run} was trained on photos resized to 256x256: give the mean of its training "

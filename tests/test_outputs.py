@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from caffe_data import run_folder
 from conftest import SMALL
 
 from ilgnet.cli import main as ilgnet
@@ -87,7 +88,8 @@ PREDICT = ["--model", "model.caffemodel", "--variant", SMALL, "--mean", "mean.bi
 
 @pytest.mark.parametrize("setup, arguments, message", [
     ("", "photos --out photos/1.jpg", "argument --out: photos/1.jpg is one of the photos to score"),
-    ("", "photos --out ./photos/../photos/2.jpg", "argument --out: photos/../photos/2.jpg is one of the photos to score"),
+    ("", "photos --out ./photos/../photos/2.jpg",
+     "argument --out: photos/../photos/2.jpg is one of the photos to score"),
     ("", "photos --html photos/broken.jpg", "argument --html: photos/broken.jpg is one of the photos to score"),
     ("", "photos --out model.caffemodel", "argument --out: model.caffemodel is the model's caffemodel"),
     ("", "photos --out mean.binaryproto", "argument --out: mean.binaryproto is the mean image"),
@@ -96,7 +98,8 @@ PREDICT = ["--model", "model.caffemodel", "--variant", SMALL, "--mean", "mean.bi
      "argument --out: copy.csv is a hard link to @/photos/3.jpg, one of the photos to score"),
     ("cp photos/1.jpg p.csv.partial", "p.csv.partial --out p.csv",
      "argument --out: p.csv (its temporary file p.csv.partial) is one of the photos to score"),
-    ("echo photos/1.jpg > list.txt", "@list.txt --out list.txt", "argument --out: list.txt is a list of photos to score"),
+    ("echo photos/1.jpg > list.txt", "@list.txt --out list.txt",
+     "argument --out: list.txt is a list of photos to score"),
     ("", "photos --out o.csv --html ./o.csv", "argument --html: o.csv is written as --out already"),
     ("head -c 100 /dev/urandom > photos/clip.mp4", "photos --out photos/clip.mp4",
      "argument --out: photos/clip.mp4 is a file in the folders to score"),
@@ -244,14 +247,19 @@ def test_every_output_that_cannot_be_written_is_refused_before_any_work(album, r
 
 # ------------------------------------------------------------------------------ refusals met while working
 
-def ilgnet_process(argv: list[str], *, unprivileged: bool = False, full: Path | None = None) -> tuple[int, str, str]:
-    """Runs `ilgnet ARGV` in a child process; returns (exit status, stdout, stderr).
+def ilgnet_process(argv: list[str], **where) -> tuple[int, str, str]:
+    """`ilgnet ARGV` run by `isolated`."""
+    return isolated([sys.executable, "-m", "ilgnet.cli", *argv], **where)
+
+
+def isolated(argv: list, *, unprivileged: bool = False, full: Path | None = None) -> tuple[int, str, str]:
+    """Runs ARGV in a child process; returns (exit status, stdout, stderr).
 
     unprivileged: as the owner of the files without root's privileges (a user namespace mapping this user to an
     ordinary one), so that mode bits apply even when the tests run as root. full: a 1 MB tmpfs is mounted there
     (a mount namespace) and filled before the command runs; what is left in it afterwards is listed on stdout
     after a `--- left:` line. Skips where the system refuses the namespace."""
-    command = shlex.join([sys.executable, "-m", "ilgnet.cli", *map(str, argv)])
+    command = shlex.join(map(str, argv))
     if full is not None:
         full.mkdir(exist_ok=True)
         command = (f"mount -t tmpfs -o size=1m ilgnet-full {shlex.quote(str(full))} && "
@@ -292,13 +300,9 @@ def test_an_unreadable_input_is_one_line(album):
     status, _, err = ilgnet_process(["lmdb", "--split", ".", "--images", "photos"], unprivileged=True)
     assert (status, err) == (2, "ilgnet lmdb: error: argument --images: folder photos cannot be read (see "
                                 "`ilgnet lmdb --help`)\n")
-    run = Path("runs/r")
-    (run / "snapshots").mkdir(parents=True)
-    shutil.copy("model.caffemodel", run / "snapshots" / f"{SMALL}_iter_1.caffemodel")
-    shutil.copy(album / "mean.binaryproto", run / "mean.binaryproto")
-    digest = hashlib.sha256((run / "mean.binaryproto").read_bytes()).hexdigest()
-    (run / "model.json").write_text(f'{{"variant": "{SMALL}", "resize": 256, "train_list": null, '
-                                    f'"mean": {{"file": "mean.binaryproto", "sha256": "{digest}"}}}}')
+    Path("mean.binaryproto").chmod(0o644)
+    run = run_folder(album, album / "model.caffemodel", album / "mean.binaryproto", SMALL)
+    (run / "mean.binaryproto").chmod(0)
     Path("photos").chmod(0o755)
     assert ilgnet_process(["predict", "photos", "--model", run, "--backend", "opencv"], unprivileged=True)[::2] == (
         1, f"ilgnet predict: error: {run / 'mean.binaryproto'}: Permission denied\n")
@@ -345,16 +349,10 @@ def test_a_download_onto_a_full_disk_is_one_line_and_removes_its_part(tmp_path):
                   "    print('refused:', err)\n")
         (tmp_path / "fetch.py").write_text(script)
         full = tmp_path / "full"
-        full.mkdir()
-        command = (f"mount -t tmpfs -o size=1m ilgnet-full {full} && (cat /dev/zero > {full}/filler) 2>/dev/null; "
-                   f"{shlex.quote(sys.executable)} {tmp_path / 'fetch.py'}; echo '--- left:'; ls -A {full}")
-        result = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", command],
-                                capture_output=True, text=True)
-        if result.stderr.startswith(("unshare:", "mount:")):
-            pytest.skip(f"this system refuses the namespace: {result.stderr.strip()}")
+        status, out, err = isolated([sys.executable, tmp_path / "fetch.py"], full=full)
     finally:
         server.close()
-    refusal, left = result.stdout.split("--- left:\n")
+    refusal, left = out.split("--- left:\n")
     assert refusal == (f"refused: no space left on ilgnet-full (mounted at {full}, 0B free) writing "
-                       f"{full / 'm.caffemodel.part'}, which needs 1.05MB\n"), result.stderr
+                       f"{full / 'm.caffemodel.part'}, which needs 1.05MB\n"), err
     assert left.split() == ["filler"]

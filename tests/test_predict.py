@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from caffe_data import published_stand_in
+from caffe_data import published_stand_in, run_folder
 from conftest import SMALL
 
 from ilgnet import nets
@@ -416,21 +416,6 @@ def test_names_that_are_not_utf8_are_refused_before_scoring_in_utf8_only_formats
     assert not (tmp_path / f"out.{fmt}").exists()
 
 
-def small_run(stand_in, root: Path, resize: int = 256) -> Path:
-    """A run folder as `ilgnet train` leaves it: model.json (the SMALL variant trained on photos resized to
-    `resize`), its mean and a snapshot."""
-    import hashlib
-
-    run = root / "runs" / "small"
-    (run / "snapshots").mkdir(parents=True)
-    shutil.copy(stand_in["weights"], run / "snapshots" / f"{SMALL}_iter_2.caffemodel")
-    shutil.copy(stand_in["mean"], run / "mean.binaryproto")
-    digest = hashlib.sha256((run / "mean.binaryproto").read_bytes()).hexdigest()
-    (run / "model.json").write_text(json.dumps({"variant": SMALL, "resize": resize, "train_list": None,
-                                                "mean": {"file": "mean.binaryproto", "sha256": digest}}))
-    return run
-
-
 def write_mean(path: Path, side: int) -> Path:
     path.write_bytes(blobproto_bytes(np.full((3, side, side), 110, np.float32)))
     return path
@@ -439,7 +424,7 @@ def write_mean(path: Path, side: int) -> Path:
 def test_a_mean_of_another_size_than_the_training_resize_is_refused_or_warned(stand_in, tmp_path, capsys):
     """Refused where the model records the size its photos were resized to (model.json, the registry); warned for a
     plain caffemodel, whose variant only says the usual size."""
-    run = small_run(stand_in, tmp_path)
+    run = run_folder(tmp_path, stand_in["weights"], stand_in["mean"], SMALL)
     mean = write_mean(tmp_path / "m240.binaryproto", 240)
     photos = [str(stand_in["photos"]), "--backend", "opencv", "--quiet"]
     assert ilgnet(["predict", *photos, "--model", str(run), "--mean", str(mean)]) == 1

@@ -121,9 +121,9 @@ def check_mean_size(model: Model, *, records: tuple[int, int] | None = None, lmd
     """A mean image of another size than the photos the model was trained on would resize every photo to that size
     and score something the net never saw. BadInput when the model records its training size (`Model.resize`: a
     run's model.json, the registry); a warning when only its variant's usual size is known (a plain .caffemodel;
-    a mean smaller than the net's input is the Scorer's to refuse). `records`: the (height, width) of the records of `lmdb` the mean is subtracted from, which Caffe's Data layer
-    needs equal to the mean's (it aborts otherwise): BadInput when they differ. A per-channel mean (3 values) fits
-    any size."""
+    a mean smaller than the net's input is the Scorer's to refuse). `records`: the (height, width) of the records
+    of `lmdb` the mean is subtracted from, which Caffe's Data layer needs equal to the mean's (it aborts
+    otherwise): BadInput when they differ. A per-channel mean (3 values) fits any size."""
     import warnings
 
     from ilgnet.bvlc.io import load_mean
