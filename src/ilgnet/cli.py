@@ -46,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         # A path that is not UTF-8 (Linux names are any bytes) is printed as its own bytes, not a traceback.
         sys.stdout.reconfigure(errors="surrogateescape")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:           # a Ctrl-C while the commands' modules load
+        words = sys.argv[1:] if argv is None else argv
+        print(f"ilgnet{f' {words[0]}' if words else ''}: interrupted", file=sys.stderr)
+        return 130
     debug = os.environ.get("ILGNET_DEBUG") == "1"
     try:
         with warnings.catch_warnings():
