@@ -332,6 +332,16 @@ def test_a_full_disk_is_one_line_naming_the_device_and_what_was_needed(album, ar
     assert out.split("--- left:\n")[1].split() == ["filler"]
 
 
+def test_installing_a_model_onto_a_full_disk_is_one_line(bugcase, tmp_path):
+    case = bugcase("10-readonly-output-folder")
+    full = tmp_path / "full"
+    status, out, err = ilgnet_process(["weights", "install", "ilgnet-ava2-mean", case / "AVA2_mean.binaryproto",
+                                       "--dest", full], full=full)
+    assert (status, err) == (1, f"ilgnet weights: error: no space left on ilgnet-full (mounted at {full}, "
+                                f"0B free) writing {full / 'AVA2_mean.binaryproto'}, which needs 786kB\n")
+    assert out.split("--- left:\n")[1].split() == ["filler"]
+
+
 def test_a_download_onto_a_full_disk_is_one_line_and_removes_its_part(tmp_path):
     """The model's size is what the step needed; the .part and its record are removed (they would keep the disk
     full), not kept for a resume."""

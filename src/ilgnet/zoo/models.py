@@ -119,15 +119,11 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
 
 def check_mean_size(model: Model, *, records: tuple[int, int] | None = None, lmdb: Path | None = None) -> None:
     """A mean image of another size than the photos the model was trained on would resize every photo to that size
-    and score something the net never saw. BadInput when the model records its training size (`Model.resize`: a
-    run's model.json, the registry); a warning when only its variant's usual size is known (a plain .caffemodel;
-    a mean smaller than the net's input is the Scorer's to refuse). `records`: the (height, width) of the records
-    of `lmdb` the mean is subtracted from, which Caffe's Data layer needs equal to the mean's (it aborts
-    otherwise): BadInput when they differ. A per-channel mean (3 values) fits any size."""
-    import warnings
-
+    and score something the net never saw: BadInput when the model records its training size (`Model.resize`: a
+    run's model.json, the registry). A bare .caffemodel records none, so its mean is taken as it is. `records`:
+    the (height, width) of the records of `lmdb` the mean is subtracted from, which Caffe's Data layer needs equal
+    to the mean's (it aborts otherwise): BadInput when they differ. A per-channel mean (3 values) fits any size."""
     from ilgnet.bvlc.io import load_mean
-    from ilgnet.nets import VARIANTS
 
     if model.mean is None:
         return
@@ -141,12 +137,6 @@ def check_mean_size(model: Model, *, records: tuple[int, int] | None = None, lmd
     if model.resize is not None and (height, width) != (model.resize, model.resize):
         raise BadInput(f"the mean image {model.mean} is {width}x{height}, but {model.name} was trained on photos "
                        f"resized to {model.resize}x{model.resize}: give the mean of its training data")
-    known = VARIANTS.get(model.variant)
-    usual = known.resize if known else None
-    if model.resize is None and known and (height, width) != (usual, usual) and min(height, width) >= known.input_size:
-        warnings.warn(f"the mean image {model.mean} is {width}x{height}; {model.variant} models are trained on "
-                      f"photos resized to {usual}x{usual}: photos are resized to {width}x{height} here, which is right "
-                      f"only if {model.name} was trained so")
 
 
 def write_model_json(run_dir: Path, *, variant, profile: str, data, crop: int, input_scale: float) -> Path:

@@ -147,6 +147,6 @@ def install(name: str, file: Path, dest: Path = defaults.MODELS_DIR, *,
     if path.exists() and path.samefile(file):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as partial:
+    with atomic_path(path, needed=Path(file).stat().st_size) as partial:
         shutil.copyfile(file, partial)
     return path
