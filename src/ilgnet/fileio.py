@@ -54,6 +54,15 @@ def read_text(path: Path | str, *, errors: str = "strict") -> str:
         raise BadInput(f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x})") from None
 
 
+def read_json(path: Path | str):
+    """A JSON file's value (read as read_text reads text); MissingFile, or BadInput naming the file and the line where
+    it stops being JSON."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise BadInput(f"{path}:{err.lineno}: not JSON ({err.msg} at column {err.colno})") from None
+
+
 def mount_of(path: Path | str) -> tuple[str, Path]:
     """(device, mount point) of the filesystem holding `path` or, when it does not exist, its nearest existing
     folder: the device as /proc/self/mounts names it (`/dev/sda1`, `tmpfs`), or the mount point where that file is

@@ -32,7 +32,14 @@ def register(subparsers) -> None:
                     "reported on stderr, except known non-photos (AppleDouble ._* files, folder metadata, text files), "
                     "which are counted. A photo named twice (a folder and a file in it, ./a and a, a hard link) is "
                     "scored once. In CSV, a name starting with = + - or @ gets a leading ' so that spreadsheets show "
-                    "it as text; JSON lines and Parquet keep exact names. An output may not overwrite an input.")
+                    "it as text; JSON lines and Parquet keep exact names. An output may not overwrite an input.",
+        epilog="examples:\n"
+               "  ilgnet predict ~/Pictures --model ilgnet-ava2 --top 10\n"
+               "  ilgnet predict photos/ --model runs/ilgnet-ava2 --out scores.csv --html gallery.html\n"
+               "  ilgnet predict a.jpg b.jpg --model net.caffemodel --variant ilgnet "
+               "--mean data/ava2/mean.binaryproto\n"
+               "  ilgnet predict @photos.txt --model ilgnet-ava1 --backend opencv --out scores.jsonl\n"
+               "  ilgnet predict /shared/photos --model ilgnet-ava2 --out scores.parquet --ray auto --workers 16")
     parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively); @LIST: the files "
                                                  "and folders named in the file LIST, one a line, unless a file named "
                                                  "@LIST exists (./@NAME always names a file)")
