@@ -1,7 +1,8 @@
 """The `ilgnet` command: one entry point, a subcommand per stage of the pipeline, each in ilgnet/commands/<name>.py.
 
-Errors the user can fix (ilgnet.errors.UserError) are printed in one line and exit 1 (a command line argparse
-refuses, also one line, exits 2); anything else is a bug and keeps its traceback. Warnings are one line too,
+Errors the user can fix (ilgnet.errors.UserError, and a filesystem's refusal wherever it happens: permission denied,
+a read-only file system, a full disk; ilgnet.fileio.refusal) are printed in one line and exit 1 (a command line
+argparse refuses, also one line, exits 2); anything else is a bug and keeps its traceback. Warnings are one line too,
 `ilgnet COMMAND: warning: ...`. ILGNET_DEBUG=1 prints the traceback of user errors, and warnings in Python's own
 format (with the line that raised them).
 """
@@ -18,6 +19,7 @@ import ilgnet
 from ilgnet.commands import demo, doctor, gen, lmdb, log, nets, predict, split, test, train, weights
 from ilgnet.commands.arguments import UsageError
 from ilgnet.errors import UserError
+from ilgnet.fileio import refusal
 
 # In the order of the pipeline: AVA -> split -> lmdb -> nets/gen -> train/log -> test -> weights/predict.
 COMMANDS = [doctor, split, lmdb, gen, nets, train, log, test, weights, predict, demo]
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args) or 0
     except UsageError as err:
         Parser(prog=f"ilgnet {args.command}").error(str(err))
-    except UserError as err:
+    except (UserError, OSError) as err:
+        if not isinstance(err, UserError) and (err := refusal(err)) is None:
+            raise
         if debug:
             traceback.print_exc()
         print(f"ilgnet {args.command}: error: {err}", file=sys.stderr)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ilgnet.commands.arguments import existing_file, integer, output_file
+from ilgnet.commands.arguments import Output, existing_file, integer, output_file, refuse_overwrites
 from ilgnet.errors import BadInput
 
 
@@ -34,11 +34,14 @@ def run(args) -> int:
     from ilgnet.bvlc.logs import parse_train_log
     from ilgnet.training.curves import write_curves
 
+    csv, png = args.csv or args.log.with_name("train_log.csv"), args.png or args.log.with_name("curves.png")
+    refuse_overwrites([Output("--csv" if args.csv else "--csv (default: train_log.csv beside LOG)", csv),
+                       Output("--png" if args.png else "--png (default: curves.png beside LOG)", png)],
+                      [(args.log, "the log to read")], images={"--png": ".png"})
     frame = parse_train_log(args.log, accuracy_blob=args.accuracy_blob)
     if frame["loss"].dropna().empty:
         raise BadInput(f"{args.log}: no training iteration logged (no `Iteration N (...), loss = X` line): not a "
                        f"`caffe train` log, or training stopped before it displayed a loss")
-    csv, png = args.csv or args.log.with_name("train_log.csv"), args.png or args.log.with_name("curves.png")
     for path in (csv, png):
         path.parent.mkdir(parents=True, exist_ok=True)
     write_curves(frame, csv, png, title=args.log.parent.name, smooth=args.smooth)

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_file, integer, model, output_file
+from ilgnet.commands import arguments
+from ilgnet.commands.arguments import Output, existing_file, integer, model, output_file
 from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import read_text
+from ilgnet.fileio import atomic_path, atomic_write_text, read_text, spreadsheet_csv
 from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
 
 MAX_DEFAULT_WORKERS = 4
@@ -26,9 +27,12 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="score photos (files and folders) with an ILGNet model: p_high and a high/low label",
         description="Scores photos with an ILGNet model. Output columns: path, p_high (probability of high aesthetic "
-                    "quality), label (1 when p_high > 0.5). In folders, whatever OpenCV can decode is scored, "
-                    "whatever its name; every file not scored is reported on stderr, except known non-photos "
-                    "(AppleDouble ._* files, folder metadata, text files), which are counted.",
+                    "quality), label (1 when p_high > 0.5). In folders (symbolic links to folders followed, as `find "
+                    "-L` does), whatever OpenCV can decode is scored, whatever its name; every file not scored is "
+                    "reported on stderr, except known non-photos (AppleDouble ._* files, folder metadata, text files), "
+                    "which are counted. A photo named twice (a folder and a file in it, ./a and a, a hard link) is "
+                    "scored once. In CSV, a name starting with = + - or @ gets a leading ' so that spreadsheets show "
+                    "it as text; JSON lines and Parquet keep exact names. An output may not overwrite an input.",
         epilog="examples:\n"
                "  ilgnet predict ~/Pictures --model ilgnet-ava2 --top 10\n"
                "  ilgnet predict photos/ --model runs/ilgnet-ava2 --out scores.csv --html gallery.html\n"
@@ -37,7 +41,8 @@ def register(subparsers) -> None:
                "  ilgnet predict @photos.txt --model ilgnet-ava1 --backend opencv --out scores.jsonl\n"
                "  ilgnet predict /shared/photos --model ilgnet-ava2 --out scores.parquet --ray auto --workers 16")
     parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively); @LIST: the files "
-                                                 "and folders named in the file LIST, one a line")
+                                                 "and folders named in the file LIST, one a line, unless a file named "
+                                                 "@LIST exists (./@NAME always names a file)")
     parser.add_argument("--model", required=True, type=model,
                         help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
                              "published models), or a .caffemodel file; the first two carry their variant and mean")
@@ -89,31 +94,56 @@ def register(subparsers) -> None:
 
 def named_paths(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
     """Each path given, and each of an @LIST's non-blank lines (UTF-8 or any bytes, a byte-order mark dropped), with
-    where it was named: "" or `LIST:LINE: `."""
+    where it was named: "" or `LIST:LINE: `. `@NAME` is a list file only when no file or folder is named `@NAME`
+    itself (a photo may be named `@x.jpg`); `./@NAME` always names the file."""
     for text in map(str, paths):
-        if not text.startswith("@"):
+        if not text.startswith("@") or os.path.lexists(text):
             yield Path(text), ""
             continue
+        if not os.path.lexists(text[1:]):
+            raise MissingFile(f"{text}: no file of that name, and no list file {text[1:]}")
         for number, line in enumerate(read_text(text[1:], errors="surrogateescape").splitlines(), 1):
             if line.strip():
                 yield Path(line), f"{text[1:]}:{number}: "
 
 
+def list_files(paths: list[str | Path]) -> list[Path]:
+    """The @LIST files among `paths` (named_paths reads them)."""
+    return [Path(str(text)[1:]) for text in paths if str(text).startswith("@") and not os.path.lexists(text)]
+
+
 def collect_images(paths: list[str | Path]):
-    """Files as given (whatever they hold, so an unreadable one is reported), and what ilgnet.data.images.scan_folder
-    finds in folders: a FolderScan of them all. A path (or @LIST file) that does not exist is an error naming it
-    (and the list's line)."""
-    from ilgnet.data.images import FolderScan, scan_folder
+    """Files as given (whatever they hold, so an unreadable one is reported), and what
+    ilgnet.data.images.FolderScan finds in folders (symbolic links followed): a FolderScan of them all, each file
+    once. A path (or @LIST file) that does not exist is an error naming it (and the list's line)."""
+    from ilgnet.data.images import FolderScan
 
     found = FolderScan()
     for path, where in named_paths(paths):
         if not path.exists():
-            raise MissingFile(f"{where}{path} does not exist")
-        scan = scan_folder(path) if path.is_dir() else FolderScan(photos=[path])
-        found.photos += scan.photos
-        found.not_photos += scan.not_photos
-        found.known_non_photos += scan.known_non_photos
+            broken = " (a symbolic link whose target is missing)" if path.is_symlink() else ""
+            raise MissingFile(f"{where}{path} does not exist{broken}")
+        if path.is_dir():
+            found.add_folder(path)
+        else:
+            found.add_file(path)
     return found
+
+
+def refuse_overwrites(args, model, found) -> None:
+    """--out and --html may overwrite no input (a photo, a file found in the folders, an @LIST file, the model's
+    files) and not each other (arguments.refuse_overwrites)."""
+    inputs = [*((path, "one of the photos to score") for path in found.photos),
+              *((path, "a file in the folders to score") for path, _ in found.not_photos),
+              *((path, "a list of photos to score") for path in list_files(args.paths)),
+              (model.caffemodel, "the model's caffemodel"), (model.mean, "the mean image"),
+              *((path, what) for path, what in [(args.deploy, "the deploy prototxt"),
+                                                (model.train_list, "the model's training list")] if path)]
+    from ilgnet.zoo.models import MODEL_JSON
+
+    if (Path(model.name) / MODEL_JSON).is_file():
+        inputs.append((Path(model.name) / MODEL_JSON, "the model's model.json"))
+    arguments.refuse_overwrites([Output("--out", args.out), Output("--html", args.html)], inputs)
 
 
 def output_format(out: Path | None, fmt: str | None) -> str:
@@ -147,23 +177,24 @@ def check_names(photos: list[Path], fmt: str) -> None:
 
 
 def write_table(table, out: Path | None, fmt: str) -> None:
-    """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out` (see output_format)."""
+    """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out` (see output_format). In CSV,
+    a name a spreadsheet would read as a formula gets a leading `'` (ilgnet.fileio.spreadsheet_csv); JSON lines and
+    Parquet keep the exact names."""
     import json
 
     if fmt == "parquet":
         out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(out, index=False)
+        with atomic_path(out) as partial:
+            table.to_parquet(partial, index=False)
         return
     if fmt == "jsonl":
         text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in table.to_dict("records"))
     else:
-        text = table.to_csv(index=False, float_format="%.6f")
+        text = spreadsheet_csv(table, float_format="%.6f")
     if out is None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        from ilgnet.fileio import atomic_write_text
-
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, text)
 
@@ -213,7 +244,7 @@ def gallery_facts(model, args) -> dict[str, str]:
 def run(args) -> int:
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Skipped
-    from ilgnet.zoo.models import resolve_model
+    from ilgnet.zoo.models import check_mean_size, resolve_model
     from ilgnet.zoo.registry import PUBLISHED_MODELS
 
     if args.ray is not None:
@@ -224,7 +255,9 @@ def run(args) -> int:
         raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
                        f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
     found = collect_images(args.paths)
+    refuse_overwrites(args, model, found)
     check_names(found.photos, fmt)
+    check_mean_size(model)
     if not found.photos:
         raise BadInput(f"no photos in {' '.join(args.paths)} ({len(found.not_photos)} other files, "
                        f"{found.known_non_photos} known non-photos)")
@@ -243,6 +276,9 @@ def run(args) -> int:
         print(f"ilgnet predict: gallery in {args.html}", file=sys.stderr)
     passed_over = (f", {found.known_non_photos} known non-photos passed over (AppleDouble ._* files, folder "
                    f"metadata, text files)" if found.known_non_photos else "")
+    if found.repeated:
+        passed_over += (f", {found.repeated} repeated name{'s' if found.repeated > 1 else ''} of a file or folder "
+                        f"found already passed over (each photo is scored once)")
     print(f"ilgnet predict: scored {scored} photos, not scored {len(not_scored)}"
           f"{' (listed above)' if not_scored else ''}{passed_over}", file=sys.stderr)
     return 0 if scored else 1

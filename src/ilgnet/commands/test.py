@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import UsageError, existing_file, existing_folder, integer, model, output_file
+from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, integer, model, output_file,
+                                       refuse_overwrites)
 from ilgnet.errors import BadInput
-from ilgnet.fileio import require
+from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
 
 
 def register(subparsers) -> None:
@@ -68,7 +69,10 @@ def run(args) -> int:
     from ilgnet.data.folder import DataFolder
     from ilgnet.evaluation import caffe_engine, pycaffe_engine, results
     from ilgnet.evaluation.reports import PAPER, markdown_report, overlap_report, replay_report
-    from ilgnet.zoo.models import resolve_model
+    from dataclasses import replace
+
+    from ilgnet.bvlc.io import record_shape
+    from ilgnet.zoo.models import check_mean_size, resolve_model
 
     if args.replay:
         print(replay_report(args.replay), end="")
@@ -80,6 +84,14 @@ def run(args) -> int:
     mean = model.mean or data.mean_binaryproto
     require(data.lmdb("val"), folder=True)
     require(mean)
+    inputs = [(model.caffemodel, "the model's caffemodel"), (mean, "the mean image"),
+              *((data.lmdb("val") / name, "a file of the val LMDB") for name in ("data.mdb", "lock.mdb")),
+              *((path, f"the data folder's {path.name}") for path in (data.list_file("val"), data.list_file("train"),
+                                                                      data.split_json, data.lmdb_json)),
+              *(((model.train_list, "the model's training list"),) if model.train_list else ())]
+    refuse_overwrites([Output("--json", args.json), Output("--markdown", args.markdown),
+                       Output("--per-image", args.per_image)], inputs)
+    check_mean_size(replace(model, mean=mean), records=record_shape(data.lmdb("val")), lmdb=data.lmdb("val"))
     unreached, protocol = data.unreached("val"), args.protocol or data.protocol()
     if args.paper_protocol and not protocol:
         raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
@@ -108,13 +120,9 @@ def run(args) -> int:
         result["train_overlap"] = results.train_overlap(frame, model.train_list, data.list_file("val"))
         text = overlap_report(result["train_overlap"], model.name) + "\n" + text
     print(text, end="")
-    for path in (args.json, args.markdown, args.per_image):
+    for path, content in ((args.json, lambda: json.dumps(result, indent=2, allow_nan=False) + "\n"),
+                          (args.markdown, lambda: text), (args.per_image, lambda: spreadsheet_csv(frame))):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)     # checked writable before the scoring
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
-    if args.per_image:
-        frame.to_csv(args.per_image, index=False)
+            atomic_write_text(path, content())
     return 0

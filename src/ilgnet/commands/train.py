@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (UsageError, existing_file, existing_folder, gpus, integer, output_folder, real,
-                                       run_name)
+from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, gpus, integer, output_folder,
+                                       real, refuse_overwrites, run_name)
 from ilgnet.errors import BadInput, MissingFile
 
 
@@ -96,9 +96,15 @@ def run(args) -> int:
                            snapshot=args.snapshot, base_lr=args.base_lr)
     if args.accept_data_change and not args.resume:
         raise UsageError("--accept-data-change applies to --resume only")
+    data = DataFolder(args.data)
+    # The run folder gets copies of the data folder's mean and training list (ilgnet.zoo.models.write_model_json).
+    refuse_overwrites([Output("--name" if args.name else "--runs", options.run_dir / name)
+                       for name in ("mean.binaryproto", "train.txt")],
+                      [(data.mean_binaryproto, "the mean image of --data"), (data.list_file("train"), "the training "
+                                                                             "list of --data")])
     if args.resume and not snapshots(options.run_dir, "solverstate"):
         raise MissingFile(f"--resume: no .solverstate in {options.run_dir / 'snapshots'}")
-    val_lmdb = DataFolder(args.data).lmdb("val")
+    val_lmdb = data.lmdb("val")
     if args.val_batch and (val_lmdb / "data.mdb").is_file() and args.val_batch > (records := lmdb_size(val_lmdb)):
         raise UsageError(f"argument --val-batch: {args.val_batch} is more than the {records} records of {val_lmdb}")
     try:

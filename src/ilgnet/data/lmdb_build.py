@@ -43,7 +43,8 @@ from ilgnet.data.folder import ENCODINGS, SETS, DataFolder
 from ilgnet.data.images import BadImage, decode_image, encode_image
 from ilgnet.data.lmdb_inputs import file_stats, inputs_of, reasons_to_rebuild, write_file_stats
 from ilgnet.errors import BadInput, NoSpace, UserError
-from ilgnet.fileio import atomic_paths, atomic_write_json, atomic_write_text, filesystem, folder_lock, require
+from ilgnet.fileio import (atomic_paths, atomic_write_json, atomic_write_text, filesystem, folder_lock, require, size_of,
+                           size_text)
 from ilgnet.pools import pool_size, process_pool, shutdown
 
 MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 records
@@ -246,25 +247,11 @@ def _room(folder: DataFolder, plan: dict, to_build: list[str], resize: int, enco
     if encoding is None and needed > free:
         beside = " beside the finished ones, which they replace only once complete" if any(
             plan[name]["replaces"] for name in to_build) else ""
-        raise NoSpace(f"{filesystem(folder.root)} has {format_bytes(free)} free; the LMDBs to build in "
+        raise NoSpace(f"{filesystem(folder.root)} has {size_text(free)} free; the LMDBs to build in "
                       f"{folder.root} ({', '.join(folder.lmdb(name).name for name in to_build)}: "
                       f"{sum(len(plan[name]['frame']) for name in to_build):,} records of {record_bytes(resize):,} "
-                      f"bytes) need up to {format_bytes(needed)}{beside}; free some space and run it again")
+                      f"bytes) need up to {size_text(needed)}{beside}; free some space and run it again")
     return needed, free
-
-
-def format_bytes(count: float) -> str:
-    """A byte count as people read it (tqdm's format): 197kB, 51.2GB."""
-    from tqdm import tqdm
-
-    return tqdm.format_sizeof(count, "B", 1000)
-
-
-def _size(path: Path) -> int:
-    """Bytes of a file, or of the files in a folder."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
 
 def _write_error(err: Exception, folder: DataFolder, partials: list[Path], *, needed: int, free: int,
@@ -280,8 +267,8 @@ def _write_error(err: Exception, folder: DataFolder, partials: list[Path], *, ne
             or (lmdb_full and shutil.disk_usage(folder.root).free < needed):
         names = ", ".join(p.name.removesuffix(".partial") for p in partials if p.name.endswith("_lmdb.partial"))
         return NoSpace(f"{filesystem(folder.root)} is full: building {names} in {folder.root} needed up to "
-                       f"{format_bytes(needed)}{' (as raw records; encoded ones take less)' if encoding else ''}, "
-                       f"{format_bytes(free)} was free when it began and {format_bytes(sum(map(_size, partials)))} "
+                       f"{size_text(needed)}{' (as raw records; encoded ones take less)' if encoding else ''}, "
+                       f"{size_text(free)} was free when it began and {size_text(sum(map(size_of, partials)))} "
                        f"had been written; the partial output is removed and {kept}")
     if isinstance(err, (OSError, lmdb.Error)):
         return UserError(f"writing in {folder.root}: {err}; the partial output is removed and {kept}")

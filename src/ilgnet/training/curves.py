@@ -6,11 +6,13 @@ here (a rolling mean of that many displayed values, drawn beside the displayed o
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 
 from ilgnet.bvlc.logs import parse_train_log
+from ilgnet.fileio import atomic_write_bytes, atomic_write_text
 
 
 def loss_label(average_loss: int) -> str:
@@ -20,7 +22,7 @@ def loss_label(average_loss: int) -> str:
     return "train loss"
 
 
-def plot_curves(frame: pd.DataFrame, png: Path, *, title: str = "", smooth: int | None = None) -> Path:
+def plot_curves(frame: pd.DataFrame, png: Path | io.BytesIO, *, title: str = "", smooth: int | None = None) -> Path:
     """Training loss with test loss, test accuracy and learning rate against iteration, as a PNG; `smooth` adds
     the rolling mean of that many displayed training losses. Where the run diverged or saturated
     (frame.attrs, ilgnet.bvlc.logs.parse_train_log), a dashed line marks the iteration and the title says so."""
@@ -54,15 +56,17 @@ def plot_curves(frame: pd.DataFrame, png: Path, *, title: str = "", smooth: int 
     ax_lr.set_xlabel("iteration")
     ax_loss.set_title(title + "".join(f" -- {word} at iteration {at}" for at, word, _ in marks if at is not None))
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    fig.savefig(png, dpi=100, format="png")
     plt.close(fig)
     return png
 
 
 def write_curves(frame: pd.DataFrame, csv: Path, png: Path, *, title: str = "", smooth: int | None = None) -> None:
-    """parse_train_log's frame as CSV and as curves."""
-    frame.to_csv(csv, index=False)
-    plot_curves(frame, png, title=title, smooth=smooth)
+    """parse_train_log's frame as CSV and as curves, each written whole or not at all (ilgnet.fileio)."""
+    atomic_write_text(csv, frame.to_csv(index=False))
+    image = io.BytesIO()
+    plot_curves(frame, image, title=title, smooth=smooth)
+    atomic_write_bytes(png, image.getvalue())
 
 
 def write_train_summary(log: Path, *, accuracy_blob: str | None = None, csv: Path | None = None,

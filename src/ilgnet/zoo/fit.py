@@ -21,7 +21,7 @@ from ilgnet.bvlc.proto import TRAIN, NetParameter, SolverState
 from ilgnet.bvlc.shapes import param_shapes
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.fileio import require
-from ilgnet.zoo.download import PageLinks, looks_like_html
+from ilgnet.zoo.download import looks_like_html, page_title
 from ilgnet.zoo.models import SNAPSHOT_ITER
 
 Shapes = dict[str, list[tuple[int, ...]]]
@@ -50,7 +50,7 @@ def read_caffemodel(path: Path) -> NetParameter:
     if not data:
         raise BadInput(f"{path} is an empty file, not a Caffe model")
     if looks_like_html(data[:1024]):
-        title = PageLinks(data[:1 << 20].decode("utf-8", "replace")).title
+        title = page_title(data[:1 << 20].decode("utf-8", "replace"))
         raise BadInput(f"{path} is an HTML page titled {title or 'untitled'!r}, not a Caffe model (what a refused "
                        f"download leaves behind)")
     try:

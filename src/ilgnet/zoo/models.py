@@ -43,6 +43,9 @@ class Model:
     train_list: Path | None = None
     name: str = ""
     """How the user named it: a registry name, a run folder or the caffemodel's path."""
+    resize: int | None = None
+    """The side of the square its training photos were resized to (model.json's `resize`, the registry's), where
+    known: a mean image of another size is refused (`check_mean_size`)."""
 
 
 def published_model(name: str, models: Path = defaults.MODELS_DIR, *, mean: Path | str | None = None) -> Model:
@@ -65,7 +68,7 @@ def published_model(name: str, models: Path = defaults.MODELS_DIR, *, mean: Path
     caffemodel = fetched(name, optional=False)
     published_mean = fetched(entry.mean, optional=mean is not None)
     return Model(caffemodel, entry.fits_variant, Path(mean) if mean else published_mean,
-                 fetched(entry.train_list, optional=True), name=name)
+                 fetched(entry.train_list, optional=True), name=name, resize=entry.resize)
 
 
 def snapshot_iteration(path: Path) -> int:
@@ -137,7 +140,8 @@ def run_model(run_dir: Path, caffemodel: Path | None = None) -> Model:
         if file_digest(path) != in_effect[key]["sha256"]:
             raise BadInput(f"{path} changed after the run began: its sha256 is not the one {MODEL_JSON} records")
         files[key] = path
-    return Model(Path(caffemodel), record["variant"], files["mean"], files["train_list"], name=str(run_dir))
+    return Model(Path(caffemodel), record["variant"], files["mean"], files["train_list"], name=str(run_dir),
+                 resize=record.get("resize"))
 
 
 def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | str | None = None,
@@ -160,7 +164,29 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
     else:
         model = Model(path, None, None, name=str(path))
     return Model(model.caffemodel, variant or model.variant or "ilgnet", Path(mean) if mean else model.mean,
-                 model.train_list, name=model.name)
+                 model.train_list, name=model.name, resize=model.resize)
+
+
+def check_mean_size(model: Model, *, records: tuple[int, int] | None = None, lmdb: Path | None = None) -> None:
+    """A mean image of another size than the photos the model was trained on would resize every photo to that size
+    and score something the net never saw: BadInput when the model records its training size (`Model.resize`: a
+    run's model.json, the registry). A bare .caffemodel records none, so its mean is taken as it is. `records`:
+    the (height, width) of the records of `lmdb` the mean is subtracted from, which Caffe's Data layer needs equal
+    to the mean's (it aborts otherwise): BadInput when they differ. A per-channel mean (3 values) fits any size."""
+    from ilgnet.bvlc.io import load_mean
+
+    if model.mean is None:
+        return
+    mean = load_mean(model.mean)
+    if mean.ndim != 3:
+        return
+    height, width = mean.shape[1:]
+    if records is not None and tuple(records) != (height, width):
+        raise BadInput(f"the mean image {model.mean} is {width}x{height}, the records of {lmdb} are "
+                       f"{records[1]}x{records[0]}: Caffe subtracts one from the other and needs them equal")
+    if model.resize is not None and (height, width) != (model.resize, model.resize):
+        raise BadInput(f"the mean image {model.mean} is {width}x{height}, but {model.name} was trained on photos "
+                       f"resized to {model.resize}x{model.resize}: give the mean of its training data")
 
 
 def _data_record(run_dir: Path, data, *, copy: bool) -> dict:
