@@ -95,6 +95,7 @@ train --name .  =>  argument --name: run name '.': expected one folder name
 train --name ''  =>  argument --name: run name '': expected one folder name
 train --profile ava3 --data @DIR --cpu --runs @DIR/runs  =>  argument --profile: invalid choice
 train --profile ava2 --data @DIR --cpu --weights @NONE/w  =>  argument --weights: @NONE/w does not exist
+train --profile ava2 --data @DIR --cpu --seed -1  =>  argument --seed: must be at least 0, got -1
 train --profile ava2 --data @DIR --gpu first  =>  argument --gpu: expected a GPU id, ids separated by commas
 test --weights @NONE/m --data @DIR  =>  argument --weights: @NONE/m: not ilgnet-ava1 or ilgnet-ava2, and no such file
 test --weights @FILE --data @DIR --batch 0  =>  argument --batch: must be at least 1, got 0

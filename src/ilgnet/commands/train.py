@@ -49,6 +49,8 @@ def register(subparsers) -> None:
     parser.add_argument("--snapshot", type=integer(0),
                         help="snapshot every N iterations, 0 for only the final one (default: the profile's, "
                              "scaled to --max-iter like the test interval)")
+    parser.add_argument("--seed", type=integer(0),
+                        help="Caffe's random_seed: fillers, random crops and mirroring (default: Caffe draws one)")
     parser.set_defaults(func=run)
 
 
@@ -66,7 +68,7 @@ def run(args) -> int:
                            models_dir=args.models, gpu=args.gpu, docker=args.docker, resume=args.resume,
                            weights=args.weights, max_iter=args.max_iter, train_batch=args.train_batch,
                            val_batch=args.val_batch, display=args.display, test_interval=args.test_interval,
-                           snapshot=args.snapshot, base_lr=args.base_lr)
+                           snapshot=args.snapshot, base_lr=args.base_lr, seed=args.seed)
     if args.resume and not snapshots(options.run_dir, "solverstate"):
         raise MissingFile(f"--resume: no .solverstate in {options.run_dir / 'snapshots'}")
     val_lmdb = DataFolder(args.data).lmdb("val")

@@ -63,7 +63,9 @@ class TrainOptions:
     """What a training run is asked for, as `ilgnet train` takes it. None leaves a value to the solver profile or
     to the data (ilgnet.training.runs.plan completes them). gpu: None for CPU mode, else Caffe's -gpu value ("0",
     "0,1", "all"). weights: the initial caffemodel (default: the variant's pretrained model from the registry when it
-    is in models_dir, else random initialisation). resume: continue from the run's newest .solverstate."""
+    is in models_dir, else random initialisation). resume: continue from the run's newest .solverstate. seed: the
+    solver's random_seed, which seeds Caffe's fillers, random crops and mirroring (None: Caffe draws one), so two
+    seeds train differently and one seed repeats its run on the CPU."""
     variant: str
     profile: str
     data: Path
@@ -81,6 +83,7 @@ class TrainOptions:
     test_interval: int | None = None
     snapshot: int | None = None
     base_lr: float | None = None
+    seed: int | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -109,8 +112,8 @@ class Plan:
 
 
 def _check_counts(options: TrainOptions) -> None:
-    """The counts must be positive and the snapshot period non-negative (0: only the final snapshot), within
-    Caffe's int32."""
+    """The counts must be positive and the snapshot period and seed non-negative (snapshot 0: only the final
+    snapshot), within Caffe's int32."""
     counts = {"train_batch": options.train_batch, "val_batch": options.val_batch, "max_iter": options.max_iter,
               "display": options.display, "test_interval": options.test_interval, "snapshot": options.snapshot}
     bad = [f"{name} {value}" for name, value in counts.items()
@@ -118,6 +121,8 @@ def _check_counts(options: TrainOptions) -> None:
     if bad:
         raise BadInput(f"expected positive counts and a non-negative snapshot period, at most {defaults.INT32_MAX} "
                        f"(Caffe's int32), got {', '.join(bad)}")
+    if options.seed is not None and not 0 <= options.seed <= defaults.INT32_MAX:
+        raise BadInput(f"seed {options.seed}: expected 0 to {defaults.INT32_MAX}")
 
 
 def _check_data(data: DataFolder, v: Variant) -> None:
@@ -219,6 +224,8 @@ def write_run_files(checked: Plan) -> tuple[Path, object]:
     for field in ("display", "test_interval", "base_lr", "snapshot"):
         if getattr(options, field) is not None:
             setattr(params, field, getattr(options, field))
+    if options.seed is not None:
+        params.random_seed = options.seed
     params.snapshot_after_train = True          # what makes Ctrl-C (sigint_effect stop) leave a snapshot
     if any(layer.type == "BatchNorm" for layer in net.layer):
         # Untrained BatchNorm statistics are zero: a test pass before any training scores nothing (or NaN).
