@@ -275,7 +275,7 @@ def execute(plan: Plan, spec: RunSpec, *, gpu: str | None = None, docker: bool =
         return "running"
     try:
         _record(plan, spec, run_dir, state="started", message="",
-                attempt={"started": _now(), "host": socket.gethostname(), "gpu": gpu})
+                attempt={"started": _now(), "host": socket.gethostname(), "pid": os.getpid(), "gpu": gpu})
         try:
             caffemodel = _train(plan, spec, run_dir, gpu=gpu, docker=docker, progress=progress, notify=notify)
             evaluate_run(plan, spec, run_dir, caffemodel, gpu=gpu, docker=docker, progress=progress)

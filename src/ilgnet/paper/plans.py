@@ -33,6 +33,7 @@ built at 320 (data/ava2-320).
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +96,7 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Plan:
-    """The runs of a campaign, where they go (`runs_dir/<run name>`) and where their data is."""
+    """The runs of a campaign, where they go (`runs_dir/<run name>`) and where their data is (absolute paths)."""
     name: str
     runs: tuple[RunSpec, ...]
     runs_dir: Path
@@ -107,11 +108,16 @@ class Plan:
     """What a finished (evaluated) run keeps of its snapshots: all, the final caffemodel, or none."""
     source: str = field(default="built-in", compare=False)
 
+    def __post_init__(self):
+        # Absolute, so that processes and Ray workers started elsewhere find the same folders.
+        for name in ("runs_dir", "data_dir", "models_dir"):
+            object.__setattr__(self, name, Path(getattr(self, name)).resolve())
+
     def run_dir(self, spec: RunSpec) -> Path:
-        return (Path(self.runs_dir) / spec.name).resolve()
+        return self.runs_dir / spec.name
 
     def data_folder(self, spec: RunSpec) -> Path:
-        return Path(self.data_dir) / spec.data_key
+        return self.data_dir / spec.data_key
 
     def tables(self) -> tuple[str, ...]:
         """The tables at least one run counts in, in the paper's order."""
@@ -209,7 +215,9 @@ def read_plan(path: Path) -> Plan:
         try:
             document = tomllib.loads(read_text(path))
         except tomllib.TOMLDecodeError as err:
-            raise BadInput(f"{path}: not TOML: {err}") from None
+            where = re.search(r" \(at line (\d+), column \d+\)$", str(err))
+            raise BadInput(f"{path}:{where[1]}: not TOML: {str(err)[:where.start()]}" if where else
+                           f"{path}: not TOML: {err}") from None
         _keys(document, {"name", "tables", "seeds", "runs", "data", "models", "snapshots", "train", "synthetic", "run"},
               str(path))
         snapshots = document.get("snapshots", "all")
