@@ -12,6 +12,7 @@ from caffe_data import random_images, write_lmdb
 from ilgnet.cli import main
 from ilgnet.evaluation import caffe_engine as caffe_test
 from ilgnet.evaluation import pycaffe_engine as evaluation
+from ilgnet.evaluation.results import prefix_protocol
 
 pytest_plugins = ["caffe_data"]
 
@@ -74,3 +75,15 @@ def test_the_paper_protocol_is_caffe_tests_first_records(eleven, ilgnet_caffemod
         (plain / name).symlink_to(eleven / name)
     assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(plain), "--paper-protocol"]) == 1
     assert f"--paper-protocol: {plain / 'split.json'} names no paper protocol" in capsys.readouterr().err
+
+
+def test_the_paper_protocol_read_off_per_record_results_equals_caffe_test_past_the_end(eleven, ilgnet_caffemodel):
+    """What a campaign reports as the paper's protocol (ilgnet.evaluation.results.prefix_protocol) without running
+    `caffe test` again: 4 x 4 = 16 records of 11, wrapping around past the end as Caffe's Data layer does."""
+    mean = eleven / "mean.binaryproto"
+    measured = caffe_test.paper_protocol("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, batch=4,
+                                         iterations=4)
+    frame = evaluation.score_lmdb("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, 8, progress=False)
+    read_off = prefix_protocol(frame, batch=4, iterations=4)
+    assert read_off["images"] == measured["images"] == 16 and read_off["distinct_records"] == 11
+    assert read_off["accuracy"] == pytest.approx(measured["accuracy"], abs=1e-4)

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from conftest import SMALL
 from test_gallery import PROBE, chromium, chromium_args  # noqa: F401  (chromium: the fixture)
+from test_scale import local_ray  # noqa: F401  (the fixture: a local Ray runtime of 2 CPUs, joined by --ray)
 
 from ilgnet.bvlc.logs import parse_train_log
 from ilgnet.cli import main as ilgnet
@@ -120,15 +121,6 @@ def test_runs_that_diverge_or_fail_do_not_stop_the_others(caffe, data, tmp_path,
     assert len(record(tmp_path / "runs" / f"{SMALL}-ava2-seed2")["attempts"]) == 2
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray runtime with 2 CPUs, which `ilgnet campaign --ray` joins (it starts none of its own)."""
-    ray = pytest.importorskip("ray", reason="Ray is not installed (`pip install -e .[test]` brings it)")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
-
-
 def test_a_two_run_campaign_on_a_local_ray_runtime(caffe, data, tmp_path, local_ray, capsys):
     plan = write_plan(tmp_path, data, small_run(1) + small_run(2))
     assert ilgnet(["campaign", str(plan), "--ray", "--ray-cpus", "1", "--quiet"]) == 0
@@ -139,6 +131,14 @@ def test_a_two_run_campaign_on_a_local_ray_runtime(caffe, data, tmp_path, local_
         [attempt] = record(run)["attempts"]
         assert attempt["outcome"] == "finished" and attempt["pid"] != os.getpid()        # in a Ray worker
         assert json.loads((run / EVALUATION_JSON).read_text())["images"] == 10
+
+
+def test_two_runs_at_once_on_the_cpu_each_in_a_process_of_its_own(caffe, data, tmp_path, capsys):
+    plan = write_plan(tmp_path, data, small_run(1) + small_run(2))
+    assert ilgnet(["campaign", str(plan), "--jobs", "2", "--quiet"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("2 finished")
+    pids = {record(tmp_path / "runs" / f"{SMALL}-ava2-seed{seed}")["attempts"][0]["pid"] for seed in (1, 2)}
+    assert len(pids) == 2 and os.getpid() not in pids
 
 
 def test_a_seed_repeats_its_run_and_another_seed_differs(caffe, data, tmp_path):

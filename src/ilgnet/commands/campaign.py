@@ -62,7 +62,7 @@ def _notify(message: str) -> None:
 
 
 def run(args) -> int:
-    from ilgnet.bvlc.tools import gpu_count
+    from ilgnet.bvlc.tools import gpu_count, require_gpus
     from ilgnet.errors import UserError
     from ilgnet.paper.campaign import run_campaign, status, status_table
     from ilgnet.paper.plans import load_plan
@@ -74,6 +74,8 @@ def run(args) -> int:
     chosen = load_plan(args.plan, seeds=args.seeds, runs_dir=args.runs, data_dir=args.data, models_dir=args.models)
     devices = None
     if args.gpus:
+        if not args.docker:
+            require_gpus(args.gpus)             # one line now, not a failed run per GPU later
         devices = [str(i) for i in range(gpu_count())] if args.gpus == "all" else args.gpus.split(",")
     if args.status:
         print(status_table(status(chosen)), end="")

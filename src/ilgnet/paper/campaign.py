@@ -50,7 +50,7 @@ from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.tables import PROFILE_COLUMNS
 from ilgnet.paper.timing import environment
-from ilgnet.training.runs import TrainingDiverged, TrainOptions, train
+from ilgnet.training.runs import SNAPSHOT_ITER, TrainingDiverged, TrainOptions, train
 from ilgnet.zoo.models import run_model, snapshots
 
 CAMPAIGN_JSON = "campaign.json"
@@ -186,6 +186,8 @@ def run_state(plan: Plan, spec: RunSpec) -> RunState:
             raise BadInput(f"{run_dir} exists and was not made by a campaign: give the plan another runs folder")
         return RunState(spec, run_dir, "not started")
     iteration, accuracy, rate = _progress(spec, run_dir)
+    saved = [int(SNAPSHOT_ITER.search(p.name)[1]) for p in snapshots(run_dir, "solverstate")]
+    iteration = max([i for i in (iteration, *saved) if i is not None], default=None)
     state, message = folder_state(run_dir, record)
     finished = state == "finished"
     eta = None
@@ -399,9 +401,9 @@ def _run_in_processes(plan: Plan, specs: list[RunSpec], slots: list[str | None],
 
 def _ray_task(plan: Plan, spec: RunSpec, docker: bool) -> str:
     """A Ray task's run: on the GPU Ray gave it (CUDA_VISIBLE_DEVICES shows it as device 0), else on the CPU."""
-    import ray
+    from ilgnet.scoring.cluster import import_ray
 
-    return execute(plan, spec, gpu="0" if ray.get_gpu_ids() else None, docker=docker, progress=False)
+    return execute(plan, spec, gpu="0" if import_ray().get_gpu_ids() else None, docker=docker, progress=False)
 
 
 def _run_on_ray(plan: Plan, specs: list[RunSpec], address: str, *, cpus: float | None, docker: bool,
