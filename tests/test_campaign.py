@@ -14,7 +14,6 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from conftest import SMALL
 from test_gallery import PROBE, chromium, chromium_args  # noqa: F401  (chromium: the fixture)

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
                     "plans table2, table3, table4 and paper (all three), or a TOML plan file (docs/PAPER.md). Runs "
                     "that are finished are skipped, interrupted ones resumed from their newest snapshot, failed ones "
                     "tried again; a run that diverges or fails is recorded and the others go on. Prints one status "
-                    "table of all runs (state, iteration, last test accuracy, ETA); exit status 1 when a run "
+                    "table of all runs (state, iteration, accuracy, ETA); exit status 1 when a run "
                     "diverged or failed, 130 after a Ctrl-C (running runs snapshot first).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("plan", type=plan, metavar="PLAN", help="table2, table3, table4, paper, or a plan file (.toml)")

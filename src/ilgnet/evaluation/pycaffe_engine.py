@@ -23,16 +23,17 @@ from ilgnet.scoring.scorer import Scorer, batched
 
 
 def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, batch: int = defaults.VAL_BATCH, *,
-               gpu: int | None = None, progress: bool = True,
+               gpu: int | None = None, progress: bool = True, check: bool = True,
                on_batch: Callable[[Scorer, tuple, tuple], None] | None = None) -> pd.DataFrame:
     """Per-record results: ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order.
     on_batch(scorer, keys, labels) is called after each forward pass, while the net's blobs hold that batch (a caller
-    reads inner layers there). Raises BadInput when a record's size differs from the mean image's (Caffe's Data
-    layer would abort)."""
+    reads inner layers there). check: compare the weights with the net first (ilgnet.zoo.fit); off only for a
+    snapshot Caffe wrote of this very net. Raises BadInput when a record's size differs from the mean image's
+    (Caffe's Data layer would abort)."""
     total = lmdb_size(lmdb_path)
     if total == 0:
         raise BadInput(f"{lmdb_path} holds no records; build it again with `ilgnet lmdb`")
-    scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu)
+    scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu, check=check)
 
     def inputs():
         for key, image, label in tqdm(lmdb_records(lmdb_path), total=total, unit="img", desc="ilgnet test",

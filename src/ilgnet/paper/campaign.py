@@ -81,8 +81,9 @@ class RunBusy(UserError):
 
 @dataclass(frozen=True)
 class RunState:
-    """Where one run of a plan stands: its state, the last iteration and test accuracy its log shows, and the
-    seconds it still needs at its own pace (None where not known)."""
+    """Where one run of a plan stands: its state, the last iteration its log or snapshots show, its accuracy (the
+    last test pass in its log; once finished, on every val record once), and the seconds it still needs at its own
+    pace (None where not known)."""
     spec: RunSpec
     run_dir: Path
     state: str
@@ -193,6 +194,8 @@ def run_state(plan: Plan, spec: RunSpec) -> RunState:
     eta = None
     if state in ("running", "interrupted") and rate and iteration is not None:
         eta = max(0.0, (spec.max_iter - iteration) / rate)
+    if finished:
+        accuracy = json.loads((run_dir / EVALUATION_JSON).read_text()).get("accuracy", accuracy)
     return RunState(spec, run_dir, state, spec.max_iter if finished else iteration, accuracy, eta, message)
 
 
@@ -237,13 +240,15 @@ def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, 
     model = run_model(run_dir, caffemodel)
     data = DataFolder(plan.data_folder(spec))
     device = None if gpu is None else int(gpu.split(",")[0])
+    batch = spec.options.get("val_batch") or defaults.VAL_BATCH          # the memory the plan allowed its test net
     features = FeatureCollector(FIG5_PHOTOS) if spec.variant in FIG5_VARIANTS and not docker else None
     if docker:
-        frame = caffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), model.mean,
-                                        defaults.VAL_BATCH, gpu=device, docker=True)
+        frame = caffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), model.mean, batch,
+                                        gpu=device, docker=True)
     else:
-        frame = pycaffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), model.mean, gpu=device,
-                                          progress=progress, on_batch=features)
+        # The snapshot is Caffe's own of this run's net: checking it against the net again would only cost time.
+        frame = pycaffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), model.mean, batch,
+                                          gpu=device, progress=progress, check=False, on_batch=features)
     result = summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
                        mean_file=model.mean)
     protocol = PROFILE_COLUMNS[spec.profile][0]
@@ -483,9 +488,10 @@ def _duration(seconds: float | None) -> str:
 
 
 def status_table(states: list[RunState]) -> str:
-    """The runs as a markdown table: state, iteration of max_iter, last test accuracy, ETA, and the message of a
-    diverged, failed or running one; with the count per state and the time the unfinished runs still need."""
-    lines = ["| run | tables | state | iteration | last test accuracy | ETA | note |", "|---|---|---|---:|---:|---:|---|"]
+    """The runs as a markdown table: state, iteration of max_iter, accuracy (the last test pass in the log; of a
+    finished run, on every val record once), ETA, and the message of a diverged, failed or running one; with the
+    count per state and the time the unfinished runs still need."""
+    lines = ["| run | tables | state | iteration | accuracy | ETA | note |", "|---|---|---|---:|---:|---:|---|"]
     for s in states:
         iteration = "-" if s.iteration is None else f"{s.iteration:,} / {s.spec.max_iter:,}"
         accuracy = "-" if s.accuracy is None else f"{100 * s.accuracy:.2f} %"

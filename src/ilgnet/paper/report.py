@@ -28,15 +28,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ilgnet.bvlc.io import lmdb_size
+from ilgnet.bvlc.io import lmdb_size, read_prototxt
 from ilgnet.bvlc.logs import parse_train_log
 from ilgnet.bvlc.proto import TRAIN, NetParameter
-from ilgnet.bvlc.io import read_prototxt
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.evaluation.reports import PAPER
 from ilgnet.fileio import atomic_write_json, atomic_write_text, file_digest
-from ilgnet.nets import VARIANTS, get_variant
+from ilgnet.nets import VARIANTS
 from ilgnet.paper import figures
 from ilgnet.paper.campaign import CAMPAIGN_JSON, EVALUATION_JSON, MAPS, SCORES_CSV, folder_state, read_record
 from ilgnet.paper.plans import Plan, RunSpec
@@ -188,12 +187,14 @@ def _train_batch_and_images(run: RunResult) -> tuple[int, int]:
 
 def time_rows(runs: list[RunResult], times: dict[str, dict]) -> list[dict]:
     """Table 4: per net (Table 4's first, then every other net with runs): its training time from the finished runs
-    that count in Table 4 (else all its finished runs), and its test time measured now."""
+    that count in Table 4 (else those on Table 4's solver profile, else all its finished runs), and its test time
+    measured now."""
     order = list(TABLE_RUNS["table4"][0]) + [v for v in VARIANTS if v not in TABLE_RUNS["table4"][0]]
     rows = []
     for variant in order:
         finished = [r for r in runs if r.spec.variant == variant and r.state == "finished"]
-        chosen = [r for r in finished if "table4" in r.tables] or finished
+        chosen = ([r for r in finished if "table4" in r.tables] or
+                  [r for r in finished if r.spec.profile in TABLE_RUNS["table4"][1]] or finished)
         if variant not in TABLE_RUNS["table4"][0] and not chosen:
             continue
         row = {"variant": variant, "runs": [str(r.run_dir) for r in chosen], "test": times.get(variant),
@@ -211,6 +212,15 @@ def time_rows(runs: list[RunResult], times: dict[str, dict]) -> list[dict]:
                                                zip(chosen, batches)))
         rows.append(row)
     return rows
+
+
+def _run_row(run: RunResult, out: Path) -> list[str]:
+    """A run as the report's table of runs shows it: its state, seed, overrides, machine and Caffe."""
+    env = run.record.get("environment") or {}
+    build = env.get("build") or {}
+    return [_link(run, out), ", ".join(run.tables) or "-", run.state + (f": {run.message}" if run.message else ""),
+            str(run.spec.seed), ", ".join(f"{k} {v}" for k, v in run.spec.train) or "-", _hardware(run.record),
+            str(env.get("caffe", "-")), build.get("cuda_runtime") or "none", build.get("cudnn") or "none"]
 
 
 def _hardware(record: dict) -> str:
@@ -353,6 +363,11 @@ def _sections(report: dict, out: Path) -> list[tuple]:
               f"1610.02256 (WCSP 2016; the later versions add the BatchNorm and Inception-v3/v4 nets). The paper's "
               f"figures this toolkit knows are those its published `caffe test` logs back; every other paper cell "
               f"says \"{NOT_KNOWN}\". Each of our numbers links to the run folders it comes from.")]
+    synthetic = [d["folder"] for d in report["data"] if d["synthetic"]]
+    if synthetic:
+        blocks.append(("p", f"**{len(synthetic)} of the {len(report['data'])} data folders are synthetic** "
+                            f"(ilgnet.data.synthetic, generated photos in AVA's layout): their numbers show the "
+                            f"pipeline at work, not how the nets do on AVA."))
     for table in ("table2", "table3"):
         header, rows = _accuracy_table(report["tables"][table], runs, out)
         blocks += [("h", TITLES[table]), ("table", header, rows)]
@@ -403,15 +418,8 @@ def _sections(report: dict, out: Path) -> list[tuple]:
         blocks.append(("p", f"no finished run of {' or '.join(figures.FIG5_VARIANTS)}"))
     blocks += [("h", "Differences from the paper's protocol"), ("p", "See docs/REPRODUCING.md for the evidence.")]
     blocks += [("p", f"- {line}") for line in DIFFERENCES]
-    blocks += [("h", "Runs"), ("table", ["run", "tables", "state", "seed", "overrides", "machine", "Caffe", "CUDA",
-                                         "cuDNN"],
-                               [[_link(r, out), ", ".join(r.tables) or "-", r.state + (f": {r.message}" if r.message
-                                                                                       else ""),
-                                 str(r.spec.seed), ", ".join(f"{k} {v}" for k, v in r.spec.train) or "-",
-                                 _hardware(r.record), str((r.record.get("environment") or {}).get("caffe", "-")),
-                                 str(((r.record.get("environment") or {}).get("build") or {}).get("cuda", "-")),
-                                 str(((r.record.get("environment") or {}).get("build") or {}).get("cudnn", "-"))]
-                                for r in runs])]
+    blocks += [("h", "Runs"), ("table", ["run", "tables", "state", "seed", "overrides", "machine", "Caffe",
+                                         "CUDA runtime", "cuDNN"], [_run_row(r, out) for r in runs])]
     blocks += [("h", "Data folders"),
                ("table", ["folder", "partition", "seed", "delta", "synthetic", "resize", "train / val records",
                           "sha256 train.txt", "sha256 val.txt", "sha256 mean.binaryproto"],
@@ -447,6 +455,7 @@ def markdown(blocks: list[tuple]) -> str:
 
 LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 CODE = re.compile(r"`([^`]+)`")
+BOLD = re.compile(r"\*\*([^*]+)\*\*")
 STYLE = """body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:12px;color:#222}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto}
 th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top} th{background:#f0f0ee}
@@ -456,6 +465,7 @@ img{max-width:100%;height:auto} h1{font-size:1.4em} h2{font-size:1.15em;margin-t
 def _inline_html(text: str) -> str:
     escaped = html.escape(text, quote=False)
     escaped = CODE.sub(lambda m: f"<code>{m[1]}</code>", escaped)
+    escaped = BOLD.sub(lambda m: f"<strong>{m[1]}</strong>", escaped)
     return LINK.sub(lambda m: f'<a href="{html.escape(m[2])}">{m[1]}</a>', escaped)
 
 
