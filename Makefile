@@ -25,14 +25,26 @@ GPU ?=
 DOCKER ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
-.PHONY: help setup setup-cuda setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
-	evaluate weights bench-lmdb bench-predict bench-ray docker-build docker-build-cpu clean campaign report paper paper-data \
-	paper-demo
+# Setup runs by itself only when it has not finished in $(VENV) yet or a recipe file changed since: the targets
+# depend on the stamps tools/setup.sh writes when done. It builds the mode recorded in $(VENV)/ilgnet-setup.json
+# (cpu or cuda, chosen on the first setup); only `make setup-cuda` and `make setup-cpu` change it.
+SETUP := ILGNET_VENV=$(abspath $(VENV)) bash tools/setup.sh
+SETUP_STAMP := $(VENV)/.setup-stamp
+PACKAGE_STAMP := $(VENV)/.ilgnet-deps
+RECIPE := tools/setup.sh tools/build-caffe.sh tools/cuda-wheels.sh tools/caffe-patches \
+	$(wildcard tools/caffe-patches/*.patch) pyproject.toml
+
+.PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb \
+	ava2-lmdb train train-ava1 train-ava2 evaluate weights bench-lmdb bench-predict bench-ray docker-build \
+	docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
 
 help:
-	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
-	@echo "make setup-cuda   the same with a CUDA build of Caffe"
-	@echo "make test         run the whole test suite against the real Caffe (runs setup and test-tools first)"
+	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV); the first setup picks the"
+	@echo "                  build mode (cuda when nvidia-smi lists a GPU, else cpu), later ones keep it"
+	@echo "make setup-cuda   the same with a CUDA build of Caffe, recorded as the mode from now on"
+	@echo "make setup-cpu    the same with a CPU-only build, recorded as the mode from now on"
+	@echo "                  (other targets run setup only when it never finished or a recipe file changed)"
+	@echo "make test         run the whole test suite against the real Caffe (after setup where needed, and test-tools)"
 	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
 	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; about a minute)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
@@ -52,22 +64,34 @@ help:
 	@echo "                  .toml file); RAY=auto for a Ray cluster; resumes what was interrupted (ilgnet campaign)"
 	@echo "make report PLAN=...   its tables and figures beside the paper's (ilgnet report runs/PLAN)"
 	@echo "make paper        (AVA, GPU machine) paper-data, the whole campaign on GPUS (default all), then the report"
-	@echo "make paper-demo   the same on a synthetic AVA at toy size, on the CPU (about 15 minutes on 2 cores)"
+	@echo "make paper-demo   the same on a synthetic AVA at toy size, on the CPU: 23 toy runs, then the report"
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models (ilgnet weights fetch)"
 	@echo "                  (ilgnet weights fetch inception-v3 / inception-v4 for the ilgnet-inc3/4 trunks)"
 	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine)"
 	@echo "make bench-lmdb / bench-predict / bench-ray   throughput benchmarks"
+	@echo "make clean        delete what is rebuilt cheaply: work/ (the demo's), Python and pytest caches"
+	@echo "                  (keeps runs/, models/, data/ and the cached Caffe builds)"
+	@echo "make clean-runs   delete runs/: every training run, with its snapshots and logs"
 
 setup:
-	bash tools/setup.sh
+	$(SETUP)
 
 setup-cuda:
-	bash tools/setup.sh --cuda
+	$(SETUP) --cuda
+
+setup-cpu:
+	$(SETUP) --cpu
 
 setup-python:
-	bash tools/setup.sh --python-only
+	$(SETUP) --python-only
 
-test: setup test-tools
+$(SETUP_STAMP): $(RECIPE)
+	$(SETUP)
+
+$(PACKAGE_STAMP): tools/setup.sh pyproject.toml
+	$(SETUP) --python-only
+
+test: $(SETUP_STAMP) test-tools
 	$(PY) -m pytest tests
 
 # Debian's Chromium, which the gallery's browser tests open headless (tests/test_gallery.py).
@@ -77,19 +101,19 @@ test-tools:
 	  $$sudo apt-get update -qq && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
-test-fast: setup-python
+test-fast: $(PACKAGE_STAMP)
 	$(PY) -m pytest -m "not caffe" tests
 
-doctor: setup
+doctor: $(SETUP_STAMP)
 	$(ILGNET) doctor
 
-prototxt: setup
+prototxt: $(SETUP_STAMP)
 	$(ILGNET) gen
 
-nets: setup
+nets: $(SETUP_STAMP)
 	$(ILGNET) nets
 
-ava1-lmdb: setup
+ava1-lmdb: $(SETUP_STAMP)
 ifeq ($(ILGNET_REPO),)
 	$(ILGNET) split ava1 --ava-txt $(AVA_TXT) --delta $(DELTA) --seed $(SEED) --out $(AVA1_DATA)
 else
@@ -97,7 +121,7 @@ else
 endif
 	$(ILGNET) lmdb --split $(AVA1_DATA) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
-ava2-lmdb: setup
+ava2-lmdb: $(SETUP_STAMP)
 ifeq ($(ILGNET_REPO),)
 	$(ILGNET) split ava2 --ava-txt $(AVA_TXT) --seed $(SEED) --out data/ava2$(SUFFIX)
 else
@@ -105,23 +129,28 @@ else
 endif
 	$(ILGNET) lmdb --split data/ava2$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
-train: setup
+train: $(SETUP_STAMP)
 	$(ILGNET) train --variant $(VARIANT) --profile $(PROFILE) --data $(DATA) --name $(RUN) $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-train-ava1: setup
+train-ava1: $(SETUP_STAMP)
 	$(ILGNET) train --variant ilgnet --profile ava1-delta$(DELTA) --data $(AVA1_DATA) --name ilgnet-ava1 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-train-ava2: setup
+train-ava2: $(SETUP_STAMP)
 	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-evaluate: setup
-	$(if $(WEIGHTS),,$(error make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>))
+# Refused while the Makefile is read, before setup or anything else runs.
+ifneq ($(filter evaluate,$(MAKECMDGOALS)),)
+ifeq ($(WEIGHTS),)
+$(error make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>)
+endif
+endif
+evaluate: $(SETUP_STAMP)
 	$(ILGNET) test --weights $(WEIGHTS) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) $(if $(GPU),--gpu $(GPU)) $(if $(DOCKER),--docker) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
 
-weights: setup
+weights: $(SETUP_STAMP)
 	$(ILGNET) weights fetch bvlc_googlenet ilgnet-ava1 ilgnet-ava2
 
-demo: setup
+demo: $(SETUP_STAMP)
 	$(ILGNET) demo
 
 # The paper's campaign (docs/PAPER.md). PLAN: table2, table3, table4, paper or a plan file; GPUS: ids or all; RAY: a
@@ -132,13 +161,13 @@ RAY ?=
 PLAN_NAME = $(basename $(notdir $(PLAN)))
 PAPER_DATA := ava1 ava1-delta1 ava2 ava1-320 ava1-delta1-320 ava2-320
 
-campaign: setup
+campaign: $(SETUP_STAMP)
 	$(ILGNET) campaign $(PLAN) $(if $(RAY),--ray $(RAY),$(if $(GPUS),--gpus $(GPUS),--cpu))
 
-report: setup
+report: $(SETUP_STAMP)
 	$(ILGNET) report runs/$(PLAN_NAME) --out reports/$(PLAN_NAME) $(if $(GPU),--gpu $(GPU))
 
-paper-data: setup
+paper-data: $(SETUP_STAMP)
 	@for folder in $(PAPER_DATA); do \
 	  [ -f data/$$folder/lmdb.json ] && continue; \
 	  set=$${folder%-320}; resize=$$([ "$$folder" = "$$set" ] && echo 256 || echo 320); \
@@ -149,17 +178,17 @@ paper: paper-data
 	$(ILGNET) campaign paper $(if $(RAY),--ray $(RAY),--gpus $(or $(GPUS),all))
 	$(ILGNET) report runs/paper --out reports/paper --plan paper $(if $(GPU),--gpu $(GPU))
 
-paper-demo: setup
+paper-demo: $(SETUP_STAMP)
 	$(ILGNET) campaign plans/paper-demo.toml --cpu
 	$(ILGNET) report work/paper-demo/runs --out work/paper-demo/report --plan plans/paper-demo.toml
 
-bench-lmdb: setup
+bench-lmdb: $(SETUP_STAMP)
 	$(PY) tools/bench_lmdb.py
 
-bench-predict: setup
+bench-predict: $(SETUP_STAMP)
 	$(PY) tools/bench_predict.py
 
-bench-ray: setup
+bench-ray: $(SETUP_STAMP)
 	$(PY) tools/bench_ray.py
 
 # CA=/etc/ssl/certs/ca-certificates.crt lends pip and apt a CA bundle during the build only (behind a TLS proxy).
@@ -170,7 +199,11 @@ docker-build-cpu:
 	DOCKER_BUILDKIT=1 docker build $(if $(CA),--secret id=ca,src=$(CA)) -f Dockerfile.cpu -t ilgnet-caffe:cpu .
 
 clean:
-	rm -rf runs work
+	rm -rf work .pytest_cache
+	find src tests tools -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-runs:
+	rm -rf runs
 
 # ---- GPU bundle and check, Docker smoke test (docs/GPU.md, docs/DOCKER.md) ----
 .PHONY: gpu-bundle gpu-check docker-smoke

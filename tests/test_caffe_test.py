@@ -1,5 +1,6 @@
 """`ilgnet test --engine caffe`: the real `caffe test` binary reads every val record exactly once (a second run for
-the remainder when the count has no good divisor) and agrees with the pycaffe engine record by record."""
+the remainder when the count has no good divisor) and agrees with the pycaffe engine record by record, on the
+small variant's calibrated stand-in model."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from caffe_data import random_images, write_lmdb
+from conftest import SMALL
 
 from ilgnet.cli import main
 from ilgnet.evaluation import caffe_engine as caffe_test
@@ -38,22 +40,22 @@ def test_coverage_reads_every_record_once():
 
 
 @pytest.mark.parametrize("max_batch", [8, 11])
-def test_caffe_test_agrees_with_pycaffe_record_by_record(eleven, ilgnet_caffemodel, max_batch):
+def test_caffe_test_agrees_with_pycaffe_record_by_record(eleven, small_caffemodel, max_batch):
     mean = eleven / "mean.binaryproto"
-    ours = evaluation.score_lmdb("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, max_batch, progress=False)
-    caffes = caffe_test.score_lmdb("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, max_batch)
+    ours = evaluation.score_lmdb(SMALL, small_caffemodel, eleven / "val_lmdb", mean, max_batch, progress=False)
+    caffes = caffe_test.score_lmdb(SMALL, small_caffemodel, eleven / "val_lmdb", mean, max_batch)
     assert caffes.attrs["batch"] == max_batch
     assert caffes["key"].tolist() == ours["key"].tolist() and caffes["label"].tolist() == LABELS
     np.testing.assert_allclose(caffes[["p_0", "p_1"]].to_numpy(), ours[["p_0", "p_1"]].to_numpy(), atol=1e-5)
     assert caffes["predicted"].tolist() == ours["predicted"].tolist()
 
 
-def test_the_cli_prints_the_same_table_from_either_engine(eleven, ilgnet_caffemodel, tmp_path, capsys):
+def test_the_cli_prints_the_same_table_from_either_engine(eleven, small_caffemodel, tmp_path, capsys):
     results = {}
     for engine in ("pycaffe", "caffe"):
         out = tmp_path / f"{engine}.json"
-        assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(eleven), "--batch", "8",
-                     "--engine", engine, "--json", str(out)]) == 0
+        assert main(["test", "--weights", str(small_caffemodel), "--variant", SMALL, "--data", str(eleven),
+                     "--batch", "8", "--engine", engine, "--json", str(out)]) == 0
         results[engine] = json.loads(out.read_text())
         assert "| images scored | 11 (every val record once) |" in capsys.readouterr().out
     assert results["caffe"]["engine"] == "caffe" and results["caffe"]["forward_passes"] == 2
@@ -61,11 +63,11 @@ def test_the_cli_prints_the_same_table_from_either_engine(eleven, ilgnet_caffemo
         assert results["caffe"][key] == results["pycaffe"][key], key
 
 
-def test_the_paper_protocol_is_caffe_tests_first_records(eleven, ilgnet_caffemodel, tmp_path, capsys):
+def test_the_paper_protocol_is_caffe_tests_first_records(eleven, small_caffemodel, tmp_path, capsys):
     mean = eleven / "mean.binaryproto"
-    measured = caffe_test.paper_protocol("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, batch=2,
+    measured = caffe_test.paper_protocol(SMALL, small_caffemodel, eleven / "val_lmdb", mean, batch=2,
                                          iterations=3)
-    first_six = evaluation.score_lmdb("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, 6,
+    first_six = evaluation.score_lmdb(SMALL, small_caffemodel, eleven / "val_lmdb", mean, 6,
                                       progress=False).iloc[:6]
     assert (measured["images"], measured["records"]) == (6, 11)
     assert measured["accuracy"] == pytest.approx((first_six["predicted"] == first_six["label"]).mean())
@@ -73,7 +75,8 @@ def test_the_paper_protocol_is_caffe_tests_first_records(eleven, ilgnet_caffemod
     plain.mkdir()
     for name in ("val_lmdb", "mean.binaryproto"):
         (plain / name).symlink_to(eleven / name)
-    assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(plain), "--paper-protocol"]) == 1
+    assert main(["test", "--weights", str(small_caffemodel), "--variant", SMALL, "--data", str(plain),
+                 "--paper-protocol"]) == 1
     assert f"--paper-protocol: {plain / 'split.json'} names no paper protocol" in capsys.readouterr().err
 
 

@@ -19,15 +19,16 @@ from ilgnet.evaluation.pycaffe_engine import evaluate, score_lmdb
 from ilgnet.evaluation.reports import markdown_report
 from ilgnet.nets import train_val
 
-pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files
+pytest_plugins = ["caffe_data"]     # small_dataset and the stand-in models, shared across test files
 
 
 def caffe_test_per_record(data, model, tmp_path):
-    """`caffe test` at batch 1 for exactly len(VAL_LABELS) iterations, on the ilgnet train_val with a Softmax
-    output added: per record, Caffe's own probabilities and top-1 hit."""
-    net = train_val("ilgnet", train_lmdb=data / "train_lmdb", val_lmdb=data / "val_lmdb",
+    """`caffe test` at batch 1 for exactly len(VAL_LABELS) iterations, on the SMALL variant's train_val with a
+    Softmax output added: per record, Caffe's own probabilities and top-1 hit."""
+    net = train_val(SMALL, train_lmdb=data / "train_lmdb", val_lmdb=data / "val_lmdb",
                     mean_file=data / "mean.binaryproto", train_batch=1, val_batch=1)
-    net.layer.add(name="prob", type="Softmax", bottom=["loss1/classifier_cjy"], top=["prob"])
+    classifier = next(layer for layer in net.layer if layer.type == "Accuracy").bottom[0]
+    net.layer.add(name="prob", type="Softmax", bottom=[classifier], top=["prob"])
     (tmp_path / "test.prototxt").write_text(str(net))
     out = run_tool("caffe", ["test", "-model", tmp_path / "test.prototxt", "-weights", model,
                              "-iterations", len(VAL_LABELS)]).stdout
@@ -37,26 +38,27 @@ def caffe_test_per_record(data, model, tmp_path):
     return np.array(probs).reshape(-1, 2), np.array(hits), final
 
 
-def test_every_record_once_matching_caffe_test(small_dataset, ilgnet_caffemodel, tmp_path):
+def test_every_record_once_matching_caffe_test(small_dataset, small_caffemodel, tmp_path):
     val, mean = small_dataset / "val_lmdb", small_dataset / "mean.binaryproto"
-    frame = score_lmdb("ilgnet", ilgnet_caffemodel, val, mean, batch=2, progress=False)
+    frame = score_lmdb(SMALL, small_caffemodel, val, mean, batch=2, progress=False)
     assert frame["key"].tolist() == [f"{i:08d}_{i}" for i in range(len(VAL_LABELS))]
     assert frame["label"].tolist() == VAL_LABELS
 
     assert set(frame["predicted"]) == {0, 1}       # a model that tells the records apart (see the fixture)
-    caffe_probs, caffe_hits, caffe_accuracy = caffe_test_per_record(small_dataset, ilgnet_caffemodel, tmp_path)
+    caffe_probs, caffe_hits, caffe_accuracy = caffe_test_per_record(small_dataset, small_caffemodel, tmp_path)
     np.testing.assert_allclose(frame[["p_0", "p_1"]].to_numpy(), caffe_probs, rtol=1e-4, atol=1e-6)
     assert (frame["predicted"] == frame["label"]).astype(float).tolist() == caffe_hits.tolist()
 
-    result = evaluate("ilgnet", ilgnet_caffemodel, val, mean, batch=2, progress=False)
+    result = evaluate(SMALL, small_caffemodel, val, mean, batch=2, progress=False)
     assert (result["images"], result["forward_passes"]) == (5, 3)
     assert result["correct"] == int(caffe_hits.sum())
     assert result["accuracy"] == pytest.approx(caffe_accuracy)
 
 
-def test_cli_writes_json_markdown_and_per_image_csv(small_dataset, ilgnet_caffemodel, tmp_path, capsys):
+def test_cli_writes_json_markdown_and_per_image_csv(small_dataset, small_caffemodel, tmp_path, capsys):
     out = {name: tmp_path / name for name in ("m.json", "m.md", "per_image.csv")}
-    assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(small_dataset), "--batch", "3",
+    assert main(["test", "--weights", str(small_caffemodel), "--variant", SMALL, "--data", str(small_dataset),
+                 "--batch", "3",
                  "--json", str(out["m.json"]), "--markdown", str(out["m.md"]),
                  "--per-image", str(out["per_image.csv"])]) == 0
     result = json.loads(out["m.json"].read_text())
@@ -147,7 +149,7 @@ def test_caffe_test_needs_a_binaryproto_mean(stand_in, tiny_data, tmp_path, caps
                                            f"from a .binaryproto only (the pycaffe engine reads .npy too)\n")
 
 
-def test_val_images_that_never_reached_the_lmdb_are_stated(ilgnet_caffemodel, tmp_path, capsys):
+def test_val_images_that_never_reached_the_lmdb_are_stated(small_caffemodel, tmp_path, capsys):
     """3 of the 5 val photos listed reach the LMDB: the table says so beside the scores of those 3, and the JSON
     keeps the counts; the outputs' folders are made once the scores are in."""
     from caffe_data import photo_files
@@ -164,8 +166,8 @@ def test_val_images_that_never_reached_the_lmdb_are_stated(ilgnet_caffemodel, tm
         (tmp_path / "images" / name).unlink()
     build_split(data, tmp_path / "images", jobs=1, progress=False)
     result_file = tmp_path / "runs" / "x" / "test.json"
-    assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(data), "--batch", "2",
-                 "--json", str(result_file)]) == 0
+    assert main(["test", "--weights", str(small_caffemodel), "--variant", SMALL, "--data", str(data), "--batch",
+                 "2", "--json", str(result_file)]) == 0
     table = capsys.readouterr().out
     assert "| images scored | 3 (every val record once) |" in table
     assert "| listed val images not in the LMDB | 2 of the 5 in val.txt | not reported |" in table

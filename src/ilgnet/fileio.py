@@ -48,6 +48,15 @@ def read_text(path: Path | str, *, errors: str = "strict") -> str:
         raise BadInput(f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x})") from None
 
 
+def read_json(path: Path | str):
+    """A JSON file's value (read as read_text reads text); MissingFile, or BadInput naming the file and the line where
+    it stops being JSON."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise BadInput(f"{path}:{err.lineno}: not JSON ({err.msg} at column {err.colno})") from None
+
+
 @contextmanager
 def atomic_path(path: Path, *, keep_partial: bool = False) -> Iterator[Path]:
     """Yields `path`.partial (nothing there yet) to write a file or build a folder in; when the block ends without

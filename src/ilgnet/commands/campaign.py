@@ -3,7 +3,6 @@ one after another here, one per local GPU, or as Ray tasks on a cluster; what is
 interrupted resumed (ilgnet.paper.campaign)."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def register(subparsers) -> None:
                     "tried again; a run that diverges or fails is recorded and the others go on. Prints one status "
                     "table of all runs (state, iteration, accuracy, ETA); exit status 1 when a run "
                     "diverged or failed, 130 after a Ctrl-C (running runs snapshot first).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLES)
     parser.add_argument("plan", type=plan, metavar="PLAN", help="table2, table3, table4, paper, or a plan file (.toml)")
     parser.add_argument("--runs", type=output_folder, help="runs folder (default: the plan's, runs/PLAN)")
     parser.add_argument("--data", type=output_folder,

@@ -19,7 +19,11 @@ def register(subparsers) -> None:
                     "does, records shuffled), and DIR/mean.binaryproto + DIR/mean.npy from the training images. "
                     "Writes DIR/lmdb.json (summary) and DIR/skipped.txt (images that could not be read). A finished "
                     "LMDB is kept when its list, every listed photo's size and modification time, the image folder, "
-                    "resize, seed and encoding are unchanged.")
+                    "resize, seed and encoding are unchanged.",
+        epilog="examples:\n"
+               "  ilgnet lmdb --split data/ava2 --images ~/data/AVA/images\n"
+               "  ilgnet lmdb --split data/ava1-320 --images ~/data/AVA/images --resize 320   # Inception-v3/v4 nets\n"
+               "  ilgnet lmdb --split data/ava2 --images ~/data/AVA/images --encoded png --jobs 8")
     parser.add_argument("--split", type=existing_folder, required=True,
                         help="split folder holding train.txt and val.txt")
     parser.add_argument("--images", type=existing_folder, required=True,

@@ -8,7 +8,18 @@ from ilgnet.errors import BadInput
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("log", help="a Caffe training log as CSV (train_log.csv) and curves (curves.png)")
+    parser = subparsers.add_parser(
+        "log", help="a Caffe training log as CSV (train_log.csv) and curves (curves.png)",
+        description="Reads the log `caffe train` writes (glog lines, as in runs/NAME/train.log) and writes one row "
+                    "per logged iteration to train_log.csv (iteration, seconds since the log began, training loss, "
+                    "learning rate, test accuracy and test loss where a test pass ran) and the curves of loss "
+                    "and accuracy to curves.png, "
+                    "beside the log unless told otherwise. A run whose loss stopped being finite is reported as "
+                    "diverged. `ilgnet train` does this by itself for its runs; this command reads any `caffe "
+                    "train` log, with other options.",
+        epilog="examples:\n"
+               "  ilgnet log runs/ilgnet-ava2/train.log\n"
+               "  ilgnet log old/train.log --csv old.csv --png old.png --smooth 20")
     parser.add_argument("log", type=existing_file, metavar="LOG", help="the log of `caffe train` (runs/NAME/train.log)")
     parser.add_argument("--accuracy-blob", help="test output holding the accuracy (default: first non-loss output)")
     parser.add_argument("--csv", type=output_file, help="the table to write (default: train_log.csv beside LOG)")

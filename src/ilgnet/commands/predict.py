@@ -28,7 +28,14 @@ def register(subparsers) -> None:
         description="Scores photos with an ILGNet model. Output columns: path, p_high (probability of high aesthetic "
                     "quality), label (1 when p_high > 0.5). In folders, whatever OpenCV can decode is scored, "
                     "whatever its name; every file not scored is reported on stderr, except known non-photos "
-                    "(AppleDouble ._* files, folder metadata, text files), which are counted.")
+                    "(AppleDouble ._* files, folder metadata, text files), which are counted.",
+        epilog="examples:\n"
+               "  ilgnet predict ~/Pictures --model ilgnet-ava2 --top 10\n"
+               "  ilgnet predict photos/ --model runs/ilgnet-ava2 --out scores.csv --html gallery.html\n"
+               "  ilgnet predict a.jpg b.jpg --model net.caffemodel --variant ilgnet "
+               "--mean data/ava2/mean.binaryproto\n"
+               "  ilgnet predict @photos.txt --model ilgnet-ava1 --backend opencv --out scores.jsonl\n"
+               "  ilgnet predict /shared/photos --model ilgnet-ava2 --out scores.parquet --ray auto --workers 16")
     parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively); @LIST: the files "
                                                  "and folders named in the file LIST, one a line")
     parser.add_argument("--model", required=True, type=model,

@@ -2,7 +2,6 @@
 own figures, as DIR/REPORT.md and a self-contained DIR/report.html (ilgnet.paper.report)."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ilgnet.commands.arguments import existing_folder, integer, output_folder, plan
@@ -22,7 +21,7 @@ def register(subparsers) -> None:
                     "paper's 50-iteration protocol, the majority baseline, balanced accuracy), Table 4 (training time "
                     "from the logs, test time per image measured now for every net), Figs. 3-5 and the provenance of "
                     "every number. Needs Caffe (the test times and Fig. 5 run the nets).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLES)
     parser.add_argument("runs", nargs="+", type=existing_folder, metavar="RUNS",
                         help="campaign run folders, or folders of them")
     parser.add_argument("--out", type=output_folder, required=True, help="folder to write the report into")

@@ -15,7 +15,22 @@ from ilgnet.fileio import require
 def register(subparsers) -> None:
     from ilgnet.data.folder import PROTOCOLS
 
-    parser = subparsers.add_parser("test", help="score a model on every record of a val LMDB exactly once")
+    parser = subparsers.add_parser(
+        "test", help="score a model on every record of a val LMDB exactly once",
+        description="Scores a model (a run of `ilgnet train`, a snapshot, a published model or a .caffemodel) on "
+                    "every record of DATA/val_lmdb exactly once, and prints its accuracy beside the majority-class "
+                    "baseline, with balanced accuracy, ROC AUC and the paper's figure for the same partition. The "
+                    "pycaffe engine runs the net in this process; the caffe engine runs the `caffe test` tool. For a "
+                    "model whose training list is known (runs, the published models) it also counts the val "
+                    "images the model was trained on. --replay reads a published `caffe test` log instead and says "
+                    "what it measured.",
+        epilog="examples:\n"
+               "  ilgnet test --weights runs/ilgnet-ava2 --data data/ava2\n"
+               "  ilgnet test --weights ilgnet-ava1 --data data/ava1 --gpu 0 --json ava1.json "
+               "--markdown ava1.md\n"
+               "  ilgnet test --weights ilgnet-ava2 --data data/ava2 --engine caffe --paper-protocol\n"
+               "  ilgnet test --replay ILGNet/results/AVA1_result.txt\n"
+               "  make evaluate WEIGHTS=runs/ilgnet-ava2 DATA=data/ava2")
     parser.add_argument("--weights", type=model, help="a run folder of `ilgnet train` or a snapshot in it, "
                                                       "ilgnet-ava1 / ilgnet-ava2 (the published models), or a "
                                                       ".caffemodel")

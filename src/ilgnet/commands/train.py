@@ -15,7 +15,23 @@ def register(subparsers) -> None:
     from ilgnet.nets import VARIANTS
     from ilgnet.nets.solvers import PROFILES
 
-    parser = subparsers.add_parser("train", help="fine-tune a net variant with a solver profile (caffe train)")
+    parser = subparsers.add_parser(
+        "train", help="fine-tune a net variant with a solver profile (caffe train)",
+        description="Trains a net variant (see `ilgnet nets`) on a data folder made by `ilgnet lmdb`, with a solver "
+                    "profile: the paper's Table 1 (ava1-delta0, ava1-delta1, ava2) or the authors' published "
+                    "solvers. Everything is checked before anything is written; then RUNS/NAME gets the net, the "
+                    "solver, model.json (the variant, and copies of the mean image and training list), the log of "
+                    "`caffe train` with train_log.csv and curves.png, and snapshots/. Training fine-tunes the "
+                    "variant's ImageNet model when it is in models/ (`ilgnet weights fetch bvlc_googlenet`, or "
+                    "inception-v3 / inception-v4 for ilgnet-inc3 / ilgnet-inc4), else starts from random weights "
+                    "with a warning. Ctrl-C stops with a snapshot that --resume continues from; a loss that stops "
+                    "being finite stops the run and says so.",
+        epilog="examples:\n"
+               "  ilgnet train --profile ava2 --data data/ava2 --gpu 0\n"
+               "  ilgnet train --variant ilgnet-bn --profile ava1-delta1 --data data/ava1 --name bn-delta1 --gpu all\n"
+               "  ilgnet train --profile ava2 --data data/ava2 --gpu 0 --resume\n"
+               "  ilgnet train --variant googlenet-bn-third --profile ava2 --data data/ava2 --cpu --max-iter 100\n"
+               "  make train-ava2 GPU=0                 # the paper's AVA2 run")
     parser.add_argument("--variant", default="ilgnet", choices=list(VARIANTS), metavar="VARIANT",
                         help="net variant (see `ilgnet nets`; default: ilgnet)")
     parser.add_argument("--profile", required=True, choices=list(PROFILES), metavar="PROFILE",

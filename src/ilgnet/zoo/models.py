@@ -10,15 +10,14 @@ A trained model is one of:
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import atomic_write_json, file_digest, require
+from ilgnet.errors import BadInput, MissingFile, about
+from ilgnet.fileio import atomic_write_json, file_digest, read_json, require
 from ilgnet.zoo.registry import PUBLISHED_MODELS, check_file, load_registry
 
 MODEL_JSON = "model.json"
@@ -68,11 +67,35 @@ def snapshots(run_dir: Path, kind: str) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def read_model_json(run_dir: Path) -> dict:
+    """run_dir/model.json as write_model_json wrote it: a JSON object naming a known net variant, and for "mean" and
+    "train_list" null or {"file": NAME in run_dir, "sha256": HEX, ...}. BadInput naming model.json (and the line,
+    for text that is not JSON) when it is not; MissingFile when it is absent."""
+    from ilgnet.nets import get_variant
+
+    path = Path(run_dir) / MODEL_JSON
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise BadInput(f"{path}: not a JSON object, so not the model record `ilgnet train` writes")
+    if not isinstance(record.get("variant"), str):
+        raise BadInput(f"{path} names no net variant (a \"variant\" string, e.g. \"ilgnet\")")
+    with about(path):
+        get_variant(record["variant"])
+    for key in ("mean", "train_list"):
+        entry = record.get(key)
+        if entry is not None and not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                                      and isinstance(entry.get("sha256"), str)):
+            raise BadInput(f"{path}: \"{key}\" must be null or name a file in {run_dir} and its sha256 "
+                           f"({{\"file\": ..., \"sha256\": ...}})")
+    return record
+
+
 def run_model(run_dir: Path, caffemodel: Path | None = None) -> Model:
-    """The model of an `ilgnet train` run: `caffemodel`, or the run's newest snapshot, with model.json's identity.
-    The mean and training list are the copies in the run folder; their sha256 must be those recorded."""
+    """The model of an `ilgnet train` run: `caffemodel`, or the run's newest snapshot, with model.json's identity
+    (read_model_json). The mean and training list are the copies in the run folder; their sha256 must be those
+    recorded (BadInput), and they must exist (MissingFile naming model.json too)."""
     run_dir = Path(run_dir)
-    record = json.loads((run_dir / MODEL_JSON).read_text())
+    record = read_model_json(run_dir)
     if caffemodel is None:
         found = snapshots(run_dir, "caffemodel")
         if not found:
@@ -126,8 +149,7 @@ def write_model_json(run_dir: Path, *, variant, profile: str, data, crop: int, i
             continue
         shutil.copyfile(source, run_dir / name)
         record[key] = {"file": name, "source": str(Path(source).resolve()), "sha256": file_digest(run_dir / name)}
-    split = json.loads(data.split_json.read_text()) if data.split_json.is_file() else {}
-    lmdb = json.loads(data.lmdb_json.read_text()) if data.lmdb_json.is_file() else {}
+    split, lmdb = data.read_json(data.split_json), data.read_json(data.lmdb_json)
     record.update(resize=lmdb.get("resize"), crop=crop, input_scale=input_scale, labels=LABELS,
                   partition={k: v for k, v in split.items() if k not in ("train", "val", "invalid_rows_dropped")})
     atomic_write_json(run_dir / MODEL_JSON, record)
