@@ -22,6 +22,7 @@ from test_scale import local_ray  # noqa: F401  (the fixture: a local Ray runtim
 from ilgnet.bvlc.logs import parse_train_log
 from ilgnet.cli import main as ilgnet
 from ilgnet.paper.campaign import CAMPAIGN_JSON, EVALUATION_JSON
+from ilgnet.paper.timing import training_time
 
 pytest_plugins = ["caffe_data"]
 
@@ -98,6 +99,8 @@ def test_a_campaign_resumes_after_ctrl_c_without_redoing_finished_runs(caffe, da
     assert f"-snapshot {second}/snapshots/{SMALL}_iter_{stopped_at}.solverstate" in resumed
     assert [int(i) for i in re.findall(r"\] Iteration (\d+) \(", resumed)] == list(range(stopped_at, 40))
     assert [a["outcome"] for a in record(second)["attempts"]] == ["interrupted", "finished"]
+    spent = training_time(second / "train.log")             # Table 4's figures: both `caffe train`s, not the pause
+    assert spent["segments"] == 2 and spent["iterations"] >= 39 and spent["iterations_per_second"] > 0
     assert record(second)["state"] == "finished" and (second / EVALUATION_JSON).is_file()
     assert [p.name for p in (second / "snapshots").iterdir()] == [f"{SMALL}_iter_40.caffemodel"]   # "final"
 
