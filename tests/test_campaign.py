@@ -34,15 +34,16 @@ def data(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("paper-data")
 
 
-def write_plan(folder: Path, data: Path, runs: str, *, max_iter: int = 2) -> Path:
-    """A plan file in `folder` with its runs in folder/runs, at toy size, and the [[run]] entries `runs`."""
+def write_plan(folder: Path, data: Path, runs: str, *, max_iter: int = 2, snapshots: str = "none") -> Path:
+    """A plan file in `folder` with its runs in folder/runs, at toy size, keeping `snapshots` of a finished run, and
+    the [[run]] entries `runs`."""
     folder.mkdir(parents=True, exist_ok=True)
     plan = folder / "plan.toml"
     plan.write_text(f"""
 runs = "{folder / 'runs'}"
 data = "{data}"
 models = "{folder / 'models'}"
-snapshots = "final"
+snapshots = "{snapshots}"
 [train]
 max_iter = {max_iter}
 train_batch = 2
@@ -73,7 +74,7 @@ def record(run: Path) -> dict:
 
 def test_a_campaign_resumes_after_ctrl_c_without_redoing_finished_runs(caffe, data, tmp_path):
     plan = write_plan(tmp_path, data, small_run(1) + small_run(2, train="max_iter = 40, snapshot = 2, "
-                                                                        "test_interval = 40"))
+                                                                        "test_interval = 40"), snapshots="final")
     first, second = tmp_path / "runs" / f"{SMALL}-ava2-seed1", tmp_path / "runs" / f"{SMALL}-ava2-seed2"
     proc = campaign(str(plan), cwd=tmp_path, log=tmp_path / "first.out")
     deadline = time.monotonic() + 300
