@@ -15,6 +15,7 @@ from conftest import SMALL
 from ilgnet.cli import main
 from ilgnet.evaluation import caffe_engine as caffe_test
 from ilgnet.evaluation import pycaffe_engine as evaluation
+from ilgnet.evaluation.results import prefix_protocol
 
 pytest_plugins = ["caffe_data"]
 
@@ -127,3 +128,15 @@ def test_caffe_test_shows_what_it_loads_and_its_batches_as_they_come(eleven, ilg
     assert out == "8\n" and all(f"paper protocol, 4 x 2: {n * 25:3d}%|" in shown for n in range(5))
     out, shown = on_a_terminal(ilgnet)
     assert f"loading {ilgnet_caffemodel.name} {size} ..." in shown and "ilgnet test: 100%|" in shown
+
+
+def test_the_paper_protocol_read_off_per_record_results_equals_caffe_test_past_the_end(eleven, ilgnet_caffemodel):
+    """What a campaign reports as the paper's protocol (ilgnet.evaluation.results.prefix_protocol) without running
+    `caffe test` again: 4 x 4 = 16 records of 11, wrapping around past the end as Caffe's Data layer does."""
+    mean = eleven / "mean.binaryproto"
+    measured = caffe_test.paper_protocol("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, batch=4,
+                                         iterations=4)
+    frame = evaluation.score_lmdb("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, 8, progress=False)
+    read_off = prefix_protocol(frame, batch=4, iterations=4)
+    assert read_off["images"] == measured["images"] == 16 and read_off["distinct_records"] == 11
+    assert read_off["accuracy"] == pytest.approx(measured["accuracy"], abs=1e-4)

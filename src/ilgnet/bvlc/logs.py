@@ -245,6 +245,36 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
     return frame
 
 
+RUN_MARKER = "# ilgnet train:"     # the line ilgnet.training.monitor writes before each `caffe train` it starts
+
+
+def train_segments(path: Path) -> list[dict]:
+    """Each `caffe train` of a training log (a resumed run appends its own after an `# ilgnet train:` line): its
+    first and last training iteration displayed, `seconds` from its first glog line to its last (start-up, training,
+    test passes, snapshots) and `training_seconds` from its first displayed iteration to its last. Segments that
+    display no iteration are left out."""
+    segments: list[list[tuple[str, str]]] = [[]]
+    year = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith(RUN_MARKER):
+                segments.append([])
+            elif match := GLOG_PREFIX.match(line.rstrip("\r\n")):
+                segments[-1].append((match.group(1), match.group(2)))
+            elif fact := CREATED.match(line):
+                year = year or int(fact[1])
+    found = []
+    for lines in segments:
+        rows = [(i, int(m[1])) for i, (_, message) in enumerate(lines) if (m := TRAIN_LOSS.match(message))]
+        if not rows:
+            continue
+        times = _stamp_times(pd.Series([stamp for stamp, _ in lines]), year, path)
+        found.append({"first_iteration": rows[0][1], "last_iteration": rows[-1][1],
+                      "seconds": (times.iloc[-1] - times.iloc[0]).total_seconds(),
+                      "training_seconds": (times.iloc[rows[-1][0]] - times.iloc[rows[0][0]]).total_seconds()})
+    return found
+
+
 @dataclass(frozen=True)
 class TestLogScore:
     """What a `caffe test` log says about its own run."""

@@ -209,3 +209,23 @@ def model(text: str) -> str:
     if text not in PUBLISHED_MODELS and not Path(text).exists():
         _fail(f"{text}: not {' or '.join(PUBLISHED_MODELS)}, and no such file")
     return text
+
+
+def plan(text: str) -> str:
+    """A campaign plan: a built-in plan's name (ilgnet.paper.plans.BUILT_IN) or a plan file that exists."""
+    from ilgnet.paper.plans import BUILT_IN
+
+    if text not in BUILT_IN:
+        path = Path(text)
+        if path.is_dir():
+            _fail(f"{path} is a folder, not a plan file")
+        if not path.is_file():
+            _fail(f"{text}: not a built-in plan ({', '.join(BUILT_IN)}) and no such file")
+    return text
+
+
+def ray_address(text: str) -> str:
+    """The address of a Ray cluster: auto, HOST:PORT or ray://HOST:PORT ("" for a local Ray runtime)."""
+    if text and not (text == "auto" or "://" in text or re.fullmatch(r"[\w.-]+:\d+", text)):
+        _fail(f"{text}: not a Ray address (auto, HOST:PORT or ray://HOST:PORT)")
+    return text

@@ -75,6 +75,8 @@ def register(subparsers) -> None:
     parser.add_argument("--snapshot", type=integer(0),
                         help="snapshot every N iterations, 0 for only the final one (default: the profile's, "
                              "scaled to --max-iter like the test interval)")
+    parser.add_argument("--seed", type=integer(0),
+                        help="Caffe's random_seed: fillers, random crops and mirroring (default: Caffe draws one)")
     parser.set_defaults(func=run)
 
 
@@ -93,7 +95,7 @@ def run(args) -> int:
                            accept_data_change=args.accept_data_change,
                            weights=args.weights, max_iter=args.max_iter, train_batch=args.train_batch,
                            val_batch=args.val_batch, display=args.display, test_interval=args.test_interval,
-                           snapshot=args.snapshot, base_lr=args.base_lr)
+                           snapshot=args.snapshot, base_lr=args.base_lr, seed=args.seed)
     if args.accept_data_change and not args.resume:
         raise UsageError("--accept-data-change applies to --resume only")
     data = DataFolder(args.data)

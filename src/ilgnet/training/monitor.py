@@ -87,7 +87,7 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
                        file=sys.stderr)
 
         with open(log_path, "a") as log:
-            log.write(f"# ilgnet train: {' '.join(command)}\n")
+            log.write(f"{logs.RUN_MARKER} {' '.join(command)}\n")
         try:
             run_logged(command, log_path=log_path, on_line=on_line, on_sigint=on_sigint, keep=False)
         except Diverged:

@@ -84,7 +84,9 @@ class TrainOptions:
     to the data (ilgnet.training.runs.plan completes them). gpu: None for CPU mode, else Caffe's -gpu value ("0",
     "0,1", "all"). weights: the initial caffemodel (default: the variant's pretrained model from the registry when it
     is in models_dir, else random initialisation). resume: continue from the run's newest .solverstate;
-    accept_data_change: resume even when the data differs from the run's record, and record the change."""
+    accept_data_change: resume even when the data differs from the run's record, and record the change. seed: the
+    solver's random_seed, which seeds Caffe's fillers, random crops and mirroring (None: Caffe draws one), so two
+    seeds train differently and one seed repeats its run on the CPU."""
     variant: str
     profile: str
     data: Path
@@ -103,6 +105,7 @@ class TrainOptions:
     test_interval: int | None = None
     snapshot: int | None = None
     base_lr: float | None = None
+    seed: int | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -133,8 +136,8 @@ class Plan:
 
 
 def _check_counts(options: TrainOptions) -> None:
-    """The counts must be positive and the snapshot period non-negative (0: only the final snapshot), within
-    Caffe's int32."""
+    """The counts must be positive and the snapshot period and seed non-negative (snapshot 0: only the final
+    snapshot), within Caffe's int32."""
     counts = {"train_batch": options.train_batch, "val_batch": options.val_batch, "max_iter": options.max_iter,
               "display": options.display, "test_interval": options.test_interval, "snapshot": options.snapshot}
     bad = [f"{name} {value}" for name, value in counts.items()
@@ -142,6 +145,8 @@ def _check_counts(options: TrainOptions) -> None:
     if bad:
         raise BadInput(f"expected positive counts and a non-negative snapshot period, at most {defaults.INT32_MAX} "
                        f"(Caffe's int32), got {', '.join(bad)}")
+    if options.seed is not None and not 0 <= options.seed <= defaults.INT32_MAX:
+        raise BadInput(f"seed {options.seed}: expected 0 to {defaults.INT32_MAX}")
 
 
 def _check_data(data: DataFolder, v: Variant) -> None:
@@ -288,6 +293,8 @@ def write_run_files(checked: Plan) -> tuple[Path, object]:
         # A loss displayed with every test pass and ten times a run at least: a shortened run displays as often as
         # it tests (6 iterations: every one), so that the monitor and the progress bar see its losses.
         params.display = min(params.display, params.test_interval, max(1, params.max_iter // 10))
+    if options.seed is not None:
+        params.random_seed = options.seed
     params.snapshot_after_train = True          # what makes Ctrl-C (sigint_effect stop) leave a snapshot
     if any(layer.type == "BatchNorm" for layer in net.layer):
         # Untrained BatchNorm statistics are zero: a test pass before any training scores nothing (or NaN).
