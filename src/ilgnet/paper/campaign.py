@@ -50,8 +50,8 @@ from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.tables import PROFILE_COLUMNS
 from ilgnet.paper.timing import environment
-from ilgnet.training.runs import SNAPSHOT_ITER, TrainingDiverged, TrainOptions, train
-from ilgnet.zoo.models import run_model, snapshots
+from ilgnet.training.runs import TrainingDiverged, TrainOptions, train
+from ilgnet.zoo.models import run_model, snapshot_iteration, snapshots
 
 CAMPAIGN_JSON = "campaign.json"
 LOCK = "campaign.lock"
@@ -187,7 +187,7 @@ def run_state(plan: Plan, spec: RunSpec) -> RunState:
             raise BadInput(f"{run_dir} exists and was not made by a campaign: give the plan another runs folder")
         return RunState(spec, run_dir, "not started")
     iteration, accuracy, rate = _progress(spec, run_dir)
-    saved = [int(SNAPSHOT_ITER.search(p.name)[1]) for p in snapshots(run_dir, "solverstate")]
+    saved = [snapshot_iteration(p) for p in snapshots(run_dir, "solverstate")]
     iteration = max([i for i in (iteration, *saved) if i is not None], default=None)
     state, message = folder_state(run_dir, record)
     finished = state == "finished"
