@@ -33,7 +33,8 @@ def register(subparsers) -> None:
                                                  "and folders named in the file LIST, one a line")
     parser.add_argument("--model", required=True, type=model,
                         help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
-                             "published models), or a .caffemodel file; the first two carry their variant and mean")
+                             "published models), an .onnx file `ilgnet export` wrote, or a .caffemodel file; all but "
+                             "the last carry their variant and mean")
     parser.add_argument("--deploy", type=existing_file, help="deploy prototxt (default: the deploy net of --variant)")
     parser.add_argument("--mean", type=existing_file,
                         help="mean image the model was trained with (.binaryproto or .npy); required with a plain "
@@ -60,8 +61,10 @@ def register(subparsers) -> None:
                         help="run the net on this GPU, in one process (default: CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--backend", choices=defaults.BACKENDS, default=defaults.BACKENDS[0],
-                        help="what runs the net: caffe (pycaffe, CPU or GPU; the default) or opencv (OpenCV's dnn "
-                             "module on the CPU: no Caffe build needed)")
+                        help="what runs the net: caffe (pycaffe, CPU or GPU), onnxruntime (the net exported to ONNX, "
+                             "once, kept beside the caffemodel; CPU, or GPU with onnxruntime-gpu), opencv (OpenCV's "
+                             "dnn module, CPU); auto (the default): the first of them this machine has, said on "
+                             "stderr. The last two need no Caffe build; an ONNX --model runs in onnxruntime")
     parser.add_argument("--html", type=output_file, metavar="FILE",
                         help="also write a gallery: one self-contained HTML file with the photos ranked by p_high "
                              "(the best --top K when given), a histogram of the scores, the model and mean used and "
@@ -75,8 +78,8 @@ def register(subparsers) -> None:
                           "Put it after the photos")
     ray.add_argument("--actor-cpus", type=float, default=1, help="CPUs each actor takes (default: 1)")
     ray.add_argument("--actor-gpus", type=float, default=0,
-                     help="GPUs each actor takes (default: 0; 1 runs each actor's net on a GPU of its own, caffe "
-                          "backend)")
+                     help="GPUs each actor takes (default: 0; 1 runs each actor's net on a GPU of its own; caffe "
+                          "or onnxruntime backend)")
     parser.set_defaults(func=run)
 
 
@@ -171,13 +174,13 @@ def check_ray_args(args) -> None:
     if args.gpu is not None:
         raise BadInput("--gpu picks one GPU of this machine; with --ray, --actor-gpus 1 gives each actor a GPU")
     if args.actor_gpus and args.backend == "opencv":
-        raise BadInput("--actor-gpus needs the caffe backend: the opencv backend runs on the CPU")
+        raise BadInput("--actor-gpus needs the caffe or onnxruntime backend: the opencv backend runs on the CPU")
 
 
-def score(paths: list[Path], model, args):
+def score(paths: list[Path], model, backend: str, args):
     """(table, skipped): with Ray actors under --ray, else with ScorerPool's processes on this machine."""
     options = dict(weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=model.variant,
-                   oversample=args.oversample, backend=args.backend)
+                   oversample=args.oversample, backend=backend)
     batches = -(-len(paths) // args.batch)         # no process or actor without a batch to score
     if args.ray is not None:
         from ilgnet.scoring.cluster import score_with_ray
@@ -192,18 +195,21 @@ def score(paths: list[Path], model, args):
         with ScorerPool(pool_size(args.workers, batches), batch_size=args.batch, gpu=args.gpu, **options) as pool:
             return pool.score_files(paths, progress=not args.quiet)
     except CaffeNotFoundError as err:
-        raise CaffeNotFoundError(f"{err}; or score without Caffe: --backend opencv") from None
+        raise CaffeNotFoundError(f"{err}; or score without Caffe: --backend onnxruntime (or opencv)") from None
 
 
-def gallery_facts(model, args) -> dict[str, str]:
+def gallery_facts(model, backend: str, args) -> dict[str, str]:
     """What the gallery says about how the photos were scored."""
+    from ilgnet.zoo.models import mean_name
+
     return {"model": f"{model.name} ({model.caffemodel})" if model.name != str(model.caffemodel) else model.name,
             "variant": model.variant, "deploy net": str(args.deploy or f"{model.variant} (generated)"),
-            "mean": str(model.mean), "backend": args.backend,
+            "mean": mean_name(model), "backend": backend,
             "crops": "10 (--oversample)" if args.oversample else "centre crop"}
 
 
 def run(args) -> int:
+    from ilgnet.scoring.backends import pick_backend, why_picked
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Skipped
     from ilgnet.zoo.models import resolve_model
@@ -223,7 +229,10 @@ def run(args) -> int:
                        f"{found.known_non_photos} known non-photos)")
     if model.name in PUBLISHED_MODELS:
         print(f"{model.name}: {model.caffemodel} is present and checks out", file=sys.stderr)
-    table, skipped = score(found.photos, model, args)
+    backend = pick_backend(args.backend, model.caffemodel)
+    if args.backend == "auto":
+        print(f"ilgnet predict: backend {backend} ({why_picked(backend, model.caffemodel)})", file=sys.stderr)
+    table, skipped = score(found.photos, model, backend, args)
     not_scored = sorted([*found.not_photos, *((Path(item.path), item.reason) for item in skipped)])
     for path, reason in not_scored:
         print(f"ilgnet predict: not scored: {path}: {reason}", file=sys.stderr)
@@ -232,7 +241,7 @@ def run(args) -> int:
     write_table(shown, args.out, fmt)
     if args.html is not None:
         write_gallery(args.html, table, [Skipped(str(path), reason) for path, reason in not_scored], top=args.top,
-                      about=gallery_facts(model, args))
+                      about=gallery_facts(model, backend, args))
         print(f"ilgnet predict: gallery in {args.html}", file=sys.stderr)
     passed_over = (f", {found.known_non_photos} known non-photos passed over (AppleDouble ._* files, folder "
                    f"metadata, text files)" if found.known_non_photos else "")

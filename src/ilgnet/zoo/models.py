@@ -6,6 +6,7 @@ A trained model is one of:
     fetched into models/ by `ilgnet weights fetch`;
   * a run folder of `ilgnet train` (or a snapshot in its snapshots/): runs/NAME/model.json, written when the run
     started, with the mean and training list copied beside it;
+  * an ONNX file `ilgnet export` wrote, whose metadata give its variant and mean (ilgnet.zoo.onnx_export);
   * any other .caffemodel, whose variant and mean the caller must give.
 """
 from __future__ import annotations
@@ -16,9 +17,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ilgnet import defaults
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.fileio import atomic_write_json, file_digest, require
+from ilgnet.zoo.onnx_export import exported, is_onnx, mean_of
 from ilgnet.zoo.registry import PUBLISHED_MODELS, check_file, load_registry
 
 MODEL_JSON = "model.json"
@@ -27,11 +31,12 @@ LABELS = {"0": "low aesthetic quality", "1": "high aesthetic quality"}
 
 @dataclass(frozen=True)
 class Model:
-    """A trained model ready to score: the caffemodel, its net variant, the mean image it was trained with and the
-    list of its training images (None where not known)."""
+    """A trained model ready to score: the caffemodel (or exported ONNX file), its net variant, the mean image it was
+    trained with (a file, or for an ONNX file the array its metadata carry) and the list of its training images
+    (None where not known)."""
     caffemodel: Path
     variant: str | None
-    mean: Path | None
+    mean: Path | np.ndarray | None
     train_list: Path | None = None
     name: str = ""
     """How the user named it: a registry name, a run folder or the caffemodel's path."""
@@ -92,7 +97,8 @@ def run_model(run_dir: Path, caffemodel: Path | None = None) -> Model:
 
 def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | str | None = None,
                   models: Path = defaults.MODELS_DIR) -> Model:
-    """`spec` as a Model: a published model's registry name, a run folder, a snapshot of a run, or a .caffemodel.
+    """`spec` as a Model: a published model's registry name, a run folder, a snapshot of a run, an ONNX file
+    `ilgnet export` wrote, or a .caffemodel.
     `variant` and `mean`, when given, override what the model records (ilgnet.zoo.fit catches a variant that
     contradicts the weights). A plain .caffemodel's variant defaults to ilgnet; its mean stays None unless given."""
     path = Path(spec)
@@ -107,10 +113,19 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
         raise MissingFile(f"model {spec}: not {' or '.join(PUBLISHED_MODELS)}, and no such file")
     elif path.parent.name == "snapshots" and (path.parent.parent / MODEL_JSON).is_file():
         model = run_model(path.parent.parent, path)
+    elif is_onnx(path):
+        facts = exported(path)
+        carried = mean_of(facts["mean_npy_base64"]) if "mean_npy_base64" in facts else None
+        model = Model(path, facts["variant"], carried, name=str(path))
     else:
         model = Model(path, None, None, name=str(path))
     return Model(model.caffemodel, variant or model.variant or "ilgnet", Path(mean) if mean else model.mean,
                  model.train_list, name=model.name)
+
+
+def mean_name(model: Model) -> str:
+    """How to name a model's mean in reports: its file, or the ONNX file whose metadata carry it."""
+    return f"carried in {model.caffemodel}" if isinstance(model.mean, np.ndarray) else str(model.mean)
 
 
 def write_model_json(run_dir: Path, *, variant, profile: str, data, crop: int, input_scale: float) -> Path:
