@@ -13,12 +13,12 @@ import sys
 import traceback
 import warnings
 
-from ilgnet.commands import demo, doctor, gen, lmdb, log, nets, predict, split, test, train, weights
+from ilgnet.commands import demo, doctor, export, gen, lmdb, log, nets, predict, split, test, train, weights
 from ilgnet.commands.arguments import UsageError
 from ilgnet.errors import UserError
 
-# In the order of the pipeline: AVA -> split -> lmdb -> nets/gen -> train/log -> test -> weights/predict.
-COMMANDS = [doctor, split, lmdb, gen, nets, train, log, test, weights, predict, demo]
+# In the order of the pipeline: AVA -> split -> lmdb -> nets/gen -> train/log -> test -> weights/predict/export.
+COMMANDS = [doctor, split, lmdb, gen, nets, train, log, test, weights, predict, export, demo]
 
 
 class Parser(argparse.ArgumentParser):

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.commands.arguments import existing_file, integer, model, output_file
-from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import read_text
+from ilgnet.data.images import collect_images
+from ilgnet.errors import BadInput
 from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
 
 MAX_DEFAULT_WORKERS = 4
@@ -81,35 +80,6 @@ def register(subparsers) -> None:
                      help="GPUs each actor takes (default: 0; 1 runs each actor's net on a GPU of its own; caffe "
                           "or onnxruntime backend)")
     parser.set_defaults(func=run)
-
-
-def named_paths(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
-    """Each path given, and each of an @LIST's non-blank lines (UTF-8 or any bytes, a byte-order mark dropped), with
-    where it was named: "" or `LIST:LINE: `."""
-    for text in map(str, paths):
-        if not text.startswith("@"):
-            yield Path(text), ""
-            continue
-        for number, line in enumerate(read_text(text[1:], errors="surrogateescape").splitlines(), 1):
-            if line.strip():
-                yield Path(line), f"{text[1:]}:{number}: "
-
-
-def collect_images(paths: list[str | Path]):
-    """Files as given (whatever they hold, so an unreadable one is reported), and what ilgnet.data.images.scan_folder
-    finds in folders: a FolderScan of them all. A path (or @LIST file) that does not exist is an error naming it
-    (and the list's line)."""
-    from ilgnet.data.images import FolderScan, scan_folder
-
-    found = FolderScan()
-    for path, where in named_paths(paths):
-        if not path.exists():
-            raise MissingFile(f"{where}{path} does not exist")
-        scan = scan_folder(path) if path.is_dir() else FolderScan(photos=[path])
-        found.photos += scan.photos
-        found.not_photos += scan.not_photos
-        found.known_non_photos += scan.known_non_photos
-    return found
 
 
 def output_format(out: Path | None, fmt: str | None) -> str:

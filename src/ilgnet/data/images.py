@@ -2,11 +2,15 @@
 encoded as `convert_imageset --encoded` stores them; and found in folders by their content."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ilgnet.errors import MissingFile
+from ilgnet.fileio import read_text
 
 
 class BadImage(Exception):
@@ -136,3 +140,30 @@ def scan_folder(folder: Path) -> FolderScan:
         except OSError as err:
             scan.not_photos.append((path, f"unreadable: {err.strerror}"))
     return scan
+
+
+def named_paths(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
+    """Each path given, and each of an @LIST's non-blank lines (UTF-8 or any bytes, a byte-order mark dropped), with
+    where it was named: "" or `LIST:LINE: `."""
+    for text in map(str, paths):
+        if not text.startswith("@"):
+            yield Path(text), ""
+            continue
+        for number, line in enumerate(read_text(text[1:], errors="surrogateescape").splitlines(), 1):
+            if line.strip():
+                yield Path(line), f"{text[1:]}:{number}: "
+
+
+def collect_images(paths: list[str | Path]) -> FolderScan:
+    """Files as given (whatever they hold, so an unreadable one is reported), and what scan_folder finds in
+    folders: a FolderScan of them all. A path (or @LIST file) that does not exist is an error naming it
+    (and the list's line)."""
+    found = FolderScan()
+    for path, where in named_paths(paths):
+        if not path.exists():
+            raise MissingFile(f"{where}{path} does not exist")
+        scan = scan_folder(path) if path.is_dir() else FolderScan(photos=[path])
+        found.photos += scan.photos
+        found.not_photos += scan.not_photos
+        found.known_non_photos += scan.known_non_photos
+    return found

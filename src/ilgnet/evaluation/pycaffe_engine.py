@@ -21,21 +21,23 @@ from ilgnet.evaluation.results import results_table, summarize
 from ilgnet.scoring.scorer import Scorer, batched
 
 
-def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, batch: int = defaults.VAL_BATCH, *,
-               gpu: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """Per-record results: ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order.
-    Raises BadInput when a record's size differs from the mean image's (Caffe's Data layer would abort)."""
+def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path | np.ndarray,
+               batch: int = defaults.VAL_BATCH, *, gpu: int | None = None, progress: bool = True,
+               backend: str = "caffe") -> pd.DataFrame:
+    """Per-record results: ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order, the net
+    run by `backend` (ilgnet.scoring.backends; pycaffe by default). Raises BadInput when a record's size differs
+    from the mean image's (Caffe's Data layer would abort)."""
     total = lmdb_size(lmdb_path)
     if total == 0:
         raise BadInput(f"{lmdb_path} holds no records; build it again with `ilgnet lmdb`")
-    scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu)
+    scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu, backend=backend)
 
     def inputs():
         for key, image, label in tqdm(lmdb_records(lmdb_path), total=total, unit="img", desc="ilgnet test",
                                       disable=not progress, file=sys.stderr):
             if image.shape[:2] != tuple(scorer.image_size):
-                raise BadInput(f"{lmdb_path}: record {key} is {image.shape[1]}x{image.shape[0]}, the mean image "
-                               f"{mean_file} is {scorer.image_size[1]}x{scorer.image_size[0]}: Caffe needs them equal")
+                raise BadInput(f"{lmdb_path}: record {key} is {image.shape[1]}x{image.shape[0]}, the mean image"
+                               f"{'' if isinstance(mean_file, np.ndarray) else f' {mean_file}'} is {scorer.image_size[1]}x{scorer.image_size[0]}: Caffe needs them equal")
             yield key, label, scorer.preprocess(image)[0]
 
     keys, labels, probs = [], [], []

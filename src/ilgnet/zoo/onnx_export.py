@@ -35,6 +35,7 @@ import base64
 import hashlib
 import io
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -392,7 +393,11 @@ def _convert(source: Path, out: Path, precision: str) -> None:
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        onnx.save_model(convert_float_to_float16(onnx.load_model(str(source)), keep_io_types=True), str(out))
+        from onnxruntime.transformers.onnx_model import OnnxModel
+
+        converted = OnnxModel(convert_float_to_float16(onnx.load_model(str(source)), keep_io_types=True))
+        converted.topological_sort()            # the input's Cast comes last otherwise, which onnx.checker refuses
+        onnx.save_model(converted.model, str(out))
         return
     import logging
 
@@ -407,20 +412,22 @@ def _convert(source: Path, out: Path, precision: str) -> None:
 
 
 def export_file(net, caffemodel: Path, out: Path, *, metadata: dict[str, str], output: str | None = None,
-                precision: str = "fp32") -> Path:
+                precision: str = "fp32", fp32: Path | None = None) -> Path:
     """Writes `net` with the weights of `caffemodel` (checked to fit it by the caller) to the ONNX file `out` at
-    `precision` (one of PRECISIONS), atomically, with `metadata`, after onnx.checker has passed on it."""
+    `precision` (one of PRECISIONS), atomically, with `metadata`, after onnx.checker has passed on it. fp16 and int8
+    are converted from an fp32 file, left at `fp32` when given (else in a temporary folder beside `out`)."""
     if precision not in PRECISIONS:
         raise BadInput(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     model = net_to_onnx(net, caffemodel, output=output, metadata={**metadata, "precision": precision})
     if precision == "fp32":
         return save(model, out)
     out = Path(out)
-    with atomic_path(out.with_name(out.name + ".fp32")) as fp32:
-        save(model, fp32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
+        source = save(model, fp32 or Path(folder) / "fp32.onnx")
         del model
         with atomic_path(out) as partial:
-            _convert(fp32, partial, precision)
+            _convert(source, partial, precision)
             import_onnx().checker.check_model(str(partial))
     return out
 
