@@ -69,7 +69,7 @@ test-tools:
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 test-fast: setup-python
-	$(PY) -m pytest -m "not caffe" tests
+	$(PY) -m pytest -m "not caffe and not install" tests
 
 doctor: setup
 	$(ILGNET) doctor

@@ -16,6 +16,11 @@ from ilgnet.cli import main as ilgnet
 from ilgnet.commands.demo import MARKER, run_demo
 from ilgnet.data.ava import read_ava_txt
 from ilgnet.data.synthetic import generate
+from ilgnet.scoring.scorer import Scorer
+
+# What each Caffe-free backend promises against Caffe on trained weights (p_high; see docs/SCORING.md)
+TRAINED_ONNXRUNTIME = 1e-5
+TRAINED_OPENCV = 1e-4
 
 
 def sharpness(path) -> float:
@@ -70,6 +75,14 @@ def test_reduced_demo_runs_every_stage(caffe, tmp_path):
     gallery = (work / "report.html").read_text()
     assert summary["gallery"] == str(work / "report.html") and gallery.count('class="card ') == 6
     assert set(summary["seconds"]) == {"generate", "split", "lmdb", "train", "test", "predict", "total"}
+
+    # Trained weights, where small random ones would hide summation-order differences: the run scored by Caffe,
+    # onnxruntime and OpenCV on the held-out photos (tolerances in docs/SCORING.md).
+    scores = {backend: Scorer.from_model(work / "runs" / "ilgnet-demo", backend=backend, jobs=0).score_files(
+        predictions.path)[0].p_high.to_numpy() for backend in ("caffe", "onnxruntime", "opencv")}
+    assert np.ptp(scores["caffe"]) > 1e-4, scores["caffe"]
+    np.testing.assert_allclose(scores["onnxruntime"], scores["caffe"], rtol=0, atol=TRAINED_ONNXRUNTIME)
+    np.testing.assert_allclose(scores["opencv"], scores["caffe"], rtol=0, atol=TRAINED_OPENCV)
 
 
 def test_demo_leaves_foreign_folders_alone(tmp_path, capsys):
