@@ -24,7 +24,7 @@ DOCKER ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
 .PHONY: help setup setup-cuda setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
-	evaluate weights bench-lmdb bench-predict bench-ray docker-build docker-build-cpu clean
+	evaluate weights export bench-lmdb bench-predict bench-ray docker-build docker-build-cpu clean
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
@@ -46,6 +46,7 @@ help:
 	@echo "                  record (ilgnet test)"
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models (ilgnet weights fetch)"
 	@echo "                  (ilgnet weights fetch inception-v3 / inception-v4 for the ilgnet-inc3/4 trunks)"
+	@echo "make export MODEL=... [OUT=model.onnx] [PRECISION=fp32|fp16|int8]   a model as one ONNX file (ilgnet export)"
 	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine)"
 	@echo "make bench-lmdb / bench-predict / bench-ray   throughput benchmarks"
 
@@ -111,6 +112,11 @@ evaluate: setup
 
 weights: setup
 	$(ILGNET) weights fetch bvlc_googlenet ilgnet-ava1 ilgnet-ava2
+
+# MODEL: a run folder, ilgnet-ava1/2 or a .caffemodel (then VARIANT=... and MEAN=... too); OUT: the ONNX file
+export: setup-python
+	$(if $(MODEL),,$(error make export needs MODEL=<a run folder, ilgnet-ava1 / ilgnet-ava2, or a .caffemodel>))
+	$(ILGNET) export $(MODEL) --out $(or $(OUT),$(notdir $(basename $(MODEL))).onnx) --precision $(or $(PRECISION),fp32) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) $(if $(MEAN),--mean $(MEAN))
 
 demo: setup
 	$(ILGNET) demo
