@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.commands.arguments import existing_file, integer, model, output_file
-from ilgnet.data.images import collect_images
 from ilgnet.errors import BadInput
 from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
 
@@ -179,6 +178,7 @@ def gallery_facts(model, backend: str, args) -> dict[str, str]:
 
 
 def run(args) -> int:
+    from ilgnet.data.images import collect_images
     from ilgnet.scoring.backends import pick_backend, why_picked
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Skipped

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ilgnet import __version__, defaults
+import ilgnet
+from ilgnet import defaults
 from ilgnet.bvlc.io import read_prototxt
 from ilgnet.bvlc.shapes import input_shapes, layer_shapes, net_input, net_outputs, pool_geometry, spatial
 from ilgnet.errors import BadInput, MissingPackage, about
@@ -258,9 +259,9 @@ def net_to_onnx(net, caffemodel: Path, *, output: str | None = None, metadata: d
     body.name = net.name or "deploy"
     body.input.append(helper.make_tensor_value_info(graph.tensor[input_blob], floats, ["N", *input_shape[1:]]))
     body.output.append(helper.make_tensor_value_info(graph.tensor[output], floats, ["N", *graph.shape[output][1:]]))
-    model.ir_version, model.producer_name, model.producer_version = IR_VERSION, PRODUCER, __version__
+    model.ir_version, model.producer_name, model.producer_version = IR_VERSION, PRODUCER, ilgnet.__version__
     model.opset_import.append(helper.make_opsetid("", OPSET))
-    model.doc_string = f"{net.name} converted from Caffe by ilgnet {__version__}"
+    model.doc_string = f"{net.name} converted from Caffe by ilgnet {ilgnet.__version__}"
     helper.set_model_props(model, metadata or {})
     return model
 
@@ -286,7 +287,7 @@ def identity(variant, caffemodel: Path, *, caffemodel_sha256: str | None = None,
 
     facts = {"variant": getattr(variant, "name", str(variant)), "labels": json.dumps(LABELS),
              "output": "softmax (N, 2): p_low, p_high", "caffemodel": Path(caffemodel).name,
-             "caffemodel_sha256": caffemodel_sha256 or file_digest(caffemodel), "ilgnet_version": __version__,
+             "caffemodel_sha256": caffemodel_sha256 or file_digest(caffemodel), "ilgnet_version": ilgnet.__version__,
              "format": FORMAT, "precision": precision}
     if hasattr(variant, "input_size"):
         facts.update(crop=str(variant.input_size), resize=str(variant.resize), input_scale=repr(variant.input_scale),
@@ -442,7 +443,7 @@ def cached_export(net, caffemodel: Path, *, variant: str, output: str | None = N
     caffemodel = Path(caffemodel)
     digest = file_digest(caffemodel)
     text = Path(net).read_bytes() if isinstance(net, (str, Path)) else net.SerializeToString()
-    parts = [digest, variant, hashlib.sha256(text).hexdigest(), output or "", __version__, FORMAT]
+    parts = [digest, variant, hashlib.sha256(text).hexdigest(), output or "", ilgnet.__version__, FORMAT]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     places = [caffemodel.parent / f"{caffemodel.stem}.{key}.onnx", Path(cache) / "onnx" / f"{caffemodel.stem}.{key}.onnx"]
     for path in places:
