@@ -107,10 +107,6 @@ class _Graph:
         self.proto.node.append(self.onnx.helper.make_node(op, inputs, [output], name=output, **attributes))
         return output
 
-    def write(self, layer, blob: str, tensor: str) -> None:
-        """Caffe blob `blob` is now `tensor`."""
-        self.tensor[blob] = tensor
-
 
 def _top_name(graph: _Graph, layer) -> str:
     """The tensor name of a layer's (first) top: the blob's own name when first written, else BLOB/LAYER."""
@@ -138,8 +134,7 @@ def _pooling(graph: _Graph, layer, x: str, bottom: tuple, name: str) -> str:
     if p.pool == p.MAX:
         return graph.node("MaxPool", [x], name, kernel_shape=kernel, strides=strides, pads=begin + end)
     if p.pool != p.AVE:
-        raise BadInput(f"layer {layer.name!r}: STOCHASTIC pooling is not exported (Caffe tests it as AVE only "
-                       f"in the TEST phase's GPU code)")
+        raise BadInput(f"layer {layer.name!r}: STOCHASTIC pooling is not exported")
     # Caffe's divisor of each window: its extent clipped to [-pad, size + pad).
     divisors = [np.minimum(np.arange(out) * stride - pad + k, size + pad) - (np.arange(out) * stride - pad)
                 for (k, pad, stride, out), size in zip(axes, bottom[2:])]
@@ -161,7 +156,7 @@ def _layer(graph: _Graph, layer, blobs: dict[str, list[np.ndarray]]) -> None:
     inputs = [graph.tensor[b] for b in layer.bottom]
     if kind in ("Dropout", "Split"):                    # the same values: the tops name the bottom's tensor
         for top in layer.top:
-            graph.write(layer, top, inputs[0])
+            graph.tensor[top] = inputs[0]
         graph.shape.update(zip(layer.top, tops))
         return
     name = _top_name(graph, layer)
@@ -227,7 +222,7 @@ def _layer(graph: _Graph, layer, blobs: dict[str, list[np.ndarray]]) -> None:
             out = graph.node("Add", [out, graph.constant(f"{layer.name}/bias", values[1].reshape(shape))], name)
     else:
         raise BadInput(f"layer {layer.name!r}: the ONNX export does not know layer type {kind!r}")
-    graph.write(layer, layer.top[0], out)
+    graph.tensor[layer.top[0]] = out
     graph.shape[layer.top[0]] = tops[0]
 
 
