@@ -175,10 +175,10 @@ def show(label: str, images_per_s: float, note: str = "") -> None:
 def main() -> int:
     args = parse_args()
     from ilgnet.bvlc.tools import import_caffe
-    from ilgnet.commands.predict import DEFAULT_WORKERS
+    from ilgnet.commands.predict import default_workers
     from ilgnet.scoring.pool import ScorerPool
 
-    workers = args.workers or DEFAULT_WORKERS
+    workers = {backend: args.workers or default_workers(backend) for backend in BACKENDS}
     caffe = import_caffe()
     caffe.set_mode_cpu()
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
@@ -191,9 +191,9 @@ def main() -> int:
         options = dict(weights=files["weights"], mean=files["mean"], batch_size=args.batch)
         with ExitStack() as stack:
             methods = {"loop": per_image_loop(caffe, files), **{
-                backend: pool_scoring(stack.enter_context(ScorerPool(workers, backend=backend, **options)))
+                backend: pool_scoring(stack.enter_context(ScorerPool(workers[backend], backend=backend, **options)))
                 for backend in BACKENDS}}
-            seconds = best_seconds(methods, paths, paths[:args.batch * workers], args.repeat)
+            seconds = best_seconds(methods, paths, paths[:args.batch * max(workers.values())], args.repeat)
         with ExitStack() as stack:
             singles = {f"{backend}_single": pool_scoring(stack.enter_context(ScorerPool(1, backend=backend,
                                                                                          **options)))
@@ -201,7 +201,8 @@ def main() -> int:
             seconds.update(best_seconds(singles, paths, paths[:args.batch], args.repeat))
         show("per-image loop (test.py)", len(paths) / seconds["loop"])
         for backend in BACKENDS:
-            show(f"ilgnet predict --backend {backend} ({workers} processes)", len(paths) / seconds[backend])
+            show(f"ilgnet predict --backend {backend} ({workers[backend]} process{'es' * (workers[backend] > 1)})",
+                 len(paths) / seconds[backend])
             show(f"one Scorer, {backend} (1 process)", len(paths) / seconds[f"{backend}_single"])
         forward_ms = caffe_time(files, args.caffe_iterations, args.repeat)
         floor = args.batch / (forward_ms / 1000)

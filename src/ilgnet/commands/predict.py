@@ -20,6 +20,13 @@ MAX_DEFAULT_WORKERS = 4
 DEFAULT_WORKERS = min(MAX_DEFAULT_WORKERS, cpu_count())
 
 
+def default_workers(backend: str, ray: bool = False) -> int:
+    """Processes `predict` runs by default: one for onnxruntime, whose own threads fill the cores (one process
+    scored 11 % faster than two in tools/bench_predict.py, with half the memory), else DEFAULT_WORKERS; Ray actors
+    take one CPU each, so DEFAULT_WORKERS of them whatever the backend."""
+    return 1 if backend == "onnxruntime" and not ray else DEFAULT_WORKERS
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="score photos (files and folders) with an ILGNet model: p_high and a high/low label",
@@ -50,9 +57,10 @@ def register(subparsers) -> None:
     parser.add_argument("--batch", type=integer(1), default=defaults.SCORE_BATCH,
                         help=f"net inputs per forward pass: photos, or crops with --oversample (default: "
                              f"{defaults.SCORE_BATCH})")
-    parser.add_argument("--workers", type=integer(1), default=DEFAULT_WORKERS,
-                        help="processes, each with its own copy of the net and its share of the cores (default: "
-                             f"number of CPUs, at most {MAX_DEFAULT_WORKERS}; up to 1.7 GB of memory each); never more "
+    parser.add_argument("--workers", type=integer(1),
+                        help="processes, each with its own copy of the net and its share of the cores (default: 1 "
+                             f"for onnxruntime, which fills the cores by itself; else the number of CPUs, at most "
+                             f"{MAX_DEFAULT_WORKERS}; up to 1.7 GB of memory each); never more "
                              f"than one per batch of photos nor {PROCESSES_PER_CPU} per CPU. With --ray: actors, never "
                              f"more than one per batch")
     parser.add_argument("--gpu", type=integer(0), metavar="ID",
@@ -202,6 +210,7 @@ def run(args) -> int:
     backend = pick_backend(args.backend, model.caffemodel)
     if args.backend == "auto":
         print(f"ilgnet predict: backend {backend} ({why_picked(backend, model.caffemodel)})", file=sys.stderr)
+    args.workers = args.workers or default_workers(backend, ray=args.ray is not None)
     table, skipped = score(found.photos, model, backend, args)
     not_scored = sorted([*found.not_photos, *((Path(item.path), item.reason) for item in skipped)])
     for path, reason in not_scored:
