@@ -204,3 +204,23 @@ def test_a_gpu_without_the_cuda_provider_is_one_line(stand_in, capsys):
                    "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "GPU 0 asked for, but this onnxruntime has no CUDA provider" in err
+
+
+def test_ilgnet_test_scores_an_lmdb_with_the_exported_file(exported, stand_in, tmp_path, capsys):
+    import json
+
+    from ilgnet.data.synthetic import generate
+
+    generate(tmp_path / "ava", n_images=60, seed=4, long_sides=(240, 300))
+    data = tmp_path / "data"
+    assert ilgnet(["split", "ava2", "--ava-txt", str(tmp_path / "ava" / "AVA.txt"), "--out", str(data)]) == 0
+    assert ilgnet(["lmdb", "--split", str(data), "--images", str(tmp_path / "ava" / "images")]) == 0
+    capsys.readouterr()
+    report = tmp_path / "test.json"
+    assert ilgnet(["test", "--weights", str(exported), "--data", str(data), "--json", str(report), "--batch", "2"]) == 0
+    assert f"ilgnet test: backend onnxruntime ({exported} is an ONNX model)" in capsys.readouterr().err
+    result = json.loads(report.read_text())
+    assert result["images"] == 6 and result["mean_file"] == f"carried in {exported}"
+    with pytest.raises(SystemExit) as stop:
+        ilgnet(["test", "--weights", str(exported), "--data", str(data), "--engine", "caffe"])
+    assert stop.value.code == 2 and f"the ONNX model {exported} goes with --engine pycaffe" in capsys.readouterr().err

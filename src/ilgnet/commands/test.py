@@ -66,6 +66,9 @@ def run(args) -> int:
         return 0
     if not (args.weights and args.data):
         raise UsageError("--weights and --data are required (or --replay LOG)")
+    if (args.engine == "caffe" or args.docker or args.paper_protocol) and args.backend not in ("auto", "caffe"):
+        raise UsageError("--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
+                         "--backend goes with --engine pycaffe")
     data = DataFolder(args.data)
     model = resolve_model(args.weights, variant=args.variant, mean=args.mean, models=args.models)
     mean = model.mean if model.mean is not None else data.mean_binaryproto
@@ -76,10 +79,9 @@ def run(args) -> int:
     if args.paper_protocol and not protocol:
         raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
     engine = "caffe" if args.docker else args.engine
-    if (engine == "caffe" or args.paper_protocol) and (args.backend not in ("auto", "caffe") or
-                                                      not isinstance(mean, Path)):
-        raise UsageError("--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel: "
-                         "--backend and an ONNX model go with --engine pycaffe")
+    if (engine == "caffe" or args.paper_protocol) and not isinstance(mean, Path):
+        raise UsageError(f"--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
+                         f"the ONNX model {model.caffemodel} goes with --engine pycaffe")
     if engine == "caffe" or args.paper_protocol:
         caffe_engine.check_mean(mean)                 # before any scoring, not after the pycaffe pass
     if engine == "caffe":
