@@ -208,10 +208,10 @@ def run(args) -> int:
     if model.name in PUBLISHED_MODELS:
         print(f"{model.name}: {model.caffemodel} is present and checks out", file=sys.stderr)
     backend = pick_backend(args.backend, model.caffemodel)
-    if args.backend == "auto":
-        print(f"ilgnet predict: backend {backend} ({why_picked(backend, model.caffemodel)})", file=sys.stderr)
     args.workers = args.workers or default_workers(backend, ray=args.ray is not None)
     table, skipped = score(found.photos, model, backend, args)
+    if args.backend == "auto":                          # said once scored: an error stays one line
+        print(f"ilgnet predict: backend {backend} ({why_picked(backend, model.caffemodel)})", file=sys.stderr)
     not_scored = sorted([*found.not_photos, *((Path(item.path), item.reason) for item in skipped)])
     for path, reason in not_scored:
         print(f"ilgnet predict: not scored: {path}: {reason}", file=sys.stderr)

@@ -89,10 +89,10 @@ def run(args) -> int:
                                       gpu=args.gpu, docker=args.docker)
     else:
         backend = pick_backend(args.backend, model.caffemodel)
-        if args.backend == "auto":
-            print(f"ilgnet test: backend {backend} ({why_picked(backend, model.caffemodel)})", file=sys.stderr)
         frame = pycaffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
                                           gpu=args.gpu, backend=backend)
+        if args.backend == "auto":                      # said once scored: an error stays one line
+            print(f"ilgnet test: backend {backend} ({why_picked(backend, model.caffemodel)})", file=sys.stderr)
     result = results.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
                                mean_file=mean if isinstance(mean, Path) else mean_name(model))
     result["engine"] = engine
