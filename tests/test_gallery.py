@@ -144,7 +144,7 @@ def test_a_gallery_that_cannot_be_written_is_named_before_scoring(stand_in, tmp_
         assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "scores.csv").exists()                   # refused before any photo was scored
 
-INTERACT = """<script>addEventListener("load", async () => {
+INTERACT = """<script>addEventListener("load", () => {
   const cards = [...document.querySelectorAll(".card")], body = document.body.dataset;
   body.boxes = JSON.stringify(cards.map(c => {
     const box = c.querySelector("img").getBoundingClientRect();
@@ -152,11 +152,11 @@ INTERACT = """<script>addEventListener("load", async () => {
   }));
   const lightbox = document.getElementById("lightbox"), full = lightbox.querySelector("img");
   body.before = lightbox.hidden;
-  cards[0].querySelector("img").click();
-  await full.decode();
+  const thumbnail = cards[0].querySelector("img");
+  thumbnail.click();
   const shown = lightbox.getBoundingClientRect();
   body.lightbox = JSON.stringify({hidden: lightbox.hidden, width: shown.width, height: shown.height,
-                                  natural: [full.naturalWidth, full.naturalHeight],
+                                  full: full.src === thumbnail.dataset.full,
                                   caption: lightbox.querySelector("p").textContent});
   lightbox.click();
   body.closed = lightbox.hidden;
@@ -168,11 +168,13 @@ INTERACT = """<script>addEventListener("load", async () => {
 
 
 def test_gallery_opens_photos_full_size_and_filters_high_and_low(chromium, stand_in, tmp_path):
-    """Portrait and landscape photos fill equal square boxes; a click opens the photo at up to FULL_SIDE pixels in
-    the lightbox and a click closes it; the filter shows only the high or only the low cards."""
+    """Portrait and landscape photos fill equal square boxes; a click opens the photo itself (embedded at up to
+    FULL_SIDE pixels) in the lightbox and a click closes it; the filter shows only the high or only the low cards."""
+    import base64
     import json
 
     import cv2
+    import numpy as np
 
     from ilgnet.scoring.gallery import FULL_SIDE, write_gallery
 
@@ -194,7 +196,11 @@ def test_gallery_opens_photos_full_size_and_filters_high_and_low(chromium, stand
     assert len(boxes) == 5 and len(set(map(tuple, boxes))) == 1 and boxes[0][0] == boxes[0][1] > 100
     lightbox = json.loads(body["data-lightbox"])
     assert body["data-before"] == "true" and lightbox["hidden"] is False and lightbox["width"] > 300
-    assert lightbox["natural"] == [FULL_SIDE, 1000]                    # 2400 x 1500 capped at 1600 on its long side
+    assert lightbox["full"] is True                                     # the photo itself, not the thumbnail
+    full = next(card for card in Page(result.stdout).cards if card["data-rank"] == "1")
+    sources = Page(result.stdout).sources
+    picture = cv2.imdecode(np.frombuffer(base64.b64decode(sources[1].split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+    assert full["data-path"] == str(paths[0]) and picture.shape[:2] == (1000, FULL_SIDE)   # 2400 x 1500, capped
     assert lightbox["caption"].startswith("#1  p_high 0.900") and str(paths[0]) in lightbox["caption"]
     assert body["data-closed"] == "true"
     assert json.loads(body["data-high"]) == [1, 2, 3] and json.loads(body["data-low"]) == [4, 5]
