@@ -17,19 +17,34 @@ PROFILE ?= ava2
 # The Inception-v3/v4 variants crop 299 pixels: their LMDBs are built at 320 and kept apart (data/ava1-320).
 RESIZE ?= $(if $(filter ilgnet-inc3 ilgnet-inc4,$(VARIANT)),320,256)
 SUFFIX := $(if $(filter-out 256,$(RESIZE)),-$(RESIZE))
-DATA ?= data/$(if $(findstring ava1,$(PROFILE)),ava1,ava2)$(SUFFIX)
+# AVA1 with delta > 0 drops training images: its data folder is data/ava1-delta<DELTA> (the campaigns read it there).
+AVA1_DATA := data/ava1$(if $(filter-out 0,$(DELTA)),-delta$(DELTA))$(SUFFIX)
+DATA ?= data/$(if $(findstring ava1-delta1,$(PROFILE)),ava1-delta1,$(if $(findstring ava1,$(PROFILE)),ava1,ava2))$(SUFFIX)
 GPU ?=
 # DOCKER=1: run caffe inside the ilgnet-caffe image (the CUDA one with GPU=..., else the CPU one), same arguments.
 DOCKER ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
-.PHONY: help setup setup-cuda setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb ava2-lmdb train train-ava1 train-ava2 \
-	evaluate weights export bench-lmdb bench-predict bench-ray docker-build docker-build-cpu clean
+# Setup runs by itself only when it has not finished in $(VENV) yet or a recipe file changed since: the targets
+# depend on the stamps tools/setup.sh writes when done. It builds the mode recorded in $(VENV)/ilgnet-setup.json
+# (cpu or cuda, chosen on the first setup); only `make setup-cuda` and `make setup-cpu` change it.
+SETUP := ILGNET_VENV=$(abspath $(VENV)) bash tools/setup.sh
+SETUP_STAMP := $(VENV)/.setup-stamp
+PACKAGE_STAMP := $(VENV)/.ilgnet-deps
+RECIPE := tools/setup.sh tools/build-caffe.sh tools/cuda-wheels.sh tools/caffe-patches \
+	$(wildcard tools/caffe-patches/*.patch) pyproject.toml
+
+.PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb \
+	ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict bench-ray docker-build \
+	docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
 
 help:
-	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV)"
-	@echo "make setup-cuda   the same with a CUDA build of Caffe"
-	@echo "make test         run the whole test suite against the real Caffe (runs setup and test-tools first)"
+	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV); the first setup picks the"
+	@echo "                  build mode (cuda when nvidia-smi lists a GPU, else cpu), later ones keep it"
+	@echo "make setup-cuda   the same with a CUDA build of Caffe, recorded as the mode from now on"
+	@echo "make setup-cpu    the same with a CPU-only build, recorded as the mode from now on"
+	@echo "                  (other targets run setup only when it never finished or a recipe file changed)"
+	@echo "make test         run the whole test suite against the real Caffe (after setup where needed, and test-tools)"
 	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
 	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; about a minute)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
@@ -39,27 +54,45 @@ help:
 	@echo "make ava1-lmdb    AVA1 split + LMDBs + mean from AVA_ROOT (or AVA_TXT/AVA_IMAGES) (DELTA=$(DELTA), SEED=$(SEED));"
 	@echo "                  ILGNET_REPO=<clone of the original repository> uses its published lists instead"
 	@echo "make ava2-lmdb    AVA2 split (top/bottom 10 %) + LMDBs + mean (ILGNET_REPO likewise)"
+	@echo "make paper-data   every data folder of the paper's campaign: ava1, ava1-delta1, ava2, each at 256 and 320"
 	@echo "make train-ava1   fine-tune ILGNet on data/ava1 (GPU=0 or GPU=all for the GPU)"
 	@echo "make train-ava2   fine-tune ILGNet on data/ava2"
 	@echo "make train VARIANT=... PROFILE=...   any net variant with any solver profile"
 	@echo "make evaluate WEIGHTS=... DATA=...   score a model (a run folder, a snapshot, ilgnet-ava1/2) on every val"
 	@echo "                  record (ilgnet test)"
+	@echo "make campaign PLAN=table3 GPUS=0,1   train and evaluate every run of a plan (table2/3/4, paper or a"
+	@echo "                  .toml file); RAY=auto for a Ray cluster; resumes what was interrupted (ilgnet campaign)"
+	@echo "make report PLAN=...   its tables and figures beside the paper's (ilgnet report runs/PLAN)"
+	@echo "make paper        (AVA, GPU machine) paper-data, the whole campaign on GPUS (default all), then the report"
+	@echo "make paper-demo   the same on a synthetic AVA at toy size, on the CPU: 23 toy runs, then the report"
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models (ilgnet weights fetch)"
 	@echo "                  (ilgnet weights fetch inception-v3 / inception-v4 for the ilgnet-inc3/4 trunks)"
 	@echo "make export MODEL=... [OUT=model.onnx] [PRECISION=fp32|fp16|int8]   a model as one ONNX file (ilgnet export)"
 	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine)"
 	@echo "make bench-lmdb / bench-predict / bench-ray   throughput benchmarks"
+	@echo "make clean        delete what is rebuilt cheaply: work/ (the demo's), Python and pytest caches"
+	@echo "                  (keeps runs/, models/, data/ and the cached Caffe builds)"
+	@echo "make clean-runs   delete runs/: every training run, with its snapshots and logs"
 
 setup:
-	bash tools/setup.sh
+	$(SETUP)
 
 setup-cuda:
-	bash tools/setup.sh --cuda
+	$(SETUP) --cuda
+
+setup-cpu:
+	$(SETUP) --cpu
 
 setup-python:
-	bash tools/setup.sh --python-only
+	$(SETUP) --python-only
 
-test: setup test-tools
+$(SETUP_STAMP): $(RECIPE)
+	$(SETUP)
+
+$(PACKAGE_STAMP): tools/setup.sh pyproject.toml
+	$(SETUP) --python-only
+
+test: $(SETUP_STAMP) test-tools
 	$(PY) -m pytest tests
 
 # Debian's Chromium, which the gallery's browser tests open headless (tests/test_gallery.py).
@@ -69,27 +102,27 @@ test-tools:
 	  $$sudo apt-get update -qq && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
-test-fast: setup-python
+test-fast: $(PACKAGE_STAMP)
 	$(PY) -m pytest -m "not caffe and not install" tests
 
-doctor: setup
+doctor: $(SETUP_STAMP)
 	$(ILGNET) doctor
 
-prototxt: setup
+prototxt: $(SETUP_STAMP)
 	$(ILGNET) gen
 
-nets: setup
+nets: $(SETUP_STAMP)
 	$(ILGNET) nets
 
-ava1-lmdb: setup
+ava1-lmdb: $(SETUP_STAMP)
 ifeq ($(ILGNET_REPO),)
-	$(ILGNET) split ava1 --ava-txt $(AVA_TXT) --delta $(DELTA) --seed $(SEED) --out data/ava1$(SUFFIX)
+	$(ILGNET) split ava1 --ava-txt $(AVA_TXT) --delta $(DELTA) --seed $(SEED) --out $(AVA1_DATA)
 else
-	$(ILGNET) split published $(ILGNET_REPO) --set AVA1 --out data/ava1$(SUFFIX)
+	$(ILGNET) split published $(ILGNET_REPO) --set AVA1 --out $(AVA1_DATA)
 endif
-	$(ILGNET) lmdb --split data/ava1$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
+	$(ILGNET) lmdb --split $(AVA1_DATA) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
-ava2-lmdb: setup
+ava2-lmdb: $(SETUP_STAMP)
 ifeq ($(ILGNET_REPO),)
 	$(ILGNET) split ava2 --ava-txt $(AVA_TXT) --seed $(SEED) --out data/ava2$(SUFFIX)
 else
@@ -97,37 +130,71 @@ else
 endif
 	$(ILGNET) lmdb --split data/ava2$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
-train: setup
+train: $(SETUP_STAMP)
 	$(ILGNET) train --variant $(VARIANT) --profile $(PROFILE) --data $(DATA) --name $(RUN) $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-train-ava1: setup
-	$(ILGNET) train --variant ilgnet --profile ava1-delta$(DELTA) --data data/ava1 --name ilgnet-ava1 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
+train-ava1: $(SETUP_STAMP)
+	$(ILGNET) train --variant ilgnet --profile ava1-delta$(DELTA) --data $(AVA1_DATA) --name ilgnet-ava1 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-train-ava2: setup
+train-ava2: $(SETUP_STAMP)
 	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-evaluate: setup
-	$(if $(WEIGHTS),,$(error make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>))
+# Refused while the Makefile is read, before setup or anything else runs.
+ifneq ($(filter evaluate,$(MAKECMDGOALS)),)
+ifeq ($(WEIGHTS),)
+$(error make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>)
+endif
+endif
+evaluate: $(SETUP_STAMP)
 	$(ILGNET) test --weights $(WEIGHTS) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) $(if $(GPU),--gpu $(GPU)) $(if $(DOCKER),--docker) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
 
-weights: setup
+weights: $(SETUP_STAMP)
 	$(ILGNET) weights fetch bvlc_googlenet ilgnet-ava1 ilgnet-ava2
 
 # MODEL: a run folder, ilgnet-ava1/2 or a .caffemodel (then VARIANT=... and MEAN=... too); OUT: the ONNX file
-export: setup-python
+export: $(PACKAGE_STAMP)
 	$(if $(MODEL),,$(error make export needs MODEL=<a run folder, ilgnet-ava1 / ilgnet-ava2, or a .caffemodel>))
 	$(ILGNET) export $(MODEL) --out $(or $(OUT),$(notdir $(basename $(MODEL))).onnx) --precision $(or $(PRECISION),fp32) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) $(if $(MEAN),--mean $(MEAN))
 
-demo: setup
+demo: $(SETUP_STAMP)
 	$(ILGNET) demo
 
-bench-lmdb: setup
+# The paper's campaign (docs/PAPER.md). PLAN: table2, table3, table4, paper or a plan file; GPUS: ids or all; RAY: a
+# Ray cluster's address (auto, HOST:PORT) instead of this machine's GPUs.
+PLAN ?= paper
+GPUS ?=
+RAY ?=
+PLAN_NAME = $(basename $(notdir $(PLAN)))
+PAPER_DATA := ava1 ava1-delta1 ava2 ava1-320 ava1-delta1-320 ava2-320
+
+campaign: $(SETUP_STAMP)
+	$(ILGNET) campaign $(PLAN) $(if $(RAY),--ray $(RAY),$(if $(GPUS),--gpus $(GPUS),--cpu))
+
+report: $(SETUP_STAMP)
+	$(ILGNET) report runs/$(PLAN_NAME) --out reports/$(PLAN_NAME) $(if $(GPU),--gpu $(GPU))
+
+paper-data: $(SETUP_STAMP)
+	@for folder in $(PAPER_DATA); do \
+	  [ -f data/$$folder/lmdb.json ] && continue; \
+	  set=$${folder%-320}; resize=$$([ "$$folder" = "$$set" ] && echo 256 || echo 320); \
+	  $(MAKE) --no-print-directory $${set%-delta1}-lmdb RESIZE=$$resize DELTA=$$([ "$$set" = ava1-delta1 ] && echo 1 || echo 0) || exit 1; \
+	done
+
+paper: paper-data
+	$(ILGNET) campaign paper $(if $(RAY),--ray $(RAY),--gpus $(or $(GPUS),all))
+	$(ILGNET) report runs/paper --out reports/paper --plan paper $(if $(GPU),--gpu $(GPU))
+
+paper-demo: $(SETUP_STAMP)
+	$(ILGNET) campaign plans/paper-demo.toml --cpu
+	$(ILGNET) report work/paper-demo/runs --out work/paper-demo/report --plan plans/paper-demo.toml
+
+bench-lmdb: $(SETUP_STAMP)
 	$(PY) tools/bench_lmdb.py
 
-bench-predict: setup
+bench-predict: $(SETUP_STAMP)
 	$(PY) tools/bench_predict.py
 
-bench-ray: setup
+bench-ray: $(SETUP_STAMP)
 	$(PY) tools/bench_ray.py
 
 # CA=/etc/ssl/certs/ca-certificates.crt lends pip and apt a CA bundle during the build only (behind a TLS proxy).
@@ -138,7 +205,11 @@ docker-build-cpu:
 	DOCKER_BUILDKIT=1 docker build $(if $(CA),--secret id=ca,src=$(CA)) -f Dockerfile.cpu -t ilgnet-caffe:cpu .
 
 clean:
-	rm -rf runs work
+	rm -rf work .pytest_cache
+	find src tests tools -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-runs:
+	rm -rf runs
 
 # ---- GPU bundle and check, Docker smoke test (docs/GPU.md, docs/DOCKER.md) ----
 .PHONY: gpu-bundle gpu-check docker-smoke

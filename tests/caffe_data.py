@@ -2,7 +2,8 @@
 convert_imageset --encoded writes them) and their mean.binaryproto from Caffe's own compute_image_mean.
 
 Test modules import its helpers, and load it with `pytest_plugins = ["caffe_data"]` for its session fixtures
-(small_dataset, ilgnet_caffemodel), which are then made once per session however many modules use them.
+(small_dataset, small_caffemodel, ilgnet_caffemodel), which are then made once per session however many modules
+use them.
 It has no asserts to rewrite, and is often imported before pytest loads it as a plugin: PYTEST_DONT_REWRITE."""
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import cv2
 import lmdb
 import numpy as np
 import pytest
+from conftest import SMALL
 
 from ilgnet.bvlc.tools import import_caffe, run_tool
 
@@ -73,6 +75,23 @@ def write_dataset(root: Path, *, train_labels: list[int], val_labels: list[int],
     return root
 
 
+def run_folder(root: Path, weights: Path, mean: Path, variant: str, *, resize: int = 256) -> Path:
+    """root/runs/run as `ilgnet train` leaves it for scoring: model.json (`variant`, trained on photos resized to
+    `resize`), a copy of `mean` with its sha256 recorded, and `weights` as its snapshot of iteration 1."""
+    import hashlib
+    import json
+    import shutil
+
+    run = root / "runs" / "run"
+    (run / "snapshots").mkdir(parents=True)
+    shutil.copy(weights, run / "snapshots" / f"{variant}_iter_1.caffemodel")
+    shutil.copy(mean, run / "mean.binaryproto")
+    digest = hashlib.sha256((run / "mean.binaryproto").read_bytes()).hexdigest()
+    (run / "model.json").write_text(json.dumps({"variant": variant, "resize": resize, "train_list": None,
+                                                "mean": {"file": "mean.binaryproto", "sha256": digest}}))
+    return run
+
+
 def published_stand_in(caffemodel: Path, name: str, models: Path, shared_data: Path | None = None) -> Path:
     """models/<file of registry entry `name`>: `caffemodel` (of the `ilgnet` net, its weights unchanged) brought to
     the size the registry checks, standing in for an authors' model that cannot be downloaded here: its layers keep
@@ -122,29 +141,55 @@ def small_dataset(caffe, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def ilgnet_caffemodel(caffe, tmp_path_factory, small_dataset) -> Path:
-    """A caffemodel of the `ilgnet` deploy net (about 600 MB, like the published ones), made once per session and
-    deleted at its end. Caffe's random initialisation gives logits 10 or more apart, so every probability would
-    be 0 or 1 and every prediction the same; the final classifier is rescaled and re-centred on small_dataset's
-    val records so that their probabilities spread around 0.5 and the tests can compare them meaningfully."""
+def calibrated_caffemodel(caffe, variant: str, dataset: Path, path: Path, weights: Path | None = None) -> Path:
+    """`path`: a caffemodel of `variant`'s deploy net with `weights` (else Caffe's random initialisation) whose final
+    classifier is rescaled and re-centred on `dataset`'s val records, so that their probabilities spread around 0.5
+    and tests can compare them meaningfully. (Random weights give logits 10 or more apart: every probability would
+    be 0 or 1 and every prediction the same.)"""
     from ilgnet.bvlc.io import lmdb_records, load_mean
     from ilgnet.nets import deploy
 
-    caffe.set_random_seed(1)
-    root = tmp_path_factory.mktemp("ilgnet-model")
-    (root / "deploy.prototxt").write_text(str(deploy("ilgnet", batch=len(SMALL_VAL_LABELS))))
-    net = caffe.Net(str(root / "deploy.prototxt"), caffe.TEST)
-    mean = load_mean(small_dataset / "mean.binaryproto")
-    crops = [(image.transpose(2, 0, 1) - mean)[:, 6:233, 6:233] for _, image, _ in
-             lmdb_records(small_dataset / "val_lmdb")]
+    net_param = deploy(variant, batch=len(SMALL_VAL_LABELS))
+    classifier = net_param.layer[-1].bottom[0]                  # what the final Softmax reads
+    prototxt = path.with_suffix(".prototxt")
+    prototxt.write_text(str(net_param))
+    net = caffe.Net(str(prototxt), caffe.TEST, **({"weights": str(weights)} if weights else {}))
+    crop = net.blobs["data"].data.shape[-1]
+    mean = load_mean(dataset / "mean.binaryproto")
+    offset = (mean.shape[-1] - crop) // 2                       # the centre crop, as the Data layer takes it
+    crops = [(image.transpose(2, 0, 1) - mean)[:, offset:offset + crop, offset:offset + crop]
+             for _, image, _ in lmdb_records(dataset / "val_lmdb")]
     net.blobs["data"].data[...] = np.stack(crops)
     net.forward()
-    weights, bias = net.params["loss1/classifier_cjy"]
-    margin = net.blobs["loss1/classifier_cjy"].data @ [-1, 1] - (bias.data[1] - bias.data[0])
+    kernel, bias = net.params[classifier]
+    margin = net.blobs[classifier].data @ [-1, 1] - (bias.data[1] - bias.data[0])
     scale = 2 / margin.std()
-    weights.data[...] *= scale
+    kernel.data[...] *= scale
     bias.data[...] = [0, -scale * margin.mean()]
-    net.save(str(root / "ilgnet.caffemodel"))
-    yield root / "ilgnet.caffemodel"
-    (root / "ilgnet.caffemodel").unlink()
+    net.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ilgnet_caffemodel(caffe, tmp_path_factory, small_dataset) -> Path:
+    """A caffemodel of the `ilgnet` deploy net (about 600 MB, like the published ones; calibrated_caffemodel on
+    small_dataset), made once per session and deleted at its end. Only the tests whose subject is the `ilgnet` net
+    or the published models use it; the others use small_caffemodel."""
+    caffe.set_random_seed(1)
+    path = calibrated_caffemodel(caffe, "ilgnet", small_dataset, tmp_path_factory.mktemp("ilgnet-model") /
+                                 "ilgnet.caffemodel")
+    yield path
+    path.unlink()
+
+
+@pytest.fixture(scope="session")
+def small_caffemodel(caffe, tmp_path_factory, small_dataset) -> Path:
+    """A caffemodel of the SMALL variant (googlenet-bn-third, 3.2 M parameters: 13 MB), its weights random but of
+    trained scale, BatchNorm statistics included (ilgnet.data.synthetic.random_caffemodel), calibrated on
+    small_dataset like ilgnet_caffemodel."""
+    from ilgnet.data.synthetic import random_caffemodel
+    from ilgnet.nets import deploy
+
+    root = tmp_path_factory.mktemp("small-model")
+    weights = random_caffemodel(deploy(SMALL), root / "random.caffemodel", seed=1)
+    return calibrated_caffemodel(caffe, SMALL, small_dataset, root / f"{SMALL}.caffemodel", weights)

@@ -19,15 +19,16 @@ from ilgnet.evaluation.pycaffe_engine import evaluate, score_lmdb
 from ilgnet.evaluation.reports import markdown_report
 from ilgnet.nets import train_val
 
-pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files
+pytest_plugins = ["caffe_data"]     # small_dataset and the stand-in models, shared across test files
 
 
 def caffe_test_per_record(data, model, tmp_path):
-    """`caffe test` at batch 1 for exactly len(VAL_LABELS) iterations, on the ilgnet train_val with a Softmax
-    output added: per record, Caffe's own probabilities and top-1 hit."""
-    net = train_val("ilgnet", train_lmdb=data / "train_lmdb", val_lmdb=data / "val_lmdb",
+    """`caffe test` at batch 1 for exactly len(VAL_LABELS) iterations, on the SMALL variant's train_val with a
+    Softmax output added: per record, Caffe's own probabilities and top-1 hit."""
+    net = train_val(SMALL, train_lmdb=data / "train_lmdb", val_lmdb=data / "val_lmdb",
                     mean_file=data / "mean.binaryproto", train_batch=1, val_batch=1)
-    net.layer.add(name="prob", type="Softmax", bottom=["loss1/classifier_cjy"], top=["prob"])
+    classifier = next(layer for layer in net.layer if layer.type == "Accuracy").bottom[0]
+    net.layer.add(name="prob", type="Softmax", bottom=[classifier], top=["prob"])
     (tmp_path / "test.prototxt").write_text(str(net))
     out = run_tool("caffe", ["test", "-model", tmp_path / "test.prototxt", "-weights", model,
                              "-iterations", len(VAL_LABELS)]).stdout
@@ -37,26 +38,27 @@ def caffe_test_per_record(data, model, tmp_path):
     return np.array(probs).reshape(-1, 2), np.array(hits), final
 
 
-def test_every_record_once_matching_caffe_test(small_dataset, ilgnet_caffemodel, tmp_path):
+def test_every_record_once_matching_caffe_test(small_dataset, small_caffemodel, tmp_path):
     val, mean = small_dataset / "val_lmdb", small_dataset / "mean.binaryproto"
-    frame = score_lmdb("ilgnet", ilgnet_caffemodel, val, mean, batch=2, progress=False)
+    frame = score_lmdb(SMALL, small_caffemodel, val, mean, batch=2, progress=False)
     assert frame["key"].tolist() == [f"{i:08d}_{i}" for i in range(len(VAL_LABELS))]
     assert frame["label"].tolist() == VAL_LABELS
 
     assert set(frame["predicted"]) == {0, 1}       # a model that tells the records apart (see the fixture)
-    caffe_probs, caffe_hits, caffe_accuracy = caffe_test_per_record(small_dataset, ilgnet_caffemodel, tmp_path)
+    caffe_probs, caffe_hits, caffe_accuracy = caffe_test_per_record(small_dataset, small_caffemodel, tmp_path)
     np.testing.assert_allclose(frame[["p_0", "p_1"]].to_numpy(), caffe_probs, rtol=1e-4, atol=1e-6)
     assert (frame["predicted"] == frame["label"]).astype(float).tolist() == caffe_hits.tolist()
 
-    result = evaluate("ilgnet", ilgnet_caffemodel, val, mean, batch=2, progress=False)
+    result = evaluate(SMALL, small_caffemodel, val, mean, batch=2, progress=False)
     assert (result["images"], result["forward_passes"]) == (5, 3)
     assert result["correct"] == int(caffe_hits.sum())
     assert result["accuracy"] == pytest.approx(caffe_accuracy)
 
 
-def test_cli_writes_json_markdown_and_per_image_csv(small_dataset, ilgnet_caffemodel, tmp_path, capsys):
+def test_cli_writes_json_markdown_and_per_image_csv(small_dataset, small_caffemodel, tmp_path, capsys):
     out = {name: tmp_path / name for name in ("m.json", "m.md", "per_image.csv")}
-    assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(small_dataset), "--batch", "3",
+    assert main(["test", "--weights", str(small_caffemodel), "--variant", SMALL, "--data", str(small_dataset),
+                 "--batch", "3",
                  "--json", str(out["m.json"]), "--markdown", str(out["m.md"]),
                  "--per-image", str(out["per_image.csv"])]) == 0
     result = json.loads(out["m.json"].read_text())
@@ -116,7 +118,9 @@ def test_published_model_names_resolve_to_their_files_and_mean(small_dataset, il
     published_stand_in(ilgnet_caffemodel, "ilgnet-ava1", tmp_path, shared_data)
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "record 00000000_0 is 240x240, the mean image" in err and "AVA1_mean.binaryproto is 256x256" in err
+    assert err == (f"ilgnet test: error: the mean image {tmp_path / 'AVA1_mean.binaryproto'} is 256x256, the records "
+                   f"of {small_dataset / 'val_lmdb'} are 240x240: Caffe subtracts one from the other and needs them "
+                   f"equal\n")
 
 
 @pytest.fixture
@@ -147,7 +151,7 @@ def test_caffe_test_needs_a_binaryproto_mean(stand_in, tiny_data, tmp_path, caps
                                            f"from a .binaryproto only (the pycaffe engine reads .npy too)\n")
 
 
-def test_val_images_that_never_reached_the_lmdb_are_stated(ilgnet_caffemodel, tmp_path, capsys):
+def test_val_images_that_never_reached_the_lmdb_are_stated(small_caffemodel, tmp_path, capsys):
     """3 of the 5 val photos listed reach the LMDB: the table says so beside the scores of those 3, and the JSON
     keeps the counts; the outputs' folders are made once the scores are in."""
     from caffe_data import photo_files
@@ -164,8 +168,8 @@ def test_val_images_that_never_reached_the_lmdb_are_stated(ilgnet_caffemodel, tm
         (tmp_path / "images" / name).unlink()
     build_split(data, tmp_path / "images", jobs=1, progress=False)
     result_file = tmp_path / "runs" / "x" / "test.json"
-    assert main(["test", "--weights", str(ilgnet_caffemodel), "--data", str(data), "--batch", "2",
-                 "--json", str(result_file)]) == 0
+    assert main(["test", "--weights", str(small_caffemodel), "--variant", SMALL, "--data", str(data), "--batch",
+                 "2", "--json", str(result_file)]) == 0
     table = capsys.readouterr().out
     assert "| images scored | 3 (every val record once) |" in table
     assert "| listed val images not in the LMDB | 2 of the 5 in val.txt | not reported |" in table
@@ -174,3 +178,26 @@ def test_val_images_that_never_reached_the_lmdb_are_stated(ilgnet_caffemodel, tm
     result = json.loads(result_file.read_text())
     assert result["val_list"] == {"file": str(data / "val.txt"), "listed": 5, "not_in_lmdb": 2}
     assert result["images"] == 3
+
+
+@pytest.mark.parametrize("engine", ["pycaffe", "caffe"])
+def test_a_mean_of_another_size_is_refused_before_any_scoring(stand_in, tiny_data, tmp_path, engine, capsys):
+    """Against the val LMDB's records (Caffe's Data layer aborts on a mismatch), and against the size the model was
+    trained at (model.json's resize) even where the records match the mean."""
+    from caffe_data import run_folder
+
+    from ilgnet.bvlc.io import blobproto_bytes
+
+    mean = tmp_path / "m20.binaryproto"
+    mean.write_bytes(blobproto_bytes(np.full((3, 20, 20), 100, np.float32)))
+    base = ["test", "--weights", str(stand_in["weights"]), "--variant", SMALL, "--data", str(tiny_data),
+            "--engine", engine]
+    assert main([*base, "--mean", str(mean)]) == 1
+    assert capsys.readouterr().err == (f"ilgnet test: error: the mean image {mean} is 20x20, the records of "
+                                       f"{tiny_data / 'val_lmdb'} are 16x16: Caffe subtracts one from the other and "
+                                       f"needs them equal\n")
+    run = run_folder(tmp_path, stand_in["weights"], tiny_data / "mean.binaryproto", SMALL)
+    assert main(["test", "--weights", str(run), "--data", str(tiny_data), "--engine", engine]) == 1
+    assert capsys.readouterr().err == (f"ilgnet test: error: the mean image {run / 'mean.binaryproto'} is 16x16, but "
+                                       f"{run} was trained on photos resized to 256x256: give the mean of its training "
+                                       f"data\n")

@@ -12,18 +12,19 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from caffe_data import published_stand_in
+from caffe_data import published_stand_in, run_folder
 from conftest import SMALL
 
 from ilgnet import nets
+from ilgnet.bvlc.io import blobproto_bytes
 from ilgnet.bvlc.proto import to_text
 from ilgnet.bvlc.tools import import_caffe, run_tool
 from ilgnet.cli import main as ilgnet
 from ilgnet.scoring.scorer import Scorer
 
-pytest_plugins = ["caffe_data"]     # ilgnet_caffemodel: the `ilgnet` net with fixed random weights, once per session
+pytest_plugins = ["caffe_data"]     # the stand-in models of the small variant and the `ilgnet` net, once per session
 
-LOGITS = "loss1/classifier_cjy"
+LOGITS = nets.deploy(SMALL).layer[-1].bottom[0]         # the blob the SMALL deploy net's final Softmax reads
 
 
 def write_photos(folder: Path) -> list[Path]:
@@ -46,8 +47,9 @@ def write_photos(folder: Path) -> list[Path]:
 
 
 def caffe_data_layer_outputs(photos: list[Path], weights: Path, work: Path) -> dict[str, np.ndarray]:
-    """What Caffe itself computes for the photos: convert_imageset (256x256) -> compute_image_mean -> the ilgnet
-    train_val net in the TEST phase (Data layer: centre crop 227, mean image) -> its input blob and logits."""
+    """What Caffe itself computes for the photos: convert_imageset (256x256) -> compute_image_mean -> the SMALL
+    variant's train_val net in the TEST phase (Data layer: centre crop 227, mean image) -> its input blob and
+    logits."""
     from ilgnet.nets import train_val
 
     caffe = import_caffe()
@@ -57,7 +59,7 @@ def caffe_data_layer_outputs(photos: list[Path], weights: Path, work: Path) -> d
     run_tool("convert_imageset", ["--resize_height=256", "--resize_width=256", f"{root}/", work / "list.txt",
                                   work / "lmdb"])
     run_tool("compute_image_mean", [work / "lmdb", work / "mean.binaryproto"])
-    net_param = train_val("ilgnet", train_lmdb=work / "lmdb", val_lmdb=work / "lmdb",
+    net_param = train_val(SMALL, train_lmdb=work / "lmdb", val_lmdb=work / "lmdb",
                           mean_file=work / "mean.binaryproto", train_batch=1, val_batch=len(photos))
     (work / "train_val.prototxt").write_text(str(net_param))
     net = caffe.Net(str(work / "train_val.prototxt"), caffe.TEST, weights=str(weights))
@@ -68,7 +70,7 @@ def caffe_data_layer_outputs(photos: list[Path], weights: Path, work: Path) -> d
 
 def assert_scorer_matches_caffe(photos: list[Path], weights: Path, work: Path) -> None:
     expected = caffe_data_layer_outputs(photos, weights, work)
-    scorer = Scorer(weights, mean=expected["mean"], batch_size=len(photos), jobs=2)
+    scorer = Scorer(weights, mean=expected["mean"], variant=SMALL, batch_size=len(photos), jobs=2)
     decoded = list(scorer.decoded(photos))
     assert [name for name, _ in decoded] == [str(p) for p in photos]
     inputs = np.stack([scorer.preprocess(image)[0] for _, image in decoded])
@@ -83,18 +85,18 @@ def assert_scorer_matches_caffe(photos: list[Path], weights: Path, work: Path) -
     assert list(table.label) == [int(p > 0.5) for p in table.p_high]
 
 
-def test_scorer_input_and_output_equal_caffe_data_layer(ilgnet_caffemodel, tmp_path):
-    assert_scorer_matches_caffe(write_photos(tmp_path / "photos"), ilgnet_caffemodel, tmp_path / "caffe")
+def test_scorer_input_and_output_equal_caffe_data_layer(small_caffemodel, tmp_path):
+    assert_scorer_matches_caffe(write_photos(tmp_path / "photos"), small_caffemodel, tmp_path / "caffe")
 
 
-def test_real_photos_equal_caffe_data_layer(shared_data, ilgnet_caffemodel, tmp_path):
+def test_real_photos_equal_caffe_data_layer(shared_data, small_caffemodel, tmp_path):
     images = shared_data / "ava-sample" / "images"
     # 770238 and 771184 are greyscale JPEGs; the others colour, portrait and landscape.
     photos = [images / f"{i}.jpg" for i in (42039, 770238, 771184, 769857, 770897, 771111)]
-    assert_scorer_matches_caffe(photos, ilgnet_caffemodel, tmp_path / "caffe")
+    assert_scorer_matches_caffe(photos, small_caffemodel, tmp_path / "caffe")
 
 
-def test_real_photos_through_split_lmdb_and_predict(shared_data, ilgnet_caffemodel, tmp_path, capsys):
+def test_real_photos_through_split_lmdb_and_predict(shared_data, small_caffemodel, tmp_path, capsys):
     """The 87 AVA photos with their real votes: `ilgnet split ava1` -> `ilgnet lmdb` -> `ilgnet predict` on the
     held-out photos, whose scores equal those of their LMDB records (`ilgnet test`'s per-record scores)."""
     from ilgnet.evaluation.pycaffe_engine import score_lmdb
@@ -110,12 +112,12 @@ def test_real_photos_through_split_lmdb_and_predict(shared_data, ilgnet_caffemod
     val = pd.read_csv(data / "val.txt", sep=" ", header=None, names=["filename", "label"])
     assert len(val) == 12 and set(val.label) <= {0, 1}
     capsys.readouterr()
-    assert ilgnet(["predict", *[str(sample / "images" / f) for f in val.filename], "--model", str(ilgnet_caffemodel),
-                   "--mean", str(data / "mean.binaryproto"), "--quiet"]) == 0
+    assert ilgnet(["predict", *[str(sample / "images" / f) for f in val.filename], "--model", str(small_caffemodel),
+                   "--variant", SMALL, "--mean", str(data / "mean.binaryproto"), "--quiet"]) == 0
     out = capsys.readouterr()
     predicted = pd.read_csv(io.StringIO(out.out))
     assert len(predicted) == 12 and "scored 12 photos, not scored 0" in out.err
-    records = score_lmdb("ilgnet", ilgnet_caffemodel, data / "val_lmdb", data / "mean.binaryproto", batch=5,
+    records = score_lmdb(SMALL, small_caffemodel, data / "val_lmdb", data / "mean.binaryproto", batch=5,
                          progress=False)
     by_file = dict(zip(records.key.str.split("_", n=1).str[1], records.p_1))
     np.testing.assert_allclose(predicted.p_high, [by_file[Path(p).name] for p in predicted.path], atol=1e-6)
@@ -343,7 +345,14 @@ def test_a_given_mean_is_used_and_nothing_is_downloaded(shared_data, ilgnet_caff
         f"ilgnet-ava2-train-list`, or install a copy you fetched"]
     fetched.unlink()
     photos = [str(p) for p in write_photos(tmp_path / "photos")[:3]]
-    mean = small_dataset / "mean.binaryproto"
+    small_mean = small_dataset / "mean.binaryproto"            # 240 x 240: not the size ilgnet-ava2 was trained at
+    assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--mean", str(small_mean),
+                   "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"ilgnet predict: error: the mean image {small_mean} is 240x240, but "
+                                       f"ilgnet-ava2 was trained on photos resized to 256x256: give the mean of its "
+                                       f"training data\n")
+    mean = tmp_path / "mean.binaryproto"
+    mean.write_bytes(blobproto_bytes(np.random.default_rng(4).uniform(80, 140, (3, 256, 256)).astype(np.float32)))
     assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--mean", str(mean),
                    "--quiet", "--workers", "1"]) == 0
     by_name = capsys.readouterr().out
@@ -383,7 +392,7 @@ def test_an_at_list_names_its_file_and_line(tmp_path, capsys, monkeypatch):
     assert ilgnet(["predict", "@list.txt", *stand_in]) == 1
     assert capsys.readouterr().err == "ilgnet predict: error: list.txt:3: nope.jpg does not exist\n"
     assert ilgnet(["predict", "@nolist", *stand_in]) == 1
-    assert capsys.readouterr().err == "ilgnet predict: error: nolist does not exist\n"
+    assert capsys.readouterr().err == "ilgnet predict: error: @nolist: no file of that name, and no list file nolist\n"
     assert ilgnet(["predict", "@p", *stand_in]) == 1
     assert capsys.readouterr().err == "ilgnet predict: error: p is a folder, not a file\n"
 
@@ -406,3 +415,24 @@ def test_names_that_are_not_utf8_are_refused_before_scoring_in_utf8_only_formats
                                        f"{shown} cannot hold; write CSV (which keeps the name's own bytes) or rename "
                                        f"the file\n")
     assert not (tmp_path / f"out.{fmt}").exists()
+
+
+def write_mean(path: Path, side: int) -> Path:
+    path.write_bytes(blobproto_bytes(np.full((3, side, side), 110, np.float32)))
+    return path
+
+
+def test_a_mean_of_another_size_than_the_training_resize_is_refused_or_warned(stand_in, tmp_path, capsys):
+    """Refused where the model records the size its photos were resized to (model.json, the registry); a bare
+    caffemodel records none, and its mean is taken as given."""
+    run = run_folder(tmp_path, stand_in["weights"], stand_in["mean"], SMALL)
+    mean = write_mean(tmp_path / "m240.binaryproto", 240)
+    photos = [str(stand_in["photos"]), "--backend", "opencv", "--quiet"]
+    assert ilgnet(["predict", *photos, "--model", str(run), "--mean", str(mean)]) == 1
+    assert capsys.readouterr().err == (f"ilgnet predict: error: the mean image {mean} is 240x240, but {run} was "
+                                       f"trained on photos resized to 256x256: give the mean of its training data\n")
+    assert ilgnet(["predict", *photos, "--model", str(run)]) == 0              # its own mean
+    capsys.readouterr()
+    plain = stand_in["weights"]
+    assert ilgnet(["predict", *photos, "--model", str(plain), "--variant", SMALL, "--mean", str(mean)]) == 0
+    assert "warning" not in capsys.readouterr().err

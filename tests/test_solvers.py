@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 from caffe_data import write_dataset
+from conftest import SMALL
 from google.protobuf import text_format
 
 from ilgnet import nets
@@ -101,31 +102,47 @@ def test_bad_requests_are_clear_errors():
 
 
 @pytest.fixture(scope="module")
-def ilgnet_train_val(caffe, tmp_path_factory):
+def small_train_val(caffe, tmp_path_factory):
+    """The SMALL variant's train_val on a tiny LMDB: the solver files drive any net; this one steps fast."""
     root = tmp_path_factory.mktemp("solver")
     data = write_dataset(root / "data", train_labels=[0, 1, 1, 0], val_labels=[1, 0], size=256)
     path = root / "train_val.prototxt"
-    path.write_text(str(nets.train_val("ilgnet", train_lmdb=data / "train_lmdb", val_lmdb=data / "val_lmdb",
+    path.write_text(str(nets.train_val(SMALL, train_lmdb=data / "train_lmdb", val_lmdb=data / "val_lmdb",
                                        mean_file=data / "mean.binaryproto", train_batch=2, val_batch=2)))
     return path
 
 
 @pytest.mark.parametrize("profile", list(solvers.PROFILES))
-def test_committed_solver_file_drives_caffe_sgd(caffe, profile, repo, ilgnet_train_val, tmp_path):
-    """The committed file, with its net pointed at an ilgnet train_val on a tiny LMDB, CPU mode and no test
+def test_committed_solver_file_drives_caffe_sgd(caffe, profile, repo, small_train_val, tmp_path):
+    """The committed file, with its net pointed at the small variant's train_val on a tiny LMDB, CPU mode and no test
     pass before the first step (hundreds of test iterations), loads in caffe.SGDSolver and takes a step that
     moves the weights."""
     caffe_pb2 = caffe.proto.caffe_pb2
     s = text_format.Parse((repo / "solvers" / f"{profile}.prototxt").read_text(), caffe_pb2.SolverParameter())
     assert s.net == "prototxt/ilgnet/train_val.prototxt" and s.snapshot_prefix.startswith("runs/")
-    s.net, s.solver_mode, s.snapshot_prefix = str(ilgnet_train_val), caffe_pb2.SolverParameter.CPU, str(tmp_path / "s")
+    s.net, s.solver_mode, s.snapshot_prefix = str(small_train_val), caffe_pb2.SolverParameter.CPU, str(tmp_path / "s")
     s.test_initialization = False
     path = tmp_path / "solver.prototxt"
     path.write_text(str(s))
     solver = caffe.SGDSolver(str(path))
     assert len(solver.test_nets) == 1 and solver.test_nets[0].blobs["data"].data.shape == (2, 3, 227, 227)
-    before = solver.net.params["loss1/classifier_cjy"][0].data.copy()
+    classifier = "loss1/classifier_ava"                         # the SMALL variant's final classifier
+    before = solver.net.params[classifier][0].data.copy()
     solver.step(1)
     assert solver.iter == 1
     assert np.isfinite(solver.net.blobs["loss1/loss"].data) and not np.array_equal(
-        before, solver.net.params["loss1/classifier_cjy"][0].data)
+        before, solver.net.params[classifier][0].data)
+
+
+def test_the_committed_table1_solvers_read_each_val_image_once(repo):
+    """Only the published AVA2 solver's test pass reads images twice (its own test_iter, for batches of 50), and
+    generation says so; the Table 1 ava2 solver gets the val batch `ilgnet train` picks, 23, as its comment says."""
+    from ilgnet.nets.generated import generated_files
+
+    files, caught = generated_files()
+    assert caught == ["published-ava2: test_iter 533 x val batch 50 = 26,650 images per test pass: all 25,553 val "
+                      "images, 1,097 of them twice"]
+    text = (repo / "solvers" / "ava2.prototxt").read_text()
+    assert text == files["solvers/ava2.prototxt"] and "test_iter: 1111\n" in text
+    assert "# With the published AVA2 val list: test_iter 1111 x val batch 23 = 25,553 images per test pass: each " \
+           "of the 25,553 val images once.\n" in text

@@ -12,16 +12,28 @@
 # Environment: ILGNET_JOBS (default nproc), ILGNET_CUDA_ARCHS (default "80 90"); for cuda builds nvcc must be
 #   on PATH, and NCCL_DIR / CUDNN_DIR say where NCCL / cuDNN are when not in the CUDA toolkit, /usr/local or
 #   /usr; ILGNET_CUDNN=0 builds without cuDNN even where it is found.
+# A wrong argument count, mode or fifth argument, an existing PREFIX, a missing SOURCE_DSC or PYTHON are refused
+# in one line with exit status 2, before any work; a failed build step exits 1.
 set -euo pipefail
 
+log() { printf '[build-caffe] %s\n' "$*"; }
+die() { printf '[build-caffe] error: %s\n' "$*" >&2; exit 1; }
+refuse() { printf '[build-caffe] error: %s\n' "$*" >&2; exit 2; }
+
+usage="usage: tools/build-caffe.sh SOURCE_DSC PREFIX PYTHON cpu|cuda [lean]"
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;; esac
+[ $# -eq 4 ] || [ $# -eq 5 ] || refuse "expected 4 or 5 arguments, got $# ($usage)"
 dsc=$1 dest=$2 py=$3 mode=$4 flavour=${5:-full}
+case "$mode" in cpu|cuda) ;; *) refuse "build mode '$mode': expected cpu or cuda ($usage)" ;; esac
+[ $# -eq 4 ] || [ "$flavour" = lean ] || refuse "fifth argument '$flavour': expected lean or none ($usage)"
+[ ! -e "$dest" ] && [ ! -L "$dest" ] || refuse "install prefix $dest exists already; remove it to build again there"
+[ -f "$dsc" ] || refuse "source package $dsc does not exist"
+[ "$flavour" = lean ] || command -v "$py" >/dev/null || refuse "PYTHON $py is not an executable"
+
 jobs=${ILGNET_JOBS:-$(nproc)}
 cuda_archs=${ILGNET_CUDA_ARCHS:-80 90}
 patch_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/caffe-patches
 work="$dest.work"
-
-log() { printf '[build-caffe] %s\n' "$*"; }
-die() { printf '[build-caffe] error: %s\n' "$*" >&2; exit 1; }
 
 if [ "$flavour" = lean ]; then
   # HDF5 stays: this Caffe's net.cpp calls it whatever USE_HDF5 says.

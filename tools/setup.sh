@@ -2,13 +2,16 @@
 # Installs everything ilgnet-caffe needs on Debian 12: apt packages, BVLC Caffe built from Debian's
 # source package (with the few patches today's libraries need), and the project venv (.venv) wired to it.
 #
-# Usage: tools/setup.sh [--cuda|--cpu|--deps|--python-only]
-#   --cuda         build Caffe with CUDA (also chosen when nvidia-smi lists a GPU); the CUDA toolkit, cuDNN and
-#                  NCCL come from NVIDIA's pip wheels (tools/cuda-wheels.sh), so the machine needs only the driver
-#   --cpu          force a CPU-only build
+# Usage: tools/setup.sh [--cuda|--cpu|--deps|--python-only|--show-mode]
+#   (none)         the build mode recorded in the venv; on the first setup, cuda when nvidia-smi lists a GPU,
+#                  else cpu
+#   --cuda         build Caffe with CUDA and record that mode; the CUDA toolkit, cuDNN and NCCL come from
+#                  NVIDIA's pip wheels (tools/cuda-wheels.sh), so the machine needs only the driver
+#   --cpu          build Caffe for the CPU only and record that mode
 #   --deps         only install the apt packages and fetch Caffe's source (tools/gpu-bundle.sh runs this)
 #   --python-only  only the venv with the package and its test tools: no apt packages, no Caffe
 #                  (enough for `make test-fast`)
+#   --show-mode    print the build mode a plain run would use and why, and change nothing
 # Environment:
 #   PYTHON               interpreter for the venv (default: python3.11)
 #   ILGNET_CACHE         where Caffe builds and the CUDA wheels are cached (default: ~/.cache/ilgnet-caffe)
@@ -19,6 +22,14 @@
 #                        /usr/local, /usr, or CUDNN_DIR / NCCL_DIR)
 #   ILGNET_CUDNN         0 builds the CUDA Caffe without cuDNN (default 1: with cuDNN where found)
 #   ILGNET_JOBS          parallel compile jobs (default: nproc)
+#
+# The build mode is recorded in $ILGNET_VENV/ilgnet-setup.json: cpu or cuda, and for cuda where the toolkit came
+# from (NVIDIA's wheels or ILGNET_CUDA_HOME), the compute capabilities and whether cuDNN was used. A plain run
+# (every `make` target whose setup is out of date) builds that mode again, whatever nvidia-smi says now (a build
+# node or a container may see no GPU); it says so in one line when a detected GPU disagrees. Only --cuda and
+# --cpu change the mode; environment variables set explicitly override the recorded CUDA details.
+# A finished setup touches $ILGNET_VENV/.setup-stamp (and every venv install $ILGNET_VENV/.ilgnet-deps): the
+# Makefile's targets re-run setup only when a recipe file is newer than the stamp.
 #
 # The build (tools/build-caffe.sh) is cached under $ILGNET_CACHE/caffe-<key>, where <key> hashes everything
 # that shapes it (see recipe_key). A changed recipe builds anew; an unchanged one is reused in seconds. The
@@ -39,30 +50,101 @@ PYTHON=${PYTHON:-python3.11}
 cache=${ILGNET_CACHE:-$HOME/.cache/ilgnet-caffe}
 venv=${ILGNET_VENV:-$repo/.venv}
 ILGNET_EXTRAS=${ILGNET_EXTRAS-test}
-export ILGNET_CUDA_ARCHS=${ILGNET_CUDA_ARCHS:-80 90}
+record="$venv/ilgnet-setup.json"
 
-mode=auto
+mode=auto show=
 for arg in "$@"; do
   case "$arg" in
     --cuda) mode=cuda ;;
     --cpu) mode=cpu ;;
     --deps) mode=deps ;;
     --python-only) mode=none ;;
+    --show-mode) show=1 ;;
     -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "setup: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
-if [ "$mode" = auto ]; then
-  # A GPU and its driver are enough: the toolkit comes from NVIDIA's wheels.
-  if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
-    mode=cuda
-  else
-    mode=cpu
-  fi
-fi
 
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+gpu_listed() { command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }
+
+# Sets mode (cpu or cuda) and why: --cuda/--cpu, else the venv's record, else (a venv set up before records
+# existed) the Caffe build linked into it, else nvidia-smi (a GPU and its driver are enough: the toolkit comes
+# from NVIDIA's wheels). Recorded CUDA details fill in the ILGNET_CUDA_* variables that are not set.
+choose_mode() {
+  local recorded=() linked
+  if [ "$mode" != auto ]; then
+    why="asked for with --$mode"
+  elif [ -f "$record" ]; then
+    mapfile -t recorded < <("$venv/bin/python" - "$record" <<'PY'
+import json, sys
+try:
+    record = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    record = None
+if not isinstance(record, dict) or record.get("mode") not in ("cpu", "cuda"):
+    sys.exit(f"[setup] error: {sys.argv[1]} is not a build record of tools/setup.sh; run `make setup-cpu` or "
+             f"`make setup-cuda` to choose the build mode again")
+print(record["mode"], record.get("cuda_toolkit") or "", record.get("cuda_archs") or "", record.get("cudnn") or "",
+      sep="\n")
+PY
+    ) && [ ${#recorded[@]} -eq 4 ] || exit 1
+    mode=${recorded[0]} why="recorded in $record"
+    if [ "$mode" = cuda ]; then
+      if [ -z "${ILGNET_CUDA_HOME+set}" ]; then
+        if [ "${recorded[1]}" != wheels ]; then export ILGNET_CUDA_HOME=${recorded[1]}; fi
+      elif [ "$ILGNET_CUDA_HOME" != "${recorded[1]}" ]; then
+        log "CUDA toolkit: ILGNET_CUDA_HOME=$ILGNET_CUDA_HOME, set in the environment, instead of the recorded" \
+          "${recorded[1]}"
+      fi
+      if [ -z "${ILGNET_CUDA_ARCHS+set}" ]; then export ILGNET_CUDA_ARCHS=${recorded[2]}; fi
+      if [ -z "${ILGNET_CUDNN+set}" ]; then export ILGNET_CUDNN=${recorded[3]}; fi
+    fi
+  elif linked=$(cat "$venv/caffe-root" 2>/dev/null) && [ -f "$linked/share/Caffe/CaffeConfig.cmake" ]; then
+    mode=cuda why="the build linked into $venv ($linked)"
+    if grep -q 'set(Caffe_CPU_ONLY ON)' "$linked/share/Caffe/CaffeConfig.cmake"; then mode=cpu; fi
+  elif gpu_listed; then
+    mode=cuda why="first setup: nvidia-smi lists a GPU"
+  else
+    mode=cpu why="first setup: nvidia-smi lists no GPU"
+  fi
+  export ILGNET_CUDA_ARCHS=${ILGNET_CUDA_ARCHS:-80 90}
+  local details=
+  if [ "$mode" = cuda ]; then
+    local toolkit="NVIDIA's wheels" cudnn="where found"
+    if [ -n "${ILGNET_CUDA_HOME:-}" ]; then toolkit=$ILGNET_CUDA_HOME; fi
+    if [ "${ILGNET_CUDNN:-1}" = 0 ]; then cudnn=off; fi
+    details="; CUDA from $toolkit, compute capabilities $ILGNET_CUDA_ARCHS, cuDNN $cudnn"
+  fi
+  log "build mode: $mode ($why)$details"
+  case "$why" in
+    first*|asked*) ;;
+    *) if [ "$mode" = cpu ] && gpu_listed; then
+         log "nvidia-smi lists a GPU, but this venv's Caffe is a CPU build: \`make setup-cuda\` switches to CUDA"
+       elif [ "$mode" = cuda ] && ! gpu_listed; then
+         log "nvidia-smi lists no GPU here; building for CUDA all the same (\`make setup-cpu\` switches to CPU)"
+       fi ;;
+  esac
+}
+
+# The build mode and where its CUDA came from, for the next plain run (see choose_mode).
+write_record() {
+  local caffe=$1 toolkit=
+  if [ "$mode" = cuda ]; then toolkit=${ILGNET_CUDA_HOME:-wheels}; fi
+  "$venv/bin/python" - "$record" "$mode" "$caffe" "$toolkit" "${ILGNET_CUDA_ARCHS:-}" "${ILGNET_CUDNN:-1}" <<'PY'
+import json, os, sys
+path, mode, caffe, toolkit, archs, cudnn = sys.argv[1:]
+record = {"mode": mode, "caffe_root": caffe}
+if mode == "cuda":
+    record.update(cuda_toolkit=toolkit, cuda_archs=archs, cudnn=cudnn)
+with open(path + ".partial", "w") as out:
+    json.dump(record, out, indent=2)
+    out.write("\n")
+os.replace(path + ".partial", path)
+PY
+}
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 install_apt_packages() {
@@ -121,10 +203,10 @@ make_venv() {
     log "venv: installing the ilgnet package${ILGNET_EXTRAS:+ with [$ILGNET_EXTRAS]} and its dependencies"
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e "$package"
-    echo "$want" > "$stamp"
   else
     log "venv: up to date"
   fi
+  echo "$want" > "$stamp"         # rewritten every time: the Makefile compares its age with the recipe's
 }
 
 # Puts the CUDA toolkit on PATH: ILGNET_CUDA_HOME, or the pinned wheels installed into the cache.
@@ -164,16 +246,23 @@ link_caffe_into_venv() {
 }
 
 main() {
+  if [ -n "$show" ]; then
+    case "$mode" in none|deps) echo "setup: --show-mode goes with --cuda, --cpu or nothing" >&2; exit 2 ;; esac
+    choose_mode
+    return
+  fi
   if [ "$mode" = none ]; then
     make_venv
     return
   fi
-  install_apt_packages
   if [ "$mode" = deps ]; then
+    install_apt_packages
     mkdir -p "$cache"
     fetch_caffe_source
     return
   fi
+  choose_mode
+  install_apt_packages
   make_venv
   if [ "$mode" = cuda ]; then use_cuda_toolkit; fi
   local key dest
@@ -187,7 +276,9 @@ main() {
     bash "$repo/tools/build-caffe.sh" "$cache/source/caffe_${CAFFE_DEB_VERSION}.dsc" "$dest" "$venv/bin/python" "$mode"
   fi
   link_caffe_into_venv "$dest"
+  write_record "$dest"
   "$venv/bin/ilgnet" doctor
+  touch "$venv/.setup-stamp"
 }
 
 main

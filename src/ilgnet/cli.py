@@ -1,7 +1,8 @@
 """The `ilgnet` command: one entry point, a subcommand per stage of the pipeline, each in ilgnet/commands/<name>.py.
 
-Errors the user can fix (ilgnet.errors.UserError) are printed in one line and exit 1 (a command line argparse
-refuses, also one line, exits 2); anything else is a bug and keeps its traceback. Warnings are one line too,
+Errors the user can fix (ilgnet.errors.UserError, and a filesystem's refusal wherever it happens: permission denied,
+a read-only file system, a full disk; ilgnet.fileio.refusal) are printed in one line and exit 1 (a command line
+argparse refuses, also one line, exits 2); anything else is a bug and keeps its traceback. Warnings are one line too,
 `ilgnet COMMAND: warning: ...`. ILGNET_DEBUG=1 prints the traceback of user errors, and warnings in Python's own
 format (with the line that raised them).
 """
@@ -10,20 +11,63 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import traceback
 import warnings
 
-from ilgnet.commands import demo, doctor, export, gen, lmdb, log, nets, predict, split, test, train, weights
+import ilgnet
+from ilgnet.commands import (campaign, demo, doctor, export, gen, lmdb, log, nets, predict, report, split, test,
+                             train, weights)
 from ilgnet.commands.arguments import UsageError
 from ilgnet.errors import UserError
+from ilgnet.fileio import refusal
 
-# In the order of the pipeline: AVA -> split -> lmdb -> nets/gen -> train/log -> test -> weights/predict/export.
-COMMANDS = [doctor, split, lmdb, gen, nets, train, log, test, weights, predict, export, demo]
+# In the order of the pipeline: AVA -> split -> lmdb -> nets/gen -> train/log -> test -> weights/predict/export, then
+# the paper's campaign and report.
+COMMANDS = [doctor, split, lmdb, gen, nets, train, log, test, weights, predict, export, demo, campaign, report]
+
+DESCRIPTION = """\
+ILGNet (Jin et al., WCSP 2016: image aesthetics classification) on BVLC Caffe. The commands follow the data: AVA's
+votes become a partition (split), its photos LMDBs and a mean image (lmdb); a net variant is trained (train, log)
+and tested on every held-out image (test); the published or a trained model scores your own photos (predict) or is
+written as one ONNX file to score without Caffe (export); a campaign trains and tests every run of the paper's
+tables, and a report sets them beside the paper (campaign, report).
+`ilgnet COMMAND --help` describes each command, with examples."""
+
+EPILOG = """\
+examples:
+  ilgnet doctor                                  # which Caffe is used, and does it work
+  ilgnet weights fetch ilgnet-ava2               # the authors' AVA2 model, checked
+  ilgnet predict ~/Pictures --model ilgnet-ava2 --top 10
+  ilgnet demo                                    # the whole pipeline on a generated dataset, on the CPU
+  ilgnet campaign table3 --gpus 0,1              # Table 3's runs, one per GPU at a time"""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Descriptions and epilogs as the commands write them: each paragraph (lines that start in the first column)
+    is wrapped to the terminal's width; indented lines, the examples, are printed as they are."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines, paragraph = [], []
+        for line in [*text.splitlines(), ""]:
+            if line and not line[0].isspace():
+                paragraph.append(line)
+                continue
+            if paragraph:
+                lines += textwrap.wrap(" ".join(paragraph), width, initial_indent=indent, subsequent_indent=indent,
+                                       break_long_words=False, break_on_hyphens=False)
+                paragraph = []
+            lines.append(indent + line if line.strip() else "")
+        return "\n".join(lines).rstrip("\n")
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose errors (a missing or malformed argument, a value its type refuses) are one line, exit 2;
-    the sub-command parsers are of the same class."""
+    """argparse whose errors (a missing or malformed argument, a value its type refuses) are one line, exit 2, and
+    whose help keeps the examples' lines (HelpFormatter); the sub-command parsers are of the same class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -31,7 +75,8 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The `ilgnet` parser with every command's subparser (each command's `register`)."""
-    parser = Parser(prog="ilgnet", description=__doc__.splitlines()[0])
+    parser = Parser(prog="ilgnet", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {ilgnet.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(subparsers)
@@ -44,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         # A path that is not UTF-8 (Linux names are any bytes) is printed as its own bytes, not a traceback.
         sys.stdout.reconfigure(errors="surrogateescape")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:           # while the commands' modules load, which takes a moment on a busy machine
+        named = [word for word in argv[:1] if word in {c.__name__.rsplit(".", 1)[-1] for c in COMMANDS}]
+        print(f"{' '.join(['ilgnet', *named])}: interrupted", file=sys.stderr)
+        return 130
     debug = os.environ.get("ILGNET_DEBUG") == "1"
     try:
         with warnings.catch_warnings():
@@ -54,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args) or 0
     except UsageError as err:
         Parser(prog=f"ilgnet {args.command}").error(str(err))
-    except UserError as err:
+    except (UserError, OSError) as err:
+        if not isinstance(err, UserError) and (err := refusal(err)) is None:
+            raise
         if debug:
             traceback.print_exc()
         print(f"ilgnet {args.command}: error: {err}", file=sys.stderr)

@@ -36,7 +36,17 @@ DEFAULTS = {"images": 3000, "iterations": 60, "batch": 16, "held_out": 40, "seed
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo", help="run the whole pipeline on a generated AVA-format dataset, on the CPU (`make demo`)",
-        description=__doc__.split("\n\n")[0])
+        description="The whole toolkit on a dataset it generates in AVA's own format, on the CPU (a GPU with "
+                    "--gpu), sized to finish in under ten minutes on two CPU cores: a synthetic AVA.txt with "
+                    "photos whose quality follows their votes; the AVA2 split; LMDBs and the mean image; the "
+                    "`ilgnet` net trained from scratch for a few iterations; a test on every held-out image; a handful of held-out photos "
+                    "scored and ranked in an HTML gallery. Each step prints the `ilgnet` command that does the same "
+                    "on real data. Everything goes to WORK, which is emptied first (only if an earlier demo made "
+                    "it).",
+        epilog="examples:\n"
+               "  ilgnet demo\n"
+               "  ilgnet demo --work /tmp/demo --images 1000 --iterations 20\n"
+               "  make demo")
     parser.add_argument("--work", type=output_folder, default=DEFAULT_WORK,
                         help=f"folder for everything the demo writes; emptied first (default: {DEFAULT_WORK})")
     parser.add_argument("--images", type=integer(1), default=DEFAULTS["images"],

@@ -6,7 +6,18 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("doctor", help="check the Caffe installation and print where it comes from")
+    parser = subparsers.add_parser(
+        "doctor", help="check the Caffe installation and print where it comes from",
+        description="Finds the Caffe build the toolkit uses (ILGNET_CAFFE_ROOT when set, else the build `make setup` "
+                    "linked into the venv, else the `caffe` on PATH) and prints its version, install prefix, binary, "
+                    "pycaffe, BLAS, whether it was built with CUDA (and which cuDNN it loads) and how many GPUs "
+                    "nvidia-smi lists. A two-layer net is run forward through pycaffe to prove that libcaffe, "
+                    "pycaffe and protobuf agree. Exits with status 1 and the reason when anything is missing or "
+                    "broken.",
+        epilog="examples:\n"
+               "  ilgnet doctor\n"
+               "  ILGNET_CAFFE_ROOT=/opt/caffe ilgnet doctor    # check another Caffe install prefix\n"
+               "  make doctor                                   # the same, after `make setup`")
     parser.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_folder, integer
+from ilgnet.commands.arguments import Output, existing_folder, integer, refuse_overwrites
 from ilgnet.data.folder import ENCODINGS, SETS
 from ilgnet.pools import PROCESSES_PER_CPU
 
@@ -19,7 +19,11 @@ def register(subparsers) -> None:
                     "does, records shuffled), and DIR/mean.binaryproto + DIR/mean.npy from the training images. "
                     "Writes DIR/lmdb.json (summary) and DIR/skipped.txt (images that could not be read). A finished "
                     "LMDB is kept when its list, every listed photo's size and modification time, the image folder, "
-                    "resize, seed and encoding are unchanged.")
+                    "resize, seed and encoding are unchanged.",
+        epilog="examples:\n"
+               "  ilgnet lmdb --split data/ava2 --images ~/data/AVA/images\n"
+               "  ilgnet lmdb --split data/ava1-320 --images ~/data/AVA/images --resize 320   # Inception-v3/v4 nets\n"
+               "  ilgnet lmdb --split data/ava2 --images ~/data/AVA/images --encoded png --jobs 8")
     parser.add_argument("--split", type=existing_folder, required=True,
                         help="split folder holding train.txt and val.txt")
     parser.add_argument("--images", type=existing_folder, required=True,
@@ -56,8 +60,13 @@ def _losses(part: dict, list_file) -> None:
 
 
 def run(args) -> int:
+    from ilgnet.data.folder import DataFolder
     from ilgnet.data.lmdb_build import build_split
 
+    data = DataFolder(args.split)
+    refuse_overwrites([Output("--split", data.lmdb(name), whole=True) for name in SETS],
+                      [(args.images, "the folder of the photos (--images)"),
+                       *((data.list_file(name), f"the list {name}.txt") for name in SETS)])
     summary = build_split(args.split, args.images, resize=args.resize, seed=args.seed, encoding=args.encoded,
                           jobs=args.jobs, force=args.force, notify=_notify)
     for name in SETS:

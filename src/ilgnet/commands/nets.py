@@ -9,7 +9,18 @@ from ilgnet.commands.arguments import integer
 def register(subparsers) -> None:
     from ilgnet.nets import VARIANTS
 
-    parser = subparsers.add_parser("nets", help="table of the net variants: parameters, input size, CPU forward time")
+    parser = subparsers.add_parser(
+        "nets", help="table of the net variants: parameters, input size, CPU forward time",
+        description="Prints a markdown table of the net variants `ilgnet train` can train: the published ILGNet "
+                    "(ilgnet), ILGNet with batch normalisation (ilgnet-bn) or with each inception module replaced "
+                    "by one convolution (ilgnet-noinc), GoogLeNet-BN cut at three depths (googlenet-bn-third, "
+                    "-two-thirds, -full), and ILGNet's head on Inception-v3 and v4 trunks (ilgnet-inc3, "
+                    "ilgnet-inc4). Each row gives the input size, the deploy net's parameter count and its median "
+                    "CPU forward time through pycaffe after one warm-up pass, so it needs the Caffe build.",
+        epilog="examples:\n"
+               "  ilgnet nets\n"
+               "  ilgnet nets --variants ilgnet googlenet-bn-third --batch 8 --iterations 3\n"
+               "  make nets")
     parser.add_argument("--variants", nargs="+", metavar="VARIANT", choices=list(VARIANTS),
                         help="only these variants (default: all)")
     parser.add_argument("--batch", type=integer(1), default=1, help="forward batch size (default: 1)")

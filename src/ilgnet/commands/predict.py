@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_file, integer, model, output_file
+from ilgnet.commands import arguments
+from ilgnet.commands.arguments import Output, existing_file, integer, model, output_file
 from ilgnet.errors import BadInput
+from ilgnet.fileio import atomic_path, atomic_write_text, spreadsheet_csv
 from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
 
 MAX_DEFAULT_WORKERS = 4
@@ -31,11 +33,22 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="score photos (files and folders) with an ILGNet model: p_high and a high/low label",
         description="Scores photos with an ILGNet model. Output columns: path, p_high (probability of high aesthetic "
-                    "quality), label (1 when p_high > 0.5). In folders, whatever OpenCV can decode is scored, "
-                    "whatever its name; every file not scored is reported on stderr, except known non-photos "
-                    "(AppleDouble ._* files, folder metadata, text files), which are counted.")
+                    "quality), label (1 when p_high > 0.5). In folders (symbolic links to folders followed, as `find "
+                    "-L` does), whatever OpenCV can decode is scored, whatever its name; every file not scored is "
+                    "reported on stderr, except known non-photos (AppleDouble ._* files, folder metadata, text files), "
+                    "which are counted. A photo named twice (a folder and a file in it, ./a and a, a hard link) is "
+                    "scored once. In CSV, a name starting with = + - or @ gets a leading ' so that spreadsheets show "
+                    "it as text; JSON lines and Parquet keep exact names. An output may not overwrite an input.",
+        epilog="examples:\n"
+               "  ilgnet predict ~/Pictures --model ilgnet-ava2 --top 10\n"
+               "  ilgnet predict photos/ --model runs/ilgnet-ava2 --out scores.csv --html gallery.html\n"
+               "  ilgnet predict a.jpg b.jpg --model net.caffemodel --variant ilgnet "
+               "--mean data/ava2/mean.binaryproto\n"
+               "  ilgnet predict @photos.txt --model ilgnet-ava1 --backend opencv --out scores.jsonl\n"
+               "  ilgnet predict /shared/photos --model ilgnet-ava2 --out scores.parquet --ray auto --workers 16")
     parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively); @LIST: the files "
-                                                 "and folders named in the file LIST, one a line")
+                                                 "and folders named in the file LIST, one a line, unless a file named "
+                                                 "@LIST exists (./@NAME always names a file)")
     parser.add_argument("--model", required=True, type=model,
                         help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
                              "published models), an .onnx file `ilgnet export` wrote, or a .caffemodel file; all but "
@@ -89,6 +102,25 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def refuse_overwrites(args, model, found) -> None:
+    """--out and --html may overwrite no input (a photo, a file found in the folders, an @LIST file, the model's
+    files) and not each other (arguments.refuse_overwrites)."""
+    from ilgnet.data.images import list_files
+
+    inputs = [*((path, "one of the photos to score") for path in found.photos),
+              *((path, "a file in the folders to score") for path, _ in found.not_photos),
+              *((path, "a list of photos to score") for path in list_files(args.paths)),
+              (model.caffemodel, "the model's caffemodel"),
+              *([(model.mean, "the mean image")] if isinstance(model.mean, Path) else []),
+              *((path, what) for path, what in [(args.deploy, "the deploy prototxt"),
+                                                (model.train_list, "the model's training list")] if path)]
+    from ilgnet.zoo.models import MODEL_JSON
+
+    if (Path(model.name) / MODEL_JSON).is_file():
+        inputs.append((Path(model.name) / MODEL_JSON, "the model's model.json"))
+    arguments.refuse_overwrites([Output("--out", args.out), Output("--html", args.html)], inputs)
+
+
 def output_format(out: Path | None, fmt: str | None) -> str:
     """csv, jsonl or parquet: `fmt`, else from `out`'s suffix, else csv. Parquet needs a file and pyarrow, which are
     checked here, before any photo is scored."""
@@ -120,23 +152,24 @@ def check_names(photos: list[Path], fmt: str) -> None:
 
 
 def write_table(table, out: Path | None, fmt: str) -> None:
-    """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out` (see output_format)."""
+    """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out` (see output_format). In CSV,
+    a name a spreadsheet would read as a formula gets a leading `'` (ilgnet.fileio.spreadsheet_csv); JSON lines and
+    Parquet keep the exact names."""
     import json
 
     if fmt == "parquet":
         out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(out, index=False)
+        with atomic_path(out) as partial:
+            table.to_parquet(partial, index=False)
         return
     if fmt == "jsonl":
         text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in table.to_dict("records"))
     else:
-        text = table.to_csv(index=False, float_format="%.6f")
+        text = spreadsheet_csv(table, float_format="%.6f")
     if out is None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        from ilgnet.fileio import atomic_write_text
-
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, text)
 
@@ -190,7 +223,7 @@ def run(args) -> int:
     from ilgnet.scoring.backends import pick_backend, why_picked
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Skipped
-    from ilgnet.zoo.models import resolve_model
+    from ilgnet.zoo.models import check_mean_size, resolve_model
     from ilgnet.zoo.registry import PUBLISHED_MODELS
 
     if args.ray is not None:
@@ -201,7 +234,9 @@ def run(args) -> int:
         raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
                        f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
     found = collect_images(args.paths)
+    refuse_overwrites(args, model, found)
     check_names(found.photos, fmt)
+    check_mean_size(model)
     if not found.photos:
         raise BadInput(f"no photos in {' '.join(args.paths)} ({len(found.not_photos)} other files, "
                        f"{found.known_non_photos} known non-photos)")
@@ -224,6 +259,9 @@ def run(args) -> int:
         print(f"ilgnet predict: gallery in {args.html}", file=sys.stderr)
     passed_over = (f", {found.known_non_photos} known non-photos passed over (AppleDouble ._* files, folder "
                    f"metadata, text files)" if found.known_non_photos else "")
+    if found.repeated:
+        passed_over += (f", {found.repeated} repeated name{'s' if found.repeated > 1 else ''} of a file or folder "
+                        f"found already passed over (each photo is scored once)")
     print(f"ilgnet predict: scored {scored} photos, not scored {len(not_scored)}"
           f"{' (listed above)' if not_scored else ''}{passed_over}", file=sys.stderr)
     return 0 if scored else 1

@@ -6,17 +6,31 @@ import argparse
 import sys
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_file, existing_folder, integer, output_folder, real
+from ilgnet.commands.arguments import (Output, existing_file, existing_folder, integer, output_folder, real,
+                                       refuse_overwrites)
 from ilgnet.errors import BadInput
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("split", help="write an AVA partition as Caffe list files (train.txt, val.txt)",
-                                   description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser(
+        "split", help="write an AVA partition as Caffe list files (train.txt, val.txt)",
+        description="Decides which AVA images train and which are held out for testing, with their labels (1: high "
+                    "aesthetic quality, 0: low), and writes them as Caffe list files: OUT/train.txt and OUT/val.txt "
+                    "(`NAME LABEL` a line, as convert_imageset reads them) and OUT/split.json (the partition, its "
+                    "arguments and the counts of each label). ava1 and ava2 are the paper's partitions, official "
+                    "is AVA's own lists, published imports the authors' list files. `ilgnet lmdb --split OUT` "
+                    "builds the LMDBs next.",
+        epilog="examples:\n"
+               "  ilgnet split ava2 --ava-txt ~/data/AVA/AVA.txt --out data/ava2\n"
+               "  ilgnet split ava1 --ava-txt ~/data/AVA/AVA.txt --delta 1 --out data/ava1-delta1\n"
+               "  ilgnet split published ~/src/ILGNet --set AVA1 --out data/ava1\n"
+               "  make ava2-lmdb AVA_ROOT=~/data/AVA        # split ava2, then its LMDBs")
     kinds = parser.add_subparsers(dest="partition", required=True, metavar="PARTITION")
 
-    def add(name: str, help_text: str, *, ava_txt: bool = True) -> argparse.ArgumentParser:
-        sub = kinds.add_parser(name, help=help_text, description=help_text)
+    def add(name: str, help_text: str, description: str, example: str, *,
+            ava_txt: bool = True) -> argparse.ArgumentParser:
+        sub = kinds.add_parser(name, help=help_text.replace("%", "%%"), description=description,
+                               epilog=f"example:\n  {example}")
         sub.add_argument("--out", type=output_folder, required=True,
                          help="folder for train.txt, val.txt and split.json")
         if ava_txt:
@@ -26,7 +40,12 @@ def register(subparsers) -> None:
         sub.set_defaults(func=run)
         return sub
 
-    ava1 = add("ava1", "AVA1: mean > 5 is high, random test set (the paper's 20,000)")
+    ava1 = add("ava1", "AVA1: mean > 5 is high, random test set (the paper's 20,000)",
+               "The paper's AVA1 partition: an image is high (1) when its mean score in AVA.txt is above 5, low (0) "
+               "otherwise (5.0 itself is low); a random test set of 20,000 images (the paper's) goes to val.txt, "
+               "every other image trains. --delta D drops the training images whose mean is within D of 5 (the "
+               "paper trains with D = 0 and D = 1); the test set keeps every image.",
+               "ilgnet split ava1 --ava-txt ~/data/AVA/AVA.txt --delta 1 --seed 1 --out data/ava1-delta1")
     ava1.add_argument("--test-size", type=integer(1), default=20_000, help="test images (default: 20000)")
     ava1.add_argument("--test-counts", type=integer(0), nargs=2, metavar=("LOW", "HIGH"),
                       help="fix the test set's class counts instead (the published list has 4000 16000)")
@@ -34,13 +53,23 @@ def register(subparsers) -> None:
                       help="drop training images with |mean - 5| < DELTA (default: 0, keep all)")
     ava1.add_argument("--seed", type=integer(0), default=defaults.SEED, help="seed of the test set draw (default: 1)")
 
-    ava2 = add("ava2", "AVA2: top 10 %% by mean is high, bottom 10 %% low, random 50/50 split")
+    ava2 = add("ava2", "AVA2: top 10 % by mean is high, bottom 10 % low, random 50/50 split",
+               "The paper's AVA2 partition: the 10 % of AVA.txt's images with the highest mean score are high (1), "
+               "the 10 % with the lowest are low (0), ties kept in AVA.txt's order; the images in between are left "
+               "out. Of the images kept, half, drawn at random, train (train.txt); the other half are held out "
+               "(val.txt).",
+               "ilgnet split ava2 --ava-txt ~/data/AVA/AVA.txt --out data/ava2")
     ava2.add_argument("--fraction", type=real(0, 0.5, above=True), default=0.1,
                       help="share taken from each end (default: 0.1)")
     ava2.add_argument("--seed", type=integer(0), default=defaults.SEED,
                       help="seed of the train/val draw (default: 1)")
 
-    official = add("official", "AVA's own generic_ls_train / generic_test lists with threshold-5 labels")
+    official = add("official", "AVA's own generic_ls_train / generic_test lists with threshold-5 labels",
+                   "AVA's own training and test lists (the .jpgl files of aesthetics_image_lists, by default "
+                   "generic_ls_train and generic_test) labelled as AVA1 labels (high when the mean score is above "
+                   "5). Ids a list names that AVA.txt lacks are left out, counted on stderr and listed in "
+                   "split.json.",
+                   "ilgnet split official --ava-txt ~/data/AVA/AVA.txt --out data/official")
     official.add_argument("--lists", type=existing_folder,
                           help="aesthetics_image_lists folder (default: beside AVA.txt)")
     official.add_argument("--train-list", default="generic_ls_train", help="list name (default: generic_ls_train)")
@@ -49,7 +78,11 @@ def register(subparsers) -> None:
                           help="drop training images with |mean - 5| < DELTA (default: 0)")
 
     published = add("published", "import the list files of a clone of the original ILGNet repository",
-                    ava_txt=False)
+                    "The authors' own partition: data/AVA1 or data/AVA2's train.txt and val.txt from a clone of the "
+                    "original ILGNet repository, checked (the published image counts, 0/1 labels, no image listed "
+                    "twice or in both sets) and copied with a split.json. Training on them uses the images "
+                    "the published models were trained on.",
+                    "ilgnet split published ~/src/ILGNet --set AVA2 --out data/ava2", ava_txt=False)
     published.add_argument("repo", type=existing_folder, help="the clone (holding data/AVA1/train.txt etc.)")
     published.add_argument("--set", dest="dataset", type=str.upper, choices=["AVA1", "AVA2"], default="AVA1",
                            help="which partition (default: AVA1)")
@@ -69,10 +102,28 @@ def _why_empty(args, name: str, more: dict) -> str:
     return "--test-counts 0 0 asks for no test image"
 
 
+def _refuse_overwrites(args) -> None:
+    """train.txt, val.txt and split.json in --out may overwrite none of the files the partition reads."""
+    from ilgnet.data.folder import DataFolder
+
+    if args.partition == "published":
+        inputs = [(args.repo / "data" / args.dataset / f"{name}.txt", f"the published {args.dataset} {name} list")
+                  for name in ("train", "val")]
+    else:
+        inputs = [(args.ava_txt, "AVA.txt")]
+    if args.partition == "official":
+        lists = args.lists or args.ava_txt.parent / "aesthetics_image_lists"
+        inputs += [(lists / f"{name}.jpgl", f"AVA's {name} list") for name in (args.train_list, args.test_list)]
+    out = DataFolder(args.out)
+    refuse_overwrites([Output("--out", path) for path in (out.list_file("train"), out.list_file("val"),
+                                                          out.split_json)], inputs)
+
+
 def run(args) -> int:
     from ilgnet.data import partitions
     from ilgnet.data.ava import read_ava_txt, read_id_list
 
+    _refuse_overwrites(args)
     facts = {"partition": args.partition}
     if args.partition == "published":
         train, val, more = partitions.published_split(args.repo, args.dataset)

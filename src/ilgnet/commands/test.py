@@ -8,15 +8,31 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import UsageError, existing_file, existing_folder, integer, model, output_file
+from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, integer, model, output_file,
+                                       refuse_overwrites)
 from ilgnet.errors import BadInput
-from ilgnet.fileio import require
+from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
 
 
 def register(subparsers) -> None:
     from ilgnet.data.folder import PROTOCOLS
 
-    parser = subparsers.add_parser("test", help="score a model on every record of a val LMDB exactly once")
+    parser = subparsers.add_parser(
+        "test", help="score a model on every record of a val LMDB exactly once",
+        description="Scores a model (a run of `ilgnet train`, a snapshot, a published model or a .caffemodel) on "
+                    "every record of DATA/val_lmdb exactly once, and prints its accuracy beside the majority-class "
+                    "baseline, with balanced accuracy, ROC AUC and the paper's figure for the same partition. The "
+                    "pycaffe engine runs the net in this process; the caffe engine runs the `caffe test` tool. For a "
+                    "model whose training list is known (runs, the published models) it also counts the val "
+                    "images the model was trained on. --replay reads a published `caffe test` log instead and says "
+                    "what it measured.",
+        epilog="examples:\n"
+               "  ilgnet test --weights runs/ilgnet-ava2 --data data/ava2\n"
+               "  ilgnet test --weights ilgnet-ava1 --data data/ava1 --gpu 0 --json ava1.json "
+               "--markdown ava1.md\n"
+               "  ilgnet test --weights ilgnet-ava2 --data data/ava2 --engine caffe --paper-protocol\n"
+               "  ilgnet test --replay ILGNet/results/AVA1_result.txt\n"
+               "  make evaluate WEIGHTS=runs/ilgnet-ava2 DATA=data/ava2")
     parser.add_argument("--weights", type=model, help="a run folder of `ilgnet train` or a snapshot in it, "
                                                       "ilgnet-ava1 / ilgnet-ava2 (the published models), an .onnx "
                                                       "file `ilgnet export` wrote, or a .caffemodel")
@@ -58,8 +74,11 @@ def run(args) -> int:
     from ilgnet.data.folder import DataFolder
     from ilgnet.evaluation import caffe_engine, pycaffe_engine, results
     from ilgnet.evaluation.reports import PAPER, markdown_report, overlap_report, replay_report
+    from dataclasses import replace
+
+    from ilgnet.bvlc.io import record_shape
     from ilgnet.scoring.backends import pick_backend, why_picked
-    from ilgnet.zoo.models import mean_name, resolve_model
+    from ilgnet.zoo.models import check_mean_size, mean_name, resolve_model
 
     if args.replay:
         print(replay_report(args.replay), end="")
@@ -75,6 +94,15 @@ def run(args) -> int:
     require(data.lmdb("val"), folder=True)
     if isinstance(mean, Path):
         require(mean)
+    inputs = [(model.caffemodel, "the model's caffemodel"),
+              *([(mean, "the mean image")] if isinstance(mean, Path) else []),
+              *((data.lmdb("val") / name, "a file of the val LMDB") for name in ("data.mdb", "lock.mdb")),
+              *((path, f"the data folder's {path.name}") for path in (data.list_file("val"), data.list_file("train"),
+                                                                      data.split_json, data.lmdb_json)),
+              *(((model.train_list, "the model's training list"),) if model.train_list else ())]
+    refuse_overwrites([Output("--json", args.json), Output("--markdown", args.markdown),
+                       Output("--per-image", args.per_image)], inputs)
+    check_mean_size(replace(model, mean=mean), records=record_shape(data.lmdb("val")), lmdb=data.lmdb("val"))
     unreached, protocol = data.unreached("val"), args.protocol or data.protocol()
     if args.paper_protocol and not protocol:
         raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
@@ -109,13 +137,9 @@ def run(args) -> int:
         result["train_overlap"] = results.train_overlap(frame, model.train_list, data.list_file("val"))
         text = overlap_report(result["train_overlap"], model.name) + "\n" + text
     print(text, end="")
-    for path in (args.json, args.markdown, args.per_image):
+    for path, content in ((args.json, lambda: json.dumps(result, indent=2, allow_nan=False) + "\n"),
+                          (args.markdown, lambda: text), (args.per_image, lambda: spreadsheet_csv(frame))):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)     # checked writable before the scoring
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
-    if args.per_image:
-        frame.to_csv(args.per_image, index=False)
+            atomic_write_text(path, content())
     return 0

@@ -9,12 +9,11 @@
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ilgnet.errors import BadInput
-from ilgnet.fileio import require
+from ilgnet.fileio import read_json, require
 
 SETS = ("train", "val")
 # How an LMDB's records may hold their images besides raw pixels: `convert_imageset --encoded --encode_type`.
@@ -63,13 +62,11 @@ class DataFolder:
 
     @staticmethod
     def read_json(path: Path) -> dict:
-        """split.json or lmdb.json as a dict ({} when the file is absent); BadInput when it is not JSON."""
-        if not path.is_file():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as err:
-            raise BadInput(f"{path} is not a JSON file ({err})") from None
+        """split.json or lmdb.json as a dict ({} when the file is absent); BadInput when it is not a JSON object."""
+        value = read_json(path) if path.is_file() else {}
+        if not isinstance(value, dict):
+            raise BadInput(f"{path}: not a JSON object, so not the {path.name} of `ilgnet split` or `ilgnet lmdb`")
+        return value
 
     def unreached(self, name: str) -> tuple[int, int] | None:
         """(images listed in <name>.txt, how many of them are not records of <name>_lmdb): from lmdb.json when it

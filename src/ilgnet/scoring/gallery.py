@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_write_text
 
 THUMBNAIL_SIDE = 360        # long side of a thumbnail, pixels: sharp on a phone's two columns
@@ -165,13 +164,10 @@ def gallery_html(table: pd.DataFrame, skipped: Sequence, *, about: dict[str, str
 
 def write_gallery(path: Path, table: pd.DataFrame, skipped: Sequence, *, about: dict[str, str],
                   top: int | None = None) -> Path:
-    """gallery_html written to `path` (atomically; its folder is made). BadInput naming the file when it cannot be
-    written."""
+    """gallery_html written to `path` (atomically; its folder is made). FilesystemRefused naming the file (and for a
+    full disk, the device and the page's size) when it cannot be written."""
     path = Path(path)
     page = gallery_html(table, skipped, about=about, top=top)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, page)
-    except OSError as err:
-        raise BadInput(f"cannot write the gallery {path}: {err.strerror or err}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, page)
     return path
