@@ -50,8 +50,8 @@ from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.tables import PROFILE_COLUMNS
 from ilgnet.paper.timing import environment
-from ilgnet.training.runs import SNAPSHOT_ITER, TrainingDiverged, TrainOptions, train
-from ilgnet.zoo.models import run_model, snapshots
+from ilgnet.training.runs import TrainingDiverged, TrainOptions, train
+from ilgnet.zoo.models import SNAPSHOT_ITER, run_model, snapshots
 
 CAMPAIGN_JSON = "campaign.json"
 LOCK = "campaign.lock"

@@ -25,7 +25,6 @@ import numpy as np
 from ilgnet import defaults
 from ilgnet.errors import BadInput, MissingFile, about
 from ilgnet.fileio import atomic_write_json, file_digest, read_json, require
-from ilgnet.zoo.onnx_export import exported, is_onnx, mean_of
 from ilgnet.zoo.registry import PUBLISHED_MODELS, check_file, load_registry
 
 MODEL_JSON = "model.json"
@@ -167,7 +166,9 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
         raise MissingFile(f"model {spec}: not {' or '.join(PUBLISHED_MODELS)}, and no such file")
     elif path.parent.name == "snapshots" and (path.parent.parent / MODEL_JSON).is_file():
         model = run_model(path.parent.parent, path)
-    elif is_onnx(path):
+    elif path.suffix.lower() == ".onnx":
+        from ilgnet.zoo.onnx_export import exported, mean_of     # it reads caffemodels through zoo.fit, which needs this module
+
         facts = exported(path)
         carried = mean_of(facts["mean_npy_base64"]) if "mean_npy_base64" in facts else None
         model = Model(path, facts["variant"], carried, name=str(path),
