@@ -35,7 +35,7 @@ RECIPE := tools/setup.sh tools/build-caffe.sh tools/cuda-wheels.sh tools/caffe-p
 	$(wildcard tools/caffe-patches/*.patch) pyproject.toml
 
 .PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb \
-	ava2-lmdb train train-ava1 train-ava2 evaluate weights bench-lmdb bench-predict bench-ray docker-build \
+	ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict bench-ray docker-build \
 	docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
 
 help:
@@ -67,6 +67,7 @@ help:
 	@echo "make paper-demo   the same on a synthetic AVA at toy size, on the CPU: 23 toy runs, then the report"
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models (ilgnet weights fetch)"
 	@echo "                  (ilgnet weights fetch inception-v3 / inception-v4 for the ilgnet-inc3/4 trunks)"
+	@echo "make export MODEL=... [OUT=model.onnx] [PRECISION=fp32|fp16|int8]   a model as one ONNX file (ilgnet export)"
 	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine)"
 	@echo "make bench-lmdb / bench-predict / bench-ray   throughput benchmarks"
 	@echo "make clean        delete what is rebuilt cheaply: work/ (the demo's), Python and pytest caches"
@@ -102,7 +103,7 @@ test-tools:
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 test-fast: $(PACKAGE_STAMP)
-	$(PY) -m pytest -m "not caffe" tests
+	$(PY) -m pytest -m "not caffe and not install" tests
 
 doctor: $(SETUP_STAMP)
 	$(ILGNET) doctor
@@ -149,6 +150,11 @@ evaluate: $(SETUP_STAMP)
 
 weights: $(SETUP_STAMP)
 	$(ILGNET) weights fetch bvlc_googlenet ilgnet-ava1 ilgnet-ava2
+
+# MODEL: a run folder, ilgnet-ava1/2 or a .caffemodel (then VARIANT=... and MEAN=... too); OUT: the ONNX file
+export: $(PACKAGE_STAMP)
+	$(if $(MODEL),,$(error make export needs MODEL=<a run folder, ilgnet-ava1 / ilgnet-ava2, or a .caffemodel>))
+	$(ILGNET) export $(MODEL) --out $(or $(OUT),$(notdir $(basename $(MODEL))).onnx) --precision $(or $(PRECISION),fp32) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) $(if $(MEAN),--mean $(MEAN))
 
 demo: $(SETUP_STAMP)
 	$(ILGNET) demo

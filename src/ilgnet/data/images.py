@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ilgnet.errors import MissingFile
+from ilgnet.fileio import read_text
 
 
 class BadImage(Exception):
@@ -201,3 +205,39 @@ def scan_folder(folder: Path) -> FolderScan:
     scan = FolderScan()
     scan.add_folder(folder)
     return scan
+
+
+def named_paths(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
+    """Each path given, and each of an @LIST's non-blank lines (UTF-8 or any bytes, a byte-order mark dropped), with
+    where it was named: "" or `LIST:LINE: `. `@NAME` is a list file only when no file or folder is named `@NAME`
+    itself (a photo may be named `@x.jpg`); `./@NAME` always names the file."""
+    for text in map(str, paths):
+        if not text.startswith("@") or os.path.lexists(text):
+            yield Path(text), ""
+            continue
+        if not os.path.lexists(text[1:]):
+            raise MissingFile(f"{text}: no file of that name, and no list file {text[1:]}")
+        for number, line in enumerate(read_text(text[1:], errors="surrogateescape").splitlines(), 1):
+            if line.strip():
+                yield Path(line), f"{text[1:]}:{number}: "
+
+
+def list_files(paths: list[str | Path]) -> list[Path]:
+    """The @LIST files among `paths` (named_paths reads them)."""
+    return [Path(str(text)[1:]) for text in paths if str(text).startswith("@") and not os.path.lexists(text)]
+
+
+def collect_images(paths: list[str | Path]) -> FolderScan:
+    """Files as given (whatever they hold, so an unreadable one is reported), and what FolderScan finds in
+    folders (symbolic links followed): a FolderScan of them all, each file
+    once. A path (or @LIST file) that does not exist is an error naming it (and the list's line)."""
+    found = FolderScan()
+    for path, where in named_paths(paths):
+        if not path.exists():
+            broken = " (a symbolic link whose target is missing)" if path.is_symlink() else ""
+            raise MissingFile(f"{where}{path} does not exist{broken}")
+        if path.is_dir():
+            found.add_folder(path)
+        else:
+            found.add_file(path)
+    return found

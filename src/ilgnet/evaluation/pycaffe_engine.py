@@ -23,26 +23,28 @@ from ilgnet.evaluation.results import results_table, summarize
 from ilgnet.scoring.scorer import Scorer, batched
 
 
-def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, batch: int = defaults.VAL_BATCH, *,
-               gpu: int | None = None, progress: bool = True, check: bool = True,
-               on_batch: Callable[[Scorer, tuple, tuple], None] | None = None) -> pd.DataFrame:
-    """Per-record results: ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order.
+def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path | np.ndarray,
+               batch: int = defaults.VAL_BATCH, *, gpu: int | None = None, progress: bool = True, check: bool = True,
+               on_batch: Callable[[Scorer, tuple, tuple], None] | None = None, backend: str = "caffe") -> pd.DataFrame:
+    """Per-record results: ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order, the net
+    run by `backend` (ilgnet.scoring.backends; pycaffe by default).
     on_batch(scorer, keys, labels) is called after each forward pass, while the net's blobs hold that batch (a caller
-    reads inner layers there). check: compare the weights with the net first (ilgnet.zoo.fit); off only for a
-    snapshot Caffe wrote of this very net. Raises BadInput when a record's size differs from the mean image's
-    (Caffe's Data layer would abort)."""
+    reads inner layers there; caffe backend). check: compare the weights with the net first (ilgnet.zoo.fit); off
+    only for a snapshot Caffe wrote of this very net. Raises BadInput when a record's size differs from the mean
+    image's (Caffe's Data layer would abort)."""
     total = lmdb_size(lmdb_path)
     if total == 0:
         raise BadInput(f"{lmdb_path} holds no records; build it again with `ilgnet lmdb`")
     with reading(weights, progress=progress):
-        scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu, check=check)
+        scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu, check=check,
+                        backend=backend)
 
     def inputs():
         for key, image, label in tqdm(lmdb_records(lmdb_path), total=total, unit="img", desc="ilgnet test",
                                       disable=not progress, file=sys.stderr):
             if image.shape[:2] != tuple(scorer.image_size):
-                raise BadInput(f"{lmdb_path}: record {key} is {image.shape[1]}x{image.shape[0]}, the mean image "
-                               f"{mean_file} is {scorer.image_size[1]}x{scorer.image_size[0]}: Caffe needs them equal")
+                raise BadInput(f"{lmdb_path}: record {key} is {image.shape[1]}x{image.shape[0]}, the mean image"
+                               f"{'' if isinstance(mean_file, np.ndarray) else f' {mean_file}'} is {scorer.image_size[1]}x{scorer.image_size[0]}: Caffe needs them equal")
             yield key, label, scorer.preprocess(image)[0]
 
     keys, labels, probs = [], [], []

@@ -9,6 +9,7 @@ A trained model is one of:
     the data the run had until then to model.json's `history`, with its mean and training list kept beside it
     under `<name>.until_iter_<N>`, so that a snapshot from before the change is scored with the mean it was
     trained with (`data_changes`, `record_data_change`);
+  * an ONNX file `ilgnet export` wrote, whose metadata give its variant and mean (ilgnet.zoo.onnx_export);
   * any other .caffemodel, whose variant and mean the caller must give.
 """
 from __future__ import annotations
@@ -18,6 +19,8 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ilgnet import defaults
 from ilgnet.errors import BadInput, MissingFile, about
@@ -35,11 +38,12 @@ DATA_FILES = {"mean": ("mean.binaryproto", "mean.binaryproto"), "train_list": ("
 
 @dataclass(frozen=True)
 class Model:
-    """A trained model ready to score: the caffemodel, its net variant, the mean image it was trained with and the
-    list of its training images (None where not known)."""
+    """A trained model ready to score: the caffemodel (or exported ONNX file), its net variant, the mean image it was
+    trained with (a file, or for an ONNX file the array its metadata carry) and the list of its training images
+    (None where not known)."""
     caffemodel: Path
     variant: str | None
-    mean: Path | None
+    mean: Path | np.ndarray | None
     train_list: Path | None = None
     name: str = ""
     """How the user named it: a registry name, a run folder or the caffemodel's path."""
@@ -146,7 +150,8 @@ def run_model(run_dir: Path, caffemodel: Path | None = None) -> Model:
 
 def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | str | None = None,
                   models: Path = defaults.MODELS_DIR) -> Model:
-    """`spec` as a Model: a published model's registry name, a run folder, a snapshot of a run, or a .caffemodel.
+    """`spec` as a Model: a published model's registry name, a run folder, a snapshot of a run, an ONNX file
+    `ilgnet export` wrote, or a .caffemodel.
     `variant` and `mean`, when given, override what the model records (ilgnet.zoo.fit catches a variant that
     contradicts the weights). A plain .caffemodel's variant defaults to ilgnet; its mean stays None unless given."""
     path = Path(spec)
@@ -161,6 +166,13 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
         raise MissingFile(f"model {spec}: not {' or '.join(PUBLISHED_MODELS)}, and no such file")
     elif path.parent.name == "snapshots" and (path.parent.parent / MODEL_JSON).is_file():
         model = run_model(path.parent.parent, path)
+    elif path.suffix.lower() == ".onnx":
+        from ilgnet.zoo.onnx_export import exported, mean_of     # it reads caffemodels through zoo.fit, which needs this module
+
+        facts = exported(path)
+        carried = mean_of(facts["mean_npy_base64"]) if "mean_npy_base64" in facts else None
+        model = Model(path, facts["variant"], carried, name=str(path),
+                      resize=int(facts["resize"]) if "resize" in facts else None)
     else:
         model = Model(path, None, None, name=str(path))
     return Model(model.caffemodel, variant or model.variant or "ilgnet", Path(mean) if mean else model.mean,
@@ -177,7 +189,7 @@ def check_mean_size(model: Model, *, records: tuple[int, int] | None = None, lmd
 
     if model.mean is None:
         return
-    mean = load_mean(model.mean)
+    mean = model.mean if isinstance(model.mean, np.ndarray) else load_mean(model.mean)
     if mean.ndim != 3:
         return
     height, width = mean.shape[1:]
@@ -205,6 +217,11 @@ def _data_record(run_dir: Path, data, *, copy: bool) -> dict:
                        "sha256": file_digest(run_dir / copy_name if copied else source)}
     record["resize"] = data.read_json(data.lmdb_json).get("resize")
     return record
+
+
+def mean_name(model: Model) -> str:
+    """How to name a model's mean in reports: its file, or the ONNX file whose metadata carry it."""
+    return f"carried in {model.caffemodel}" if isinstance(model.mean, np.ndarray) else str(model.mean)
 
 
 def write_model_json(run_dir: Path, *, variant, profile: str, data, crop: int, input_scale: float) -> Path:
