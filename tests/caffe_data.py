@@ -75,6 +75,23 @@ def write_dataset(root: Path, *, train_labels: list[int], val_labels: list[int],
     return root
 
 
+def run_folder(root: Path, weights: Path, mean: Path, variant: str, *, resize: int = 256) -> Path:
+    """root/runs/run as `ilgnet train` leaves it for scoring: model.json (`variant`, trained on photos resized to
+    `resize`), a copy of `mean` with its sha256 recorded, and `weights` as its snapshot of iteration 1."""
+    import hashlib
+    import json
+    import shutil
+
+    run = root / "runs" / "run"
+    (run / "snapshots").mkdir(parents=True)
+    shutil.copy(weights, run / "snapshots" / f"{variant}_iter_1.caffemodel")
+    shutil.copy(mean, run / "mean.binaryproto")
+    digest = hashlib.sha256((run / "mean.binaryproto").read_bytes()).hexdigest()
+    (run / "model.json").write_text(json.dumps({"variant": variant, "resize": resize, "train_list": None,
+                                                "mean": {"file": "mean.binaryproto", "sha256": digest}}))
+    return run
+
+
 def published_stand_in(caffemodel: Path, name: str, models: Path, shared_data: Path | None = None) -> Path:
     """models/<file of registry entry `name`>: `caffemodel` (of the `ilgnet` net, its weights unchanged) brought to
     the size the registry checks, standing in for an authors' model that cannot be downloaded here: its layers keep

@@ -5,7 +5,9 @@ Tests are marked by what they need, from the fixtures they use (directly or thro
   shared  the reference data beside the development checkout (../shared/data, or $ILGNET_SHARED/data for a
           checkout elsewhere, such as a git worktree): every test using `shared_data` (or `bugcase`), skipped
           with the reason where it is absent.
-`make test-fast` runs `-m "not caffe"`: the tests that need no Caffe, in a venv with only `pip install -e .[test]`.
+  install the Caffe-free install on each Python from 3.10 to 3.13 present (tests/test_install.py; minutes).
+`make test-fast` runs `-m "not caffe and not install"`: the tests that need no Caffe, in a venv with only
+`pip install -e .[test]`.
 `make test` runs everything; there a missing Caffe is an error, not a skip.
 """
 import os

@@ -1,5 +1,6 @@
-"""The two engines behind the Scorer (ilgnet.scoring.backends): OpenCV's dnn module scores without Caffe, behind the same
-preprocessing and weight check, and gives Caffe's probabilities to 1e-5 on every variant.
+"""The engines behind the Scorer (ilgnet.scoring.backends): onnxruntime (the net exported to ONNX) and OpenCV's dnn
+module score without Caffe, behind the same preprocessing and weight check, and give Caffe's probabilities to 1e-5
+on every variant; `auto` picks onnxruntime where pycaffe does not import.
 
 Stand-in models are random caffemodels made without pycaffe (ilgnet.data.synthetic.random_caffemodel), so the Caffe-free
 tests run in `make test-fast` (the `stand_in` fixture, tests/conftest.py); only the agreement test needs Caffe."""
@@ -55,10 +56,26 @@ def test_opencv_backend_scores_without_caffe(stand_in):
     assert not skipped
     np.testing.assert_allclose(scored.p_high, table.p_high, atol=2e-6)
 
-    # Without --backend opencv, the missing Caffe is one line that says what to do.
-    result = without_caffe(*predict_args(stand_in))
+    # With --backend caffe, the missing Caffe is one line that says what to do.
+    result = without_caffe(*predict_args(stand_in, "--backend", "caffe"))
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "pycaffe cannot be imported" in result.stderr
+    assert "or score without Caffe: --backend onnxruntime (or opencv)" in result.stderr
+
+
+def test_without_caffe_predict_scores_with_onnxruntime_unasked(stand_in, tmp_path):
+    """No backend flag on a machine without Caffe: auto picks onnxruntime, says so, and gives OpenCV's scores; the
+    export is made once, beside the caffemodel."""
+    weights = tmp_path / "model.caffemodel"
+    weights.write_bytes(stand_in["weights"].read_bytes())
+    result = without_caffe(*predict_args({**stand_in, "weights": weights}, "--workers", "2", "--batch", "4"))
+    assert result.returncode == 0, result.stderr
+    assert "ilgnet predict: backend onnxruntime (no pycaffe here; onnxruntime is installed)" in result.stderr
+    table = pd.read_csv(io.StringIO(result.stdout))
+    reference, _ = Scorer(stand_in["weights"], mean=stand_in["mean"], variant=SMALL, backend="opencv",
+                          jobs=0).score_files(table.path)
+    np.testing.assert_allclose(table.p_high, reference.p_high, rtol=0, atol=2e-6)
+    assert len(list(tmp_path.glob("model.*.onnx"))) == 1
 
 
 def test_commands_that_need_caffe_say_so_in_one_line(stand_in, tmp_path):
@@ -66,13 +83,18 @@ def test_commands_that_need_caffe_say_so_in_one_line(stand_in, tmp_path):
     data = str(tmp_path / "data")
     assert without_caffe("split", "ava2", "--ava-txt", str(tmp_path / "ava" / "AVA.txt"), "--out", data).returncode == 0
     assert without_caffe("lmdb", "--split", data, "--images", str(tmp_path / "ava" / "images")).returncode == 0
+    test = ["test", "--weights", str(stand_in["weights"]), "--variant", SMALL, "--data", data]
     for command in (["nets"], ["train", "--profile", "ava2", "--data", data, "--name", "x", "--cpu"],
-                    ["test", "--weights", str(stand_in["weights"]), "--variant", SMALL, "--data", data]):
+                    [*test, "--backend", "caffe"], [*test, "--engine", "caffe"]):
         result = without_caffe(*command, cwd=tmp_path)
         assert result.returncode == 1 and result.stdout == "", command
         assert f"ilgnet {command[0]}: error: " in result.stderr and "Caffe" in result.stderr.splitlines()[-1]
         assert result.stderr.count("\n") == 1 + result.stderr.count("WARNING"), result.stderr
     assert not (tmp_path / "runs").exists()
+    result = without_caffe(*test, "--batch", "2", "--per-image", str(tmp_path / "records.csv"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr                    # `ilgnet test` runs in onnxruntime, unasked
+    assert "ilgnet test: backend onnxruntime (no pycaffe here" in result.stderr
+    assert pd.read_csv(tmp_path / "records.csv").p_1.between(0, 1).all()
 
 
 def test_opencv_backend_checks_the_weights_first(stand_in):
@@ -128,19 +150,22 @@ def test_inputs_and_outputs_of_a_net():
 
 @pytest.mark.parametrize("variant", list(nets.VARIANTS))
 def test_backends_agree_on_real_photos(caffe, shared_data, variant, tmp_path):
-    """Caffe and OpenCV give the same probabilities to 1e-5 on real AVA photos (two of them greyscale), every
-    variant with a random stand-in of its weights, through the same Scorer preprocessing."""
+    """Caffe, onnxruntime and OpenCV give the same probabilities to 1e-5 on real AVA photos (two of them greyscale),
+    every variant with a random stand-in of its weights, through the same Scorer preprocessing; onnxruntime at
+    batch 1 and at batch 4, whose last batch is short."""
     images = shared_data / "ava-sample" / "images"
     photos = [images / f"{i}.jpg" for i in (42039, 770238, 771184, 769857, 770897, 771111)]
     weights = random_caffemodel(nets.deploy(variant), tmp_path / f"{variant}.caffemodel")
     v = nets.VARIANTS[variant]
     mean = np.random.default_rng(0).uniform(80, 130, (3, v.resize, v.resize)).astype(np.float32)
     scores = {}
-    for backend in ("caffe", "opencv"):
-        scorer = Scorer(weights, mean=mean, variant=variant, backend=backend, batch_size=3, jobs=0)
+    for backend, batch in (("caffe", 3), ("opencv", 3), ("onnxruntime", 1), ("onnxruntime", 4)):
+        scorer = Scorer(weights, mean=mean, variant=variant, backend=backend, batch_size=batch, jobs=0)
         table, skipped = scorer.score_files(photos)
         assert not skipped and scorer.net.name == backend
-        scores[backend] = table.p_high.to_numpy()
+        scores[backend, batch] = table.p_high.to_numpy()
         del scorer
-    assert np.ptp(scores["caffe"]) > 1e-4, "saturated probabilities would agree trivially"
-    np.testing.assert_allclose(scores["opencv"], scores["caffe"], rtol=0, atol=1e-5)
+    reference = scores.pop(("caffe", 3))
+    assert np.ptp(reference) > 1e-4, "saturated probabilities would agree trivially"
+    for (backend, batch), p_high in scores.items():
+        np.testing.assert_allclose(p_high, reference, rtol=0, atol=1e-5, err_msg=f"{backend} at batch {batch}")

@@ -4,6 +4,7 @@ small variant's calibrated stand-in model."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -14,6 +15,7 @@ from conftest import SMALL
 from ilgnet.cli import main
 from ilgnet.evaluation import caffe_engine as caffe_test
 from ilgnet.evaluation import pycaffe_engine as evaluation
+from ilgnet.evaluation.results import prefix_protocol
 
 pytest_plugins = ["caffe_data"]
 
@@ -77,3 +79,64 @@ def test_the_paper_protocol_is_caffe_tests_first_records(eleven, small_caffemode
     assert main(["test", "--weights", str(small_caffemodel), "--variant", SMALL, "--data", str(plain),
                  "--paper-protocol"]) == 1
     assert f"--paper-protocol: {plain / 'split.json'} names no paper protocol" in capsys.readouterr().err
+
+
+def on_a_terminal(args: list[str]) -> tuple[str, str]:
+    """(stdout, what a terminal of 160 columns shows on stderr) of `python ARGS`: progress bars show on terminals
+    only, as tqdm decides."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:                                         # the process closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out = proc.stdout.read().decode()
+    assert proc.wait() == 0, shown.decode(errors="replace")[-3000:]
+    return out, shown.decode(errors="replace")
+
+
+def test_caffe_test_shows_what_it_loads_and_its_batches_as_they_come(eleven, ilgnet_caffemodel):
+    """Minutes of `caffe test` on a CPU are not silent: the weights being checked and loaded (604 MB), then a bar
+    over the batches Caffe logs, per run (8 records, then the remainder of 3), and the paper protocol's own."""
+    size = f"({ilgnet_caffemodel.stat().st_size / 1e6:,.0f} MB)"
+    ilgnet = ["-m", "ilgnet.cli", "test", "--weights", str(ilgnet_caffemodel), "--data", str(eleven), "--batch", "8"]
+    out, shown = on_a_terminal([*ilgnet, "--engine", "caffe"])
+    assert "| images scored | 11 (every val record once) |" in out
+    assert f"checking {ilgnet_caffemodel.name} {size} ..." in shown
+    assert "caffe test, 1 x 8:   0%|" in shown and f"loading {ilgnet_caffemodel.name} {size}" in shown
+    assert "caffe test, 1 x 8: 100%|" in shown and "caffe test, 1 x 3: 100%|" in shown
+    # The paper protocol (50 x 48 there; 4 x 2 here, for time): its bar moves batch by batch.
+    paths = [str(ilgnet_caffemodel), str(eleven / "val_lmdb"), str(eleven / "mean.binaryproto")]
+    out, shown = on_a_terminal(["-c", "from pathlib import Path; from ilgnet.evaluation.caffe_engine import "
+                                      f"paper_protocol; print(paper_protocol('ilgnet', *map(Path, {paths}), batch=2, "
+                                      "iterations=4)['images'])"])
+    assert out == "8\n" and all(f"paper protocol, 4 x 2: {n * 25:3d}%|" in shown for n in range(5))
+    out, shown = on_a_terminal(ilgnet)
+    assert f"loading {ilgnet_caffemodel.name} {size} ..." in shown and "ilgnet test: 100%|" in shown
+
+
+def test_the_paper_protocol_read_off_per_record_results_equals_caffe_test_past_the_end(eleven, ilgnet_caffemodel):
+    """What a campaign reports as the paper's protocol (ilgnet.evaluation.results.prefix_protocol) without running
+    `caffe test` again: 4 x 4 = 16 records of 11, wrapping around past the end as Caffe's Data layer does."""
+    mean = eleven / "mean.binaryproto"
+    measured = caffe_test.paper_protocol("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, batch=4,
+                                         iterations=4)
+    frame = evaluation.score_lmdb("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, 8, progress=False)
+    read_off = prefix_protocol(frame, batch=4, iterations=4)
+    assert read_off["images"] == measured["images"] == 16 and read_off["distinct_records"] == 11
+    assert read_off["accuracy"] == pytest.approx(measured["accuracy"], abs=1e-4)

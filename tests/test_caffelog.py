@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import pytest
 from caffe_data import write_dataset
 
@@ -59,7 +60,8 @@ def test_train_log_rows_match_the_log_text(train_log):
     logged_losses = {int(i): float(v) for i, v in re.findall(r"\] Iteration (\d+) \(.*\), loss = (\S+)", text)}
     tests = re.findall(r"Iteration (\d+), Testing net \(#0\)\n.*Test net output #0: accuracy = (\S+)\n"
                        r".*Test net output #1: loss = (\S+)", text)
-    assert list(frame.columns) == ["iteration", "seconds", "loss", "lr", "test_accuracy", "test_loss"]
+    assert list(frame.columns) == ["iteration", "seconds", "loss", "lr", "test_accuracy", "test_loss", "health"]
+    assert (frame["health"] == "").all() and frame.attrs["diverged_at"] is frame.attrs["saturated_at"] is None
     # Every iteration of both runs, once: the resumed run continues the count.
     assert frame["iteration"].tolist() == list(range(MAX_ITER + 4))
     assert frame["seconds"].is_monotonic_increasing and frame["seconds"].iloc[0] > 0   # from the log's first line
@@ -88,7 +90,7 @@ def test_old_glog_dates_parse_the_same(train_log, tmp_path):
 def test_summary_writes_csv_and_png(train_log, tmp_path):
     csv, png = tmp_path / "log.csv", tmp_path / "curves.png"
     frame = write_train_summary(train_log, accuracy_blob="accuracy", csv=csv, png=png)
-    assert csv.read_text().splitlines()[0] == "iteration,seconds,loss,lr,test_accuracy,test_loss"
+    assert csv.read_text().splitlines()[0] == "iteration,seconds,loss,lr,test_accuracy,test_loss,health"
     assert len(csv.read_text().splitlines()) == len(frame) + 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -135,7 +137,7 @@ def test_case_05_seconds_rise_through_new_year(bugcase, capsys):
     assert main(["log", str(log)]) == 0
     assert capsys.readouterr().out == f"{log.with_name('train_log.csv')}: 4 rows, iterations 0 to 150; " \
                                       f"{log.with_name('curves.png')}\n"
-    assert log.with_name("train_log.csv").read_text().splitlines()[2] == "50,631.0001,0.65,1e-05,,"
+    assert log.with_name("train_log.csv").read_text().splitlines()[2] == "50,631.0001,0.65,1e-05,,,"
 
 
 @pytest.mark.parametrize("stamps, seconds", [
@@ -177,8 +179,8 @@ def test_outputs_go_where_asked(tmp_path, capsys):
     log.write_text(training_lines(["0101 10:00:00.000000", "0101 10:01:40.000000"]))
     csv, png = tmp_path / "out" / "t.csv", tmp_path / "plots" / "c.png"
     assert main(["log", str(log), "--csv", str(csv), "--png", str(png)]) == 0
-    assert csv.read_text().splitlines() == ["iteration,seconds,loss,lr,test_accuracy,test_loss", "0,0.0,0.5,,,",
-                                            "10,100.0,0.5,,,"]
+    assert csv.read_text().splitlines() == ["iteration,seconds,loss,lr,test_accuracy,test_loss,health",
+                                            "0,0.0,0.5,,,,", "10,100.0,0.5,,,,"]
     assert png.read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "train_log.csv").exists()
 
 
@@ -205,3 +207,93 @@ def test_curve_labels_say_smoothed_only_where_it_is(tmp_path, monkeypatch, solve
                         lambda fig, *args, **kwargs: shown.update(labels=fig.axes[0].get_legend_handles_labels()[1]))
     plot_curves(parse_train_log(log), tmp_path / "curves.png", smooth=smooth)
     assert shown["labels"] == labels
+
+
+def displays(losses: list[float], *, batch: int | None = 4, start: int = 0) -> str:
+    """A `caffe train` log: the TRAIN net Caffe prints (its Data layer's batch_size), then one display per loss:
+    the loss line, the loss output with its weight, an accuracy output and the learning rate."""
+    net = "" if batch is None else (glog("0101 10:00:00.000000", "Creating training net from net file: t.prototxt") +
+                                    glog("0101 10:00:00.000001", "Initializing net from parameters: ") +
+                                    f"layer {{\n  type: \"Data\"\n  data_param {{\n    batch_size: {batch}\n  }}\n}}\n")
+    return net + "".join(glog(f"0101 10:01:{i:02d}.000000", line) for i, loss in enumerate(losses, start) for line in (
+        f"Iteration {i} (1 iter/s, 1s/1 iters), loss = {loss:g}",
+        f"    Train net output #0: loss1/loss = {loss:g} (* 1 = {loss:g} loss)",
+        "    Train net output #1: loss1/top-1 = 0.5", f"Iteration {i}, lr = 0.5"))
+
+
+@pytest.mark.parametrize("loss, batch, images", [
+    (87.3365, 1, 1), (43.6683, 4, 2), (65.5024, 4, 3), (87.3365, 4, 4), (1.81951, 48, 1), (0.693147, 4, 0),
+    (43.7, 4, 0), (1.83, 48, 0), (87.3365 * 5 / 48, 48, 5), (float("nan"), 4, 0), (0.0, 4, 0),
+])
+def test_saturated_images_are_read_from_the_mean_loss(loss, batch, images):
+    """SoftmaxWithLoss adds at most -log(FLT_MIN) = 87.3365 per image and divides by the batch: k images at the
+    clamp (the rest at 0) make k x 87.3365 / batch, which Caffe prints to 6 digits."""
+    from ilgnet.bvlc.logs import SATURATED_LOSS, saturated_images
+
+    assert round(SATURATED_LOSS, 4) == 87.3365
+    assert saturated_images(loss, batch) == images
+
+
+@pytest.mark.parametrize("losses, saturated", [
+    ([1.09, 43.6683, 43.6683, 65.5024, 43.6683], (1, 3, 3, 4)),     # a real run at base_lr 0.5: 3 displays in a row
+    ([1.09, 43.6683, 43.6683, 0.7, 43.6683, 87.3365], None),       # broken by a display off the clamp
+    ([87.3365, 87.3365], None),                                     # only two
+    ([0.7, 21.8341, 21.8341, 21.8341], (1, 3, 1, 4)),               # one image of four at the clamp, three times
+])
+def test_a_loss_at_the_clamp_for_three_displays_in_a_row_is_saturation(tmp_path, losses, saturated, capsys):
+    from ilgnet.bvlc.logs import Health
+    from ilgnet.cli import main
+
+    text = displays(losses)
+    health = Health()
+    for line in text.splitlines(keepends=True):
+        health.feed(line)
+    assert health.train_batch == 4 and health.saturated == saturated and health.diverged is None
+    log = tmp_path / "train.log"
+    log.write_text(text)
+    assert main(["log", str(log)]) == 0
+    frame = pd.read_csv(tmp_path / "train_log.csv", keep_default_na=False)
+    clamped = [i for i, loss in enumerate(losses) if loss > 20]
+    assert frame.loc[frame["health"] == "saturated", "iteration"].tolist() == clamped
+    err = capsys.readouterr().err
+    if saturated:
+        first, last = saturated[:2]
+        assert err == (f"ilgnet log: this run SATURATED: the training loss sat at SoftmaxWithLoss's clamp, "
+                       f"-log(FLT_MIN) = 87.3365 per image, from iteration {first} to {last} (3 displays in a row; "
+                       f"at the last, {saturated[2]} of the batch's 4 images there and the others at 0) (health "
+                       f"column: saturated)\n")
+    else:
+        assert err == ""
+
+
+def test_without_the_printed_net_no_batch_and_no_saturation_is_claimed():
+    from ilgnet.bvlc.logs import Health
+
+    health = Health()
+    for line in displays([87.3365] * 5, batch=None).splitlines(keepends=True):
+        health.feed(line)
+    assert health.train_batch is None and health.saturated is None
+
+
+@pytest.mark.parametrize("lines, diverged", [
+    ([("Iteration 5 (1 iter/s, 1s/1 iters), loss = -nan", "")], (5, "the training loss became nan")),
+    ([("Iteration 4 (1 iter/s, 1s/1 iters), loss = 0.7", ""), ("    Train net output #0: loss1/loss = inf "
+                                                               "(* 1 = inf loss)", "")],
+     (4, "the training output loss1/loss became inf")),
+    # Caffe's Accuracy layer reads 1 on NaN scores: the loss output shows it.
+    ([("Iteration 6, Testing net (#0)", ""), ("    Test net output #0: loss1/loss = -nan (* 1 = -nan loss)", ""),
+      ("    Test net output #1: loss1/top-1 = 1", "")], (6, "the test output loss1/loss became nan")),
+    ([("Iteration 8, Testing net (#0)", ""), ("Test loss: nan", "")], (8, "the test loss became nan")),
+])
+def test_what_is_not_finite_is_named_with_its_iteration(tmp_path, lines, diverged, capsys):
+    from ilgnet.cli import main
+
+    log = tmp_path / "train.log"
+    log.write_text(displays([0.7, 0.69]) + "".join(glog(f"0101 10:02:{i:02d}.000000", message)
+                                                   for i, (message, _) in enumerate(lines)))
+    frame = parse_train_log(log)
+    assert (frame.attrs["diverged_at"], frame.attrs["diverged"]) == diverged
+    assert frame.set_index("iteration").loc[diverged[0], "health"] == "diverged"
+    assert main(["log", str(log)]) == 0
+    assert capsys.readouterr().err == (f"ilgnet log: this run DIVERGED: {diverged[1]} at iteration {diverged[0]} "
+                                       f"(health column: diverged)\n")

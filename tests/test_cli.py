@@ -12,7 +12,7 @@ import pytest
 
 from ilgnet.cli import main
 from ilgnet.commands import log as log_command
-from ilgnet.fileio import atomic_path
+from ilgnet.fileio import atomic_path, atomic_paths
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -95,6 +95,7 @@ train --name .  =>  argument --name: run name '.': expected one folder name
 train --name ''  =>  argument --name: run name '': expected one folder name
 train --profile ava3 --data @DIR --cpu --runs @DIR/runs  =>  argument --profile: invalid choice
 train --profile ava2 --data @DIR --cpu --weights @NONE/w  =>  argument --weights: @NONE/w does not exist
+train --profile ava2 --data @DIR --cpu --seed -1  =>  argument --seed: must be at least 0, got -1
 train --profile ava2 --data @DIR --gpu first  =>  argument --gpu: expected a GPU id, ids separated by commas
 test --weights @NONE/m --data @DIR  =>  argument --weights: @NONE/m: not ilgnet-ava1 or ilgnet-ava2, and no such file
 test --weights @FILE --data @DIR --batch 0  =>  argument --batch: must be at least 1, got 0
@@ -104,6 +105,14 @@ predict p.jpg --model @FILE --top 0  =>  argument --top: must be at least 1, got
 predict p.jpg --model @FILE --out @DIR  =>  argument --out: @DIR is a folder; give a file name
 predict p.jpg --model @FILE --mean @NONE  =>  argument --mean: @NONE does not exist
 predict p.jpg --model @NONE/m  =>  argument --model: @NONE/m: not ilgnet-ava1 or ilgnet-ava2, and no such file
+predict p.jpg --model @FILE --backend tensorflow  =>  argument --backend: invalid choice: 'tensorflow'
+test --weights @FILE --data @DIR --backend onnx  =>  argument --backend: invalid choice: 'onnx'
+export @NONE/m --out o.onnx  =>  argument model: @NONE/m: not ilgnet-ava1 or ilgnet-ava2, and no such file
+export @FILE --out @DIR  =>  argument --out: @DIR is a folder; give a file name
+export @FILE --out o.onnx --mean @NONE  =>  argument --mean: @NONE does not exist
+export @FILE --out o.onnx --precision fp8  =>  argument --precision: invalid choice: 'fp8'
+export @FILE  =>  the following arguments are required: --out
+test --weights @FILE --data @DIR --backend opencv --engine caffe  =>  --engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel
 log @DIR  =>  argument LOG: @DIR is a folder, not a file
 log @FILE --png @DIR  =>  argument --png: @DIR is a folder; give a file name
 nets --batch 0  =>  argument --batch: must be at least 1, got 0
@@ -116,6 +125,21 @@ test --weights @FILE --data @DIR --batch 2147483648  =>  argument --batch: must 
 demo --work @FILE  =>  argument --work: @FILE is a file, not a folder
 demo --iterations many  =>  argument --iterations: expected an integer, got 'many'
 gen --out @FILE  =>  argument --out: @FILE is a file, not a folder
+campaign @NONE/p.toml  =>  argument PLAN: @NONE/p.toml: not a built-in plan (table2, table3, table4, paper) and no such
+campaign @DIR  =>  argument PLAN: @DIR is a folder, not a plan file
+campaign paper --jobs 0  =>  argument --jobs: must be at least 1, got 0
+campaign paper --ray photos.jpg  =>  argument --ray: photos.jpg: not a Ray address (auto, HOST:PORT or ray://HOST:PORT)
+campaign paper --seeds 1,x  =>  argument --seeds: expected an integer, got 'x'
+campaign paper --seeds 1,-2  =>  argument --seeds: must be at least 0, got -2
+campaign paper --gpus first  =>  argument --gpus: expected a GPU id, ids separated by commas
+campaign paper --ray --ray-cpus 0  =>  argument --ray-cpus: must be above 0, got 0
+campaign paper --runs @FILE  =>  argument --runs: @FILE is a file, not a folder
+campaign paper --ray-cpus 2  =>  --ray-cpus goes with --ray
+campaign paper --gpus 0 --jobs 2  =>  --jobs is for runs on the CPU
+report @DIR --out @FILE  =>  argument --out: @FILE is a file, not a folder
+report @NONE --out o  =>  argument RUNS: folder @NONE does not exist
+report @DIR --out o --time-batch 0  =>  argument --time-batch: must be at least 1, got 0
+report @DIR --out o --plan nope  =>  argument --plan: nope: not a built-in plan
 weights install ilgnet-ava2 @NONE/m.caffemodel  =>  argument FILE: @NONE/m.caffemodel does not exist
 weights fetch bvlc_googlenet --dest @FILE  =>  argument --dest: @FILE is a file, not a folder
 """.strip().splitlines()]
@@ -185,7 +209,32 @@ def test_atomic_path_publishes_whole_files_only(tmp_path):
         partial.write_text("half")
         raise RuntimeError("interrupted")
     assert target.read_text() == "whole" and not partial.exists()
-    with pytest.raises(RuntimeError), atomic_path(tmp_path / "folder", keep_partial=True) as partial:
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "folder") as partial:
         partial.mkdir()
         raise RuntimeError("interrupted")
-    assert partial.is_dir() and not (tmp_path / "folder").exists()
+    assert not partial.exists() and not (tmp_path / "folder").exists()
+
+
+def test_atomic_paths_replace_all_or_nothing_and_keep_the_old_until_then(tmp_path):
+    """Two folders and a file replaced together: an error on the way leaves the old ones as they were."""
+    old = [tmp_path / "a_lmdb", tmp_path / "b_lmdb", tmp_path / "mean.npy"]
+    for path in old[:2]:
+        path.mkdir()
+        (path / "data.mdb").write_text(f"old {path.name}")
+    old[2].write_text("old mean")
+    with pytest.raises(RuntimeError), atomic_paths(old) as partials:
+        for partial in partials[:2]:
+            partial.mkdir()
+            (partial / "data.mdb").write_text("new")
+        raise RuntimeError("no room for the mean")
+    assert [(p / "data.mdb").read_text() for p in old[:2]] == ["old a_lmdb", "old b_lmdb"]
+    assert old[2].read_text() == "old mean" and sorted(p.name for p in tmp_path.iterdir()) == ["a_lmdb", "b_lmdb",
+                                                                                              "mean.npy"]
+    with atomic_paths(old) as partials:
+        for partial in partials[:2]:
+            partial.mkdir()
+            (partial / "data.mdb").write_text(f"new {partial.name}")
+        partials[2].write_text("new mean")
+    assert [(p / "data.mdb").read_text() for p in old[:2]] == ["new a_lmdb.partial", "new b_lmdb.partial"]
+    assert old[2].read_text() == "new mean" and sorted(p.name for p in tmp_path.iterdir()) == ["a_lmdb", "b_lmdb",
+                                                                                              "mean.npy"]

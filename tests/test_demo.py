@@ -10,12 +10,19 @@ import json
 
 import cv2
 import numpy as np
+import onnxruntime
 import pandas as pd
 
 from ilgnet.cli import main as ilgnet
 from ilgnet.commands.demo import MARKER, run_demo
 from ilgnet.data.ava import read_ava_txt
+from ilgnet import nets
+from ilgnet.data.images import decode_image
 from ilgnet.data.synthetic import generate
+from ilgnet.scoring.scorer import Scorer
+from ilgnet.zoo.onnx_export import net_to_onnx
+
+TRAINED_RELATIVE = 1e-5     # largest logit difference, ONNX against Caffe, relative to the largest logit
 
 
 def sharpness(path) -> float:
@@ -70,6 +77,25 @@ def test_reduced_demo_runs_every_stage(caffe, tmp_path):
     gallery = (work / "report.html").read_text()
     assert summary["gallery"] == str(work / "report.html") and gallery.count('class="card ') == 6
     assert set(summary["seconds"]) == {"generate", "split", "lmdb", "train", "test", "predict", "total"}
+
+    # Trained weights, where small random ones would hide summation-order differences: the run's net in Caffe and
+    # exported to ONNX, on the held-out photos. Four iterations from scratch saturate the softmax, so the logits
+    # (the softmax's input) are compared, relative to their size (tolerances in docs/SCORING.md).
+    run = Scorer.from_model(work / "runs" / "ilgnet-demo", backend="caffe", jobs=0)
+    batch = np.concatenate([run.preprocess(decode_image(path, 256)) for path in predictions.path])
+    deploy = nets.deploy("ilgnet")
+    logits = next(layer.bottom[0] for layer in deploy.layer if layer.type == "Softmax")
+    caffe_net = run.net.caffe_net
+    caffe_net.blobs["data"].reshape(*batch.shape)
+    caffe_net.reshape()
+    caffe_net.blobs["data"].data[...] = batch
+    caffe_net.forward()
+    expected = caffe_net.blobs[logits].data.copy()
+    exported = net_to_onnx(deploy, run.weights, output=logits)
+    session = onnxruntime.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"data": batch})[0]
+    error = np.abs(got - expected).max() / np.abs(expected).max()
+    assert np.abs(expected).max() > 1 and error < TRAINED_RELATIVE, (error, expected)
 
 
 def test_demo_leaves_foreign_folders_alone(tmp_path, capsys):

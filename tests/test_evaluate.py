@@ -118,7 +118,9 @@ def test_published_model_names_resolve_to_their_files_and_mean(small_dataset, il
     published_stand_in(ilgnet_caffemodel, "ilgnet-ava1", tmp_path, shared_data)
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "record 00000000_0 is 240x240, the mean image" in err and "AVA1_mean.binaryproto is 256x256" in err
+    assert err == (f"ilgnet test: error: the mean image {tmp_path / 'AVA1_mean.binaryproto'} is 256x256, the records "
+                   f"of {small_dataset / 'val_lmdb'} are 240x240: Caffe subtracts one from the other and needs them "
+                   f"equal\n")
 
 
 @pytest.fixture
@@ -176,3 +178,26 @@ def test_val_images_that_never_reached_the_lmdb_are_stated(small_caffemodel, tmp
     result = json.loads(result_file.read_text())
     assert result["val_list"] == {"file": str(data / "val.txt"), "listed": 5, "not_in_lmdb": 2}
     assert result["images"] == 3
+
+
+@pytest.mark.parametrize("engine", ["pycaffe", "caffe"])
+def test_a_mean_of_another_size_is_refused_before_any_scoring(stand_in, tiny_data, tmp_path, engine, capsys):
+    """Against the val LMDB's records (Caffe's Data layer aborts on a mismatch), and against the size the model was
+    trained at (model.json's resize) even where the records match the mean."""
+    from caffe_data import run_folder
+
+    from ilgnet.bvlc.io import blobproto_bytes
+
+    mean = tmp_path / "m20.binaryproto"
+    mean.write_bytes(blobproto_bytes(np.full((3, 20, 20), 100, np.float32)))
+    base = ["test", "--weights", str(stand_in["weights"]), "--variant", SMALL, "--data", str(tiny_data),
+            "--engine", engine]
+    assert main([*base, "--mean", str(mean)]) == 1
+    assert capsys.readouterr().err == (f"ilgnet test: error: the mean image {mean} is 20x20, the records of "
+                                       f"{tiny_data / 'val_lmdb'} are 16x16: Caffe subtracts one from the other and "
+                                       f"needs them equal\n")
+    run = run_folder(tmp_path, stand_in["weights"], tiny_data / "mean.binaryproto", SMALL)
+    assert main(["test", "--weights", str(run), "--data", str(tiny_data), "--engine", engine]) == 1
+    assert capsys.readouterr().err == (f"ilgnet test: error: the mean image {run / 'mean.binaryproto'} is 16x16, but "
+                                       f"{run} was trained on photos resized to 256x256: give the mean of its training "
+                                       f"data\n")

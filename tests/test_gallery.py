@@ -58,8 +58,8 @@ class Page(HTMLParser):
             self.body = attrs
         elif tag == "div" and "data-rank" in attrs:
             self.cards.append(attrs)
-        elif tag == "img":
-            self.sources.append(attrs["src"])
+        elif tag == "img" and "data-full" in attrs:                   # a card's thumbnail (not the lightbox's)
+            self.sources += [attrs["src"], attrs["data-full"]]
             self.cards[-1]["rendered"] = int(attrs.get("data-rendered", 0))
         elif (tag, self._in) in (("title", "rect"), ("td", "table")) or tag == "rect":
             self._in = tag
@@ -143,3 +143,71 @@ def test_a_gallery_that_cannot_be_written_is_named_before_scoring(stand_in, tmp_
             ilgnet([*args, "--html", str(html)])
         assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "scores.csv").exists()                   # refused before any photo was scored
+
+INTERACT = """<script>addEventListener("load", () => {
+  const cards = [...document.querySelectorAll(".card")], body = document.body.dataset;
+  body.boxes = JSON.stringify(cards.map(c => {
+    const box = c.querySelector("img").getBoundingClientRect();
+    return [Math.round(box.width), Math.round(box.height)];
+  }));
+  const lightbox = document.getElementById("lightbox"), full = lightbox.querySelector("img");
+  body.before = lightbox.hidden;
+  const thumbnail = cards[0].querySelector("img");
+  thumbnail.click();
+  const shown = lightbox.getBoundingClientRect();
+  body.lightbox = JSON.stringify({hidden: lightbox.hidden, width: shown.width, height: shown.height,
+                                  full: full.src === thumbnail.dataset.full,
+                                  caption: lightbox.querySelector("p").textContent});
+  lightbox.click();
+  body.closed = lightbox.hidden;
+  for (const show of ["high", "low", "all"]) {
+    document.querySelector(`.filter button[data-show="${show}"]`).click();
+    body[show] = JSON.stringify(cards.filter(c => c.offsetParent !== null).map(c => Number(c.dataset.rank)));
+  }
+});</script>"""
+
+
+def test_gallery_opens_photos_full_size_and_filters_high_and_low(chromium, stand_in, tmp_path):
+    """Portrait and landscape photos fill equal square boxes; a click opens the photo itself (embedded at up to
+    FULL_SIDE pixels) in the lightbox and a click closes it; the filter shows only the high or only the low cards."""
+    import base64
+    import json
+
+    import cv2
+    import numpy as np
+
+    from ilgnet.scoring.gallery import FULL_SIDE, write_gallery
+
+    photos = sorted(p for p in stand_in["photos"].iterdir() if p.name != "broken.jpg")[:3]
+    image = cv2.imread(str(photos[0]))
+    cv2.imwrite(str(tmp_path / "portrait.jpg"), cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE))
+    cv2.imwrite(str(tmp_path / "large.jpg"), cv2.resize(image, (2400, 1500)))
+    paths = [tmp_path / "large.jpg", tmp_path / "portrait.jpg", *photos]
+    table = pd.DataFrame({"path": [str(p) for p in paths], "p_high": [0.9, 0.7, 0.4, 0.55, 0.1]})
+    report = write_gallery(tmp_path / "gallery.html", table, [], about={"model": "test"})
+    probed = tmp_path / "probed.html"
+    probed.write_text(report.read_text().replace("</body>", INTERACT + "</body>"))
+    result = subprocess.run([*chromium_args(chromium, tmp_path / "profile"), "--virtual-time-budget=10000",
+                             "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    body = Page(result.stdout).body
+
+    boxes = json.loads(body["data-boxes"])
+    assert len(boxes) == 5 and len(set(map(tuple, boxes))) == 1 and boxes[0][0] == boxes[0][1] > 100
+    lightbox = json.loads(body["data-lightbox"])
+    assert body["data-before"] == "true" and lightbox["hidden"] is False and lightbox["width"] > 300
+    assert lightbox["full"] is True                                     # the photo itself, not the thumbnail
+    full = next(card for card in Page(result.stdout).cards if card["data-rank"] == "1")
+    sources = Page(result.stdout).sources
+    picture = cv2.imdecode(np.frombuffer(base64.b64decode(sources[1].split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+    assert full["data-path"] == str(paths[0]) and picture.shape[:2] == (1000, FULL_SIDE)   # 2400 x 1500, capped
+    assert lightbox["caption"].startswith("#1  p_high 0.900") and str(paths[0]) in lightbox["caption"]
+    assert body["data-closed"] == "true"
+    assert json.loads(body["data-high"]) == [1, 2, 3] and json.loads(body["data-low"]) == [4, 5]
+    assert json.loads(body["data-all"]) == [1, 2, 3, 4, 5]
+    assert "http" not in report.read_text().replace("http-equiv", "")    # still one self-contained file
+
+    shot = tmp_path / "gallery.png"
+    result = subprocess.run([*chromium_args(chromium, tmp_path / "profile2"), f"--screenshot={shot}",
+                             report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and cv2.imread(str(shot)).shape[:2] == (844, 390)    # the phone-sized window

@@ -32,7 +32,7 @@ def test_every_command_and_sub_command_is_checked():
     commands = {" ".join(path) for path, _ in PARSERS}
     assert {"", "split", "split ava1", "split ava2", "split official", "split published", "lmdb", "gen", "nets",
             "train", "log", "test", "weights", "weights list", "weights fetch", "weights check", "weights install",
-            "predict", "demo", "doctor"} <= commands
+            "predict", "demo", "doctor", "campaign", "report"} <= commands
 
 
 def _examples(parser: argparse.ArgumentParser) -> list[list[str]]:

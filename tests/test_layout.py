@@ -19,6 +19,7 @@ LAYERS = [
     ("training",),
     ("scoring",),
     ("evaluation",),
+    ("paper",),
     ("commands", "cli"),
 ]
 

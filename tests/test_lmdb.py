@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lmdb
 import numpy as np
@@ -16,6 +17,7 @@ from ilgnet.bvlc.proto import BlobProto, Datum
 from ilgnet.bvlc.tools import run_tool
 from ilgnet.data.ava import read_list_file, write_list_file
 from ilgnet.data.lmdb_build import build_split
+from ilgnet.fileio import LOCK_FILE
 
 
 def lmdb_items(path) -> list[tuple[bytes, bytes]]:
@@ -247,7 +249,19 @@ def test_bad_images_are_skipped_and_listed_while_the_rest_is_built(caffe, bad_in
     assert not (pixels["cmyk.jpg"][0] == pixels["cmyk.jpg"][2]).all()
 
 
-def test_an_interrupted_build_leaves_no_lmdb_that_looks_complete(tmp_path, images):
+def _interrupted_build(split: Path, images: Path, *extra: str) -> None:
+    """`ilgnet lmdb` interrupted (SIGINT) while it writes train_lmdb.partial: it exits 130."""
+    process = subprocess.Popen([sys.executable, "-m", "ilgnet.cli", "lmdb", "--split", str(split), "--images",
+                                str(images), "--jobs", "1", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 60
+    while not (split / "train_lmdb.partial" / "data.mdb").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130, process.stderr.read()
+
+
+def test_an_interrupted_build_leaves_no_lmdb_that_looks_complete_and_keeps_the_finished_ones(tmp_path, images):
     split = tmp_path / "split"
     split.mkdir()
     # About 1,000 photos: several seconds of decoding on one core, so the interrupt lands during the build even on a
@@ -255,22 +269,17 @@ def test_an_interrupted_build_leaves_no_lmdb_that_looks_complete(tmp_path, image
     names = sorted(path.name for path in images.iterdir()) * 12
     (split / "train.txt").write_text("".join(f"{name} 0\n" for name in names))
     (split / "val.txt").write_text("42039.jpg 1\n")
-    process = subprocess.Popen([sys.executable, "-m", "ilgnet.cli", "lmdb", "--split", str(split), "--images",
-                                str(images), "--jobs", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    deadline = time.monotonic() + 60
-    while not (split / "train_lmdb.partial" / "data.mdb").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 130, process.stderr.read()
-    assert (split / "train_lmdb.partial").is_dir()
-    assert not (split / "train_lmdb").exists()
-    unfinished = json.loads((split / "lmdb.json").read_text())
-    assert not unfinished["complete"] and "train" not in unfinished
+    _interrupted_build(split, images)
+    assert sorted(p.name for p in split.iterdir()) == [LOCK_FILE, "train.txt", "val.txt"]   # nothing half made
     summary = build_split(split, images, jobs=2)
     assert summary["train"]["records"] == len(names) and summary["complete"]
-    assert not (split / "train_lmdb.partial").exists()
     assert len(lmdb_items(split / "train_lmdb")) == len(names)
+
+    # A rebuild interrupted half way leaves the finished LMDBs, mean and records exactly as they were.
+    before = {p.name: p.read_bytes() for p in [*split.glob("*_lmdb/*"), *split.glob("*.*")] if p.is_file()}
+    _interrupted_build(split, images, "--force")
+    assert {p.name: p.read_bytes() for p in [*split.glob("*_lmdb/*"), *split.glob("*.*")] if p.is_file()} == before
+    assert not list(split.glob("*.partial")) and not list(split.glob("*.replaced"))
 
 
 @pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])

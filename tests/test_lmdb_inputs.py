@@ -4,6 +4,7 @@ finished LMDB only when nothing it was built from changed."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import lmdb
@@ -14,6 +15,7 @@ from caffe_data import photo_files
 from ilgnet.bvlc.proto import Datum
 from ilgnet.cli import main
 from ilgnet.data.images import decode_image
+from ilgnet.fileio import LOCK_FILE
 
 
 def records(path) -> dict[str, Datum]:
@@ -133,17 +135,28 @@ def test_settings_that_change_the_records_rebuild_both_sets(small_split, options
         assert summary(split)[name]["rebuilt_because"] == reasons
 
 
-def test_a_set_that_ends_empty_is_an_error_and_leaves_no_lmdb(small_split, capsys):
+def test_a_set_that_ends_empty_is_an_error_and_keeps_the_finished_lmdbs(small_split, capsys):
     split, images = small_split
     assert ilgnet_lmdb(split, images) == 0
+    def built():
+        return {p: p.read_bytes() for p in [*split.glob("*_lmdb/*"), *split.glob("*.*")] if p.suffix != ".txt"
+                or p.name == "skipped.txt"}
+
+    finished = built()
+    untouched = f"the finished train_lmdb, val_lmdb, mean.binaryproto in {split} are untouched\n"
     (split / "val.txt").write_text("gone1.jpg 0\ngone2.jpg 1\n")
     assert ilgnet_lmdb(split, images) == 1
-    err = capsys.readouterr().err
-    assert err.endswith(f"ilgnet lmdb: error: {split / 'val.txt'}: none of its 2 images could be read (missing file "
-                        f"x2; the first is {images / 'gone1.jpg'}); nothing was written as finished\n")
-    assert not (split / "val_lmdb").exists() and not (split / "val_lmdb.partial").exists()   # the stale one too
-    assert not summary(split)["complete"] and "val" not in summary(split)
-    assert (split / "train_lmdb").is_dir() and (split / "mean.npy").is_file()     # untouched: still valid
+    assert capsys.readouterr().err == (f"ilgnet lmdb: error: {split / 'val.txt'}: none of its 2 photos exists under "
+                                       f"{images} (the first would be {images / 'gone1.jpg'}: is it the folder the "
+                                       f"list's names are relative to?); {untouched}")
+    (images / "gone1.jpg").write_bytes(b"\xff\xd8 not a photo")          # there, but nothing can be read
+    (images / "gone2.jpg").write_bytes(b"")
+    assert ilgnet_lmdb(split, images) == 1
+    err = capsys.readouterr().err.splitlines(keepends=True)[-1]
+    assert err.startswith(f"ilgnet lmdb: error: {split / 'val.txt'}: none of its 2 images could be read (")
+    assert err.endswith(f"; the first is {images / 'gone1.jpg'}); {untouched}")
+    assert built() == finished
+    assert not list(split.glob("*.partial"))
     (split / "val.txt").write_text("\n\n")
     assert ilgnet_lmdb(split, images) == 1
     assert f"error: {split / 'val.txt'}: no images listed" in capsys.readouterr().err
@@ -182,4 +195,173 @@ def test_a_bad_list_line_stops_before_anything_is_built(small_split, capsys):
     assert ilgnet_lmdb(split, images) == 1
     assert capsys.readouterr().err == (f"ilgnet lmdb: error: {split / 'val.txt'}:2: expected `<filename> <label>`, "
                                        f"found only 'p5.jpg': no label after the file name\n")
-    assert sorted(p.name for p in split.iterdir()) == ["train.txt", "val.txt"]
+    assert sorted(p.name for p in split.iterdir()) == [LOCK_FILE, "train.txt", "val.txt"]
+
+
+def finished(split) -> dict:
+    """What `ilgnet lmdb` built in a data folder, every file's bytes: the LMDBs, means, lmdb.json, skipped.txt."""
+    return {p.relative_to(split): p.read_bytes() for p in split.rglob("*")
+            if p.is_file() and p.name not in ("train.txt", "val.txt", LOCK_FILE)}
+
+
+def test_case_12_a_mistyped_image_folder_keeps_the_finished_lmdbs(bugcase, capsys):
+    """`--images AVA` for `--images AVA/images`: it exists, but none of the listed photos is in it. The finished
+    LMDBs and mean stay as they were, and the error says so, before anything is decoded."""
+    case = bugcase("12-wrong-images-deletes-lmdb")
+    split = case / "data"
+    assert ilgnet_lmdb(split, case / "AVA" / "images") == 0
+    built = finished(split)
+    assert {str(p) for p in built} >= {"train_lmdb/data.mdb", "val_lmdb/data.mdb", "mean.binaryproto", "lmdb.json"}
+    capsys.readouterr()
+    assert ilgnet_lmdb(split, case / "AVA") == 1
+    assert capsys.readouterr().err == (
+        f"ilgnet lmdb: error: {split / 'train.txt'}: none of its 8 photos exists under {case / 'AVA'} (the first "
+        f"would be {case / 'AVA' / '0.jpg'}: is it the folder the list's names are relative to?); the finished "
+        f"train_lmdb, val_lmdb, mean.binaryproto in {split} are untouched\n")
+    assert finished(split) == built and not list(split.glob("*.partial"))
+
+
+def test_a_name_too_long_for_an_lmdb_key_is_refused_before_decoding(tmp_path, capsys):
+    """LMDB keys hold 511 bytes; convert_imageset's key is `%08d_<name>`, so 502 bytes of name fit and 503 do not
+    (in folders: a file name holds 255 bytes at most)."""
+    import lmdb as py_lmdb
+
+    from ilgnet.data.lmdb_build import LMDB_MAX_KEY
+
+    assert LMDB_MAX_KEY == py_lmdb.open(str(tmp_path / "probe")).max_key_size() == 511
+    images = tmp_path / "images"
+    photo_files(images, 2)
+    split = tmp_path / "split"
+    split.mkdir()
+    for length in (502, 503):
+        folder = images / ("d" * 240) / ("é" * 60)                  # 240 + 1 + 120 + 1 bytes, then the file
+        name = f"{'d' * 240}/{'é' * 60}/" + "p" * (length - 362 - 4) + ".jpg"
+        assert len(name.encode()) == length
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(images / "p0.jpg", images / name)
+        (split / "train.txt").write_text(f"p0.jpg 0\n{name} 1\n")
+        (split / "val.txt").write_text("p1.jpg 1\n")
+        status = ilgnet_lmdb(split, images, "--resize", "16")
+        if length == 502:
+            assert status == 0 and any(len(key.encode()) == 511 for key in records(split / "train_lmdb"))
+            shutil.rmtree(split / "train_lmdb")
+        else:
+            assert status == 1 and capsys.readouterr().err.endswith(
+                f"error: {split / 'train.txt'}:2: a file name of 503 bytes: its LMDB key (`%08d_<name>`, as "
+                f"convert_imageset writes it) would be 512 bytes, more than LMDB's 511\n")
+            assert not (split / "train_lmdb").exists() and not list(split.glob("*.partial"))
+
+
+def test_raw_records_are_estimated_from_above(tmp_path):
+    """The room a build asks for: record_bytes x records, never less than what LMDB takes, and not far more."""
+    from ilgnet.data.lmdb_build import LMDB_OVERHEAD, build_split, record_bytes
+
+    names = photo_files(tmp_path / "images", 40, size=64)
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "train.txt").write_text("".join(f"{name} 0\n" for name in names[:30]))
+    (split / "val.txt").write_text("".join(f"{name} 1\n" for name in names[30:]))
+    for resize in (16, 64, 256):
+        build_split(split, tmp_path / "images", resize=resize, jobs=1, progress=False, force=True)
+        used = sum(f.stat().st_size for f in (split / "train_lmdb").iterdir())
+        assert used <= 30 * record_bytes(resize) + LMDB_OVERHEAD <= 3 * used, (resize, used)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 1 MB filesystem of its own (tmpfs), as root can mount one; skipped elsewhere."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a 1 MB tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_disk_too_small_is_refused_before_anything_is_written(tmpfs, tmp_path, capsys):
+    """Raw records of 256 x 256 (200,788 bytes each on disk, at most) for 7 photos need 1.5 MB; the disk has 1 MB."""
+    images = tmp_path / "images"
+    names = photo_files(images, 7)
+    (tmpfs / "train.txt").write_text("".join(f"{name} 0\n" for name in names[:5]))
+    (tmpfs / "val.txt").write_text("".join(f"{name} 1\n" for name in names[5:]))
+    assert ilgnet_lmdb(tmpfs, images) == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"ilgnet lmdb: error: tmpfs mounted at {tmpfs} has 1\.0\dMB free; the LMDBs to build in "
+                        rf"{tmpfs} \(train_lmdb, val_lmdb: 7 records of 200,788 bytes\) need up to 1\.54MB; free some "
+                        rf"space and run it again\n", err), err
+    assert sorted(p.name for p in tmpfs.iterdir()) == [LOCK_FILE, "train.txt", "val.txt"]
+
+
+def test_a_disk_that_fills_up_is_one_line_and_keeps_the_finished_lmdbs(tmpfs, tmp_path, capsys):
+    """Encoded records take what they take: this PNG build runs out of room on the way, LMDB reporting an
+    input/output error. The partial output goes, and the finished LMDBs stay."""
+    images = tmp_path / "images"
+    names = photo_files(images, 40, size=256)
+    (tmpfs / "train.txt").write_text("".join(f"{name} 0\n" for name in names[:36]))
+    (tmpfs / "val.txt").write_text("".join(f"{name} 1\n" for name in names[36:]))
+    assert ilgnet_lmdb(tmpfs, images, "--resize", "16") == 0
+    built = finished(tmpfs)
+    capsys.readouterr()
+    assert ilgnet_lmdb(tmpfs, images, "--encoded", "png") == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert re.fullmatch(rf"ilgnet lmdb: error: tmpfs mounted at {tmpfs} is full: building train_lmdb, val_lmdb in "
+                        rf"{tmpfs} needed up to 8\.16MB \(as raw records; encoded ones take less\), \d+kB was free "
+                        rf"when it began and \d+kB had been written; the partial output is removed and the finished "
+                        rf"train_lmdb, val_lmdb, mean\.binaryproto in {tmpfs} are untouched", err), err
+    assert finished(tmpfs) == built and not list(tmpfs.glob("*.partial"))
+
+
+def test_no_room_for_the_mean_is_one_line_too(small_split, monkeypatch, capsys):
+    """The same error where the write that fails is this process's own (the mean, after the LMDBs): ENOSPC."""
+    import errno
+
+    from ilgnet.data import lmdb_build
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    split, images = small_split
+    monkeypatch.setattr(lmdb_build, "write_mean", full)
+    assert ilgnet_lmdb(split, images) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ilgnet lmdb: error: ") and " is full: building train_lmdb, val_lmdb in " in err
+    assert err.endswith("; the partial output is removed and nothing was written as finished\n")
+    assert sorted(p.name for p in split.iterdir()) == [LOCK_FILE, "train.txt", "val.txt"]
+
+
+def test_a_second_build_of_the_same_folder_is_refused_naming_the_first(tmp_path):
+    """Two `ilgnet lmdb` on one folder would write one LMDB from two processes. The first is paused (SIGSTOP) once
+    it has begun writing, so that the second surely meets it, and then let go."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    names = photo_files(tmp_path / "images", 200, size=64)
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "train.txt").write_text("".join(f"{name} 0\n" for name in names))
+    (split / "val.txt").write_text(f"{names[0]} 1\n")
+    args = [sys.executable, "-m", "ilgnet.cli", "lmdb", "--split", str(split), "--images", str(tmp_path / "images"),
+            "--jobs", "1"]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (split / "train_lmdb.partial").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        first.send_signal(signal.SIGSTOP)
+        assert first.poll() is None and (split / "train_lmdb.partial").exists(), "the first build ended too soon"
+        second = subprocess.run(args, capture_output=True, text=True)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        first.wait(timeout=120)
+    assert second.returncode == 1 and second.stderr.count("\n") == 1
+    assert second.stderr.startswith(f"ilgnet lmdb: error: {split} is in use by process {first.pid} ({sys.executable} "
+                                    f"-m ilgnet.cli lmdb --split ")            # its command line, up to 120 characters
+    assert second.stderr.endswith("...); wait for it to end (or stop it) and try again\n")
+    assert first.returncode == 0 and summary(split)["train"]["records"] == 200

@@ -12,10 +12,11 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from caffe_data import published_stand_in
+from caffe_data import published_stand_in, run_folder
 from conftest import SMALL
 
 from ilgnet import nets
+from ilgnet.bvlc.io import blobproto_bytes
 from ilgnet.bvlc.proto import to_text
 from ilgnet.bvlc.tools import import_caffe, run_tool
 from ilgnet.cli import main as ilgnet
@@ -344,7 +345,14 @@ def test_a_given_mean_is_used_and_nothing_is_downloaded(shared_data, ilgnet_caff
         f"ilgnet-ava2-train-list`, or install a copy you fetched"]
     fetched.unlink()
     photos = [str(p) for p in write_photos(tmp_path / "photos")[:3]]
-    mean = small_dataset / "mean.binaryproto"
+    small_mean = small_dataset / "mean.binaryproto"            # 240 x 240: not the size ilgnet-ava2 was trained at
+    assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--mean", str(small_mean),
+                   "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"ilgnet predict: error: the mean image {small_mean} is 240x240, but "
+                                       f"ilgnet-ava2 was trained on photos resized to 256x256: give the mean of its "
+                                       f"training data\n")
+    mean = tmp_path / "mean.binaryproto"
+    mean.write_bytes(blobproto_bytes(np.random.default_rng(4).uniform(80, 140, (3, 256, 256)).astype(np.float32)))
     assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--mean", str(mean),
                    "--quiet", "--workers", "1"]) == 0
     by_name = capsys.readouterr().out
@@ -384,7 +392,7 @@ def test_an_at_list_names_its_file_and_line(tmp_path, capsys, monkeypatch):
     assert ilgnet(["predict", "@list.txt", *stand_in]) == 1
     assert capsys.readouterr().err == "ilgnet predict: error: list.txt:3: nope.jpg does not exist\n"
     assert ilgnet(["predict", "@nolist", *stand_in]) == 1
-    assert capsys.readouterr().err == "ilgnet predict: error: nolist does not exist\n"
+    assert capsys.readouterr().err == "ilgnet predict: error: @nolist: no file of that name, and no list file nolist\n"
     assert ilgnet(["predict", "@p", *stand_in]) == 1
     assert capsys.readouterr().err == "ilgnet predict: error: p is a folder, not a file\n"
 
@@ -407,3 +415,24 @@ def test_names_that_are_not_utf8_are_refused_before_scoring_in_utf8_only_formats
                                        f"{shown} cannot hold; write CSV (which keeps the name's own bytes) or rename "
                                        f"the file\n")
     assert not (tmp_path / f"out.{fmt}").exists()
+
+
+def write_mean(path: Path, side: int) -> Path:
+    path.write_bytes(blobproto_bytes(np.full((3, side, side), 110, np.float32)))
+    return path
+
+
+def test_a_mean_of_another_size_than_the_training_resize_is_refused_or_warned(stand_in, tmp_path, capsys):
+    """Refused where the model records the size its photos were resized to (model.json, the registry); a bare
+    caffemodel records none, and its mean is taken as given."""
+    run = run_folder(tmp_path, stand_in["weights"], stand_in["mean"], SMALL)
+    mean = write_mean(tmp_path / "m240.binaryproto", 240)
+    photos = [str(stand_in["photos"]), "--backend", "opencv", "--quiet"]
+    assert ilgnet(["predict", *photos, "--model", str(run), "--mean", str(mean)]) == 1
+    assert capsys.readouterr().err == (f"ilgnet predict: error: the mean image {mean} is 240x240, but {run} was "
+                                       f"trained on photos resized to 256x256: give the mean of its training data\n")
+    assert ilgnet(["predict", *photos, "--model", str(run)]) == 0              # its own mean
+    capsys.readouterr()
+    plain = stand_in["weights"]
+    assert ilgnet(["predict", *photos, "--model", str(plain), "--variant", SMALL, "--mean", str(mean)]) == 0
+    assert "warning" not in capsys.readouterr().err

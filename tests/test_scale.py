@@ -1,5 +1,5 @@
 """`ilgnet predict --ray` (ilgnet.scoring.cluster) on a local Ray runtime of 2 CPUs against the single-machine path: the same
-scores for the same photos, in the same order, the same skipped files, as CSV and Parquet, with either backend."""
+scores for the same photos, in the same order, the same skipped files, as CSV and Parquet, with each backend."""
 from __future__ import annotations
 
 import os
@@ -40,7 +40,7 @@ def test_no_cluster_at_the_address_is_one_line(stand_in, tmp_path):
         result.stderr
 
 
-@pytest.mark.parametrize("backend", ["caffe", "opencv"])
+@pytest.mark.parametrize("backend", ["caffe", "onnxruntime", "opencv"])
 def test_ray_scores_equal_the_single_machine_path(caffe, local_ray, stand_in, backend, tmp_path, capsys):
     assert ilgnet(predict(stand_in, tmp_path / "one.csv", "--backend", backend, "--workers", "1")) == 0
     alone = capsys.readouterr().err

@@ -132,3 +132,17 @@ def test_committed_solver_file_drives_caffe_sgd(caffe, profile, repo, small_trai
     assert solver.iter == 1
     assert np.isfinite(solver.net.blobs["loss1/loss"].data) and not np.array_equal(
         before, solver.net.params[classifier][0].data)
+
+
+def test_the_committed_table1_solvers_read_each_val_image_once(repo):
+    """Only the published AVA2 solver's test pass reads images twice (its own test_iter, for batches of 50), and
+    generation says so; the Table 1 ava2 solver gets the val batch `ilgnet train` picks, 23, as its comment says."""
+    from ilgnet.nets.generated import generated_files
+
+    files, caught = generated_files()
+    assert caught == ["published-ava2: test_iter 533 x val batch 50 = 26,650 images per test pass: all 25,553 val "
+                      "images, 1,097 of them twice"]
+    text = (repo / "solvers" / "ava2.prototxt").read_text()
+    assert text == files["solvers/ava2.prototxt"] and "test_iter: 1111\n" in text
+    assert "# With the published AVA2 val list: test_iter 1111 x val batch 23 = 25,553 images per test pass: each " \
+           "of the 25,553 val images once.\n" in text

@@ -3,6 +3,7 @@ confirmation page, resumption, and the check that a caffemodel fits a deploy net
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,34 +11,43 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from ilgnet.zoo.download import confirmation_url, part_record
 from ilgnet.zoo.fit import check_fits
 from ilgnet.zoo.registry import Weights, check_file, download, fetch, install, load_registry, verify
 
 pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"          # 1 MiB + 4 bytes, not a multiple of the read chunk
+ETAG = '"payload-1"'
+# Drive's pages as it serves them: the form on one line (gdown's parser reads the page line by line).
 DRIVE_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>
 <p>Google Drive can't scan this file for viruses.</p>
-<form id="download-form" action="/download" method="get">
-<input type="submit" value="Download anyway"/><input type="hidden" name="id" value="FILEID">
-<input type="hidden" name="export" value="download"><input type="hidden" name="confirm" value="t">
-<input type="hidden" name="uuid" value="1234-abcd"></form></body></html>"""
-OLD_DRIVE_PAGE = """<html><head><title>Google Drive - Virus scan warning</title></head><body>
-<a id="uc-download-link" href="/download?export=download&amp;confirm=AbCd&amp;id=FILEID">Download anyway</a>
+<form id="download-form" action="/download" method="get"><input type="submit" value="Download anyway"/>\
+<input type="hidden" name="id" value="FILEID"><input type="hidden" name="export" value="download">\
+<input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="1234-abcd"></form>
 </body></html>"""
-QUOTA_PAGE = "<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head><body>Too many users" \
-             " have viewed or downloaded this file recently.</body></html>"
+OLD_DRIVE_PAGE = """<html><head><title>Google Drive - Virus scan warning</title></head><body>
+<a id="uc-download-link" href="/uc?export=download&amp;confirm=AbCd&amp;id=FILEID">Download anyway</a>
+</body></html>"""
+QUOTA_PAGE = "<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head><body>\n" \
+             "<p class=\"uc-error-subcaption\">Too many users have viewed or downloaded this file recently.</p>\n" \
+             "</body></html>"
 
 
 class Server:
-    """A local HTTP server: /model (honours Range unless told not to), /page, /drive and /old-drive (warning pages
-    whose confirmation leads to /download). It records each request's path and Range header. With `cut`, it closes
+    """A local HTTP server: /model (`payload`, with its `validators` as headers; honours Range, and If-Range as RFC
+    9110 says, unless told not to), /page, /drive (a warning page whose confirmation leads to /download) and /quota.
+    It records each request's path and Range header, and the If-Range headers in `if_range`. With `cut`, it closes
     the connection once the file's first `cut` bytes are sent; without `announce_length`, it sends no
     Content-Length (the end of the body is then where the connection closes)."""
 
     def __init__(self):
         self.requests: list[tuple[str, str | None]] = []
+        self.if_range: list[str | None] = []
+        self.payload = PAYLOAD
+        self.validators = {"ETag": ETAG}
         self.honour_range = True
+        self.honour_if_range = True
         self.cut: int | None = None
         self.announce_length = True
         owner = self
@@ -48,13 +58,14 @@ class Server:
 
             def do_GET(self):
                 owner.requests.append((self.path, self.headers.get("Range")))
+                owner.if_range.append(self.headers.get("If-Range"))
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
                 if url.path == "/model" or (url.path == "/download" and query.get("confirm") and
                                             query.get("id") == ["FILEID"]):
                     return self.send_payload()
                 page = {"/page": "<html><head><title>Sign in</title></head><body>log in first</body></html>",
-                        "/drive": DRIVE_PAGE, "/old-drive": OLD_DRIVE_PAGE, "/quota": QUOTA_PAGE}.get(url.path)
+                        "/drive": DRIVE_PAGE, "/quota": QUOTA_PAGE}.get(url.path)
                 if page is None:
                     return self.send_error(404)
                 body = page.encode()
@@ -65,19 +76,22 @@ class Server:
                 self.wfile.write(body)
 
             def send_payload(self):
-                start = 0
-                ranged = self.headers.get("Range")
-                if ranged and owner.honour_range:
+                start, payload = 0, owner.payload
+                ranged, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+                current = if_range in owner.validators.values() or not owner.honour_if_range
+                if ranged and owner.honour_range and (if_range is None or current):
                     start = int(ranged.removeprefix("bytes=").split("-")[0])
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+                    self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
                 else:
                     self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
+                for header, value in owner.validators.items():
+                    self.send_header(header, value)
                 if owner.announce_length:
-                    self.send_header("Content-Length", str(len(PAYLOAD) - start))
+                    self.send_header("Content-Length", str(len(payload) - start))
                 self.end_headers()
-                self.wfile.write(PAYLOAD[start:owner.cut])
+                self.wfile.write(payload[start:owner.cut])
                 self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -156,24 +170,38 @@ def test_drive_quota_page_is_refused(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("page, confirm", [("/drive", "t"), ("/old-drive", "AbCd")])
-def test_drive_confirmation_page_is_followed(server, tmp_path, page, confirm):
-    path = download(entry(server.url(page), sha256=SHA256), tmp_path / "test.caffemodel", progress=False)
+def test_drive_confirmation_page_is_followed(server, tmp_path):
+    path = download(entry(server.url("/drive"), sha256=SHA256), tmp_path / "test.caffemodel", progress=False)
     assert path.read_bytes() == PAYLOAD
     (first, _), (second, _) = server.requests
-    assert first == page
-    assert urlsplit(second).path == "/download" and parse_qs(urlsplit(second).query)["confirm"] == [confirm]
+    assert first == "/drive"
+    assert urlsplit(second).path == "/download" and parse_qs(urlsplit(second).query)["confirm"] == ["t"]
+
+
+def test_drives_older_confirmation_link_is_read_by_gdown():
+    """gdown's parser also knows Drive's older pages (a `confirm=` link, always on docs.google.com)."""
+    assert confirmation_url(OLD_DRIVE_PAGE, "http://127.0.0.1/") == (
+        "https://docs.google.com/uc?export=download&confirm=AbCd&id=FILEID", "")
+    assert confirmation_url("<html><title>Sign in</title></html>", "http://127.0.0.1/") == (None, "")
+
+
+def write_part(folder, data: bytes, validator: dict | None = None):
+    """A .part file left by an interrupted download of PAYLOAD (ETAG), and its record."""
+    part = folder / "test.caffemodel.part"
+    part.write_bytes(data)
+    part_record(part).write_text(json.dumps({"url": "unused", "validator": validator or {"ETag": ETAG}}))
+    return part
 
 
 @pytest.mark.parametrize("honour_range", [True, False])
 def test_a_partial_download_resumes(server, tmp_path, honour_range):
     server.honour_range = honour_range
     kept = 300_000
-    (tmp_path / "test.caffemodel.part").write_bytes(PAYLOAD[:kept])
+    write_part(tmp_path, PAYLOAD[:kept])
     path = download(entry(server.url("/drive"), sha256=SHA256, size=len(PAYLOAD)), tmp_path / "test.caffemodel",
                     progress=False)
     assert path.read_bytes() == PAYLOAD                 # whether the server sent the rest or everything again
-    assert server.requests[-1][1] == f"bytes={kept}-"
+    assert server.requests[-1][1] == f"bytes={kept}-" and server.if_range[-1] == ETAG
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test.caffemodel"]
 
 
@@ -189,8 +217,57 @@ def test_an_early_close_keeps_the_part_and_the_next_run_resumes(server, tmp_path
     assert part.read_bytes() == PAYLOAD[:400_000] and not (tmp_path / "test.caffemodel").exists()
     server.cut = None
     assert download(item, tmp_path / "test.caffemodel", progress=False).read_bytes() == PAYLOAD
-    assert server.requests[-1] == ("/model", "bytes=400000-")
+    assert server.requests[-1] == ("/model", "bytes=400000-") and server.if_range[-1] == ETAG
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test.caffemodel"]
+
+
+NEW_PAYLOAD = PAYLOAD[::-1]                             # the file replaced on the server: same size, other bytes
+
+
+@pytest.mark.parametrize("validators, sent", [
+    ({"ETag": ETAG}, ETAG),
+    ({"ETag": 'W/"weak"', "Last-Modified": "Tue, 01 Oct 2024 10:00:00 GMT"}, "Tue, 01 Oct 2024 10:00:00 GMT"),
+    ({"Last-Modified": "Tue, 01 Oct 2024 10:00:00 GMT"}, "Tue, 01 Oct 2024 10:00:00 GMT"),
+])
+def test_a_file_changed_on_the_server_is_downloaded_again_from_byte_0(server, tmp_path, validators, sent):
+    """Case 11: the resume carries the first response's validator (a strong ETag, else Last-Modified; a weak ETag
+    may not be used) in If-Range, so a file replaced between two runs comes whole (200) and is written from byte 0,
+    not appended to the old bytes."""
+    server.validators, server.cut = validators, 400_000
+    item = entry(server.url("/model"), size=len(PAYLOAD))
+    with pytest.raises(OSError, match="is kept, run again to resume"):
+        download(item, tmp_path / "test.caffemodel", progress=False)
+    part = tmp_path / "test.caffemodel.part"
+    assert json.loads(part_record(part).read_text())["validator"] == {next(k for k, v in validators.items()
+                                                                           if v == sent): sent}
+    server.payload, server.cut = NEW_PAYLOAD, None
+    server.validators = {key: value.replace("1", "2").replace("10:00", "11:00") for key, value in validators.items()}
+    got = download(item, tmp_path / "test.caffemodel", progress=False).read_bytes()
+    assert got == NEW_PAYLOAD and got != PAYLOAD[:400_000] + NEW_PAYLOAD[400_000:]
+    assert server.requests[-1] == ("/model", "bytes=400000-") and server.if_range[-1] == sent
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.caffemodel"]
+
+
+def test_a_server_ignoring_if_range_is_caught_by_the_validator_it_answers_with(server, tmp_path):
+    """A server that sends the rest of its new file whatever If-Range says: the 206's ETag is not the one kept, so
+    the kept bytes are dropped and the whole file is fetched again."""
+    write_part(tmp_path, PAYLOAD[:400_000])
+    server.payload, server.validators, server.honour_if_range = NEW_PAYLOAD, {"ETag": '"payload-2"'}, False
+    got = download(entry(server.url("/model"), size=len(PAYLOAD)), tmp_path / "test.caffemodel", progress=False)
+    assert got.read_bytes() == NEW_PAYLOAD
+    assert server.requests == [("/model", "bytes=400000-"), ("/model", None)]
+
+
+@pytest.mark.parametrize("record", [None, "not json", {"url": "u", "validator": {}}])
+def test_a_part_without_a_validator_starts_again_from_byte_0(server, tmp_path, record):
+    """Nothing tells whether the file changed since those bytes came (a server that sent no ETag nor Last-Modified,
+    a .part left by an older toolkit, a damaged record): they are not trusted."""
+    part = tmp_path / "test.caffemodel.part"
+    part.write_bytes(NEW_PAYLOAD[:400_000])
+    if record is not None:
+        part_record(part).write_text(record if isinstance(record, str) else json.dumps(record))
+    got = download(entry(server.url("/model"), size=len(PAYLOAD)), tmp_path / "test.caffemodel", progress=False)
+    assert got.read_bytes() == PAYLOAD and server.requests == [("/model", None)]
 
 
 def test_install_checks_a_hand_fetched_file_and_puts_a_copy_in_place(tmp_path):
@@ -224,7 +301,7 @@ def test_weights_install_command(shared_data, tmp_path, capsys):
 
 
 def test_a_complete_partial_file_needs_no_request(server, tmp_path):
-    (tmp_path / "test.caffemodel.part").write_bytes(PAYLOAD)
+    write_part(tmp_path, PAYLOAD)
     download(entry(server.url("/model"), sha256=SHA256, size=len(PAYLOAD)), tmp_path / "test.caffemodel",
              progress=False)
     assert server.requests == [] and (tmp_path / "test.caffemodel").read_bytes() == PAYLOAD
@@ -285,3 +362,21 @@ def test_the_ilgnet_check_accepts_an_ilgnet_model(ilgnet_caffemodel):
     """The registry's check for ilgnet-ava1/2, on a model of the ilgnet deploy net (about 600 MB, like theirs)."""
     verify(Weights(name="ilgnet-like", file=ilgnet_caffemodel.name, url="", fits_variant="ilgnet",
                    size=ilgnet_caffemodel.stat().st_size), ilgnet_caffemodel)
+
+
+def test_case_11_a_download_resumed_after_the_file_changed_installs_the_new_file(caffe, bugcase, repo, tmp_path):
+    """Case 11's own scripts: two stand-in caffemodels of one size (an upload and its replacement), a server that
+    breaks off the first transfer half way and honours If-Range; their import adapted to ilgnet.zoo.registry."""
+    import os
+    import subprocess
+    import sys
+
+    case = bugcase("11-download-changed-remote")
+    script = case / "mixed_resume.py"
+    script.write_text(script.read_text().replace("from ilgnet.weights import", "from ilgnet.zoo.registry import"))
+    subprocess.run([sys.executable, case / "make_models.py", repo, tmp_path], check=True)
+    result = subprocess.run([sys.executable, script, tmp_path / "A.caffemodel", tmp_path / "B.caffemodel", tmp_path],
+                            capture_output=True, text=True, env={**os.environ, "ILGNET_SRC": str(repo / "src")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == ("equals old file: False | equals new file: True | = old[:half] + "
+                                              "new[half:]: False")

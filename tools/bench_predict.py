@@ -8,12 +8,13 @@ falls on them alike; the single Scorers take turns in rounds of their own):
                   photo;
   ilgnet predict  what the command runs (ilgnet.scoring.pool.ScorerPool): OpenCV decoding, 256 resize, centre crop,
                   mean image, batched forward passes, in --workers processes (default: as `ilgnet predict`), with
-                  each backend: --backend opencv (OpenCV's dnn module) and the default caffe (pycaffe);
+                  each backend: onnxruntime (the net exported to ONNX), opencv (OpenCV's dnn module) and caffe
+                  (pycaffe);
   one Scorer      the same in a single process (the Python API's ilgnet.Scorer), each backend;
   caffe time      Caffe's own timing of the forward pass at the same batch on its all-zero input, no decoding.
-Reported: images/s of each, the predict / loop ratios, predict's overhead over `caffe time`, and the wall time of
-the `ilgnet predict --backend opencv` command itself (start-up and loading the 604 MB model into each process
-included). The machine's load average is printed first and last: other work on the cores shrinks the ratios.
+Reported: images/s of each, the predict / loop ratios, onnxruntime's ratio to opencv, predict's overhead over
+`caffe time`, and the wall time of the `ilgnet predict --backend onnxruntime` and `--backend opencv` commands
+themselves (start-up and loading the 604 MB model into each process included; onnxruntime's export made before). The machine's load average is printed first and last: other work on the cores shrinks the ratios.
 
     .venv/bin/python tools/bench_predict.py                  # or: make bench-predict
 
@@ -39,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "data" / "ava-sample" / "images"
 AVA_CHANNEL_MEAN_BGR = (91.0, 99.46, 107.85)   # the published AVA1 mean image, averaged per channel
+BACKENDS = ("onnxruntime", "opencv", "caffe")
 
 
 def parse_args() -> argparse.Namespace:
@@ -156,11 +158,11 @@ def caffe_time(files: dict[str, Path], iterations: int, repeat: int) -> float:
     return min(runs)
 
 
-def cli_run(files: dict[str, Path], photos: Path, batch: int) -> float:
+def cli_run(files: dict[str, Path], photos: Path, batch: int, backend: str) -> float:
     """Wall seconds of the `ilgnet predict` command on the photo folder, start-up and model loading included."""
     command = [str(Path(sys.executable).with_name("ilgnet")), "predict", str(photos), "--model", str(files["weights"]),
                "--mean", str(files["mean"]), "--batch", str(batch), "--quiet", "--out", str(photos.parent / "p.csv"),
-               "--backend", "opencv"]
+               "--backend", backend]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - started
@@ -173,10 +175,10 @@ def show(label: str, images_per_s: float, note: str = "") -> None:
 def main() -> int:
     args = parse_args()
     from ilgnet.bvlc.tools import import_caffe
-    from ilgnet.commands.predict import DEFAULT_WORKERS
+    from ilgnet.commands.predict import default_workers
     from ilgnet.scoring.pool import ScorerPool
 
-    workers = args.workers or DEFAULT_WORKERS
+    workers = {backend: args.workers or default_workers(backend) for backend in BACKENDS}
     caffe = import_caffe()
     caffe.set_mode_cpu()
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
@@ -189,22 +191,24 @@ def main() -> int:
         options = dict(weights=files["weights"], mean=files["mean"], batch_size=args.batch)
         with ExitStack() as stack:
             methods = {"loop": per_image_loop(caffe, files), **{
-                backend: pool_scoring(stack.enter_context(ScorerPool(workers, backend=backend, **options)))
-                for backend in ("opencv", "caffe")}}
-            seconds = best_seconds(methods, paths, paths[:args.batch * workers], args.repeat)
+                backend: pool_scoring(stack.enter_context(ScorerPool(workers[backend], backend=backend, **options)))
+                for backend in BACKENDS}}
+            seconds = best_seconds(methods, paths, paths[:args.batch * max(workers.values())], args.repeat)
         with ExitStack() as stack:
             singles = {f"{backend}_single": pool_scoring(stack.enter_context(ScorerPool(1, backend=backend,
                                                                                          **options)))
-                       for backend in ("opencv", "caffe")}
+                       for backend in BACKENDS}
             seconds.update(best_seconds(singles, paths, paths[:args.batch], args.repeat))
         show("per-image loop (test.py)", len(paths) / seconds["loop"])
-        for backend in ("opencv", "caffe"):
-            show(f"ilgnet predict --backend {backend} ({workers} processes)", len(paths) / seconds[backend])
+        for backend in BACKENDS:
+            show(f"ilgnet predict --backend {backend} ({workers[backend]} process{'es' * (workers[backend] > 1)})",
+                 len(paths) / seconds[backend])
             show(f"one Scorer, {backend} (1 process)", len(paths) / seconds[f"{backend}_single"])
         forward_ms = caffe_time(files, args.caffe_iterations, args.repeat)
         floor = args.batch / (forward_ms / 1000)
         show("caffe time (forward, 1 process)", floor, f" ({forward_ms:.0f} ms per batch of {args.batch})")
-        command_s = cli_run(files, paths[0].parent, args.batch)
+        command_s = {backend: cli_run(files, paths[0].parent, args.batch, backend) for backend in ("onnxruntime",
+                                                                                                   "opencv")}
     per_image_floor = forward_ms / 1000 / args.batch
     figures = {
         "photos": len(paths), "batch": args.batch, "cpus": os.cpu_count(), "workers": workers, "repeat": args.repeat,
@@ -213,15 +217,21 @@ def main() -> int:
         **{f"{name}_speedup_over_loop": seconds["loop"] / s for name, s in seconds.items() if name != "loop"},
         "caffe_time_images_per_s": floor,
         "caffe_overhead_over_caffe_time": seconds["caffe"] / len(paths) / per_image_floor - 1,
-        "predict_opencv_command_seconds": command_s,
+        **{f"predict_{backend}_command_seconds": s for backend, s in command_s.items()},
+        "onnxruntime_over_opencv": seconds["opencv"] / seconds["onnxruntime"],
+        "onnxruntime_single_over_opencv_single": seconds["opencv_single"] / seconds["onnxruntime_single"],
     }
-    print(f"\nilgnet predict --backend opencv vs per-image loop: {figures['opencv_speedup_over_loop']:.2f}x "
+    print(f"\nilgnet predict --backend onnxruntime vs per-image loop: {figures['onnxruntime_speedup_over_loop']:.2f}x "
+          f"(one Scorer: {figures['onnxruntime_single_speedup_over_loop']:.2f}x)\n"
+          f"ilgnet predict --backend onnxruntime vs opencv       : {figures['onnxruntime_over_opencv']:.2f}x "
+          f"(one Scorer each: {figures['onnxruntime_single_over_opencv_single']:.2f}x)\n"
+          f"ilgnet predict --backend opencv vs per-image loop: {figures['opencv_speedup_over_loop']:.2f}x "
           f"(one Scorer: {figures['opencv_single_speedup_over_loop']:.2f}x)\n"
           f"ilgnet predict (caffe) vs per-image loop          : {figures['caffe_speedup_over_loop']:.2f}x "
           f"(one Scorer: {figures['caffe_single_speedup_over_loop']:.2f}x)\n"
           f"caffe backend's time per image over `caffe time`  : {figures['caffe_overhead_over_caffe_time']:+.1%}\n"
-          f"`ilgnet predict --backend opencv` command         : {command_s:.1f} s for {len(paths)} photos, start-up "
-          f"and model loading included\n"
+          f"`ilgnet predict` commands, start-up and model loading included: "
+          f"{', '.join(f'{b} {t:.1f} s' for b, t in command_s.items())} for {len(paths)} photos\n"
           f"load average before / after                       : {load:.2f} / {figures['load_average_after']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

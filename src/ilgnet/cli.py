@@ -1,7 +1,8 @@
 """The `ilgnet` command: one entry point, a subcommand per stage of the pipeline, each in ilgnet/commands/<name>.py.
 
-Errors the user can fix (ilgnet.errors.UserError) are printed in one line and exit 1 (a command line argparse
-refuses, also one line, exits 2); anything else is a bug and keeps its traceback. Warnings are one line too,
+Errors the user can fix (ilgnet.errors.UserError, and a filesystem's refusal wherever it happens: permission denied,
+a read-only file system, a full disk; ilgnet.fileio.refusal) are printed in one line and exit 1 (a command line
+argparse refuses, also one line, exits 2); anything else is a bug and keeps its traceback. Warnings are one line too,
 `ilgnet COMMAND: warning: ...`. ILGNET_DEBUG=1 prints the traceback of user errors, and warnings in Python's own
 format (with the line that raised them).
 """
@@ -15,17 +16,22 @@ import traceback
 import warnings
 
 import ilgnet
-from ilgnet.commands import demo, doctor, gen, lmdb, log, nets, predict, split, test, train, weights
+from ilgnet.commands import (campaign, demo, doctor, export, gen, lmdb, log, nets, predict, report, split, test,
+                             train, weights)
 from ilgnet.commands.arguments import UsageError
 from ilgnet.errors import UserError
+from ilgnet.fileio import refusal
 
-# In the order of the pipeline: AVA -> split -> lmdb -> nets/gen -> train/log -> test -> weights/predict.
-COMMANDS = [doctor, split, lmdb, gen, nets, train, log, test, weights, predict, demo]
+# In the order of the pipeline: AVA -> split -> lmdb -> nets/gen -> train/log -> test -> weights/predict/export, then
+# the paper's campaign and report.
+COMMANDS = [doctor, split, lmdb, gen, nets, train, log, test, weights, predict, export, demo, campaign, report]
 
 DESCRIPTION = """\
 ILGNet (Jin et al., WCSP 2016: image aesthetics classification) on BVLC Caffe. The commands follow the data: AVA's
 votes become a partition (split), its photos LMDBs and a mean image (lmdb); a net variant is trained (train, log)
-and tested on every held-out image (test); the published or a trained model scores your own photos (predict).
+and tested on every held-out image (test); the published or a trained model scores your own photos (predict) or is
+written as one ONNX file to score without Caffe (export); a campaign trains and tests every run of the paper's
+tables, and a report sets them beside the paper (campaign, report).
 `ilgnet COMMAND --help` describes each command, with examples."""
 
 EPILOG = """\
@@ -33,7 +39,8 @@ examples:
   ilgnet doctor                                  # which Caffe is used, and does it work
   ilgnet weights fetch ilgnet-ava2               # the authors' AVA2 model, checked
   ilgnet predict ~/Pictures --model ilgnet-ava2 --top 10
-  ilgnet demo                                    # the whole pipeline on a generated dataset, on the CPU"""
+  ilgnet demo                                    # the whole pipeline on a generated dataset, on the CPU
+  ilgnet campaign table3 --gpus 0,1              # Table 3's runs, one per GPU at a time"""
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -98,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args) or 0
     except UsageError as err:
         Parser(prog=f"ilgnet {args.command}").error(str(err))
-    except UserError as err:
+    except (UserError, OSError) as err:
+        if not isinstance(err, UserError) and (err := refusal(err)) is None:
+            raise
         if debug:
             traceback.print_exc()
         print(f"ilgnet {args.command}: error: {err}", file=sys.stderr)

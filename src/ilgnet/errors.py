@@ -40,8 +40,23 @@ class ToolFailed(UserError, RuntimeError):
     """A Caffe tool or Docker exited with an error or was killed; one line with its last error line and its log."""
 
 
+class InUse(UserError, BlockingIOError):
+    """A folder another process is writing in (or reading from while this one would write): its lock is held."""
+
+
 class DownloadError(UserError, OSError):
     """A download that could not be completed or verified; nothing incomplete is left under the final name."""
+
+
+class FilesystemRefused(UserError, OSError):
+    """The filesystem refused a read or a write (permission denied, a read-only or immutable file or folder, no space
+    left, a quota): the message names the file, and for a full disk the device, its free space and what the step
+    needed (ilgnet.fileio.refusal)."""
+
+
+class NoSpace(FilesystemRefused):
+    """A filesystem ran out of room (ENOSPC, a quota, an LMDB that could not grow): the message says which, how much
+    the step needed and how much was free."""
 
 
 T = TypeVar("T")

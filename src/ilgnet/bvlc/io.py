@@ -70,6 +70,16 @@ def lmdb_records(path: Path) -> Iterator[tuple[str, np.ndarray, int]]:
         env.close()
 
 
+def record_shape(path: Path) -> tuple[int, int] | None:
+    """(height, width) of the first record of the LMDB at `path` (convert_imageset writes them all at one size when
+    it resizes), or None when it is empty."""
+    from contextlib import closing
+
+    with closing(lmdb_records(path)) as records:
+        first = next(records, None)
+    return None if first is None else first[1].shape[:2]
+
+
 def lmdb_size(path: Path) -> int:
     """How many records the LMDB at `path` holds."""
     env = _open_lmdb(path)

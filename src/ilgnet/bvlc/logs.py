@@ -2,7 +2,9 @@
 
 A training log (`caffe train`, several runs appended when training was resumed) yields one row per iteration
 at which Caffe logged something: the training loss, the learning rate, and the test accuracy and loss of the
-test pass run at that iteration. ilgnet.training.curves writes them as CSV and PNG.
+test pass run at that iteration. ilgnet.training.curves writes them as CSV and PNG. `Health` reads the same lines
+for where a run went wrong (a loss or output that is not finite, a loss stuck at SoftmaxWithLoss's clamp), both
+while `caffe train` runs (ilgnet.training.monitor) and afterwards (`parse_train_log`).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ilgnet.bvlc.proto import NetParameter, parse_text
@@ -24,7 +27,21 @@ LEARNING_RATE = re.compile(r"^Iteration (\d+), lr = (\S+)$")
 TESTING = re.compile(r"^Iteration (\d+), Testing net \(#(\d+)\)$")
 TEST_OUTPUT = re.compile(r"^Test net output #\d+: (\S+) = (\S+)(?: \(\* (\S+) = (\S+) loss\))?$")
 TEST_LOSS = re.compile(r"^Test loss: (\S+)$")
-COLUMNS = ["iteration", "seconds", "loss", "lr", "test_accuracy", "test_loss"]
+TRAIN_OUTPUT = re.compile(r"^Train net output #\d+: (\S+) = (\S+)(?: \(\* (\S+) = (\S+) loss\))?$")
+TRAIN_NET = "Creating training net"   # Caffe prints the TRAIN net after this message, its Data layer's batch in it
+BATCH_SIZE = re.compile(r"^\s*batch_size: (\d+)\s*$")
+COLUMNS = ["iteration", "seconds", "loss", "lr", "test_accuracy", "test_loss", "health"]
+# SoftmaxWithLoss adds -log(max(p, FLT_MIN)) per image (caffe/src/caffe/layers/softmax_loss_layer.cpp), so an image
+# whose true class gets p <= FLT_MIN (logits 87 or more apart) adds this and no more: 87.3365 as Caffe prints it.
+SATURATED_LOSS = float(-np.log(np.finfo(np.float32).tiny))
+# Displays in a row at the clamp that stop a run. One display there can be a single batch thrown to the extremes by
+# one large step, which the next steps may pull back (the gradient at the clamp is still -1 on the true class's
+# logit); three in a row -- at least three updates, 60 iterations at the profiles' display of 20 -- is a net that
+# stays collapsed, as in BestiVictory/ILGnet#10 (87.3365 for hours of AVA1 training).
+SATURATED_DISPLAYS = 3
+# How far a displayed loss may lie from k x SATURATED_LOSS / batch and still be read as k clamped images (the rest at
+# next to 0): Caffe prints 6 significant digits, and batches of 48 put the levels 1.8 apart.
+SATURATED_TOLERANCE = 1e-4 * SATURATED_LOSS
 CREATED = re.compile(r"^Log file created at: (\d{4})/")     # the first line of a log file glog itself writes
 AVERAGE_LOSS = re.compile(r"^\s*average_loss: (\d+)\s*$")   # in the solver parameters `caffe train` prints
 STAMP_FORMAT = "%Y%m%d %H:%M:%S.%f"
@@ -32,11 +49,92 @@ PROBE_YEAR = pd.Timedelta(days=366)         # year-less dates are first read as 
 OUT_OF_ORDER = pd.Timedelta(hours=1)        # how far a line may be stamped before one logged ahead of it
 
 
-def _glog_lines(path: Path, facts: dict):
+def saturated_images(loss: float, batch: int) -> int:
+    """How many of a batch's images sit at SoftmaxWithLoss's clamp, read from the batch's mean loss: k when `loss` is
+    k x SATURATED_LOSS / batch (within SATURATED_TOLERANCE; the other images then add next to nothing, so every
+    output of the net is at an extreme), else 0. A net learning anything never gets there: that needs logits 87
+    apart."""
+    k = round(loss * batch / SATURATED_LOSS) if math.isfinite(loss) else 0
+    return k if 1 <= k <= batch and abs(loss - k * SATURATED_LOSS / batch) <= SATURATED_TOLERANCE else 0
+
+
+class Health:
+    """Reads `caffe train` output line by line (glog lines and the nets Caffe prints between them) for where the run
+    went wrong, as it runs or from its log afterwards.
+
+    diverged: (iteration, what) for the first training loss or output, test output or test loss that is not finite
+    (a test pass counts at the iteration it tests). saturated: (first, last iteration, images, batch) for the first
+    SATURATED_DISPLAYS displays in a row whose training loss output sits at the clamp (`saturated_images`, with the
+    batch size of the TRAIN net Caffe printed). marks: iteration -> "diverged" or "saturated", each displayed or
+    tested iteration that was so."""
+
+    def __init__(self):
+        self.diverged: tuple[int, str] | None = None
+        self.saturated: tuple[int, int, int, int] | None = None
+        self.marks: dict[int, str] = {}
+        self.train_batch: int | None = None
+        self._reading_train_net = False
+        self._display: int | None = None
+        self._display_saturated = False
+        self._streak: list[int] = []
+        self._testing: int | None = None
+
+    def _not_finite(self, iteration: int | None, what: str, value: float) -> None:
+        if iteration is None or math.isfinite(value):
+            return
+        self.marks[iteration] = "diverged"
+        if self.diverged is None:
+            self.diverged = (iteration, f"{what} became {value}")
+
+    def feed(self, line: str) -> None:
+        """One line of Caffe's output, as it was printed."""
+        glog = GLOG_PREFIX.match(line.rstrip("\r\n"))
+        if glog is None:
+            if self._reading_train_net and (size := BATCH_SIZE.match(line)):
+                self.train_batch, self._reading_train_net = int(size[1]), False
+            return
+        message = glog.group(2)
+        if message.startswith(TRAIN_NET):
+            self._reading_train_net = True
+        elif match := TRAIN_LOSS.match(message):
+            if self._display is not None and not self._display_saturated:
+                self._streak.clear()
+            self._display, self._display_saturated, self._testing = int(match[1]), False, None
+            self._not_finite(self._display, "the training loss", float(match[2]))
+        elif (match := TRAIN_OUTPUT.match(message)) and self._display is not None:
+            value = float(match[2])
+            self._not_finite(self._display, f"the training output {match[1]}", value)
+            if match[3] is not None and not self._display_saturated and self.train_batch \
+                    and (images := saturated_images(value, self.train_batch)):
+                self._display_saturated = True
+                self._streak.append(self._display)
+                self.marks.setdefault(self._display, "saturated")
+                if len(self._streak) >= SATURATED_DISPLAYS and self.saturated is None:
+                    self.saturated = (self._streak[0], self._display, images, self.train_batch)
+        elif match := TESTING.match(message):
+            self._testing = int(match[1])
+        elif match := TEST_OUTPUT.match(message):
+            self._not_finite(self._testing, f"the test output {match[1]}", float(match[2]))
+        elif match := TEST_LOSS.match(message):
+            self._not_finite(self._testing, "the test loss", float(match[1]))
+
+    def saturation(self) -> str:
+        """The saturation found, in words (empty when none)."""
+        if self.saturated is None:
+            return ""
+        first, last, images, batch = self.saturated
+        return (f"the training loss sat at SoftmaxWithLoss's clamp, -log(FLT_MIN) = {SATURATED_LOSS:.4f} per image, "
+                f"from iteration {first} to {last} ({SATURATED_DISPLAYS} displays in a row; at the last, {images} "
+                f"of the batch's {batch} images there and the others at 0)")
+
+
+def _glog_lines(path: Path, facts: dict, health: Health):
     """(timestamp, message) for each glog line of a log; other lines (protobuf warnings, prototxt dumps) skipped,
-    except that `facts` collects the year of glog's `Log file created at` line and the solver's average_loss."""
+    except that `facts` collects the year of glog's `Log file created at` line and the solver's average_loss.
+    Every line goes to `health` too."""
     with open(path, errors="replace") as f:
         for line in f:
+            health.feed(line)
             match = GLOG_PREFIX.match(line.rstrip("\r\n"))
             if match:
                 yield match.group(1), match.group(2)
@@ -92,7 +190,10 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
     loss outputs of that test pass (other threads' lines, like the data layers' "Restarting data prefetching",
     may come between a pass's outputs). A test pass with a non-finite output or loss has no accuracy: Caffe's
     Accuracy layer reports 1.0 on NaN scores. Iterations logged twice (a resumed run repeats its first one) keep the
-    later values. frame.attrs["diverged_at"] is the first iteration whose training loss is not finite (else None).
+    later values. health: "diverged" where a training loss or output, or the test pass, is not finite, "saturated"
+    where the training loss sat at SoftmaxWithLoss's clamp (`Health`), else empty. frame.attrs: "diverged_at" and
+    "diverged" (the first such iteration and what became what, else None), "saturated_at" and "saturated" (the
+    first of SATURATED_DISPLAYS displays in a row at the clamp and those words, else None).
     """
     rows: list[dict] = []
     test: dict | None = None
@@ -109,15 +210,14 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
             rows.append({**test, "test_accuracy": accuracy[0] if accuracy and finite else None, "test_loss": loss})
             test = None
 
-    first_stamp, diverged_at = None, None
+    first_stamp = None
     facts: dict = {}
-    for stamp, message in _glog_lines(path, facts):
+    health = Health()
+    for stamp, message in _glog_lines(path, facts, health):
         first_stamp = first_stamp or stamp
         if match := TRAIN_LOSS.match(message):
             close_test()
             rows.append({"iteration": int(match[1]), "stamp": stamp, "loss": float(match[2])})
-            if diverged_at is None and not math.isfinite(rows[-1]["loss"]):
-                diverged_at = rows[-1]["iteration"]
         elif match := LEARNING_RATE.match(message):
             rows.append({"iteration": int(match[1]), "stamp": stamp, "lr": float(match[2])})
         elif match := TESTING.match(message):
@@ -137,9 +237,42 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
         times = _stamp_times(stamps, facts.get("year"), path)
         frame["seconds"] = (times.iloc[1:] - times.iloc[0]).dt.total_seconds().to_numpy()
         frame = frame.reindex(columns=COLUMNS).groupby("iteration", as_index=False).last().reindex(columns=COLUMNS)
+        frame["health"] = [health.marks.get(iteration, "") for iteration in frame["iteration"]]
     frame.attrs["average_loss"] = facts.get("average_loss", 1)
-    frame.attrs["diverged_at"] = diverged_at
+    frame.attrs["diverged_at"], frame.attrs["diverged"] = health.diverged or (None, None)
+    frame.attrs["saturated_at"] = health.saturated[0] if health.saturated else None
+    frame.attrs["saturated"] = health.saturation() or None
     return frame
+
+
+RUN_MARKER = "# ilgnet train:"     # the line ilgnet.training.monitor writes before each `caffe train` it starts
+
+
+def train_segments(path: Path) -> list[dict]:
+    """Each `caffe train` of a training log (a resumed run appends its own after an `# ilgnet train:` line): its
+    first and last training iteration displayed, `seconds` from its first glog line to its last (start-up, training,
+    test passes, snapshots) and `training_seconds` from its first displayed iteration to its last. Segments that
+    display no iteration are left out."""
+    segments: list[list[tuple[str, str]]] = [[]]
+    year = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith(RUN_MARKER):
+                segments.append([])
+            elif match := GLOG_PREFIX.match(line.rstrip("\r\n")):
+                segments[-1].append((match.group(1), match.group(2)))
+            elif fact := CREATED.match(line):
+                year = year or int(fact[1])
+    found = []
+    for lines in segments:
+        rows = [(i, int(m[1])) for i, (_, message) in enumerate(lines) if (m := TRAIN_LOSS.match(message))]
+        if not rows:
+            continue
+        times = _stamp_times(pd.Series([stamp for stamp, _ in lines]), year, path)
+        found.append({"first_iteration": rows[0][1], "last_iteration": rows[-1][1],
+                      "seconds": (times.iloc[-1] - times.iloc[0]).total_seconds(),
+                      "training_seconds": (times.iloc[rows[-1][0]] - times.iloc[rows[0][0]]).total_seconds()})
+    return found
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 SCHEMA = Path(__file__).with_name("caffe.proto")
-MESSAGES = ("BlobShape", "BlobProto", "Datum", "FillerParameter", "NetParameter", "SolverParameter", "NetState",
-            "NetStateRule", "ParamSpec", "LayerParameter", "V1LayerParameter")
+MESSAGES = ("BlobShape", "BlobProto", "Datum", "FillerParameter", "NetParameter", "SolverParameter", "SolverState",
+            "NetState", "NetStateRule", "ParamSpec", "LayerParameter", "V1LayerParameter")
 
 _SCALARS = {name: getattr(descriptor_pb2.FieldDescriptorProto, f"TYPE_{name.upper()}")
             for name in ("double", "float", "int64", "uint64", "int32", "uint32", "bool", "string", "bytes")}
@@ -105,6 +105,7 @@ BlobProto = _classes["BlobProto"]
 Datum = _classes["Datum"]
 NetParameter = _classes["NetParameter"]
 SolverParameter = _classes["SolverParameter"]
+SolverState = _classes["SolverState"]
 LayerParameter = _classes["LayerParameter"]
 TRAIN, TEST = 0, 1      # caffe.Phase
 

@@ -21,7 +21,7 @@ _SAME_SHAPE = {"ReLU", "Sigmoid", "TanH", "Dropout", "LRN", "Softmax", "Power", 
 _NO_TOP_PARAMS = {"SoftmaxWithLoss", "Accuracy", "Silence"}
 
 
-def _spatial(values, h: int, w: int, default: int) -> tuple[int, int]:
+def spatial(values, h: int, w: int, default: int) -> tuple[int, int]:
     """(height, width) of a convolution's kernel/pad/stride: the _h/_w fields, else the repeated value."""
     if h or w:
         return h, w
@@ -31,9 +31,9 @@ def _spatial(values, h: int, w: int, default: int) -> tuple[int, int]:
 
 def _conv(layer, bottom: Shape, name: str) -> tuple[Shape, list[Shape]]:
     p = layer.convolution_param
-    kh, kw = _spatial(p.kernel_size, p.kernel_h, p.kernel_w, 0)
-    ph, pw = _spatial(p.pad, p.pad_h, p.pad_w, 0)
-    sh, sw = _spatial(p.stride, p.stride_h, p.stride_w, 1)
+    kh, kw = spatial(p.kernel_size, p.kernel_h, p.kernel_w, 0)
+    ph, pw = spatial(p.pad, p.pad_h, p.pad_w, 0)
+    sh, sw = spatial(p.stride, p.stride_h, p.stride_w, 1)
     dilation = list(p.dilation) or [1]
     if len(bottom) != 4 or not (kh and kw) or not p.num_output:
         raise BadInput(f"layer {name!r} (Convolution): needs a 4-d input, a kernel size and num_output")
@@ -49,33 +49,41 @@ def _conv(layer, bottom: Shape, name: str) -> tuple[Shape, list[Shape]]:
     return (n, p.num_output, out_h, out_w), params
 
 
-def _pool(layer, bottom: Shape, name: str) -> Shape:
+def pool_geometry(layer, bottom: Shape) -> list[tuple[int, int, int, int]]:
+    """(kernel, pad, stride, output size) along height and width of a Pooling layer on a (N, C, H, W) input, as
+    Caffe's PoolingLayer::Reshape computes them: the output size rounded up, ceil((size + 2 pad - kernel) / stride)
+    + 1, less one when the last window would start inside the padding; global pooling takes the whole input.
+    BadInput for a layer without a kernel size."""
     p = layer.pooling_param
-    n, c, height, width = bottom
+    height, width = bottom[2:]
     if p.global_pooling:
-        return (n, c, 1, 1)
+        return [(height, 0, 1, 1), (width, 0, 1, 1)]
     kh, kw = (p.kernel_h, p.kernel_w) if p.kernel_h else (p.kernel_size, p.kernel_size)
     ph, pw = (p.pad_h, p.pad_w) if p.pad_h or p.pad_w else (p.pad, p.pad)
     sh, sw = (p.stride_h, p.stride_w) if p.stride_h else (p.stride, p.stride)
     if not (kh and kw):
-        raise BadInput(f"layer {name!r} (Pooling): no kernel size")
-    sizes = []
+        raise BadInput(f"layer {layer.name!r} (Pooling): no kernel size")
+    axes = []
     for size, k, pad, stride in ((height, kh, ph, sh), (width, kw, pw, sw)):
         out = math.ceil((size + 2 * pad - k) / stride) + 1      # Caffe rounds pooled sizes up ...
         if pad and (out - 1) * stride >= size + pad:            # ... but never starts a window in the padding
             out -= 1
-        sizes.append(out)
-    return (n, c, *sizes)
+        axes.append((k, pad, stride, out))
+    return axes
 
 
-def _layer_shapes(layer, bottoms: list[Shape]) -> tuple[list[Shape], list[Shape]]:
+def _pool(layer, bottom: Shape) -> Shape:
+    return (*bottom[:2], *(out for *_, out in pool_geometry(layer, bottom)))
+
+
+def layer_shapes(layer, bottoms: list[Shape]) -> tuple[list[Shape], list[Shape]]:
     """(top shapes, parameter blob shapes) of one layer given its bottom shapes."""
     kind, name = layer.type, layer.name
     if kind == "Convolution":
         top, params = _conv(layer, bottoms[0], name)
         return [top], params
     if kind == "Pooling":
-        return [_pool(layer, bottoms[0], name)], []
+        return [_pool(layer, bottoms[0])], []
     if kind in _SAME_SHAPE:
         return [bottoms[0]], []
     if kind == "InnerProduct":
@@ -107,7 +115,8 @@ def _layer_shapes(layer, bottoms: list[Shape]) -> tuple[list[Shape], list[Shape]
     raise BadInput(f"layer {name!r}: the weight check does not know layer type {kind!r}")
 
 
-def _input_shapes(layer) -> list[Shape]:
+def input_shapes(layer) -> list[Shape]:
+    """The top shapes of an Input layer, or of a Data layer (batch, 3, crop, crop) and (batch,)."""
     if layer.type == "Input":
         shapes = [tuple(s.dim) for s in layer.input_param.shape]
         return shapes * len(layer.top) if len(shapes) == 1 else shapes
@@ -127,12 +136,12 @@ def param_shapes(net, phase: int | None = None) -> dict[str, list[Shape]]:
         if phase is not None and any(rule.HasField("phase") and rule.phase != phase for rule in layer.include):
             continue
         if layer.type in ("Input", "Data"):
-            tops = _input_shapes(layer)
+            tops = input_shapes(layer)
         else:
             missing = [b for b in layer.bottom if b not in blobs]
             if missing:
                 raise BadInput(f"layer {layer.name!r} reads blob {missing[0]!r}, which no layer before it writes")
-            tops, layer_params = _layer_shapes(layer, [blobs[b] for b in layer.bottom])
+            tops, layer_params = layer_shapes(layer, [blobs[b] for b in layer.bottom])
             if layer_params:
                 params[layer.name] = layer_params
         blobs.update(zip(layer.top, tops))
@@ -144,7 +153,7 @@ def net_input(net) -> tuple[str, Shape]:
     `input_shape` or four `input_dim` values. BadInput when the net declares no input."""
     for layer in net.layer:
         if layer.type == "Input" and layer.top:
-            return layer.top[0], _input_shapes(layer)[0]
+            return layer.top[0], input_shapes(layer)[0]
     if net.input:
         dims = net.input_shape[0].dim if net.input_shape else net.input_dim[:4]
         if len(dims) == 4:

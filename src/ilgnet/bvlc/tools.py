@@ -250,10 +250,12 @@ def _cudnn_version(libcaffe: Path) -> str | None:
 
 
 def build_info() -> dict:
-    """How the Caffe in use was built: BLAS, whether libcaffe links CUDA, and the cuDNN it loads (None: none)."""
+    """How the Caffe in use was built: BLAS, whether libcaffe links CUDA and which CUDA runtime (its soname, e.g.
+    libcudart.so.13; None: none), and the cuDNN it loads (None: none)."""
     libcaffe = sorted((caffe_root() / "lib").glob("libcaffe.so*"))
     libraries = _linked_libraries(libcaffe[0]) if libcaffe else []
     return {"blas": _blas_name(libraries), "cuda": any("libcudart" in lib or "libcublas" in lib for lib in libraries),
+            "cuda_runtime": next((lib for lib in libraries if lib.startswith("libcudart")), None),
             "cudnn": _cudnn_version(libcaffe[0]) if libcaffe else None}
 
 

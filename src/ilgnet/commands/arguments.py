@@ -7,7 +7,9 @@ import argparse
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 from ilgnet.defaults import INT32_MAX
 
@@ -70,28 +72,55 @@ def existing_file(text: str) -> Path:
 
 
 def existing_folder(text: str) -> Path:
-    """A folder that exists."""
+    """A folder that exists and whose files can be listed and read."""
     path = Path(text)
     if path.exists() and not path.is_dir():
         _fail(f"{path} is a file, not a folder")
     if not path.is_dir():
         _fail(f"folder {path} does not exist")
+    if not os.access(path, os.R_OK | os.X_OK):
+        _fail(f"folder {path} cannot be read")
     return path
 
 
+def _why_not_writable(place: Path) -> str:
+    """Why this process cannot write in or to `place`: a read-only file system, or permission (mode bits, an
+    immutable flag, which even root cannot pass)."""
+    try:
+        read_only = os.statvfs(place).f_flag & os.ST_RDONLY
+    except OSError:
+        read_only = False
+    return "a read-only file system" if read_only else "permission denied"
+
+
+def _writable(place: Path, path: Path) -> None:
+    """`place` (`path`, or the folder it goes in) must be writable by this process: os.access asks the kernel, which
+    refuses root too on a read-only mount or an immutable (chattr +i) file or folder."""
+    folder = place.is_dir()
+    if not os.access(place, os.W_OK | (os.X_OK if folder else 0)):
+        _fail(f"{'' if place == path else f'{path}: '}cannot write {'in ' if folder else ''}{place} "
+              f"({_why_not_writable(place)})")
+
+
 def _writable_place(path: Path) -> None:
-    """The nearest existing folder above `path` must be a folder this process can write in."""
+    """`path` when it exists (and the folder of an existing file, which is replaced by a rename), else the nearest
+    existing folder above it, must be writable."""
+    if path.exists():
+        _writable(path, path)
+        if not path.is_dir():
+            _writable(path.parent, path)
+        return
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
                 _fail(f"{path}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                _fail(f"{path}: cannot write in {parent}")
+            _writable(parent, path)
             return
 
 
 def output_file(text: str) -> Path:
-    """A file to write (made with the folders above it when missing): not a folder."""
+    """A file to write (made with the folders above it when missing): not a folder, and where it exists, one this
+    process may replace."""
     path = Path(text)
     if path.is_dir():
         _fail(f"{path} is a folder; give a file name")
@@ -100,12 +129,64 @@ def output_file(text: str) -> Path:
 
 
 def output_folder(text: str) -> Path:
-    """A folder to write into (made when missing): not a file."""
+    """A folder to write into (made when missing): not a file, and where it exists, one this process may write in."""
     path = Path(text)
     if path.exists() and not path.is_dir():
         _fail(f"{path} is a file, not a folder")
     _writable_place(path)
     return path
+
+
+class Output(NamedTuple):
+    """A path a command writes, for `refuse_overwrites`: `name` is how the user gave it (`--out`, or
+    `--csv (default: train_log.csv beside LOG)`); with `whole`, a folder the command replaces as a whole (an LMDB),
+    so that every file inside it is written too."""
+    name: str
+    path: Path
+    whole: bool = False
+
+
+def refuse_overwrites(outputs: Iterable[Output], inputs: Iterable[tuple[Path | str, str]], *,
+                      images: Mapping[str, str] | None = None) -> None:
+    """Before any work: UsageError when an output would overwrite one of the command's inputs, another of its
+    outputs, or an existing photo (`--out *.jpg`, which the shell expands to the photos; outputs named in `images`
+    write images themselves may replace one of their own format: `images={"--png": ".png"}`).
+
+    `inputs` are (path, what it is: "one of the photos to score"). Paths are compared resolved (`./a`, `a`, symbolic
+    links and `..` are one path), and an existing output with several hard links by its inode too. Each output is
+    checked with its temporary `NAME.partial` (ilgnet.fileio.atomic_path). The message names the argument and what
+    the output is: `argument --out: IMG_0.jpg is one of the photos to score`."""
+    from ilgnet.data.images import IMAGE_SUFFIXES
+
+    outputs = [output for output in outputs if output.path is not None]
+    known: dict[str, str] = {}
+    for path, what in inputs:
+        known.setdefault(os.path.realpath(path), what)
+    written: dict[str, str] = {}
+    for output in outputs:
+        path = Path(output.path)
+        for target in (path, path.with_name(path.name + ".partial")):
+            what = known.get(os.path.realpath(target))
+            if what is None and output.whole:
+                inside = [p for p in known if Path(p).is_relative_to(os.path.realpath(target))]
+                what = f"a folder holding {inside[0]}, {known[inside[0]]}" if inside else None
+            if what is not None:
+                temporary = f" (its temporary file {target.name})" if target is not path else ""
+                raise UsageError(f"argument {output.name}: {path}{temporary} is {what}")
+        if path.is_file() and os.stat(path).st_nlink > 1:
+            inode = os.stat(path)[1:3]
+            for other, what in known.items():
+                if os.path.exists(other) and os.stat(other)[1:3] == inode:
+                    raise UsageError(f"argument {output.name}: {path} is a hard link to {other}, {what}")
+        flag = output.name.split()[0]
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES and path.is_file() and suffix != (images or {}).get(flag):
+            raise UsageError(f"argument {output.name}: {path} is a photo (did the shell expand a pattern after "
+                             f"{flag}?)")
+        resolved = os.path.realpath(path)
+        if resolved in written:
+            raise UsageError(f"argument {output.name}: {path} is written as {written[resolved]} already")
+        written[resolved] = flag
 
 
 def run_name(text: str) -> str:
@@ -127,4 +208,24 @@ def model(text: str) -> str:
 
     if text not in PUBLISHED_MODELS and not Path(text).exists():
         _fail(f"{text}: not {' or '.join(PUBLISHED_MODELS)}, and no such file")
+    return text
+
+
+def plan(text: str) -> str:
+    """A campaign plan: a built-in plan's name (ilgnet.paper.plans.BUILT_IN) or a plan file that exists."""
+    from ilgnet.paper.plans import BUILT_IN
+
+    if text not in BUILT_IN:
+        path = Path(text)
+        if path.is_dir():
+            _fail(f"{path} is a folder, not a plan file")
+        if not path.is_file():
+            _fail(f"{text}: not a built-in plan ({', '.join(BUILT_IN)}) and no such file")
+    return text
+
+
+def ray_address(text: str) -> str:
+    """The address of a Ray cluster: auto, HOST:PORT or ray://HOST:PORT ("" for a local Ray runtime)."""
+    if text and not (text == "auto" or "://" in text or re.fullmatch(r"[\w.-]+:\d+", text)):
+        _fail(f"{text}: not a Ray address (auto, HOST:PORT or ray://HOST:PORT)")
     return text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_folder, integer
+from ilgnet.commands.arguments import Output, existing_folder, integer, refuse_overwrites
 from ilgnet.data.folder import ENCODINGS, SETS
 from ilgnet.pools import PROCESSES_PER_CPU
 
@@ -60,8 +60,13 @@ def _losses(part: dict, list_file) -> None:
 
 
 def run(args) -> int:
+    from ilgnet.data.folder import DataFolder
     from ilgnet.data.lmdb_build import build_split
 
+    data = DataFolder(args.split)
+    refuse_overwrites([Output("--split", data.lmdb(name), whole=True) for name in SETS],
+                      [(args.images, "the folder of the photos (--images)"),
+                       *((data.list_file(name), f"the list {name}.txt") for name in SETS)])
     summary = build_split(args.split, args.images, resize=args.resize, seed=args.seed, encoding=args.encoded,
                           jobs=args.jobs, force=args.force, notify=_notify)
     for name in SETS:

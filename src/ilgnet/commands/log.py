@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ilgnet.commands.arguments import existing_file, integer, output_file
+from ilgnet.commands.arguments import Output, existing_file, integer, output_file, refuse_overwrites
 from ilgnet.errors import BadInput
 
 
@@ -12,11 +12,12 @@ def register(subparsers) -> None:
         "log", help="a Caffe training log as CSV (train_log.csv) and curves (curves.png)",
         description="Reads the log `caffe train` writes (glog lines, as in runs/NAME/train.log) and writes one row "
                     "per logged iteration to train_log.csv (iteration, seconds since the log began, training loss, "
-                    "learning rate, test accuracy and test loss where a test pass ran) and the curves of loss "
-                    "and accuracy to curves.png, "
-                    "beside the log unless told otherwise. A run whose loss stopped being finite is reported as "
-                    "diverged. `ilgnet train` does this by itself for its runs; this command reads any `caffe "
-                    "train` log, with other options.",
+                    "learning rate, test accuracy and test loss where a test pass ran, and health) and the curves "
+                    "of loss and accuracy to curves.png, beside the log unless told otherwise. Where a loss or test "
+                    "output stopped being finite (diverged), or the training loss sat at Caffe's clamp 87.3365 per "
+                    "image for 3 displays in a row (saturated), a line says so, the health column marks the rows "
+                    "and the curves mark the iteration. `ilgnet train` does this by itself for its runs; this "
+                    "command reads any `caffe train` log, with other options.",
         epilog="examples:\n"
                "  ilgnet log runs/ilgnet-ava2/train.log\n"
                "  ilgnet log old/train.log --csv old.csv --png old.png --smooth 20")
@@ -33,16 +34,22 @@ def run(args) -> int:
     from ilgnet.bvlc.logs import parse_train_log
     from ilgnet.training.curves import write_curves
 
+    csv, png = args.csv or args.log.with_name("train_log.csv"), args.png or args.log.with_name("curves.png")
+    refuse_overwrites([Output("--csv" if args.csv else "--csv (default: train_log.csv beside LOG)", csv),
+                       Output("--png" if args.png else "--png (default: curves.png beside LOG)", png)],
+                      [(args.log, "the log to read")], images={"--png": ".png"})
     frame = parse_train_log(args.log, accuracy_blob=args.accuracy_blob)
     if frame["loss"].dropna().empty:
         raise BadInput(f"{args.log}: no training iteration logged (no `Iteration N (...), loss = X` line): not a "
                        f"`caffe train` log, or training stopped before it displayed a loss")
-    csv, png = args.csv or args.log.with_name("train_log.csv"), args.png or args.log.with_name("curves.png")
     for path in (csv, png):
         path.parent.mkdir(parents=True, exist_ok=True)
     write_curves(frame, csv, png, title=args.log.parent.name, smooth=args.smooth)
     print(f"{csv}: {len(frame)} rows, iterations {frame['iteration'].min()} to {frame['iteration'].max()}; {png}")
     if frame.attrs.get("diverged_at") is not None:
-        print(f"ilgnet log: this run DIVERGED: its training loss is not finite from iteration "
-              f"{frame.attrs['diverged_at']} on", file=sys.stderr)
+        print(f"ilgnet log: this run DIVERGED: {frame.attrs['diverged']} at iteration {frame.attrs['diverged_at']} "
+              f"(health column: diverged)", file=sys.stderr)
+    if frame.attrs.get("saturated_at") is not None:
+        print(f"ilgnet log: this run SATURATED: {frame.attrs['saturated']} (health column: saturated)",
+              file=sys.stderr)
     return 0

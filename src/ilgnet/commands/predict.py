@@ -9,26 +9,36 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_file, integer, model, output_file
-from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import read_text
+from ilgnet.commands import arguments
+from ilgnet.commands.arguments import Output, existing_file, integer, model, output_file
+from ilgnet.errors import BadInput
+from ilgnet.fileio import atomic_path, atomic_write_text, spreadsheet_csv
 from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
 
 MAX_DEFAULT_WORKERS = 4
 DEFAULT_WORKERS = min(MAX_DEFAULT_WORKERS, cpu_count())
 
 
+def default_workers(backend: str, ray: bool = False) -> int:
+    """Processes `predict` runs by default: one for onnxruntime, whose own threads fill the cores (one process
+    scored 11 % faster than two in tools/bench_predict.py, with half the memory), else DEFAULT_WORKERS; Ray actors
+    take one CPU each, so DEFAULT_WORKERS of them whatever the backend."""
+    return 1 if backend == "onnxruntime" and not ray else DEFAULT_WORKERS
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="score photos (files and folders) with an ILGNet model: p_high and a high/low label",
         description="Scores photos with an ILGNet model. Output columns: path, p_high (probability of high aesthetic "
-                    "quality), label (1 when p_high > 0.5). In folders, whatever OpenCV can decode is scored, "
-                    "whatever its name; every file not scored is reported on stderr, except known non-photos "
-                    "(AppleDouble ._* files, folder metadata, text files), which are counted.",
+                    "quality), label (1 when p_high > 0.5). In folders (symbolic links to folders followed, as `find "
+                    "-L` does), whatever OpenCV can decode is scored, whatever its name; every file not scored is "
+                    "reported on stderr, except known non-photos (AppleDouble ._* files, folder metadata, text files), "
+                    "which are counted. A photo named twice (a folder and a file in it, ./a and a, a hard link) is "
+                    "scored once. In CSV, a name starting with = + - or @ gets a leading ' so that spreadsheets show "
+                    "it as text; JSON lines and Parquet keep exact names. An output may not overwrite an input.",
         epilog="examples:\n"
                "  ilgnet predict ~/Pictures --model ilgnet-ava2 --top 10\n"
                "  ilgnet predict photos/ --model runs/ilgnet-ava2 --out scores.csv --html gallery.html\n"
@@ -37,10 +47,12 @@ def register(subparsers) -> None:
                "  ilgnet predict @photos.txt --model ilgnet-ava1 --backend opencv --out scores.jsonl\n"
                "  ilgnet predict /shared/photos --model ilgnet-ava2 --out scores.parquet --ray auto --workers 16")
     parser.add_argument("paths", nargs="+", help="image files and folders (searched recursively); @LIST: the files "
-                                                 "and folders named in the file LIST, one a line")
+                                                 "and folders named in the file LIST, one a line, unless a file named "
+                                                 "@LIST exists (./@NAME always names a file)")
     parser.add_argument("--model", required=True, type=model,
                         help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
-                             "published models), or a .caffemodel file; the first two carry their variant and mean")
+                             "published models), an .onnx file `ilgnet export` wrote, or a .caffemodel file; all but "
+                             "the last carry their variant and mean")
     parser.add_argument("--deploy", type=existing_file, help="deploy prototxt (default: the deploy net of --variant)")
     parser.add_argument("--mean", type=existing_file,
                         help="mean image the model was trained with (.binaryproto or .npy); required with a plain "
@@ -58,17 +70,20 @@ def register(subparsers) -> None:
     parser.add_argument("--batch", type=integer(1), default=defaults.SCORE_BATCH,
                         help=f"net inputs per forward pass: photos, or crops with --oversample (default: "
                              f"{defaults.SCORE_BATCH})")
-    parser.add_argument("--workers", type=integer(1), default=DEFAULT_WORKERS,
-                        help="processes, each with its own copy of the net and its share of the cores (default: "
-                             f"number of CPUs, at most {MAX_DEFAULT_WORKERS}; up to 1.7 GB of memory each); never more "
+    parser.add_argument("--workers", type=integer(1),
+                        help="processes, each with its own copy of the net and its share of the cores (default: 1 "
+                             f"for onnxruntime, which fills the cores by itself; else the number of CPUs, at most "
+                             f"{MAX_DEFAULT_WORKERS}; up to 1.7 GB of memory each); never more "
                              f"than one per batch of photos nor {PROCESSES_PER_CPU} per CPU. With --ray: actors, never "
                              f"more than one per batch")
     parser.add_argument("--gpu", type=integer(0), metavar="ID",
                         help="run the net on this GPU, in one process (default: CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--backend", choices=defaults.BACKENDS, default=defaults.BACKENDS[0],
-                        help="what runs the net: caffe (pycaffe, CPU or GPU; the default) or opencv (OpenCV's dnn "
-                             "module on the CPU: no Caffe build needed)")
+                        help="what runs the net: caffe (pycaffe, CPU or GPU), onnxruntime (the net exported to ONNX, "
+                             "once, kept beside the caffemodel; CPU, or GPU with onnxruntime-gpu), opencv (OpenCV's "
+                             "dnn module, CPU); auto (the default): the first of them this machine has, said on "
+                             "stderr. The last two need no Caffe build; an ONNX --model runs in onnxruntime")
     parser.add_argument("--html", type=output_file, metavar="FILE",
                         help="also write a gallery: one self-contained HTML file with the photos ranked by p_high "
                              "(the best --top K when given), a histogram of the scores, the model and mean used and "
@@ -82,38 +97,28 @@ def register(subparsers) -> None:
                           "Put it after the photos")
     ray.add_argument("--actor-cpus", type=float, default=1, help="CPUs each actor takes (default: 1)")
     ray.add_argument("--actor-gpus", type=float, default=0,
-                     help="GPUs each actor takes (default: 0; 1 runs each actor's net on a GPU of its own, caffe "
-                          "backend)")
+                     help="GPUs each actor takes (default: 0; 1 runs each actor's net on a GPU of its own; caffe "
+                          "or onnxruntime backend)")
     parser.set_defaults(func=run)
 
 
-def named_paths(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
-    """Each path given, and each of an @LIST's non-blank lines (UTF-8 or any bytes, a byte-order mark dropped), with
-    where it was named: "" or `LIST:LINE: `."""
-    for text in map(str, paths):
-        if not text.startswith("@"):
-            yield Path(text), ""
-            continue
-        for number, line in enumerate(read_text(text[1:], errors="surrogateescape").splitlines(), 1):
-            if line.strip():
-                yield Path(line), f"{text[1:]}:{number}: "
+def refuse_overwrites(args, model, found) -> None:
+    """--out and --html may overwrite no input (a photo, a file found in the folders, an @LIST file, the model's
+    files) and not each other (arguments.refuse_overwrites)."""
+    from ilgnet.data.images import list_files
 
+    inputs = [*((path, "one of the photos to score") for path in found.photos),
+              *((path, "a file in the folders to score") for path, _ in found.not_photos),
+              *((path, "a list of photos to score") for path in list_files(args.paths)),
+              (model.caffemodel, "the model's caffemodel"),
+              *([(model.mean, "the mean image")] if isinstance(model.mean, Path) else []),
+              *((path, what) for path, what in [(args.deploy, "the deploy prototxt"),
+                                                (model.train_list, "the model's training list")] if path)]
+    from ilgnet.zoo.models import MODEL_JSON
 
-def collect_images(paths: list[str | Path]):
-    """Files as given (whatever they hold, so an unreadable one is reported), and what ilgnet.data.images.scan_folder
-    finds in folders: a FolderScan of them all. A path (or @LIST file) that does not exist is an error naming it
-    (and the list's line)."""
-    from ilgnet.data.images import FolderScan, scan_folder
-
-    found = FolderScan()
-    for path, where in named_paths(paths):
-        if not path.exists():
-            raise MissingFile(f"{where}{path} does not exist")
-        scan = scan_folder(path) if path.is_dir() else FolderScan(photos=[path])
-        found.photos += scan.photos
-        found.not_photos += scan.not_photos
-        found.known_non_photos += scan.known_non_photos
-    return found
+    if (Path(model.name) / MODEL_JSON).is_file():
+        inputs.append((Path(model.name) / MODEL_JSON, "the model's model.json"))
+    arguments.refuse_overwrites([Output("--out", args.out), Output("--html", args.html)], inputs)
 
 
 def output_format(out: Path | None, fmt: str | None) -> str:
@@ -147,23 +152,24 @@ def check_names(photos: list[Path], fmt: str) -> None:
 
 
 def write_table(table, out: Path | None, fmt: str) -> None:
-    """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out` (see output_format)."""
+    """CSV or JSON lines (one object per photo) to `out` or stdout, or Parquet to `out` (see output_format). In CSV,
+    a name a spreadsheet would read as a formula gets a leading `'` (ilgnet.fileio.spreadsheet_csv); JSON lines and
+    Parquet keep the exact names."""
     import json
 
     if fmt == "parquet":
         out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(out, index=False)
+        with atomic_path(out) as partial:
+            table.to_parquet(partial, index=False)
         return
     if fmt == "jsonl":
         text = "".join(json.dumps(row, allow_nan=False) + "\n" for row in table.to_dict("records"))
     else:
-        text = table.to_csv(index=False, float_format="%.6f")
+        text = spreadsheet_csv(table, float_format="%.6f")
     if out is None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        from ilgnet.fileio import atomic_write_text
-
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, text)
 
@@ -178,13 +184,13 @@ def check_ray_args(args) -> None:
     if args.gpu is not None:
         raise BadInput("--gpu picks one GPU of this machine; with --ray, --actor-gpus 1 gives each actor a GPU")
     if args.actor_gpus and args.backend == "opencv":
-        raise BadInput("--actor-gpus needs the caffe backend: the opencv backend runs on the CPU")
+        raise BadInput("--actor-gpus needs the caffe or onnxruntime backend: the opencv backend runs on the CPU")
 
 
-def score(paths: list[Path], model, args):
+def score(paths: list[Path], model, backend: str, args):
     """(table, skipped): with Ray actors under --ray, else with ScorerPool's processes on this machine."""
     options = dict(weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=model.variant,
-                   oversample=args.oversample, backend=args.backend)
+                   oversample=args.oversample, backend=backend)
     batches = -(-len(paths) // args.batch)         # no process or actor without a batch to score
     if args.ray is not None:
         from ilgnet.scoring.cluster import score_with_ray
@@ -199,21 +205,25 @@ def score(paths: list[Path], model, args):
         with ScorerPool(pool_size(args.workers, batches), batch_size=args.batch, gpu=args.gpu, **options) as pool:
             return pool.score_files(paths, progress=not args.quiet)
     except CaffeNotFoundError as err:
-        raise CaffeNotFoundError(f"{err}; or score without Caffe: --backend opencv") from None
+        raise CaffeNotFoundError(f"{err}; or score without Caffe: --backend onnxruntime (or opencv)") from None
 
 
-def gallery_facts(model, args) -> dict[str, str]:
+def gallery_facts(model, backend: str, args) -> dict[str, str]:
     """What the gallery says about how the photos were scored."""
+    from ilgnet.zoo.models import mean_name
+
     return {"model": f"{model.name} ({model.caffemodel})" if model.name != str(model.caffemodel) else model.name,
             "variant": model.variant, "deploy net": str(args.deploy or f"{model.variant} (generated)"),
-            "mean": str(model.mean), "backend": args.backend,
+            "mean": mean_name(model), "backend": backend,
             "crops": "10 (--oversample)" if args.oversample else "centre crop"}
 
 
 def run(args) -> int:
+    from ilgnet.data.images import collect_images
+    from ilgnet.scoring.backends import pick_backend, why_picked
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Skipped
-    from ilgnet.zoo.models import resolve_model
+    from ilgnet.zoo.models import check_mean_size, resolve_model
     from ilgnet.zoo.registry import PUBLISHED_MODELS
 
     if args.ray is not None:
@@ -224,13 +234,19 @@ def run(args) -> int:
         raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
                        f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
     found = collect_images(args.paths)
+    refuse_overwrites(args, model, found)
     check_names(found.photos, fmt)
+    check_mean_size(model)
     if not found.photos:
         raise BadInput(f"no photos in {' '.join(args.paths)} ({len(found.not_photos)} other files, "
                        f"{found.known_non_photos} known non-photos)")
     if model.name in PUBLISHED_MODELS:
         print(f"{model.name}: {model.caffemodel} is present and checks out", file=sys.stderr)
-    table, skipped = score(found.photos, model, args)
+    backend = pick_backend(args.backend, model.caffemodel)
+    args.workers = args.workers or default_workers(backend, ray=args.ray is not None)
+    table, skipped = score(found.photos, model, backend, args)
+    if args.backend == "auto":                          # said once scored: an error stays one line
+        print(f"ilgnet predict: backend {backend} ({why_picked(backend, model.caffemodel)})", file=sys.stderr)
     not_scored = sorted([*found.not_photos, *((Path(item.path), item.reason) for item in skipped)])
     for path, reason in not_scored:
         print(f"ilgnet predict: not scored: {path}: {reason}", file=sys.stderr)
@@ -239,10 +255,13 @@ def run(args) -> int:
     write_table(shown, args.out, fmt)
     if args.html is not None:
         write_gallery(args.html, table, [Skipped(str(path), reason) for path, reason in not_scored], top=args.top,
-                      about=gallery_facts(model, args))
+                      about=gallery_facts(model, backend, args))
         print(f"ilgnet predict: gallery in {args.html}", file=sys.stderr)
     passed_over = (f", {found.known_non_photos} known non-photos passed over (AppleDouble ._* files, folder "
                    f"metadata, text files)" if found.known_non_photos else "")
+    if found.repeated:
+        passed_over += (f", {found.repeated} repeated name{'s' if found.repeated > 1 else ''} of a file or folder "
+                        f"found already passed over (each photo is scored once)")
     print(f"ilgnet predict: scored {scored} photos, not scored {len(not_scored)}"
           f"{' (listed above)' if not_scored else ''}{passed_over}", file=sys.stderr)
     return 0 if scored else 1

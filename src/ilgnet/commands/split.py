@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_file, existing_folder, integer, output_folder, real
+from ilgnet.commands.arguments import (Output, existing_file, existing_folder, integer, output_folder, real,
+                                       refuse_overwrites)
 from ilgnet.errors import BadInput
 
 
@@ -101,10 +102,28 @@ def _why_empty(args, name: str, more: dict) -> str:
     return "--test-counts 0 0 asks for no test image"
 
 
+def _refuse_overwrites(args) -> None:
+    """train.txt, val.txt and split.json in --out may overwrite none of the files the partition reads."""
+    from ilgnet.data.folder import DataFolder
+
+    if args.partition == "published":
+        inputs = [(args.repo / "data" / args.dataset / f"{name}.txt", f"the published {args.dataset} {name} list")
+                  for name in ("train", "val")]
+    else:
+        inputs = [(args.ava_txt, "AVA.txt")]
+    if args.partition == "official":
+        lists = args.lists or args.ava_txt.parent / "aesthetics_image_lists"
+        inputs += [(lists / f"{name}.jpgl", f"AVA's {name} list") for name in (args.train_list, args.test_list)]
+    out = DataFolder(args.out)
+    refuse_overwrites([Output("--out", path) for path in (out.list_file("train"), out.list_file("val"),
+                                                          out.split_json)], inputs)
+
+
 def run(args) -> int:
     from ilgnet.data import partitions
     from ilgnet.data.ava import read_ava_txt, read_id_list
 
+    _refuse_overwrites(args)
     facts = {"partition": args.partition}
     if args.partition == "published":
         train, val, more = partitions.published_split(args.repo, args.dataset)

@@ -4,12 +4,14 @@ with --replay, what a published `caffe test` log really measured."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import UsageError, existing_file, existing_folder, integer, model, output_file
+from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, integer, model, output_file,
+                                       refuse_overwrites)
 from ilgnet.errors import BadInput
-from ilgnet.fileio import require
+from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
 
 
 def register(subparsers) -> None:
@@ -32,8 +34,8 @@ def register(subparsers) -> None:
                "  ilgnet test --replay ILGNet/results/AVA1_result.txt\n"
                "  make evaluate WEIGHTS=runs/ilgnet-ava2 DATA=data/ava2")
     parser.add_argument("--weights", type=model, help="a run folder of `ilgnet train` or a snapshot in it, "
-                                                      "ilgnet-ava1 / ilgnet-ava2 (the published models), or a "
-                                                      ".caffemodel")
+                                                      "ilgnet-ava1 / ilgnet-ava2 (the published models), an .onnx "
+                                                      "file `ilgnet export` wrote, or a .caffemodel")
     parser.add_argument("--data", type=existing_folder,
                         help="folder with val_lmdb and mean.binaryproto (from `ilgnet lmdb`)")
     parser.add_argument("--variant", help="net variant (default: the model's own, else ilgnet)")
@@ -46,6 +48,10 @@ def register(subparsers) -> None:
                         help="pycaffe: the net in this process, batches of --batch with a shorter last one "
                              "(default); caffe: the `caffe test` binary, with a batch that divides the record count "
                              "(at most --batch) and a second run for any remainder")
+    parser.add_argument("--backend", choices=defaults.BACKENDS, default=defaults.BACKENDS[0],
+                        help="what runs the net with --engine pycaffe: caffe (pycaffe), onnxruntime (the net exported "
+                             "to ONNX, kept beside the caffemodel), opencv; auto (the default): the first of them "
+                             "this machine has. An ONNX --weights runs in onnxruntime")
     parser.add_argument("--docker", action="store_true", help="run `caffe test` in the Docker image (implies "
                                                                "--engine caffe; tools/docker-caffe.sh)")
     parser.add_argument("--paper-protocol", action="store_true",
@@ -68,32 +74,55 @@ def run(args) -> int:
     from ilgnet.data.folder import DataFolder
     from ilgnet.evaluation import caffe_engine, pycaffe_engine, results
     from ilgnet.evaluation.reports import PAPER, markdown_report, overlap_report, replay_report
-    from ilgnet.zoo.models import resolve_model
+    from dataclasses import replace
+
+    from ilgnet.bvlc.io import record_shape
+    from ilgnet.scoring.backends import pick_backend, why_picked
+    from ilgnet.zoo.models import check_mean_size, mean_name, resolve_model
 
     if args.replay:
         print(replay_report(args.replay), end="")
         return 0
     if not (args.weights and args.data):
         raise UsageError("--weights and --data are required (or --replay LOG)")
+    if (args.engine == "caffe" or args.docker or args.paper_protocol) and args.backend not in ("auto", "caffe"):
+        raise UsageError("--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
+                         "--backend goes with --engine pycaffe")
     data = DataFolder(args.data)
     model = resolve_model(args.weights, variant=args.variant, mean=args.mean, models=args.models)
-    mean = model.mean or data.mean_binaryproto
+    mean = model.mean if model.mean is not None else data.mean_binaryproto
     require(data.lmdb("val"), folder=True)
-    require(mean)
+    if isinstance(mean, Path):
+        require(mean)
+    inputs = [(model.caffemodel, "the model's caffemodel"),
+              *([(mean, "the mean image")] if isinstance(mean, Path) else []),
+              *((data.lmdb("val") / name, "a file of the val LMDB") for name in ("data.mdb", "lock.mdb")),
+              *((path, f"the data folder's {path.name}") for path in (data.list_file("val"), data.list_file("train"),
+                                                                      data.split_json, data.lmdb_json)),
+              *(((model.train_list, "the model's training list"),) if model.train_list else ())]
+    refuse_overwrites([Output("--json", args.json), Output("--markdown", args.markdown),
+                       Output("--per-image", args.per_image)], inputs)
+    check_mean_size(replace(model, mean=mean), records=record_shape(data.lmdb("val")), lmdb=data.lmdb("val"))
     unreached, protocol = data.unreached("val"), args.protocol or data.protocol()
     if args.paper_protocol and not protocol:
         raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
     engine = "caffe" if args.docker else args.engine
+    if (engine == "caffe" or args.paper_protocol) and not isinstance(mean, Path):
+        raise UsageError(f"--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
+                         f"the ONNX model {model.caffemodel} goes with --engine pycaffe")
     if engine == "caffe" or args.paper_protocol:
         caffe_engine.check_mean(mean)                 # before any scoring, not after the pycaffe pass
     if engine == "caffe":
         frame = caffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
                                       gpu=args.gpu, docker=args.docker)
     else:
+        backend = pick_backend(args.backend, model.caffemodel)
         frame = pycaffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
-                                      gpu=args.gpu)
+                                          gpu=args.gpu, backend=backend)
+        if args.backend == "auto":                      # said once scored: an error stays one line
+            print(f"ilgnet test: backend {backend} ({why_picked(backend, model.caffemodel)})", file=sys.stderr)
     result = results.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
-                               mean_file=mean)
+                               mean_file=mean if isinstance(mean, Path) else mean_name(model))
     result["engine"] = engine
     if unreached:
         result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
@@ -108,13 +137,9 @@ def run(args) -> int:
         result["train_overlap"] = results.train_overlap(frame, model.train_list, data.list_file("val"))
         text = overlap_report(result["train_overlap"], model.name) + "\n" + text
     print(text, end="")
-    for path in (args.json, args.markdown, args.per_image):
+    for path, content in ((args.json, lambda: json.dumps(result, indent=2, allow_nan=False) + "\n"),
+                          (args.markdown, lambda: text), (args.per_image, lambda: spreadsheet_csv(frame))):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)     # checked writable before the scoring
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
-    if args.per_image:
-        frame.to_csv(args.per_image, index=False)
+            atomic_write_text(path, content())
     return 0

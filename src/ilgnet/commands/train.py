@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (UsageError, existing_file, existing_folder, gpus, integer, output_folder, real,
-                                       run_name)
-from ilgnet.errors import MissingFile
+from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, gpus, integer, output_folder,
+                                       real, refuse_overwrites, run_name)
+from ilgnet.errors import BadInput, MissingFile
 
 
 def register(subparsers) -> None:
@@ -24,12 +24,17 @@ def register(subparsers) -> None:
                     "`caffe train` with train_log.csv and curves.png, and snapshots/. Training fine-tunes the "
                     "variant's ImageNet model when it is in models/ (`ilgnet weights fetch bvlc_googlenet`, or "
                     "inception-v3 / inception-v4 for ilgnet-inc3 / ilgnet-inc4), else starts from random weights "
-                    "with a warning. Ctrl-C stops with a snapshot that --resume continues from; a loss that stops "
-                    "being finite stops the run and says so.",
+                    "with a warning. Ctrl-C stops with a snapshot that --resume continues from. A run that goes "
+                    "wrong stops with one line naming the iteration, its bad snapshots renamed *.diverged: a loss or "
+                    "test output that is not finite, the training loss at Caffe's clamp (87.3365 per image) for 3 "
+                    "displays in a row, a snapshot whose weights or outputs on a val batch are not finite. --resume "
+                    "checks first that the variant, profile and data are the run's own (model.json) and that the "
+                    ".solverstate is whole; one process at a time per run folder.",
         epilog="examples:\n"
                "  ilgnet train --profile ava2 --data data/ava2 --gpu 0\n"
                "  ilgnet train --variant ilgnet-bn --profile ava1-delta1 --data data/ava1 --name bn-delta1 --gpu all\n"
                "  ilgnet train --profile ava2 --data data/ava2 --gpu 0 --resume\n"
+               "  ilgnet train --profile ava2 --data data/ava2-fixed --gpu 0 --resume --accept-data-change\n"
                "  ilgnet train --variant googlenet-bn-third --profile ava2 --data data/ava2 --cpu --max-iter 100\n"
                "  make train-ava2 GPU=0                 # the paper's AVA2 run")
     parser.add_argument("--variant", default="ilgnet", choices=list(VARIANTS), metavar="VARIANT",
@@ -47,6 +52,11 @@ def register(subparsers) -> None:
     parser.add_argument("--docker", action="store_true",
                         help="run caffe inside the ilgnet-caffe Docker image (tools/docker-caffe.sh)")
     parser.add_argument("--resume", action="store_true", help="continue from the run's newest .solverstate")
+    parser.add_argument("--accept-data-change", action="store_true",
+                        help="with --resume: go on although --data (its folder, mean, train.txt or val.txt, or the "
+                             "LMDBs' resize) differs from what the run was trained on; the change is recorded in "
+                             "model.json, whose mean and training list become the new ones (the old ones are kept "
+                             "for the earlier snapshots)")
     parser.add_argument("--weights", type=existing_file,
                         help="initial caffemodel (default: models/bvlc_googlenet.caffemodel when present)")
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR, help="models folder (default: models/)")
@@ -65,6 +75,8 @@ def register(subparsers) -> None:
     parser.add_argument("--snapshot", type=integer(0),
                         help="snapshot every N iterations, 0 for only the final one (default: the profile's, "
                              "scaled to --max-iter like the test interval)")
+    parser.add_argument("--seed", type=integer(0),
+                        help="Caffe's random_seed: fillers, random crops and mirroring (default: Caffe draws one)")
     parser.set_defaults(func=run)
 
 
@@ -75,17 +87,26 @@ def _notify(message: str) -> None:
 def run(args) -> int:
     from ilgnet.bvlc.io import lmdb_size
     from ilgnet.data.folder import DataFolder
-    from ilgnet.training.runs import TrainingDiverged, TrainingStopped, TrainOptions, train
+    from ilgnet.training.runs import DataChanged, TrainingDiverged, TrainingStopped, TrainOptions, train
     from ilgnet.zoo.models import snapshots
 
     options = TrainOptions(args.variant, args.profile, args.data, name=args.name, runs_dir=args.runs,
                            models_dir=args.models, gpu=args.gpu, docker=args.docker, resume=args.resume,
+                           accept_data_change=args.accept_data_change,
                            weights=args.weights, max_iter=args.max_iter, train_batch=args.train_batch,
                            val_batch=args.val_batch, display=args.display, test_interval=args.test_interval,
-                           snapshot=args.snapshot, base_lr=args.base_lr)
+                           snapshot=args.snapshot, base_lr=args.base_lr, seed=args.seed)
+    if args.accept_data_change and not args.resume:
+        raise UsageError("--accept-data-change applies to --resume only")
+    data = DataFolder(args.data)
+    # The run folder gets copies of the data folder's mean and training list (ilgnet.zoo.models.write_model_json).
+    refuse_overwrites([Output("--name" if args.name else "--runs", options.run_dir / name)
+                       for name in ("mean.binaryproto", "train.txt")],
+                      [(data.mean_binaryproto, "the mean image of --data"), (data.list_file("train"), "the training "
+                                                                             "list of --data")])
     if args.resume and not snapshots(options.run_dir, "solverstate"):
         raise MissingFile(f"--resume: no .solverstate in {options.run_dir / 'snapshots'}")
-    val_lmdb = DataFolder(args.data).lmdb("val")
+    val_lmdb = data.lmdb("val")
     if args.val_batch and (val_lmdb / "data.mdb").is_file() and args.val_batch > (records := lmdb_size(val_lmdb)):
         raise UsageError(f"argument --val-batch: {args.val_batch} is more than the {records} records of {val_lmdb}")
     try:
@@ -97,5 +118,8 @@ def run(args) -> int:
         if diverged.last_good:
             _notify("--resume continues from the last good snapshot (with --base-lr to change the rate)")
         raise
+    except DataChanged as changed:
+        raise BadInput(f"{changed.what}; --accept-data-change goes on and records the change in model.json, or "
+                       f"resume with the run's own --data") from None
     print(model)
     return 0

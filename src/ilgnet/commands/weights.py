@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_file, output_folder
+from ilgnet.commands.arguments import Output, existing_file, output_folder, refuse_overwrites
 
 
 def register(subparsers) -> None:
@@ -83,6 +83,9 @@ def run(args) -> int:
         return 0
     entry = lookup(registry, args.name, f"weights entry of {REGISTRY.name}")
     if args.action == "install":
+        path = args.dest / entry.file
+        if not (path.exists() and path.samefile(args.file)):          # else it is in place already
+            refuse_overwrites([Output("--dest", path)], [(args.file, "the file to install")])
         path = install(args.name, args.file, args.dest, registry=registry)
         print(f"{args.file}: OK as {entry.name}; installed as {path}")
         for companion in entry.companions:

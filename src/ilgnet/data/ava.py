@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ilgnet.errors import BadInput
-from ilgnet.fileio import read_text
+from ilgnet.fileio import atomic_write_text, read_text
 
 SCORES = np.arange(1, 11)
 COUNT_COLUMNS = [f"count_{k}" for k in SCORES]
@@ -178,4 +178,4 @@ def write_list_file(frame: pd.DataFrame, path) -> None:
     """Writes a Caffe image list: `<filename> <label>` per line (filename defaults to `<image_id>.jpg`)."""
     filenames = frame["filename"] if "filename" in frame else frame["image_id"].astype(str) + ".jpg"
     text = "".join(f"{name} {label}\n" for name, label in zip(filenames, frame["label"].astype(int)))
-    Path(path).write_text(text)
+    atomic_write_text(Path(path), text)

@@ -2,11 +2,17 @@
 encoded as `convert_imageset --encoded` stores them; and found in folders by their content."""
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ilgnet.errors import MissingFile
+from ilgnet.fileio import read_text
 
 
 class BadImage(Exception):
@@ -87,11 +93,89 @@ TEXT_SNIFF_BYTES = 4096
 
 @dataclass
 class FolderScan:
-    """A folder's files sorted into photos to score, files that are not photos (each with the reason) and the
-    number of known non-photos (AppleDouble and metadata files, text files) passed over."""
+    """Files and folders sorted into photos to score, files that are not photos (each with the reason; an unreadable
+    folder, a broken link) and counts of what was passed over: known non-photos (AppleDouble and metadata files,
+    text files) and `repeated` names of a file or folder found already under another name (`./a` and `a`, a folder
+    and a file in it, a hard link, a folder reached again through a symbolic link, a link loop), so that each file
+    is scored once, under the first name it was found by."""
     photos: list[Path] = field(default_factory=list)
     not_photos: list[tuple[Path, str]] = field(default_factory=list)
     known_non_photos: int = 0
+    repeated: int = 0
+    _seen: set[tuple[int, int]] = field(default_factory=set, repr=False)
+
+    def _first(self, identity: tuple[int, int]) -> bool:
+        """Whether the file or folder (st_dev, st_ino) is met for the first time; counts it as repeated if not."""
+        if identity in self._seen:
+            self.repeated += 1
+            return False
+        self._seen.add(identity)
+        return True
+
+    def add_file(self, path: Path) -> None:
+        """A file named by the user: a photo to score whatever it holds (so that an unreadable one is reported with
+        its reason), unless it was found already."""
+        info = os.stat(path)
+        if self._first((info.st_dev, info.st_ino)):
+            self.photos.append(Path(path))
+
+    def add_folder(self, folder: Path) -> None:
+        """Every file under `folder`, as `find -L` finds them: symbolic links to folders are followed, each folder
+        once (a link back to a folder above it ends there), and files are taken in the order of their paths. A file
+        is decided by content: what OpenCV can decode is a photo, whatever its suffix (.jfif, .gif, none); AppleDouble
+        `._*` files, folder metadata and text files are counted as known non-photos; anything else is listed with
+        why it is not a photo."""
+        files: list[tuple[Path, tuple[int, int]]] = []
+        info = os.stat(folder)
+        pending = [(Path(folder), (info.st_dev, info.st_ino))]      # depth first, in the order of the names
+        while pending:
+            current, identity = pending.pop()
+            if not self._first(identity):
+                continue
+            try:
+                with os.scandir(current) as listing:
+                    entries = sorted(listing, key=lambda entry: entry.name)
+            except OSError as err:
+                self.not_photos.append((current, f"unreadable folder: {err.strerror}"))
+                continue
+            folders = []
+            for entry in entries:
+                path = current / entry.name
+                try:
+                    if entry.is_symlink() or entry.is_dir(follow_symlinks=False):
+                        target = os.stat(path)          # through the link; a folder's own device (a mount point)
+                        found, is_dir = (target.st_dev, target.st_ino), stat.S_ISDIR(target.st_mode)
+                    else:
+                        found, is_dir = (identity[0], entry.inode()), False
+                except FileNotFoundError:
+                    self.not_photos.append((path, "broken symbolic link (its target does not exist)"))
+                    continue
+                except OSError as err:
+                    self.not_photos.append((path, f"unreadable: {err.strerror}"))
+                    continue
+                (folders if is_dir else files).append((path, found))
+            pending.extend(reversed(folders))
+        for path, identity in sorted(files, key=lambda item: str(item[0])):
+            if self._first(identity):
+                self._sort_file(path)
+
+    def _sort_file(self, path: Path) -> None:
+        """One file found in a folder: a photo, a known non-photo (counted) or another file (listed with why)."""
+        if path.name.startswith("._") or path.name in METADATA_FILES:
+            self.known_non_photos += 1
+            return
+        try:
+            with open(path, "rb"):              # an unreadable file is listed with its reason, not tried by OpenCV
+                pass
+            if _recognised(path):
+                self.photos.append(path)
+            elif _is_text(path):
+                self.known_non_photos += 1
+            else:
+                with open(path, "rb") as f:
+                    self.not_photos.append((path, f"not an image OpenCV can read (starts with {f.read(12)!r})"))
+        except OSError as err:
+            self.not_photos.append((path, f"unreadable: {err.strerror}"))
 
 
 def _is_text(path: Path) -> bool:
@@ -117,22 +201,43 @@ def _recognised(path: Path) -> bool:
 
 
 def scan_folder(folder: Path) -> FolderScan:
-    """Every file under `folder` (recursively), decided by content: what OpenCV can decode is a photo, whatever its
-    suffix (.jfif, .gif, none); AppleDouble `._*` files, folder metadata and text files are counted as known
-    non-photos; anything else is listed with why it is not a photo."""
+    """Every file under `folder`, sorted as FolderScan.add_folder sorts them."""
     scan = FolderScan()
-    for path in sorted(p for p in Path(folder).rglob("*") if not p.is_dir()):
-        if path.name.startswith("._") or path.name in METADATA_FILES:
-            scan.known_non_photos += 1
-            continue
-        try:
-            if _recognised(path):
-                scan.photos.append(path)
-            elif _is_text(path):
-                scan.known_non_photos += 1
-            else:
-                with open(path, "rb") as f:
-                    scan.not_photos.append((path, f"not an image OpenCV can read (starts with {f.read(12)!r})"))
-        except OSError as err:
-            scan.not_photos.append((path, f"unreadable: {err.strerror}"))
+    scan.add_folder(folder)
     return scan
+
+
+def named_paths(paths: list[str | Path]) -> Iterator[tuple[Path, str]]:
+    """Each path given, and each of an @LIST's non-blank lines (UTF-8 or any bytes, a byte-order mark dropped), with
+    where it was named: "" or `LIST:LINE: `. `@NAME` is a list file only when no file or folder is named `@NAME`
+    itself (a photo may be named `@x.jpg`); `./@NAME` always names the file."""
+    for text in map(str, paths):
+        if not text.startswith("@") or os.path.lexists(text):
+            yield Path(text), ""
+            continue
+        if not os.path.lexists(text[1:]):
+            raise MissingFile(f"{text}: no file of that name, and no list file {text[1:]}")
+        for number, line in enumerate(read_text(text[1:], errors="surrogateescape").splitlines(), 1):
+            if line.strip():
+                yield Path(line), f"{text[1:]}:{number}: "
+
+
+def list_files(paths: list[str | Path]) -> list[Path]:
+    """The @LIST files among `paths` (named_paths reads them)."""
+    return [Path(str(text)[1:]) for text in paths if str(text).startswith("@") and not os.path.lexists(text)]
+
+
+def collect_images(paths: list[str | Path]) -> FolderScan:
+    """Files as given (whatever they hold, so an unreadable one is reported), and what FolderScan finds in
+    folders (symbolic links followed): a FolderScan of them all, each file
+    once. A path (or @LIST file) that does not exist is an error naming it (and the list's line)."""
+    found = FolderScan()
+    for path, where in named_paths(paths):
+        if not path.exists():
+            broken = " (a symbolic link whose target is missing)" if path.is_symlink() else ""
+            raise MissingFile(f"{where}{path} does not exist{broken}")
+        if path.is_dir():
+            found.add_folder(path)
+        else:
+            found.add_file(path)
+    return found

@@ -6,11 +6,13 @@ the first run reads batch x floor(N / batch) records and a second run reads the 
 just those records. The net is the variant's train_val with two outputs added that `caffe test` logs element by
 element: the Softmax probabilities and the labels (through an identity Power layer); the per-record results come
 out of the log, in LMDB order, as the pycaffe engine (ilgnet.evaluation.pycaffe_engine.score_lmdb) gives them.
+A progress bar follows `caffe test`'s own output as it comes: the weights loading, then its `Batch N` lines.
 """
 from __future__ import annotations
 
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tqdm import tqdm
+
 from ilgnet.bvlc.io import lmdb_size, load_mean
 from ilgnet.bvlc.proto import to_text
 from ilgnet.bvlc.tools import caffe_invocation, docker_image, require_gpus, run_logged
 from ilgnet.errors import BadInput
+from ilgnet.fileio import reading
 from ilgnet.evaluation.results import results_table
 from ilgnet.nets import deploy, get_variant, train_val
 from ilgnet.nets.solvers import val_batch_for
@@ -31,6 +36,7 @@ from ilgnet.zoo.registry import trained_layers
 PROB, LABEL = "record/prob", "record/label"
 BATCH_LINE = re.compile(r"\] Batch (\d+), (\S+) = (\S+)\s*$", re.M)
 FINAL_LINE = re.compile(r"caffe\.cpp:\d+\] ([^\s,]+) = (\S+)", re.M)
+RUNNING = "Running for "        # `caffe test`, once the net and its weights are loaded
 
 
 @dataclass(frozen=True)
@@ -57,15 +63,26 @@ def test_net(variant: str, lmdb: Path, mean: Path, batch: int):
     return net
 
 
-def _run(net, weights: Path, iterations: int, work: Path, *, gpu: int | None, docker: bool,
-         mounts: list[Path]) -> str:
-    """The log of one `caffe test` run of `net`."""
+def _run(net, weights: Path, iterations: int, work: Path, *, gpu: int | None, docker: bool, mounts: list[Path],
+         progress: bool = True, label: str = "caffe test") -> str:
+    """The log of one `caffe test` run of `net`, with a progress bar (`label`) over its batches as Caffe logs them,
+    saying first that it loads the weights."""
     model = work / f"test_{len(list(work.glob('test_*.prototxt')))}.prototxt"
     model.write_text(to_text(net))
     args = ["test", "-model", model, "-weights", Path(weights).resolve(), "-iterations", iterations]
     command = caffe_invocation(args, gpu=None if gpu is None else str(gpu), docker=docker,
                                mounts=[work, *mounts])
-    return run_logged(command).stdout
+    with tqdm(total=iterations, desc=label, unit="batch", file=sys.stderr, disable=None if progress else True,
+              dynamic_ncols=True) as bar:
+        bar.set_postfix_str(f"loading {Path(weights).name} ({Path(weights).stat().st_size / 1e6:,.0f} MB)")
+
+        def on_line(line: str) -> None:
+            if RUNNING in line:
+                bar.set_postfix_str("")
+            elif match := BATCH_LINE.search(line):
+                bar.update(int(match[1]) + 1 - bar.n)
+
+        return run_logged(command, on_line=on_line).stdout
 
 
 def _check_engine(gpu: int | None, docker: bool) -> None:
@@ -108,17 +125,18 @@ def check_mean(mean_file: Path) -> None:
 
 
 def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, max_batch: int, *,
-               gpu: int | None = None, docker: bool = False) -> pd.DataFrame:
+               gpu: int | None = None, docker: bool = False, progress: bool = True) -> pd.DataFrame:
     """Per-record results of `caffe test` over every record once: ilgnet.evaluation.results.results_table in LMDB
-    order, as the pycaffe engine gives them (frame.attrs["batch"]: the TEST batch used). The weights
-    are checked against the net first (ilgnet.zoo.fit); raises BadInput when the log does not account for every
-    record."""
+    order, as the pycaffe engine gives them (frame.attrs["batch"]: the TEST batch used), with a progress bar per
+    run. The weights are checked against the net first (ilgnet.zoo.fit); raises BadInput when the log does not
+    account for every record."""
     v = get_variant(variant)
     records = lmdb_size(lmdb_path)
     _check_engine(gpu, docker)
     plan = coverage(records, max_batch)
     check_mean(mean_file)
-    check_fits(weights, test_net(v.name, lmdb_path, mean_file, 1), allowed_unused=trained_layers(v.name))
+    with reading(weights, "checking", progress=progress):
+        check_fits(weights, test_net(v.name, lmdb_path, mean_file, 1), allowed_unused=trained_layers(v.name))
     mounts = [Path(lmdb_path).resolve().parent, Path(mean_file).resolve().parent, Path(weights).resolve().parent]
     work = Path(tempfile.mkdtemp(prefix="ilgnet-caffe-test-"))
     try:
@@ -127,7 +145,8 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, ma
             _copy_tail(lmdb_path, plan.batch * plan.iterations, work / "remainder_lmdb")
             runs.append((work / "remainder_lmdb", plan.remainder, 1))
         logs = [_run(test_net(v.name, source, Path(mean_file).resolve(), batch), weights, iterations, work,
-                     gpu=gpu, docker=docker, mounts=mounts) for source, batch, iterations in runs]
+                     gpu=gpu, docker=docker, mounts=mounts, progress=progress,
+                     label=f"caffe test, {iterations:,} x {batch}") for source, batch, iterations in runs]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     probs = np.array([p for log in logs for p in _batches(log, PROB)], np.float32)
@@ -138,9 +157,9 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, ma
 
 
 def paper_protocol(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, *, batch: int, iterations: int,
-                   gpu: int | None = None, docker: bool = False) -> dict:
+                   gpu: int | None = None, docker: bool = False, progress: bool = True) -> dict:
     """The authors' own measurement: `caffe test` for `iterations` at `batch` (the first batch x iterations
-    records, wrapping around the LMDB); returns the images read, Caffe's accuracy and loss."""
+    records, wrapping around the LMDB), with a progress bar; returns the images read, Caffe's accuracy and loss."""
     v = get_variant(variant)
     check_mean(mean_file)
     _check_engine(gpu, docker)
@@ -148,8 +167,9 @@ def paper_protocol(variant: str, weights: Path, lmdb_path: Path, mean_file: Path
                     mean_file=Path(mean_file).resolve(), train_batch=batch, val_batch=batch)
     work = Path(tempfile.mkdtemp(prefix="ilgnet-caffe-test-"))
     try:
-        log = _run(net, weights, iterations, work, gpu=gpu, docker=docker,
-                   mounts=[Path(lmdb_path).resolve().parent, Path(weights).resolve().parent])
+        log = _run(net, weights, iterations, work, gpu=gpu, docker=docker, progress=progress,
+                   mounts=[Path(lmdb_path).resolve().parent, Path(weights).resolve().parent],
+                   label=f"paper protocol, {iterations} x {batch}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     finals = dict(FINAL_LINE.findall(log))

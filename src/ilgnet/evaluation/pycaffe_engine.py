@@ -8,6 +8,7 @@ records, wrapping around or stopping short), into the results table of ilgnet.ev
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +18,33 @@ from tqdm import tqdm
 from ilgnet import defaults
 from ilgnet.bvlc.io import lmdb_records, lmdb_size
 from ilgnet.errors import BadInput
+from ilgnet.fileio import reading
 from ilgnet.evaluation.results import results_table, summarize
 from ilgnet.scoring.scorer import Scorer, batched
 
 
-def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, batch: int = defaults.VAL_BATCH, *,
-               gpu: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """Per-record results: ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order.
-    Raises BadInput when a record's size differs from the mean image's (Caffe's Data layer would abort)."""
+def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path | np.ndarray,
+               batch: int = defaults.VAL_BATCH, *, gpu: int | None = None, progress: bool = True, check: bool = True,
+               on_batch: Callable[[Scorer, tuple, tuple], None] | None = None, backend: str = "caffe") -> pd.DataFrame:
+    """Per-record results: ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order, the net
+    run by `backend` (ilgnet.scoring.backends; pycaffe by default).
+    on_batch(scorer, keys, labels) is called after each forward pass, while the net's blobs hold that batch (a caller
+    reads inner layers there; caffe backend). check: compare the weights with the net first (ilgnet.zoo.fit); off
+    only for a snapshot Caffe wrote of this very net. Raises BadInput when a record's size differs from the mean
+    image's (Caffe's Data layer would abort)."""
     total = lmdb_size(lmdb_path)
     if total == 0:
         raise BadInput(f"{lmdb_path} holds no records; build it again with `ilgnet lmdb`")
-    scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu)
+    with reading(weights, progress=progress):
+        scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu, check=check,
+                        backend=backend)
 
     def inputs():
         for key, image, label in tqdm(lmdb_records(lmdb_path), total=total, unit="img", desc="ilgnet test",
                                       disable=not progress, file=sys.stderr):
             if image.shape[:2] != tuple(scorer.image_size):
-                raise BadInput(f"{lmdb_path}: record {key} is {image.shape[1]}x{image.shape[0]}, the mean image "
-                               f"{mean_file} is {scorer.image_size[1]}x{scorer.image_size[0]}: Caffe needs them equal")
+                raise BadInput(f"{lmdb_path}: record {key} is {image.shape[1]}x{image.shape[0]}, the mean image"
+                               f"{'' if isinstance(mean_file, np.ndarray) else f' {mean_file}'} is {scorer.image_size[1]}x{scorer.image_size[0]}: Caffe needs them equal")
             yield key, label, scorer.preprocess(image)[0]
 
     keys, labels, probs = [], [], []
@@ -44,6 +53,8 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, ba
         keys += chunk_keys
         labels += chunk_labels
         probs.append(scorer.forward(np.stack(crops)))
+        if on_batch is not None:
+            on_batch(scorer, chunk_keys, chunk_labels)
     if len(keys) != total:
         raise BadInput(f"{lmdb_path}: read {len(keys)} records, the LMDB says it holds {total}")
     return results_table(keys, labels, np.concatenate(probs), batch=batch)

@@ -53,3 +53,15 @@ def train_overlap(frame: pd.DataFrame, train_list: Path, val_list: Path | None =
         listed = _names(read_list_file(val_list)["filename"])
         report["val_list"] = {"path": str(val_list), "images": len(listed), "in_training": len(listed & trained)}
     return report
+
+
+def prefix_protocol(frame: pd.DataFrame, *, batch: int, iterations: int) -> dict:
+    """What `caffe test -iterations K` at batch B reports for the model of a results table (in LMDB order): the
+    accuracy over the first B x K records, wrapping around to the first record past the end as Caffe's Data layer
+    does (the mean of equal batches' accuracies is the mean over their records), read off the table instead of
+    running Caffe again. The published ILGNet figures are such runs (ilgnet.evaluation.reports.PAPER)."""
+    read = batch * iterations
+    rows = np.arange(read) % len(frame)
+    correct = (frame["label"].to_numpy() == frame["predicted"].to_numpy())[rows]
+    return {"batch": batch, "iterations": iterations, "images": read, "records": len(frame),
+            "distinct_records": int(min(read, len(frame))), "accuracy": float(correct.mean())}

@@ -154,17 +154,24 @@ def parameter_count(net) -> int:
     return sum(blob.data.size for blobs in learnable_layers(net).values() for blob in blobs)
 
 
-def forward_time(variant: str | Variant, *, batch: int, iterations: int) -> tuple[int, float]:
-    """(learnable parameter count, median CPU forward milliseconds over `iterations` passes after one warm-up) of a
-    variant's deploy net with random weights. Needs Caffe."""
+def forward_time(variant: str | Variant, *, batch: int, iterations: int, gpu: int | None = None) -> tuple[int, float]:
+    """(learnable parameter count, median forward milliseconds over `iterations` passes after one warm-up) of a
+    variant's deploy net with random weights, in pycaffe on the CPU or on GPU `gpu`. Needs Caffe (BadInput for a GPU
+    it cannot use)."""
     import time
 
     import numpy as np
 
     from ilgnet.bvlc.io import load_net
-    from ilgnet.bvlc.tools import import_caffe
+    from ilgnet.bvlc.tools import import_caffe, require_gpus
 
-    import_caffe().set_mode_cpu()
+    caffe = import_caffe()
+    if gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        require_gpus(gpu)
+        caffe.set_device(gpu)
+        caffe.set_mode_gpu()
     net = load_net(deploy(variant, batch=batch))
     net.blobs["data"].data[...] = np.random.default_rng(0).uniform(-100, 100, net.blobs["data"].data.shape)
     net.forward()

@@ -47,15 +47,22 @@ def _net_files(v: nets.Variant) -> dict[str, str]:
 
 def _solver_file(p: solvers.Profile, caught: list[str]) -> tuple[str, str]:
     val_size = solvers.REFERENCE_VAL_SIZE[p.dataset]
+    # A Table 1 profile's test pass reads each val image once, with the val batch `ilgnet train` picks for the
+    # published val list (23 for AVA2's 25,553); a published solver keeps its test_iter, made for batches of 50.
+    val_batch = defaults.VAL_BATCH if p.published_test_iter else solvers.val_batch_for(val_size, defaults.VAL_BATCH)
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         solver = solvers.solver(p, net=SOLVER_NET, snapshot_prefix=f"runs/ilgnet-{p.name}/snapshots/ilgnet",
-                                val_size=val_size, val_batch=defaults.VAL_BATCH)
+                                val_size=val_size, val_batch=val_batch)
     caught.extend(str(r.message) for r in records)
     text = _comments(
         f"Solver profile {p.name} ({p.source}). {GENERATED}",
         f"With the published {p.dataset.upper()} val list: "
-        f"{solvers.coverage(solver.test_iter[0], defaults.VAL_BATCH, val_size)}.",
+        f"{solvers.coverage(solver.test_iter[0], val_batch, val_size)}.",
+        *([] if val_batch == defaults.VAL_BATCH else [
+            f"Val batch {val_batch}: the largest up to {defaults.VAL_BATCH} that divides {val_size:,}, which "
+            f"`ilgnet train` gives the TEST Data layer of the train_val it writes ({SOLVER_NET} has "
+            f"{defaults.VAL_BATCH})."]),
         "`ilgnet train` writes its own copy for the run's net, val set and val batch.",
     ) + to_text(solver)
     return f"solvers/{p.name}.prototxt", text

@@ -1,11 +1,13 @@
-"""The engines that run a deploy net for the Scorer: pycaffe (`caffe`), or OpenCV's dnn module (`opencv`), which
-reads Caffe's prototxt and caffemodel itself and needs no Caffe build.
+"""The engines that run a deploy net for the Scorer: pycaffe (`caffe`); onnxruntime (`onnxruntime`), which runs the
+net exported to ONNX (ilgnet.zoo.onnx_export: a file `ilgnet export` wrote, or an export made on the fly and kept
+beside the caffemodel); or OpenCV's dnn module (`opencv`), which reads Caffe's prototxt and caffemodel itself. The
+last two need no Caffe build; `auto` picks the first of the three this machine has (pick_backend).
 
-Both take the same net (a deploy prototxt file, or a NetParameter such as ilgnet.nets.deploy() generates), the same
-caffemodel and the same preprocessed input, (N, 3, crop, crop) float32, and give the probabilities of the net's
+All take the same net (a deploy prototxt file, or a NetParameter such as ilgnet.nets.deploy() generates), the same
+weights and the same preprocessed input, (N, 3, crop, crop) float32, and give the probabilities of the net's
 softmax blob, (N, classes). Everything around the forward pass (decoding, resizing, cropping, the mean, batching, the
 weight check) is the Scorer's, so it is one code path whichever engine runs. tests/test_backends.py checks that
-the two agree to 1e-5 on every variant.
+they agree to 1e-5 on every variant.
 
 OpenCV's InnerProduct reads its whole weight matrix once per input row, and ILGNet's head holds 600 MB of them;
 Caffe's reads them once per batch (one GEMM). So for a generated net OpenCV gets each InnerProduct as a 1x1
@@ -14,6 +16,8 @@ convolution over the batch laid out along the height (`_batched_inner_products`)
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +26,20 @@ from ilgnet.bvlc.io import load_net, read_prototxt
 from ilgnet.bvlc.proto import BlobShape, LayerParameter, NetParameter, to_text
 from ilgnet.bvlc.shapes import net_input, net_outputs
 from ilgnet.bvlc.tools import import_caffe, require_gpus
-from ilgnet.errors import BadInput, about, lookup
+from ilgnet.errors import BadInput, CaffeNotFoundError, MissingPackage, about, lookup
+from ilgnet.zoo.onnx_export import ONNX_INSTALL, cached_export, is_onnx
 
 
 class NetBackend:
     """A deploy net with its weights in one engine. `net` is a deploy prototxt path or a NetParameter; `output` the
-    softmax blob, or None for the net's one output. Attributes: input_blob and input_shape (N, 3, crop, crop) of its
-    input, output. BadInput for a net without an input, or whose outputs do not say which blob is the softmax."""
+    softmax blob, or None for the net's one output; `variant` the net variant it is (default: the net's name).
+    Attributes: input_blob and input_shape (N, 3, crop, crop) of its input, output. BadInput for a net without an
+    input, or whose outputs do not say which blob is the softmax."""
 
     name = ""
 
-    def __init__(self, net, weights: Path, *, output: str | None = None, gpu: int | None = None):
+    def __init__(self, net, weights: Path, *, output: str | None = None, gpu: int | None = None, variant: str = ""):
+        self.variant = variant or getattr(net, "name", "") or Path(net).stem
         self.source = str(net) if isinstance(net, (str, Path)) else f"the {net.name} deploy net"
         with about(self.source):
             topology = read_prototxt(net) if isinstance(net, (str, Path)) else net
@@ -118,6 +125,46 @@ class OpenCVNet(NetBackend):
         return self._run(np.ascontiguousarray(batch, np.float32), "failed").reshape(len(batch), -1).copy()
 
 
+class OnnxRuntimeNet(NetBackend):
+    """The net exported to ONNX, in onnxruntime: `weights` is an ONNX file `ilgnet export` wrote, or a caffemodel,
+    then exported once and kept beside it (ilgnet.zoo.onnx_export.cached_export; `onnx_file` is the file run). On the
+    CPU with OMP_NUM_THREADS threads when set (ilgnet.scoring.pool sets it to each process's share), else
+    onnxruntime's default (one per core); on GPU `gpu` with onnxruntime's CUDA provider (the onnxruntime-gpu
+    package). MissingPackage without onnxruntime; BadInput for a GPU it cannot use."""
+
+    name = "onnxruntime"
+
+    def _load(self, net, weights: Path, gpu: int | None) -> None:
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise MissingPackage(f"the onnxruntime backend needs onnxruntime ({err}): {ONNX_INSTALL}") from None
+        providers = ["CPUExecutionProvider"]
+        if gpu is not None:
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                raise BadInput(f"GPU {gpu} asked for, but this onnxruntime has no CUDA provider (it has "
+                               f"{', '.join(onnxruntime.get_available_providers())}); onnxruntime-gpu brings it")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": gpu}))
+        self.onnx_file = weights if is_onnx(weights) else cached_export(net, weights, variant=self.variant,
+                                                                         output=self.output)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3                  # its warnings are about its own graph optimisations
+        if threads := os.environ.get("OMP_NUM_THREADS"):
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.onnx_file), options, providers=providers)
+        except Exception as err:                        # onnxruntime's own error types, per build
+            raise BadInput(f"{self.onnx_file}: onnxruntime cannot load it: {str(err).strip().splitlines()[0]}") from None
+        if gpu is not None and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            raise BadInput(f"GPU {gpu} asked for, but onnxruntime's CUDA provider could not start there (the CUDA "
+                           f"and cuDNN libraries it needs missing?)")
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return outputs[0].reshape(len(batch), -1)
+
+
 BATCHED = "/batched"     # suffix of the 1x1 convolution that computes an InnerProduct for OpenCV
 
 
@@ -166,10 +213,38 @@ def _permute(name: str, bottom: str) -> str:
             f"permute_param {{ order: 2 order: 1 order: 0 order: 3 }} }}")
 
 
-def open_net(backend: str, net, weights: Path, *, output: str | None = None, gpu: int | None = None) -> NetBackend:
-    """The net (a deploy prototxt path or a NetParameter) with `weights` loaded in `backend` (one of BACKENDS), ready
-    to forward inputs of any batch size: the NetBackend subclass whose `name` is `backend` (defaults.BACKENDS lists
-    them for the command line). UnknownName for another backend; CaffeNotFoundError (caffe without
-    pycaffe) and BadInput as the backends raise them."""
-    kind = lookup({kind.name: kind for kind in NetBackend.__subclasses__()}, backend, "scoring backend")
-    return kind(net, weights, output=output, gpu=gpu)
+def pick_backend(backend: str, weights: Path | str) -> str:
+    """The backend that runs `weights`: `backend` itself, or for "auto" caffe where pycaffe imports, else
+    onnxruntime where it is installed, else opencv; an ONNX file always onnxruntime. BadInput for an ONNX file and
+    another backend."""
+    if is_onnx(weights):
+        if backend not in ("auto", "onnxruntime"):
+            raise BadInput(f"{weights} is an ONNX model: the onnxruntime backend runs it, not {backend}")
+        return "onnxruntime"
+    if backend != "auto":
+        return backend
+    try:
+        import_caffe()
+        return "caffe"
+    except CaffeNotFoundError:
+        return "onnxruntime" if importlib.util.find_spec("onnxruntime") else "opencv"
+
+
+def why_picked(backend: str, weights: Path | str) -> str:
+    """Why pick_backend's "auto" chose `backend` for `weights`, in a few words."""
+    if is_onnx(weights):
+        return f"{weights} is an ONNX model"
+    return {"caffe": "pycaffe imports", "onnxruntime": "no pycaffe here; onnxruntime is installed",
+            "opencv": "neither pycaffe nor onnxruntime here"}[backend]
+
+
+def open_net(backend: str, net, weights: Path, *, output: str | None = None, gpu: int | None = None,
+             variant: str = "") -> NetBackend:
+    """The net (a deploy prototxt path or a NetParameter, of `variant` when it is one) with `weights` loaded in
+    `backend` (one of BACKENDS; auto as pick_backend chooses), ready to forward inputs of any batch size: the
+    NetBackend subclass whose `name` is the backend (defaults.BACKENDS lists them for the command line).
+    UnknownName for another backend; CaffeNotFoundError (caffe without pycaffe), MissingPackage and BadInput as
+    the backends raise them."""
+    kind = lookup({kind.name: kind for kind in NetBackend.__subclasses__()}, pick_backend(backend, weights),
+                  "scoring backend")
+    return kind(net, weights, output=output, gpu=gpu, variant=variant)

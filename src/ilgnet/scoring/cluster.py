@@ -19,7 +19,8 @@ import pandas as pd
 from ilgnet.bvlc.io import load_mean
 from ilgnet.defaults import RAY_INSTALL
 from ilgnet.errors import MissingPackage, ToolFailed, UserError
-from ilgnet.scoring.scorer import Scorer, Skipped, check_weights, score_table
+from ilgnet.scoring.backends import pick_backend
+from ilgnet.scoring.scorer import Scorer, Skipped, check_weights, onnx_weights, score_table
 
 
 def import_ray():
@@ -59,7 +60,8 @@ def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, a
                    **options) -> tuple[pd.DataFrame, list[Skipped]]:
     """Scores image files with `actors` Ray actors, each holding Scorer(**options) (weights, mean, variant, deploy,
     backend, oversample; batch_size goes to both the Scorer and Ray's batches) with `actor_cpus` CPUs and
-    `actor_gpus` GPUs (1: each actor runs the net on a GPU of its own; caffe backend).
+    `actor_gpus` GPUs (1: each actor runs the net on a GPU of its own; caffe or onnxruntime backend). The backend
+    (auto by default) is chosen here, on the machine that calls, and every actor runs that one.
 
     Connects to the Ray cluster at `address` ("auto", "ray://host:10001", ...) or, without one, to the runtime
     this process already started, else starts a local one (then shut down at the end). Returns what
@@ -71,7 +73,11 @@ def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, a
     check_weights(options["weights"], deploy=options.get("deploy"), variant=options.get("variant", "ilgnet"))
     if not isinstance(options.get("mean"), np.ndarray):
         load_mean(options["mean"])
-    options = {**options, "batch_size": batch_size, "gpu": 0 if actor_gpus else None}
+    backend = pick_backend(options.get("backend", "auto"), options["weights"])
+    options = {**options, "batch_size": batch_size, "gpu": 0 if actor_gpus else None, "backend": backend}
+    if backend == "onnxruntime":        # exported once here (or found from before), not by every actor
+        options["weights"] = onnx_weights(options["weights"], deploy=options.get("deploy"),
+                                          variant=options.get("variant", "ilgnet"))
     started = not ray.is_initialized()
     if started:
         try:

@@ -1,9 +1,13 @@
 """Scores as a gallery to look at: one self-contained HTML file with the photos ranked by p_high, each with its
 score, a histogram of all scores, the model and mean used, and the files that were skipped with the reason.
 
-Thumbnails are embedded as JPEG data URIs and the histogram is inline SVG, so the file needs nothing beside it: it
-can be mailed, opened offline or on a phone (a grid of cards that reflows to the screen's width). A thumbnail takes
-32 KB on average for the 87 AVA sample photos (9 to 61 KB), so a gallery of a thousand photos is some 30 MB.
+Thumbnails and the photos themselves (at most FULL_SIDE pixels on the long side) are embedded as JPEG data URIs and
+the histogram is inline SVG, so the file needs nothing beside it: it can be mailed, opened offline or on a phone (a
+grid of cards that reflows to the screen's width). Every card shows its thumbnail in the same square box, cropped
+to fill it (object-fit), so portrait and landscape photos keep the grid's rows even; a click opens the photo itself
+over the page (a lightbox: a click or Escape closes it), and the page shows all photos, or only those labelled high
+or low. A thumbnail takes 32 KB on average for the 87 AVA sample photos (9 to 61 KB), so a gallery of a thousand
+photos is some 30 MB before the full-size photos, which add what their JPEGs take at FULL_SIDE.
 """
 from __future__ import annotations
 
@@ -16,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_write_text
 
 THUMBNAIL_SIDE = 360        # long side of a thumbnail, pixels: sharp on a phone's two columns
+FULL_SIDE = 1600            # long side of the photo the lightbox shows: a laptop screen's height, twice over
 JPEG_QUALITY = 80
 BINS = 20                   # histogram bars of width 0.05
 
@@ -29,7 +33,13 @@ h1{font-size:1.3em;margin:.2em 0} h2{font-size:1.1em;margin:1em 0 .4em}
 .about{font-size:.85em;color:#555;overflow-wrap:anywhere} .about dt{font-weight:600;float:left;margin-right:.4em}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px;align-items:start}
 .card{background:#fff;border-radius:6px;overflow:hidden;box-shadow:0 1px 3px #0002}
-.card img{display:block;width:100%;height:auto}
+.card img{display:block;width:100%;aspect-ratio:1;object-fit:cover;cursor:zoom-in;background:#ddd}
+.filter{margin:.4em 0 .8em} .filter button{font:inherit;padding:4px 12px;margin-right:4px;border:1px solid #999;
+border-radius:14px;background:#fff;cursor:pointer} .filter button[aria-pressed=true]{background:#2a7ae2;color:#fff}
+.grid[data-show=high] .card.low,.grid[data-show=low] .card.high{display:none}
+#lightbox{position:fixed;inset:0;background:#000d;display:flex;flex-direction:column;align-items:center;
+justify-content:center;z-index:9;cursor:zoom-out;color:#eee;font-size:.9em}
+#lightbox[hidden]{display:none} #lightbox img{max-width:96vw;max-height:88vh;object-fit:contain}
 .card .meta{padding:6px 8px;font-size:.85em} .card .name{color:#666;overflow-wrap:anywhere;font-size:.8em}
 .bar{height:5px;background:#ddd} .bar span{display:block;height:100%;background:#2a7ae2}
 .high .score{color:#1a6b1a} .low .score{color:#a33}
@@ -38,9 +48,20 @@ td{border-top:1px solid #ddd;padding:4px 6px;overflow-wrap:anywhere}
 """
 
 
-def thumbnail_uri(path: Path | str, side: int = THUMBNAIL_SIDE) -> str | None:
-    """The photo at `path` as a data URI of a JPEG at most `side` pixels on its long side (aspect kept), or None
-    when it cannot be read now."""
+def _jpeg_uri(image: np.ndarray, side: int) -> str | None:
+    import cv2
+
+    scale = side / max(image.shape[:2])
+    if scale < 1:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return f"data:image/jpeg;base64,{base64.b64encode(data.tobytes()).decode()}" if ok else None
+
+
+def photo_uris(path: Path | str, sides: tuple[int, ...] = (THUMBNAIL_SIDE, FULL_SIDE)) -> list[str] | None:
+    """The photo at `path` as data URIs of JPEGs at most each of `sides` pixels on its long side (aspect kept, never
+    enlarged), or None when it cannot be read now."""
     import cv2
 
     try:
@@ -49,12 +70,32 @@ def thumbnail_uri(path: Path | str, side: int = THUMBNAIL_SIDE) -> str | None:
         return None
     if image is None:
         return None
-    scale = side / max(image.shape[:2])
-    if scale < 1:
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    return f"data:image/jpeg;base64,{base64.b64encode(data.tobytes()).decode()}" if ok else None
+    uris = [_jpeg_uri(image, side) for side in sides]
+    return None if None in uris else uris
+
+
+FILTER = "".join(f'<button type="button" data-show="{show}" aria-pressed="{str(show == "all").lower()}">{label}</button>'
+                 for show, label in (("all", "all"), ("high", "high only"), ("low", "low only")))
+# The filter buttons set the grid's data-show (the style hides the other cards); a click on a thumbnail shows its
+# full-size photo in the lightbox, a click on the lightbox or Escape hides it.
+SCRIPT = """
+const grid = document.getElementById("ranking"), box = document.getElementById("lightbox");
+for (const button of document.querySelectorAll(".filter button")) button.addEventListener("click", () => {
+  grid.dataset.show = button.dataset.show;
+  for (const other of document.querySelectorAll(".filter button")) other.setAttribute("aria-pressed", other === button);
+});
+grid.addEventListener("click", event => {
+  const img = event.target.closest("img[data-full]");
+  if (!img) return;
+  const card = img.closest(".card");
+  box.querySelector("img").src = img.dataset.full;
+  box.querySelector("p").textContent = `#${card.dataset.rank}  p_high ${Number(card.dataset.pHigh).toFixed(3)}  ` +
+    card.dataset.path;
+  box.hidden = false;
+});
+box.addEventListener("click", () => { box.hidden = true; });
+addEventListener("keydown", event => { if (event.key === "Escape") box.hidden = true; });
+"""
 
 
 def histogram_svg(p_high: Sequence[float], bins: int = BINS) -> str:
@@ -78,9 +119,10 @@ def histogram_svg(p_high: Sequence[float], bins: int = BINS) -> str:
     return "".join(parts) + "</svg>"
 
 
-def _card(rank: int, path: str, p_high: float, uri: str | None) -> str:
+def _card(rank: int, path: str, p_high: float, uris: list[str] | None) -> str:
     name = html.escape(Path(path).name)
-    picture = (f'<img src="{uri}" alt="{name}">' if uri else '<p class="meta">(the photo can no longer be read)</p>')
+    picture = (f'<img src="{uris[0]}" data-full="{uris[1]}" alt="{name}">' if uris else
+               '<p class="meta">(the photo can no longer be read)</p>')
     kind = "high" if p_high > 0.5 else "low"
     return (f'<div class="card {kind}" data-rank="{rank}" data-path="{html.escape(path)}" data-p-high="{p_high:.6f}">'
             f'{picture}<div class="bar"><span style="width:{100 * p_high:.1f}%"></span></div>'
@@ -98,7 +140,7 @@ def gallery_html(table: pd.DataFrame, skipped: Sequence, *, about: dict[str, str
     if top is not None:
         ranked = ranked.head(top)
     with ThreadPoolExecutor(jobs) as pool:
-        uris = list(pool.map(thumbnail_uri, ranked.path))
+        uris = list(pool.map(photo_uris, ranked.path))
     cards = "".join(_card(rank, str(path), float(p), uri)
                     for rank, (path, p, uri) in enumerate(zip(ranked.path, ranked.p_high, uris), 1))
     facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in about.items())
@@ -114,18 +156,18 @@ def gallery_html(table: pd.DataFrame, skipped: Sequence, *, about: dict[str, str
             f'<p>{len(table)} photos scored ({high} high, {len(table) - high} low), {len(skipped)} skipped; '
             f"p_high is the probability of high aesthetic quality. Ranked best first: {shown}.</p>"
             f'<dl class="about">{facts}</dl><h2>Scores</h2>{histogram_svg(table.p_high)}'
-            f'<h2>Ranking</h2><div class="grid" id="ranking">{cards}</div>{skipped_part}</body></html>\n')
+            f'<h2>Ranking</h2><div class="filter" role="group" aria-label="show">{FILTER}</div>'
+            f'<div class="grid" id="ranking" data-show="all">{cards}</div>{skipped_part}'
+            f'<div id="lightbox" hidden role="dialog" aria-label="photo"><img alt=""><p></p></div>'
+            f"<script>{SCRIPT}</script></body></html>\n")
 
 
 def write_gallery(path: Path, table: pd.DataFrame, skipped: Sequence, *, about: dict[str, str],
                   top: int | None = None) -> Path:
-    """gallery_html written to `path` (atomically; its folder is made). BadInput naming the file when it cannot be
-    written."""
+    """gallery_html written to `path` (atomically; its folder is made). FilesystemRefused naming the file (and for a
+    full disk, the device and the page's size) when it cannot be written."""
     path = Path(path)
     page = gallery_html(table, skipped, about=about, top=top)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, page)
-    except OSError as err:
-        raise BadInput(f"cannot write the gallery {path}: {err.strerror or err}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, page)
     return path

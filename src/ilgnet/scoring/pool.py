@@ -19,7 +19,8 @@ from ilgnet.bvlc.tools import import_caffe
 from ilgnet.errors import ToolFailed
 from ilgnet.fileio import require
 from ilgnet.pools import cpu_count, process_pool, shutdown
-from ilgnet.scoring.scorer import Scorer, Skipped, batched, check_weights, score_table
+from ilgnet.scoring.backends import pick_backend
+from ilgnet.scoring.scorer import Scorer, Skipped, batched, check_weights, onnx_weights, score_table
 
 _worker_scorer: Scorer | None = None
 
@@ -42,7 +43,7 @@ def _score_chunk(paths: list[str]) -> tuple[list[tuple[str, float]], list[Skippe
 
 class ScorerPool:
     """Scorer(**options) spread over `workers` processes, each with its own copy of the net and cores // workers
-    BLAS threads; `score_files` gives the same result as Scorer.score_files, faster on a CPU: Caffe runs pooling,
+    BLAS threads (`backend` is the backend they run, auto resolved); `score_files` gives the same result as Scorer.score_files, faster on a CPU: Caffe runs pooling,
     LRN and ReLU layers on one thread, so one net leaves cores idle for much of each forward pass. Each process takes
     whole batches and decodes its own photos. With one worker, or on a GPU, it is a Scorer in this process.
 
@@ -59,15 +60,21 @@ class ScorerPool:
         self._executor = self._scorer = None
         if self.workers == 1 or options.get("gpu") is not None:
             self._scorer = Scorer(**options)
+            self.backend = self._scorer.backend
             return
-        if options.get("backend", "caffe") == "caffe":
-            import_caffe()                  # a missing Caffe is one error here, not a process dying in the pool
         for name in ("weights", "deploy"):
             if options.get(name) is not None:
                 require(options[name], what=f"{name} file")
+        self.backend = pick_backend(options.get("backend", "auto"), options["weights"])
+        options = {**options, "backend": self.backend}
+        if self.backend == "caffe":
+            import_caffe()                  # a missing Caffe is one error here, not a process dying in the pool
         if options.get("check", True):
             check_weights(options["weights"], deploy=options.get("deploy"), variant=options.get("variant", "ilgnet"))
             options = {**options, "check": False}          # checked once here, not again in every process
+        if self.backend == "onnxruntime":   # exported once here (or found from before), not in every process
+            options["weights"] = onnx_weights(options["weights"], deploy=options.get("deploy"),
+                                              variant=options.get("variant", "ilgnet"))
         if not isinstance(options["mean"], np.ndarray):
             load_mean(options["mean"])      # a bad mean file is one error here; each process reads it again
         threads = max(1, cpu_count() // self.workers)

@@ -10,8 +10,8 @@ probability `caffe test` would give it. `oversample` scores the ten crops of Caf
 (four corners and the centre, each also mirrored; the mean is taken at each crop's offset and mirroring follows the
 subtraction, as in the TRAIN-phase transform) and averages their probabilities.
 
-The net runs in pycaffe or in OpenCV's dnn module (ilgnet.scoring.backends; `backend="opencv"` needs no Caffe build); the
-preprocessing, batching and weight check here are the same for both. A Scorer decodes in a pool of threads a few
+The net runs in pycaffe, in onnxruntime (exported to ONNX) or in OpenCV's dnn module (ilgnet.scoring.backends; the last
+two need no Caffe build); the preprocessing, batching and weight check here are the same for all. A Scorer decodes in a pool of threads a few
 batches ahead of the net (OpenCV releases the GIL while it decodes and resizes; pycaffe keeps it during a forward
 pass, so decoding happens between passes). ilgnet.scoring.pool runs Scorers in several processes.
 """
@@ -38,8 +38,9 @@ from ilgnet.fileio import require
 from ilgnet.nets import VARIANTS
 from ilgnet.nets import deploy as deploy_net
 from ilgnet.pools import cpu_count
-from ilgnet.scoring.backends import open_net
+from ilgnet.scoring.backends import open_net, pick_backend
 from ilgnet.zoo.fit import check_fits
+from ilgnet.zoo.onnx_export import cached_export, check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
 
 T = TypeVar("T")
@@ -78,7 +79,15 @@ def crop_offsets(height: int, width: int, crop: int, oversample: bool) -> list[t
 def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: str | None = "ilgnet") -> int:
     """Checks that `weights` fit the net a Scorer would load (ilgnet.zoo.fit): every layer of the deploy file, or of
     the variant's deploy net, gets its blobs, and the caffemodel holds no layer the variant's training net lacks
-    (any unused layer, for a deploy file of no known variant). Returns the layers matched; BadInput otherwise."""
+    (any unused layer, for a deploy file of no known variant). Returns the layers matched; BadInput otherwise.
+    An ONNX file (checked when it was exported) must be one `ilgnet export` wrote of `variant`'s net; it holds
+    its own net, so no deploy file goes with it. Returns 0 for it."""
+    if is_onnx(weights):
+        if deploy is not None:
+            raise BadInput(f"{weights} is an ONNX model, which holds its own net; a deploy prototxt goes with a "
+                           f"caffemodel")
+        check_exported(weights, variant)
+        return 0
     allowed = trained_layers(variant) if variant in VARIANTS else frozenset()
     if deploy is None:
         return check_fits(weights, deploy_net(variant), allowed_unused=allowed)
@@ -97,19 +106,21 @@ class Scorer:
     def __init__(self, weights: Path | str, *, mean: Path | str | np.ndarray, deploy: Path | str | None = None,
                  variant: str = "ilgnet", batch_size: int = defaults.SCORE_BATCH, oversample: bool = False,
                  jobs: int | None = None, resize: int | None = None, gpu: int | None = None, check: bool = True,
-                 backend: str = "caffe"):
+                 backend: str = "auto"):
         """weights: a .caffemodel. mean: the mean image (file or array) it was trained with. deploy: a deploy prototxt
         (default: the deploy net of `variant`, from ilgnet.nets); `variant` also gives the pixel scale Caffe applies
         after the mean (transform_param.scale). batch_size: net inputs per forward pass (photos; with oversample,
         10 crops per photo). resize: side of the square photos are resized to when the mean is per-channel (a mean
         image fixes it; default: the variant's LMDB size). jobs: decoding threads (default: CPU count; 0 decodes
         inline). gpu: a GPU id, or None for the CPU. check: compare the weights with the net first (ilgnet.zoo.fit); off
-        only where the caller already did. backend: "caffe" (pycaffe) or "opencv" (OpenCV's dnn module, CPU only,
-        no Caffe needed); ilgnet.scoring.backends.
+        only where the caller already did. backend: "caffe" (pycaffe), "onnxruntime" (the net exported to ONNX;
+        `weights` may be an ONNX file `ilgnet export` wrote), "opencv" (OpenCV's dnn module, CPU only) or "auto"
+        (the default: the first of them this machine has; ilgnet.scoring.backends.pick_backend). `backend` is then
+        the one chosen.
 
         Raises BadInput (weights that do not fit the net, a mean that does not fit the photos, a GPU the backend
-        cannot use, a layer OpenCV lacks), MissingFile, and CaffeNotFoundError for the caffe backend without
-        pycaffe, before the backend loads anything."""
+        cannot use, a layer OpenCV lacks), MissingFile, CaffeNotFoundError for the caffe backend without pycaffe
+        and MissingPackage for onnxruntime without it, before the backend loads anything."""
         weights = self.weights = Path(weights)
         require(weights, what="weights file")
         known = VARIANTS.get(variant)
@@ -129,8 +140,9 @@ class Scorer:
                            f"a square, as `ilgnet lmdb` does, so the mean must be square")
         if check:
             check_weights(weights, deploy=deploy, variant=known.name if known else None)
-        self.net = open_net(backend, deploy if deploy is not None else deploy_net(known, batch=1), weights,
-                            output=None if deploy is not None else known.prob_blob, gpu=gpu)
+        self.backend = pick_backend(backend, weights)
+        net, output = net_of(deploy, known)
+        self.net = open_net(self.backend, net, weights, output=output, gpu=gpu, variant=variant)
         self.crop = self.net.input_shape[-1]
         if self.image_size[0] < self.crop:
             raise BadInput(f"{about_mean} is {self.image_size[0]}x{self.image_size[0]}, smaller than the net's "
@@ -142,7 +154,8 @@ class Scorer:
     def from_model(cls, model: str | Path, *, mean: Path | str | None = None, models: Path = defaults.MODELS_DIR,
                    **options) -> "Scorer":
         """A Scorer for `model` as ilgnet.zoo.models.resolve_model finds it: ilgnet-ava1 / ilgnet-ava2 (fetched), a run
-        folder of `ilgnet train`, or a .caffemodel file (then `mean` is needed)."""
+        folder of `ilgnet train`, an ONNX file `ilgnet export` wrote (it carries its mean), or a .caffemodel file
+        (then `mean` is needed)."""
         from ilgnet.zoo.models import resolve_model
 
         resolved = resolve_model(model, variant=options.pop("variant", None), mean=mean, models=models)
@@ -226,6 +239,24 @@ class Scorer:
             names, images = zip(*chunk)
             rows.extend(zip(names, self.score_images(images).tolist()))
         return score_table(rows), skipped
+
+
+def net_of(deploy: Path | str | None, variant) -> tuple:
+    """(net, output blob) a Scorer loads: the deploy file and its one output, or the Variant's deploy net at batch 1
+    and its softmax blob."""
+    if deploy is not None:
+        return deploy, None
+    return deploy_net(variant, batch=1), variant.prob_blob
+
+
+def onnx_weights(weights: Path | str, *, deploy: Path | str | None = None, variant: str = "ilgnet") -> Path:
+    """The ONNX file the onnxruntime backend runs for `weights`: itself when it is one, else the caffemodel's export
+    (made now unless kept from before; ilgnet.zoo.onnx_export.cached_export). ScorerPool and score_with_ray call it
+    once before their processes start, so that they do not each export it. Check the weights first."""
+    if is_onnx(weights):
+        return Path(weights)
+    net, output = net_of(deploy, VARIANTS.get(variant))
+    return cached_export(net, Path(weights), variant=variant, output=output)
 
 
 def score_table(rows: list[tuple[str, float]]) -> pd.DataFrame:

@@ -6,11 +6,13 @@ here (a rolling mean of that many displayed values, drawn beside the displayed o
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 
 from ilgnet.bvlc.logs import parse_train_log
+from ilgnet.fileio import atomic_write_bytes, atomic_write_text
 
 
 def loss_label(average_loss: int) -> str:
@@ -20,9 +22,10 @@ def loss_label(average_loss: int) -> str:
     return "train loss"
 
 
-def plot_curves(frame: pd.DataFrame, png: Path, *, title: str = "", smooth: int | None = None) -> Path:
+def plot_curves(frame: pd.DataFrame, png: Path | io.BytesIO, *, title: str = "", smooth: int | None = None) -> Path:
     """Training loss with test loss, test accuracy and learning rate against iteration, as a PNG; `smooth` adds
-    the rolling mean of that many displayed training losses."""
+    the rolling mean of that many displayed training losses. Where the run diverged or saturated
+    (frame.attrs, ilgnet.bvlc.logs.parse_train_log), a dashed line marks the iteration and the title says so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,20 +45,28 @@ def plot_curves(frame: pd.DataFrame, png: Path, *, title: str = "", smooth: int 
         ax.plot(points["iteration"], points["value"], marker="o", markersize=3, label=label)
         ax.set_ylabel(label if ax is not ax_loss else "loss")
         ax.grid(alpha=0.3)
+    marks = [(frame.attrs.get("diverged_at"), "DIVERGED", "red"),
+             (frame.attrs.get("saturated_at"), "SATURATED", "orange")]
+    for at, word, colour in marks:
+        if at is not None:
+            for ax in (ax_loss, ax_acc, ax_lr):
+                ax.axvline(at, color=colour, linestyle="--", label=f"{word.lower()} at iteration {at}"
+                           if ax is ax_loss else None)
     ax_loss.legend()
     ax_lr.set_xlabel("iteration")
-    diverged = frame.attrs.get("diverged_at")
-    ax_loss.set_title(title + (f" -- DIVERGED at iteration {diverged} (loss not finite)" if diverged is not None else ""))
+    ax_loss.set_title(title + "".join(f" -- {word} at iteration {at}" for at, word, _ in marks if at is not None))
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    fig.savefig(png, dpi=100, format="png")
     plt.close(fig)
     return png
 
 
 def write_curves(frame: pd.DataFrame, csv: Path, png: Path, *, title: str = "", smooth: int | None = None) -> None:
-    """parse_train_log's frame as CSV and as curves."""
-    frame.to_csv(csv, index=False)
-    plot_curves(frame, png, title=title, smooth=smooth)
+    """parse_train_log's frame as CSV and as curves, each written whole or not at all (ilgnet.fileio)."""
+    atomic_write_text(csv, frame.to_csv(index=False))
+    image = io.BytesIO()
+    plot_curves(frame, image, title=title, smooth=smooth)
+    atomic_write_bytes(png, image.getvalue())
 
 
 def write_train_summary(log: Path, *, accuracy_blob: str | None = None, csv: Path | None = None,

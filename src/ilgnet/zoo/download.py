@@ -1,76 +1,64 @@
-"""Large files over HTTP(S) with requests: resumable, refusing HTML pages, through Google Drive's warning page.
+"""Large files over HTTP(S) with requests: resumable without ever splicing two files, refusing HTML pages, through
+Google Drive's warning page.
 
-A download goes to a `.part` file that only the caller renames, once its checks pass. An interrupted or cut-short
-transfer leaves the `.part` file, which the next call resumes with a Range request (from the start again when the
-server ignores it). Google Drive answers a large file with an HTML "can't scan this file for viruses" page whose
-confirmation form (or, on older pages, `confirm=` link) leads to the file; any other HTML page (sign-in, quota
-exceeded) is refused with its title, since saving it under a model's name would make a file Caffe reads as an
-empty model.
+A download goes to a `.part` file that only the caller renames, once its checks pass. Beside it, `.part.json`
+keeps what identifies the file being fetched: the validator of the response its first byte came from (a strong
+ETag, else Last-Modified; RFC 9110 section 8.8). An interrupted or cut-short transfer leaves both, and the next call
+resumes with a Range request carrying that validator in If-Range (RFC 9110 section 13.1.5): a server whose file
+changed in between answers with the whole new file (200), which is then written from byte 0 rather than appended to
+the old bytes. A `.part` without a validator (a server that sent neither header, an older toolkit) is started again
+from byte 0, and so is one whose ranged answer carries another validator (a server that ignores If-Range).
+
+Google Drive answers a large file with an HTML "can't scan this file for viruses" page. gdown's parser of Drive's
+pages (`gdown.download.get_url_from_gdrive_confirmation`, which follows Drive's changes of them) finds the file's
+link in it, or Drive's reason for refusing (a download quota exceeded). Any other HTML page (a sign-in page) is
+refused with its title: saved under a model's name, Caffe would read it as a model without layers.
+
+gdown's own download function is not used for the transfer (checked in gdown 6.5.1): resuming a download across
+runs, it takes the If-Range validator from the new response instead of the one the kept bytes came from, so a file
+replaced on the server between two runs is still spliced; it treats a 200 answer to a ranged request as an error
+instead of starting over; it saves an HTML page from any host but Drive as the file; and it does not give the caller
+the response's headers, which the validator kept here needs.
 """
 from __future__ import annotations
 
+import json
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urljoin
 
 import requests
 from tqdm import tqdm
 
-from ilgnet.errors import DownloadError
+from ilgnet.errors import DownloadError, FilesystemRefused
+from ilgnet.fileio import atomic_write_json, refusal, remove
 
 CHUNK = 1 << 20
 MAX_PAGE_BYTES = 4 << 20
 MAX_PAGES = 3
 USER_AGENT = "ilgnet-caffe weights fetcher (python-requests)"
+GDOWN_NO_LINK = "Cannot retrieve the public link"      # how gdown's parser says a page holds no link to a file
 
 
-class PageLinks(HTMLParser):
-    """The forms (action and fields), links and title of an HTML page."""
+def page_title(page: str) -> str:
+    """The title of an HTML page, blanks collapsed ("" without one)."""
+    from bs4 import BeautifulSoup
 
-    def __init__(self, page: str):
-        super().__init__()
-        self.forms: list[tuple[str, dict[str, str]]] = []
-        self.hrefs: list[str] = []
-        self.title = ""
-        self._in_form = self._in_title = False
-        self.feed(page)
-        self.title = " ".join(self.title.split())
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "form":
-            self.forms.append((attrs.get("action") or "", {}))
-            self._in_form = True
-        elif tag == "input" and self._in_form and attrs.get("name"):
-            self.forms[-1][1][attrs["name"]] = attrs.get("value") or ""
-        elif tag == "a" and attrs.get("href"):
-            self.hrefs.append(attrs["href"])
-        elif tag == "title":
-            self._in_title = True
-
-    def handle_endtag(self, tag):
-        if tag == "form":
-            self._in_form = False
-        elif tag == "title":
-            self._in_title = False
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title += data
+    title = BeautifulSoup(page, "html.parser").title
+    return " ".join(title.get_text().split()) if title else ""
 
 
-def confirmation_url(page: str, base_url: str) -> str | None:
-    """Where Google Drive's large-file warning page leads: its form with a `confirm` field (current pages)
-    or its `confirm=` link (older pages). None for any other page."""
-    links = PageLinks(page)
-    for action, fields in links.forms:
-        if "confirm" in fields:
-            return f"{urljoin(base_url, action)}?{urlencode(fields)}"
-    for href in links.hrefs:
-        if "confirm=" in href:
-            return urljoin(base_url, href)
-    return None
+def confirmation_url(page: str, base_url: str) -> tuple[str | None, str]:
+    """(where Google Drive's warning page leads, None for any other page; Drive's reason for refusing the file, ""
+    when it gives none), read by gdown's parser of Drive's pages. A relative link is taken relative to `base_url`."""
+    from gdown.download import get_url_from_gdrive_confirmation
+    from gdown.exceptions import FileURLRetrievalError
+
+    try:
+        return urljoin(base_url, get_url_from_gdrive_confirmation(page)), ""
+    except FileURLRetrievalError as err:
+        reason = " ".join(str(err).split())
+        return None, "" if reason.startswith(GDOWN_NO_LINK) else reason
 
 
 def looks_like_html(head: bytes, content_type: str = "") -> bool:
@@ -80,39 +68,78 @@ def looks_like_html(head: bytes, content_type: str = "") -> bool:
 
 
 class HtmlPageServed(DownloadError):
-    """The server sent an HTML page instead of the file; `title` is the page's title."""
+    """The server sent an HTML page instead of the file; `title` is the page's title, `reason` the host's reason
+    for refusing the file where it gives one (Drive's quota page)."""
 
-    def __init__(self, url: str, title: str):
-        super().__init__(f"{url} served an HTML page ({title or 'untitled'!r})")
-        self.url, self.title = url, title
+    def __init__(self, url: str, title: str, reason: str = ""):
+        super().__init__(f"{url} served an HTML page ({title or 'untitled'!r}){f': {reason}' if reason else ''}")
+        self.url, self.title, self.reason = url, title, reason
+
+
+def part_record(partial: Path) -> Path:
+    """The `.part.json` beside a `.part` file: the validator of the response its bytes came from."""
+    return partial.with_name(partial.name + ".json")
+
+
+def discard_part(partial: Path) -> None:
+    """Removes a `.part` file and its record."""
+    remove(partial)
+    remove(part_record(partial))
+
+
+def validator(response: requests.Response) -> dict[str, str]:
+    """What identifies the version of the file a response carries: {"ETag": ...} for a strong ETag (a weak one may
+    not be used in If-Range), else {"Last-Modified": ...}, else {}."""
+    etag = response.headers.get("ETag", "")
+    if etag and not etag.startswith("W/"):
+        return {"ETag": etag}
+    modified = response.headers.get("Last-Modified")
+    return {"Last-Modified": modified} if modified else {}
+
+
+def _kept_validator(partial: Path) -> dict[str, str]:
+    """The validator recorded beside `partial`, or {} (no record, or one that does not read)."""
+    try:
+        kept = json.loads(part_record(partial).read_text())["validator"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return kept if isinstance(kept, dict) and len(kept) == 1 else {}
 
 
 def _append_body(response: requests.Response, head: bytes, partial: Path, start: int, size: int | None, label: str,
                  progress: bool) -> None:
-    """Streams a response into `partial`, appending when the server honoured the Range request from `start`.
-    Raises DownloadError, keeping what arrived, when the transfer ends before the Content-Length it announced or,
-    without one, before `size` (the complete file's size, when known)."""
-    resumed = start > 0 and response.status_code == 206 and \
-        response.headers.get("Content-Range", "").startswith(f"bytes {start}-")
-    start = start if resumed else 0
+    """Streams a response into `partial`, appended at `start` (0: the whole file, from byte 0, first recording the
+    response's validator beside it). Raises DownloadError, keeping what arrived, when the transfer ends before the
+    Content-Length it announced or, without one, before `size` (the complete file's size, when known);
+    FilesystemRefused, removing the partial file, when the disk is full or refuses the write."""
     length = response.headers.get("Content-Length", "")
     total = start + int(length) if length.isdigit() else size
     written = start
-    with open(partial, "ab" if resumed else "wb") as out, \
-            tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=label, disable=not progress,
-                 file=sys.stderr) as bar:
-        for block in (head, *response.iter_content(CHUNK)):
-            out.write(block)
-            written += len(block)
-            bar.update(len(block))
+    try:
+        if not start:                                   # the first byte of a new file: record whose it is
+            atomic_write_json(part_record(partial), {"url": response.url, "validator": validator(response)})
+        with open(partial, "ab" if start else "wb") as out, \
+                tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=label, disable=not progress,
+                     file=sys.stderr) as bar:
+            for block in (head, *response.iter_content(CHUNK)):
+                out.write(block)
+                written += len(block)
+                bar.update(len(block))
+    except OSError as err:
+        cause = err.__cause__ if isinstance(err, FilesystemRefused) else err    # the record's, from atomic_path
+        if (refused := refusal(cause, partial, needed=total)) is None:
+            raise
+        discard_part(partial)
+        raise refused from err
     if total is not None and written < total:
         raise DownloadError(f"the connection closed after {written:,} of {total:,} bytes")
 
 
 def download_part(url: str, partial: Path, *, size: int | None = None, label: str = "", progress: bool = True) -> str:
-    """Fetches `url` into `partial`, resuming what is there. `size`, when known, is the complete file's size: a
-    partial file of that size needs no request (a larger one is discarded), and a transfer without Content-Length
-    that ends short of it is cut short. Returns the URL finally read.
+    """Fetches `url` into `partial`, resuming what is there when its recorded validator still matches (see the module
+    docstring). `size`, when known, is the complete file's size: a partial file of that size needs no request (a
+    larger one is discarded), and a transfer without Content-Length that ends short of it is cut short. Returns the
+    URL finally read; `partial` and its record (`part_record`) are the caller's to rename or discard.
 
     Raises HtmlPageServed for an HTML page that is not Google Drive's confirmation page, DownloadError for network
     errors and cut-short transfers; in both `partial` keeps what had arrived, for the next call to resume.
@@ -120,14 +147,19 @@ def download_part(url: str, partial: Path, *, size: int | None = None, label: st
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
     partial.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(MAX_PAGES):
+    pages = 0
+    while pages <= MAX_PAGES:
         start = partial.stat().st_size if partial.exists() else 0
+        kept = _kept_validator(partial) if start else {}
+        if start and not kept:
+            discard_part(partial)                       # nothing tells whether the file changed since
+            start = 0
         if size is not None and start >= size:
             if start == size:
                 return url                              # complete already: only verification is left
-            partial.unlink()
+            discard_part(partial)
             start = 0
-        headers = {"Range": f"bytes={start}-"} if start else {}
+        headers = {"Range": f"bytes={start}-", "If-Range": next(iter(kept.values()))} if start else {}
         try:
             with session.get(url, headers=headers, stream=True, timeout=60) as response:
                 if response.status_code == 416 and start:  # nothing left to send: the partial file is whole
@@ -140,17 +172,23 @@ def download_part(url: str, partial: Path, *, size: int | None = None, label: st
                 head = next(response.iter_content(CHUNK), b"")
                 if looks_like_html(head, response.headers.get("Content-Type", "")):
                     page = (head + response.raw.read(MAX_PAGE_BYTES, decode_content=True)).decode("utf-8", "replace")
-                    next_url = confirmation_url(page, response.url)
+                    next_url, reason = confirmation_url(page, response.url)
                     if next_url is None:
-                        raise HtmlPageServed(response.url, PageLinks(page).title)
-                    url = next_url
+                        raise HtmlPageServed(response.url, page_title(page), reason)
+                    url, pages = next_url, pages + 1
                     continue
+                answered = validator(response)
+                if start and response.status_code == 206 and not (
+                        answered == kept and response.headers.get("Content-Range", "").startswith(f"bytes {start}-")):
+                    discard_part(partial)               # the rest of another version (If-Range ignored): start over
+                    continue
+                start = start if response.status_code == 206 else 0     # 200: the whole file, from byte 0
                 _append_body(response, head, partial, start, size, label, progress)
                 return url
         except requests.RequestException as err:
-            kept = partial.stat().st_size if partial.exists() else 0
-            raise DownloadError(f"{url}: {err}" + (f"; {partial} ({kept:,} bytes) is kept, run again to resume"
-                                                   if kept else "")) from err
+            kept_bytes = partial.stat().st_size if partial.exists() else 0
+            raise DownloadError(f"{url}: {err}" + (f"; {partial} ({kept_bytes:,} bytes) is kept, run again to resume"
+                                                   if kept_bytes else "")) from err
         except DownloadError as err:
             if isinstance(err, HtmlPageServed) or not partial.exists():
                 raise

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from ilgnet.bvlc.proto import NetParameter
+from ilgnet.bvlc.proto import TRAIN, NetParameter, SolverState
 from ilgnet.bvlc.shapes import param_shapes
-from ilgnet.errors import BadInput
+from ilgnet.errors import BadInput, MissingFile
 from ilgnet.fileio import require
-from ilgnet.zoo.download import PageLinks, looks_like_html
+from ilgnet.zoo.download import looks_like_html, page_title
+from ilgnet.zoo.models import SNAPSHOT_ITER
 
 Shapes = dict[str, list[tuple[int, ...]]]
 SHOWN = 4           # names listed per kind of problem before "and N more"
@@ -49,7 +50,7 @@ def read_caffemodel(path: Path) -> NetParameter:
     if not data:
         raise BadInput(f"{path} is an empty file, not a Caffe model")
     if looks_like_html(data[:1024]):
-        title = PageLinks(data[:1 << 20].decode("utf-8", "replace")).title
+        title = page_title(data[:1 << 20].decode("utf-8", "replace"))
         raise BadInput(f"{path} is an HTML page titled {title or 'untitled'!r}, not a Caffe model (what a refused "
                        f"download leaves behind)")
     try:
@@ -141,3 +142,43 @@ def check_finetuning(model_path: Path, net, fresh: set[str]) -> Fit:
     if bad := nonfinite_layers(model):
         raise BadInput(f"{model_path}: layers {_names(bad)} hold NaN or infinite values")
     return fit
+
+
+def check_solverstate(path: Path, net) -> int:
+    """Checks, before Caffe reads it, that `caffe train -snapshot` can resume the training net `net` (a train_val
+    NetParameter) from the .solverstate at `path`: Caffe aborts on a file cut short, on weights it cannot find, and
+    on a history of another length. The file must parse as a SolverState whose iteration is the one in its name,
+    whose history holds one blob of the right shape and size per learnable parameter blob of `net` (SGD's momentum,
+    in the net's order), all finite, and whose `learned_net` (the .caffemodel written with it) exists and fits `net`
+    (check_fits). Returns the iteration; BadInput names the file and what is wrong."""
+    path = Path(path)
+    data = require(path, what="solver state").read_bytes()
+    try:
+        state = SolverState.FromString(data)
+    except DecodeError as err:
+        raise BadInput(f"{path}: not a Caffe solver state (cut short, or not a SolverState: {err})") from None
+    named = SNAPSHOT_ITER.search(path.name)
+    expected = [_comparable(shape) for shapes in param_shapes(net, TRAIN).values() for shape in shapes]
+    found = [_blob_shape(blob) for blob in state.history]
+    if named and state.iter != int(named[1]):
+        raise BadInput(f"{path}: holds iteration {state.iter}, its name says {named[1]} (an empty or damaged file?)")
+    if len(found) != len(expected):
+        raise BadInput(f"{path}: holds {len(found)} history blobs, the {net.name or 'training'} net has "
+                       f"{len(expected)} learnable parameter blobs (cut short, or the state of another net)")
+    if (mismatch := next((i for i, (a, b) in enumerate(zip(found, expected)) if a != b), None)) is not None:
+        raise BadInput(f"{path}: history blob {mismatch} has shape {found[mismatch]}, the net's parameter blob "
+                       f"{expected[mismatch]}")
+    values = [np.asarray(blob.data or blob.double_data) for blob in state.history]
+    if (short := next((i for i, (v, shape) in enumerate(zip(values, found)) if v.size != np.prod(shape)), None)) \
+            is not None:
+        raise BadInput(f"{path}: history blob {short} holds {values[short].size} values for its shape "
+                       f"{found[short]} (cut short?)")
+    if any(not np.isfinite(v).all() for v in values):
+        raise BadInput(f"{path}: its history holds NaN or infinite values (a diverged training run?)")
+    if not state.learned_net:
+        raise BadInput(f"{path}: names no .caffemodel (learned_net) to resume from")
+    learned = Path(state.learned_net)
+    if not learned.is_file():
+        raise MissingFile(f"{path}: names its weights {learned}, which does not exist (was the run folder moved?)")
+    check_fits(learned, net)
+    return state.iter

@@ -17,7 +17,7 @@ from pathlib import Path
 from ilgnet import defaults
 from ilgnet.errors import BadInput, lookup
 from ilgnet.fileio import atomic_path, file_digest
-from ilgnet.zoo.download import HtmlPageServed, download_part
+from ilgnet.zoo.download import HtmlPageServed, discard_part, download_part
 
 REGISTRY = Path(__file__).with_name("weights.json")
 PUBLISHED_MODELS = ("ilgnet-ava1", "ilgnet-ava2")
@@ -42,6 +42,9 @@ class Weights:
     """A trained model's mean image: the registry entry of the .binaryproto it was trained and tested with."""
     train_list: str | None = None
     """A trained model's training list: the registry entry of the list file of the images it was trained on."""
+    resize: int | None = None
+    """A trained model's input size: the side of the square its training photos were resized to (the size of the
+    published mean image it was trained with)."""
 
     @property
     def companions(self) -> tuple[str, ...]:
@@ -98,17 +101,19 @@ def download(entry: Weights, path: Path, *, progress: bool = True) -> Path:
     try:
         download_part(entry.url, partial, size=entry.size, label=entry.file, progress=progress)
     except HtmlPageServed as err:
+        said = f" saying {err.reason!r}" if err.reason else ""
         raise BadInput(
-            f"{err.url} served an HTML page ({err.title or 'untitled'!r}) instead of {entry.file}; nothing was saved. "
-            f"The host may be refusing the download (Google Drive does so when a file's download quota is exceeded); "
-            f"download {entry.file} by hand (see {entry.source}), put it at {path} and run "
+            f"{err.url} served an HTML page ({err.title or 'untitled'!r}){said} instead of {entry.file}; nothing was "
+            f"saved. The host may be refusing the download (Google Drive does so when a file's download quota is "
+            f"exceeded); download {entry.file} by hand (see {entry.source}), put it at {path} and run "
             f"`ilgnet weights check {entry.name}`") from None
     try:
         verify(entry, partial)
     except BadInput as err:
-        partial.unlink()
+        discard_part(partial)
         raise BadInput(f"{err}; the download was deleted") from None
     os.replace(partial, path)
+    discard_part(partial)               # its record
     return path
 
 
@@ -142,6 +147,6 @@ def install(name: str, file: Path, dest: Path = defaults.MODELS_DIR, *,
     if path.exists() and path.samefile(file):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as partial:
+    with atomic_path(path, needed=Path(file).stat().st_size) as partial:
         shutil.copyfile(file, partial)
     return path

@@ -1,0 +1,116 @@
+"""`ilgnet export` (`make export`): a trained model as one ONNX file that onnxruntime (CPU, CUDA, mobile, the web)
+or PyTorch (onnx2torch) can run without Caffe, carrying the model's identity and mean (ilgnet.zoo.onnx_export);
+fp16 and int8 files are smaller approximations, checked on photos given with --check."""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from ilgnet import defaults
+from ilgnet.commands.arguments import existing_file, model, output_file
+
+EXAMPLES = """examples:
+  ilgnet export ilgnet-ava2 --out ilgnet-ava2.onnx
+  ilgnet export runs/ilgnet-ava2 --out ava2-int8.onnx --precision int8 --check photos/
+  ilgnet export my.caffemodel --variant ilgnet-bn --mean data/ava2/mean.binaryproto --out my.onnx"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a model as one ONNX file, to score without Caffe (onnxruntime, onnx2torch, ...)",
+        description="Writes a trained model as one ONNX file (opset 17): the variant's deploy net with the model's "
+                    "weights, checked to fit first. The graph takes Caffe's net input, (N, 3, crop, crop) float32: "
+                    "the photo resized, BGR, minus the mean image at the crop's offset, times the variant's input "
+                    "scale; it gives (p_low, p_high). Its metadata carry the variant, labels, crop, resize, input "
+                    "scale, the mean image (.npy bytes, base64), the caffemodel's sha256 and the toolkit version; "
+                    "`ilgnet predict --model FILE.onnx` scores with it alone. fp16 and int8 files are smaller "
+                    "approximations: --check scores photos with both and reports how far they differ.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=model,
+                        help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
+                             "published models), or a .caffemodel file (then --mean is needed)")
+    parser.add_argument("--out", type=output_file, required=True, help="the ONNX file to write (written whole or "
+                                                                      "not at all)")
+    parser.add_argument("--variant", help="net variant (default: the model's own, else ilgnet)")
+    parser.add_argument("--mean", type=existing_file,
+                        help="mean image the model was trained with (.binaryproto or .npy; default: the model's own)")
+    parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR,
+                        help="where ilgnet-ava1/2 are kept (default: models/)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                        help="fp32 (the net as Caffe runs it; the default), fp16 (every weight and activation in "
+                             "float16, half the size) or int8 (the fully connected layers' weights in int8, "
+                             "dynamic quantization; a quarter of the size for ILGNet)")
+    parser.add_argument("--check", nargs="+", metavar="PHOTO",
+                        help="photos or folders to score with the file written and with a reference (fp32 ONNX for "
+                             "fp16 and int8; for fp32, Caffe where pycaffe imports, else OpenCV's dnn module): "
+                             "prints the largest difference of p_high and how many labels agree")
+    parser.set_defaults(func=run)
+
+
+def agreement(photos: list[Path], model, written: Path, reference: Path, reference_backend: str) -> str:
+    """One line: how p_high of the written file and of the reference differ over `photos`."""
+    import numpy as np
+
+    from ilgnet.scoring.scorer import Scorer
+
+    tables = [Scorer(weights, mean=model.mean, variant=model.variant, backend=backend).score_files(photos)[0]
+              for weights, backend in ((written, "onnxruntime"), (reference, reference_backend))]
+    if not len(tables[0]):
+        return "no photo could be read"
+    difference = np.abs(tables[0].p_high.to_numpy() - tables[1].p_high.to_numpy())
+    agree = int((tables[0].label.to_numpy() == tables[1].label.to_numpy()).sum())
+    return (f"max |dp_high| {difference.max():.2e} (mean {difference.mean():.2e}), labels agree on {agree} of "
+            f"{len(difference)} photos")
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from ilgnet.bvlc.io import load_mean
+    from ilgnet.commands.arguments import UsageError
+    from ilgnet.data.images import collect_images
+    from ilgnet.errors import BadInput
+    from ilgnet.fileio import file_digest
+    from ilgnet.nets import VARIANTS, deploy
+    from ilgnet.scoring.scorer import check_weights
+    from ilgnet.zoo.models import mean_name, resolve_model
+    from ilgnet.zoo.onnx_export import export_file, identity, is_onnx
+
+    if is_onnx(args.model):
+        raise UsageError(f"{args.model} is an ONNX file already; export a caffemodel, a run or a published model")
+    model = resolve_model(args.model, variant=args.variant, mean=args.mean, models=args.models)
+    if model.mean is None:
+        raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
+                       f"(DATA/mean.binaryproto from `ilgnet lmdb`); the ONNX file carries it")
+    variant = VARIANTS.get(model.variant)
+    if variant is None:
+        raise BadInput(f"unknown net variant {model.variant!r}; known: {', '.join(VARIANTS)}")
+    photos = collect_images(args.check).photos if args.check else []
+    check_weights(model.caffemodel, variant=variant.name)
+    mean = load_mean(model.mean) if not isinstance(model.mean, np.ndarray) else model.mean
+    metadata = identity(variant, model.caffemodel, mean=mean, mean_source=mean_name(model))
+    print(f"ilgnet export: {model.caffemodel} ({variant.name}, sha256 {metadata['caffemodel_sha256'][:12]}...) "
+          f"fits the net", file=sys.stderr)
+    net = deploy(variant)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{args.out.name}.", dir=args.out.parent) as tmp:
+        fp32 = Path(tmp) / "fp32.onnx" if photos and args.precision != "fp32" else None
+        export_file(net, model.caffemodel, args.out, metadata=metadata, output=variant.prob_blob,
+                    precision=args.precision, fp32=fp32)
+        print(f"ilgnet export: wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {args.precision}, sha256 "
+              f"{file_digest(args.out)[:12]}...)")
+        if photos:
+            reference, backend = (fp32, "onnxruntime") if fp32 else (model.caffemodel, reference_backend(model.caffemodel))
+            print(f"ilgnet export: {args.precision} against {'fp32' if fp32 else backend} on {len(photos)} photos: "
+                  f"{agreement(photos, model, args.out, reference, backend)}")
+    return 0
+
+
+def reference_backend(caffemodel: Path) -> str:
+    """What an fp32 export is checked against: Caffe where pycaffe imports, else OpenCV's dnn module."""
+    from ilgnet.scoring.backends import pick_backend
+
+    backend = pick_backend("auto", caffemodel)
+    return "opencv" if backend == "onnxruntime" else backend

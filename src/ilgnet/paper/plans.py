@@ -1,0 +1,270 @@
+"""A campaign's plan: the training runs that fill the paper's tables, each one net variant trained with one solver
+profile and one seed (with overrides), where their data folders are and where the runs go.
+
+Built-in plans: `table2`, `table3`, `table4`, and `paper` (all three). A plan file (TOML) names tables, runs of its
+own, or both; relative paths in it are taken from the working directory, as the commands' own arguments are:
+
+    name = "my-plan"             # default: the file's name without .toml
+    tables = ["table3"]          # or {table3 = [1, 2], table2 = [1]}: each table with its seeds
+    seeds = [1, 2]               # seeds of the tables listed without theirs (default: 1, 2)
+    runs = "runs/my-plan"        # the runs folder (default: runs/<name>)
+    data = "data"                # the folder holding the data folders (default: data)
+    models = "models"            # where the ImageNet weights are (default: models)
+    snapshots = "all"            # what a finished run keeps: all its snapshots, its "final" caffemodel, or "none"
+
+    [train]                      # overrides for every run: max_iter, train_batch, val_batch, display,
+    max_iter = 2000              #   test_interval, snapshot, base_lr (default: the solver profile's)
+
+    [synthetic]                  # data folders missing from `data` are made from a synthetic AVA
+    images = 600                 #   (ilgnet.data.synthetic): rows of AVA.txt, and its seed
+    seed = 1
+
+    [[run]]                      # a run of its own
+    variant = "ilgnet"
+    profile = "ava2"
+    seeds = [3]
+    name = "ilgnet-ava2-low-lr"  # needed only where another run of the plan has the same variant, profile, seed
+    tables = ["table3"]          # the tables it counts in (default: none)
+    train = {base_lr = 1e-6}
+
+The data folder of a run is DATA/<set>[-<resize>]: the set is ava1 (profiles ava1-delta0, published-ava1),
+ava1-delta1 or ava2, as `make ava1-lmdb` / `make ava2-lmdb` name them, and the Inception-v3/v4 variants read LMDBs
+built at 320 (data/ava2-320).
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ilgnet import defaults
+from ilgnet.errors import BadInput, about, lookup
+from ilgnet.fileio import read_text
+from ilgnet.nets import get_variant
+from ilgnet.nets.solvers import get_profile
+from ilgnet.paper.tables import TABLE_RUNS, TABLES
+
+BUILT_IN = {"table2": ("table2",), "table3": ("table3",), "table4": ("table4",), "paper": TABLES}
+DEFAULT_SEEDS = (1, 2)
+DATA_DIR = Path("data")
+# TrainOptions fields a plan may set, with their type.
+TRAIN_FIELDS = {"max_iter": int, "train_batch": int, "val_batch": int, "display": int, "test_interval": int,
+                "snapshot": int, "base_lr": float}
+DATA_SETS = {"ava1-delta0": "ava1", "published-ava1": "ava1", "ava1-delta1": "ava1-delta1", "ava2": "ava2",
+             "published-ava2": "ava2"}
+SYNTHETIC_FIELDS = {"images": int, "seed": int}
+SNAPSHOTS = ("all", "final", "none")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a plan: `variant` with solver `profile` and Caffe's random_seed `seed`, the `train`
+    overrides (TrainOptions fields, sorted (name, value) pairs) and the tables it counts in."""
+    variant: str
+    profile: str
+    seed: int
+    train: tuple[tuple[str, int | float], ...] = ()
+    tables: tuple[str, ...] = ()
+    given_name: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The run folder's name: VARIANT-PROFILE-seedSEED unless the plan names the run."""
+        return self.given_name or f"{self.variant}-{self.profile}-seed{self.seed}"
+
+    @property
+    def options(self) -> dict:
+        return dict(self.train)
+
+    @property
+    def max_iter(self) -> int:
+        """The iterations the run trains for: the override, else the profile's."""
+        return self.options.get("max_iter") or get_profile(self.profile).max_iter
+
+    @property
+    def data_key(self) -> str:
+        """The data folder's name under the plan's data folder: ava1, ava1-delta1 or ava2, with -320 for the
+        variants whose LMDBs are built at 320."""
+        resize = get_variant(self.variant).resize
+        return DATA_SETS[self.profile] + ("" if resize == defaults.RESIZE else f"-{resize}")
+
+    def record(self) -> dict:
+        """What defines the run, as campaign.json keeps it (a run folder made by another plan is never reused)."""
+        return {"variant": self.variant, "profile": self.profile, "seed": self.seed, "train": self.options}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The runs of a campaign, where they go (`runs_dir/<run name>`) and where their data is (absolute paths)."""
+    name: str
+    runs: tuple[RunSpec, ...]
+    runs_dir: Path
+    data_dir: Path = DATA_DIR
+    models_dir: Path = defaults.MODELS_DIR
+    synthetic: dict | None = None
+    """AVA.txt rows and seed of the synthetic AVA the missing data folders are made from (None: real AVA only)."""
+    snapshots: str = "all"
+    """What a finished (evaluated) run keeps of its snapshots: all, the final caffemodel, or none."""
+    source: str = field(default="built-in", compare=False)
+
+    def __post_init__(self):
+        # Absolute, so that processes and Ray workers started elsewhere find the same folders.
+        for name in ("runs_dir", "data_dir", "models_dir"):
+            object.__setattr__(self, name, Path(getattr(self, name)).resolve())
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.runs_dir / spec.name
+
+    def data_folder(self, spec: RunSpec) -> Path:
+        return self.data_dir / spec.data_key
+
+    def tables(self) -> tuple[str, ...]:
+        """The tables at least one run counts in, in the paper's order."""
+        return tuple(t for t in TABLES if any(t in spec.tables for spec in self.runs))
+
+
+def table_runs(table: str, seeds, train: dict) -> list[RunSpec]:
+    """The runs of one of the paper's tables (ilgnet.paper.tables.TABLE_RUNS) for each seed."""
+    variants, profiles = lookup(TABLE_RUNS, table, "table")
+    overrides = tuple(sorted(train.items()))
+    return [RunSpec(v, p, seed, overrides, (table,)) for seed in seeds for p in profiles for v in variants]
+
+
+def _merged(specs: list[RunSpec]) -> tuple[RunSpec, ...]:
+    """The runs in order, one per name: a run that counts in several tables is trained once. BadInput when two
+    different runs would share a name."""
+    merged: dict[str, RunSpec] = {}
+    for spec in specs:
+        seen = merged.get(spec.name)
+        if seen is None:
+            merged[spec.name] = spec
+        elif seen.record() == spec.record():
+            merged[spec.name] = RunSpec(seen.variant, seen.profile, seen.seed, seen.train,
+                                        tuple(dict.fromkeys(seen.tables + spec.tables)), seen.given_name)
+        else:
+            raise BadInput(f"two runs of the plan are named {spec.name} but differ ({seen.record()} and "
+                           f"{spec.record()}); give one a name of its own")
+    return tuple(merged.values())
+
+
+def built_in(name: str, *, seeds=DEFAULT_SEEDS, runs_dir: Path | None = None, data_dir: Path = DATA_DIR,
+             models_dir: Path = defaults.MODELS_DIR, train: dict | None = None) -> Plan:
+    """A built-in plan (table2, table3, table4, paper) with `seeds` and the `train` overrides for every run."""
+    tables = lookup(BUILT_IN, name, "plan")
+    _check_train(train or {}, f"plan {name}")
+    specs = [spec for table in tables for spec in table_runs(table, seeds, train or {})]
+    return Plan(name, _merged(specs), Path(runs_dir or defaults.RUNS_DIR / name), Path(data_dir), Path(models_dir))
+
+
+def _check_train(train: dict, where: str) -> None:
+    for key, value in train.items():
+        kind = lookup(TRAIN_FIELDS, key, f"training option of {where}")
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value < 0:
+            raise BadInput(f"{where}: {key} = {value!r}: expected a non-negative {kind.__name__}")
+
+
+def _seeds(value, where: str) -> tuple[int, ...]:
+    if not (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool)
+                                                      and 0 <= s <= defaults.INT32_MAX for s in value)):
+        raise BadInput(f"{where}: seeds must be a list of integers from 0 to {defaults.INT32_MAX}, got {value!r}")
+    return tuple(value)
+
+
+def _keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise BadInput(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(allowed))}")
+
+
+def _path(value, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise BadInput(f"{where}: expected a path as a string, got {value!r}")
+    return Path(value)
+
+
+def _own_run(entry: dict, seeds: tuple[int, ...], train: dict, where: str) -> list[RunSpec]:
+    """The runs of one [[run]] entry, one per seed."""
+    _keys(entry, {"variant", "profile", "seeds", "name", "tables", "train"}, where)
+    for key in ("variant", "profile"):
+        if not isinstance(entry.get(key), str):
+            raise BadInput(f"{where}: {key} is required, as a string")
+    get_variant(entry["variant"])
+    get_profile(entry["profile"])
+    lookup(DATA_SETS, entry["profile"], "solver profile for a campaign")
+    own = entry.get("train", {})
+    if not isinstance(own, dict):
+        raise BadInput(f"{where}: train must be a table of training options")
+    _check_train(own, where)
+    tables = entry.get("tables", [])
+    if not isinstance(tables, list) or any(t not in TABLES for t in tables):
+        raise BadInput(f"{where}: tables must be a list of {', '.join(TABLES)}, got {tables!r}")
+    run_seeds = _seeds(entry["seeds"], where) if "seeds" in entry else seeds
+    name = entry.get("name")
+    if name is not None and (not isinstance(name, str) or len(run_seeds) > 1):
+        raise BadInput(f"{where}: a run's name is a string, and a named run has one seed")
+    overrides = tuple(sorted({**train, **own}.items()))
+    return [RunSpec(entry["variant"], entry["profile"], seed, overrides, tuple(tables), name) for seed in run_seeds]
+
+
+def read_plan(path: Path) -> Plan:
+    """A plan file (TOML; see the module docstring). BadInput naming the file (and the line, for TOML syntax) when it
+    is not a plan."""
+    path = Path(path)
+    with about(path):
+        try:
+            document = tomllib.loads(read_text(path))
+        except tomllib.TOMLDecodeError as err:
+            where = re.search(r" \(at line (\d+), column \d+\)$", str(err))
+            raise BadInput(f"{path}:{where[1]}: not TOML: {str(err)[:where.start()]}" if where else
+                           f"{path}: not TOML: {err}") from None
+        _keys(document, {"name", "tables", "seeds", "runs", "data", "models", "snapshots", "train", "synthetic", "run"},
+              str(path))
+        snapshots = document.get("snapshots", "all")
+        if snapshots not in SNAPSHOTS:
+            raise BadInput(f"snapshots = {snapshots!r}: expected one of {', '.join(SNAPSHOTS)}")
+        name = document.get("name", path.stem)
+        seeds = _seeds(document["seeds"], "seeds") if "seeds" in document else DEFAULT_SEEDS
+        train = document.get("train", {})
+        if not isinstance(train, dict):
+            raise BadInput("[train] must be a table of training options")
+        _check_train(train, "[train]")
+        tables = document.get("tables", [])
+        if isinstance(tables, list):
+            tables = {table: list(seeds) for table in tables}
+        if not isinstance(tables, dict):
+            raise BadInput(f"tables must be a list of table names or a table of table = [seeds], got {tables!r}")
+        specs = [spec for table, table_seeds in tables.items()
+                 for spec in table_runs(table, _seeds(table_seeds, f"tables.{table}"), train)]
+        entries = document.get("run", [])
+        if not isinstance(entries, list):
+            raise BadInput("run must be an array of tables: [[run]]")
+        for number, entry in enumerate(entries, 1):
+            specs += _own_run(entry, seeds, train, f"[[run]] number {number}")
+        if not specs:
+            raise BadInput("the plan has no run: name tables, or add [[run]] entries")
+        synthetic = document.get("synthetic")
+        if synthetic is not None:
+            _keys(synthetic, set(SYNTHETIC_FIELDS), "[synthetic]")
+            if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in synthetic.values()):
+                raise BadInput(f"[synthetic]: images and seed must be positive integers, got {synthetic}")
+            synthetic = {"images": 3000, "seed": 1, **synthetic}
+        return Plan(str(name), _merged(specs),
+                    _path(document["runs"], "runs") if "runs" in document else defaults.RUNS_DIR / str(name),
+                    _path(document.get("data", str(DATA_DIR)), "data"),
+                    _path(document.get("models", str(defaults.MODELS_DIR)), "models"), synthetic, snapshots, str(path))
+
+
+def load_plan(spec: str, *, seeds=None, runs_dir: Path | None = None, data_dir: Path | None = None,
+              models_dir: Path | None = None) -> Plan:
+    """A built-in plan by name, or a plan file; `seeds`, `runs_dir`, `data_dir` and `models_dir`, when given,
+    replace the plan's own (seeds: of every run)."""
+    if spec in BUILT_IN:
+        return built_in(spec, seeds=seeds or DEFAULT_SEEDS, runs_dir=runs_dir, data_dir=data_dir or DATA_DIR,
+                        models_dir=models_dir or defaults.MODELS_DIR)
+    plan = read_plan(Path(spec))
+    runs = plan.runs
+    if seeds:
+        runs = _merged([RunSpec(s.variant, s.profile, seed, s.train, s.tables, None) for s in runs for seed in seeds])
+    return Plan(plan.name, runs, runs_dir or plan.runs_dir, data_dir or plan.data_dir, models_dir or plan.models_dir,
+                plan.synthetic, plan.snapshots, plan.source)

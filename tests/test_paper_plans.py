@@ -1,0 +1,162 @@
+"""Campaign plans and run states without Caffe: the built-in plans' runs, plan files and their one-line errors, the
+state of a run read from its folder, the status table, the paper protocol read off per-record results, and the
+density statistic of Fig. 5."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ilgnet.errors import BadInput, MissingFile
+from ilgnet.evaluation.results import prefix_protocol
+from ilgnet.paper import campaign
+from ilgnet.paper.figures import density_test
+from ilgnet.paper.plans import built_in, load_plan, read_plan
+from ilgnet.paper.tables import TABLE_RUNS
+
+
+def test_the_paper_plan_trains_each_run_once_for_every_table_it_counts_in(tmp_path):
+    plan = built_in("paper", seeds=(1, 2), runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    # Table 2: 5 nets x 2 deltas, Table 3: 5 nets, Table 4: 4 nets of which ilgnet-bn on AVA2 is Table 3's run.
+    assert len(plan.runs) == 2 * (10 + 5 + 3)
+    shared = next(s for s in plan.runs if s.name == "ilgnet-bn-ava2-seed1")
+    assert shared.tables == ("table3", "table4")
+    inc4 = next(s for s in plan.runs if s.name == "ilgnet-inc4-ava1-delta1-seed2")
+    assert plan.data_folder(inc4) == tmp_path / "data" / "ava1-delta1-320" and inc4.max_iter == 760_000
+    assert plan.run_dir(inc4) == tmp_path / "runs" / "ilgnet-inc4-ava1-delta1-seed2"
+    assert plan.tables() == ("table2", "table3", "table4")
+    table3 = built_in("table3", seeds=(7,), runs_dir=tmp_path)
+    assert [s.variant for s in table3.runs] == list(TABLE_RUNS["table3"][0]) and {s.seed for s in table3.runs} == {7}
+
+
+def test_a_plan_file_names_tables_and_runs_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.toml").write_text("""
+tables = {table4 = [3]}
+snapshots = "final"
+[train]
+max_iter = 100
+train_batch = 8
+[synthetic]
+images = 50
+[[run]]
+variant = "ilgnet"
+profile = "ava1-delta1"
+seeds = [1, 2]
+train = {base_lr = 1e-6}
+tables = ["table2"]
+""")
+    plan = read_plan(tmp_path / "mine.toml")
+    assert plan.name == "mine" and plan.runs_dir == tmp_path / "runs" / "mine" and plan.data_dir == tmp_path / "data"
+    assert plan.synthetic == {"images": 50, "seed": 1} and plan.snapshots == "final"
+    assert [s.name for s in plan.runs] == ["ilgnet-bn-ava2-seed3", "googlenet-bn-third-ava2-seed3",
+                                           "googlenet-bn-two-thirds-ava2-seed3", "googlenet-bn-full-ava2-seed3",
+                                           "ilgnet-ava1-delta1-seed1", "ilgnet-ava1-delta1-seed2"]
+    assert plan.runs[-1].options == {"max_iter": 100, "train_batch": 8, "base_lr": 1e-6}
+    assert plan.runs[0].options == {"max_iter": 100, "train_batch": 8} and plan.runs[0].max_iter == 100
+    again = load_plan(str(tmp_path / "mine.toml"), seeds=[5], runs_dir=tmp_path / "elsewhere")
+    assert {s.seed for s in again.runs} == {5} and again.runs_dir == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tables = [\"table3\"\n", "not TOML: "),
+    ("tables = [\"table9\"]\n", "unknown table 'table9'; known: table2, table3, table4"),
+    ("tabels = [\"table3\"]\n", "unknown key 'tabels'"),
+    ("[[run]]\nvariant = \"ilgnet-v9\"\nprofile = \"ava2\"\n", "unknown net variant 'ilgnet-v9'"),
+    ("[[run]]\nvariant = \"ilgnet\"\n", "[[run]] number 1: profile is required"),
+    ("[train]\nmax_iter = -5\ntables = []\n", "[train]: max_iter = -5: expected a non-negative int"),
+    ("[train]\nlr = 0.1\n", "unknown training option of [train] 'lr'"),
+    ("seeds = [1, \"two\"]\ntables = [\"table3\"]\n", "seeds must be a list of integers"),
+    ("snapshots = \"some\"\ntables = [\"table3\"]\n", "snapshots = 'some': expected one of all, final, none"),
+    ("name = \"x\"\n", "the plan has no run"),
+    ("tables = [\"table3\"]\n[[run]]\nvariant = \"ilgnet\"\nprofile = \"ava2\"\nseeds = [1]\ntrain = {base_lr = 0.1}\n",
+     "two runs of the plan are named ilgnet-ava2-seed1 but differ"),
+])
+def test_a_bad_plan_file_is_one_error_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(BadInput) as error:
+        read_plan(path)
+    assert str(error.value).startswith(f"{path}") and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_toml_syntax_error_names_its_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\ntables = ["table3"]\nseeds = [1,,2]\n')
+    with pytest.raises(BadInput) as error:
+        read_plan(path)
+    assert str(error.value) == f"{path}:3: not TOML: Invalid value"
+
+
+def test_the_paper_protocol_reads_the_first_records_and_wraps_around():
+    frame = pd.DataFrame({"key": list("abcde"), "label": [1, 0, 1, 1, 0], "predicted": [1, 1, 1, 0, 0]})
+    # 3 x 4 = 12 records: a b c d e a b c d e a b -> correct: a c e a c e a = 7 of 12
+    assert prefix_protocol(frame, batch=3, iterations=4) == {
+        "batch": 3, "iterations": 4, "images": 12, "records": 5, "distinct_records": 5, "accuracy": 7 / 12}
+    assert prefix_protocol(frame, batch=2, iterations=1)["accuracy"] == 0.5           # a b
+
+
+def test_the_density_claim_is_a_one_sided_rank_test():
+    rng = np.random.default_rng(1)
+    denser = pd.DataFrame({"label": [1] * 40 + [0] * 40,
+                           "active_fraction": np.r_[rng.uniform(0.5, 0.9, 40), rng.uniform(0.2, 0.6, 40)]})
+    result = density_test(denser)
+    assert result["holds"] is True and result["p_value"] < 1e-6 and result["median_high"] > result["median_low"]
+    flipped = denser.assign(label=1 - denser["label"])
+    assert density_test(flipped)["holds"] is False and density_test(flipped)["p_value"] > 0.99
+    assert density_test(denser[denser["label"] == 1])["holds"] is None
+
+
+def record(run_dir, spec, **fields):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / campaign.CAMPAIGN_JSON).write_text(json.dumps({"run": spec.record(), "attempts": [], **fields}))
+
+
+def test_a_run_state_is_read_from_its_folder(tmp_path):
+    plan = built_in("table4", seeds=(1,), runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    spec = plan.runs[0]
+    run_dir = plan.run_dir(spec)
+    assert campaign.run_state(plan, spec).state == "not started"
+    record(run_dir, spec, state="started")
+    assert campaign.run_state(plan, spec).state == "interrupted"         # no live lock: its process is gone
+    (run_dir / campaign.LOCK).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    state = campaign.run_state(plan, spec)
+    assert state.state == "running" and state.message == f"on {socket.gethostname()} {os.getpid()}"
+    (run_dir / campaign.LOCK).write_text(f"{socket.gethostname()} 999999999\n")
+    assert campaign.run_state(plan, spec).state == "interrupted"         # a stale lock
+    (run_dir / campaign.LOCK).unlink()
+    record(run_dir, spec, state="diverged", message="training diverged: the training loss became nan")
+    assert campaign.run_state(plan, spec).state == "diverged"
+    record(run_dir, spec, state="finished")
+    assert campaign.run_state(plan, spec).state == "interrupted"         # finished needs its evaluation
+    (run_dir / campaign.EVALUATION_JSON).write_text("{}")
+    state = campaign.run_state(plan, spec)
+    assert (state.state, state.iteration) == ("finished", spec.max_iter)
+    table = campaign.status_table(campaign.status(plan))
+    assert f"| {spec.name} | table4 | finished | {spec.max_iter:,} / {spec.max_iter:,} |" in table
+    assert table.rstrip().endswith("3 not started, 1 finished")
+
+
+def test_a_folder_of_another_run_is_never_trained_over(tmp_path):
+    plan = built_in("table4", seeds=(1,), runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    spec, other = plan.runs[:2]
+    record(plan.run_dir(spec), other)
+    with pytest.raises(BadInput, match="holds another run"):
+        campaign.status(plan)
+    foreign = plan.run_dir(plan.runs[2])
+    foreign.mkdir(parents=True)
+    (foreign / "train.log").write_text("")
+    with pytest.raises(BadInput, match="was not made by a campaign"):
+        campaign.run_state(plan, plan.runs[2])
+
+
+def test_missing_data_folders_are_named_before_any_run(tmp_path):
+    plan = built_in("table3", seeds=(1,), runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
+    with pytest.raises(MissingFile, match=r"data folders missing: .*/data/ava2, .*/data/ava2-320 "):
+        campaign.run_campaign(plan)
+    assert not (tmp_path / "runs").exists()
