@@ -17,11 +17,13 @@
 #
 # The layers follow what shapes them, so that a change rebuilds only what depends on it:
 #   system        Debian's build packages and Caffe's Debian source package (tools/setup.sh --deps)
-#   requirements  the package's dependencies and build requirements, read from pyproject.toml; copied into
-#                 `build` by content, so an edit of pyproject.toml that leaves them alone rebuilds nothing
-#   build         the venv with those requirements, the CUDA wheels and Caffe built from its recipe
-#                 (tools/setup.sh, build-caffe.sh, caffe-patches/, cuda-wheels.sh); tools/docker-runtime.sh
-#                 gathers what the final image needs from it
+#   requirements  the package's dependencies and build requirements, read from pyproject.toml, and apart the
+#                 one of them Caffe is compiled against (numpy); copied into `build` by content, so an edit of
+#                 pyproject.toml that leaves them alone rebuilds nothing
+#   build         a venv with numpy, the CUDA wheels and Caffe built from its recipe (tools/setup.sh,
+#                 build-caffe.sh, caffe-patches/, cuda-wheels.sh); then, in a layer of their own, the other
+#                 requirements (numpy held where it is: another dependency added does not recompile Caffe);
+#                 tools/docker-runtime.sh gathers what the final image needs from it
 #   final image   Debian's runtime packages of Caffe's libraries, the gathered tree, then the ilgnet package
 #                 (pyproject.toml, README.md, tools/, src/) installed editable in a layer of its own: an edit
 #                 under src/ or of README.md rebuilds that layer only (seconds; docs/DOCKER.md has the figures)
@@ -36,8 +38,10 @@ RUN --mount=type=secret,id=ca bash tools/docker-step.sh bash tools/setup.sh --de
 
 FROM system AS requirements
 COPY pyproject.toml ./
-RUN python3.11 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
-      print(*p["project"]["dependencies"], *p["build-system"]["requires"], sep="\n")' > /opt/requirements.txt
+RUN python3.11 -c 'import re, tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
+      wanted = [*p["project"]["dependencies"], *p["build-system"]["requires"]]; \
+      open("/opt/requirements.txt", "w").write("".join(f"{r}\n" for r in wanted)); \
+      open("/opt/caffe-requirements.txt", "w").write("".join(f"{r}\n" for r in wanted if re.match(r"numpy\b", r)))'
 
 FROM system AS build
 ARG CAFFE
@@ -45,12 +49,17 @@ ARG CUDA_ARCHS="80 90"
 ARG CUDNN=1
 ENV ILGNET_CUDA_ARCHS=${CUDA_ARCHS} \
     ILGNET_CUDNN=${CUDNN} \
-    ILGNET_REQUIREMENTS=/opt/requirements.txt
-COPY --from=requirements /opt/requirements.txt /opt/requirements.txt
-COPY tools/build-caffe.sh tools/cuda-wheels.sh tools/docker-runtime.sh tools/
+    ILGNET_REQUIREMENTS=/opt/caffe-requirements.txt
+COPY --from=requirements /opt/caffe-requirements.txt /opt/caffe-requirements.txt
+COPY tools/build-caffe.sh tools/cuda-wheels.sh tools/
 COPY tools/caffe-patches tools/caffe-patches
 # No GPU is visible while building, so the mode is explicit (setup.sh's auto mode would choose CPU).
-RUN --mount=type=secret,id=ca bash tools/docker-step.sh bash tools/setup.sh --${CAFFE} \
+RUN --mount=type=secret,id=ca bash tools/docker-step.sh bash tools/setup.sh --${CAFFE}
+COPY --from=requirements /opt/requirements.txt /opt/requirements.txt
+COPY tools/docker-runtime.sh tools/
+RUN --mount=type=secret,id=ca bash tools/docker-step.sh bash -c \
+      '.venv/bin/pip freeze | grep -i "^numpy==" > /tmp/caffe-numpy.txt \
+       && .venv/bin/pip install -q -r /opt/requirements.txt -c /tmp/caffe-numpy.txt' \
  && bash tools/docker-runtime.sh /opt/runtime
 
 FROM debian:12
