@@ -126,6 +126,23 @@ def test_a_build_step_that_fails_on_a_certificate_ends_with_one_line_naming_the_
     assert (ok.returncode, ok.stdout) == (0, "fine\n")
 
 
+def give_up(line: str) -> None:
+    """An on_line that stops waiting at the first line, as `ilgnet train` does on a run gone wrong."""
+    raise RuntimeError(line.strip())
+
+
+def test_a_command_given_up_on_gets_sigterm_and_is_waited_for(tmp_path):
+    """SIGTERM, which `docker run` passes on to its container (SIGKILL would end the client alone), and run_logged
+    returns only once the command has ended."""
+    from ilgnet.bvlc.tools import run_logged
+
+    mark = tmp_path / "stopped"
+    script = f"trap 'echo SIGTERM > {mark}; exit 0' TERM; echo started; while :; do sleep 0.1; done"
+    with pytest.raises(RuntimeError, match="^started$"):
+        run_logged(["bash", "-c", script], on_line=give_up)
+    assert mark.read_text() == "SIGTERM\n"
+
+
 def docker_caffe(docker: StandInDocker, *args: str, path: str | None = None) -> subprocess.CompletedProcess:
     env = docker.env() | ({"PATH": path} if path else {})
     return subprocess.run(["/bin/bash", str(SCRIPT), *args], capture_output=True, text=True, env=env)
@@ -310,3 +327,19 @@ def test_train_test_and_doctor_in_the_real_cpu_image_with_no_caffe_here(no_caffe
     assert (scored["engine"], scored["images"]) == ("caffe", 3)
     doctor = ilgnet("doctor", "--docker")
     assert "docker image (CPU runs): ilgnet-caffe:cpu" in doctor.stdout and "  status        : OK" in doctor.stdout
+
+
+@pytest.mark.docker
+def test_a_docker_command_given_up_on_leaves_no_container_running(tmp_path):
+    """A Caffe run that ilgnet stops (a diverged training, a second Ctrl-C) must not go on in its container, writing
+    snapshots into the run folder: the container of a command given up on is gone when run_logged returns."""
+    from ilgnet.bvlc.tools import docker_command, run_logged
+
+    real_image("ilgnet-caffe:cpu")
+    token = f"given-up-{tmp_path.name}"
+    with pytest.raises(RuntimeError, match=f"^{token}$"):
+        run_logged(docker_command(["sh", "-c", f"echo {token}; exec sleep 300"], gpu=False), on_line=give_up)
+    running = subprocess.run(["docker", "ps", "--no-trunc", "--format", "{{.Command}}"], capture_output=True,
+                             text=True, timeout=60)
+    assert running.returncode == 0, running.stderr
+    assert token not in running.stdout

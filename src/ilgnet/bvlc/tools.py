@@ -24,6 +24,7 @@ SETUP_HINT = "run `make setup` in the ilgnet-caffe checkout (or set ILGNET_CAFFE
 DOCKER_SCRIPT = Path(__file__).resolve().parents[3] / "tools" / "docker-caffe.sh"
 PYCAFFE_SUBDIR = Path("lib/python3/dist-packages")
 TAIL_LINES = 15
+STOP_GRACE_S = 15
 # A glog line: severity (I, W, E, F), date (the year only since glog 0.6) and time, thread, file:line, message.
 GLOG_PREFIX = re.compile(r"^[IWEF]((?:\d{4})?\d{4} \d\d:\d\d:\d\d\.\d+)\s+\d+ [\w.]+:\d+\]\s+(.*)$")
 
@@ -81,8 +82,8 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
     `keep`, else its last lines). Raises ToolFailed in one line when the command fails (`failure`).
 
     With `on_sigint`, a SIGINT sent to this process is passed on to the command (which decides how to stop; a
-    terminal's Ctrl-C reaches it directly too) and `on_sigint` is called. The command is killed if this process
-    stops waiting for it (an exception in `on_line`, a second interrupt without `on_sigint`).
+    terminal's Ctrl-C reaches it directly too) and `on_sigint` is called. The command is stopped (`stop`) if this
+    process stops waiting for it (an exception in `on_line`, a second interrupt without `on_sigint`).
     """
     command = [str(part) for part in command]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env(), text=True)
@@ -111,8 +112,7 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            stop(proc)
         if log:
             log.close()
     if proc.returncode != 0:
@@ -120,6 +120,21 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
         glog = GLOG_PREFIX.match(last)
         raise ToolFailed(failure(command, proc.returncode, glog.group(2) if glog else last, log_path))
     return subprocess.CompletedProcess(command, proc.returncode, stdout="".join(lines))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stops a command and waits for it: SIGTERM, then SIGKILL after STOP_GRACE_S seconds. SIGTERM first because
+    `docker run` (tools/docker-caffe.sh, without a terminal) passes it on to the container, which ends with Caffe;
+    SIGKILL would end the client only and leave Caffe running in the container, writing snapshots."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def failure(command: list[str], returncode: int, last: str, log_path: Path | None) -> str:
