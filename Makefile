@@ -21,7 +21,8 @@ SUFFIX := $(if $(filter-out 256,$(RESIZE)),-$(RESIZE))
 AVA1_DATA := data/ava1$(if $(filter-out 0,$(DELTA)),-delta$(DELTA))$(SUFFIX)
 DATA ?= data/$(if $(findstring ava1-delta1,$(PROFILE)),ava1-delta1,$(if $(findstring ava1,$(PROFILE)),ava1,ava2))$(SUFFIX)
 GPU ?=
-# DOCKER=1: run caffe inside the ilgnet-caffe image (the CUDA one with GPU=..., else the CPU one), same arguments.
+# DOCKER=1: run caffe inside the ilgnet-caffe image (the CUDA one with GPU=..., else the CPU one), same arguments;
+# the host then needs the package only, not Caffe (the package's setup instead of Caffe's).
 DOCKER ?=
 RUN ?= $(VARIANT)-$(PROFILE)
 
@@ -33,10 +34,11 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 PACKAGE_STAMP := $(VENV)/.ilgnet-deps
 RECIPE := tools/setup.sh tools/build-caffe.sh tools/cuda-wheels.sh tools/caffe-patches \
 	$(wildcard tools/caffe-patches/*.patch) pyproject.toml
+CAFFE_SETUP := $(if $(DOCKER),$(PACKAGE_STAMP),$(SETUP_STAMP))
 
 .PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb \
-	ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict bench-ray docker-build \
-	docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
+	ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict bench-ray docker-base \
+	docker-build docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV); the first setup picks the"
@@ -46,7 +48,7 @@ help:
 	@echo "                  (other targets run setup only when it never finished or a recipe file changed)"
 	@echo "make test         run the whole test suite against the real Caffe (after setup where needed, and test-tools)"
 	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
-	@echo "make test-fast    run the tests that need no Caffe (a venv with the package only; about a minute)"
+	@echo "make test-fast    run the tests that need no Caffe or Docker image (a venv with the package only; about a minute)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
 	@echo "make doctor       print which Caffe is used and check it works"
 	@echo "make prototxt     regenerate prototxt/ and solvers/ (ilgnet gen)"
@@ -68,7 +70,8 @@ help:
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models (ilgnet weights fetch)"
 	@echo "                  (ilgnet weights fetch inception-v3 / inception-v4 for the ilgnet-inc3/4 trunks)"
 	@echo "make export MODEL=... [OUT=model.onnx] [PRECISION=fp32|fp16|int8]   a model as one ONNX file (ilgnet export)"
-	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine)"
+	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine; CA=FILE behind a"
+	@echo "                  TLS-inspecting proxy); make docker-base makes their base image debian:12 without Docker Hub"
 	@echo "make bench-lmdb / bench-predict / bench-ray   throughput benchmarks"
 	@echo "make clean        delete what is rebuilt cheaply: work/ (the demo's), Python and pytest caches"
 	@echo "                  (keeps runs/, models/, data/ and the cached Caffe builds)"
@@ -103,7 +106,7 @@ test-tools:
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 test-fast: $(PACKAGE_STAMP)
-	$(PY) -m pytest -m "not caffe and not install" tests
+	$(PY) -m pytest -m "not caffe and not install and not docker" tests
 
 doctor: $(SETUP_STAMP)
 	$(ILGNET) doctor
@@ -130,13 +133,13 @@ else
 endif
 	$(ILGNET) lmdb --split data/ava2$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
-train: $(SETUP_STAMP)
+train: $(CAFFE_SETUP)
 	$(ILGNET) train --variant $(VARIANT) --profile $(PROFILE) --data $(DATA) --name $(RUN) $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-train-ava1: $(SETUP_STAMP)
+train-ava1: $(CAFFE_SETUP)
 	$(ILGNET) train --variant ilgnet --profile ava1-delta$(DELTA) --data $(AVA1_DATA) --name ilgnet-ava1 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
-train-ava2: $(SETUP_STAMP)
+train-ava2: $(CAFFE_SETUP)
 	$(ILGNET) train --variant ilgnet --profile ava2 --data data/ava2 --name ilgnet-ava2 $(if $(GPU),--gpu $(GPU),--cpu) $(if $(DOCKER),--docker)
 
 # Refused while the Makefile is read, before setup or anything else runs.
@@ -145,7 +148,7 @@ ifeq ($(WEIGHTS),)
 $(error make evaluate needs WEIGHTS=<a run folder, a .caffemodel, or ilgnet-ava1 / ilgnet-ava2>)
 endif
 endif
-evaluate: $(SETUP_STAMP)
+evaluate: $(CAFFE_SETUP)
 	$(ILGNET) test --weights $(WEIGHTS) $(if $(filter command line,$(origin VARIANT)),--variant $(VARIANT)) $(if $(GPU),--gpu $(GPU)) $(if $(DOCKER),--docker) --data $(DATA) --json runs/$(RUN)/test.json --markdown runs/$(RUN)/test.md
 
 weights: $(SETUP_STAMP)
@@ -197,12 +200,26 @@ bench-predict: $(SETUP_STAMP)
 bench-ray: $(SETUP_STAMP)
 	$(PY) tools/bench_ray.py
 
-# CA=/etc/ssl/certs/ca-certificates.crt lends pip and apt a CA bundle during the build only (behind a TLS proxy).
+# The images (docs/DOCKER.md). CA=FILE lends pip and apt a CA bundle during the build only, as the build secret
+# `ca` (behind a TLS-inspecting proxy: CA=/etc/ssl/certs/ca-certificates.crt). DOCKER_BUILD_FLAGS go to
+# `docker build` as they are (--no-cache, --progress=plain, --build-arg CUDA_ARCHS="86 89 90", ...). The client is
+# one that builds with BuildKit (tools/docker-client.sh: $ILGNET_DOCKER, else docker or /usr/bin/docker).
+comma := ,
+CA ?=
+DOCKER_BUILD_FLAGS ?=
+CA_SECRET = $(if $(CA),$(if $(wildcard $(CA)),--secret id=ca$(comma)src=$(abspath $(CA)),$(error CA=$(CA): no such file)))
+DOCKER_BUILD = client=$$(bash tools/docker-client.sh) && DOCKER_BUILDKIT=1 "$$client" $(strip build $(CA_SECRET) $(DOCKER_BUILD_FLAGS))
+
+docker-base:
+	bash tools/docker-base.sh
+
 docker-build:
-	DOCKER_BUILDKIT=1 docker build $(if $(CA),--secret id=ca,src=$(CA)) -t ilgnet-caffe:cuda .
+	bash tools/docker-base.sh
+	$(DOCKER_BUILD) -t ilgnet-caffe:cuda .
 
 docker-build-cpu:
-	DOCKER_BUILDKIT=1 docker build $(if $(CA),--secret id=ca,src=$(CA)) -f Dockerfile.cpu -t ilgnet-caffe:cpu .
+	bash tools/docker-base.sh
+	$(DOCKER_BUILD) --build-arg CAFFE=cpu -t ilgnet-caffe:cpu .
 
 clean:
 	rm -rf work .pytest_cache

@@ -15,6 +15,14 @@ from ilgnet.errors import CaffeNotFoundError, UserError
 from ilgnet.training import runs as training
 from ilgnet.training.runs import TrainOptions, plan, write_run_files
 
+pytest_plugins = ["docker_stand_in"]
+
+
+@pytest.fixture(autouse=True)
+def docker(stand_in_docker, monkeypatch):
+    """The runs are in Docker: a stand-in client answers that the image is there (tests/docker_stand_in.py)."""
+    monkeypatch.setenv("PATH", stand_in_docker.env()["PATH"])
+
 
 @pytest.fixture
 def data(tmp_path):
@@ -27,7 +35,8 @@ def written_solver(path) -> SolverParameter:
 
 
 def options(data, run_dir, **given) -> TrainOptions:
-    """A run in Docker (so the checks need no Caffe on this machine) of the ilgnet net with the ava2 profile."""
+    """A run in Docker (so the checks need no Caffe on this machine, only the stand-in docker) of the ilgnet net with
+    the ava2 profile."""
     return TrainOptions("ilgnet", "ava2", data, name=run_dir.name, runs_dir=run_dir.parent, docker=True, **given)
 
 

@@ -3,49 +3,77 @@
 # (ilgnet, convert_imageset, python, bash). This checkout, the working directory and every --mount folder are
 # mounted at their own absolute paths, so the absolute paths in generated prototxt files and solver states
 # mean the same inside and out. The checkout's src/ comes first on PYTHONPATH, so the mounted code is what runs.
+# Only Docker is needed on the host: no Caffe, no Python.
 #
-# Usage: tools/docker-caffe.sh [--cpu] [--mount DIR]... [--] [COMMAND] ARGS...
+# Usage: tools/docker-caffe.sh [--cpu] [--image NAME] [--mount DIR]... [--] [COMMAND] ARGS...
+#        tools/docker-caffe.sh [--cpu] [--image NAME] --check
 #   tools/docker-caffe.sh train -solver runs/ilgnet-ava2/solver.prototxt -gpu 0
 #   tools/docker-caffe.sh --mount /data/ava caffe test -model M -weights W -iterations 100 -gpu 0
 #   tools/docker-caffe.sh ilgnet train --profile ava2 --data data/ava2 --gpu all     # no Caffe needed on the host
-#   --cpu          use the CPU image and no GPUs
+#   --cpu          no GPUs, and the CPU image unless --image or ILGNET_IMAGE names another
+#   --image NAME   the image to run (default: $ILGNET_IMAGE, else ilgnet-caffe:cuda, with --cpu ilgnet-caffe:cpu)
 #   --mount DIR    also mount DIR (data folders outside the checkout)
+#   --check        run nothing: check that Docker answers and the image is here, and print its name and id
 # Environment:
-#   ILGNET_IMAGE   image (default: ilgnet-caffe:cuda, with --cpu ilgnet-caffe:cpu); build them with
-#                  `docker build -t ilgnet-caffe:cuda .` and `docker build -f Dockerfile.cpu -t ilgnet-caffe:cpu .`
+#   ILGNET_IMAGE   the image, as --image; build them with `make docker-build` and `make docker-build-cpu`
 #   ILGNET_GPUS    value of `docker run --gpus` (default: all)
+#   ILGNET_DOCKER  the docker client (default: docker)
+# A missing docker, an engine that does not answer or a missing image is one line on stderr, exit status 1.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cpu=0
+check=0
+image=${ILGNET_IMAGE:-}
 mounts=("$repo" "$(pwd -P)")
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) cpu=1; shift ;;
+    --image) [ $# -ge 2 ] && [ -n "$2" ] || { echo "docker-caffe: --image needs a name" >&2; exit 2; }
+             image=$2; shift 2 ;;
     --mount) [ $# -ge 2 ] || { echo "docker-caffe: --mount needs a folder" >&2; exit 2; }
              [ -d "$2" ] || { echo "docker-caffe: --mount $2: no such folder" >&2; exit 2; }
              mounts+=("$(cd "$2" && pwd -P)"); shift 2 ;;
+    --check) check=1; shift ;;
     --) shift; break ;;
     -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || { echo "docker-caffe: nothing to run (try --help)" >&2; exit 2; }
-case "$1" in
+[ $# -gt 0 ] || [ "$check" = 1 ] || { echo "docker-caffe: nothing to run (try --help)" >&2; exit 2; }
+case "${1:-}" in
   train|test|time|device_query) set -- caffe "$@" ;;    # bare caffe actions
 esac
 
 if [ "$cpu" = 1 ]; then
-  image=${ILGNET_IMAGE:-ilgnet-caffe:cpu}
+  image=${image:-ilgnet-caffe:cpu}
   gpus=()
 else
-  image=${ILGNET_IMAGE:-ilgnet-caffe:cuda}
+  image=${image:-ilgnet-caffe:cuda}
   gpus=(--gpus "${ILGNET_GPUS:-all}")
 fi
-command -v docker >/dev/null || { echo "docker-caffe: docker is not installed" >&2; exit 1; }
+docker=${ILGNET_DOCKER:-docker}
+command -v "$docker" >/dev/null || { echo "docker-caffe: $docker is not installed (Debian 12: apt-get install docker.io)" >&2; exit 1; }
+if ! id=$("$docker" image inspect -f '{{.Id}}' "$image" 2>&1); then
+  if grep -qi 'no such image' <<< "$id"; then
+    case "$image" in
+      ilgnet-caffe:cpu) how="build it with \`make docker-build-cpu\`" ;;
+      ilgnet-caffe:cuda) how="build it with \`make docker-build\`" ;;
+      *) how="build or pull it" ;;
+    esac
+    echo "docker-caffe: there is no image $image on this Docker engine: $how (docs/DOCKER.md)" >&2
+  else
+    echo "docker-caffe: $docker cannot reach its engine: $(grep -v '^$' <<< "$id" | tail -1)" >&2
+  fi
+  exit 1
+fi
+if [ "$check" = 1 ]; then
+  echo "$image $id"
+  exit 0
+fi
 
 volumes=()
-mapfile -t mounts < <(printf '%s\n' "${mounts[@]}" | sort -u)
+mapfile -t mounts < <(printf '%s\n' "${mounts[@]}" | LC_ALL=C sort -u)
 for dir in "${mounts[@]}"; do
   volumes+=(-v "$dir:$dir")
 done
@@ -53,7 +81,7 @@ tty=()
 [ -t 0 ] && [ -t 1 ] && tty=(-it)     # a terminal: Ctrl-C goes through it; otherwise docker forwards signals
 
 # --init: a minimal init forwards SIGINT to Caffe, which then snapshots and stops (-sigint_effect stop).
-exec docker run --rm --init "${tty[@]}" "${gpus[@]}" \
+exec "$docker" run --rm --init "${tty[@]}" "${gpus[@]}" \
   --user "$(id -u):$(id -g)" -e HOME=/tmp -e MPLCONFIGDIR=/tmp/matplotlib \
   -e PYTHONPATH="$repo/src" "${volumes[@]}" -w "$(pwd -P)" \
   "$image" "$@"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Build-stage helper of Dockerfile and Dockerfile.cpu: after `tools/setup.sh` has run in the image's build
-# stage, gathers what the final image needs, at the same absolute paths, and lists the Debian packages its
-# shared libraries come from, so the final stage holds no compiler, header or source.
+# Build-stage helper of the Dockerfile: after `tools/setup.sh` has run in the image's build stage, gathers
+# what the final image needs from it, at the same absolute paths, and lists the Debian packages its shared
+# libraries come from, so the final stage holds no compiler, header or source. The ilgnet package is not part
+# of it: the final stage installs it in a layer of its own, so that a change to the package leaves this alone.
 #
 # Usage: tools/docker-runtime.sh DEST
-#   DEST/tree/      copied into the final image's /: this checkout's pyproject.toml, README.md, src/ and tools/
-#                   (the venv installs the package editable from them), the venv, every Caffe install in
-#                   $ILGNET_CACHE, and for a CUDA build the CUDA shared libraries from tools/cuda-wheels.sh's
-#                   prefix (cudart, cuBLAS, cuRAND, cuDNN with the engines it loads at run time, NCCL)
+#   DEST/tree/      copied into the final image's /: the venv (the package's dependencies, pycaffe linked in),
+#                   every Caffe install in $ILGNET_CACHE, and for a CUDA build the CUDA shared libraries from
+#                   tools/cuda-wheels.sh's prefix (cudart, cuBLAS, cuRAND, cuDNN with the engines it loads at
+#                   run time, NCCL)
 #   DEST/packages   the Debian packages owning every library ldd resolves for Caffe's tools, libraries and
 #                   pycaffe, plus the interpreter the venv runs on (python3.11)
 # Environment: ILGNET_CACHE (default ~/.cache/ilgnet-caffe), ILGNET_VENV (default: .venv in this checkout).
@@ -31,7 +32,7 @@ copy() {
 }
 
 mkdir -p "$tree"
-copy "$repo/pyproject.toml" "$repo/README.md" "$repo/src" "$repo/tools" "$venv"
+copy "$venv"
 installs=()
 for d in "$cache"/caffe-*; do
   if [ -x "$d/bin/caffe" ]; then installs+=("$d"); fi

@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# Builds both Docker images from a clean build cache and checks them on this machine (no GPU needed):
-#   CPU image:  `ilgnet doctor`; a small synthetic AVA made into LMDBs in the image (`ilgnet split`,
-#               `ilgnet lmdb`); a 20-iteration `ilgnet train --docker --cpu` on it driven by this checkout's
-#               `ilgnet`; `ilgnet test --engine caffe --docker`
-#   CUDA image: `ilgnet doctor` and `caffe device_query -gpu all`, which must say in one line that there is
-#               no GPU (exit status 1) where there is none
+# Builds both Docker images with `make docker-build-cpu` and `make docker-build` (from a clean build cache unless
+# --cached) and checks them on this machine, driven by an `ilgnet` in a venv without Caffe (setup.sh
+# --python-only: Caffe runs in the images only):
+#   `ilgnet doctor --docker` (both images; the CUDA one on the CPU where there is no GPU);
+#   CPU image: a small synthetic AVA made into LMDBs in the image (`ilgnet split`, `ilgnet lmdb`); a 20-iteration
+#              `ilgnet train --docker --cpu` on it; `ilgnet test --engine caffe --docker` on its snapshot
+#   CUDA image: `caffe device_query -gpu all`, and where nvidia-smi lists a GPU, a 20-iteration
+#              `ilgnet train --docker --gpu 0`; without a GPU, device_query must say so in one line (exit status
+#              1) and the GPU training is reported as not run
 # and prints the build times, image sizes and results as a markdown table (also work/docker-smoke/results.md).
 #
 # Usage: tools/docker-smoke.sh [--cached]
 #   --cached   reuse Docker's build cache (default: prune it and build with --no-cache)
-# Needs: a running Docker engine; this checkout's venv (`make setup`) for the host side of
-# `ilgnet train --docker`.
+# Needs: a running Docker engine and Python 3.11 (no Caffe).
 # Environment:
-#   DOCKER             the docker client (default: /usr/bin/docker when present, Debian's docker.io client,
-#                      whose BuildKit needs no buildx plugin; else docker)
-#   ILGNET_CA_BUNDLE   CA bundle given to the builds as the secret `ca` (default:
+#   ILGNET_DOCKER      the docker client (default: one that builds with BuildKit, tools/docker-client.sh)
+#   ILGNET_CA_BUNDLE   CA bundle given to the builds as the secret `ca` (make's CA=; default:
 #                      /etc/ssl/certs/ca-certificates.crt when present; empty for none)
-#   ILGNET_DEBIAN_MIRROR  mirror for debootstrap when debian:12 cannot be pulled (default:
-#                      http://deb.debian.org/debian)
+#   ILGNET_DEBIAN_MIRROR  mirror for debootstrap when debian:12 cannot be pulled (tools/docker-base.sh)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -29,71 +29,53 @@ for arg in "$@"; do
     *) echo "docker-smoke: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
-if [ -z "${DOCKER:-}" ]; then
-  if [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; else DOCKER=docker; fi
-fi
+docker=${ILGNET_DOCKER:-$(bash "$repo/tools/docker-client.sh")}
+export ILGNET_DOCKER=$docker
 ca=${ILGNET_CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
-mirror=${ILGNET_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+[ -n "$ca" ] && [ -f "$ca" ] || ca=
 work="$repo/work/docker-smoke"
 results="$work/results.md"
-ilgnet="$repo/.venv/bin/ilgnet"
+venv="$repo/work/docker-smoke-venv"
+ilgnet="$venv/bin/ilgnet"
 
 log() { printf '[docker-smoke] %s\n' "$*" >&2; }
 die() { printf '[docker-smoke] error: %s\n' "$*" >&2; exit 1; }
 result() { printf '| %s | %s |\n' "$1" "$2" >> "$results"; log "$1: $2"; }
 
-"$DOCKER" info >/dev/null 2>&1 || die "no Docker engine answers '$DOCKER info' (start dockerd)"
-[ -x "$ilgnet" ] || die "no $ilgnet: run 'make setup' first (the host's ilgnet drives 'ilgnet train --docker')"
+"$docker" info >/dev/null 2>&1 || die "no Docker engine answers '$docker info' (start dockerd)"
 rm -rf "$work" && mkdir -p "$work"
 printf '| step | result |\n|---|---|\n' > "$results"
 
-# debian:12 from the registry, or made here: debootstrap's bookworm with the official image's apt sources.
-base_image() {
-  if "$DOCKER" image inspect debian:12 >/dev/null 2>&1; then
-    result "base image" "debian:12 already present ($("$DOCKER" image inspect -f '{{.Id}}' debian:12 | cut -c8-19))"
-    return
-  fi
-  if "$DOCKER" pull debian:12 >/dev/null 2>&1; then
-    result "base image" "debian:12 pulled from the registry"
-    return
-  fi
-  command -v debootstrap >/dev/null || die "debian:12 cannot be pulled and debootstrap is missing (apt-get install debootstrap)"
-  log "debian:12 cannot be pulled: making it with debootstrap bookworm from $mirror"
-  local root="$work/rootfs" start=$SECONDS
-  debootstrap --variant=minbase bookworm "$root" "$mirror" > "$work/debootstrap.log" 2>&1 ||
-    die "debootstrap failed (log: $work/debootstrap.log)"
-  rm -f "$root/etc/apt/sources.list"
-  cat > "$root/etc/apt/sources.list.d/debian.sources" <<EOF
-Types: deb
-URIs: $mirror
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+# The host side: the package in a venv of its own, without Caffe.
+log "host venv without Caffe: $venv (log: $work/venv.log)"
+ILGNET_VENV=$venv ILGNET_EXTRAS= bash "$repo/tools/setup.sh" --python-only > "$work/venv.log" 2>&1 ||
+  die "making $venv failed (log: $work/venv.log)"
+# No Caffe for it to find: no ILGNET_CAFFE_ROOT, no folder on PATH with a `caffe`, no pycaffe, no caffe-root file.
+unset ILGNET_CAFFE_ROOT
+PATH=$(tr ':' '\n' <<< "$PATH" | while read -r dir; do [ -x "$dir/caffe" ] || echo "$dir"; done | paste -sd:)
+if "$venv/bin/python" -c 'import caffe' 2>/dev/null || [ -e "$venv/caffe-root" ]; then
+  die "$venv reaches a Caffe: the smoke test needs a host without one"
+fi
+result "host" "ilgnet in $venv: no pycaffe, no caffe-root, no caffe on PATH, no ILGNET_CAFFE_ROOT"
 
-Types: deb
-URIs: ${mirror%/debian}/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" -c . | "$DOCKER" import --change 'CMD ["bash"]' - debian:12 >/dev/null
-  rm -rf "$root"
-  result "base image" "debian:12 made with debootstrap bookworm + docker import in $((SECONDS - start)) s"
-}
+result "base image" "$(make -s -C "$repo" docker-base 2>&1 | tail -1)"
+if [ "$cached" = 0 ]; then
+  # A build killed mid-way can leave a lease that fails the first prune; the second one then succeeds.
+  DOCKER_BUILDKIT=1 "$docker" builder prune -af > /dev/null 2>&1 ||
+    DOCKER_BUILDKIT=1 "$docker" builder prune -af > /dev/null
+  "$docker" image rm -f ilgnet-caffe:cpu ilgnet-caffe:cuda > /dev/null 2>&1 || true
+fi
 
-# build TAG DOCKERFILE: builds the image, recording its time and size.
+# build TARGET TAG: `make TARGET`, recording its time and the image's size.
 build() {
-  local tag=$1 file=$2 start=$SECONDS
-  local args=(-f "$repo/$file" -t "$tag")
-  [ "$cached" = 1 ] || args+=(--no-cache)
-  if [ -n "$ca" ] && [ -f "$ca" ]; then args+=(--secret "id=ca,src=$ca"); fi
-  log "building $tag from $file (log: $work/build-${tag#*:}.log)"
-  DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain "${args[@]}" "$repo" > "$work/build-${tag#*:}.log" 2>&1 ||
-    { tail -20 "$work/build-${tag#*:}.log" >&2; die "building $tag failed (log: $work/build-${tag#*:}.log)"; }
-  local seconds=$((SECONDS - start)) bytes
-  bytes=$("$DOCKER" image inspect -f '{{.Size}}' "$tag")
-  result "build $tag ($file)" "$((seconds / 60)) min $((seconds % 60)) s, image $(awk -v b="$bytes" 'BEGIN {printf "%.2f GB (%.0f bytes)", b / 1e9, b}')"
+  local target=$1 tag=$2 start=$SECONDS bytes flags=--progress=plain
+  [ "$cached" = 1 ] || flags+=" --no-cache"
+  log "make $target (log: $work/$target.log)"
+  make -C "$repo" "$target" ${ca:+CA="$ca"} DOCKER_BUILD_FLAGS="$flags" > "$work/$target.log" 2>&1 ||
+    { tail -20 "$work/$target.log" >&2; die "make $target failed (log: $work/$target.log)"; }
+  local seconds=$((SECONDS - start))
+  bytes=$("$docker" image inspect -f '{{.Size}}' "$tag")
+  result "make $target ($tag)" "$((seconds / 60)) min $((seconds % 60)) s, image $(awk -v b="$bytes" 'BEGIN {printf "%.2f GB (%.0f bytes)", b / 1e9, b}')"
 }
 
 # check NAME COMMAND...: runs COMMAND with its output in $work/NAME.log; records ok / failed and the time.
@@ -109,36 +91,28 @@ check() {
   fi
 }
 
-base_image
-if [ "$cached" = 0 ]; then
-  # A build killed mid-way can leave a lease that fails the first prune; the second one then succeeds.
-  DOCKER_BUILDKIT=1 "$DOCKER" builder prune -af > /dev/null 2>&1 ||
-    DOCKER_BUILDKIT=1 "$DOCKER" builder prune -af > /dev/null
-  "$DOCKER" image rm -f ilgnet-caffe:cpu ilgnet-caffe:cuda > /dev/null 2>&1 || true
-fi
-build ilgnet-caffe:cpu Dockerfile.cpu
-build ilgnet-caffe:cuda Dockerfile
+build docker-build-cpu ilgnet-caffe:cpu
+build docker-build ilgnet-caffe:cuda
 
 cd "$repo"
 dc=(tools/docker-caffe.sh --cpu --mount "$work")
 failed=0
-check cpu-doctor "${dc[@]}" ilgnet doctor || failed=1
+check doctor-docker "$ilgnet" doctor --docker || failed=1
 # A small AVA-format dataset: the demo's generator (300 photos), its AVA2 split (60) and LMDBs, in the image.
 check cpu-data bash -c '
   "$@" python -c "import sys; from pathlib import Path; from ilgnet.data.synthetic import generate; generate(Path(sys.argv[1]), n_images=300, seed=1)" "'"$work"'/ava" &&
   "$@" ilgnet split ava2 --ava-txt "'"$work"'/ava/AVA.txt" --out "'"$work"'/data" &&
   "$@" ilgnet lmdb --split "'"$work"'/data" --images "'"$work"'/ava/images"' _ "${dc[@]}" || failed=1
-check cpu-train "$ilgnet" train --docker --cpu --variant ilgnet --profile ava2 --data "$work/data" \
-  --runs "$work/runs" --name smoke --max-iter 20 --train-batch 4 --display 5 --test-interval 20 || failed=1
+train=(--variant ilgnet --profile ava2 --data "$work/data" --runs "$work/runs" --max-iter 20 --train-batch 4
+  --display 5 --test-interval 20)
+check cpu-train "$ilgnet" train --docker --cpu "${train[@]}" --name smoke || failed=1
 # `caffe test` in the image over every val record once, on the run's snapshot (its model.json gives variant, mean).
 check cpu-test-caffe "$ilgnet" test --engine caffe --docker --weights "$work/runs/smoke" --data "$work/data" \
   --json "$work/test-caffe.json" || failed=1
 
-export ILGNET_IMAGE=ilgnet-caffe:cuda
-check cuda-doctor "${dc[@]}" ilgnet doctor || failed=1
-# On a machine without a GPU, device_query must exit 1 with one line saying so (not abort with a trace).
+# The CUDA image's GPU steps: without a GPU, device_query must exit 1 with one line (not abort with a trace).
 rc=0
-"${dc[@]}" caffe device_query -gpu all > "$work/cuda-device-query.log" 2>&1 || rc=$?
+"${dc[@]}" --image ilgnet-caffe:cuda caffe device_query -gpu all > "$work/cuda-device-query.log" 2>&1 || rc=$?
 if [ "$rc" = 1 ] && grep -q 'No CUDA GPU available' "$work/cuda-device-query.log"; then
   result "cuda-device-query" "no GPU, reported cleanly: $(grep -m1 'No CUDA GPU' "$work/cuda-device-query.log" | sed 's/^.*\] //')"
 elif [ "$rc" = 0 ]; then
@@ -146,6 +120,11 @@ elif [ "$rc" = 0 ]; then
 else
   result "cuda-device-query" "FAILED (exit $rc, log $work/cuda-device-query.log)"
   failed=1
+fi
+if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+  check cuda-train-gpu "$ilgnet" train --docker --gpu 0 "${train[@]}" --name smoke-gpu || failed=1
+else
+  result "cuda-train-gpu" "not run: no GPU here (nvidia-smi lists none)"
 fi
 
 cat "$results"

@@ -8,7 +8,10 @@
 #      1e-4) and with cuDNN's default math (TF32 allowed on Ampere and newer: reported);
 #   4. `caffe time` forward-backward at batch 48 with every layer on the cuDNN engine, then on Caffe's own;
 #   5. 350 iterations of `caffe train` at batch 48 from the LMDB: images/s and peak GPU memory (nvidia-smi);
-#   steps 4 and 5 for `ilgnet` and `ilgnet-bn`.
+#   steps 4 and 5 for `ilgnet` and `ilgnet-bn`;
+#   6. the same `ilgnet` training with the CUDA Docker image's `caffe` (tools/docker-caffe.sh, `--gpus all`), where
+#      a Docker engine here has that image (ILGNET_IMAGE, default ilgnet-caffe:cuda); else reported as not run,
+#      with the reason, in one line.
 # It prints one table and writes it to $OUT/gpu-check.md, with every log in $OUT/gpu-check-logs.tar.gz.
 #
 # Usage: tools/gpu-check.sh BUNDLE
@@ -17,6 +20,7 @@
 #   OUT               where the results go (default: ./gpu-check-out)
 #   ILGNET_CUDA_LIBS  colon-separated folders with the CUDA libraries (default: the lib folders of the
 #                     nvidia wheels python3 imports)
+#   ILGNET_IMAGE      the CUDA image of step 6 (default: ilgnet-caffe:cuda, from `make docker-build`)
 # Exit status: 0 all checks passed; 1 a check failed; 2 usage or a broken bundle; 3 no usable GPU.
 set -euo pipefail
 
@@ -88,6 +92,25 @@ finish() {
   fi
   echo "CUDA libraries: $(ldd "$top"/lib/libcaffe.so.* | awk '$1 ~ /^lib(cudart|cublas|curand|cudnn|nccl)\.so/ {print $3}' | xargs -r readlink -f | paste -sd' ')"
 } > "$logs/machine.log"
+# Step 6's image: "NAME sha256:ID" where a Docker engine here has it, else why not (one line).
+image=${ILGNET_IMAGE:-ilgnet-caffe:cuda}
+docker_caffe=(bash "$repo/tools/docker-caffe.sh" --image "$image" --mount "$work")
+image_found=$("${docker_caffe[@]}" --check 2>&1) || { echo "$image_found" > "$logs/image-train-ilgnet.not-run"; image_found=; }
+[ -z "$image_found" ] || echo "Docker image: $image_found" >> "$logs/machine.log"
+
+# train NAME COMMAND...: a `caffe train` step with GPU 0's memory sampled every 200 ms (nvidia-smi) meanwhile.
+train() {
+  local name=$1 mem="$logs/$1.mem" sampler= rc=0
+  shift
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 > "$mem"
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 -lms 200 >> "$mem" &
+    sampler=$!
+  fi
+  step "$name" "$@" || rc=$?
+  [ -z "$sampler" ] || kill "$sampler" 2>/dev/null || true
+  return "$rc"
+}
 
 il="$work/ilgnet"
 step weights-ilgnet 120 "$caffe" train -solver "$il/solver-weights.prototxt" || { finish; exit 1; }
@@ -111,14 +134,11 @@ for variant in ilgnet ilgnet-bn; do
     step "time-$variant-$engine" 120 "$caffe" time -model "$work/$variant/train_val-$engine.prototxt" \
       -gpu 0 -iterations 20 || true
   done
-  mem="$logs/train-$variant.mem"
-  sampler=
-  if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 > "$mem"
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 -lms 200 >> "$mem" &
-    sampler=$!
+  train "train-$variant" 180 "$caffe" train -solver "$work/$variant/solver-train.prototxt" -gpu 0 || true
+  if [ "$variant" = ilgnet ] && [ -n "$image_found" ]; then
+    # The same training with the image's caffe, the bundle's data mounted at its own path.
+    train image-train-ilgnet 240 "${docker_caffe[@]}" caffe train -solver "$work/ilgnet/solver-train.prototxt" \
+      -gpu 0 || true
   fi
-  step "train-$variant" 180 "$caffe" train -solver "$work/$variant/solver-train.prototxt" -gpu 0 || true
-  [ -z "$sampler" ] || kill "$sampler" 2>/dev/null || true
 done
 finish

@@ -160,13 +160,21 @@ def report(work: Path) -> int:
             if ms:
                 row(f"{variant} `caffe time` forward-backward, batch {TRAIN_BATCH}, engine {engine.upper()}",
                     f"{ms:.1f} ms = {TRAIN_BATCH * 1000 / ms:,.0f} images/s")
-        log = _read(logs, f"train-{variant}")
-        rate = _training_rate(log) if log else None
-        if rate:
-            images_s, iterations, loss = rate
-            row(f"{variant} `caffe train`, {TRAIN_ITERATIONS} iterations at batch {TRAIN_BATCH} from LMDB",
-                f"{images_s:,.0f} images/s (iterations {DISPLAY}-{DISPLAY + iterations}), "
-                f"last loss {loss:.4g}, peak GPU memory {_peak_mib(logs, f'train-{variant}')}")
+        trainings = [(f"train-{variant}", f"{variant} `caffe train`")]
+        if variant == "ilgnet":
+            trainings.append(("image-train-ilgnet", "ilgnet `caffe train` of the CUDA Docker image"))
+        for name, what in trainings:
+            log = _read(logs, name)
+            rate = _training_rate(log) if log else None
+            if rate:
+                images_s, iterations, loss = rate
+                row(f"{what}, {TRAIN_ITERATIONS} iterations at batch {TRAIN_BATCH} from LMDB",
+                    f"{images_s:,.0f} images/s (iterations {DISPLAY}-{DISPLAY + iterations}), "
+                    f"last loss {loss:.4g}, peak GPU memory {_peak_mib(logs, name)}")
+    not_run = logs / "image-train-ilgnet.not-run"
+    if not_run.exists():
+        row("ilgnet `caffe train` of the CUDA Docker image",
+            f"not run: {not_run.read_text().strip().removeprefix('docker-caffe: ')}")
 
     for name, result in status.items():
         if not result.startswith("ok"):

@@ -17,6 +17,8 @@
 #   ILGNET_CACHE         where Caffe builds and the CUDA wheels are cached (default: ~/.cache/ilgnet-caffe)
 #   ILGNET_VENV          venv path (default: .venv in the repository)
 #   ILGNET_EXTRAS        the package's extras to install (default: test; empty for none, as the Docker images do)
+#   ILGNET_REQUIREMENTS  a pip requirements file: the venv gets these packages instead of the ilgnet package (the
+#                        Docker build, whose later layer installs the package; see Dockerfile)
 #   ILGNET_CUDA_ARCHS    CUDA compute capabilities to build for (default: "80 90")
 #   ILGNET_CUDA_HOME     build against this CUDA toolkit instead of the wheels (cuDNN and NCCL found in it,
 #                        /usr/local, /usr, or CUDNN_DIR / NCCL_DIR)
@@ -197,12 +199,18 @@ fetch_caffe_source() {
 make_venv() {
   command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.11 or set PYTHON=/path/to/python3.11"
   [ -x "$venv/bin/python" ] || { log "venv: creating $venv"; "$PYTHON" -m venv "$venv"; }
-  local stamp="$venv/.ilgnet-deps" want package="$repo${ILGNET_EXTRAS:+[$ILGNET_EXTRAS]}"
-  want=$( (sha256sum "$repo/pyproject.toml"; echo "extras=$ILGNET_EXTRAS") | sha256sum | cut -c1-16)
+  local stamp="$venv/.ilgnet-deps" want install
+  if [ -n "${ILGNET_REQUIREMENTS:-}" ]; then
+    want=$(sha256sum "$ILGNET_REQUIREMENTS" | cut -c1-16)
+    install=(-r "$ILGNET_REQUIREMENTS")
+  else
+    want=$( (sha256sum "$repo/pyproject.toml"; echo "extras=$ILGNET_EXTRAS") | sha256sum | cut -c1-16)
+    install=(-e "$repo${ILGNET_EXTRAS:+[$ILGNET_EXTRAS]}")
+  fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "venv: installing the ilgnet package${ILGNET_EXTRAS:+ with [$ILGNET_EXTRAS]} and its dependencies"
+    log "venv: installing ${ILGNET_REQUIREMENTS:-the ilgnet package${ILGNET_EXTRAS:+ with [$ILGNET_EXTRAS]} and its dependencies}"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e "$package"
+    "$venv/bin/python" -m pip install -q "${install[@]}"
   else
     log "venv: up to date"
   fi
@@ -277,7 +285,8 @@ main() {
   fi
   link_caffe_into_venv "$dest"
   write_record "$dest"
-  "$venv/bin/ilgnet" doctor
+  # With ILGNET_REQUIREMENTS the package is not installed yet: the Docker build checks it in a later layer.
+  if [ -z "${ILGNET_REQUIREMENTS:-}" ]; then "$venv/bin/ilgnet" doctor; fi
   touch "$venv/.setup-stamp"
 }
 

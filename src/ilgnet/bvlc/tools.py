@@ -24,6 +24,7 @@ SETUP_HINT = "run `make setup` in the ilgnet-caffe checkout (or set ILGNET_CAFFE
 DOCKER_SCRIPT = Path(__file__).resolve().parents[3] / "tools" / "docker-caffe.sh"
 PYCAFFE_SUBDIR = Path("lib/python3/dist-packages")
 TAIL_LINES = 15
+STOP_GRACE_S = 15
 # A glog line: severity (I, W, E, F), date (the year only since glog 0.6) and time, thread, file:line, message.
 GLOG_PREFIX = re.compile(r"^[IWEF]((?:\d{4})?\d{4} \d\d:\d\d:\d\d\.\d+)\s+\d+ [\w.]+:\d+\]\s+(.*)$")
 
@@ -51,15 +52,20 @@ def tool_path(name: str) -> Path:
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for Caffe's command-line tools.
+    """Environment for Caffe's command-line tools, and for tools/docker-caffe.sh, which needs no Caffe here.
 
     The `caffe` binary embeds the base interpreter, not the venv, so Python layers run from it need the
-    venv's site-packages and pycaffe on PYTHONPATH.
+    venv's site-packages and pycaffe on PYTHONPATH: the pycaffe of the Caffe in use, where one is found (a
+    command that runs in the Docker image has its own).
     """
     import sysconfig
 
     env = dict(os.environ)
-    paths = [str(caffe_root() / PYCAFFE_SUBDIR), sysconfig.get_paths()["purelib"]]
+    try:
+        paths = [str(caffe_root() / PYCAFFE_SUBDIR)]
+    except CaffeNotFoundError:
+        paths = []
+    paths.append(sysconfig.get_paths()["purelib"])
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -76,8 +82,8 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
     `keep`, else its last lines). Raises ToolFailed in one line when the command fails (`failure`).
 
     With `on_sigint`, a SIGINT sent to this process is passed on to the command (which decides how to stop; a
-    terminal's Ctrl-C reaches it directly too) and `on_sigint` is called. The command is killed if this process
-    stops waiting for it (an exception in `on_line`, a second interrupt without `on_sigint`).
+    terminal's Ctrl-C reaches it directly too) and `on_sigint` is called. The command is stopped (`stop`) if this
+    process stops waiting for it (an exception in `on_line`, a second interrupt without `on_sigint`).
     """
     command = [str(part) for part in command]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=cli_env(), text=True)
@@ -106,8 +112,7 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            stop(proc)
         if log:
             log.close()
     if proc.returncode != 0:
@@ -115,6 +120,21 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
         glog = GLOG_PREFIX.match(last)
         raise ToolFailed(failure(command, proc.returncode, glog.group(2) if glog else last, log_path))
     return subprocess.CompletedProcess(command, proc.returncode, stdout="".join(lines))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stops a command and waits for it: SIGTERM, then SIGKILL after STOP_GRACE_S seconds. SIGTERM first because
+    `docker run` (tools/docker-caffe.sh, without a terminal) passes it on to the container, which ends with Caffe;
+    SIGKILL would end the client only and leave Caffe running in the container, writing snapshots."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def failure(command: list[str], returncode: int, last: str, log_path: Path | None) -> str:
@@ -132,18 +152,44 @@ def failure(command: list[str], returncode: int, last: str, log_path: Path | Non
             + (f"; full output in {log_path}" if log_path else ""))
 
 
+def _docker_script(gpu: bool, image: str | None, mounts) -> list[str]:
+    """tools/docker-caffe.sh with its options (see docker_command)."""
+    if not DOCKER_SCRIPT.is_file():
+        raise CaffeNotFoundError(f"{DOCKER_SCRIPT} is missing (it ships with the ilgnet-caffe checkout)")
+    options = [] if gpu else ["--cpu"]
+    if image:
+        options += ["--image", image]
+    for mount in mounts:
+        options += ["--mount", str(Path(mount).resolve())]
+    return ["bash", str(DOCKER_SCRIPT), *options]
+
+
+def docker_command(command: list, *, gpu: bool, mounts: list[Path] = (), image: str | None = None) -> list[str]:
+    """The command line running `command` in the Docker image through tools/docker-caffe.sh, which needs only
+    Docker here: with `gpu` the GPUs and the CUDA image, else none and the CPU image; `image` names another
+    (default: ILGNET_IMAGE, else those two). `mounts` are mounted at their own paths besides the checkout and the
+    working directory. CaffeNotFoundError when the script is missing (it ships with the ilgnet-caffe checkout)."""
+    return [*_docker_script(gpu, image, mounts), "--", *[str(part) for part in command]]
+
+
+def docker_image(*, gpu: bool, image: str | None = None) -> str:
+    """The image docker_command runs (for GPU runs with `gpu`, else for CPU runs) as "NAME sha256:ID", once
+    Docker has answered that it is there. CaffeNotFoundError in one line otherwise: no docker, an engine that does
+    not answer, or no such image (naming the `make` target that builds it)."""
+    result = subprocess.run([*_docker_script(gpu, image, ()), "--check"], capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or [f"exit status {result.returncode}"]
+        raise CaffeNotFoundError(lines[-1].removeprefix("docker-caffe: "))
+    return result.stdout.strip()
+
+
 def caffe_invocation(args: list, *, gpu: str | None, docker: bool, mounts: list[Path]) -> list[str]:
-    """The command line of `caffe ARGS [-gpu GPU]`: the local binary, or the Docker image's through
-    tools/docker-caffe.sh (GPU image with `gpu`, else the CPU image), mounting `mounts` at their own paths."""
+    """The command line of `caffe ARGS [-gpu GPU]`: the local binary, or the Docker image's (docker_command: the
+    CUDA image with `gpu`, else the CPU image), mounting `mounts` at their own paths."""
     args = [str(a) for a in args] + (["-gpu", str(gpu)] if gpu is not None else [])
     if not docker:
         return [str(tool_path("caffe")), *args]
-    if not DOCKER_SCRIPT.is_file():
-        raise CaffeNotFoundError(f"{DOCKER_SCRIPT} is missing (it ships with the ilgnet-caffe checkout)")
-    options = [] if gpu is not None else ["--cpu"]
-    for mount in mounts:
-        options += ["--mount", str(Path(mount).resolve())]
-    return ["bash", str(DOCKER_SCRIPT), *options, "--", "caffe", *args]
+    return docker_command(["caffe", *args], gpu=gpu is not None, mounts=mounts)
 
 
 def run_tool(name: str, args: list, *, log_path: Path | None = None) -> subprocess.CompletedProcess:

@@ -1,6 +1,8 @@
-"""`ilgnet doctor` (`make doctor`): which Caffe the toolkit uses, how it was built, and whether it works."""
+"""`ilgnet doctor` (`make doctor`): which Caffe the toolkit uses, how it was built, and whether it works; with
+--docker, the same for the Caffe of the Docker images that `--docker` runs use, with no Caffe needed here."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,12 +15,53 @@ def register(subparsers) -> None:
                     "pycaffe, BLAS, whether it was built with CUDA (and which cuDNN it loads) and how many GPUs "
                     "nvidia-smi lists. A two-layer net is run forward through pycaffe to prove that libcaffe, "
                     "pycaffe and protobuf agree. Exits with status 1 and the reason when anything is missing or "
-                    "broken.",
+                    "broken. With --docker, checks the Docker images that --docker runs use instead, with no Caffe "
+                    "needed here: for CPU runs and for GPU runs, whether the image is there and what this same check "
+                    "says inside it.",
         epilog="examples:\n"
                "  ilgnet doctor\n"
                "  ILGNET_CAFFE_ROOT=/opt/caffe ilgnet doctor    # check another Caffe install prefix\n"
-               "  make doctor                                   # the same, after `make setup`")
+               "  make doctor                                   # the same, after `make setup`\n"
+               "  ilgnet doctor --docker                        # the images (make docker-build, docker-build-cpu)")
+    parser.add_argument("--docker", action="store_true",
+                        help="check the Docker images that --docker runs use instead of the Caffe here")
     parser.set_defaults(func=run)
+
+
+def _docker() -> int:
+    """`ilgnet doctor` in the image of CPU runs and in that of GPU runs (with the GPUs when nvidia-smi lists any
+    here, else on the CPU): 0 when at least one is there and every one that is there passes."""
+    from ilgnet.bvlc.tools import docker_command, docker_image, gpu_count
+    from ilgnet.errors import CaffeNotFoundError
+
+    gpus = gpu_count()
+    checked, passed, failed = set(), 0, 0
+    for runs, gpu in (("CPU", False), ("GPU", True)):
+        try:
+            name, image_id = docker_image(gpu=gpu).split()
+        except CaffeNotFoundError as err:
+            print(f"docker image ({runs} runs): NOT AVAILABLE: {err}")
+            continue
+        if name in checked:
+            print(f"docker image ({runs} runs): {name}, as above")
+            continue
+        checked.add(name)
+        print(f"docker image ({runs} runs): {name} ({image_id.removeprefix('sha256:')[:12]}); ilgnet doctor in it"
+              + ("" if not gpu or gpus else ", on the CPU (no GPU here)") + ":")
+        command = docker_command(["ilgnet", "doctor"], gpu=gpu and gpus > 0, image=name)
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        print("".join(f"  {line}" for line in result.stdout.splitlines(keepends=True)), end="")
+        if result.returncode == 0:
+            passed += 1
+        else:
+            print(f"  FAILED (exit status {result.returncode})")
+            failed += 1
+    status = "OK" if passed and not failed else "FAILED"
+    if checked:
+        print(f"status        : {status} ({passed} of {len(checked)} image{'s' if len(checked) != 1 else ''} passed)")
+    else:
+        print(f"status        : {status} (no image: build one with `make docker-build-cpu` or `make docker-build`)")
+    return 0 if status == "OK" else 1
 
 
 def _forward_smoke_test() -> None:
@@ -43,10 +86,13 @@ def run(args) -> int:
                                    tool_path)
     from ilgnet.errors import CaffeNotFoundError
 
+    if args.docker:
+        return _docker()
     try:
         root, caffe_bin = caffe_root(), tool_path("caffe")
     except CaffeNotFoundError as err:
-        print(f"Caffe: NOT FOUND\n  {err}", file=sys.stderr)
+        print(f"Caffe: NOT FOUND\n  {err}\n  (runs in the Docker images need no Caffe here: ilgnet doctor --docker)",
+              file=sys.stderr)
         return 1
     try:
         version = caffe_version()

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ilgnet.bvlc.io import lmdb_size, load_mean
 from ilgnet.bvlc.proto import to_text
-from ilgnet.bvlc.tools import caffe_invocation, require_gpus, run_logged
+from ilgnet.bvlc.tools import caffe_invocation, docker_image, require_gpus, run_logged
 from ilgnet.errors import BadInput
 from ilgnet.fileio import reading
 from ilgnet.evaluation.results import results_table
@@ -85,6 +85,15 @@ def _run(net, weights: Path, iterations: int, work: Path, *, gpu: int | None, do
         return run_logged(command, on_line=on_line).stdout
 
 
+def _check_engine(gpu: int | None, docker: bool) -> None:
+    """Before any work: the Docker image is there (for a run in Docker; Caffe here is not needed then), or the
+    GPU is (for a GPU run here)."""
+    if docker:
+        docker_image(gpu=gpu is not None)
+    elif gpu is not None:
+        require_gpus(gpu)
+
+
 def _copy_tail(lmdb_path: Path, skip: int, dest: Path) -> None:
     """An LMDB of the records of `lmdb_path` after the first `skip`, keys and values as they are."""
     import lmdb
@@ -123,8 +132,7 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, ma
     account for every record."""
     v = get_variant(variant)
     records = lmdb_size(lmdb_path)
-    if gpu is not None and not docker:
-        require_gpus(gpu)
+    _check_engine(gpu, docker)
     plan = coverage(records, max_batch)
     check_mean(mean_file)
     with reading(weights, "checking", progress=progress):
@@ -154,6 +162,7 @@ def paper_protocol(variant: str, weights: Path, lmdb_path: Path, mean_file: Path
     records, wrapping around the LMDB), with a progress bar; returns the images read, Caffe's accuracy and loss."""
     v = get_variant(variant)
     check_mean(mean_file)
+    _check_engine(gpu, docker)
     net = train_val(v.name, train_lmdb=lmdb_path.resolve(), val_lmdb=lmdb_path.resolve(),
                     mean_file=Path(mean_file).resolve(), train_batch=batch, val_batch=batch)
     work = Path(tempfile.mkdtemp(prefix="ilgnet-caffe-test-"))

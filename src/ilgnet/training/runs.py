@@ -33,7 +33,7 @@ from pathlib import Path
 from ilgnet import defaults
 from ilgnet.bvlc.io import lmdb_records, lmdb_size, load_mean
 from ilgnet.bvlc.proto import to_text
-from ilgnet.bvlc.tools import caffe_invocation, require_gpus, tool_path
+from ilgnet.bvlc.tools import caffe_invocation, docker_image, require_gpus, tool_path
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, InUse, MissingFile, ToolFailed, UserError
 from ilgnet.fileio import folder_lock, reading
@@ -229,8 +229,9 @@ def _check_resume(options: TrainOptions, v: Variant, data: DataFolder, run_dir: 
 
 def plan(options: TrainOptions, notify: Callable[[str], None] = _ignore) -> Plan:
     """Every check a run needs before anything is written: the counts, profile, data, snapshots, initial weights
-    and GPUs; the data folder is read here and nowhere else. BadInput/MissingFile (or CaffeNotFoundError without
-    Caffe, unless the run is in Docker) when something is not right."""
+    and GPUs; the data folder is read here and nowhere else. BadInput/MissingFile when something is not right;
+    CaffeNotFoundError without Caffe here, or for a run in Docker, without Docker or its image (Caffe here is
+    then not needed)."""
     _check_counts(options)
     v = get_variant(options.variant)
     get_profile(options.profile)
@@ -242,10 +243,12 @@ def plan(options: TrainOptions, notify: Callable[[str], None] = _ignore) -> Plan
     if options.val_batch is not None and options.val_batch > val_size:
         raise BadInput(f"val batch {options.val_batch} is larger than the {val_size} records of {data.lmdb('val')}: "
                        f"a test pass would read most of them more than once")
-    if not options.docker:
-        tool_path("caffe")                  # CaffeNotFoundError before a run folder is made
-    if options.gpu is not None and not options.docker:
-        require_gpus(options.gpu)
+    if options.docker:
+        docker_image(gpu=options.gpu is not None)      # CaffeNotFoundError before a run folder is made
+    else:
+        tool_path("caffe")
+        if options.gpu is not None:
+            require_gpus(options.gpu)
     net = train_val(v, train_lmdb=data.lmdb("train"), val_lmdb=data.lmdb("val"), mean_file=data.mean_binaryproto,
                     train_batch=1, val_batch=1)
     states = snapshots(run_dir, "solverstate")
