@@ -63,6 +63,18 @@ def test_opencv_backend_scores_without_caffe(stand_in):
     assert "or score without Caffe: --backend onnxruntime (or opencv)" in result.stderr
 
 
+def test_a_caffe_root_without_pycaffe_is_refused_not_replaced_by_the_venvs(stand_in, caffe):
+    """ILGNET_CAFFE_ROOT names the Caffe to use, for the tools and for pycaffe alike: one without pycaffe is refused
+    in one line, never scored with the venv's own pycaffe in its place."""
+    env = {**os.environ, "ILGNET_CAFFE_ROOT": "/nonexistent/caffe"}
+    result = subprocess.run([sys.executable, "-m", "ilgnet.cli", *predict_args(stand_in, "--backend", "caffe")],
+                            capture_output=True, text=True, env=env)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("ilgnet predict: error: ILGNET_CAFFE_ROOT is /nonexistent/caffe, which has no "
+                                    "pycaffe (/nonexistent/caffe/lib/python3/dist-packages/caffe is missing)")
+    assert result.stderr.count("\n") == 1
+
+
 def test_without_caffe_predict_scores_with_onnxruntime_unasked(stand_in, tmp_path):
     """No backend flag on a machine without Caffe: auto picks onnxruntime, says so, and gives OpenCV's scores; the
     export is made once, beside the caffemodel."""

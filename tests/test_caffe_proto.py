@@ -59,3 +59,21 @@ def test_text_format_keeps_caffes_float_style_and_skips_unknown_fields():
     layer = caffe_proto.parse_text('name: "x" type: "ReLU" param { lr_mult: 1 } future_param { a: 1 }',
                                    caffe_proto.LayerParameter())
     assert caffe_proto.to_text(layer) == 'name: "x"\ntype: "ReLU"\nparam {\n  lr_mult: 1\n}\n'
+
+
+def test_a_binary_file_given_as_a_prototxt_is_named_as_such(tmp_path):
+    """A photo or a caffemodel given where a prototxt goes (`--deploy photo.jpg`) is named as binary, not quoted:
+    its bytes would fill the terminal with unprintable characters."""
+    from ilgnet.bvlc.io import read_prototxt
+    from ilgnet.errors import BadInput
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00")
+    with pytest.raises(BadInput) as binary:
+        read_prototxt(photo)
+    assert str(binary.value) == f"{photo} is not a prototxt: it holds binary data (a caffemodel, a photo?), not text"
+    stray = tmp_path / "deploy.prototxt"
+    stray.write_bytes(b'name: "x"\n\x1b[2J\xe9 layer {')
+    with pytest.raises(BadInput) as syntax:
+        read_prototxt(stray)
+    assert str(syntax.value).startswith(f"{stray}:2:") and str(syntax.value).isprintable()

@@ -92,6 +92,8 @@ def test_summary_writes_csv_and_png(train_log, tmp_path):
     frame = write_train_summary(train_log, accuracy_blob="accuracy", csv=csv, png=png)
     assert csv.read_text().splitlines()[0] == "iteration,seconds,loss,lr,test_accuracy,test_loss,health"
     assert len(csv.read_text().splitlines()) == len(frame) + 1
+    seconds = [row.split(",")[1] for row in csv.read_text().splitlines()[1:]]
+    assert all(len(value.partition(".")[2]) <= 6 for value in seconds), seconds     # glog's microseconds, no more
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 

@@ -234,3 +234,11 @@ def test_the_report_fills_the_cells_of_its_plan_and_renders_in_chromium(caffe, d
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cells of plan table3 are empty: run ilgnet-noinc-ava2-seed1: not found" in err
     assert (tmp_path / "whole" / "report.html").is_file()                 # written, then refused
+
+
+def test_the_status_of_a_runs_folder_that_does_not_exist_says_so(tmp_path, capsys):
+    """A mistyped --runs is not shown as an ordinary table of runs not started."""
+    assert ilgnet(["campaign", "table4", "--status", "--runs", str(tmp_path / "typo")]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"ilgnet campaign: {tmp_path / 'typo'} does not exist yet: no run of plan table4 has started there\n"
+    assert out.rstrip().endswith("not started") and not (tmp_path / "typo").exists()

@@ -173,6 +173,40 @@ def test_docker_caffe_says_in_one_line_what_is_missing(stand_in_docker, tmp_path
                                                      "install docker.io)\n")
 
 
+@pytest.mark.parametrize("cwd, args, message", [
+    ("/", [], "the working folder / cannot be mounted in the image; run from another folder (cd into your project "
+              "first)"),
+    ("/usr", [], "the working folder /usr cannot be mounted in the image: it overlaps the image's /usr; run from "
+                 "another folder (cd into your project first)"),
+    (None, ["--mount", "/usr/lib"], "--mount /usr/lib cannot be mounted in the image: it overlaps the image's /usr; "
+                                    "mount a folder of your data"),
+    (None, ["--mount", "/opt"], "--mount /opt cannot be mounted in the image: it overlaps the image's "
+                                "/opt/caffe-cache; mount a folder of your data"),
+    (None, ["--mount", "/"], "--mount / cannot be mounted in the image; mount a folder of your data"),
+])
+def test_a_mount_that_would_hide_the_images_own_folders_is_refused(stand_in_docker, tmp_path, cwd, args, message):
+    """Docker refuses to mount / (`docker run` exits 125 with a hint to --help), and a host folder mounted over the
+    image's /usr or /opt would hide its Python, venv or Caffe: refused in one line before Docker is asked."""
+    result = subprocess.run(["/bin/bash", str(SCRIPT), "--cpu", *args, "caffe", "device_query"], cwd=cwd or tmp_path,
+                            env=stand_in_docker.env(), capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (2, f"docker-caffe: {message}\n")
+    assert stand_in_docker.calls("run") == []
+
+
+def test_a_failed_docker_run_is_reported_by_dockers_error_line(tmp_path):
+    """docker's last line is only a hint (`Run 'docker run --help' ...`); the line before it says what went wrong."""
+    from ilgnet.bvlc.tools import run_logged
+    from ilgnet.errors import ToolFailed
+
+    script = ("echo 'docker: Error response from daemon: could not select device driver \"\" with capabilities: "
+              "[[gpu]].'; echo \"Run 'docker run --help' for more information\"; exit 125")
+    with pytest.raises(ToolFailed) as failed:
+        run_logged(["bash", "-c", script], log_path=tmp_path / "run.log")
+    assert str(failed.value) == ('bash -c exited with 125; last message: docker: Error response from daemon: could '
+                                 'not select device driver "" with capabilities: [[gpu]].; full output in '
+                                 f'{tmp_path / "run.log"}')
+
+
 def docker_run(image: str, cwd: Path, mounts: list[Path], command: list[str], gpus: bool = False) -> list[str]:
     """The `docker run` arguments tools/docker-caffe.sh gives: the checkout, the working directory and `mounts` at
     their own paths (sorted, once each), as the calling user, with the checkout's src/ on PYTHONPATH."""
@@ -225,6 +259,38 @@ def test_train_in_docker_runs_caffe_train_in_the_cpu_image_with_no_caffe_here(no
                                                 "Docker engine: build it with `make docker-build-cpu` "
                                                 "(docs/DOCKER.md)")
     assert not (tmp_path / "second").exists() and len(stand_in_docker.calls("run")) == 1
+
+
+def test_a_docker_run_that_cannot_start_is_refused_before_its_run_folder(no_caffe_python, stand_in_docker, data,
+                                                                         tmp_path):
+    """A GPU run on a machine whose nvidia-smi lists no GPU, and a run from /, each refused in one line before the
+    run folder is made and before Docker runs anything (else `docker run` exits 125 with a hint to --help)."""
+    from ilgnet.bvlc.tools import gpu_count
+
+    stand_in_docker.images = ["ilgnet-caffe:cpu", "ilgnet-caffe:cuda"]
+    from_root = run_ilgnet(no_caffe_python, stand_in_docker, *train_args(data, tmp_path), cwd=Path("/"))
+    assert one_error_line(from_root, "train") == ("ilgnet train: error: the working folder / cannot be mounted in the "
+                                                  "image; run from another folder (cd into your project first)")
+    if gpu_count():
+        pytest.skip("nvidia-smi lists a GPU here: a GPU run can start")
+    on_gpu = [*(["--gpu", "0"] if arg == "--cpu" else [arg] for arg in train_args(data, tmp_path))]
+    no_gpu = run_ilgnet(no_caffe_python, stand_in_docker, *[a for args in on_gpu for a in args], cwd=tmp_path)
+    assert one_error_line(no_gpu, "train") == ("ilgnet train: error: GPU 0 asked for, but nvidia-smi lists no GPU on "
+                                               "this machine; run in the CPU image with --cpu")
+    assert not (tmp_path / "runs").exists() and stand_in_docker.calls("run") == []
+
+
+def test_docker_runs_caffe_test_not_pycaffe(tmp_path, capsys, monkeypatch):
+    from ilgnet.cli import main as ilgnet
+
+    monkeypatch.chdir(tmp_path)
+    Path("m.caffemodel").write_bytes(b"")
+    Path("data").mkdir()
+    with pytest.raises(SystemExit) as refused:
+        ilgnet(["test", "--docker", "--engine", "pycaffe", "--weights", "m.caffemodel", "--data", "data"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err == ("ilgnet test: error: --docker runs the `caffe test` binary in the image "
+                                       "(--engine caffe), not --engine pycaffe (see `ilgnet test --help`)\n")
 
 
 def test_caffe_test_in_docker_runs_in_the_cpu_image_with_no_caffe_here(no_caffe_python, stand_in_docker, data,
@@ -327,6 +393,7 @@ def test_train_test_and_doctor_in_the_real_cpu_image_with_no_caffe_here(no_caffe
     assert (scored["engine"], scored["images"]) == ("caffe", 3)
     doctor = ilgnet("doctor", "--docker")
     assert "docker image (CPU runs): ilgnet-caffe:cpu" in doctor.stdout and "  status        : OK" in doctor.stdout
+    assert "Cannot create Cublas handle" not in doctor.stdout and "InitGoogleLogging" not in doctor.stdout
 
 
 @pytest.mark.docker

@@ -22,6 +22,19 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+# The image's own folders: a mount at one of them, above it (/, /opt) or inside it (/usr/lib) would hide the
+# image's system, venv or Caffe; Docker refuses to mount / at all.
+image_folders=(/bin /dev /etc /lib /lib64 /opt/caffe-cache /opt/ilgnet-caffe /proc /sbin /sys /usr /var/lib)
+refuse_cover() {    # FOLDER WHAT HINT: exit 2 when mounting FOLDER would hide any of image_folders
+  local folder
+  [ "$1" != / ] || { echo "docker-caffe: $2 / cannot be mounted in the image; $3" >&2; exit 2; }
+  for folder in "${image_folders[@]}"; do
+    if [[ "$folder/" == "$1/"* || "$1/" == "$folder/"* ]]; then
+      echo "docker-caffe: $2 $1 cannot be mounted in the image: it overlaps the image's $folder; $3" >&2
+      exit 2
+    fi
+  done
+}
 cpu=0
 check=0
 image=${ILGNET_IMAGE:-}
@@ -33,7 +46,8 @@ while [ $# -gt 0 ]; do
              image=$2; shift 2 ;;
     --mount) [ $# -ge 2 ] || { echo "docker-caffe: --mount needs a folder" >&2; exit 2; }
              [ -d "$2" ] || { echo "docker-caffe: --mount $2: no such folder" >&2; exit 2; }
-             mounts+=("$(cd "$2" && pwd -P)"); shift 2 ;;
+             mounts+=("$(cd "$2" && pwd -P)")
+             refuse_cover "${mounts[-1]}" "--mount" "mount a folder of your data"; shift 2 ;;
     --check) check=1; shift ;;
     --) shift; break ;;
     -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
@@ -41,6 +55,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ $# -gt 0 ] || [ "$check" = 1 ] || { echo "docker-caffe: nothing to run (try --help)" >&2; exit 2; }
+refuse_cover "$(pwd -P)" "the working folder" "run from another folder (cd into your project first)"
+refuse_cover "$repo" "the checkout" "clone ilgnet-caffe elsewhere"
 case "${1:-}" in
   train|test|time|device_query) set -- caffe "$@" ;;    # bare caffe actions
 esac

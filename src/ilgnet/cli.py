@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="surrogateescape")
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = build_parser().parse_known_args(argv)
+        if unknown:                     # named with the command they were given to, as its own errors are
+            Parser(prog=f"ilgnet {args.command}").error(f"unrecognized arguments: {' '.join(unknown)}")
     except KeyboardInterrupt:           # while the commands' modules load, which takes a moment on a busy machine
         named = [word for word in argv[:1] if word in {c.__name__.rsplit(".", 1)[-1] for c in COMMANDS}]
         print(f"{' '.join(['ilgnet', *named])}: interrupted", file=sys.stderr)

@@ -150,12 +150,17 @@ def write_mean(mean: np.ndarray, binaryproto: Path, npy: Path) -> None:
 
 def read_prototxt(path: Path | str, message=None):
     """A prototxt file as a NetParameter (or into `message`, e.g. a SolverParameter); BadInput names the file,
-    line and column of a syntax error."""
+    line and column of a syntax error, or says that the file is binary (a caffemodel or a photo given in its place:
+    prototxt is text, and binary files hold NUL bytes)."""
     path = Path(path)
+    text = read_text(path, errors="replace")
+    if "\0" in text:
+        raise BadInput(f"{path} is not a prototxt: it holds binary data (a caffemodel, a photo?), not text")
     try:
-        return parse_text(read_text(path, errors="replace"), message if message is not None else NetParameter())
+        return parse_text(text, message if message is not None else NetParameter())
     except ParseError as err:
-        raise BadInput(f"{path}:{err}") from None
+        shown = "".join(c if c.isprintable() else "?" for c in str(err))
+        raise BadInput(f"{path}:{shown}") from None
 
 
 def load_net(net, phase: int = TEST, *, weights: Path | None = None):

@@ -235,7 +235,8 @@ def parse_train_log(path: Path, *, accuracy_blob: str | None = None):
         frame = pd.DataFrame(rows)
         stamps = pd.concat([pd.Series([first_stamp]), frame["stamp"]], ignore_index=True)
         times = _stamp_times(stamps, facts.get("year"), path)
-        frame["seconds"] = (times.iloc[1:] - times.iloc[0]).dt.total_seconds().to_numpy()
+        # glog stamps hold microseconds: rounded to them, 23.570157 is not written as 23.570157000000002
+        frame["seconds"] = (times.iloc[1:] - times.iloc[0]).dt.total_seconds().round(6).to_numpy()
         frame = frame.reindex(columns=COLUMNS).groupby("iteration", as_index=False).last().reindex(columns=COLUMNS)
         frame["health"] = [health.marks.get(iteration, "") for iteration in frame["iteration"]]
     frame.attrs["average_loss"] = facts.get("average_loss", 1)

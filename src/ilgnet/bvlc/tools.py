@@ -24,6 +24,9 @@ SETUP_HINT = "run `make setup` in the ilgnet-caffe checkout (or set ILGNET_CAFFE
 DOCKER_SCRIPT = Path(__file__).resolve().parents[3] / "tools" / "docker-caffe.sh"
 PYCAFFE_SUBDIR = Path("lib/python3/dist-packages")
 TAIL_LINES = 15
+# How the docker client and tools/docker-caffe.sh begin their error lines (docker's last line is only a hint to
+# `docker run --help`).
+DOCKER_ERRORS = ("docker: ", "docker-caffe: ")
 STOP_GRACE_S = 15
 # A glog line: severity (I, W, E, F), date (the year only since glog 0.6) and time, thread, file:line, message.
 GLOG_PREFIX = re.compile(r"^[IWEF]((?:\d{4})?\d{4} \d\d:\d\d:\d\d\.\d+)\s+\d+ [\w.]+:\d+\]\s+(.*)$")
@@ -71,6 +74,9 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths)
     # Full INFO logs: wrappers parse them (pycaffe's quiet default must not leak into the tools).
     env["GLOG_minloglevel"] = "0"
+    # To stderr only, which run_logged keeps in the command's log: glog's own log files would pile up in /tmp,
+    # several per call.
+    env["GLOG_logtostderr"] = "1"
     env.update(extra or {})
     return env
 
@@ -100,7 +106,7 @@ def run_logged(command: list[str], *, log_path: Path | None = None, on_line: Cal
     try:
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith(("E", "F")) and GLOG_PREFIX.match(line):
+            if line.startswith(DOCKER_ERRORS) or line.startswith(("E", "F")) and GLOG_PREFIX.match(line):
                 last_error = line
             if log:
                 log.write(line)
@@ -198,11 +204,18 @@ def run_tool(name: str, args: list, *, log_path: Path | None = None) -> subproce
 
 
 def import_caffe():
-    """pycaffe, imported quietly (glog at warnings and above unless GLOG_minloglevel is set)."""
+    """pycaffe, imported quietly (glog at warnings and above unless GLOG_minloglevel is set): ILGNET_CAFFE_ROOT's
+    where that is set (CaffeNotFoundError when it has none: never the venv's in its place, as the tools never
+    are), else the one the venv finds."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     root = os.environ.get("ILGNET_CAFFE_ROOT")
-    if root and str(Path(root) / PYCAFFE_SUBDIR) not in sys.path:
-        sys.path.insert(0, str(Path(root) / PYCAFFE_SUBDIR))
+    if root:
+        pycaffe = Path(root) / PYCAFFE_SUBDIR
+        if not (pycaffe / "caffe" / "__init__.py").is_file():
+            raise CaffeNotFoundError(f"ILGNET_CAFFE_ROOT is {root}, which has no pycaffe ({pycaffe / 'caffe'} is "
+                                     f"missing); unset it to use the Caffe of `make setup`")
+        if str(pycaffe) not in sys.path:
+            sys.path.insert(0, str(pycaffe))
     try:
         import caffe
     except ImportError as err:
@@ -274,18 +287,20 @@ def build_info() -> dict:
             "cudnn": _cudnn_version(libcaffe[0]) if libcaffe else None}
 
 
-def require_gpus(devices: str | int) -> None:
+def require_gpus(devices: str | int, *, docker: bool = False) -> None:
     """Checks that this Caffe can run on `devices` (Caffe's -gpu value: 0, "0,1" or "all") before Caffe is asked to:
-    a CPU-only build or a missing GPU makes Caffe abort the process. BadInput says which."""
+    a CPU-only build or a missing GPU makes Caffe abort the process (and `docker run --gpus` stop without a word
+    of why). With `docker`, the image's Caffe is the CUDA build and only the GPUs are checked. BadInput says which."""
     spec = str(devices)
     if spec != "all" and not re.fullmatch(r"\d+(,\d+)*", spec):
         raise BadInput(f"GPU {spec!r}: expected an id (0), ids (0,1) or all")
-    if not build_info()["cuda"]:
+    if not docker and not build_info()["cuda"]:
         raise BadInput(f"GPU {devices} asked for, but the Caffe in {caffe_root()} was built without CUDA (CPU only); "
                        f"build it with CUDA (`make setup-cuda`) or run on the CPU")
     count = gpu_count()
     if count == 0:
-        raise BadInput(f"GPU {devices} asked for, but nvidia-smi lists no GPU on this machine")
+        raise BadInput(f"GPU {devices} asked for, but nvidia-smi lists no GPU on this machine"
+                       + ("; run in the CPU image with --cpu" if docker else ""))
     ids = range(count) if spec == "all" else [int(d) for d in spec.split(",")]
     if bad := [i for i in ids if not 0 <= i < count]:
         raise BadInput(f"GPU {bad[0]} asked for, but this machine has {count} (ids 0 to {count - 1})")

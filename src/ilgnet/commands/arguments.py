@@ -128,6 +128,15 @@ def output_file(text: str) -> Path:
     return path
 
 
+def onnx_file(text: str) -> Path:
+    """An ONNX file to write (`output_file`) whose name ends in .onnx, so that a slip of the shell cannot name the
+    caffemodel, the mean or a photo in its place."""
+    path = output_file(text)
+    if path.suffix.lower() != ".onnx":
+        _fail(f"{path} does not end in .onnx")
+    return path
+
+
 def output_folder(text: str) -> Path:
     """A folder to write into (made when missing): not a file, and where it exists, one this process may write in."""
     path = Path(text)

@@ -73,10 +73,11 @@ def run(args) -> int:
     chosen = load_plan(args.plan, seeds=args.seeds, runs_dir=args.runs, data_dir=args.data, models_dir=args.models)
     devices = None
     if args.gpus:
-        if not args.docker:
-            require_gpus(args.gpus)             # one line now, not a failed run per GPU later
+        require_gpus(args.gpus, docker=args.docker)     # one line now, not a failed run per GPU later
         devices = [str(i) for i in range(gpu_count())] if args.gpus == "all" else args.gpus.split(",")
     if args.status:
+        if not chosen.runs_dir.is_dir():
+            _notify(f"{chosen.runs_dir} does not exist yet: no run of plan {chosen.name} has started there")
         print(status_table(status(chosen)), end="")
         return 0
     print(f"plan {chosen.name}: {len(chosen.runs)} runs in {chosen.runs_dir}", file=sys.stderr)

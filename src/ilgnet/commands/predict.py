@@ -62,8 +62,9 @@ def register(subparsers) -> None:
                         help="where ilgnet-ava1/2 are kept (`ilgnet weights fetch` puts them there; default: models/)")
     parser.add_argument("--top", type=integer(1), metavar="K", help="output only the K best photos, best first")
     parser.add_argument("--format", choices=["csv", "jsonl", "parquet"],
-                        help="output format (default: from --out's suffix, .jsonl, .parquet, else csv; parquet needs "
-                             "--out and pyarrow)")
+                        help="output format (default: from --out's suffix: .csv, .txt or none csv, .jsonl or .json "
+                             "jsonl, .parquet parquet; another suffix needs --format; parquet needs --out and "
+                             "pyarrow)")
     parser.add_argument("--out", type=output_file, help="write the table here instead of stdout")
     parser.add_argument("--oversample", action="store_true",
                         help="average 10 crops (4 corners + centre, and their mirrors) instead of the centre crop")
@@ -122,13 +123,18 @@ def refuse_overwrites(args, model, found) -> None:
 
 
 def output_format(out: Path | None, fmt: str | None) -> str:
-    """csv, jsonl or parquet: `fmt`, else from `out`'s suffix, else csv. Parquet needs a file and pyarrow, which are
-    checked here, before any photo is scored."""
+    """csv, jsonl or parquet: `fmt`, else from `out`'s suffix (.csv, .txt or none: csv; .jsonl, .json; .parquet),
+    else csv. UsageError for another suffix without `fmt` (x.xlsx would be CSV under a spreadsheet's name). Parquet
+    needs a file and pyarrow, which are checked here, before any photo is scored."""
     import importlib.util
 
     from ilgnet.errors import MissingPackage
 
-    fmt = fmt or {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(out.suffix if out else "", "csv")
+    by_suffix = {"": "csv", ".csv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+    if fmt is None and out is not None and out.suffix.lower() not in by_suffix:
+        raise arguments.UsageError(f"argument --out: {out} does not end in .csv, .jsonl or .parquet, the formats "
+                                   f"written; rename it, or give --format to write one of them under this name")
+    fmt = fmt or by_suffix[out.suffix.lower() if out else ""]
     if fmt == "parquet" and out is None:
         raise BadInput("Parquet is written to a file: give --out FILE.parquet")
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     parser.add_argument("--batch", type=integer(1), default=defaults.VAL_BATCH,
                         help=f"forward batch size (default: {defaults.VAL_BATCH})")
     parser.add_argument("--gpu", type=integer(0), help="GPU id (default: CPU)")
-    parser.add_argument("--engine", choices=["pycaffe", "caffe"], default="pycaffe",
+    parser.add_argument("--engine", choices=["pycaffe", "caffe"],
                         help="pycaffe: the net in this process, batches of --batch with a shorter last one "
                              "(default); caffe: the `caffe test` binary, with a batch that divides the record count "
                              "(at most --batch) and a second run for any remainder")
@@ -85,7 +85,10 @@ def run(args) -> int:
         return 0
     if not (args.weights and args.data):
         raise UsageError("--weights and --data are required (or --replay LOG)")
-    if (args.engine == "caffe" or args.docker or args.paper_protocol) and args.backend not in ("auto", "caffe"):
+    if args.docker and args.engine == "pycaffe":
+        raise UsageError("--docker runs the `caffe test` binary in the image (--engine caffe), not --engine pycaffe")
+    engine = args.engine or ("caffe" if args.docker else "pycaffe")
+    if (engine == "caffe" or args.paper_protocol) and args.backend not in ("auto", "caffe"):
         raise UsageError("--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
                          "--backend goes with --engine pycaffe")
     data = DataFolder(args.data)
@@ -106,7 +109,6 @@ def run(args) -> int:
     unreached, protocol = data.unreached("val"), args.protocol or data.protocol()
     if args.paper_protocol and not protocol:
         raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
-    engine = "caffe" if args.docker else args.engine
     if (engine == "caffe" or args.paper_protocol) and not isinstance(mean, Path):
         raise UsageError(f"--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
                          f"the ONNX model {model.caffemodel} goes with --engine pycaffe")

@@ -90,8 +90,8 @@ def _check_engine(gpu: int | None, docker: bool) -> None:
     GPU is (for a GPU run here)."""
     if docker:
         docker_image(gpu=gpu is not None)
-    elif gpu is not None:
-        require_gpus(gpu)
+    if gpu is not None:
+        require_gpus(gpu, docker=docker)
 
 
 def _copy_tail(lmdb_path: Path, skip: int, dest: Path) -> None:

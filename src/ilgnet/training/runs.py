@@ -247,8 +247,8 @@ def plan(options: TrainOptions, notify: Callable[[str], None] = _ignore) -> Plan
         docker_image(gpu=options.gpu is not None)      # CaffeNotFoundError before a run folder is made
     else:
         tool_path("caffe")
-        if options.gpu is not None:
-            require_gpus(options.gpu)
+    if options.gpu is not None:
+        require_gpus(options.gpu, docker=options.docker)
     net = train_val(v, train_lmdb=data.lmdb("train"), val_lmdb=data.lmdb("val"), mean_file=data.mean_binaryproto,
                     train_batch=1, val_batch=1)
     states = snapshots(run_dir, "solverstate")
