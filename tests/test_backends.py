@@ -59,7 +59,7 @@ def test_opencv_backend_scores_without_caffe(stand_in):
     # With --backend caffe, the missing Caffe is one line that says what to do.
     result = without_caffe(*predict_args(stand_in, "--backend", "caffe"))
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.count("\n") == 1 and "pycaffe cannot be imported" in result.stderr
+    assert result.stderr.count("\n") == 1 and "which has no pycaffe" in result.stderr
     assert "or score without Caffe: --backend onnxruntime (or opencv)" in result.stderr
 
 
@@ -82,7 +82,8 @@ def test_without_caffe_predict_scores_with_onnxruntime_unasked(stand_in, tmp_pat
     weights.write_bytes(stand_in["weights"].read_bytes())
     result = without_caffe(*predict_args({**stand_in, "weights": weights}, "--workers", "2", "--batch", "4"))
     assert result.returncode == 0, result.stderr
-    assert "ilgnet predict: backend onnxruntime (no pycaffe here; onnxruntime is installed)" in result.stderr
+    assert ("ilgnet predict: backend onnxruntime (ILGNET_CAFFE_ROOT's Caffe (/nonexistent/caffe) has no pycaffe; "
+            "onnxruntime is installed)") in result.stderr
     table = pd.read_csv(io.StringIO(result.stdout))
     reference, _ = Scorer(stand_in["weights"], mean=stand_in["mean"], variant=SMALL, backend="opencv",
                           jobs=0).score_files(table.path)
@@ -105,7 +106,7 @@ def test_commands_that_need_caffe_say_so_in_one_line(stand_in, tmp_path):
     assert not (tmp_path / "runs").exists()
     result = without_caffe(*test, "--batch", "2", "--per-image", str(tmp_path / "records.csv"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr                    # `ilgnet test` runs in onnxruntime, unasked
-    assert "ilgnet test: backend onnxruntime (no pycaffe here" in result.stderr
+    assert "ilgnet test: backend onnxruntime (ILGNET_CAFFE_ROOT's Caffe (/nonexistent/caffe) has no pycaffe" in result.stderr
     assert pd.read_csv(tmp_path / "records.csv").p_1.between(0, 1).all()
 
 

@@ -271,12 +271,20 @@ def test_a_docker_run_that_cannot_start_is_refused_before_its_run_folder(no_caff
     from_root = run_ilgnet(no_caffe_python, stand_in_docker, *train_args(data, tmp_path), cwd=Path("/"))
     assert one_error_line(from_root, "train") == ("ilgnet train: error: the working folder / cannot be mounted in the "
                                                   "image; run from another folder (cd into your project first)")
+    usr = Path("/usr/local/ilgnet-caffe-test")              # runs under the image's /usr: made, then removed
+    if os.access("/usr/local", os.W_OK) and not usr.exists():
+        under_usr = run_ilgnet(no_caffe_python, stand_in_docker, *train_args(data, usr), cwd=tmp_path)
+        assert one_error_line(under_usr, "train") == (f"ilgnet train: error: --mount {usr}/runs/small cannot be "
+                                                      f"mounted in the image: it overlaps the image's /usr; mount a "
+                                                      f"folder of your data")
+        assert not usr.exists()
     if gpu_count():
         pytest.skip("nvidia-smi lists a GPU here: a GPU run can start")
     on_gpu = [*(["--gpu", "0"] if arg == "--cpu" else [arg] for arg in train_args(data, tmp_path))]
     no_gpu = run_ilgnet(no_caffe_python, stand_in_docker, *[a for args in on_gpu for a in args], cwd=tmp_path)
-    assert one_error_line(no_gpu, "train") == ("ilgnet train: error: GPU 0 asked for, but nvidia-smi lists no GPU on "
-                                               "this machine; run in the CPU image with --cpu")
+    assert one_error_line(no_gpu, "train").startswith("ilgnet train: error: GPU 0 asked for, but this machine has no "
+                                                      "GPU (")
+    assert no_gpu.stderr.rstrip().endswith("); run in the CPU image with --cpu")
     assert not (tmp_path / "runs").exists() and stand_in_docker.calls("run") == []
 
 
@@ -330,7 +338,7 @@ def test_doctor_in_docker_checks_both_images_with_no_caffe_here(no_caffe_python,
     assert down.returncode == 1 and down.stdout.splitlines() == [
         f"docker image (CPU runs): NOT AVAILABLE: docker cannot reach its engine: {NO_ENGINE}",
         f"docker image (GPU runs): NOT AVAILABLE: docker cannot reach its engine: {NO_ENGINE}",
-        "status        : FAILED (no image: build one with `make docker-build-cpu` or `make docker-build`)"]
+        "status        : FAILED (no image checked: see above)"]      # not the images' fault: no build hint
 
 
 def test_train_test_and_doctor_in_docker_end_to_end_with_no_caffe_here(caffe, no_caffe_python, stand_in_docker,

@@ -55,7 +55,8 @@ def test_caffe_free_install_scores_with_onnxruntime(version, stand_in, tmp_path)
                              "--mean", str(stand_in["mean"]), "--variant", SMALL, "--quiet"],
                             capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "backend onnxruntime (no pycaffe here; onnxruntime is installed)" in result.stderr
+    assert ("backend onnxruntime (ILGNET_CAFFE_ROOT's Caffe (/nonexistent/caffe) has no pycaffe; onnxruntime is "
+            "installed)") in result.stderr
     table = pd.read_csv(io.StringIO(result.stdout))
     reference, _ = Scorer(stand_in["weights"], mean=stand_in["mean"], variant=SMALL, backend="opencv",
                           jobs=0).score_files(table.path)

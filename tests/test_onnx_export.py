@@ -192,6 +192,12 @@ def test_an_export_on_the_fly_is_kept_beside_the_caffemodel(stand_in, tmp_path):
     stamp = cached.stat().st_mtime_ns
     again = Scorer(weights, mean=stand_in["mean"], variant=SMALL, backend="onnxruntime", jobs=0)
     assert again.net.onnx_file == cached and cached.stat().st_mtime_ns == stamp        # not exported twice
+    scores = again.score_files(sorted(stand_in["photos"].glob("*.jpg")))[0]
+    for damage in (cached.read_bytes()[:len(cached.read_bytes()) // 2], b"not onnx"):   # cut short; another file
+        cached.write_bytes(damage)
+        kept = Scorer(weights, mean=stand_in["mean"], variant=SMALL, backend="onnxruntime", jobs=0)
+        assert kept.net.onnx_file == cached and read_metadata(cached)["caffemodel_sha256"] == file_digest(weights)
+        np.testing.assert_allclose(kept.score_files(scores.path)[0].p_high, scores.p_high, atol=1e-7)
     changed = random_caffemodel(nets.deploy(SMALL), weights, seed=9)                  # new weights, new export
     assert Scorer(changed, mean=stand_in["mean"], variant=SMALL, backend="onnxruntime", jobs=0).net.onnx_file != cached
 

@@ -103,6 +103,9 @@ PREDICT = ["--model", "model.caffemodel", "--variant", SMALL, "--mean", "mean.bi
     ("", "photos --out o.csv --html ./o.csv", "argument --html: o.csv is written as --out already"),
     ("head -c 100 /dev/urandom > photos/clip.mp4", "photos --out photos/clip.mp4",
      "argument --out: photos/clip.mp4 is a file in the folders to score"),
+    ("echo old > notes.txt", "photos --html notes.txt", "argument --html: notes.txt does not end in .html or .htm"),
+    ("", "photos --out s.xlsx", "argument --out: s.xlsx does not end in .csv or .txt (CSV), .jsonl or .json (JSON "
+                                "lines) or .parquet; rename it, or give --format to write one of them under this name"),
     ("cp photos/1.jpg elsewhere.png", "photos --html elsewhere.png",
      "argument --html: elsewhere.png is a photo (did the shell expand a pattern after --html?)"),
 ])
@@ -366,3 +369,19 @@ def test_a_download_onto_a_full_disk_is_one_line_and_removes_its_part(tmp_path):
     assert refusal == (f"refused: no space left on ilgnet-full (mounted at {full}, 0B free) writing "
                        f"{full / 'm.caffemodel.part'}, which needs 1.05MB\n"), err
     assert left.split() == ["filler"]
+
+
+def test_a_folder_refused_as_training_data_is_left_as_it_was(tmp_path, capsys, monkeypatch):
+    """`train --data` naming a folder of photos, or a mistyped empty one: refused, and no lock file left in it (a
+    lock is taken only on a data folder with its LMDBs), nor a run folder."""
+    monkeypatch.chdir(tmp_path)
+    Path("photos").mkdir()
+    (Path("photos") / "1.jpg").write_bytes(b"\xff\xd8")
+    Path("typo").mkdir()
+    for data in ("photos", "typo"):
+        before = snapshot(tmp_path)
+        assert ilgnet(["train", "--cpu", "--variant", SMALL, "--profile", "ava2", "--data", data, "--runs", "runs",
+                       "--max-iter", "2"]) == 1
+        assert capsys.readouterr().err == (f"ilgnet train: error: {data}/train_lmdb does not exist; "
+                                           f"`ilgnet lmdb` makes it\n")
+        assert snapshot(tmp_path) == before

@@ -178,11 +178,13 @@ def docker_command(command: list, *, gpu: bool, mounts: list[Path] = (), image: 
     return [*_docker_script(gpu, image, mounts), "--", *[str(part) for part in command]]
 
 
-def docker_image(*, gpu: bool, image: str | None = None) -> str:
+def docker_image(*, gpu: bool, image: str | None = None, mounts: list[Path] = ()) -> str:
     """The image docker_command runs (for GPU runs with `gpu`, else for CPU runs) as "NAME sha256:ID", once
-    Docker has answered that it is there. CaffeNotFoundError in one line otherwise: no docker, an engine that does
-    not answer, or no such image (naming the `make` target that builds it)."""
-    result = subprocess.run([*_docker_script(gpu, image, ()), "--check"], capture_output=True, text=True)
+    Docker has answered that it is there and tools/docker-caffe.sh has found that the working directory and
+    `mounts` (existing folders) can be mounted in it. CaffeNotFoundError in one line otherwise: no docker, an
+    engine that does not answer, no such image (naming the `make` target that builds it), a folder that would
+    hide the image's own (/, /usr, /opt)."""
+    result = subprocess.run([*_docker_script(gpu, image, mounts), "--check"], capture_output=True, text=True)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines() or [f"exit status {result.returncode}"]
         raise CaffeNotFoundError(lines[-1].removeprefix("docker-caffe: "))
@@ -299,7 +301,8 @@ def require_gpus(devices: str | int, *, docker: bool = False) -> None:
                        f"build it with CUDA (`make setup-cuda`) or run on the CPU")
     count = gpu_count()
     if count == 0:
-        raise BadInput(f"GPU {devices} asked for, but nvidia-smi lists no GPU on this machine"
+        found = "nvidia-smi lists none" if shutil.which("nvidia-smi") else "no nvidia-smi, so no NVIDIA driver"
+        raise BadInput(f"GPU {devices} asked for, but this machine has no GPU ({found})"
                        + ("; run in the CPU image with --cpu" if docker else ""))
     ids = range(count) if spec == "all" else [int(d) for d in spec.split(",")]
     if bad := [i for i in ids if not 0 <= i < count]:

@@ -119,22 +119,24 @@ def _writable_place(path: Path) -> None:
 
 
 def output_file(text: str) -> Path:
-    """A file to write (made with the folders above it when missing): not a folder, and where it exists, one this
-    process may replace."""
+    """A file to write (made with the folders above it when missing): not a folder (nor a name ending in /), and
+    where it exists, one this process may replace."""
     path = Path(text)
-    if path.is_dir():
-        _fail(f"{path} is a folder; give a file name")
+    if path.is_dir() or text.endswith("/"):
+        _fail(f"{text} is a folder; give a file name")
     _writable_place(path)
     return path
 
 
-def onnx_file(text: str) -> Path:
-    """An ONNX file to write (`output_file`) whose name ends in .onnx, so that a slip of the shell cannot name the
-    caffemodel, the mean or a photo in its place."""
-    path = output_file(text)
-    if path.suffix.lower() != ".onnx":
-        _fail(f"{path} does not end in .onnx")
-    return path
+def output_file_ending(*suffixes: str):
+    """An argument type: a file to write (`output_file`) whose name ends in one of `suffixes` (".onnx"), so that a
+    slip of the shell cannot name the caffemodel, the mean, a photo or another output in its place."""
+    def check(text: str) -> Path:
+        path = output_file(text)
+        if path.suffix.lower() not in suffixes:
+            _fail(f"{path} does not end in {' or '.join(suffixes)}")
+        return path
+    return check
 
 
 def output_folder(text: str) -> Path:

@@ -42,12 +42,13 @@ def _docker() -> int:
     from ilgnet.errors import CaffeNotFoundError
 
     gpus = gpu_count()
-    checked, passed, failed = set(), 0, 0
+    checked, passed, failed, missing = set(), 0, 0, 0
     for runs, gpu in (("CPU", False), ("GPU", True)):
         try:
             name, image_id = docker_image(gpu=gpu).split()
         except CaffeNotFoundError as err:
             print(f"docker image ({runs} runs): NOT AVAILABLE: {err}")
+            missing += str(err).startswith("there is no image ")
             continue
         if name in checked:
             print(f"docker image ({runs} runs): {name}, as above")
@@ -74,7 +75,8 @@ def _docker() -> int:
     if checked:
         print(f"status        : {status} ({passed} of {len(checked)} image{'s' if len(checked) != 1 else ''} passed)")
     else:
-        print(f"status        : {status} (no image: build one with `make docker-build-cpu` or `make docker-build`)")
+        print(f"status        : {status} (no image checked: "
+              + ("build one with `make docker-build-cpu` or `make docker-build`)" if missing == 2 else "see above)"))
     return 0 if status == "OK" else 1
 
 

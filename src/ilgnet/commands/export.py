@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_file, model, onnx_file
+from ilgnet.commands.arguments import existing_file, model, output_file_ending
 
 EXAMPLES = """examples:
   ilgnet export ilgnet-ava2 --out ilgnet-ava2.onnx
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", type=model,
                         help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
                              "published models), or a .caffemodel file (then --mean is needed)")
-    parser.add_argument("--out", type=onnx_file, required=True,
+    parser.add_argument("--out", type=output_file_ending(".onnx"), required=True,
                         help="the ONNX file to write, FILE.onnx (written whole or not at all; never one of the "
                              "model's files)")
     parser.add_argument("--variant", help="net variant (default: the model's own, else ilgnet)")

@@ -120,6 +120,8 @@ def refuse_overwrites(args, model, found) -> None:
     if (Path(model.name) / MODEL_JSON).is_file():
         inputs.append((Path(model.name) / MODEL_JSON, "the model's model.json"))
     arguments.refuse_overwrites([Output("--out", args.out), Output("--html", args.html)], inputs)
+    if args.html and args.html.suffix.lower() not in (".html", ".htm"):     # no other file taken for a page
+        raise arguments.UsageError(f"argument --html: {args.html} does not end in .html or .htm")
 
 
 def output_format(out: Path | None, fmt: str | None) -> str:
@@ -132,8 +134,9 @@ def output_format(out: Path | None, fmt: str | None) -> str:
 
     by_suffix = {"": "csv", ".csv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
     if fmt is None and out is not None and out.suffix.lower() not in by_suffix:
-        raise arguments.UsageError(f"argument --out: {out} does not end in .csv, .jsonl or .parquet, the formats "
-                                   f"written; rename it, or give --format to write one of them under this name")
+        raise arguments.UsageError(f"argument --out: {out} does not end in .csv or .txt (CSV), .jsonl or .json (JSON "
+                                   f"lines) or .parquet; rename it, or give --format to write one of them under "
+                                   f"this name")
     fmt = fmt or by_suffix[out.suffix.lower() if out else ""]
     if fmt == "parquet" and out is None:
         raise BadInput("Parquet is written to a file: give --out FILE.parquet")
@@ -234,13 +237,13 @@ def run(args) -> int:
 
     if args.ray is not None:
         check_ray_args(args)
-    fmt = output_format(args.out, args.format)
     model = resolve_model(args.model, variant=args.variant, mean=args.mean, models=args.models)
     if model.mean is None:
         raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
                        f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
     found = collect_images(args.paths)
     refuse_overwrites(args, model, found)
+    fmt = output_format(args.out, args.format)
     check_names(found.photos, fmt)
     check_mean_size(model)
     if not found.photos:

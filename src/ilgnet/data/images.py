@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from ilgnet.errors import MissingFile
-from ilgnet.fileio import read_text
+from ilgnet.fileio import LOCK_FILE, read_text
 
 
 class BadImage(Exception):
@@ -86,8 +86,9 @@ def encode_image(image: np.ndarray, encoding: str) -> tuple[bytes, np.ndarray]:
 # that a damaged photo is reported with the reason it cannot be read.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm", ".pbm", ".pnm", ".jp2", ".gif", ".exr", ".hdr", ".pic", ".sr", ".ras", ".avif"}
-# Files that are known not to be photos: macOS's AppleDouble companions (._NAME) and folder metadata.
-METADATA_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+# Files that are known not to be photos: macOS's AppleDouble companions (._NAME), folder metadata and the lock
+# file of a folder the toolkit locks.
+METADATA_FILES = {".DS_Store", "Thumbs.db", "desktop.ini", LOCK_FILE}
 TEXT_SNIFF_BYTES = 4096
 
 

@@ -85,13 +85,18 @@ def _run(net, weights: Path, iterations: int, work: Path, *, gpu: int | None, do
         return run_logged(command, on_line=on_line).stdout
 
 
-def _check_engine(gpu: int | None, docker: bool) -> None:
-    """Before any work: the Docker image is there (for a run in Docker; Caffe here is not needed then), or the
-    GPU is (for a GPU run here)."""
+def _check_engine(gpu: int | None, docker: bool, mounts: list[Path]) -> None:
+    """Before any work: the Docker image is there and `mounts` can be mounted in it (for a run in Docker; Caffe here
+    is not needed then), and the GPU is (for a GPU run)."""
     if docker:
-        docker_image(gpu=gpu is not None)
+        docker_image(gpu=gpu is not None, mounts=mounts)
     if gpu is not None:
         require_gpus(gpu, docker=docker)
+
+
+def _mounts(lmdb_path: Path, mean_file: Path, weights: Path) -> list[Path]:
+    """The folders `caffe test` reads in the Docker image: those of the LMDB, the mean and the weights."""
+    return [Path(path).resolve().parent for path in (lmdb_path, mean_file, weights)]
 
 
 def _copy_tail(lmdb_path: Path, skip: int, dest: Path) -> None:
@@ -132,12 +137,12 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, ma
     account for every record."""
     v = get_variant(variant)
     records = lmdb_size(lmdb_path)
-    _check_engine(gpu, docker)
+    mounts = _mounts(lmdb_path, mean_file, weights)
+    _check_engine(gpu, docker, mounts)
     plan = coverage(records, max_batch)
     check_mean(mean_file)
     with reading(weights, "checking", progress=progress):
         check_fits(weights, test_net(v.name, lmdb_path, mean_file, 1), allowed_unused=trained_layers(v.name))
-    mounts = [Path(lmdb_path).resolve().parent, Path(mean_file).resolve().parent, Path(weights).resolve().parent]
     work = Path(tempfile.mkdtemp(prefix="ilgnet-caffe-test-"))
     try:
         runs = [(lmdb_path.resolve(), plan.batch, plan.iterations)] if plan.iterations else []
@@ -162,13 +167,13 @@ def paper_protocol(variant: str, weights: Path, lmdb_path: Path, mean_file: Path
     records, wrapping around the LMDB), with a progress bar; returns the images read, Caffe's accuracy and loss."""
     v = get_variant(variant)
     check_mean(mean_file)
-    _check_engine(gpu, docker)
+    mounts = _mounts(lmdb_path, mean_file, weights)
+    _check_engine(gpu, docker, mounts)
     net = train_val(v.name, train_lmdb=lmdb_path.resolve(), val_lmdb=lmdb_path.resolve(),
                     mean_file=Path(mean_file).resolve(), train_batch=batch, val_batch=batch)
     work = Path(tempfile.mkdtemp(prefix="ilgnet-caffe-test-"))
     try:
-        log = _run(net, weights, iterations, work, gpu=gpu, docker=docker, progress=progress,
-                   mounts=[Path(lmdb_path).resolve().parent, Path(weights).resolve().parent],
+        log = _run(net, weights, iterations, work, gpu=gpu, docker=docker, progress=progress, mounts=mounts,
                    label=f"paper protocol, {iterations} x {batch}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -234,8 +234,10 @@ def why_picked(backend: str, weights: Path | str) -> str:
     """Why pick_backend's "auto" chose `backend` for `weights`, in a few words."""
     if is_onnx(weights):
         return f"{weights} is an ONNX model"
-    return {"caffe": "pycaffe imports", "onnxruntime": "no pycaffe here; onnxruntime is installed",
-            "opencv": "neither pycaffe nor onnxruntime here"}[backend]
+    no_pycaffe = (f"ILGNET_CAFFE_ROOT's Caffe ({os.environ['ILGNET_CAFFE_ROOT']}) has no pycaffe"
+                  if os.environ.get("ILGNET_CAFFE_ROOT") else "no pycaffe here")
+    return {"caffe": "pycaffe imports", "onnxruntime": f"{no_pycaffe}; onnxruntime is installed",
+            "opencv": f"{no_pycaffe}, nor onnxruntime"}[backend]
 
 
 def open_net(backend: str, net, weights: Path, *, output: str | None = None, gpu: int | None = None,

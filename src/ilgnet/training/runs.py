@@ -244,7 +244,8 @@ def plan(options: TrainOptions, notify: Callable[[str], None] = _ignore) -> Plan
         raise BadInput(f"val batch {options.val_batch} is larger than the {val_size} records of {data.lmdb('val')}: "
                        f"a test pass would read most of them more than once")
     if options.docker:
-        docker_image(gpu=options.gpu is not None)      # CaffeNotFoundError before a run folder is made
+        # CaffeNotFoundError before the run's files are written (the run folder is removed again)
+        docker_image(gpu=options.gpu is not None, mounts=[run_dir, data.root])
     else:
         tool_path("caffe")
     if options.gpu is not None:
@@ -364,6 +365,7 @@ def train(options: TrainOptions, *, progress: bool = True, notify: Callable[[str
     with ExitStack() as held:
         with _made_for_the_block(run_dir):
             held.enter_context(folder_lock(run_dir))
+            DataFolder(options.data).require_lmdbs()        # first: a lock would leave its file in any folder
             held.enter_context(folder_lock(Path(options.data), shared=True))
             checked = plan(options, notify)
             resume_from, initial = checked.resume_from, checked.initial

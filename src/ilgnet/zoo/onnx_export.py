@@ -428,12 +428,21 @@ def export_file(net, caffemodel: Path, out: Path, *, metadata: dict[str, str], o
     return out
 
 
+def _cache_key(path: Path) -> str | None:
+    """The cache_key in the metadata of a kept export; None for a file without one or not readable as ONNX."""
+    try:
+        return read_metadata(path).get("cache_key")
+    except BadInput:
+        return None
+
+
 def cached_export(net, caffemodel: Path, *, variant: str, output: str | None = None,
                   cache: Path = defaults.CACHE_DIR) -> Path:
     """The fp32 ONNX file of `net` (a NetParameter or a deploy prototxt) with the weights of `caffemodel` (checked
     to fit by the caller), exported once and kept beside the caffemodel as NAME.KEY.onnx, or under `cache`/onnx
     where that folder cannot be written. KEY hashes the caffemodel's sha256, the variant, the net, the output and
-    the toolkit's and converter's versions, so a changed file or toolkit exports anew. The file carries no mean:
+    the toolkit's and converter's versions, so a changed file or toolkit exports anew; a kept file whose metadata
+    do not carry that key (cut short, or another file under its name) is exported again. The file carries no mean:
     the caller subtracts it."""
     caffemodel = Path(caffemodel)
     digest = file_digest(caffemodel)
@@ -442,7 +451,7 @@ def cached_export(net, caffemodel: Path, *, variant: str, output: str | None = N
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     places = [caffemodel.parent / f"{caffemodel.stem}.{key}.onnx", Path(cache) / "onnx" / f"{caffemodel.stem}.{key}.onnx"]
     for path in places:
-        if path.is_file():
+        if path.is_file() and _cache_key(path) == key:
             return path
     known = VARIANTS.get(variant, variant)
     model = net_to_onnx(net, caffemodel, output=output,
