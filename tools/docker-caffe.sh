@@ -13,7 +13,8 @@
 #   --cpu          no GPUs, and the CPU image unless --image or ILGNET_IMAGE names another
 #   --image NAME   the image to run (default: $ILGNET_IMAGE, else ilgnet-caffe:cuda, with --cpu ilgnet-caffe:cpu)
 #   --mount DIR    also mount DIR (data folders outside the checkout)
-#   --check        run nothing: check that Docker answers and the image is here, and print its name and id
+#   --check        run nothing: check that Docker answers, the image is here and the folders can be mounted (a
+#                  --mount folder may not exist yet), and print the image's name and id
 # Environment:
 #   ILGNET_IMAGE   the image, as --image; build them with `make docker-build` and `make docker-build-cpu`
 #   ILGNET_GPUS    value of `docker run --gpus` (default: all)
@@ -39,15 +40,14 @@ cpu=0
 check=0
 image=${ILGNET_IMAGE:-}
 mounts=("$repo" "$(pwd -P)")
+wanted=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) cpu=1; shift ;;
     --image) [ $# -ge 2 ] && [ -n "$2" ] || { echo "docker-caffe: --image needs a name" >&2; exit 2; }
              image=$2; shift 2 ;;
     --mount) [ $# -ge 2 ] || { echo "docker-caffe: --mount needs a folder" >&2; exit 2; }
-             [ -d "$2" ] || { echo "docker-caffe: --mount $2: no such folder" >&2; exit 2; }
-             mounts+=("$(cd "$2" && pwd -P)")
-             refuse_cover "${mounts[-1]}" "--mount" "mount a folder of your data"; shift 2 ;;
+             wanted+=("$2"); shift 2 ;;
     --check) check=1; shift ;;
     --) shift; break ;;
     -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
@@ -55,6 +55,17 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ $# -gt 0 ] || [ "$check" = 1 ] || { echo "docker-caffe: nothing to run (try --help)" >&2; exit 2; }
+for dir in "${wanted[@]}"; do
+  if [ -d "$dir" ]; then
+    dir=$(cd "$dir" && pwd -P)
+  elif [ "$check" = 1 ]; then
+    dir=$(realpath -m "$dir")        # --check before a run: where the folder will be
+  else
+    echo "docker-caffe: --mount $dir: no such folder" >&2; exit 2
+  fi
+  refuse_cover "$dir" "--mount" "mount a folder of your data"
+  mounts+=("$dir")
+done
 refuse_cover "$(pwd -P)" "the working folder" "run from another folder (cd into your project first)"
 refuse_cover "$repo" "the checkout" "clone ilgnet-caffe elsewhere"
 case "${1:-}" in

@@ -72,8 +72,10 @@ def _run(net, weights: Path, iterations: int, work: Path, *, gpu: int | None, do
     args = ["test", "-model", model, "-weights", Path(weights).resolve(), "-iterations", iterations]
     command = caffe_invocation(args, gpu=None if gpu is None else str(gpu), docker=docker,
                                mounts=[work, *mounts])
+    # mininterval 0: every batch Caffe logs is drawn (a batch takes tens of milliseconds at least; tqdm's default
+    # would skip batches that come within 0.1 s of each other)
     with tqdm(total=iterations, desc=label, unit="batch", file=sys.stderr, disable=None if progress else True,
-              dynamic_ncols=True) as bar:
+              dynamic_ncols=True, mininterval=0) as bar:
         bar.set_postfix_str(f"loading {Path(weights).name} ({Path(weights).stat().st_size / 1e6:,.0f} MB)")
 
         def on_line(line: str) -> None:
