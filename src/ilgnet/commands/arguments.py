@@ -157,6 +157,11 @@ class Output(NamedTuple):
     whole: bool = False
 
 
+def weights_input(weights: Path) -> tuple[Path, str]:
+    """A model's weights file as `refuse_overwrites` takes an input: its caffemodel, or the ONNX file given instead."""
+    return weights, f"the model's {'ONNX file' if Path(weights).suffix.lower() == '.onnx' else 'caffemodel'}"
+
+
 def refuse_overwrites(outputs: Iterable[Output], inputs: Iterable[tuple[Path | str, str]], *,
                       images: Mapping[str, str] | None = None) -> None:
     """Before any work: UsageError when an output would overwrite one of the command's inputs, another of its

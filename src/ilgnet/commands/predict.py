@@ -111,7 +111,7 @@ def refuse_overwrites(args, model, found) -> None:
     inputs = [*((path, "one of the photos to score") for path in found.photos),
               *((path, "a file in the folders to score") for path, _ in found.not_photos),
               *((path, "a list of photos to score") for path in list_files(args.paths)),
-              (model.caffemodel, "the model's caffemodel"),
+              arguments.weights_input(model.caffemodel),
               *([(model.mean, "the mean image")] if isinstance(model.mean, Path) else []),
               *((path, what) for path, what in [(args.deploy, "the deploy prototxt"),
                                                 (model.train_list, "the model's training list")] if path)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, integer, model, output_file,
-                                       refuse_overwrites)
+                                       refuse_overwrites, weights_input)
 from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
 
@@ -97,7 +97,7 @@ def run(args) -> int:
     require(data.lmdb("val"), folder=True)
     if isinstance(mean, Path):
         require(mean)
-    inputs = [(model.caffemodel, "the model's caffemodel"),
+    inputs = [weights_input(model.caffemodel),
               *([(mean, "the mean image")] if isinstance(mean, Path) else []),
               *((data.lmdb("val") / name, "a file of the val LMDB") for name in ("data.mdb", "lock.mdb")),
               *((path, f"the data folder's {path.name}") for path in (data.list_file("val"), data.list_file("train"),
