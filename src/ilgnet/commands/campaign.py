@@ -28,7 +28,7 @@ def register(subparsers) -> None:
                     "that are finished are skipped, interrupted ones resumed from their newest snapshot, failed ones "
                     "tried again; a run that diverges or fails is recorded and the others go on. Prints one status "
                     "table of all runs (state, iteration, accuracy, ETA); exit status 1 when a run "
-                    "diverged or failed, 130 after a Ctrl-C (running runs snapshot first).",
+                    "diverged, failed or is stale (finished on data its data folder no longer holds), 130 after a Ctrl-C (running runs snapshot first).",
         epilog=EXAMPLES)
     parser.add_argument("plan", type=plan, metavar="PLAN", help="table2, table3, table4, paper, or a plan file (.toml)")
     parser.add_argument("--runs", type=output_folder, help="runs folder (default: the plan's, runs/PLAN)")
@@ -63,7 +63,7 @@ def _notify(message: str) -> None:
 def run(args) -> int:
     from ilgnet.bvlc.tools import gpu_count, require_gpus
     from ilgnet.errors import UserError
-    from ilgnet.paper.campaign import run_campaign, status, status_table
+    from ilgnet.paper.campaign import REFUSED, run_campaign, status, status_table
     from ilgnet.paper.plans import load_plan
 
     if args.ray_cpus is not None and args.ray is None:
@@ -88,7 +88,9 @@ def run(args) -> int:
         print(status_table(status(chosen)), end="")
         raise
     print(status_table(states), end="")
-    bad = [s.spec.name for s in states if s.state in ("diverged", "failed")]
+    bad = [s.spec.name for s in states if s.state in REFUSED]
     if bad:
-        raise UserError(f"{len(bad)} of {len(states)} runs diverged or failed: {', '.join(bad)} (the table says why)")
+        kinds = " or ".join(k for k in REFUSED if any(s.state == k for s in states))
+        raise UserError(f"{len(bad)} of {len(states)} runs {'are ' if kinds == 'stale' else ''}{kinds}: "
+                        f"{', '.join(bad)} (the table says why)")
     return 0

@@ -16,13 +16,15 @@ storage) knows it:
     + what `ilgnet train` writes (model.json, train.log, train_log.csv, curves.png, snapshots/)
 
 States: not started (no folder, or an empty one); running (a live lock: this host's PID exists, or another host's
-lock whose run logged something within the last hour); finished (evaluation.json of the final snapshot); diverged
-(the loss became NaN: not retried, the same seed would diverge again); failed (an error, recorded with its message;
-retried by the next campaign); interrupted (anything else: resumed by the next campaign).
+lock whose run logged something within the last hour); finished (evaluation.json of the final snapshot, every file
+read back whole and the data folder still holding the data model.json records: ilgnet.paper.integrity); stale
+(finished on data the folder no longer holds: refused, never retrained over nor counted as done); damaged (finished,
+but a file is cut short or missing: re-evaluated, or retrained where its model is gone); diverged (the loss became
+NaN: not retried, the same seed would diverge again); failed (an error, recorded with its message; retried by the
+next campaign); interrupted (anything else: resumed by the next campaign).
 """
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -47,6 +49,7 @@ from ilgnet.evaluation.results import prefix_protocol, summarize
 from ilgnet.fileio import atomic_path, atomic_write_json
 from ilgnet.nets import get_variant
 from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
+from ilgnet.paper.integrity import check_finished
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.tables import PROFILE_COLUMNS
 from ilgnet.paper.timing import environment
@@ -61,8 +64,9 @@ MAPS = "fig5_maps.npz"
 ACTIVE = "active_fraction"
 FIG5_PHOTOS = 3             # high and low val records whose feature maps Fig. 5 shows
 ERROR_LOG = "campaign.log"
-STATES = ("not started", "running", "interrupted", "finished", "diverged", "failed")
-TO_RUN = ("not started", "interrupted", "failed")
+STATES = ("not started", "running", "interrupted", "finished", "stale", "damaged", "diverged", "failed")
+TO_RUN = ("not started", "interrupted", "failed", "damaged")    # damaged: re-evaluated (retrained without a model)
+REFUSED = ("stale", "diverged", "failed")                       # what makes a campaign exit 1
 STALE_LOCK_S = 3600         # another host's lock counts as live while its run logged within this many seconds
 EXIT_INTERRUPTED = 130
 
@@ -162,11 +166,25 @@ def _progress(spec: RunSpec, run_dir: Path) -> tuple[int | None, float | None, f
     return (int(frame["iteration"].iloc[-1]), float(accuracy.iloc[-1]) if len(accuracy) else None, rate)
 
 
-def folder_state(run_dir: Path, record: dict) -> tuple[str, str]:
-    """(state, message) of a run folder with campaign.json `record` (see the module docstring)."""
+def folder_verdict(run_dir: Path, record: dict, data: Path | None = None) -> tuple[str, str, dict | None]:
+    """(state, message, evaluation) of a run folder with campaign.json `record` (see the module docstring); a run
+    recorded as finished is checked by ilgnet.paper.integrity against `data` (default: the folder its model.json
+    names): finished, stale or damaged, the evaluation read back unless damaged."""
     holder = _lock_holder(run_dir)
-    if record.get("state") == "finished" and (run_dir / EVALUATION_JSON).is_file():
-        return "finished", ""
+    if record.get("state") == "finished":
+        verdict = check_finished(run_dir, data)
+        if verdict.state != "damaged" or not holder:
+            return verdict.state, verdict.reason if verdict.state == "stale" else verdict.message, verdict.evaluation
+    state, message = _unfinished_state(record, holder)
+    return state, message, None
+
+
+def folder_state(run_dir: Path, record: dict, data: Path | None = None) -> tuple[str, str]:
+    """(state, message) of folder_verdict."""
+    return folder_verdict(run_dir, record, data)[:2]
+
+
+def _unfinished_state(record: dict, holder: str | None) -> tuple[str, str]:
     if holder:
         return "running", f"on {holder}"
     if record.get("state") in ("diverged", "failed"):
@@ -189,13 +207,13 @@ def run_state(plan: Plan, spec: RunSpec) -> RunState:
     iteration, accuracy, rate = _progress(spec, run_dir)
     saved = [snapshot_iteration(p) for p in snapshots(run_dir, "solverstate")]
     iteration = max([i for i in (iteration, *saved) if i is not None], default=None)
-    state, message = folder_state(run_dir, record)
-    finished = state == "finished"
+    state, message, evaluation = folder_verdict(run_dir, record, plan.data_folder(spec))
+    finished = evaluation is not None
     eta = None
     if state in ("running", "interrupted") and rate and iteration is not None:
         eta = max(0.0, (spec.max_iter - iteration) / rate)
     if finished:
-        accuracy = json.loads((run_dir / EVALUATION_JSON).read_text()).get("accuracy", accuracy)
+        accuracy = evaluation["accuracy"]
     return RunState(spec, run_dir, state, spec.max_iter if finished else iteration, accuracy, eta, message)
 
 
@@ -348,8 +366,9 @@ def prepare_data(plan: Plan, *, progress: bool = True, notify: Callable[[str], N
 
     ava = Path(plan.data_dir) / "synthetic-ava"
     images, seed = plan.synthetic["images"], plan.synthetic["seed"]
-    if not (ava / "AVA.txt").is_file():
-        notify(f"a synthetic AVA of {images:,} photos in {ava}")
+    if not synthetic.is_complete(ava, n_images=images, seed=seed):
+        redo = " (again: the one there was not finished, or was made with other settings)" if ava.exists() else ""
+        notify(f"a synthetic AVA of {images:,} photos in {ava}{redo}")
         synthetic.generate(ava, n_images=images, seed=seed)
     meta = read_ava_txt(ava / "AVA.txt")
     for folder in missing:
@@ -466,7 +485,10 @@ def run_campaign(plan: Plan, *, gpus: list[str] | None = None, jobs: int = 1, ra
     states = status(plan)
     todo = [s.spec for s in states if s.state in TO_RUN]
     for s in states:
-        if s.state not in TO_RUN:
+        if s.state == "stale":
+            notify(f"{s.spec.name}: stale, not run again: {s.message}; its results stand for the data it recorded "
+                   f"only (move {s.run_dir} aside to train it on today's data, or restore its data)")
+        elif s.state not in TO_RUN:
             notify(f"{s.spec.name}: {s.state}{f' ({s.message})' if s.message else ''}, skipped")
     if ray is not None:
         _run_on_ray(plan, todo, ray, cpus=ray_cpus, docker=docker, notify=notify)

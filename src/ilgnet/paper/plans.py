@@ -34,7 +34,7 @@ built at 320 (data/ava2-320).
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,11 @@ from ilgnet.fileio import read_text
 from ilgnet.nets import get_variant
 from ilgnet.nets.solvers import get_profile
 from ilgnet.paper.tables import TABLE_RUNS, TABLES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                       # Python 3.10, which requires-python accepts: tomli is tomllib's origin, same API
+    import tomli as tomllib
 
 BUILT_IN = {"table2": ("table2",), "table3": ("table3",), "table4": ("table4",), "paper": TABLES}
 DEFAULT_SEEDS = (1, 2)

@@ -34,10 +34,11 @@ from ilgnet.bvlc.proto import TRAIN, NetParameter
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.evaluation.reports import PAPER
-from ilgnet.fileio import atomic_write_json, atomic_write_text, file_digest
+from ilgnet.fileio import atomic_write_json, atomic_write_text, read_json
 from ilgnet.nets import VARIANTS
 from ilgnet.paper import figures
-from ilgnet.paper.campaign import CAMPAIGN_JSON, EVALUATION_JSON, MAPS, SCORES_CSV, folder_state, read_record
+from ilgnet.paper.campaign import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
+from ilgnet.paper.pooling import pools, provenance
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.tables import (NOT_KNOWN, PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, TITLES,
                                  paper_accuracy)
@@ -71,6 +72,8 @@ class RunResult:
     message: str
     record: dict
     evaluation: dict | None
+    model: dict | None = None
+    """model.json of a finished (or stale) run: the data it read (ilgnet.paper.pooling)."""
 
     @property
     def name(self) -> str:
@@ -92,9 +95,9 @@ def _read_run(run_dir: Path) -> RunResult:
         spec = RunSpec(run["variant"], run["profile"], run["seed"], tuple(sorted(run.get("train", {}).items())))
     except (KeyError, TypeError):
         raise BadInput(f"{run_dir / CAMPAIGN_JSON}: not a campaign's record (no run with variant, profile, seed)")
-    state, message = folder_state(run_dir, record)
-    evaluation = json.loads((run_dir / EVALUATION_JSON).read_text()) if state == "finished" else None
-    return RunResult(spec, run_dir.resolve(), state, message, record, evaluation)
+    state, message, evaluation = folder_verdict(run_dir, record)
+    model = read_json(run_dir / "model.json") if evaluation is not None else None
+    return RunResult(spec, run_dir.resolve(), state, message, record, evaluation, model)
 
 
 def find_runs(paths: list[Path]) -> list[RunResult]:
@@ -138,23 +141,33 @@ def accuracy_cells(runs: list[RunResult], table: str) -> list[dict]:
         protocol, column = PROFILE_COLUMNS[profile]
         for variant in variants:
             mine = [r for r in runs if (r.spec.variant, r.spec.profile) == (variant, profile) and table in r.tables]
-            done = [r for r in mine if r.state == "finished"]
             paper = paper_accuracy(variant, column)
-            cell = {"table": table, "variant": variant, "profile": profile, "column": column, "n": len(done),
-                    "runs": [str(r.run_dir) for r in done], "seeds": [r.spec.seed for r in done],
-                    "not_finished": {r.name: r.state for r in mine if r.state != "finished"},
-                    "paper": paper[0] if paper else None, "paper_source": paper[1] if paper else None}
-            if done:
-                evaluations = [r.evaluation for r in done]
-                cell["accuracy"] = _mean_std([e["accuracy"] for e in evaluations])
-                cell["paper_protocol"] = _mean_std([e["paper_protocol"]["accuracy"] for e in evaluations])
-                cell["balanced_accuracy"] = _mean_std([e["balanced_accuracy"] for e in evaluations])
-                cell["majority_baseline"] = statistics.fmean(e["majority_baseline"]["accuracy"] for e in evaluations)
-                cell["images"] = evaluations[0]["images"]
-                cell["protocol_images"] = evaluations[0]["paper_protocol"]["images"]
-                cell["difference"] = cell["accuracy"][0] - paper[0] if paper else None
-            cells.append(cell)
+            not_done = {r.name: r.state + (f" ({r.message})" if r.state == "damaged" else "")
+                        for r in mine if r.evaluation is None}
+            for pool in pools([r for r in mine if r.evaluation is not None]) or [None]:
+                done = pool.runs if pool else []
+                cell = {"table": table, "variant": variant, "profile": profile, "column": column, "n": len(done),
+                        "runs": [str(r.run_dir) for r in done], "seeds": [r.spec.seed for r in done],
+                        "not_finished": not_done, "pool": pool.label if pool else "",
+                        "left_out": pool.left_out if pool else {},
+                        "stale": [r.name for r in done if r.state == "stale"],
+                        "paper": paper[0] if paper else None, "paper_source": paper[1] if paper else None}
+                cells.append(_fill(cell, done, paper))
     return cells
+
+
+def _fill(cell: dict, done: list[RunResult], paper) -> dict:
+    """`cell` with the mean and spread of the runs `done` (one pool: ilgnet.paper.pooling)."""
+    if done:
+        evaluations = [r.evaluation for r in done]
+        cell["accuracy"] = _mean_std([e["accuracy"] for e in evaluations])
+        cell["paper_protocol"] = _mean_std([e["paper_protocol"]["accuracy"] for e in evaluations])
+        cell["balanced_accuracy"] = _mean_std([e["balanced_accuracy"] for e in evaluations])
+        cell["majority_baseline"] = statistics.fmean(e["majority_baseline"]["accuracy"] for e in evaluations)
+        cell["images"] = evaluations[0]["images"]
+        cell["protocol_images"] = evaluations[0]["paper_protocol"]["images"]
+        cell["difference"] = cell["accuracy"][0] - paper[0] if paper else None
+    return cell
 
 
 def _accuracy_table(cells: list[dict], runs: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
@@ -174,7 +187,14 @@ def _accuracy_table(cells: list[dict], runs: list[RunResult], out: Path) -> tupl
         else:
             waiting = ", ".join(f"{name}: {state}" for name, state in c["not_finished"].items())
             ours = ["no finished run" + (f" ({waiting})" if waiting else "")] + ["-"] * 5
-        rows.append([PAPER_NAMES[c["variant"]], c["column"], paper, *ours])
+        notes = [f"{name} left out: {why}" for name, why in c.get("left_out", {}).items()]
+        notes += [f"{name}: stale, its own data" for name in c.get("stale", [])]
+        if c["n"] and c["not_finished"]:
+            notes += [f"{name}: {state}" for name, state in c["not_finished"].items()]
+        if notes:
+            ours[-1] += " (" + "; ".join(notes) + ")"
+        setting = c["column"] + (f" ({c['pool']})" if c.get("pool") else "")
+        rows.append([PAPER_NAMES[c["variant"]], setting, paper, *ours])
     return header, rows
 
 
@@ -258,8 +278,12 @@ def choose_run(runs: list[RunResult], name: str | None, variants) -> RunResult |
     if name is not None:
         for run in runs:
             if run.name == name:
+                if run.state == "stale":
+                    raise BadInput(f"run {name} is stale ({run.message}): its figures would show photos it never "
+                                   f"saw")
                 if run.state != "finished":
-                    raise BadInput(f"run {name} is {run.state}, not finished: its figures need its final model")
+                    raise BadInput(f"run {name} is {run.state}, not finished: its figures need its final model"
+                                   + (f" ({run.message})" if run.message else ""))
                 return run
         raise BadInput(f"no run named {name} among {', '.join(r.name for r in runs)}")
     for variant in variants:
@@ -314,20 +338,8 @@ def fig5(run: RunResult) -> tuple[bytes, dict]:
 
 
 def data_provenance(runs: list[RunResult]) -> list[dict]:
-    """Each data folder the runs read: its partition and seed (split.json), its records (lmdb.json), and the sha256
-    of its train.txt, val.txt and mean.binaryproto."""
-    folders = []
-    for root in dict.fromkeys(r.record["data"] for r in runs):
-        folder = DataFolder(Path(root))
-        split, built = folder.read_json(folder.split_json), folder.read_json(folder.lmdb_json)
-        digests = {path.name: file_digest(path) if path.is_file() else None
-                   for path in (folder.list_file("train"), folder.list_file("val"), folder.mean_binaryproto)}
-        folders.append({"folder": root, "partition": split.get("partition"), "seed": split.get("seed"),
-                        "delta": split.get("delta"), "synthetic": bool(split.get("synthetic")),
-                        "resize": built.get("resize"),
-                        "records": {s: (built.get(s) or {}).get("records") for s in ("train", "val")},
-                        "sha256": digests})
-    return folders
+    """Each data the runs read, as their model.json records it (ilgnet.paper.pooling.provenance)."""
+    return provenance(runs)
 
 
 def build(paths: list[Path], *, figure_run: str | None = None, gpu: int | None = None, time_batch: int = 10,
@@ -423,7 +435,7 @@ def _sections(report: dict, out: Path) -> list[tuple]:
     blocks += [("h", "Data folders"),
                ("table", ["folder", "partition", "seed", "delta", "synthetic", "resize", "train / val records",
                           "sha256 train.txt", "sha256 val.txt", "sha256 mean.binaryproto"],
-                [[d["folder"], str(d["partition"]), str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
+                [[d["folder"] + ("" if d["current"] else " (holds other data now)"), str(d["partition"]), str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
                   str(d["resize"]), f"{d['records']['train']} / {d['records']['val']}",
                   *[(v or "missing")[:16] for v in d["sha256"].values()]] for d in report["data"]]),
                ("p", f"Checksums: the first 16 hex digits (all 64 in report.json). This report was written on "

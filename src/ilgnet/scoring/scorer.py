@@ -39,6 +39,7 @@ from ilgnet.nets import VARIANTS
 from ilgnet.nets import deploy as deploy_net
 from ilgnet.pools import cpu_count
 from ilgnet.scoring.backends import open_net, pick_backend
+from ilgnet.scoring.inputs import check_images, check_paths
 from ilgnet.zoo.fit import check_fits
 from ilgnet.zoo.onnx_export import cached_export, check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
@@ -190,7 +191,10 @@ class Scorer:
 
     def score_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """p_high (N,) for N decoded BGR uint8 images (any size: they are resized to the mean's size). A forward pass
-        takes batch_size net inputs: batch_size images, or with oversample batch_size // 10 images of 10 crops each."""
+        takes batch_size net inputs: batch_size images, or with oversample batch_size // 10 images of 10 crops each.
+        Grey, BGRA and Pillow images are converted; floats and single images are refused (TypeError/ValueError
+        naming the argument: ilgnet.scoring.inputs)."""
+        images = check_images(images)
         p_high = []
         for chunk in batched(images, max(1, self.batch_size // self.crops_per_image)):
             probs = self.forward(np.concatenate([self.preprocess(img) for img in chunk]))
@@ -223,7 +227,7 @@ class Scorer:
         """
         from tqdm import tqdm
 
-        paths = list(paths)
+        paths = check_paths(paths)            # TypeError for one str or Path, which would be read per character
         skipped: list[Skipped] = []
 
         def readable() -> Iterator[tuple[str, np.ndarray]]:

@@ -45,7 +45,7 @@ from ilgnet import defaults
 from ilgnet.bvlc.io import read_prototxt
 from ilgnet.bvlc.shapes import input_shapes, layer_shapes, net_input, net_outputs, pool_geometry, spatial
 from ilgnet.errors import BadInput, MissingPackage, about
-from ilgnet.fileio import atomic_path, file_digest
+from ilgnet.fileio import atomic_path, file_digest, waiting_lock
 from ilgnet.nets import VARIANTS
 from ilgnet.zoo.fit import read_caffemodel
 
@@ -453,12 +453,21 @@ def cached_export(net, caffemodel: Path, *, variant: str, output: str | None = N
     for path in places:
         if path.is_file() and _cache_key(path) == key:
             return path
-    known = VARIANTS.get(variant, variant)
-    model = net_to_onnx(net, caffemodel, output=output,
-                        metadata={**identity(known, caffemodel, caffemodel_sha256=digest), "cache_key": key})
     for path in places:
+        # One export at a time per file: a second process waits for the first and uses its file.
         try:
-            return save(model, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with waiting_lock(path.with_name(f".{path.name}.lock")):
+                if path.is_file() and _cache_key(path) == key:
+                    return path
+                return save(_export(net, caffemodel, variant, output, digest, key), path)
         except OSError:
             continue
     raise BadInput(f"cannot write the ONNX export of {caffemodel} beside it nor under {cache}")
+
+
+def _export(net, caffemodel: Path, variant: str, output: str | None, digest: str, key: str):
+    """cached_export's ModelProto, its metadata carrying the key."""
+    known = VARIANTS.get(variant, variant)
+    return net_to_onnx(net, caffemodel, output=output,
+                       metadata={**identity(known, caffemodel, caffemodel_sha256=digest), "cache_key": key})
