@@ -42,10 +42,11 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
     displayed loss, test pass and snapshot) and the test scores and snapshots shown as they come; train_log.csv and
     curves.png are refreshed every minute and at the end. `check_snapshot` receives each .caffemodel once Caffe has
     written it (when it starts on the .solverstate) and returns what is wrong with it, or None.
-    Returns whether Caffe stopped early (on SIGINT, which is passed on to it); raises Diverged (Caffe killed) when
+    Returns whether Caffe stopped early or was interrupted (SIGINT, passed on to it: one that lands after Caffe's
+    last iteration, while a snapshot is checked, still counts, so a campaign stops instead of going on); raises Diverged (Caffe killed) when
     the run went wrong, ToolFailed (one line, naming log_path) when Caffe fails."""
     last_summary = time.monotonic()
-    stopped_early = False
+    stopped_early = interrupted = False
     health = logs.Health()
     written: Path | None = None
 
@@ -83,6 +84,8 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
                 last_summary = time.monotonic()
 
         def on_sigint() -> None:
+            nonlocal interrupted
+            interrupted = True
             tqdm.write("ilgnet train: interrupt: Caffe snapshots and stops after the current iteration",
                        file=sys.stderr)
 
@@ -94,4 +97,4 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
             write_train_summary(log_path, accuracy_blob=accuracy_blob)
             raise
     write_train_summary(log_path, accuracy_blob=accuracy_blob)
-    return stopped_early
+    return stopped_early or interrupted
