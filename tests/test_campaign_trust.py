@@ -88,7 +88,8 @@ def results(root: Path) -> dict:
     run's evaluation."""
     built = json.loads((root / "data" / "ava2" / "lmdb.json").read_text())
     evaluation = json.loads((root / "runs" / RUN / "evaluation.json").read_text())
-    return {"lmdb": {s: (built[s]["listed"], built[s]["records"], built[s]["skipped_reasons"]) for s in ("train", "val")},
+    return {"lmdb": {s: (built[s]["listed"], built[s]["records"], built[s]["skipped_reasons"])
+                     for s in ("train", "val")},
             "images": evaluation["images"], "keys": (root / "runs" / RUN / "val_scores.csv").read_text().split()[1:]}
 
 

@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                     "that are finished are skipped, interrupted ones resumed from their newest snapshot, failed ones "
                     "tried again; a run that diverges or fails is recorded and the others go on. Prints one status "
                     "table of all runs (state, iteration, accuracy, ETA); exit status 1 when a run "
-                    "diverged, failed or is stale (finished on data its data folder no longer holds), 130 after a Ctrl-C (running runs snapshot first).",
+                    "diverged, failed or is stale (finished on data its data folder no longer holds), 130 after a "
+                    "Ctrl-C (running runs snapshot first).",
         epilog=EXAMPLES)
     parser.add_argument("plan", type=plan, metavar="PLAN", help="table2, table3, table4, paper, or a plan file (.toml)")
     parser.add_argument("--runs", type=output_folder, help="runs folder (default: the plan's, runs/PLAN)")

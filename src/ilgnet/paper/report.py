@@ -38,10 +38,9 @@ from ilgnet.fileio import atomic_write_json, atomic_write_text, read_json
 from ilgnet.nets import VARIANTS
 from ilgnet.paper import figures
 from ilgnet.paper.campaign import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
-from ilgnet.paper.pooling import pools, provenance
 from ilgnet.paper.plans import Plan, RunSpec
-from ilgnet.paper.tables import (NOT_KNOWN, PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, TITLES,
-                                 paper_accuracy)
+from ilgnet.paper.pooling import pools, provenance
+from ilgnet.paper.tables import NOT_KNOWN, PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, TITLES, paper_accuracy
 from ilgnet.paper.timing import environment, test_times, training_time
 
 FIG3_PHOTOS = 6             # photos in each row of Fig. 3
@@ -435,7 +434,8 @@ def _sections(report: dict, out: Path) -> list[tuple]:
     blocks += [("h", "Data folders"),
                ("table", ["folder", "partition", "seed", "delta", "synthetic", "resize", "train / val records",
                           "sha256 train.txt", "sha256 val.txt", "sha256 mean.binaryproto"],
-                [[d["folder"] + ("" if d["current"] else " (holds other data now)"), str(d["partition"]), str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
+                [[d["folder"] + ("" if d["current"] else " (holds other data now)"), str(d["partition"]),
+                  str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
                   str(d["resize"]), f"{d['records']['train']} / {d['records']['val']}",
                   *[(v or "missing")[:16] for v in d["sha256"].values()]] for d in report["data"]]),
                ("p", f"Checksums: the first 16 hex digits (all 64 in report.json). This report was written on "

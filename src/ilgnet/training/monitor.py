@@ -43,8 +43,8 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
     curves.png are refreshed every minute and at the end. `check_snapshot` receives each .caffemodel once Caffe has
     written it (when it starts on the .solverstate) and returns what is wrong with it, or None.
     Returns whether Caffe stopped early or was interrupted (SIGINT, passed on to it: one that lands after Caffe's
-    last iteration, while a snapshot is checked, still counts, so a campaign stops instead of going on); raises Diverged (Caffe killed) when
-    the run went wrong, ToolFailed (one line, naming log_path) when Caffe fails."""
+    last iteration, while a snapshot is checked, still counts, so a campaign stops instead of going on); raises
+    Diverged (Caffe killed) when the run went wrong, ToolFailed (one line, naming log_path) when Caffe fails."""
     last_summary = time.monotonic()
     stopped_early = interrupted = False
     health = logs.Health()
