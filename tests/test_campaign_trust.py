@@ -76,6 +76,19 @@ def test_a_remade_data_folder_makes_a_finished_run_stale_and_a_damaged_one_is_ev
     runs = find_runs([tmp_path / "runs"])
     assert [[r.name for r in pool.runs] for pool in pools(runs)] == [[RUN], [f"{SMALL}-ava2-seed2"]]
 
+    # One run damaged, the other stale: the report is written, naming both, and averages neither with the other.
+    scores = tmp_path / "runs" / f"{SMALL}-ava2-seed2" / "val_scores.csv"
+    records = json.loads((scores.parent / "evaluation.json").read_text())["images"]
+    scores.write_text(scores.read_text()[:50])
+    assert ilgnet(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--time-batch", "1",
+                   "--time-iterations", "1"]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    states = {r["name"]: (r["state"], r["message"]) for r in report["runs"]}
+    assert states[RUN][0] == "stale" and states[f"{SMALL}-ava2-seed2"] == (
+        "damaged", f"damaged: {scores}: 1 complete rows of the {records} records evaluation.json counts")
+    assert [d["current"] for d in report["data"]] == [False]          # what seed 1 read; seed 2 is damaged
+    assert f"damaged: {scores}: " in (tmp_path / "report" / "REPORT.md").read_text()
+
 
 def start(plan: Path, log: Path) -> subprocess.Popen:
     """`ilgnet campaign` in a process group of its own, as a terminal runs it (its Ctrl-C: SIGINT to the group)."""
