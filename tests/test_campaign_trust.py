@@ -2,7 +2,7 @@
 was deleted and remade is refused as stale, never "finished, skipped" (bug case 14's kind); a finished run with a
 damaged evaluation.json is evaluated again from its kept model (case 19's); a campaign interrupted by a real SIGINT
 while it makes its synthetic AVA, builds its LMDBs or trains, then run again, ends with the data and results of an
-uninterrupted one (case 15's kind)."""
+uninterrupted one (case 15's kind), and one that lands after Caffe's last iteration still stops the campaign."""
 from __future__ import annotations
 
 import json
@@ -110,6 +110,8 @@ STEPS = {
     "synthetic AVA": lambda root: len(list((root / "data" / "synthetic-ava" / "images").glob("*.jpg"))) >= 5,
     "LMDBs": lambda root: (root / "data" / "ava2" / "train_lmdb.partial").exists(),
     "training": lambda root: (root / "runs" / RUN / "train.log").exists(),
+    # After Caffe's last iteration, while its snapshot is checked: the campaign still stops (exit 130).
+    "the final snapshot": lambda root: f"{SMALL}_iter_2.caffemodel" in (root / "first.log").read_text(),
 }
 
 
