@@ -36,7 +36,7 @@ RECIPE := tools/setup.sh tools/build-caffe.sh tools/cuda-wheels.sh tools/caffe-p
 	$(wildcard tools/caffe-patches/*.patch) pyproject.toml
 CAFFE_SETUP := $(if $(DOCKER),$(PACKAGE_STAMP),$(SETUP_STAMP))
 
-.PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb \
+.PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools demo doctor prototxt nets ava ava1-lmdb \
 	ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict bench-ray docker-base \
 	docker-build docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
 
@@ -53,6 +53,8 @@ help:
 	@echo "make doctor       print which Caffe is used and check it works"
 	@echo "make prototxt     regenerate prototxt/ and solvers/ (ilgnet gen)"
 	@echo "make nets         table of the net variants: parameters, input size, CPU forward time"
+	@echo "make ava          fetch AVA into AVA_ROOT from a pinned mirror (MIRROR=...), checked, and verify every photo"
+	@echo "                  (ilgnet ava fetch; ilgnet ava verify checks a copy from anywhere)"
 	@echo "make ava1-lmdb    AVA1 split + LMDBs + mean from AVA_ROOT (or AVA_TXT/AVA_IMAGES) (DELTA=$(DELTA), SEED=$(SEED));"
 	@echo "                  ILGNET_REPO=<clone of the original repository> uses its published lists instead"
 	@echo "make ava2-lmdb    AVA2 split (top/bottom 10 %) + LMDBs + mean (ILGNET_REPO likewise)"
@@ -116,6 +118,12 @@ prototxt: $(SETUP_STAMP)
 
 nets: $(SETUP_STAMP)
 	$(ILGNET) nets
+
+# MIRROR: one of `ilgnet ava mirrors` (default iqa-pytorch), MIRRORS: a JSON file of more; HF_ENDPOINT: another Hub
+MIRROR ?=
+MIRRORS ?=
+ava: $(PACKAGE_STAMP)
+	$(ILGNET) ava fetch --to $(AVA_ROOT)$(if $(MIRROR), --mirror $(MIRROR))$(if $(MIRRORS), --mirrors $(MIRRORS))
 
 ava1-lmdb: $(SETUP_STAMP)
 ifeq ($(ILGNET_REPO),)
