@@ -18,8 +18,10 @@ def register(subparsers) -> None:
                     "aesthetic quality, 0: low), and writes them as Caffe list files: OUT/train.txt and OUT/val.txt "
                     "(`NAME LABEL` a line, as convert_imageset reads them) and OUT/split.json (the partition, its "
                     "arguments and the counts of each label). ava1 and ava2 are the paper's partitions, official "
-                    "is AVA's own lists, published imports the authors' list files. `ilgnet lmdb --split OUT` "
-                    "builds the LMDBs next.",
+                    "is AVA's own lists, published imports the authors' list files. Where AVA.txt has an "
+                    "ava-manifest.csv beside it (`ilgnet ava verify`), the images it marks missing or undecodable "
+                    "are left out and counted. The val images' mean scores go to OUT/val_means.csv, which `ilgnet "
+                    "test` reads for SRCC and PLCC. `ilgnet lmdb --split OUT` builds the LMDBs next.",
         epilog="examples:\n"
                "  ilgnet split ava2 --ava-txt ~/data/AVA/AVA.txt --out data/ava2\n"
                "  ilgnet split ava1 --ava-txt ~/data/AVA/AVA.txt --delta 1 --out data/ava1-delta1\n"
@@ -116,11 +118,11 @@ def _refuse_overwrites(args) -> None:
         inputs += [(lists / f"{name}.jpgl", f"AVA's {name} list") for name in (args.train_list, args.test_list)]
     out = DataFolder(args.out)
     refuse_overwrites([Output("--out", path) for path in (out.list_file("train"), out.list_file("val"),
-                                                          out.split_json)], inputs)
+                                                          out.split_json, out.val_means)], inputs)
 
 
 def run(args) -> int:
-    from ilgnet.data import partitions
+    from ilgnet.data import manifest, partitions
     from ilgnet.data.ava import read_ava_txt, read_id_list
 
     _refuse_overwrites(args)
@@ -132,6 +134,13 @@ def run(args) -> int:
         facts.update(ava_txt=str(args.ava_txt.resolve()), ava_txt_images=len(meta),
                      invalid_rows_dropped=[{"line": line, "image_id": image_id, "reason": reason}
                                            for line, image_id, reason in meta.attrs["dropped"]])
+        if (listing := manifest.manifest_beside(args.ava_txt)) is not None:
+            meta, left_out = manifest.usable(meta, listing)
+            facts["manifest"] = left_out
+            if left_out["missing"] or left_out["undecodable"]:
+                print(f"ilgnet split: {left_out['missing'] + left_out['undecodable']:,} images of {args.ava_txt} "
+                      f"left out as {listing} marks them ({left_out['missing']:,} without a photo, "
+                      f"{left_out['undecodable']:,} that do not decode)", file=sys.stderr)
         if args.partition == "ava1":
             train, val, more = partitions.ava1_split(meta, test_size=args.test_size, test_counts=args.test_counts,
                                                      delta=args.delta, seed=args.seed)
@@ -145,8 +154,9 @@ def run(args) -> int:
                         test_list=str(lists / f"{args.test_list}.jpgl"))
             for name, ids in more["missing_from_ava_txt"].items():
                 if ids:
-                    print(f"ilgnet split: {len(ids)} ids of the {name} list are not in {args.ava_txt} and were left "
-                          f"out (listed in split.json)", file=sys.stderr)
+                    why = " or have no usable photo" if "manifest" in facts else ""
+                    print(f"ilgnet split: {len(ids)} ids of the {name} list are not in {args.ava_txt}{why} and were "
+                          f"left out (listed in split.json)", file=sys.stderr)
     for name, frame in (("train", train), ("val", val)):
         if frame.empty:
             raise BadInput(f"{args.out / (name + '.txt')} would list no images: {_why_empty(args, name, more)}")

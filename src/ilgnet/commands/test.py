@@ -101,7 +101,8 @@ def run(args) -> int:
               *([(mean, "the mean image")] if isinstance(mean, Path) else []),
               *((data.lmdb("val") / name, "a file of the val LMDB") for name in ("data.mdb", "lock.mdb")),
               *((path, f"the data folder's {path.name}") for path in (data.list_file("val"), data.list_file("train"),
-                                                                      data.split_json, data.lmdb_json)),
+                                                                      data.split_json, data.lmdb_json,
+                                                                      data.val_means)),
               *(((model.train_list, "the model's training list"),) if model.train_list else ())]
     refuse_overwrites([Output("--json", args.json), Output("--markdown", args.markdown),
                        Output("--per-image", args.per_image)], inputs)
@@ -126,6 +127,8 @@ def run(args) -> int:
     result = results.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
                                mean_file=mean if isinstance(mean, Path) else mean_name(model))
     result["engine"] = engine
+    if data.val_means.is_file():
+        result["correlations"] = results.mean_correlations(frame, data.val_means)
     if unreached:
         result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
     if protocol:

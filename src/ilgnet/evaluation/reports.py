@@ -35,6 +35,9 @@ def markdown_report(result: dict, protocol: str | None = None) -> str:
             ("ROC AUC", "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.4f}")]
     rows += [(f"accuracy on class {c} ({result['class_counts'][c]:,} images)", _percent(v))
              for c, v in result["per_class_accuracy"].items()]
+    if corr := result.get("correlations"):
+        rows += [(f"{name} of p_high against the mean score ({corr['images']:,} images)", f"{corr[key]:.4f}")
+                 for name, key in (("SRCC", "srcc"), ("PLCC", "plcc"))]
     protocol_row = "accuracy by the paper's protocol"
     if measured := result.get("paper_protocol"):
         rows.append((protocol_row, f"{_percent(measured['accuracy'])} ({measured['iterations']} caffe-test iterations "
@@ -56,6 +59,10 @@ def markdown_report(result: dict, protocol: str | None = None) -> str:
                      f"the val LMDB, not all {paper['val_images']:,} (see the authors' published test logs).")
     else:
         lines = ["| metric | this run |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows]
+    if result.get("correlations"):
+        lines.append("\nSRCC and PLCC set p_high beside each image's mean vote, as score-predicting models report "
+                     "them; ILGNet predicts a class (high or low), not a score distribution, so its p_high is read "
+                     "as a score here.")
     if val_list and val_list["not_in_lmdb"]:
         lines.append(f"\n{val_list['not_in_lmdb']:,} of the {val_list['listed']:,} images listed in {val_list['file']} "
                      f"never reached the val LMDB (skipped.txt beside it says why): the scores above leave them out.")
