@@ -1,6 +1,7 @@
 """`ilgnet test` (`make evaluate`): a model scored on every record of a val LMDB exactly once, with honest metrics
-beside the paper's figure (ilgnet.evaluation.pycaffe_engine, ilgnet.evaluation.reports) and the val images it was trained on counted; or,
-with --replay, what a published `caffe test` log really measured."""
+beside the paper's figure (ilgnet.evaluation.pycaffe_engine, ilgnet.evaluation.reports), SRCC and PLCC where the
+split wrote the val images' means, and the val images it was trained on counted; or, with --replay, what a
+published `caffe test` log really measured."""
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ def register(subparsers) -> None:
         "test", help="score a model on every record of a val LMDB exactly once",
         description="Scores a model (a run of `ilgnet train`, a snapshot, a published model or a .caffemodel) on "
                     "every record of DATA/val_lmdb exactly once, and prints its accuracy beside the majority-class "
-                    "baseline, with balanced accuracy, ROC AUC and the paper's figure for the same partition. The "
+                    "baseline, with balanced accuracy, ROC AUC and the paper's figure for the same partition; where "
+                    "DATA/val_means.csv holds the val images' mean scores (`ilgnet split` writes it for AVA), SRCC "
+                    "and PLCC of p_high against them (ILGNet predicts a class, not a score). The "
                     "pycaffe engine runs the net in this process; the caffe engine runs the `caffe test` tool. For a "
                     "model whose training list is known (runs, the published models) it also counts the val "
                     "images the model was trained on. --replay reads a published `caffe test` log instead and says "

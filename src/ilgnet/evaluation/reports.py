@@ -92,8 +92,8 @@ def replay_report(log: Path) -> str:
 
 
 def overlap_report(overlap: dict, model: str) -> str:
-    """What ilgnet.evaluation.pycaffe_engine.train_overlap found, in words: how many val images the model was trained on, and
-    the accuracy on the others."""
+    """What ilgnet.evaluation.results.train_overlap found, in words: how many val images the model was trained on
+    (a WARNING line with the count), and the accuracy on the others."""
     lines = []
     if "val_list" in overlap:
         val = overlap["val_list"]
