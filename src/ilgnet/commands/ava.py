@@ -54,7 +54,9 @@ def register(subparsers) -> None:
     verifying.add_argument("root", type=existing_folder, metavar="AVA_ROOT", help="the copy (holding AVA.txt)")
     verifying.add_argument("--images", type=existing_folder, help="photo folder (default: AVA_ROOT/images)")
     mirrors = actions.add_parser("mirrors", help="list the pinned mirrors",
-                                 description="The mirrors `ilgnet ava fetch --mirror` knows, with their pins.",
+                                 description="The mirrors `ilgnet ava fetch --mirror` knows: for each, the Hub "
+                                             "repository, the archive, the revision it is read at, its size and "
+                                             "its sha256.",
                                  epilog="example:\n  ilgnet ava mirrors")
     mirrors.add_argument("--mirrors", type=existing_file, metavar="FILE", help="a JSON file of more mirrors")
     for sub in (fetching, verifying):

@@ -95,7 +95,7 @@ def register(subparsers) -> None:
     labels = add("labels", "your own photos: a CSV of path,label or path,score",
                  "Your own labelled photos: FILE.csv with a header and a row per photo, `path,label` (1 high, 0 "
                  "low) or `path,score` (any number, then --threshold T: above T is high, or --top-bottom P: the top "
-                 "P %% by score high, the bottom P %% low, the others left out, the paper's AVA2 rule). Paths are "
+                 "P % by score high, the bottom P % low, the others left out, the paper's AVA2 rule). Paths are "
                  "taken from the CSV's folder, which `ilgnet lmdb --images` is given next. Every photo is decoded "
                  "as `ilgnet lmdb` decodes it: the missing and undecodable ones are left out and listed in "
                  "OUT/unusable.txt (CSV line, path, why). --val-fraction of the photos, drawn at random, or those "
