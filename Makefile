@@ -37,8 +37,8 @@ RECIPE := tools/setup.sh tools/build-caffe.sh tools/cuda-wheels.sh tools/caffe-p
 CAFFE_SETUP := $(if $(DOCKER),$(PACKAGE_STAMP),$(SETUP_STAMP))
 
 .PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools lint demo doctor prototxt nets ava \
-	ava1-lmdb ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict bench-ray \
-	docker-base docker-build docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
+	ava1-lmdb official-lmdb ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict \
+	bench-ray docker-base docker-build docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV); the first setup picks the"
@@ -58,6 +58,7 @@ help:
 	@echo "                  (ilgnet ava fetch; ilgnet ava verify checks a copy from anywhere)"
 	@echo "make ava1-lmdb    AVA1 split + LMDBs + mean from AVA_ROOT (or AVA_TXT/AVA_IMAGES) (DELTA=$(DELTA), SEED=$(SEED));"
 	@echo "                  ILGNET_REPO=<clone of the original repository> uses its published lists instead"
+	@echo "make official-lmdb  AVA's official train/test lists + LMDBs in data/official/ava1 (plans/official.toml)"
 	@echo "make ava2-lmdb    AVA2 split (top/bottom 10 %) + LMDBs + mean (ILGNET_REPO likewise)"
 	@echo "make paper-data   every data folder of the paper's campaign: ava1, ava1-delta1, ava2, each at 256 and 320"
 	@echo "make train-ava1   fine-tune ILGNet on data/ava1 (GPU=0 or GPU=all for the GPU)"
@@ -137,6 +138,11 @@ else
 	$(ILGNET) split published $(ILGNET_REPO) --set AVA1 --out $(AVA1_DATA)
 endif
 	$(ILGNET) lmdb --split $(AVA1_DATA) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
+
+# AVA's official lists (generic_ls_train / generic_test) where plans/official.toml's runs read them
+official-lmdb: $(SETUP_STAMP)
+	$(ILGNET) split official --ava-txt $(AVA_TXT) --out data/official/ava1$(SUFFIX)
+	$(ILGNET) lmdb --split data/official/ava1$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
 ava2-lmdb: $(SETUP_STAMP)
 ifeq ($(ILGNET_REPO),)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -91,3 +92,12 @@ def test_the_released_ava1_model_overlaps_the_official_test_list(shared_data, tm
     assert overlap["val_list"]["images"] == 20_000 and overlap["val_list"]["in_training"] == 18_395
     assert overlap_report(overlap, "ilgnet-ava1").startswith(
         f"WARNING: ilgnet-ava1 was trained on 18,395 of the 20,000 images of {tmp_path / 'val.txt'}")
+
+
+def test_the_official_plan_trains_ilgnet_bn_on_the_official_split_with_three_seeds(repo):
+    from ilgnet.paper.plans import load_plan
+
+    plan = load_plan(str(repo / "plans" / "official.toml"))
+    assert [(run.variant, run.seed) for run in plan.runs] == [("ilgnet-bn", 1), ("ilgnet-bn", 2), ("ilgnet-bn", 3)]
+    # relative paths of a plan file are taken from the working directory
+    assert {plan.data_folder(run) for run in plan.runs} == {Path("data/official/ava1").resolve()}
