@@ -87,3 +87,11 @@ def test_labels_lmdb_train_test_predict_end_to_end(album, tmp_path, small_caffem
                  "--quiet"]) == 0
     scores = pd.read_csv(tmp_path / "scores.csv")
     assert len(scores) == 3 and scores["p_high"].between(0, 1).all()
+
+
+def test_train_takes_a_registry_model_by_name_from_the_models_folder(tmp_path, capsys):
+    assert main(["train", "--profile", "ava2", "--data", str(tmp_path), "--weights", "ilgnet-ava2", "--models",
+                 str(tmp_path / "models"), "--cpu"]) == 1
+    missing = tmp_path / "models" / "ILGnet-AVA2.caffemodel"
+    assert capsys.readouterr().err == (f"ilgnet train: error: ilgnet-ava2 {missing} does not exist; `ilgnet weights "
+                                       f"fetch ilgnet-ava2` downloads it (or give --models)\n")
