@@ -86,12 +86,19 @@ def test_the_released_ava1_model_overlaps_the_official_test_list(shared_data, tm
     test_ids = read_id_list(shared_data / "ava" / "aesthetics_image_lists" / "generic_test.jpgl")
     (tmp_path / "val.txt").write_text("".join(f"{i}.jpg 0\n" for i in test_ids))
     keys = [f"{n:08d}_{i}.jpg" for n, i in enumerate(test_ids[:100])]
-    frame = results_table(keys, [0] * 100, np.tile([0.6, 0.4], (100, 1)), batch=50)
+    p_high = np.linspace(0.05, 0.95, 100)
+    frame = results_table(keys, [0, 1] * 50, np.stack([1 - p_high, p_high], axis=1), batch=50)
+    means = pd.DataFrame({"filename": [f"{i}.jpg" for i in test_ids[:100]], "mean": np.linspace(3, 7, 100)})
+    means.to_csv(tmp_path / "val_means.csv", index=False)
     overlap = train_overlap(frame, shared_data / "ilgnet-published" / "data" / "AVA1" / "train.txt",
-                            tmp_path / "val.txt")
+                            tmp_path / "val.txt", means_csv=tmp_path / "val_means.csv")
     assert overlap["val_list"]["images"] == 20_000 and overlap["val_list"]["in_training"] == 18_395
-    assert overlap_report(overlap, "ilgnet-ava1").startswith(
-        f"WARNING: ilgnet-ava1 was trained on 18,395 of the 20,000 images of {tmp_path / 'val.txt'}")
+    text = overlap_report(overlap, "ilgnet-ava1")
+    assert text.startswith(f"WARNING: ilgnet-ava1 was trained on 18,395 of the 20,000 images of {tmp_path / 'val.txt'}")
+    trained = overlap["scored"]["in_training"]
+    assert 0 < trained < 100 and overlap["unseen_correlations"]["images"] == 100 - trained
+    # p_high and the means both rise with the record: on the unseen records too, both correlations are 1
+    assert f"on the other {100 - trained:,}: accuracy" in text and "SRCC 1.0000, PLCC 1.0000 against the mean" in text
 
 
 def test_the_official_plan_trains_ilgnet_bn_on_the_official_split_with_three_seeds(repo):

@@ -142,7 +142,9 @@ def run(args) -> int:
             iterations=PAPER[protocol]["iterations"], gpu=args.gpu, docker=args.docker)
     text = markdown_report(result, protocol)
     if model.train_list:
-        result["train_overlap"] = results.train_overlap(frame, model.train_list, data.list_file("val"))
+        result["train_overlap"] = results.train_overlap(
+            frame, model.train_list, data.list_file("val"),
+            means_csv=data.val_means if data.val_means.is_file() else None)
         text = overlap_report(result["train_overlap"], model.name) + "\n" + text
     print(text, end="")
     for path, content in ((args.json, lambda: json.dumps(result, indent=2, allow_nan=False) + "\n"),

@@ -106,5 +106,7 @@ def overlap_report(overlap: dict, model: str) -> str:
                      f"{model}; on the other {scored['images'] - scored['in_training']:,}: " +
                      (f"accuracy {_percent(unseen['accuracy'])}, balanced accuracy "
                       f"{_percent(unseen['balanced_accuracy'])}, majority-class baseline "
-                      f"{_percent(unseen['majority_baseline']['accuracy'])}." if unseen else "none left."))
+                      f"{_percent(unseen['majority_baseline']['accuracy'])}" if unseen else "none left") +
+                     (f", SRCC {corr['srcc']:.4f}, PLCC {corr['plcc']:.4f} against the mean score."
+                      if (corr := overlap.get("unseen_correlations")) else "."))
     return "".join(f"{line}\n" for line in lines)

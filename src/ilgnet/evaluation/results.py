@@ -41,14 +41,18 @@ def _names(filenames) -> set[str]:
     return {PurePath(str(name)).name for name in filenames}
 
 
-def train_overlap(frame: pd.DataFrame, train_list: Path, val_list: Path | None = None) -> dict:
+def train_overlap(frame: pd.DataFrame, train_list: Path, val_list: Path | None = None, *,
+                  means_csv: Path | None = None) -> dict:
     """Which scored records (a results table, keys `%08d_<file>`) and which images of the split's val list are in
     the model's training list, by file name (photos are `<AVA id>.jpg`), and the metrics on the unseen records
-    (None when none is left). A model scored on images it was trained on measures memory, not generalisation."""
+    (None when none is left), with their SRCC and PLCC against `means_csv` when given (`unseen_correlations`). A
+    model scored on images it was trained on measures memory, not generalisation."""
     trained = _names(read_list_file(train_list)["filename"])
     seen = np.array([PurePath(key.split("_", 1)[-1]).name in trained for key in frame["key"]], bool)
     report = {"train_list": str(train_list), "scored": {"images": len(frame), "in_training": int(seen.sum())},
               "unseen_metrics": metrics(frame[~seen]) if (~seen).any() else None}
+    if means_csv is not None and seen.any() and (~seen).any():
+        report["unseen_correlations"] = mean_correlations(frame[~seen], means_csv)
     if val_list is not None and Path(val_list).is_file():
         listed = _names(read_list_file(val_list)["filename"])
         report["val_list"] = {"path": str(val_list), "images": len(listed), "in_training": len(listed & trained)}
