@@ -143,8 +143,8 @@ def verify_archive(root: Path, archive: Path, mirror: Mirror, *, progress: bool 
 
 
 def _members(archive: Path) -> Iterator[tuple[str, int, object]]:
-    """(name, bytes, handle) of each regular file of a tar (any compression) or zip archive, in archive order;
-    BadInput for a file that is neither."""
+    """(name, bytes, handle) of each regular file of a tar (any compression) or zip archive, in archive order (a
+    tar member's handle is readable until the next one is asked for); BadInput for a file that is neither."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zipped:
             for info in zipped.infolist():
@@ -152,7 +152,7 @@ def _members(archive: Path) -> Iterator[tuple[str, int, object]]:
                     yield info.filename, info.file_size, (zipped, info)
         return
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with tarfile.open(archive, "r|*") as tar:           # a stream: no table of 255,000 members kept
             for member in tar:
                 if member.isfile():
                     yield member.name, member.size, (tar, member)
