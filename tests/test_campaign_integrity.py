@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,11 @@ def test_an_interrupted_synthetic_ava_is_made_again(tmp_path):
     assert not synthetic.is_complete(ava, n_images=4, seed=1)
     cut(ava / synthetic.STAMP if (ava / synthetic.STAMP).exists() else ava / "AVA.txt", 10)
     assert not synthetic.is_complete(ava, n_images=4, seed=1)
+
+
+def test_an_unreachable_ray_address_fails_in_seconds_in_one_line(campaign, capsys):
+    started = time.monotonic()
+    assert ilgnet(["campaign", str(campaign["plan"]), "--ray", "127.0.0.1:1", "--quiet"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert time.monotonic() - started < 10
+    assert err[-1].startswith("ilgnet campaign: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused")

@@ -480,7 +480,12 @@ def run_campaign(plan: Plan, *, gpus: list[str] | None = None, jobs: int = 1, ra
 
     Where: `ray` (an address, or "" for the runtime this process started or a local one): a Ray task per run;
     `gpus` of this machine: one run per GPU at a time (one GPU: one after another, in this process); else the CPU,
-    `jobs` runs at a time. The data folders are checked (or made, for a synthetic plan) before any run starts."""
+    `jobs` runs at a time. The data folders are checked (or made, for a synthetic plan) before any run starts, and
+    a Ray address that takes no connection is refused before that (ToolFailed, in seconds)."""
+    if ray:
+        from ilgnet.scoring.cluster import check_reachable
+
+        check_reachable(ray)
     prepare_data(plan, progress=progress, notify=notify)
     states = status(plan)
     todo = [s.spec for s in states if s.state in TO_RUN]
