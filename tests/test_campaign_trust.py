@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -64,6 +65,13 @@ def test_a_remade_data_folder_makes_a_finished_run_stale_and_a_damaged_one_is_ev
     assert json.loads((run / "evaluation.json").read_text())["accuracy"] == evaluation["accuracy"]
     assert [a["outcome"] for a in json.loads((run / "campaign.json").read_text())["attempts"]] == ["finished"] * 2
     capsys.readouterr()
+    # A run not started yet has an ETA at the pace of its net's finished run.
+    two = tmp_path / "two.toml"
+    two.write_text(plan.read_text().replace("seeds = [1]", "seeds = [1, 2]"))
+    assert ilgnet(["campaign", str(two), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"\| {SMALL}-ava2-seed2 \| table4 \| not started \| - \| - \| 0:00:\d\d \|", out), out
+    assert "the runs not finished need 0:00:" in out
 
     shutil.rmtree(tmp_path / "data")
     other = write_plan(tmp_path, images=120, synthetic_seed=7, seeds="[1, 2]")

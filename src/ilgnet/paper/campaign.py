@@ -218,8 +218,20 @@ def run_state(plan: Plan, spec: RunSpec) -> RunState:
 
 
 def status(plan: Plan) -> list[RunState]:
-    """Every run's RunState, in the plan's order."""
-    return [run_state(plan, spec) for spec in plan.runs]
+    """Every run's RunState, in the plan's order; a run not started gets an ETA at the pace of the finished runs of
+    its net (their logs' iterations per second), where there are any."""
+    from dataclasses import replace
+
+    from ilgnet.paper.timing import training_time
+
+    states = [run_state(plan, spec) for spec in plan.runs]
+    pace: dict[str, list[float]] = {}
+    for s in states:
+        if s.state == "finished" and (spent := training_time(s.run_dir / "train.log")):
+            pace.setdefault(s.spec.variant, []).extend([spent["iterations_per_second"]] * bool(
+                spent["iterations_per_second"]))
+    return [replace(s, eta_s=s.spec.max_iter * len(pace[s.spec.variant]) / sum(pace[s.spec.variant]))
+            if s.state == "not started" and pace.get(s.spec.variant) else s for s in states]
 
 
 def _record(plan: Plan, spec: RunSpec, run_dir: Path, *, attempt: dict | None = None, **changes) -> None:
@@ -528,6 +540,6 @@ def status_table(states: list[RunState]) -> str:
     counts = {state: sum(s.state == state for s in states) for state in STATES}
     known = [s.eta_s for s in states if s.eta_s is not None]
     lines.append("\n" + ", ".join(f"{n} {state}" for state, n in counts.items() if n) +
-                 (f"; the interrupted and running runs need {_duration(sum(known))} more at their own pace"
-                  if known else ""))
+                 (f"; the runs not finished need {_duration(sum(known))} more (at their own pace, or at that of "
+                  f"their net's finished runs)" if known else ""))
     return "\n".join(lines) + "\n"
