@@ -20,7 +20,7 @@ from conftest import SMALL
 
 from ilgnet.cli import main as ilgnet
 from ilgnet.paper.pooling import pools
-from ilgnet.paper.report import find_runs
+from ilgnet.paper.report import accuracy_cells, find_runs
 
 RUN = f"{SMALL}-ava2-seed1"
 
@@ -145,3 +145,40 @@ def test_a_campaign_interrupted_at_each_step_and_run_again_ends_as_an_uninterrup
     again = start(plan, tmp_path / "again.log")
     assert again.wait(timeout=600) == 0, (tmp_path / "again.log").read_text()[-2000:]
     assert results(tmp_path) == uninterrupted
+
+
+def test_bug_case_14_the_campaign_and_report_after_the_data_folder_is_remade(caffe, bugcase, tmp_path, capsys):
+    case = bugcase("14-campaign-data-rebuilt")
+    where = ["--runs", str(tmp_path / "runs"), "--data", str(tmp_path / "data"), "--models", str(tmp_path / "m")]
+    assert ilgnet(["campaign", str(case / "rebuilt-1.toml"), *where, "--quiet"]) == 0
+    shutil.rmtree(tmp_path / "data")
+    capsys.readouterr()
+    assert ilgnet(["campaign", str(case / "rebuilt-2.toml"), *where, "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert "ilgnet-ava2-seed1: stale, not run again: trained and evaluated on other data" in err
+    assert "finished, skipped" not in err and "| ilgnet-ava2-seed2 | table3 | finished |" in out
+    cells = [c for c in accuracy_cells(find_runs([tmp_path / "runs"]), "table3") if c["variant"] == "ilgnet"]
+    assert [(c["n"], c["seeds"], c["images"]) for c in cells] == [(1, [1], 12), (1, [2], 15)]   # never averaged
+    assert cells[0]["stale"] == ["ilgnet-ava2-seed1"] and cells[0]["pool"] != cells[1]["pool"]
+
+
+def test_bug_case_15_a_ctrl_c_while_the_synthetic_ava_is_made(caffe, bugcase, tmp_path):
+    case = bugcase("15-ctrlc-synthetic-generation")
+    plan = case / "cut.toml"
+    plan.write_text(plan.read_text().replace("/tmp/ilgnet-cases/w/cut", str(tmp_path)).replace(
+        "/tmp/ilgnet-cases/w/empty-models", str(tmp_path / "models")))
+    proc = start(plan, tmp_path / "first.log")
+    photos = tmp_path / "data" / "synthetic-ava" / "images"
+    deadline = time.monotonic() + 300
+    while not (photos.is_dir() and len(list(photos.iterdir())) >= 50):
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=240) == 130
+    assert not (tmp_path / "data" / "synthetic-ava" / "AVA.txt").exists()          # written only once whole
+    again = start(plan, tmp_path / "again.log")
+    assert again.wait(timeout=600) == 0, (tmp_path / "again.log").read_text()[-2000:]
+    assert "not finished, or was made with other settings" in (tmp_path / "again.log").read_text()
+    built = json.loads((tmp_path / "data" / "ava2" / "lmdb.json").read_text())
+    assert {s: (built[s]["listed"], built[s]["records"], built[s]["skipped_reasons"]) for s in ("train", "val")} == {
+        "train": (200, 200, {}), "val": (200, 200, {})}
