@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -95,3 +97,27 @@ def test_two_processes_making_the_same_export_both_get_it(stand_in, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if "partial" in p.name) == []
     scored = Scorer(exported, mean=stand_in["mean"], variant="googlenet-bn-two-thirds", backend="onnxruntime", jobs=0)
     assert np.isfinite(scored.score_images([cv2.imread(str(next(stand_in["photos"].glob("*.jpg"))))])).all()
+
+
+def test_bug_case_18_each_notebook_call_is_scored_or_refused(bugcase, stand_in, tmp_path):
+    case = bugcase("18-scorer-api-misuse")
+    exported = tmp_path / "g3.onnx"
+    from ilgnet.cli import main as ilgnet
+
+    assert ilgnet(["export", str(stand_in["weights"]), "--variant", SMALL, "--mean", str(stand_in["mean"]),
+                   "--out", str(exported)]) == 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(next(stand_in["photos"].glob("*.jpg")), photos / "107446.jpg")
+    result = subprocess.run([sys.executable, str(case / "scorer_api.py"), str(exported), str(photos)],
+                            capture_output=True, text=True, timeout=300, check=False)
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line and line[0] == "s")
+    assert result.returncode == 0, result.stderr[-2000:]
+    scored = float(lines["score_images([bgr])"].split("[")[1].split("]")[0])
+    for call in ("score_images([PIL.Image])", "score_images([gray 2-D])", "score_images([BGRA])"):
+        assert lines[call].startswith("returned array(["), lines[call]
+    assert float(lines["score_images([BGRA])"].split("[")[1].split("]")[0]) == pytest.approx(scored, abs=1e-6)
+    assert lines["score_images([float 0..1])"].startswith("TypeError: images[0] is a float32 array")
+    assert lines["score_images(bgr) (one array, not a list)"].startswith("TypeError: images is one image")
+    assert lines["score_files(path string, not a list)"].startswith("TypeError: paths is one path")
+    assert "missing.jpg', reason='missing file')]" in result.stdout         # the multi-line table's last line
