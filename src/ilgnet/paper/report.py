@@ -34,7 +34,7 @@ from ilgnet.bvlc.proto import TRAIN, NetParameter
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.evaluation.reports import PAPER
-from ilgnet.fileio import atomic_write_json, atomic_write_text, read_json
+from ilgnet.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from ilgnet.nets import VARIANTS
 from ilgnet.paper import figures
 from ilgnet.paper.campaign import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
@@ -521,7 +521,7 @@ def write_report(report: dict, out: Path) -> list[Path]:
     written = []
     for block in blocks:
         if block[0] == "img":
-            (out / block[1]).write_bytes(block[2])
+            atomic_write_bytes(out / block[1], block[2])
             written.append(out / block[1])
     atomic_write_text(out / "REPORT.md", markdown(blocks))
     atomic_write_text(out / "report.html", html_page(blocks))
