@@ -97,13 +97,13 @@ def test_a_damaged_file_is_named_and_the_other_runs_reported(campaign, damage, c
     assert ilgnet(["campaign", str(campaign["plan"]), "--status"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| ilgnet-ava2-seed1 "))
-    assert "| damaged |" in row and f"damaged: {damaged / name}: " in row
+    assert "| damaged |" in row and f"| {damaged / name}: {verdict.reason} |" in row
     assert "| ilgnet-ava2-seed2 | table3 | finished | 2 / 2 | 80.00 % |" in out
     assert "1 finished, 1 damaged" in out
 
     [cell] = [c for c in accuracy_cells(find_runs([campaign["root"] / "runs"]), "table3") if c["variant"] == "ilgnet"]
     assert cell["n"] == 1 and cell["seeds"] == [2] and cell["accuracy"][0] == 0.8
-    assert cell["not_finished"]["ilgnet-ava2-seed1"].startswith(f"damaged (damaged: {damaged / name}: ")
+    assert cell["not_finished"]["ilgnet-ava2-seed1"].startswith(f"damaged ({damaged / name}: ")
 
 
 def test_a_run_whose_data_folder_was_remade_is_stale_and_pooled_apart(campaign, capsys):

@@ -93,7 +93,7 @@ def test_a_remade_data_folder_makes_a_finished_run_stale_and_a_damaged_one_is_ev
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     states = {r["name"]: (r["state"], r["message"]) for r in report["runs"]}
     assert states[RUN][0] == "stale" and states[f"{SMALL}-ava2-seed2"] == (
-        "damaged", f"damaged: {scores}: 1 complete rows of the {records} records evaluation.json counts")
+        "damaged", f"{scores}: 1 complete rows of the {records} records evaluation.json counts")
     assert [d["current"] for d in report["data"]] == [False]          # what seed 1 read; seed 2 is damaged
     assert f"damaged: {scores}: " in (tmp_path / "report" / "REPORT.md").read_text()
 

@@ -155,7 +155,7 @@ def test_a_run_state_is_read_from_its_folder(tmp_path):
     assert campaign.run_state(plan, spec).state == "diverged"
     record(run_dir, spec, state="finished")
     state = campaign.run_state(plan, spec)                              # finished needs its evaluation
-    assert (state.state, state.message) == ("damaged", f"damaged: {run_dir / campaign.EVALUATION_JSON}: missing")
+    assert (state.state, state.message) == ("damaged", f"{run_dir / campaign.EVALUATION_JSON}: missing")
     (run_dir / campaign.EVALUATION_JSON).write_text("{}")
     state = campaign.run_state(plan, spec)
     assert state.state == "damaged" and state.message.endswith("accuracy is None, not a fraction from 0 to 1")

@@ -174,7 +174,8 @@ def folder_verdict(run_dir: Path, record: dict, data: Path | None = None) -> tup
     if record.get("state") == "finished":
         verdict = check_finished(run_dir, data)
         if verdict.state != "damaged" or not holder:
-            return verdict.state, verdict.reason if verdict.state == "stale" else verdict.message, verdict.evaluation
+            note = f"{verdict.file}: {verdict.reason}" if verdict.state == "damaged" else verdict.reason
+            return verdict.state, note, verdict.evaluation
     state, message = _unfinished_state(record, holder)
     return state, message, None
 

@@ -40,13 +40,6 @@ class Verdict:
     file: Path | None = None
     evaluation: dict | None = None
 
-    @property
-    def message(self) -> str:
-        """One line: `damaged: FILE: REASON`, `stale: REASON`, or empty."""
-        if self.state == "damaged":
-            return f"damaged: {self.file}: {self.reason}"
-        return f"stale: {self.reason}" if self.state == "stale" else ""
-
 
 class Damaged(UserError, ValueError):
     """A file of a finished run that cannot be read back as the campaign wrote it."""
