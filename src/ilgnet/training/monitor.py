@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ilgnet.bvlc import logs
 from ilgnet.bvlc.tools import run_logged
-from ilgnet.errors import UserError
+from ilgnet.errors import ToolFailed, UserError
 from ilgnet.training.curves import write_train_summary
 from ilgnet.zoo.models import snapshot_iteration
 
@@ -96,5 +96,12 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
         except Diverged:
             write_train_summary(log_path, accuracy_blob=accuracy_blob)
             raise
+        except ToolFailed:
+            if not interrupted:
+                raise
+            # The interrupt reached Caffe before its own handler was set (while it started): it ended without a
+            # snapshot. An interruption, not a failure.
+            write_train_summary(log_path, accuracy_blob=accuracy_blob)
+            raise KeyboardInterrupt from None
     write_train_summary(log_path, accuracy_blob=accuracy_blob)
     return stopped_early or interrupted
