@@ -7,6 +7,7 @@ situations through real Caffe campaigns."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import time
 from pathlib import Path
@@ -171,3 +172,27 @@ def test_an_unreachable_ray_address_fails_in_seconds_in_one_line(campaign, capsy
     err = capsys.readouterr().err.splitlines()
     assert time.monotonic() - started < 10
     assert err[-1].startswith("ilgnet campaign: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused")
+
+
+def _prepare(plan: str) -> None:
+    from ilgnet.paper.campaign import prepare_data
+    from ilgnet.paper.plans import load_plan
+
+    prepare_data(load_plan(plan), progress=False)
+
+
+def test_two_campaigns_making_the_same_data_folder_wait_for_each_other(tmp_path):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f'runs = "{tmp_path / "runs"}"\ndata = "{tmp_path / "data"}"\n[synthetic]\nimages = 60\n'
+                    f'[[run]]\nvariant = "googlenet-bn-third"\nprofile = "ava2"\nseeds = [1]\n')
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_prepare, args=(str(plan),)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    built = json.loads((tmp_path / "data" / "ava2" / "lmdb.json").read_text())
+    assert built["train"]["records"] == built["train"]["listed"] == 6 and not built["train"]["skipped_reasons"]
+    assert synthetic.is_complete(tmp_path / "data" / "synthetic-ava", n_images=60, seed=1)
+    assert not list((tmp_path / "data").rglob("*.partial"))

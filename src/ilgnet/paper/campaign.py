@@ -46,7 +46,7 @@ from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, MissingFile, ToolFailed, UserError
 from ilgnet.evaluation.reports import PAPER
 from ilgnet.evaluation.results import prefix_protocol, summarize
-from ilgnet.fileio import atomic_path, atomic_write_json
+from ilgnet.fileio import atomic_path, atomic_write_json, waiting_lock
 from ilgnet.nets import get_variant
 from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
 from ilgnet.paper.integrity import check_finished
@@ -64,6 +64,7 @@ MAPS = "fig5_maps.npz"
 ACTIVE = "active_fraction"
 FIG5_PHOTOS = 3             # high and low val records whose feature maps Fig. 5 shows
 ERROR_LOG = "campaign.log"
+DATA_LOCK = ".campaign-data.lock"   # in the plan's data folder: one campaign makes its missing data at a time
 STATES = ("not started", "running", "interrupted", "finished", "stale", "damaged", "diverged", "failed")
 TO_RUN = ("not started", "interrupted", "failed", "damaged")    # damaged: re-evaluated (retrained without a model)
 REFUSED = ("stale", "diverged", "failed")                       # what makes a campaign exit 1
@@ -372,6 +373,15 @@ def prepare_data(plan: Plan, *, progress: bool = True, notify: Callable[[str], N
     if plan.synthetic is None:
         raise MissingFile(f"data folders missing: {', '.join(map(str, missing))} (`ilgnet split` and `ilgnet lmdb`, "
                           f"or `make paper-data`, make them; see docs/PAPER.md)")
+    # Two campaigns on one data folder: the second waits for the first, then finds its data made.
+    Path(plan.data_dir).mkdir(parents=True, exist_ok=True)
+    with waiting_lock(Path(plan.data_dir) / DATA_LOCK):
+        return _make_data(plan, missing_data(plan), progress=progress, notify=notify)
+
+
+def _make_data(plan: Plan, missing: list[Path], *, progress: bool, notify: Callable[[str], None]) -> list[Path]:
+    """prepare_data's work, under the data folder's lock: the synthetic AVA (again when unfinished), then each
+    missing data folder split and built."""
     from ilgnet.data import synthetic
     from ilgnet.data.ava import read_ava_txt
     from ilgnet.data.lmdb_build import build_split
