@@ -98,12 +98,16 @@ $(PACKAGE_STAMP): tools/setup.sh pyproject.toml
 test: $(SETUP_STAMP) test-tools
 	$(PY) -m pytest tests
 
-# Debian's Chromium, which the gallery's browser tests open headless (tests/test_gallery.py).
+# Debian's Chromium, which the gallery's browser tests open headless (tests/test_gallery.py), and Slurm with munge,
+# of which tests/slurm_cluster.py starts a one-node cluster for the `slurm` tests (tests/test_slurm.py).
+TEST_TOOLS := chromium:chromium sbatch:slurm-client slurmctld:slurmctld slurmd:slurmd munged:munge
 test-tools:
-	@command -v chromium >/dev/null || { \
+	@missing=$$(for pair in $(TEST_TOOLS); do \
+	  PATH=$$PATH:/usr/sbin command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
+	[ -z "$$missing" ] || { \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -qq && \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }
 
 test-fast: $(PACKAGE_STAMP)
 	$(PY) -m pytest -m "not caffe and not install and not docker" tests
