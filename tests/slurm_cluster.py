@@ -97,7 +97,7 @@ def slurm_cluster(tmp_path_factory):
     node = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
     conf.write_text(_conf(root, node, os.cpu_count() or 1))
-    sbin = lambda name: shutil.which(name) or f"/usr/sbin/{name}"  # noqa: E731
+    sbin = lambda name: shutil.which(name) or f"/usr/sbin/{name}"
     procs: list[subprocess.Popen] = []
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)
@@ -113,16 +113,17 @@ def slurm_cluster(tmp_path_factory):
                                           stderr=subprocess.STDOUT))
 
         def idle() -> bool:
-            state = subprocess.run(["sinfo", "--noheader", "--format", "%T"], capture_output=True, text=True)
+            state = subprocess.run(["sinfo", "--noheader", "--format", "%T"], capture_output=True, text=True,
+                                   check=False)
             return state.stdout.strip() == "idle"
         _wait_until(idle, "the node did not become idle", logs)
         yield root
     finally:
         if len(procs) == 3:
-            subprocess.run(["scancel", "--user", "root"], capture_output=True)
+            subprocess.run(["scancel", "--user", "root"], capture_output=True, check=False)
 
             def empty() -> bool:
-                queue = subprocess.run(["squeue", "--noheader"], capture_output=True, text=True)
+                queue = subprocess.run(["squeue", "--noheader"], capture_output=True, text=True, check=False)
                 return queue.returncode == 0 and not queue.stdout.strip()
             try:
                 _wait_until(empty, "jobs still ran after scancel", logs, seconds=90)

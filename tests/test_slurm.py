@@ -32,7 +32,7 @@ def data(tmp_path_factory) -> Path:
 
 def campaign(plan: Path, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ilgnet.cli", "campaign", str(plan), "--quiet", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def jobs(runs: Path) -> list[dict]:
@@ -58,7 +58,7 @@ def test_dry_run_prints_the_job_array_and_submits_nothing(data, tmp_path, capsys
     assert f"runs=({RUN}1 {RUN}2)" in script
     assert f"-m ilgnet.cli campaign {plan} --runs {tmp_path / 'runs'} --data {data}" in script
     assert '--gpus 0 --quiet --only "$run"' in script
-    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
     assert not (tmp_path / "runs" / "slurm").exists()
 
 

@@ -93,8 +93,8 @@ def run(args) -> int:
     from ilgnet.bvlc.tools import gpu_count, require_gpus
     from ilgnet.errors import UserError
     from ilgnet.paper.campaign import run_campaign, status, status_table
-    from ilgnet.paper.slurm import slurm_table as slurm_status
     from ilgnet.paper.plans import load_plan
+    from ilgnet.paper.slurm import slurm_table as slurm_status
 
     if args.ray_cpus is not None and args.ray is None:
         raise UsageError("--ray-cpus goes with --ray")

@@ -15,6 +15,7 @@ appended to RUNS/RUN.slurm.log, beside its folder.
 """
 from __future__ import annotations
 
+import getpass
 import shlex
 import shutil
 import subprocess
@@ -83,20 +84,27 @@ def _slurm(command: list[str]) -> subprocess.CompletedProcess:
         raise MissingFile(f"no `{command[0]}` command here: --slurm submits from a machine of the Slurm cluster "
                           f"(a login node)")
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
+        return subprocess.run(command, check=False, capture_output=True, text=True,
+                              timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ToolFailed(f"{command[0]} did not answer within {TIMEOUT_S} s (is slurmctld up?)") from None
 
 
+def _fields(line: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in line.split() if "=" in part)
+
+
 def job_states(ids: list[str]) -> dict[str, str]:
-    """The Slurm state of array tasks "JOB_INDEX": squeue for the queued and running ones, then sacct (where
-    accounting is on) or scontrol (for jobs that ended within MinJobAge) for the others; those Slurm no longer
-    knows are left out. {} where no squeue is here."""
+    """The Slurm state of array tasks "JOB_INDEX": squeue (this user's jobs) for the queued and running ones, then
+    sacct (where accounting is on) or scontrol (jobs that ended within MinJobAge) for the others; those Slurm no
+    longer knows are left out. {} where no squeue is here; ToolFailed when squeue fails (what is queued is not
+    known, so nothing may be submitted again)."""
     if not ids or shutil.which("squeue") is None:
         return {}
-    jobs = sorted({i.split("_")[0] for i in ids})
     found: dict[str, str] = {}
-    queue = _slurm(["squeue", "--noheader", "--array", "--jobs", ",".join(jobs), "--format", "%i|%T"])
+    queue = _slurm(["squeue", "--noheader", "--array", f"--user={getpass.getuser()}", "--format", "%i|%T"])
+    if queue.returncode != 0:
+        raise ToolFailed(f"squeue failed: {(queue.stderr.strip().splitlines() or ['no message'])[-1]}")
     for line in queue.stdout.splitlines():
         task, _, state = line.strip().partition("|")
         found[task] = state
@@ -107,11 +115,12 @@ def job_states(ids: list[str]) -> dict[str, str]:
         for line in done.stdout.splitlines() if done.returncode == 0 else []:
             task, _, state = line.strip().partition("|")
             found.setdefault(task, state.split()[0] if state else "")
-    for task in (i for i in ids if i not in found):
-        shown = _slurm(["scontrol", "--oneliner", "show", "job", task])
-        fields = dict(part.split("=", 1) for part in shown.stdout.split() if "=" in part)
-        if shown.returncode == 0 and "JobState" in fields:
-            found[task] = fields["JobState"]
+    for job in sorted({i.split("_")[0] for i in ids if i not in found}):
+        shown = _slurm(["scontrol", "--oneliner", "show", "job", job])
+        for fields in map(_fields, shown.stdout.splitlines() if shown.returncode == 0 else []):
+            task = f"{fields.get('ArrayJobId')}_{fields.get('ArrayTaskId')}"
+            if "JobState" in fields:
+                found.setdefault(task, fields["JobState"])
     return {task: state for task, state in found.items() if task in ids}
 
 
@@ -228,7 +237,10 @@ def slurm_table(plan: Plan) -> str:
     ids = task_ids(plan)
     if not ids:
         return ""
-    states = job_states(list(ids.values()))
+    try:
+        states = job_states(list(ids.values()))
+    except (ToolFailed, MissingFile) as err:
+        states = {task: f"unknown ({err})" for task in ids.values()}
     lines = ["| run | Slurm task | Slurm state | log |", "|---|---|---|---|"]
     for spec in plan.runs:
         if spec.name in ids:
