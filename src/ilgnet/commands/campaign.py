@@ -71,8 +71,8 @@ def register(subparsers) -> None:
                             "data, models and runs folders bound")
     slurm.add_argument("--dry-run", action="store_true", help="print the sbatch script, submit nothing")
     slurm.add_argument("--wait", action="store_true",
-                       help="wait for the array's tasks to end, then print the status table (exit 1 unless every "
-                            "run finished)")
+                       help="wait for the runs' tasks to end, then print the status table (exit 1 unless every "
+                            "run finished; a Ctrl-C stops the waiting, not the tasks)")
     parser.add_argument("--only", type=lambda text: text.split(","), metavar="RUN[,RUN]",
                         help="only these runs of the plan (what each Slurm task runs)")
     parser.add_argument("--jobs", type=integer(1), default=1,
@@ -98,6 +98,8 @@ def run(args) -> int:
 
     if args.ray_cpus is not None and args.ray is None:
         raise UsageError("--ray-cpus goes with --ray")
+    if args.jobs > 1 and args.slurm:
+        raise UsageError("--jobs is for runs on this machine's CPU; with --slurm, --slurm-parallel caps the tasks")
     if args.jobs > 1 and (args.gpus or args.ray is not None):
         raise UsageError("--jobs is for runs on the CPU; with --gpus, one run per GPU runs at a time")
     given = [f"--{name.replace('_', '-')}" for name in SLURM_ONLY if getattr(args, name) not in (None, False, [])]
