@@ -56,7 +56,8 @@ def test_dry_run_prints_the_job_array_and_submits_nothing(data, tmp_path, capsys
                  f"--output={tmp_path / 'runs' / 'slurm'}/%A_%a.log"):
         assert f"#SBATCH {line}\n" in script
     assert f"runs=({RUN}1 {RUN}2)" in script
-    assert f"-m ilgnet.cli campaign {plan} --runs {tmp_path / 'runs'} --data {data}" in script
+    assert "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})" in script            # SIGTERM blocked
+    assert f"campaign {plan} --runs {tmp_path / 'runs'} --data {data}" in script
     assert '--gpus 0 --quiet --only "$run"' in script
     assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
     assert not (tmp_path / "runs" / "slurm").exists()
@@ -69,7 +70,7 @@ def test_apptainer_command_lines_and_refusals(data, tmp_path, capsys):
     assert ilgnet(["campaign", str(plan), "--slurm", "--slurm-cpus", "2", "--apptainer", str(image), "--dry-run"]) == 0
     script = capsys.readouterr().out
     binds = ",".join(sorted({str(tmp_path), str(tmp_path / "runs"), str(data), str(Path.cwd().resolve())}))
-    assert f"( trap '' TERM; exec apptainer exec --bind {binds} {image} ilgnet campaign {plan}" in script
+    assert f"( exec apptainer exec --bind {binds} {image} python -c " in script and f" campaign {plan} --runs" in script
     assert "--cpus-per-task=2" in script and "--gres" not in script and "--cpu --quiet" in script
     assert apptainer_command(image, ["ilgnet", "doctor"], gpu=True, binds=[Path("/data")]) == \
         ["apptainer", "exec", "--nv", "--bind", "/data", str(image), "ilgnet", "doctor"]

@@ -4,9 +4,10 @@ one GPU (`--gres=gpu:1`) or N CPUs; submitted with plain `sbatch --array` (docs/
 Each task runs `ilgnet campaign PLAN --only RUN` (in an Apptainer image with `--apptainer`), so a run's lock,
 campaign.json and snapshots are those of a local campaign, and any machine that sees the runs folder knows its state.
 Stopping: Slurm sends SIGTERM to every process of a task it cancels (`scancel`), preempts or times out, and SIGKILL
-KillWait seconds later. The batch script starts the campaign with SIGTERM ignored and turns the SIGTERM it gets into
-the Ctrl-C of a local campaign: SIGINT to the campaign's process group, so Caffe (`-sigint_effect stop`) snapshots and
-stops and the run is recorded as interrupted; the next campaign (or the requeued task) resumes it from that snapshot.
+KillWait seconds later. The batch script starts the campaign with SIGTERM blocked (Caffe inherits the mask) and
+turns the SIGTERM it gets itself into the Ctrl-C of a local campaign: SIGINT to the campaign's process group, so
+Caffe (`-sigint_effect stop`) snapshots and stops and the run is recorded as interrupted; the next campaign (or the
+requeued task) resumes it from that snapshot.
 `--signal=B:USR1@LEAD` does the same LEAD seconds before the time limit and then requeues the task itself.
 
 Records, in RUNS/slurm/: the batch scripts as submitted (`array-STAMP.sbatch`), jobs.json (every array submitted:
@@ -38,6 +39,10 @@ SIGNAL_LEAD_S = 300         # --signal=B:USR1@300: 5 min before the time limit, 
 LIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING",
         "SUSPENDED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED")
 TIMEOUT_S = 60              # for one squeue / sbatch / scontrol call
+# `python -m ilgnet.cli` with SIGTERM blocked, for it and the Caffe it starts (a blocked signal stays blocked across
+# fork and exec, where an ignored one would not: Caffe's glog installs a handler for SIGTERM that dies at once).
+TERM_BLOCKED = ("import runpy, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); "
+                'sys.argv[0] = "ilgnet"; runpy.run_module("ilgnet.cli", run_name="__main__", alter_sys=True)')
 
 
 def _ignore(message: str) -> None:
@@ -149,8 +154,8 @@ def task_command(options: SlurmOptions) -> list[str]:
     where = ["--cpu"] if options.cpus else ["--gpus", "0"]       # Slurm shows a task its one GPU as device 0
     arguments = ["campaign", *options.task, *where, "--quiet"] + (["--docker"] if options.docker else [])
     if options.apptainer is None:
-        return [sys.executable, "-m", "ilgnet.cli", *arguments]
-    return apptainer_command(options.apptainer, ["ilgnet", *arguments], gpu=not options.cpus,
+        return [sys.executable, "-c", TERM_BLOCKED, *arguments]
+    return apptainer_command(options.apptainer, ["python", "-c", TERM_BLOCKED, *arguments], gpu=not options.cpus,
                              binds=list(options.binds))
 
 
@@ -167,7 +172,7 @@ runs=({' '.join(quote(s.name) for s in specs)})
 run=${{runs[$SLURM_ARRAY_TASK_ID]}}
 exec >>{quote(str(runs))}/"$run"{LOG_SUFFIX} 2>&1
 echo "# task ${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}} (job $SLURM_JOB_ID) on $(hostname) at $(date -u +%FT%TZ)"
-( trap '' TERM; exec {' '.join(map(quote, task_command(options)))} --only "$run" ) &
+( exec {' '.join(map(quote, task_command(options)))} --only "$run" ) &
 pid=$!
 requeue=0
 trap 'echo "# SIGTERM: the run snapshots and stops"; kill -INT -- -$pid' TERM
