@@ -92,11 +92,16 @@ def test_apptainer_command_lines_and_refusals(data, tmp_path, capsys):
 
 def test_a_two_run_campaign_as_a_job_array_one_task_at_a_time(caffe, data, slurm_cluster, tmp_path, capsys):
     plan = write_plan(tmp_path, data, small_run(1) + small_run(2))
-    result = campaign(plan, "--slurm", "--slurm-parallel", "1", "--slurm-cpus", "1", "--wait", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    submitted = campaign(plan, "--slurm", "--slurm-parallel", "1", "--slurm-cpus", "1", cwd=tmp_path)
+    assert submitted.returncode == 0 and "submitted job array" in submitted.stderr, submitted.stderr[-3000:]
     runs = tmp_path / "runs"
     [array] = jobs(runs)
-    assert array["runs"] == [f"{RUN}1", f"{RUN}2"] and "submitted job array" in result.stderr
+    assert array["runs"] == [f"{RUN}1", f"{RUN}2"]
+    # Again while the array waits in the queue: nothing is submitted twice, and --wait waits for the first array.
+    result = campaign(plan, "--slurm", "--slurm-parallel", "1", "--slurm-cpus", "1", "--wait", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{RUN}2: Slurm task {array['job']}_1 is PENDING, not submitted again" in result.stderr
+    assert "nothing to submit" in result.stderr and len(jobs(runs)) == 1
     assert re.search(rf"\| {RUN}1 \| table4 \| finished \| 2 / 2 \|", result.stdout)
     attempts = [record(runs / f"{RUN}{seed}")["attempts"] for seed in (1, 2)]
     assert [len(a) for a in attempts] == [1, 1] and all(a[0]["outcome"] == "finished" for a in attempts)

@@ -262,6 +262,6 @@ def wait_for(plan: Plan, *, poll_s: float = 5.0, notify: Callable[[str], None] =
     while live := queued(plan):
         if len(live) != left:
             left = len(live)
-            notify(f"{left} Slurm task{'s' if left != 1 else ''} queued or running: "
-                   f"{', '.join(task for task, _ in live.values())}")
+            shown = ", ".join(f"{task} {state}" for task, state in list(live.values())[:3])
+            notify(f"{left} Slurm task{'s' if left != 1 else ''} queued or running ({shown}{', ...' if left > 3 else ''})")
         time.sleep(poll_s)
