@@ -68,6 +68,11 @@ PartitionName=test Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
 
 
+def sbin(name: str) -> str:
+    """A daemon's path: on PATH, else in /usr/sbin (not on a user's PATH on Debian)."""
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, 15)
@@ -97,7 +102,6 @@ def slurm_cluster(tmp_path_factory):
     node = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
     conf.write_text(_conf(root, node, os.cpu_count() or 1))
-    sbin = lambda name: shutil.which(name) or f"/usr/sbin/{name}"
     procs: list[subprocess.Popen] = []
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)

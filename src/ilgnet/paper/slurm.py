@@ -139,7 +139,8 @@ def queued(plan: Plan) -> dict[str, tuple[str, str]]:
 def _sbatch_options(plan: Plan, specs: list[RunSpec], options: SlurmOptions) -> list[str]:
     cap = f"%{options.parallel}" if options.parallel else ""
     lines = [f"--job-name=ilgnet-{plan.name}", f"--array=0-{len(specs) - 1}{cap}",
-             f"--output={folder(plan)}/%A_%a.log", f"--chdir={Path(options.chdir or Path.cwd()).resolve()}", "--ntasks=1",
+             f"--output={folder(plan)}/%A_%a.log", f"--chdir={Path(options.chdir or Path.cwd()).resolve()}",
+             "--ntasks=1",
              f"--signal=B:USR1@{SIGNAL_LEAD_S}", "--requeue", "--open-mode=append"]
     lines += [f"--cpus-per-task={options.cpus}"] if options.cpus else ["--gres=gpu:1"]
     for name in ("partition", "account", "time", "qos"):
@@ -263,5 +264,6 @@ def wait_for(plan: Plan, *, poll_s: float = 5.0, notify: Callable[[str], None] =
         if len(live) != left:
             left = len(live)
             shown = ", ".join(f"{task} {state}" for task, state in list(live.values())[:3])
-            notify(f"{left} Slurm task{'s' if left != 1 else ''} queued or running ({shown}{', ...' if left > 3 else ''})")
+            more = ", ..." if left > 3 else ""
+            notify(f"{left} Slurm task{'s' if left != 1 else ''} queued or running ({shown}{more})")
         time.sleep(poll_s)
