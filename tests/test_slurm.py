@@ -156,3 +156,11 @@ def test_a_finished_campaign_submits_nothing(caffe, data, slurm_cluster, tmp_pat
     err = capsys.readouterr().err
     assert f"{RUN}4: finished, skipped" in err and "nothing to submit" in err
     assert jobs(tmp_path / "runs") == [] and squeue() == ""
+
+
+def test_a_refused_submission_is_one_line_and_leaves_no_record(data, slurm_cluster, tmp_path, capsys):
+    plan = write_plan(tmp_path, data, small_run(5))
+    assert ilgnet(["campaign", str(plan), "--slurm", "--slurm-cpus", "1", "--partition", "nowhere", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ilgnet campaign: error: sbatch refused the array: ") and "partition" in err[-1], err
+    assert jobs(tmp_path / "runs") == [] and not list((tmp_path / "runs" / "slurm").glob("*.sbatch"))
