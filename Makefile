@@ -117,7 +117,7 @@ lint: $(PACKAGE_STAMP)
 	$(PY) -m ruff check src tests tools
 
 test-fast: $(PACKAGE_STAMP) lint
-	$(PY) -m pytest -m "not caffe and not install and not docker" tests
+	$(PY) -m pytest -m "not caffe and not install and not docker and not slurm" tests
 
 doctor: $(SETUP_STAMP)
 	$(ILGNET) doctor
