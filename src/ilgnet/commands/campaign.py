@@ -80,7 +80,8 @@ def register(subparsers) -> None:
     parser.add_argument("--ray-cpus", type=real(0, above=True), metavar="N",
                         help="with --ray: each task takes N CPUs and trains on the CPU instead of a GPU")
     parser.add_argument("--docker", action="store_true", help="run Caffe in the ilgnet-caffe Docker image")
-    parser.add_argument("--status", action="store_true", help="only print the status table")
+    parser.add_argument("--status", action="store_true",
+                        help="only print the status table (and, after --slurm, each run's Slurm task and its state)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
