@@ -15,6 +15,7 @@ runs of the same data folder at different times, or of different folders, are co
 from __future__ import annotations
 
 import math
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,12 @@ class Damaged(UserError, ValueError):
         self.path, self.reason = Path(path), reason
 
 
+def _reason(err: Exception, path: Path) -> str:
+    """An error's message about `path` without the path: `PATH:7: not JSON (...)` -> `line 7: not JSON (...)`."""
+    rest = str(err).removeprefix(str(path))
+    return re.sub(r"^:(\d+): ", r"line \1: ", rest).lstrip(": ").strip() or "unreadable"
+
+
 def read_evaluation(run_dir: Path) -> dict:
     """run_dir/evaluation.json as `ilgnet.paper.campaign.evaluate_run` writes it: a JSON object with accuracy and
     balanced_accuracy in [0, 1], images (a positive count), majority_baseline and paper_protocol (each with an
@@ -59,7 +66,7 @@ def read_evaluation(run_dir: Path) -> dict:
     try:
         value = read_json(path)
     except UserError as err:
-        raise Damaged(path, str(err).removeprefix(f"{path}").lstrip(":").strip() or "not JSON") from None
+        raise Damaged(path, _reason(err, path)) from None
     if not isinstance(value, dict):
         raise Damaged(path, "not a JSON object")
     numbers = {key: value.get(key) for key in EVALUATION_NUMBERS}
@@ -136,8 +143,7 @@ def check_finished(run_dir: Path, data: Path | None = None) -> Verdict:
         try:
             record = read_model_json(run_dir)
         except UserError as err:
-            raise Damaged(run_dir / MODEL_JSON, str(err).removeprefix(str(run_dir / MODEL_JSON)).lstrip(": ")
-                          or "unreadable") from None
+            raise Damaged(run_dir / MODEL_JSON, _reason(err, run_dir / MODEL_JSON)) from None
     except Damaged as damaged:
         return Verdict("damaged", damaged.reason, damaged.path)
     folder = DataFolder(Path(data if data is not None else record.get("data") or run_dir / "no-data-folder"))
