@@ -7,20 +7,47 @@ interrupted; it shuts its pool down and reports the interruption once.
 """
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 PROCESSES_PER_CPU = 4       # at most this many worker processes per CPU, whatever is asked for
 WORKER_START_SECONDS = 120  # how long process_pool waits for a worker to start before going on without knowing
 
 
+def cpu_quota(root: Path = Path("/sys/fs/cgroup"), cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPUs' worth of time this process's cgroup (v2) and its parents allow, the smallest of their cpu.max
+    quota / period (a container's `--cpus 1.5` is 1.5); None where no limit is set or cgroup v2 is not mounted."""
+    try:
+        own = next(line[3:] for line in cgroup.read_text().splitlines() if line.startswith("0::"))
+    except (OSError, StopIteration):
+        return None
+    limits = []
+    folder = root / own.strip().lstrip("/")
+    while True:
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                limits.append(int(quota) / int(period))
+        except (OSError, ValueError):
+            pass
+        if folder == root or root not in folder.parents:
+            break
+        folder = folder.parent
+    return min(limits) if limits else None
+
+
 def cpu_count() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0))
+    """The CPUs this process may use: those it may run on (os.sched_getaffinity: taskset, cpusets), fewer where
+    its cgroup's quota allows less time than that (cpu_quota, rounded up), at least 1."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
 
 
 def max_processes() -> int:

@@ -1,0 +1,150 @@
+"""fp16 and int8 versions of an exported ONNX file (ilgnet.zoo.onnx_export), and what the machine's CPU offers them.
+
+fp16: every float tensor inside the graph as float16, the input and output kept float32
+(onnxruntime.transformers.float16): half the size, not faster on a CPU.
+
+int8: onnxruntime's static quantization in the QDQ format (onnxruntime.quantization.quantize_static): the weights of
+every Convolution and InnerProduct as int8, per output channel (symmetric), the activations between them as uint8
+with a scale and zero point fixed by calibration, the range (MinMax) each tensor takes over the calibration photos
+the caller preprocesses as the Scorer does. onnxruntime's CPU provider fuses each QuantizeLinear / DequantizeLinear
+pair around a Conv or Gemm into an integer kernel (QLinearConv, QGemm), where the time of ILGNet's forward pass goes.
+How much faster depends on the CPU's integer instructions (`cpu_kernels`): AVX2 multiplies 8-bit pairs in two
+steps, AVX-512 VNNI and AVX-VNNI in one, AMX in tiles. Without VNNI the weights keep 7 bits (`reduce_range`): AVX2's
+two-step product of uint8 x int8 pairs can saturate 16 bits otherwise (onnxruntime's quantization guide).
+
+Both are approximations of the fp32 net: `ilgnet export --check` measures how far on photos not used to calibrate.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from ilgnet.defaults import PRECISIONS
+from ilgnet.errors import BadInput
+from ilgnet.fileio import atomic_path
+from ilgnet.zoo.onnx_export import import_onnx, net_to_onnx, save
+
+QUANTIZATION = ("onnxruntime static quantization, QDQ: Conv and Gemm weights int8 per output channel (symmetric), "
+                "activations uint8 calibrated (MinMax); LRN kept in float")
+CPU_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
+             "amx_int8": "AMX-INT8"}       # /proc/cpuinfo flag -> the name Intel and AMD give the instructions
+INT8_OPS = None
+
+
+def cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The integer instruction sets int8 kernels can use on this machine (names of CPU_FLAGS' values, in its
+    order), read from the `flags` line of `cpuinfo`; [] where there is no such file (not Linux) or no such flag."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return []
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return [name for flag, name in CPU_FLAGS.items() if flag in flags]
+
+
+def has_vnni(kernels: Iterable[str]) -> bool:
+    """Whether `kernels` (cpu_kernels) include a one-step 8-bit dot product (VNNI or AMX)."""
+    return any("VNNI" in name or "AMX" in name for name in kernels)
+
+
+@contextmanager
+def _quiet_onnxruntime() -> Iterator[None]:
+    """onnxruntime.quantization logs advice on the root logger (pre-processing, per-tensor ranges): silenced."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _fp16(source: Path, out: Path) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    onnx = import_onnx()
+    converted = OnnxModel(convert_float_to_float16(onnx.load_model(str(source)), keep_io_types=True))
+    converted.topological_sort()            # the input's Cast comes last otherwise, which onnx.checker refuses
+    onnx.save_model(converted.model, str(out))
+
+
+def quantize_int8(source: Path, out: Path, calibration: Iterable[np.ndarray], *, reduce_range: bool | None = None,
+                  op_types: Sequence[str] | None = INT8_OPS) -> int:
+    """Writes the int8 QDQ version of the fp32 ONNX file `source` to `out` (see the module's doc), calibrated on
+    `calibration`: batches of net inputs (N, 3, crop, crop) float32, preprocessed as the Scorer does. reduce_range:
+    7-bit weights (default: where the CPU has no VNNI). Returns the photos (inputs) calibrated on; BadInput when
+    `calibration` is empty."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    graph = import_onnx().load_model(str(source), load_external_data=False).graph
+    input_name = graph.input[0].name
+    lrn = {node.name for node in graph.node if "/lrn_" in node.name}
+    lrn |= {node.name for node in graph.node if any(name in lrn for name in node.input)}
+    del graph
+    seen = [0]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(calibration)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            if batch is None:
+                return None
+            seen[0] += len(batch)
+            return {input_name: np.ascontiguousarray(batch, np.float32)}
+
+    if reduce_range is None:
+        reduce_range = not has_vnni(cpu_kernels())
+    with _quiet_onnxruntime():
+        quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=op_types,
+                        nodes_to_exclude=sorted(lrn),
+                        extra_options={"WeightSymmetric": True})
+    if not seen[0]:
+        raise BadInput("no photo to calibrate the int8 file with")
+    return seen[0]
+
+
+def export_file(net, caffemodel: Path, out: Path, *, metadata: dict[str, str], output: str | None = None,
+                precision: str = "fp32", fp32: Path | None = None,
+                calibration: Iterable[np.ndarray] | None = None) -> Path:
+    """Writes `net` with the weights of `caffemodel` (checked to fit it by the caller) to the ONNX file `out` at
+    `precision` (one of PRECISIONS), atomically, with `metadata`, after onnx.checker has passed on it. fp16 and int8
+    are converted from an fp32 file, left at `fp32` when given (else in a temporary folder beside `out`); int8 needs
+    `calibration` (quantize_int8). BadInput for an unknown precision or int8 without calibration."""
+    if precision not in PRECISIONS:
+        raise BadInput(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if precision == "int8" and calibration is None:
+        raise BadInput("an int8 export needs photos to calibrate it with")
+    model = net_to_onnx(net, caffemodel, output=output, metadata={**metadata, "precision": precision})
+    if precision == "fp32":
+        return save(model, out)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
+        source = save(model, fp32 or Path(folder) / "fp32.onnx")
+        del model
+        with atomic_path(out) as partial:
+            if precision == "fp16":
+                _fp16(source, partial)
+            else:
+                quantize_int8(source, partial, calibration)
+            import_onnx().checker.check_model(str(partial))
+    return out
