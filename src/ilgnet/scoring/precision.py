@@ -127,3 +127,58 @@ def compare(photos: list[Path], model, written: Path, reference: Path, reference
             "agree": int(((ours > 0.5) == (theirs > 0.5)).sum()), "max_difference": float(difference.max()),
             "mean_difference": float(difference.mean()), "written_seconds": our_seconds,
             "reference_seconds": their_seconds, "speedup": their_seconds / our_seconds}
+
+
+def calibration_key(model) -> str:
+    """What a default calibration_set of `model` would read, as text that changes when it does: its val LMDB's
+    path, size and modification time, or the generated photos' count."""
+    lmdb = val_lmdb(model)
+    if lmdb is None:
+        return f"generated {CALIBRATION_STAND_IN} photos, seed 3"
+    stat = (lmdb / "data.mdb").stat()
+    return f"{lmdb.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None = None) -> tuple[Path, dict]:
+    """The `precision` (fp16 or int8) ONNX file of `model` (a Model with a caffemodel and a known variant) with
+    `mean` (the array), exported once, calibrated on the default calibration_set for int8, and kept under
+    `work`/onnx as NAME.PRECISION-KEY.onnx (KEY: the caffemodel's sha256, variant, precision, calibration and the
+    toolkit's and converter's versions); and its metadata (ilgnet.zoo.onnx_metadata.identity, with `calibration`
+    and `quantization` for int8). `work` defaults to defaults.CACHE_DIR. Written atomically: a process that finds
+    it complete uses it."""
+    import hashlib
+    import tempfile
+
+    import ilgnet
+    from ilgnet.fileio import file_digest
+    from ilgnet.nets import deploy
+    from ilgnet.zoo.onnx_metadata import FORMAT, identity, read_metadata
+    from ilgnet.zoo.onnx_precision import QUANTIZATION, export_file
+
+    variant = VARIANTS[model.variant]
+    digest = file_digest(model.caffemodel)
+    calibrated = calibration_key(model) if precision == "int8" else ""
+    parts = [digest, variant.name, precision, calibrated, QUANTIZATION, ilgnet.__version__, FORMAT]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    out = Path(work or defaults.CACHE_DIR) / "onnx" / f"{Path(model.caffemodel).stem}.{precision}-{key}.onnx"
+    if out.is_file() and read_metadata(out).get("cache_key") == key:
+        return out, read_metadata(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {**identity(variant, model.caffemodel, caffemodel_sha256=digest, mean=mean), "cache_key": key}
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        calibration = None
+        if precision == "int8":
+            calibration = calibration_set(model, mean, work=Path(tmp))
+            metadata.update(calibration=calibration.source, quantization=QUANTIZATION)
+        export_file(deploy(variant), model.caffemodel, out, metadata=metadata, output=variant.prob_blob,
+                    precision=precision, calibration=calibration and calibration.batches)
+    return out, read_metadata(out)
+
+
+def describe_precision(precision: str, path: Path, facts: dict[str, str]) -> str:
+    """One line saying what `precision` means for the file `path` whose metadata are `facts`."""
+    if precision == "fp32":
+        return "fp32, the net as Caffe runs it"
+    calibrated = f"; calibrated on {facts['calibration']}" if "calibration" in facts else ""
+    return (f"{precision} ({path}): an approximation of the fp32 net{calibrated}; `ilgnet export --precision "
+            f"{precision} --check PHOTOS` measures how far its p_high and labels differ on your photos")
