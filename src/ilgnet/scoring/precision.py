@@ -78,7 +78,7 @@ def calibration_set(model, mean: np.ndarray, *, photos: Path | None = None, coun
         if work is None:
             raise BadInput("no photos to calibrate on, and no folder to generate them in")
         generate(work / "calibration", n_images=CALIBRATION_STAND_IN, seed=3, long_sides=(300, 500))
-        photos, source = work / "calibration" / "images", "generated photos (ilgnet.data.synthetic)"
+        photos, source = work / "calibration" / "images", "generated photos (ilgnet.data.synthetic, seed 3)"
     used, images = set(), []
     for path in sorted(collect_images([photos]).photos):
         try:
@@ -90,7 +90,8 @@ def calibration_set(model, mean: np.ndarray, *, photos: Path | None = None, coun
             break
     if not images:
         raise BadInput(f"{photos}: no readable photo to calibrate on")
-    return Calibration(_inputs(images, mean, variant), f"{len(images)} {source} of {photos}", used)
+    where = "" if source.startswith("generated") else f" of {photos}"
+    return Calibration(_inputs(images, mean, variant), f"{len(images)} {source}{where}", used)
 
 
 def _timed_forwards(scorers: list[Scorer], inputs: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:

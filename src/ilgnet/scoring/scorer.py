@@ -10,10 +10,12 @@ probability `caffe test` would give it. `oversample` scores the ten crops of Caf
 (four corners and the centre, each also mirrored; the mean is taken at each crop's offset and mirroring follows the
 subtraction, as in the TRAIN-phase transform) and averages their probabilities.
 
-The net runs in pycaffe, in onnxruntime (exported to ONNX) or in OpenCV's dnn module (ilgnet.scoring.backends; the last
-two need no Caffe build); the preprocessing, batching and weight check here are the same for all. A Scorer decodes in a pool of threads a few
-batches ahead of the net (OpenCV releases the GIL while it decodes and resizes; pycaffe keeps it during a forward
-pass, so decoding happens between passes). ilgnet.scoring.pool runs Scorers in several processes.
+The net runs in pycaffe, in onnxruntime (exported to ONNX) or in OpenCV's dnn module (ilgnet.scoring.backends; the
+last two need no Caffe build); the preprocessing, batching and weight check here are the same for all. A Scorer
+decodes, resizes, crops and subtracts the mean in a pool of threads a few batches ahead of the net (OpenCV and NumPy
+release the GIL, and so do onnxruntime and OpenCV's dnn during a forward pass, so the next batch is made ready while
+the net runs; pycaffe keeps the GIL, so with it this work happens between passes). ilgnet.scoring.pool runs Scorers
+in several processes.
 """
 from __future__ import annotations
 
