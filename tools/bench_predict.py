@@ -180,7 +180,7 @@ def cli_run(files: dict[str, Path], photos: Path, batch: int, backend: str) -> f
 
 
 def show(label: str, images_per_s: float, note: str = "") -> None:
-    print(f"{label:42}: {images_per_s:6.2f} images/s{note}", flush=True)
+    print(f"{label:62}: {images_per_s:6.2f} images/s{note}", flush=True)
 
 
 def int8_file(files: dict[str, Path], work: Path) -> tuple[Path, str]:
