@@ -29,8 +29,8 @@ from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_path
 from ilgnet.zoo.onnx_export import import_onnx, net_to_onnx, save
 
-QUANTIZATION = ("onnxruntime static quantization, QDQ: Conv and Gemm weights int8 per output channel (symmetric), "
-                "activations uint8 calibrated (MinMax); LRN kept in float")
+QUANTIZATION = ("onnxruntime static quantization, QDQ: Conv (average pools as depthwise Conv) and Gemm weights int8 "
+                "per output channel (symmetric), activations uint8 calibrated (MinMax); LRN kept in float")
 CPU_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
              "amx_int8": "AMX-INT8"}       # /proc/cpuinfo flag -> the name Intel and AMD give the instructions
 
