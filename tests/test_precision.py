@@ -111,3 +111,26 @@ def test_predict_int8_runs_in_onnxruntime_on_the_cpu_only(stand_in, tmp_path, ca
                 "--mean", str(stand_in["mean"]), "--precision", "int8", *extra])
     assert stop.value.code == 2 and "--precision int8 runs the variant's own net in onnxruntime" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["ave-same", "ave-no-pad", "ave-past-padding", "global"])
+def test_average_pools_as_depthwise_convolutions_give_the_same_values(case, tmp_path):
+    import onnxruntime
+    from test_onnx_export import small_net
+
+    from ilgnet.data.synthetic import random_caffemodel
+    from ilgnet.zoo.onnx_export import net_to_onnx
+    from ilgnet.zoo.onnx_precision import pools_as_convolutions
+
+    net = small_net(case)
+    model = net_to_onnx(net, random_caffemodel(net, tmp_path / "w.caffemodel", seed=5))
+    x = np.random.default_rng(1).uniform(-3, 3, (2, *net.layer[0].input_param.shape[0].dim[1:])).astype(np.float32)
+
+    def run(proto):
+        session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"data": x})[0]
+
+    before = run(model)
+    assert pools_as_convolutions(model) >= 1
+    assert "AveragePool" not in {node.op_type for node in model.graph.node}
+    np.testing.assert_allclose(run(model), before, rtol=1e-5, atol=1e-6)
