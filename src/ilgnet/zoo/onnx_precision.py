@@ -118,23 +118,22 @@ def quantize_int8(source: Path, out: Path, calibration: Iterable[np.ndarray], *,
         quantize_static,
     )
 
+    batches = [np.ascontiguousarray(batch, np.float32) for batch in calibration if len(batch)]
+    if not batches:
+        raise BadInput("no photo to calibrate the int8 file with")
     model = import_onnx().load_model(str(source))
     pools_as_convolutions(model)
     input_name = model.graph.input[0].name
     lrn = {node.name for node in model.graph.node if "/lrn_" in node.name}
     lrn |= {node.name for node in model.graph.node if any(name in lrn for name in node.input)}
-    seen = [0]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter(calibration)
+            self.batches = iter(batches)
 
         def get_next(self):
             batch = next(self.batches, None)
-            if batch is None:
-                return None
-            seen[0] += len(batch)
-            return {input_name: np.ascontiguousarray(batch, np.float32)}
+            return None if batch is None else {input_name: batch}
 
     if reduce_range is None:
         reduce_range = not has_vnni(cpu_kernels())
@@ -144,9 +143,7 @@ def quantize_int8(source: Path, out: Path, calibration: Iterable[np.ndarray], *,
                         calibrate_method=CalibrationMethod.MinMax,
                         nodes_to_exclude=sorted(lrn),
                         extra_options={"WeightSymmetric": True})
-    if not seen[0]:
-        raise BadInput("no photo to calibrate the int8 file with")
-    return seen[0]
+    return sum(len(batch) for batch in batches)
 
 
 def export_file(net, caffemodel: Path, out: Path, *, metadata: dict[str, str], output: str | None = None,
