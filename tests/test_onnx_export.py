@@ -22,9 +22,11 @@ from ilgnet.zoo.models import LABELS, resolve_model
 from ilgnet.zoo.onnx_export import net_to_onnx
 from ilgnet.zoo.onnx_metadata import mean_of, read_metadata
 
-INPUT = 'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: {c} dim: {h} dim: {w} }} }} }}\n'
+INPUT = ('layer {{ name: "data" type: "Input" top: "data" '
+         'input_param {{ shape {{ dim: 1 dim: {c} dim: {h} dim: {w} }} }} }}\n')
 # A 1x1 convolution first, so that every net has weights; then each case reads "x".
-PRE = 'layer { name: "pre" type: "Convolution" bottom: "data" top: "x" convolution_param { num_output: 4 kernel_size: 1 } }\n'
+PRE = ('layer { name: "pre" type: "Convolution" bottom: "data" top: "x" '
+       'convolution_param { num_output: 4 kernel_size: 1 } }\n')
 # Each a small net around one pitfall, the last layer's top its output.
 LAYERS = {
     # 7 -> ceil(4/2)+1 = 3 windows: the last one runs past the input (Caffe rounds up)

@@ -42,16 +42,8 @@ from ilgnet.data.folder import ENCODINGS, SETS, DataFolder
 from ilgnet.data.lmdb_inputs import file_stats, inputs_of, reasons_to_rebuild
 from ilgnet.data.lmdb_writer import WORKER_MODULES, init_worker, write_lmdb
 from ilgnet.errors import BadInput, NoSpace, UserError
-from ilgnet.fileio import (
-    atomic_paths,
-    atomic_write_json,
-    atomic_write_text,
-    filesystem,
-    folder_lock,
-    require,
-    size_of,
-    size_text,
-)
+from ilgnet.fileio import (atomic_paths, atomic_write_json, atomic_write_text, filesystem, folder_lock, require,
+                           size_of, size_text)
 from ilgnet.pools import pool_size, process_pool, shutdown
 
 # LMDB's largest key, MDB_MAXKEYSIZE as the lmdb library (Caffe's and py-lmdb's) is built by default: 511 bytes

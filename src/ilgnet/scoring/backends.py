@@ -157,7 +157,7 @@ class OnnxRuntimeNet(NetBackend):
         options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or cpu_count()
         try:
             self.session = onnxruntime.InferenceSession(str(self.onnx_file), options, providers=providers)
-        except Exception as err:  # noqa: BLE001 -- onnxruntime's own error types, per build
+        except Exception as err:                        # onnxruntime's own error types, per build
             first = str(err).strip().splitlines()[0]
             raise BadInput(f"{self.onnx_file}: onnxruntime cannot load it: {first}") from None
         if gpu is not None and self.session.get_providers()[0] != "CUDAExecutionProvider":
