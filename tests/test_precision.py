@@ -39,6 +39,13 @@ def test_the_cgroup_quota_bounds_the_cpus(tmp_path):
     (tmp_path / "cg" / "box" / "cpu.max").write_text("max 100000\n")
     assert cpu_quota(tmp_path / "cg", own) is None
     assert cpu_quota(tmp_path / "cg", tmp_path / "absent") is None
+    own.write_text("4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n")               # cgroup v1
+    (tmp_path / "v1" / "cpu" / "docker" / "abc").mkdir(parents=True)
+    (tmp_path / "v1" / "cpu" / "docker" / "abc" / "cpu.cfs_quota_us").write_text("50000\n")
+    (tmp_path / "v1" / "cpu" / "docker" / "abc" / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota(tmp_path / "v1", own) == 0.5
     assert 1 <= cpu_count() <= len(__import__("os").sched_getaffinity(0))
 
 

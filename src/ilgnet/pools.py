@@ -20,25 +20,38 @@ PROCESSES_PER_CPU = 4       # at most this many worker processes per CPU, whatev
 WORKER_START_SECONDS = 120  # how long process_pool waits for a worker to start before going on without knowing
 
 
-def cpu_quota(root: Path = Path("/sys/fs/cgroup"), cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
-    """The CPUs' worth of time this process's cgroup (v2) and its parents allow, the smallest of their cpu.max
-    quota / period (a container's `--cpus 1.5` is 1.5); None where no limit is set or cgroup v2 is not mounted."""
+def _quota_in(folder: Path) -> float | None:
+    """A cgroup folder's CPU limit in CPUs: v2's cpu.max (`QUOTA PERIOD`, or `max`), v1's cpu.cfs_quota_us (-1: none)
+    over cpu.cfs_period_us; None without one."""
     try:
-        own = next(line[3:] for line in cgroup.read_text().splitlines() if line.startswith("0::"))
-    except (OSError, StopIteration):
-        return None
-    limits = []
-    folder = root / own.strip().lstrip("/")
-    while True:
-        try:
+        if (folder / "cpu.max").exists():
             quota, period = (folder / "cpu.max").read_text().split()[:2]
-            if quota != "max":
-                limits.append(int(quota) / int(period))
-        except (OSError, ValueError):
-            pass
-        if folder == root or root not in folder.parents:
-            break
-        folder = folder.parent
+        else:
+            quota, period = ((folder / f"cpu.cfs_{name}_us").read_text().strip() for name in ("quota", "period"))
+        return int(quota) / int(period) if quota not in ("max", "-1") else None
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup"), cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPUs' worth of time this process's cgroup and its parents allow, the smallest of their quotas (a
+    container's `--cpus 1.5` is 1.5): cgroup v2 (`0::PATH` in /proc/self/cgroup, cpu.max under `root`) or v1 (the
+    `cpu` controller's PATH, cpu.cfs_quota_us under `root`/cpu); None where no limit is set or none is readable."""
+    try:
+        lines = [line.split(":", 2) for line in cgroup.read_text().splitlines() if line.count(":") >= 2]
+    except OSError:
+        return None
+    places = [(root, path) for number, _, path in lines if number == "0"]
+    places += [(root / "cpu", path) for number, names, path in lines if number != "0" and "cpu" in names.split(",")]
+    limits = []
+    for base, path in places:
+        folder = base / path.strip().lstrip("/")
+        while True:
+            if (limit := _quota_in(folder)) is not None:
+                limits.append(limit)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
     return min(limits) if limits else None
 
 
