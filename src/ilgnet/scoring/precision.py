@@ -130,9 +130,13 @@ def compare(photos: list[Path], model, written: Path, reference: Path, reference
             "reference_seconds": their_seconds, "speedup": their_seconds / our_seconds}
 
 
-def calibration_key(model) -> str:
-    """What a default calibration_set of `model` would read, as text that changes when it does: its val LMDB's
-    path, size and modification time, or the generated photos' count."""
+def calibration_key(model, photos: Path | None = None) -> str:
+    """What calibration_set of `model` (with `photos`, a folder, when given) would read, as text that changes when it
+    does: the photos' names, sizes and modification times, its val LMDB's path, size and modification time, or the
+    generated photos' count."""
+    if photos is not None:
+        found = sorted(collect_images([photos]).photos)
+        return "\n".join(f"{Path(p).resolve()} {Path(p).stat().st_size} {Path(p).stat().st_mtime_ns}" for p in found)
     lmdb = val_lmdb(model)
     if lmdb is None:
         return f"generated {CALIBRATION_STAND_IN} photos, seed 3"
@@ -140,9 +144,10 @@ def calibration_key(model) -> str:
     return f"{lmdb.resolve()} {stat.st_size} {stat.st_mtime_ns}"
 
 
-def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None = None) -> tuple[Path, dict]:
+def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None = None,
+                   photos: Path | None = None) -> tuple[Path, dict]:
     """The `precision` (fp16 or int8) ONNX file of `model` (a Model with a caffemodel and a known variant) with
-    `mean` (the array), exported once, calibrated on the default calibration_set for int8, and kept under
+    `mean` (the array), exported once, calibrated for int8 on calibration_set (of `photos` when given), kept under
     `work`/onnx as NAME.PRECISION-KEY.onnx (KEY: the caffemodel's sha256, variant, precision, calibration and the
     toolkit's and converter's versions); and its metadata (ilgnet.zoo.onnx_metadata.identity, with `calibration`
     and `quantization` for int8). `work` defaults to defaults.CACHE_DIR. Written atomically: a process that finds
@@ -158,7 +163,7 @@ def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None
 
     variant = VARIANTS[model.variant]
     digest = file_digest(model.caffemodel)
-    calibrated = calibration_key(model) if precision == "int8" else ""
+    calibrated = calibration_key(model, photos) if precision == "int8" else ""
     parts = [digest, variant.name, precision, calibrated, QUANTIZATION, ilgnet.__version__, FORMAT]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     out = Path(work or defaults.CACHE_DIR) / "onnx" / f"{Path(model.caffemodel).stem}.{precision}-{key}.onnx"
@@ -169,7 +174,7 @@ def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         calibration = None
         if precision == "int8":
-            calibration = calibration_set(model, mean, work=Path(tmp))
+            calibration = calibration_set(model, mean, photos=photos, work=Path(tmp))
             metadata.update(calibration=calibration.source, quantization=QUANTIZATION)
         export_file(deploy(variant), model.caffemodel, out, metadata=metadata, output=variant.prob_blob,
                     precision=precision, calibration=calibration and calibration.batches)
