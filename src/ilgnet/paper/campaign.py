@@ -455,20 +455,25 @@ def _run_on_ray(plan: Plan, specs: list[RunSpec], address: str, *, cpus: float |
 
 def run_campaign(plan: Plan, *, gpus: list[str] | None = None, jobs: int = 1, ray: str | None = None,
                  ray_cpus: float | None = None, docker: bool = False, progress: bool = True,
-                 notify: Callable[[str], None] = _ignore) -> list[RunState]:
+                 notify: Callable[[str], None] = _ignore, slurm=None) -> list[RunState]:
     """Runs what the plan has not done yet (not started, interrupted, failed), skipping what is finished, running
     elsewhere or diverged; returns every run's state afterwards.
 
     Where: `ray` (an address, or "" for the runtime this process started or a local one): a Ray task per run;
     `gpus` of this machine: one run per GPU at a time (one GPU: one after another, in this process); else the CPU,
-    `jobs` runs at a time. The data folders are checked (or made, for a synthetic plan) before any run starts."""
+    `jobs` runs at a time; `slurm` (ilgnet.paper.slurm.SlurmOptions): submitted as one Slurm job array, and not
+    waited for. The data folders are checked (or made, for a synthetic plan) before any run starts."""
     prepare_data(plan, progress=progress, notify=notify)
     states = status(plan)
     todo = [s.spec for s in states if s.state in TO_RUN]
     for s in states:
         if s.state not in TO_RUN:
             notify(f"{s.spec.name}: {s.state}{f' ({s.message})' if s.message else ''}, skipped")
-    if ray is not None:
+    if slurm is not None:
+        from ilgnet.paper.slurm import submit
+
+        submit(plan, todo, slurm, notify=notify)
+    elif ray is not None:
         _run_on_ray(plan, todo, ray, cpus=ray_cpus, docker=docker, notify=notify)
     elif (gpus and len(gpus) > 1) or jobs > 1:
         _run_in_processes(plan, todo, list(gpus) if gpus else [None] * jobs, docker=docker, notify=notify)
