@@ -13,7 +13,7 @@ import pytest
 
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.evaluation.results import prefix_protocol
-from ilgnet.paper import campaign
+from ilgnet.paper import campaign, runstate
 from ilgnet.paper.figures import density_test
 from ilgnet.paper.plans import built_in, load_plan, read_plan
 from ilgnet.paper.tables import TABLE_RUNS
@@ -135,31 +135,31 @@ def test_the_density_claim_is_a_one_sided_rank_test():
 
 def record(run_dir, spec, **fields):
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / campaign.CAMPAIGN_JSON).write_text(json.dumps({"run": spec.record(), "attempts": [], **fields}))
+    (run_dir / runstate.CAMPAIGN_JSON).write_text(json.dumps({"run": spec.record(), "attempts": [], **fields}))
 
 
 def test_a_run_state_is_read_from_its_folder(tmp_path):
     plan = built_in("table4", seeds=(1,), runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
     spec = plan.runs[0]
     run_dir = plan.run_dir(spec)
-    assert campaign.run_state(plan, spec).state == "not started"
+    assert runstate.run_state(plan, spec).state == "not started"
     record(run_dir, spec, state="started")
-    assert campaign.run_state(plan, spec).state == "interrupted"         # no live lock: its process is gone
-    (run_dir / campaign.LOCK).write_text(f"{socket.gethostname()} {os.getpid()}\n")
-    state = campaign.run_state(plan, spec)
+    assert runstate.run_state(plan, spec).state == "interrupted"         # no live lock: its process is gone
+    (run_dir / runstate.LOCK).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    state = runstate.run_state(plan, spec)
     assert state.state == "running" and state.message == f"on {socket.gethostname()} {os.getpid()}"
-    (run_dir / campaign.LOCK).write_text(f"{socket.gethostname()} 999999999\n")
-    assert campaign.run_state(plan, spec).state == "interrupted"         # a stale lock
-    (run_dir / campaign.LOCK).unlink()
+    (run_dir / runstate.LOCK).write_text(f"{socket.gethostname()} 999999999\n")
+    assert runstate.run_state(plan, spec).state == "interrupted"         # a stale lock
+    (run_dir / runstate.LOCK).unlink()
     record(run_dir, spec, state="diverged", message="training diverged: the training loss became nan")
-    assert campaign.run_state(plan, spec).state == "diverged"
+    assert runstate.run_state(plan, spec).state == "diverged"
     record(run_dir, spec, state="finished")
-    state = campaign.run_state(plan, spec)                              # finished needs its evaluation
-    assert (state.state, state.message) == ("damaged", f"{run_dir / campaign.EVALUATION_JSON}: missing")
-    (run_dir / campaign.EVALUATION_JSON).write_text("{}")
-    state = campaign.run_state(plan, spec)
+    state = runstate.run_state(plan, spec)                              # finished needs its evaluation
+    assert (state.state, state.message) == ("damaged", f"{run_dir / runstate.EVALUATION_JSON}: missing")
+    (run_dir / runstate.EVALUATION_JSON).write_text("{}")
+    state = runstate.run_state(plan, spec)
     assert state.state == "damaged" and state.message.endswith("accuracy is None, not a fraction from 0 to 1")
-    table = campaign.status_table(campaign.status(plan))
+    table = runstate.status_table(runstate.status(plan))
     assert f"| {spec.name} | table4 | damaged |" in table
     assert table.rstrip().endswith("3 not started, 1 damaged")
 
@@ -169,12 +169,12 @@ def test_a_folder_of_another_run_is_never_trained_over(tmp_path):
     spec, other = plan.runs[:2]
     record(plan.run_dir(spec), other)
     with pytest.raises(BadInput, match="holds another run"):
-        campaign.status(plan)
+        runstate.status(plan)
     foreign = plan.run_dir(plan.runs[2])
     foreign.mkdir(parents=True)
     (foreign / "train.log").write_text("")
     with pytest.raises(BadInput, match="was not made by a campaign"):
-        campaign.run_state(plan, plan.runs[2])
+        runstate.run_state(plan, plan.runs[2])
 
 
 def test_missing_data_folders_are_named_before_any_run(tmp_path):

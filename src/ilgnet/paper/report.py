@@ -37,7 +37,7 @@ from ilgnet.evaluation.reports import PAPER
 from ilgnet.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from ilgnet.nets import VARIANTS
 from ilgnet.paper import figures
-from ilgnet.paper.campaign import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
+from ilgnet.paper.runstate import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.pooling import pools, provenance
 from ilgnet.paper.tables import NOT_KNOWN, PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, TITLES, paper_accuracy
