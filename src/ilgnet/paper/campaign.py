@@ -227,7 +227,8 @@ def _train(plan: Plan, spec: RunSpec, run_dir: Path, *, gpu: str | None, docker:
         return final
     options = TrainOptions(spec.variant, spec.profile, plan.data_folder(spec), name=spec.name,
                            runs_dir=plan.runs_dir, models_dir=plan.models_dir, gpu=gpu, docker=docker,
-                           resume=bool(snapshots(run_dir, "solverstate")), seed=spec.seed, **spec.options)
+                           resume=bool(snapshots(run_dir, "solverstate")), seed=spec.seed, recipe=spec.recipe,
+                           **spec.options)
     return train(options, progress=progress, notify=lambda message: notify(f"{spec.name}: {message}"))
 
 

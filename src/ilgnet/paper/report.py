@@ -40,7 +40,7 @@ from ilgnet.paper import figures
 from ilgnet.paper.campaign import CAMPAIGN_JSON, EVALUATION_JSON, MAPS, SCORES_CSV, folder_state, read_record
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.tables import (NOT_KNOWN, PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, TITLES,
-                                 paper_accuracy)
+                                 paper_accuracy, table_cells)
 from ilgnet.paper.timing import environment, test_times, training_time
 
 FIG3_PHOTOS = 6             # photos in each row of Fig. 3
@@ -89,7 +89,8 @@ def _read_run(run_dir: Path) -> RunResult:
     record = read_record(run_dir)
     run = record.get("run") or {}
     try:
-        spec = RunSpec(run["variant"], run["profile"], run["seed"], tuple(sorted(run.get("train", {}).items())))
+        spec = RunSpec(run["variant"], run["profile"], run["seed"], tuple(sorted(run.get("train", {}).items())),
+                       recipe=run.get("recipe", "released"))
     except (KeyError, TypeError):
         raise BadInput(f"{run_dir / CAMPAIGN_JSON}: not a campaign's record (no run with variant, profile, seed)")
     state, message = folder_state(run_dir, record)
@@ -132,28 +133,26 @@ def _link(run: RunResult, out: Path) -> str:
 def accuracy_cells(runs: list[RunResult], table: str) -> list[dict]:
     """One cell per net and setting of Table 2 or 3: the paper's accuracy and ours over the finished runs that
     count in the table, or what there is instead of a finished run."""
-    variants, profiles = TABLE_RUNS[table]
     cells = []
-    for profile in profiles:
+    for variant, profile in table_cells(table):
         protocol, column = PROFILE_COLUMNS[profile]
-        for variant in variants:
-            mine = [r for r in runs if (r.spec.variant, r.spec.profile) == (variant, profile) and table in r.tables]
-            done = [r for r in mine if r.state == "finished"]
-            paper = paper_accuracy(variant, column)
-            cell = {"table": table, "variant": variant, "profile": profile, "column": column, "n": len(done),
-                    "runs": [str(r.run_dir) for r in done], "seeds": [r.spec.seed for r in done],
-                    "not_finished": {r.name: r.state for r in mine if r.state != "finished"},
-                    "paper": paper[0] if paper else None, "paper_source": paper[1] if paper else None}
-            if done:
-                evaluations = [r.evaluation for r in done]
-                cell["accuracy"] = _mean_std([e["accuracy"] for e in evaluations])
-                cell["paper_protocol"] = _mean_std([e["paper_protocol"]["accuracy"] for e in evaluations])
-                cell["balanced_accuracy"] = _mean_std([e["balanced_accuracy"] for e in evaluations])
-                cell["majority_baseline"] = statistics.fmean(e["majority_baseline"]["accuracy"] for e in evaluations)
-                cell["images"] = evaluations[0]["images"]
-                cell["protocol_images"] = evaluations[0]["paper_protocol"]["images"]
-                cell["difference"] = cell["accuracy"][0] - paper[0] if paper else None
-            cells.append(cell)
+        mine = [r for r in runs if (r.spec.variant, r.spec.profile) == (variant, profile) and table in r.tables]
+        done = [r for r in mine if r.state == "finished"]
+        paper = paper_accuracy(variant, column)
+        cell = {"table": table, "variant": variant, "profile": profile, "column": column, "n": len(done),
+                "runs": [str(r.run_dir) for r in done], "seeds": [r.spec.seed for r in done],
+                "not_finished": {r.name: r.state for r in mine if r.state != "finished"},
+                "paper": paper[0] if paper else None, "paper_source": paper[1] if paper else None}
+        if done:
+            evaluations = [r.evaluation for r in done]
+            cell["accuracy"] = _mean_std([e["accuracy"] for e in evaluations])
+            cell["paper_protocol"] = _mean_std([e["paper_protocol"]["accuracy"] for e in evaluations])
+            cell["balanced_accuracy"] = _mean_std([e["balanced_accuracy"] for e in evaluations])
+            cell["majority_baseline"] = statistics.fmean(e["majority_baseline"]["accuracy"] for e in evaluations)
+            cell["images"] = evaluations[0]["images"]
+            cell["protocol_images"] = evaluations[0]["paper_protocol"]["images"]
+            cell["difference"] = cell["accuracy"][0] - paper[0] if paper else None
+        cells.append(cell)
     return cells
 
 
