@@ -36,7 +36,7 @@ RECIPE := tools/setup.sh tools/build-caffe.sh tools/cuda-wheels.sh tools/caffe-p
 	$(wildcard tools/caffe-patches/*.patch) pyproject.toml
 CAFFE_SETUP := $(if $(DOCKER),$(PACKAGE_STAMP),$(SETUP_STAMP))
 
-.PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools demo doctor prototxt nets ava1-lmdb \
+.PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools lint demo doctor prototxt nets ava1-lmdb \
 	ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict bench-ray docker-base \
 	docker-build docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
 
@@ -49,6 +49,7 @@ help:
 	@echo "make test         run the whole test suite against the real Caffe (after setup where needed, and test-tools)"
 	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
 	@echo "make test-fast    run the tests that need no Caffe or Docker image (a venv with the package only; about a minute)"
+	@echo "make lint         ruff over src, tests and tools (line length 120; run by make test and make test-fast)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
 	@echo "make doctor       print which Caffe is used and check it works"
 	@echo "make prototxt     regenerate prototxt/ and solvers/ (ilgnet gen)"
@@ -95,7 +96,7 @@ $(SETUP_STAMP): $(RECIPE)
 $(PACKAGE_STAMP): tools/setup.sh pyproject.toml
 	$(SETUP) --python-only
 
-test: $(SETUP_STAMP) test-tools
+test: $(SETUP_STAMP) test-tools lint
 	$(PY) -m pytest tests
 
 # Debian's Chromium, which the gallery's browser tests open headless (tests/test_gallery.py).
@@ -105,7 +106,11 @@ test-tools:
 	  $$sudo apt-get update -qq && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
-test-fast: $(PACKAGE_STAMP)
+# ruff over the package, the tests and the tools (pyproject.toml's [tool.ruff]: line length 120)
+lint: $(PACKAGE_STAMP)
+	$(PY) -m ruff check src tests tools
+
+test-fast: $(PACKAGE_STAMP) lint
 	$(PY) -m pytest -m "not caffe and not install and not docker" tests
 
 doctor: $(SETUP_STAMP)
