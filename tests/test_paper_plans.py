@@ -28,8 +28,8 @@ def test_the_paper_plan_trains_each_run_once_for_every_table_it_counts_in(tmp_pa
     assert shared.tables == ("table2", "table4") and shared.recipe == "paper"
     released = [s for s in plan.runs if s.variant == "ilgnet"]
     assert {(s.profile, s.recipe) for s in released} == {("ava1-delta0", "released"), ("ava2", "released")}
-    assert {s.variant for s in plan.runs if "table3" in s.tables} == {"ilgnet-noinc", "googlenet-bn-third",
-                                                                      "ilgnet-bn", "ilgnet-inc3", "ilgnet-inc4", "ilgnet"}
+    assert {s.variant for s in plan.runs if "table3" in s.tables} == {
+        "ilgnet-noinc", "googlenet-bn-third", "ilgnet-bn", "ilgnet-inc3", "ilgnet-inc4", "ilgnet"}
     assert {s.profile for s in plan.runs if "table4" in s.tables} == {"ava1-delta0"}
     inc4 = next(s for s in plan.runs if s.name == "ilgnet-inc4-ava1-delta1-paper-seed2")
     assert plan.data_folder(inc4) == tmp_path / "data" / "ava1-delta1-320" and inc4.max_iter == 760_000
@@ -59,7 +59,8 @@ tables = ["table2"]
     plan = read_plan(tmp_path / "mine.toml")
     assert plan.name == "mine" and plan.runs_dir == tmp_path / "runs" / "mine" and plan.data_dir == tmp_path / "data"
     assert plan.synthetic == {"images": 50, "seed": 1} and plan.snapshots == "final"
-    assert [s.name for s in plan.runs] == ["ilgnet-bn-ava1-delta0-paper-seed3", "googlenet-bn-third-ava1-delta0-paper-seed3",
+    assert [s.name for s in plan.runs] == ["ilgnet-bn-ava1-delta0-paper-seed3",
+                                           "googlenet-bn-third-ava1-delta0-paper-seed3",
                                            "googlenet-bn-two-thirds-ava1-delta0-paper-seed3",
                                            "googlenet-bn-full-ava1-delta0-paper-seed3",
                                            "ilgnet-ava1-delta1-paper-seed1", "ilgnet-ava1-delta1-paper-seed2"]

@@ -3,14 +3,15 @@ figures as PNG files, the same report as one self-contained DIR/report.html (fig
 every number in DIR/report.json.
 
   Tables 2 and 3  per net and setting: the paper's accuracy; ours as mean +- std over the seeds' runs (N), on every
-                  val record once and by the paper's protocol (`caffe test` for 50 iterations, read off the same
+                  val record once and by the published logs' protocol (`caffe test` for 50 iterations, read off the same
                   per-record results); the majority-class baseline; balanced accuracy; ours minus the paper's; the
                   runs behind each number. A cell without a finished run says what there is instead.
   Table 4         per net: training wall time, iterations and iterations per second from the runs' logs, the
                   epochs trained, and the test time per image measured now for every net (same batch, same backend),
                   with the hardware named; the paper's times beside.
   Figures 3-5     ilgnet.paper.figures.
-  Provenance      the protocol differences from the paper (docs/REPRODUCING.md), each run's seed, machine and
+  Summary, Claims ilgnet.paper.findings and ilgnet.paper.claims: each claim of the paper tested, with a verdict.
+  Provenance      the differences from the paper (ilgnet.paper.differences), each run's seed, machine and
                   Caffe, the data folders with the checksums of their lists and means.
 
 Links to run folders are relative to DIR, so the report and the runs can move together.
@@ -18,6 +19,7 @@ Links to run folders are relative to DIR, so the report and the runs can move to
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import os
@@ -36,7 +38,8 @@ from ilgnet.errors import BadInput, MissingFile
 from ilgnet.evaluation.reports import PAPER
 from ilgnet.fileio import atomic_write_json, atomic_write_text, file_digest
 from ilgnet.nets import VARIANTS
-from ilgnet.paper import figures
+from ilgnet.paper import figures, findings
+from ilgnet.paper.claims import learned, paper_claims
 from ilgnet.paper.campaign import CAMPAIGN_JSON, EVALUATION_JSON, MAPS, SCORES_CSV, folder_state, read_record
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.tables import (NOT_KNOWN, PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, TITLES,
@@ -44,21 +47,6 @@ from ilgnet.paper.tables import (NOT_KNOWN, PAPER_NAMES, PAPER_TIMES, PROFILE_CO
 from ilgnet.paper.timing import environment, test_times, training_time
 
 FIG3_PHOTOS = 6             # photos in each row of Fig. 3
-DIFFERENCES = [
-    "Accuracy is measured on every val record once; the paper's figures are `caffe test` runs of 50 iterations "
-    "(2,500 of AVA1's 20,000 val images at batch 50, 2,400 of AVA2's 25,553 at batch 48). The paper's protocol "
-    "column reads the same number of records off our per-record results, from the start of the LMDB, wrapping "
-    "around as Caffe does.",
-    "AVA1 labels a mean score of exactly 5.0 low, as the published lists do; AVA2 takes 10 % from each end by mean, "
-    "split 50/50 at random with a seed (the published lists cannot be rebuilt exactly from the means).",
-    "The solver profiles are Table 1 of the paper (the published AVA1 solver file steps at 115,000, not 100,000); "
-    "test_iter covers the val set once.",
-    "ILGNet-Inc.V1 is the published deploy net (LRN, 227 x 227 crops of 256 x 256 images); the BatchNorm, "
-    "Inception-v3/v4 and no-inception variants are this toolkit's constructions, since none was published "
-    "(docs/NETS.md).",
-    "Training starts from bvlc_googlenet's ImageNet weights where they are in the models folder, else from "
-    "scratch (said in each run's train.log).",
-]
 
 
 @dataclass(frozen=True)
@@ -152,13 +140,14 @@ def accuracy_cells(runs: list[RunResult], table: str) -> list[dict]:
             cell["images"] = evaluations[0]["images"]
             cell["protocol_images"] = evaluations[0]["paper_protocol"]["images"]
             cell["difference"] = cell["accuracy"][0] - paper[0] if paper else None
+            cell["learned"] = all(learned(e) for e in evaluations)
         cells.append(cell)
     return cells
 
 
 def _accuracy_table(cells: list[dict], runs: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
     by_dir = {str(r.run_dir): r for r in runs}
-    header = ["net", "setting", "paper", "ours: every val record once", "ours: the paper's protocol",
+    header = ["net", "setting", "paper", "ours: every val record once", "ours: the published logs' protocol",
               "majority baseline", "balanced accuracy", "ours - paper", "runs"]
     rows = []
     for c in cells:
@@ -167,7 +156,9 @@ def _accuracy_table(cells: list[dict], runs: list[RunResult], out: Path) -> tupl
             protocol = PAPER[PROFILE_COLUMNS[c["profile"]][0]]
             ours = [_spread(*c["accuracy"], c["n"]) + f", {c['images']:,} images",
                     _spread(*c["paper_protocol"], c["n"]) + f", {protocol['iterations']} x {protocol['batch']}",
-                    _percent(c["majority_baseline"]), _spread(*c["balanced_accuracy"], c["n"]),
+                    _percent(c["majority_baseline"]) + ("" if c.get("learned", True) else
+                                                        ": **at or above ours: did not learn**"),
+                    _spread(*c["balanced_accuracy"], c["n"]),
                     "-" if c["difference"] is None else f"{100 * c['difference']:+.2f} points",
                     ", ".join(_link(by_dir[d], out) for d in c["runs"])]
         else:
@@ -197,7 +188,9 @@ def time_rows(runs: list[RunResult], times: dict[str, dict]) -> list[dict]:
         if variant not in TABLE_RUNS["table4"][0] and not chosen:
             continue
         row = {"variant": variant, "runs": [str(r.run_dir) for r in chosen], "test": times.get(variant),
-               "paper": PAPER_TIMES.get(variant), "hardware": sorted({_hardware(r.record) for r in chosen})}
+               "paper": PAPER_TIMES.get(variant), "hardware": sorted({_hardware(r.record) for r in chosen}),
+               "paper_accuracy": (paper_accuracy(variant, "AVA1, delta 0") or (None,))[0],
+               "accuracy": [r.evaluation["accuracy"] for r in chosen]}
         spent = [t for r in chosen if (t := training_time(r.run_dir / "train.log"))]
         if spent:
             batches = [_train_batch_and_images(r) for r in chosen]
@@ -234,18 +227,19 @@ def _duration(seconds: float) -> str:
 
 def _time_table(rows: list[dict], runs: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
     by_dir = {str(r.run_dir): r for r in runs}
-    header = ["net", "training wall time", "iterations", "iterations/s", "images/s", "epochs",
-              "test ms per image (now)", "paper: training time", "paper: test time", "runs"]
+    header = ["net", "paper: accuracy", "ours: accuracy", "training wall time", "iterations", "iterations/s",
+              "images/s", "epochs", "test ms per image (now)", "paper: training time", "paper: test time", "runs"]
     table = []
     for row in rows:
-        paper = row["paper"] or (NOT_KNOWN, NOT_KNOWN)
+        paper = row["paper"] or ("not in Table 4", "not in Table 4")
         test = f"{row['test']['ms_per_image']:.1f}" if row["test"] else "not measured"
         if "seconds" in row:
             trained = [_duration(row["seconds"]), f"{row['iterations']:,.0f}", f"{row['iterations_per_second']:.3g}",
                        f"{row['images_per_second']:.3g}", f"{row['epochs']:.3g}"]
         else:
             trained = ["no finished run"] + ["-"] * 4
-        table.append([PAPER_NAMES[row["variant"]], *trained, test, *paper,
+        accuracy = [_spread(*_mean_std(row["accuracy"]), len(row["accuracy"]))] if row["accuracy"] else ["-"]
+        table.append([PAPER_NAMES[row["variant"]], _percent(row["paper_accuracy"]), *accuracy, *trained, test, *paper,
                       ", ".join(_link(by_dir[d], out) for d in row["runs"]) or "-"])
     return header, table
 
@@ -346,9 +340,15 @@ def build(paths: list[Path], *, figure_run: str | None = None, gpu: int | None =
         report["figures"]["fig4"] = curves
     with_maps = [r for r in runs if (r.run_dir / MAPS).is_file()]
     feature_run = choose_run(with_maps, figure_run if shown in with_maps else None, figures.FIG5_VARIANTS)
+    density = None
     if feature_run is not None:
         png, report["density"] = fig5(feature_run)
         report["figures"]["fig5"] = (png, feature_run)
+        density = (report["density"], feature_run, list(pd.read_csv(feature_run.run_dir / SCORES_CSV)["p_1"]))
+    if any(d["synthetic"] for d in report["data"]):
+        for cell in (c for cells in report["tables"].values() for c in cells):
+            cell["difference"] = None           # synthetic data: an "ours - paper" difference compares nothing
+    report["claims"] = paper_claims(runs, PAPER_NAMES, report["table4"], density)
     return report
 
 
@@ -359,17 +359,19 @@ def _sections(report: dict, out: Path) -> list[tuple]:
     blocks: list[tuple] = [
         ("h", "ILGNet, the paper regenerated"),
         ("p", f"{len(runs)} runs, {sum(r.state == 'finished' for r in runs)} finished. Jin et al., arXiv "
-              f"1610.02256 (WCSP 2016; the later versions add the BatchNorm and Inception-v3/v4 nets). The paper's "
-              f"figures this toolkit knows are those its published `caffe test` logs back; every other paper cell "
-              f"says \"{NOT_KNOWN}\". Each of our numbers links to the run folders it comes from.")]
+              f"1610.02256 (WCSP 2016; the later versions add the BatchNorm and Inception-v3/v4 nets). Every "
+              f"figure the paper prints in its Tables 2-4 stands beside ours (ilgnet.paper.paper_figures). Each of "
+              f"our numbers links to the run folders it comes from.")]
     synthetic = [d["folder"] for d in report["data"] if d["synthetic"]]
+    blocks += findings.summary(report["claims"], [c for t in ("table2", "table3") for c in report["tables"][t]],
+                               bool(synthetic))
     if synthetic:
         blocks.append(("p", f"**{len(synthetic)} of the {len(report['data'])} data folders are synthetic** "
                             f"(ilgnet.data.synthetic, generated photos in AVA's layout): their numbers show the "
                             f"pipeline at work, not how the nets do on AVA."))
     for table in ("table2", "table3"):
         header, rows = _accuracy_table(report["tables"][table], runs, out)
-        blocks += [("h", TITLES[table]), ("table", header, rows)]
+        blocks += [("h", TITLES[table]), ("table", header, rows), *findings.prior_methods(table[-1])]
     header, rows = _time_table(report["table4"], runs, out)
     timed = next(iter(report["times"].values()), None)
     blocks += [("h", TITLES["table4"]), ("table", header, rows),
@@ -415,8 +417,7 @@ def _sections(report: dict, out: Path) -> list[tuple]:
                    ("img", "fig5.png", png, "Fig. 5")]
     else:
         blocks.append(("p", f"no finished run of {' or '.join(figures.FIG5_VARIANTS)}"))
-    blocks += [("h", "Differences from the paper's protocol"), ("p", "See docs/REPRODUCING.md for the evidence.")]
-    blocks += [("p", f"- {line}") for line in DIFFERENCES]
+    blocks += findings.claims_section(report["claims"]) + findings.differences_section(out)
     blocks += [("h", "Runs"), ("table", ["run", "tables", "state", "seed", "overrides", "machine", "Caffe",
                                          "CUDA runtime", "cuDNN"], [_run_row(r, out) for r in runs])]
     blocks += [("h", "Data folders"),
@@ -442,7 +443,9 @@ def markdown(blocks: list[tuple]) -> str:
         if kind == "h":
             lines += ["", f"{'#' if not lines else '##'} {block[1]}", ""]
         elif kind == "p":
-            lines += [block[1], ""] if not block[1].startswith("- ") else [block[1]]
+            lines += [block[1], ""]
+        elif kind == "list":
+            lines += [f"- {item}" for item in block[1]] + [""]
         elif kind == "table":
             header, rows = block[1], block[2]
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -478,6 +481,8 @@ def html_page(blocks: list[tuple]) -> str:
             parts.append(f"<{tag}>{_inline_html(block[1])}</{tag}>")
         elif kind == "p":
             parts.append(f"<p>{_inline_html(block[1])}</p>")
+        elif kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in block[1]) + "</ul>")
         elif kind == "table":
             head = "".join(f"<th>{_inline_html(h)}</th>" for h in block[1])
             body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in block[2])
@@ -497,7 +502,9 @@ def _json_ready(report: dict, out: Path) -> dict:
     figs = {name: {"file": f"{name}.png", "runs": [os.path.relpath(r.run_dir, out) for r in
                                                    (run if isinstance(run, list) else [run])]}
             for name, (_, run) in report["figures"].items()}
-    return {**{k: v for k, v in report.items() if k not in ("runs", "figures")}, "runs": runs, "figures": figs}
+    claims = [dataclasses.asdict(c) for c in report.get("claims", [])]
+    return {**{k: v for k, v in report.items() if k not in ("runs", "figures", "claims")}, "runs": runs,
+            "figures": figs, "claims": claims}
 
 
 def write_report(report: dict, out: Path) -> list[Path]:

@@ -61,7 +61,7 @@ PROFILE_COLUMNS = {"ava1-delta0": ("ava1", "AVA1, delta 0"), "ava1-delta1": ("av
 RELEASED_SOURCE = ("printed by the paper for ILGNet-Inc.V1-BN ({source}); the authors' published caffe test log shows "
                    "the released model, which has no batch normalization, at the same figure")
 
-NOT_KNOWN = "not known"
+NOT_KNOWN = "not printed by the paper"
 
 
 def table_cells(table: str) -> list[tuple[str, str]]:

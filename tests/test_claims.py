@@ -1,0 +1,51 @@
+"""The verdicts of the report's Claims section (ilgnet.paper.claims) on evaluations of known values: a verdict rests
+only on runs that learned, needs two runs a side, and follows Welch's t test."""
+from __future__ import annotations
+
+from ilgnet.paper import claims
+from ilgnet.paper.differences import DIFFERENCES
+
+
+def evaluation(accuracy: float, baseline: float = 0.5) -> dict:
+    return {"accuracy": accuracy, "majority_baseline": {"class": 1, "accuracy": baseline}}
+
+
+def test_a_claim_holds_only_on_runs_that_learned_and_enough_of_them():
+    better = ("A", [evaluation(0.80), evaluation(0.82), evaluation(0.81)])
+    worse = ("B", [evaluation(0.70), evaluation(0.71), evaluation(0.69)])
+    held = claims.compare("A beats B", "paper", better, [worse])
+    assert held.verdict == claims.HOLDS and "p = " in held.test and "(N = 3)" in held.ours
+    assert claims.compare("B beats A", "paper", worse, [better]).verdict == claims.DOES_NOT_HOLD
+    at_baseline = ("B", [evaluation(0.60, baseline=0.60), evaluation(0.61, baseline=0.62)])
+    assert claims.compare("A beats B", "paper", better, [at_baseline]).verdict.startswith(claims.NOT_TESTABLE)
+    assert claims.compare("A beats B", "paper", better, [("B", [evaluation(0.7)])]).verdict == claims.NOT_ENOUGH
+    assert claims.compare("A beats B", "paper", better, [("B", [])]).verdict == claims.NOT_ENOUGH
+
+
+def test_convergence_is_where_the_smoothed_loss_reaches_its_final_value():
+    iterations = list(range(0, 100, 5))
+    fast = [1.0, 0.5] + [0.2] * 18
+    slow = [1.0 - 0.04 * i for i in range(20)]
+    assert claims.converged_at(iterations, fast) < claims.converged_at(iterations, slow)
+    runs = {"ILGNet-Inc.V1-BN": [(iterations, fast, evaluation(0.8))], "full": [(iterations, slow, evaluation(0.8))]}
+    assert claims.convergence("paper", runs).verdict == claims.HOLDS
+    runs["full"] = [(iterations, slow, evaluation(0.5))]
+    assert claims.convergence("paper", runs).verdict.startswith(claims.NOT_TESTABLE)
+
+
+def test_the_density_claim_is_not_testable_on_a_run_that_scores_every_photo_the_same():
+    result = {"holds": True, "p_value": 0.000144, "median_high": 0.6, "median_low": 0.4, "high": 10, "low": 10}
+    same = claims.density("paper", result, evaluation(0.9), [1.0] * 20)
+    assert same.verdict.startswith(claims.NOT_TESTABLE)
+    assert claims.density("paper", result, evaluation(0.9), [0.1 * i for i in range(20)]).verdict == claims.HOLDS
+    assert claims.density("paper", result, evaluation(0.5), [0.1 * i for i in range(20)]).verdict.startswith(
+        claims.NOT_TESTABLE)
+
+
+def test_the_differences_name_each_known_one():
+    topics = {d.topic for d in DIFFERENCES}
+    assert {"input size", "AVA1 sizes", "evaluation", "fine-tuning recipe", "Inception-v3/v4 cut points",
+            "Fig. 5's layers (1)-(7)", "Fig. 4's x axis"} <= topics
+    evaluation_row = next(d for d in DIFFERENCES if d.topic == "evaluation")
+    assert "published logs' protocol" in evaluation_row.toolkit
+    assert "234,599" in next(d.paper for d in DIFFERENCES if d.topic == "AVA1 sizes")
