@@ -49,3 +49,13 @@ def test_the_differences_name_each_known_one():
     evaluation_row = next(d for d in DIFFERENCES if d.topic == "evaluation")
     assert "published logs' protocol" in evaluation_row.toolkit
     assert "234,599" in next(d.paper for d in DIFFERENCES if d.topic == "AVA1 sizes")
+
+
+def test_reproducing_md_shows_the_reports_differences_table():
+    from pathlib import Path
+
+    from ilgnet.paper import differences
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "REPRODUCING.md").read_text()
+    for row in differences.rows():
+        assert "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" in text, row[0]

@@ -78,3 +78,36 @@ def differences_section(out: Path) -> list[tuple]:
             ("p", f"Each difference with the paper's words, the authors' release, what this toolkit does and the "
                   f"switch that changes it; the evidence is in {docs_link('REPRODUCING.md', out)}."),
             ("table", differences.HEADER, differences.rows())]
+
+
+def recipes_section(runs, names: dict[str, str], paper_accuracy, columns: dict[str, tuple[str, str]],
+                    synthetic: bool, out: Path) -> list[tuple]:
+    """Accuracy per net, setting and fine-tuning recipe over the finished runs, beside the paper's figure, so the
+    report can say which recipe comes closest to it (left out where the runs have one recipe only)."""
+    groups: dict[tuple[str, str, str], list] = {}
+    for run in runs:
+        if run.state == "finished" and run.spec.profile in columns:
+            groups.setdefault((run.spec.variant, run.spec.profile, run.spec.recipe), []).append(run.evaluation)
+    if len({recipe for _, _, recipe in groups}) < 2:
+        return []
+    rows, closest = [], {}
+    for (variant, profile, recipe), evaluations in sorted(groups.items()):
+        column = columns[profile][1]
+        paper = paper_accuracy(variant, column)
+        values = [e["accuracy"] for e in evaluations]
+        learned_all = all(e["accuracy"] > e["majority_baseline"]["accuracy"] for e in evaluations)
+        mean = statistics.fmean(values)
+        spread = f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        rows.append([names[variant], column, recipe, f"{100 * mean:.2f} %{spread} (N = {len(values)})" +
+                     ("" if learned_all else ", did not learn"), f"{100 * paper[0]:.2f} %" if paper else "-"])
+        if paper and learned_all and not synthetic:
+            best = closest.get((variant, column))
+            if best is None or abs(mean - paper[0]) < best[1]:
+                closest[(variant, column)] = (recipe, abs(mean - paper[0]))
+    said = "; ".join(f"{names[v]}, {c}: {recipe} ({100 * gap:.2f} points)" for (v, c), (recipe, gap) in
+                     closest.items())
+    return [("h", "Fine-tuning recipes"),
+            ("p", f"The same net trained with each recipe ({docs_link('NETS.md', out)} says which layers each "
+                  "fixes). Closest to the paper: " + (said or "not said (synthetic data, or runs that did not "
+                                                             "learn)") + "."),
+            ("table", ["net", "setting", "recipe", "ours", "paper"], rows)]

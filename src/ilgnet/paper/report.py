@@ -417,7 +417,9 @@ def _sections(report: dict, out: Path) -> list[tuple]:
                    ("img", "fig5.png", png, "Fig. 5")]
     else:
         blocks.append(("p", f"no finished run of {' or '.join(figures.FIG5_VARIANTS)}"))
-    blocks += findings.claims_section(report["claims"]) + findings.differences_section(out)
+    blocks += findings.claims_section(report["claims"])
+    blocks += findings.recipes_section(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, bool(synthetic), out)
+    blocks += findings.differences_section(out)
     blocks += [("h", "Runs"), ("table", ["run", "tables", "state", "seed", "overrides", "machine", "Caffe",
                                          "CUDA runtime", "cuDNN"], [_run_row(r, out) for r in runs])]
     blocks += [("h", "Data folders"),
