@@ -212,7 +212,7 @@ def test_the_report_fills_the_cells_of_its_plan_and_renders_in_chromium(caffe, d
     assert ilgnet_cell["paper"] == 0.855 and ilgnet_cell["difference"] is None
     assert {c["claim"]: c["verdict"] for c in report["claims"]}["ILGNet-Inc.V4 is the most accurate on AVA2"] == \
         "not enough runs"
-    assert len(report["claims"]) == 9 and all(c["verdict"] for c in report["claims"])
+    assert len(report["claims"]) == 10 and all(c["verdict"] for c in report["claims"])
     assert 0 <= report["density"]["p_value"] <= 1 and report["density"]["high"] + report["density"]["low"] == 10
     assert set(report["times"]) >= {SMALL, "ilgnet", "ilgnet-bn", "googlenet-bn-full"}
 

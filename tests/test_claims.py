@@ -42,6 +42,16 @@ def test_the_density_claim_is_not_testable_on_a_run_that_scores_every_photo_the_
         claims.NOT_TESTABLE)
 
 
+def test_nearly_binary_maps_need_nine_in_ten_units_at_zero_or_near_the_maximum():
+    spread = [0.1 * i for i in range(20)]
+    layers = {"temp": {"binary": 0.95}, "temp_cjy": {"binary": 0.97}}
+    assert claims.binary("paper", layers, evaluation(0.9), spread).verdict == claims.HOLDS
+    layers["temp"]["binary"] = 0.6
+    assert claims.binary("paper", layers, evaluation(0.9), spread).verdict == claims.DOES_NOT_HOLD
+    assert claims.binary("paper", layers, evaluation(0.4), spread).verdict.startswith(claims.NOT_TESTABLE)
+    assert claims.binary("paper", {}, None, None).verdict == claims.NOT_ENOUGH
+
+
 def test_the_differences_name_each_known_one():
     topics = {d.topic for d in DIFFERENCES}
     assert {"input size", "AVA1 sizes", "evaluation", "fine-tuning recipe", "Inception-v3/v4 cut points",

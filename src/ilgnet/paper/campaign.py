@@ -259,7 +259,8 @@ def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, 
     if unreached := data.unreached("val"):
         result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
     if features is not None:
-        frame[ACTIVE] = frame["key"].map(features.active)
+        for column, values in features.columns.items():
+            frame[column] = frame["key"].map(values)
         with atomic_path(run_dir / MAPS) as partial:
             features.save(partial)
     with atomic_path(run_dir / SCORES_CSV) as partial:

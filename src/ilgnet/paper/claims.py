@@ -103,16 +103,21 @@ def convergence(paper: str, curves: dict[str, list[tuple[list[int], list[float],
     return Claim(claim, paper, ours, test + " (mean over seeds, lowest wins)", verdict)
 
 
-def density(paper: str, result: dict | None, evaluation: dict | None, scores: list[float] | None) -> Claim:
-    """Fig. 5's density claim from ilgnet.paper.figures.density_test's `result` on a run with `evaluation` and
-    val-record p_high `scores`."""
-    claim = "the last layer's active features are denser for high-quality photos (Fig. 5)"
+def _did_not_learn(evaluation: dict, scores: list[float] | None) -> bool:
+    return not learned(evaluation) or (scores is not None and len(set(np.round(scores, 3))) <= 1)
+
+
+def density(paper: str, result: dict | None, evaluation: dict | None, scores: list[float] | None,
+            layer: str = "temp_cjy") -> Claim:
+    """Fig. 5's density claim on `layer` from ilgnet.paper.figures.density_test's `result` on a run with
+    `evaluation` and val-record p_high `scores`."""
+    claim = f"the last layer's active features are denser for high-quality photos (Fig. 5, `{layer}`)"
     if result is None or evaluation is None:
         return Claim(claim, paper, "no run with feature maps", "Mann-Whitney U, one-sided", NOT_ENOUGH)
     ours = (f"median active fraction {result['median_high']:.3f} (high) vs {result['median_low']:.3f} (low), "
             f"{result['high'] + result['low']:,} val records" if result["holds"] is not None else "a class is empty")
     test = "Mann-Whitney U, one-sided" + (f": p = {result['p_value']:.3g}" if result["holds"] is not None else "")
-    if not learned(evaluation) or (scores is not None and len(set(np.round(scores, 3))) <= 1):
+    if _did_not_learn(evaluation, scores):
         return Claim(claim, paper, ours, test, NOT_TESTABLE + ": the run did not learn (at or below its majority "
                      "baseline, or one score for every photo)")
     if result["holds"] is None:
@@ -120,9 +125,21 @@ def density(paper: str, result: dict | None, evaluation: dict | None, scores: li
     return Claim(claim, paper, ours, test, HOLDS if result["holds"] else DOES_NOT_HOLD)
 
 
-def not_measured(claim: str, paper: str, why: str) -> Claim:
-    """A claim this toolkit does not test yet, said so."""
-    return Claim(claim, paper, why, "-", "not tested")
+NEARLY_BINARY = 0.9
+
+
+def binary(paper: str, results: dict[str, dict], evaluation: dict | None, scores: list[float] | None) -> Claim:
+    """Fig. 5's "nearly binary" claim: on each layer of `results` (density_test results with `binary`, the mean
+    share of units at 0 or within 5 % of the record's maximum), at least NEARLY_BINARY of the units."""
+    claim = "the last feature maps are nearly binary (Fig. 5)"
+    test = f"share of units at 0 or within 5 % of the record's maximum, at least {NEARLY_BINARY:.0%}"
+    measured = {layer: r["binary"] for layer, r in results.items() if r.get("binary") is not None}
+    if not measured or evaluation is None:
+        return Claim(claim, paper, "not measured (no run with these layers' values)", test, NOT_ENOUGH)
+    ours = ", ".join(f"`{layer}` {share:.1%}" for layer, share in measured.items())
+    if _did_not_learn(evaluation, scores):
+        return Claim(claim, paper, ours, test, NOT_TESTABLE + ": the run did not learn")
+    return Claim(claim, paper, ours, test, HOLDS if min(measured.values()) >= NEARLY_BINARY else DOES_NOT_HOLD)
 
 
 def _evaluations(runs, variant: str, profile: str) -> list[dict]:
@@ -133,7 +150,7 @@ def _evaluations(runs, variant: str, profile: str) -> list[dict]:
 def paper_claims(runs, names: dict[str, str], table4: list[dict], fig5: tuple | None) -> list[Claim]:
     """Every claim of the paper tested on `runs` (the report's RunResults: spec, state, evaluation, tables, run_dir),
     with the report's display `names` per variant, its Table 4 rows (ilgnet.paper.report.time_rows) and Fig. 5's
-    (density_test result, run, p_high scores) or None."""
+    (layer -> density_test result, run, p_high scores) or None."""
     from ilgnet.bvlc.logs import parse_train_log
 
     def group(variant: str, profile: str) -> tuple[str, list[dict]]:
@@ -166,12 +183,14 @@ def paper_claims(runs, names: dict[str, str], table4: list[dict], fig5: tuple | 
             curves[names[variant]].append((list(frame["iteration"]), list(frame["loss"]), run.evaluation))
     claims.append(convergence("\"Our ILGNet-Inc.V1-BN achieve the fastest convergence speed\" (Sec. 4.3, Fig. 4)",
                               curves))
-    result, run, scores = fig5 if fig5 else (None, None, None)
-    claims.append(density("\"in the last layer, the density of the active features are often higher in the ones "
-                          "with high aesthetic quality\" (Sec. 4.4)", result, run.evaluation if run else None, scores))
-    claims.append(not_measured("the last feature maps are nearly binary (Fig. 5)",
-                               "\"the last feature maps are nearly binary pattens\" (Sec. 4.4)",
-                               "not measured: the campaign keeps the density of temp_cjy only"))
+    results, run, scores = fig5 if fig5 else ({}, None, None)
+    evaluation = run.evaluation if run else None
+    for layer in ("temp", "temp_cjy"):
+        claims.append(density("\"in the last layer, the density of the active features are often higher in the "
+                              "ones with high aesthetic quality\" (Sec. 4.4)", results.get(layer), evaluation,
+                              scores, layer))
+    claims.append(binary("\"the last feature maps are nearly binary pattens\" (Sec. 4.4)", results, evaluation,
+                         scores))
     return claims
 
 
