@@ -170,3 +170,20 @@ def test_missing_data_folders_are_named_before_any_run(tmp_path):
     with pytest.raises(MissingFile, match=r"data folders missing: .*/data/ava2, .*/data/ava2-320 "):
         campaign.run_campaign(plan)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_plan_file_sets_a_recipe_and_overrides_per_variant(tmp_path):
+    path = tmp_path / "plan.toml"
+    path.write_text('tables = ["table3"]\nseeds = [1]\nrecipe = "paper-sec5"\n[train]\nmax_iter = 10\n'
+                    '[variant.ilgnet-inc4]\nmax_iter = 2\n')
+    plan = read_plan(path)
+    by_variant = {s.variant: s for s in plan.runs}
+    assert by_variant["ilgnet-inc4"].max_iter == 2 and by_variant["ilgnet-bn"].max_iter == 10
+    assert by_variant["ilgnet-bn"].recipe == "paper-sec5" and by_variant["ilgnet"].recipe == "released"
+    assert by_variant["ilgnet-bn"].name == "ilgnet-bn-ava2-paper-sec5-seed1"
+    path.write_text('tables = ["table3"]\n[variant.ilgnet-v9]\nmax_iter = 2\n')
+    with pytest.raises(BadInput, match="unknown net variant 'ilgnet-v9'"):
+        read_plan(path)
+    recipes = built_in("recipes", seeds=(1,), runs_dir=tmp_path)
+    assert {(s.profile, s.recipe) for s in recipes.runs} == {(p, r) for p in ("ava1-delta0", "ava2")
+                                                              for r in ("released", "paper", "paper-sec5")}

@@ -20,6 +20,9 @@ commands' own arguments are:
     [train]                      # overrides for every run: max_iter, train_batch, val_batch, display,
     max_iter = 2000              #   test_interval, snapshot, base_lr (default: the solver profile's)
 
+    [variant.ilgnet-inc4]        # overrides for the tables' runs of one net variant, over [train]'s
+    max_iter = 500
+
     [synthetic]                  # data folders missing from `data` are made from a synthetic AVA
     images = 600                 #   (ilgnet.data.synthetic): rows of AVA.txt, and its seed
     seed = 1
@@ -139,13 +142,27 @@ class Plan:
         return tuple(t for t in TABLES if any(t in spec.tables for spec in self.runs))
 
 
-def table_runs(table: str, seeds, train: dict, recipe: str = PAPER_RECIPE) -> list[RunSpec]:
+def table_runs(table: str, seeds, train: dict, recipe: str = PAPER_RECIPE,
+               by_variant: dict[str, dict] | None = None) -> list[RunSpec]:
     """The runs of one of the paper's tables (ilgnet.paper.tables.table_cells) for each seed, fine-tuned with
-    `recipe` (the released model's rows with the released recipe)."""
+    `recipe` (the released model's rows with the released recipe), with the `train` overrides and, over them, those
+    of `by_variant` for their variant."""
     lookup(dict.fromkeys(TABLES), table, "table")
-    overrides = tuple(sorted(train.items()))
-    return [RunSpec(v, p, seed, overrides, (table,), recipe=RELEASED_RECIPE if v == RELEASED else recipe)
+    by_variant = by_variant or {}
+    return [RunSpec(v, p, seed, tuple(sorted({**train, **by_variant.get(v, {})}.items())), (table,),
+                    recipe=RELEASED_RECIPE if v == RELEASED else recipe)
             for seed in seeds for v, p in table_cells(table)]
+
+
+def _by_variant(document: dict) -> dict[str, dict]:
+    """The [variant.NAME] tables of a plan file, checked: NAME -> training overrides."""
+    tables = document.get("variant", {})
+    if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+        raise BadInput("variant must hold tables of training options: [variant.NAME]")
+    for name, train in tables.items():
+        get_variant(name)
+        _check_train(train, f"[variant.{name}]")
+    return tables
 
 
 def recipe_runs(seeds, train: dict) -> list[RunSpec]:
@@ -256,7 +273,8 @@ def read_plan(path: Path) -> Plan:
             raise BadInput(f"{path}:{where[1]}: not TOML: {str(err)[:where.start()]}" if where else
                            f"{path}: not TOML: {err}") from None
         _keys(document, {"name", "tables", "seeds", "runs", "data", "models", "snapshots", "train", "synthetic", "run",
-                         "recipe"}, str(path))
+                         "recipe", "variant"}, str(path))
+        by_variant = _by_variant(document)
         recipe = _recipe(document["recipe"], "recipe") if "recipe" in document else PAPER_RECIPE
         snapshots = document.get("snapshots", "all")
         if snapshots not in SNAPSHOTS:
@@ -273,7 +291,7 @@ def read_plan(path: Path) -> Plan:
         if not isinstance(tables, dict):
             raise BadInput(f"tables must be a list of table names or a table of table = [seeds], got {tables!r}")
         specs = [spec for table, table_seeds in tables.items()
-                 for spec in table_runs(table, _seeds(table_seeds, f"tables.{table}"), train, recipe)]
+                 for spec in table_runs(table, _seeds(table_seeds, f"tables.{table}"), train, recipe, by_variant)]
         entries = document.get("run", [])
         if not isinstance(entries, list):
             raise BadInput("run must be an array of tables: [[run]]")
