@@ -228,18 +228,20 @@ def _duration(seconds: float) -> str:
 def _time_table(rows: list[dict], runs: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
     by_dir = {str(r.run_dir): r for r in runs}
     header = ["net", "paper: accuracy", "ours: accuracy", "training wall time", "iterations", "iterations/s",
-              "images/s", "epochs", "test ms per image (now)", "paper: training time", "paper: test time", "runs"]
+              "images/s", "epochs", "test s per image, batch 1 (now)", "test ms per image, throughput batch (now)",
+              "paper: training time", "paper: test time (s per image, GTX 980 Ti)", "runs"]
     table = []
     for row in rows:
         paper = row["paper"] or ("not in Table 4", "not in Table 4")
-        test = f"{row['test']['ms_per_image']:.1f}" if row["test"] else "not measured"
+        test = ([f"{row['test']['seconds_per_image_batch1']:.3g}", f"{row['test']['ms_per_image']:.1f}"]
+                if row["test"] else ["not measured"] * 2)
         if "seconds" in row:
             trained = [_duration(row["seconds"]), f"{row['iterations']:,.0f}", f"{row['iterations_per_second']:.3g}",
                        f"{row['images_per_second']:.3g}", f"{row['epochs']:.3g}"]
         else:
             trained = ["no finished run"] + ["-"] * 4
         accuracy = [_spread(*_mean_std(row["accuracy"]), len(row["accuracy"]))] if row["accuracy"] else ["-"]
-        table.append([PAPER_NAMES[row["variant"]], _percent(row["paper_accuracy"]), *accuracy, *trained, test, *paper,
+        table.append([PAPER_NAMES[row["variant"]], _percent(row["paper_accuracy"]), *accuracy, *trained, *test, *paper,
                       ", ".join(_link(by_dir[d], out) for d in row["runs"]) or "-"])
     return header, table
 
