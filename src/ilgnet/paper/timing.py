@@ -80,3 +80,9 @@ def test_times(variants, *, batch: int, iterations: int, gpu: int | None = None)
         times[variant] = {"ms_per_image": ms / batch, "seconds_per_image_batch1": one / 1000, "batch": batch,
                           "iterations": iterations, "backend": backend}
     return times
+
+
+def hardware(record: dict) -> str:
+    """A campaign record's machine in words: CPU, GPU where one was used, and host."""
+    env = record.get("environment") or {}
+    return f"{env.get('cpu', '?')}" + (f"; {env['gpu']}" if env.get("gpu") else "") + f" ({env.get('host', '?')})"
