@@ -69,3 +69,22 @@ def test_reproducing_md_shows_the_reports_differences_table():
     text = (Path(__file__).resolve().parents[1] / "docs" / "REPRODUCING.md").read_text()
     for row in differences.rows():
         assert "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" in text, row[0]
+
+
+def test_the_recipes_section_says_which_recipe_comes_closest_to_the_paper(tmp_path):
+    from types import SimpleNamespace
+
+    from ilgnet.paper import findings
+    from ilgnet.paper.tables import PAPER_NAMES, PROFILE_COLUMNS, paper_accuracy
+
+    def run(recipe: str, accuracy: float):
+        spec = SimpleNamespace(variant="ilgnet-bn", profile="ava2", recipe=recipe)
+        return SimpleNamespace(spec=spec, state="finished", evaluation=evaluation(accuracy), run_dir=tmp_path)
+
+    runs = [run("released", 0.80), run("paper", 0.85), run("paper-sec5", 0.83)]
+    blocks = findings.recipes_section(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, False, tmp_path)
+    assert "ILGNet-Inc.V1-BN, AVA2: paper (0.50 points)" in blocks[1][1]
+    assert [row[2] for row in blocks[2][2]] == ["paper", "paper-sec5", "released"]
+    synthetic = findings.recipes_section(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, True, tmp_path)
+    assert "not said (synthetic data" in synthetic[1][1]
+    assert findings.recipes_section(runs[:1], PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, False, tmp_path) == []

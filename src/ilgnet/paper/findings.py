@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ilgnet.paper import differences, paper_figures
 from ilgnet.paper.claims import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Claim
+from ilgnet.paper.timing import training_memory, training_time
 
 SYNTHETIC_NOTE = ("**The data is synthetic** (generated photos in AVA's layout): every number below shows the "
                   "machinery at work, not how the nets do on AVA, and every verdict is the machinery's output on "
@@ -87,11 +88,14 @@ def recipes_section(runs, names: dict[str, str], paper_accuracy, columns: dict[s
     groups: dict[tuple[str, str, str], list] = {}
     for run in runs:
         if run.state == "finished" and run.spec.profile in columns:
-            groups.setdefault((run.spec.variant, run.spec.profile, run.spec.recipe), []).append(run.evaluation)
+            groups.setdefault((run.spec.variant, run.spec.profile, run.spec.recipe), []).append(run)
     if len({recipe for _, _, recipe in groups}) < 2:
         return []
     rows, closest = [], {}
-    for (variant, profile, recipe), evaluations in sorted(groups.items()):
+    for (variant, profile, recipe), chosen in sorted(groups.items()):
+        evaluations = [run.evaluation for run in chosen]
+        times = [t["seconds"] for run in chosen if (t := training_time(run.run_dir / "train.log"))]
+        memory = [m for run in chosen if (m := training_memory(run.run_dir / "train.log"))]
         column = columns[profile][1]
         paper = paper_accuracy(variant, column)
         values = [e["accuracy"] for e in evaluations]
@@ -99,7 +103,9 @@ def recipes_section(runs, names: dict[str, str], paper_accuracy, columns: dict[s
         mean = statistics.fmean(values)
         spread = f" ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else ""
         rows.append([names[variant], column, recipe, f"{100 * mean:.2f} %{spread} (N = {len(values)})" +
-                     ("" if learned_all else ", did not learn"), f"{100 * paper[0]:.2f} %" if paper else "-"])
+                     ("" if learned_all else ", did not learn"), f"{100 * paper[0]:.2f} %" if paper else "-",
+                     f"{statistics.fmean(times):.0f} s" if times else "-",
+                     f"{max(memory) / 2**20:.0f} MiB" if memory else "-"])
         if paper and learned_all and not synthetic:
             best = closest.get((variant, column))
             if best is None or abs(mean - paper[0]) < best[1]:
@@ -110,4 +116,5 @@ def recipes_section(runs, names: dict[str, str], paper_accuracy, columns: dict[s
             ("p", f"The same net trained with each recipe ({docs_link('NETS.md', out)} says which layers each "
                   "fixes). Closest to the paper: " + (said or "not said (synthetic data, or runs that did not "
                                                              "learn)") + "."),
-            ("table", ["net", "setting", "recipe", "ours", "paper"], rows)]
+            ("table", ["net", "setting", "recipe", "ours", "paper", "training wall time (mean)",
+                       "memory of the TRAIN net's blobs (Caffe)"], rows)]

@@ -86,3 +86,20 @@ def hardware(record: dict) -> str:
     """A campaign record's machine in words: CPU, GPU where one was used, and host."""
     env = record.get("environment") or {}
     return f"{env.get('cpu', '?')}" + (f"; {env['gpu']}" if env.get("gpu") else "") + f" ({env.get('host', '?')})"
+
+
+def training_memory(log: Path) -> int | None:
+    """The bytes Caffe reports its TRAIN net's blobs need ("Memory required for data", the last value logged before
+    the first "Network initialization done"): activations and their gradients, not the weights. None when the log
+    has no such line."""
+    memory = None
+    try:
+        with open(log, errors="replace") as lines:
+            for line in lines:
+                if "Network initialization done" in line:
+                    break
+                if match := re.search(r"Memory required for data: (\d+)", line):
+                    memory = int(match[1])
+    except OSError:
+        return None
+    return memory
