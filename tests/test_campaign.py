@@ -35,8 +35,8 @@ def data(tmp_path_factory) -> Path:
 
 
 def write_plan(folder: Path, data: Path, runs: str, *, max_iter: int = 2, snapshots: str = "none") -> Path:
-    """A plan file in `folder` with its runs in folder/runs, at toy size, keeping `snapshots` of a finished run, and
-    the [[run]] entries `runs`."""
+    """A plan file in `folder` with its runs in folder/runs, at toy size, with the released recipe, keeping
+    `snapshots` of a finished run, and the [[run]] entries `runs`."""
     folder.mkdir(parents=True, exist_ok=True)
     plan = folder / "plan.toml"
     plan.write_text(f"""
@@ -44,6 +44,7 @@ runs = "{folder / 'runs'}"
 data = "{data}"
 models = "{folder / 'models'}"
 snapshots = "{snapshots}"
+recipe = "released"
 [train]
 max_iter = {max_iter}
 train_batch = 2
@@ -197,8 +198,7 @@ class ReportPage(HTMLParser):
 
 def test_the_report_fills_the_cells_of_its_plan_and_renders_in_chromium(caffe, data, tmp_path, chromium, capsys):
     plan = write_plan(tmp_path, data, small_run(1) + small_run(2) +
-                      '[[run]]\nvariant = "ilgnet"\nprofile = "ava2"\nseeds = [1]\ntables = ["table3"]\n'
-                      'recipe = "released"\n')
+                      '[[run]]\nvariant = "ilgnet"\nprofile = "ava2"\nseeds = [1]\ntables = ["table3"]\n')
     assert ilgnet(["campaign", str(plan), "--quiet"]) == 0
     out = tmp_path / "report"
     assert ilgnet(["report", str(tmp_path / "runs"), "--out", str(out), "--plan", str(plan),
