@@ -35,8 +35,8 @@ def data(tmp_path_factory) -> Path:
 
 
 def write_plan(folder: Path, data: Path, runs: str, *, max_iter: int = 2, snapshots: str = "none") -> Path:
-    """A plan file in `folder` with its runs in folder/runs, at toy size, with the released recipe, keeping
-    `snapshots` of a finished run, and the [[run]] entries `runs`."""
+    """A plan file in `folder` with its runs in folder/runs, at toy size, keeping `snapshots` of a finished run, and
+    the [[run]] entries `runs`."""
     folder.mkdir(parents=True, exist_ok=True)
     plan = folder / "plan.toml"
     plan.write_text(f"""
@@ -44,7 +44,6 @@ runs = "{folder / 'runs'}"
 data = "{data}"
 models = "{folder / 'models'}"
 snapshots = "{snapshots}"
-recipe = "released"
 [train]
 max_iter = {max_iter}
 train_batch = 2

@@ -59,11 +59,12 @@ tables = ["table2"]
     plan = read_plan(tmp_path / "mine.toml")
     assert plan.name == "mine" and plan.runs_dir == tmp_path / "runs" / "mine" and plan.data_dir == tmp_path / "data"
     assert plan.synthetic == {"images": 50, "seed": 1} and plan.snapshots == "final"
-    assert [s.name for s in plan.runs] == ["ilgnet-bn-ava1-delta0-paper-seed3",
-                                           "googlenet-bn-third-ava1-delta0-paper-seed3",
-                                           "googlenet-bn-two-thirds-ava1-delta0-paper-seed3",
-                                           "googlenet-bn-full-ava1-delta0-paper-seed3",
-                                           "ilgnet-ava1-delta1-paper-seed1", "ilgnet-ava1-delta1-paper-seed2"]
+    # A plan file trains with the released recipe unless it says otherwise, as `ilgnet train` does.
+    assert [s.name for s in plan.runs] == ["ilgnet-bn-ava1-delta0-seed3", "googlenet-bn-third-ava1-delta0-seed3",
+                                           "googlenet-bn-two-thirds-ava1-delta0-seed3",
+                                           "googlenet-bn-full-ava1-delta0-seed3",
+                                           "ilgnet-ava1-delta1-seed1", "ilgnet-ava1-delta1-seed2"]
+    assert {s.recipe for s in plan.runs} == {"released"}
     assert plan.runs[-1].options == {"max_iter": 100, "train_batch": 8, "base_lr": 1e-6}
     assert plan.runs[0].options == {"max_iter": 100, "train_batch": 8} and plan.runs[0].max_iter == 100
     again = load_plan(str(tmp_path / "mine.toml"), seeds=[5], runs_dir=tmp_path / "elsewhere")
@@ -82,8 +83,7 @@ tables = ["table2"]
     ("snapshots = \"some\"\ntables = [\"table3\"]\n", "snapshots = 'some': expected one of all, final, none"),
     ("recipe = \"frozen\"\ntables = [\"table3\"]\n", "recipe = 'frozen': expected one of released, paper, paper-sec5"),
     ("name = \"x\"\n", "the plan has no run"),
-    ("tables = [\"table3\"]\n[[run]]\nvariant = \"ilgnet\"\nprofile = \"ava2\"\nseeds = [1]\nrecipe = \"released\"\n"
-     "train = {base_lr = 0.1}\n",
+    ("tables = [\"table3\"]\n[[run]]\nvariant = \"ilgnet\"\nprofile = \"ava2\"\nseeds = [1]\ntrain = {base_lr = 0.1}\n",
      "two runs of the plan are named ilgnet-ava2-seed1 but differ"),
 ])
 def test_a_bad_plan_file_is_one_error_naming_the_file(tmp_path, text, message):

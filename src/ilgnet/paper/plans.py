@@ -14,8 +14,9 @@ commands' own arguments are:
     data = "data"                # the folder holding the data folders (default: data)
     models = "models"            # where the ImageNet weights are (default: models)
     snapshots = "all"            # what a finished run keeps: all its snapshots, its "final" caffemodel, or "none"
-    recipe = "paper-sec5"        # fine-tuning recipe of the tables' runs and of [[run]]s without one (default:
-                                 #   paper, as the built-in plans); the released-model rows always use released
+    recipe = "paper"             # fine-tuning recipe of the tables' runs and of [[run]]s without one (default:
+                                 #   released, as `ilgnet train`; the built-in plans use paper); the released
+                                 #   model's rows always use released
 
     [train]                      # overrides for every run: max_iter, train_batch, val_batch, display,
     max_iter = 2000              #   test_interval, snapshot, base_lr (default: the solver profile's)
@@ -32,7 +33,7 @@ commands' own arguments are:
     profile = "ava2"
     seeds = [3]
     name = "ilgnet-ava2-low-lr"  # needed only where another run of the plan has the same variant, profile, seed
-    recipe = "released"          #   and recipe
+    recipe = "paper-sec5"        #   and recipe
     tables = ["table3"]          # the tables it counts in (default: none)
     train = {base_lr = 1e-6}
 
@@ -235,7 +236,7 @@ def _recipe(value, where: str) -> str:
 
 
 def _own_run(entry: dict, seeds: tuple[int, ...], train: dict, where: str,
-             recipe: str = PAPER_RECIPE) -> list[RunSpec]:
+             recipe: str = RELEASED_RECIPE) -> list[RunSpec]:
     """The runs of one [[run]] entry, one per seed (with the entry's recipe, else `recipe`)."""
     _keys(entry, {"variant", "profile", "seeds", "name", "tables", "train", "recipe"}, where)
     for key in ("variant", "profile"):
@@ -275,7 +276,7 @@ def read_plan(path: Path) -> Plan:
         _keys(document, {"name", "tables", "seeds", "runs", "data", "models", "snapshots", "train", "synthetic", "run",
                          "recipe", "variant"}, str(path))
         by_variant = _by_variant(document)
-        recipe = _recipe(document["recipe"], "recipe") if "recipe" in document else PAPER_RECIPE
+        recipe = _recipe(document["recipe"], "recipe") if "recipe" in document else RELEASED_RECIPE
         snapshots = document.get("snapshots", "all")
         if snapshots not in SNAPSHOTS:
             raise BadInput(f"snapshots = {snapshots!r}: expected one of {', '.join(SNAPSHOTS)}")
