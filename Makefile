@@ -36,9 +36,9 @@ RECIPE := tools/setup.sh tools/build-caffe.sh tools/cuda-wheels.sh tools/caffe-p
 	$(wildcard tools/caffe-patches/*.patch) pyproject.toml
 CAFFE_SETUP := $(if $(DOCKER),$(PACKAGE_STAMP),$(SETUP_STAMP))
 
-.PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools lint demo doctor prototxt nets ava1-lmdb \
-	ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict bench-ray docker-base \
-	docker-build docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
+.PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools lint demo doctor prototxt nets ava \
+	ava1-lmdb official-lmdb ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict \
+	bench-ray docker-base docker-build docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV); the first setup picks the"
@@ -54,8 +54,11 @@ help:
 	@echo "make doctor       print which Caffe is used and check it works"
 	@echo "make prototxt     regenerate prototxt/ and solvers/ (ilgnet gen)"
 	@echo "make nets         table of the net variants: parameters, input size, CPU forward time"
+	@echo "make ava          fetch AVA into AVA_ROOT from a pinned mirror (MIRROR=...), checked, and verify every photo"
+	@echo "                  (ilgnet ava fetch; ilgnet ava verify checks a copy from anywhere)"
 	@echo "make ava1-lmdb    AVA1 split + LMDBs + mean from AVA_ROOT (or AVA_TXT/AVA_IMAGES) (DELTA=$(DELTA), SEED=$(SEED));"
 	@echo "                  ILGNET_REPO=<clone of the original repository> uses its published lists instead"
+	@echo "make official-lmdb  AVA's official train/test lists + LMDBs in data/official/ava1 (plans/official.toml)"
 	@echo "make ava2-lmdb    AVA2 split (top/bottom 10 %) + LMDBs + mean (ILGNET_REPO likewise)"
 	@echo "make paper-data   every data folder of the paper's campaign: ava1, ava1-delta1, ava2, each at 256 and 320"
 	@echo "make train-ava1   fine-tune ILGNet on data/ava1 (GPU=0 or GPU=all for the GPU)"
@@ -122,6 +125,12 @@ prototxt: $(SETUP_STAMP)
 nets: $(SETUP_STAMP)
 	$(ILGNET) nets
 
+# MIRROR: one of `ilgnet ava mirrors` (default iqa-pytorch), MIRRORS: a JSON file of more; HF_ENDPOINT: another Hub
+MIRROR ?=
+MIRRORS ?=
+ava: $(PACKAGE_STAMP)
+	$(ILGNET) ava fetch --to $(AVA_ROOT)$(if $(MIRROR), --mirror $(MIRROR))$(if $(MIRRORS), --mirrors $(MIRRORS))
+
 ava1-lmdb: $(SETUP_STAMP)
 ifeq ($(ILGNET_REPO),)
 	$(ILGNET) split ava1 --ava-txt $(AVA_TXT) --delta $(DELTA) --seed $(SEED) --out $(AVA1_DATA)
@@ -129,6 +138,11 @@ else
 	$(ILGNET) split published $(ILGNET_REPO) --set AVA1 --out $(AVA1_DATA)
 endif
 	$(ILGNET) lmdb --split $(AVA1_DATA) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
+
+# AVA's official lists (generic_ls_train / generic_test) where plans/official.toml's runs read them
+official-lmdb: $(SETUP_STAMP)
+	$(ILGNET) split official --ava-txt $(AVA_TXT) --out data/official/ava1$(SUFFIX)
+	$(ILGNET) lmdb --split data/official/ava1$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
 ava2-lmdb: $(SETUP_STAMP)
 ifeq ($(ILGNET_REPO),)

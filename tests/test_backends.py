@@ -106,7 +106,8 @@ def test_commands_that_need_caffe_say_so_in_one_line(stand_in, tmp_path):
     assert not (tmp_path / "runs").exists()
     result = without_caffe(*test, "--batch", "2", "--per-image", str(tmp_path / "records.csv"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr                    # `ilgnet test` runs in onnxruntime, unasked
-    assert "ilgnet test: backend onnxruntime (ILGNET_CAFFE_ROOT's Caffe (/nonexistent/caffe) has no pycaffe" in result.stderr
+    assert ("ilgnet test: backend onnxruntime (ILGNET_CAFFE_ROOT's Caffe (/nonexistent/caffe) has no pycaffe"
+            in result.stderr)
     assert pd.read_csv(tmp_path / "records.csv").p_1.between(0, 1).all()
 
 

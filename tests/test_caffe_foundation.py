@@ -34,7 +34,8 @@ def bright_dark_lmdb(caffe, tmp_path_factory):
 def tiny_net(caffe, lmdb_path, batch):
     n = caffe.NetSpec()
     n.data, n.label = caffe.layers.Data(source=str(lmdb_path), backend=caffe.proto.caffe_pb2.DataParameter.LMDB,
-                                        batch_size=batch, ntop=2, transform_param=dict(mean_value=[125], scale=1 / 64.0))
+                                        batch_size=batch, ntop=2,
+                                        transform_param=dict(mean_value=[125], scale=1 / 64.0))
     n.score = caffe.layers.InnerProduct(n.data, num_output=2, weight_filler=dict(type="xavier"))
     n.loss = caffe.layers.SoftmaxWithLoss(n.score, n.label)
     n.accuracy = caffe.layers.Accuracy(n.score, n.label)

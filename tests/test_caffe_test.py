@@ -4,7 +4,6 @@ small variant's calibrated stand-in model."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 
 import numpy as np

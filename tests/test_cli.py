@@ -147,7 +147,7 @@ report @DIR --out o --time-batch 0  =>  argument --time-batch: must be at least 
 report @DIR --out o --plan nope  =>  argument --plan: nope: not a built-in plan
 weights install ilgnet-ava2 @NONE/m.caffemodel  =>  argument FILE: @NONE/m.caffemodel does not exist
 weights fetch bvlc_googlenet --dest @FILE  =>  argument --dest: @FILE is a file, not a folder
-""".strip().splitlines()]
+""".strip().splitlines()]  # noqa: E501
 
 
 @pytest.mark.parametrize("command_line, message", REFUSED)

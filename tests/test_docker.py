@@ -69,10 +69,12 @@ def fake_client(folder: Path, version: str, buildx: bool) -> Path:
     """A `docker` client that answers --version, and `buildx version` when it has the plugin."""
     folder.mkdir(parents=True)
     client = folder / "docker"
+    buildx_answer = ("echo 'github.com/docker/buildx v0.20.0'" if buildx
+                     else "echo 'docker: unknown command: docker buildx' >&2; exit 1")
     client.write_text(f"""#!/bin/sh
 case "$1" in
   --version) echo "Docker version {version}, build 0000000" ;;
-  buildx) {"echo 'github.com/docker/buildx v0.20.0'" if buildx else "echo 'docker: unknown command: docker buildx' >&2; exit 1"} ;;
+  buildx) {buildx_answer} ;;
 esac
 """)
     client.chmod(0o755)
@@ -160,7 +162,8 @@ def test_docker_caffe_says_in_one_line_what_is_missing(stand_in_docker, tmp_path
         assert missing.stderr == (f"docker-caffe: there is no image {image} on this Docker engine: build it with "
                                   f"`{make_target}` (docs/DOCKER.md)\n")
     other = docker_caffe(stand_in_docker, "--image", "mine:1", "--check")
-    assert other.stderr == "docker-caffe: there is no image mine:1 on this Docker engine: build or pull it (docs/DOCKER.md)\n"
+    assert other.stderr == ("docker-caffe: there is no image mine:1 on this Docker engine: build or pull it "
+                            "(docs/DOCKER.md)\n")
     stand_in_docker.engine_down = True
     down = docker_caffe(stand_in_docker, "--cpu", "caffe", "device_query")
     assert (down.returncode, down.stderr) == (1, f"docker-caffe: docker cannot reach its engine: {NO_ENGINE}\n")

@@ -65,5 +65,6 @@ def test_imports_go_only_down_the_stack(module):
 def test_commands_import_no_other_command():
     for module in library_modules():
         if module.startswith("ilgnet.commands.") and module != "ilgnet.commands.arguments":
-            others = {n for n in imported(module) if n.startswith("ilgnet.commands.") and n != "ilgnet.commands.arguments"}
+            others = {n for n in imported(module)
+                      if n.startswith("ilgnet.commands.") and n != "ilgnet.commands.arguments"}
             assert not others, f"{module} imports {sorted(others)}"

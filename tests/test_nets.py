@@ -171,7 +171,8 @@ def test_committed_generated_files_are_current(repo):
     stale = [path for path, text in files.items()
              if not (repo / path).is_file() or (repo / path).read_text() != text]
     assert not stale, f"out of date, run `ilgnet gen`: {stale}"
-    committed = {str(p.relative_to(repo)) for p in [*repo.glob("prototxt/*/*.prototxt"), *repo.glob("solvers/*.prototxt")]}
+    generated = [*repo.glob("prototxt/*/*.prototxt"), *repo.glob("solvers/*.prototxt")]
+    committed = {str(p.relative_to(repo)) for p in generated}
     assert committed == set(files), f"files `ilgnet gen` no longer writes: {sorted(committed - set(files))}"
 
 

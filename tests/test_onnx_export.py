@@ -21,9 +21,11 @@ from ilgnet.scoring.scorer import Scorer
 from ilgnet.zoo.models import LABELS, resolve_model
 from ilgnet.zoo.onnx_export import mean_of, net_to_onnx, read_metadata
 
-INPUT = 'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: {c} dim: {h} dim: {w} }} }} }}\n'
+INPUT = ('layer {{ name: "data" type: "Input" top: "data" '
+         'input_param {{ shape {{ dim: 1 dim: {c} dim: {h} dim: {w} }} }} }}\n')
 # A 1x1 convolution first, so that every net has weights; then each case reads "x".
-PRE = 'layer { name: "pre" type: "Convolution" bottom: "data" top: "x" convolution_param { num_output: 4 kernel_size: 1 } }\n'
+PRE = ('layer { name: "pre" type: "Convolution" bottom: "data" top: "x" '
+       'convolution_param { num_output: 4 kernel_size: 1 } }\n')
 # Each a small net around one pitfall, the last layer's top its output.
 LAYERS = {
     # 7 -> ceil(4/2)+1 = 3 windows: the last one runs past the input (Caffe rounds up)

@@ -1,4 +1,5 @@
-"""`ilgnet predict --ray` (ilgnet.scoring.cluster) on a local Ray runtime of 2 CPUs against the single-machine path: the same
+"""`ilgnet predict --ray` (ilgnet.scoring.cluster) on a local Ray runtime of 2 CPUs against the single-machine path:
+the same
 scores for the same photos, in the same order, the same skipped files, as CSV and Parquet, with each backend."""
 from __future__ import annotations
 

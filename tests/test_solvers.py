@@ -32,8 +32,8 @@ def test_profile_values(profile):
         warnings.simplefilter("ignore")
         s = build(profile, val_batch=50)
     assert (s.base_lr, s.stepsize, s.max_iter) == pytest.approx(EXPECTED[profile])
-    assert (s.lr_policy, s.gamma, s.momentum, s.weight_decay, s.type) == ("step", pytest.approx(0.96),
-                                                                          pytest.approx(0.9), pytest.approx(2e-4), "SGD")
+    expected = ("step", pytest.approx(0.96), pytest.approx(0.9), pytest.approx(2e-4), "SGD")
+    assert (s.lr_policy, s.gamma, s.momentum, s.weight_decay, s.type) == expected
     assert s.solver_mode == SolverParameter.GPU and s.net == "train_val.prototxt"
 
 

@@ -14,7 +14,8 @@ falls on them alike; the single Scorers take turns in rounds of their own):
   caffe time      Caffe's own timing of the forward pass at the same batch on its all-zero input, no decoding.
 Reported: images/s of each, the predict / loop ratios, onnxruntime's ratio to opencv, predict's overhead over
 `caffe time`, and the wall time of the `ilgnet predict --backend onnxruntime` and `--backend opencv` commands
-themselves (start-up and loading the 604 MB model into each process included; onnxruntime's export made before). The machine's load average is printed first and last: other work on the cores shrinks the ratios.
+themselves (start-up and loading the 604 MB model into each process included; onnxruntime's export made before).
+The machine's load average is printed first and last: other work on the cores shrinks the ratios.
 
     .venv/bin/python tools/bench_predict.py                  # or: make bench-predict
 

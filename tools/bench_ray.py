@@ -1,4 +1,5 @@
-"""Throughput of `ilgnet predict --ray` (ilgnet.scoring.cluster.score_with_ray) on a local Ray runtime, with 1 and 2 actors,
+"""Throughput of `ilgnet predict --ray` (ilgnet.scoring.cluster.score_with_ray) on a local Ray runtime, with 1 and 2
+actors,
 beside the single-machine path (ilgnet.scoring.pool.ScorerPool) on the same photos.
 
 The `ilgnet` deploy net with random weights (ilgnet.data.synthetic.random_caffemodel: the speed of a forward pass does

@@ -16,22 +16,22 @@ import traceback
 import warnings
 
 import ilgnet
-from ilgnet.commands import (campaign, demo, doctor, export, gen, lmdb, log, nets, predict, report, split, test,
+from ilgnet.commands import (ava, campaign, demo, doctor, export, gen, lmdb, log, nets, predict, report, split, test,
                              train, weights)
 from ilgnet.commands.arguments import UsageError
 from ilgnet.errors import UserError
 from ilgnet.fileio import refusal
 
-# In the order of the pipeline: AVA -> split -> lmdb -> nets/gen -> train/log -> test -> weights/predict/export, then
-# the paper's campaign and report.
-COMMANDS = [doctor, split, lmdb, gen, nets, train, log, test, weights, predict, export, demo, campaign, report]
+# In the order of the pipeline: AVA fetched and verified (ava) -> split -> lmdb -> nets/gen -> train/log -> test ->
+# weights/predict/export, then the paper's campaign and report.
+COMMANDS = [doctor, ava, split, lmdb, gen, nets, train, log, test, weights, predict, export, demo, campaign, report]
 
 DESCRIPTION = """\
-ILGNet (Jin et al., WCSP 2016: image aesthetics classification) on BVLC Caffe. The commands follow the data: AVA's
-votes become a partition (split), its photos LMDBs and a mean image (lmdb); a net variant is trained (train, log)
-and tested on every held-out image (test); the published or a trained model scores your own photos (predict) or is
-written as one ONNX file to score without Caffe (export); a campaign trains and tests every run of the paper's
-tables, and a report sets them beside the paper (campaign, report).
+ILGNet (Jin et al., WCSP 2016: image aesthetics classification) on BVLC Caffe. The commands follow the data: AVA is
+fetched and verified (ava), its votes become a partition (split), its photos LMDBs and a mean image (lmdb); a net
+variant is trained (train, log) and tested on every held-out image (test); the published or a trained model
+scores your own photos (predict) or is written as one ONNX file to score without Caffe (export); a campaign trains
+and tests every run of the paper's tables, and a report sets them beside the paper (campaign, report).
 `ilgnet COMMAND --help` describes each command, with examples."""
 
 EPILOG = """\

@@ -43,7 +43,8 @@ def caffe_root() -> Path:
     on_path = shutil.which("caffe")
     if on_path:
         return Path(on_path).resolve().parent.parent
-    raise CaffeNotFoundError(f"Caffe was not found: no ILGNET_CAFFE_ROOT, no {marker}, no `caffe` on PATH; {SETUP_HINT}")
+    raise CaffeNotFoundError(f"Caffe was not found: no ILGNET_CAFFE_ROOT, no {marker}, no `caffe` on PATH; "
+                             f"{SETUP_HINT}")
 
 
 def tool_path(name: str) -> Path:

@@ -39,7 +39,8 @@ def register(subparsers) -> None:
         description="The whole toolkit on a dataset it generates in AVA's own format, on the CPU (a GPU with "
                     "--gpu), sized to finish in under ten minutes on two CPU cores: a synthetic AVA.txt with "
                     "photos whose quality follows their votes; the AVA2 split; LMDBs and the mean image; the "
-                    "`ilgnet` net trained from scratch for a few iterations; a test on every held-out image; a handful of held-out photos "
+                    "`ilgnet` net trained from scratch for a few iterations; a test on every held-out image; "
+                    "a handful of held-out photos "
                     "scored and ranked in an HTML gallery. Each step prints the `ilgnet` command that does the same "
                     "on real data. Everything goes to WORK, which is emptied first (only if an earlier demo made "
                     "it).",

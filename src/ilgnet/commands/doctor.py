@@ -134,7 +134,8 @@ def run(args) -> int:
     print(f"build         : {'CUDA' if build['cuda'] else 'CPU only'}")
     if build["cuda"]:
         print(f"cuDNN         : {build['cudnn'] or 'not built in'}")
-    print(f"mode          : {'GPU' if build['cuda'] and gpus else 'CPU'} ({gpus} GPU{'s' if gpus != 1 else ''} visible)")
+    mode = "GPU" if build["cuda"] and gpus else "CPU"
+    print(f"mode          : {mode} ({gpus} GPU{'s' if gpus != 1 else ''} visible)")
     print(f"python        : {sys.executable} ({sys.version.split()[0]})")
     print("status        : OK")
     return 0

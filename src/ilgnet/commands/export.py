@@ -103,7 +103,8 @@ def run(args) -> int:
         print(f"ilgnet export: wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {args.precision}, sha256 "
               f"{file_digest(args.out)[:12]}...)")
         if photos:
-            reference, backend = (fp32, "onnxruntime") if fp32 else (model.caffemodel, reference_backend(model.caffemodel))
+            reference, backend = ((fp32, "onnxruntime") if fp32
+                                  else (model.caffemodel, reference_backend(model.caffemodel)))
             print(f"ilgnet export: {args.precision} against {'fp32' if fp32 else backend} on {len(photos)} photos: "
                   f"{agreement(photos, model, args.out, reference, backend)}")
     return 0

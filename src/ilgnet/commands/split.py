@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (Output, existing_file, existing_folder, integer, output_folder, real,
+from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, integer, output_folder, real,
                                        refuse_overwrites)
 from ilgnet.errors import BadInput
 
@@ -18,12 +19,15 @@ def register(subparsers) -> None:
                     "aesthetic quality, 0: low), and writes them as Caffe list files: OUT/train.txt and OUT/val.txt "
                     "(`NAME LABEL` a line, as convert_imageset reads them) and OUT/split.json (the partition, its "
                     "arguments and the counts of each label). ava1 and ava2 are the paper's partitions, official "
-                    "is AVA's own lists, published imports the authors' list files. `ilgnet lmdb --split OUT` "
-                    "builds the LMDBs next.",
+                    "is AVA's own lists, published imports the authors' list files. Where AVA.txt has an "
+                    "ava-manifest.csv beside it (`ilgnet ava verify`), the images it marks missing or undecodable "
+                    "are left out and counted. The val images' mean scores go to OUT/val_means.csv, which `ilgnet "
+                    "test` reads for SRCC and PLCC. `ilgnet lmdb --split OUT` builds the LMDBs next.",
         epilog="examples:\n"
                "  ilgnet split ava2 --ava-txt ~/data/AVA/AVA.txt --out data/ava2\n"
                "  ilgnet split ava1 --ava-txt ~/data/AVA/AVA.txt --delta 1 --out data/ava1-delta1\n"
                "  ilgnet split published ~/src/ILGNet --set AVA1 --out data/ava1\n"
+               "  ilgnet split labels ~/photos/ratings.csv --threshold 5 --out data/mine\n"
                "  make ava2-lmdb AVA_ROOT=~/data/AVA        # split ava2, then its LMDBs")
     kinds = parser.add_subparsers(dest="partition", required=True, metavar="PARTITION")
 
@@ -88,11 +92,35 @@ def register(subparsers) -> None:
                            help="which partition (default: AVA1)")
 
 
+    labels = add("labels", "your own photos: a CSV of path,label or path,score",
+                 "Your own labelled photos: FILE.csv with a header and a row per photo, `path,label` (1 high, 0 "
+                 "low) or `path,score` (any number, then --threshold T: above T is high, or --top-bottom P: the top "
+                 "P % by score high, the bottom P % low, the others left out, the paper's AVA2 rule). Paths are "
+                 "taken from the CSV's folder, which `ilgnet lmdb --images` is given next. Every photo is decoded "
+                 "as `ilgnet lmdb` decodes it: the missing and undecodable ones are left out and listed in "
+                 "OUT/unusable.txt (CSV line, path, why). --val-fraction of the photos, drawn at random, or those "
+                 "of --val-list are held out (val.txt). docs/OWN-LABELS.md walks through training on them.",
+                 "ilgnet split labels ~/photos/ratings.csv --threshold 5 --out data/mine", ava_txt=False)
+    labels.add_argument("csv", type=existing_file, metavar="FILE.csv", help="the labels (path,label or path,score)")
+    rule = labels.add_mutually_exclusive_group()
+    rule.add_argument("--threshold", type=real(-math.inf), help="with scores: above this is high (1), else low (0)")
+    rule.add_argument("--top-bottom", type=real(0, 50, above=True), metavar="P",
+                      help="with scores: the top P %% high, the bottom P %% low, the rest left out (AVA2: 10)")
+    held = labels.add_mutually_exclusive_group()
+    held.add_argument("--val-fraction", type=real(0, 1, above=True), default=0.2,
+                      help="share held out at random (default: 0.2)")
+    held.add_argument("--val-list", type=existing_file, help="a file of the paths to hold out, one a line")
+    labels.add_argument("--seed", type=integer(0), default=defaults.SEED, help="seed of the draw (default: 1)")
+
+
 def _why_empty(args, name: str, more: dict) -> str:
     """The arguments that left a set of partition ava1 or official without images (ava2's and the published
     partitions' sets never are)."""
     if name == "train" and more.get("dropped_by_delta"):
         return f"--delta {args.delta:g} drops all {more['dropped_by_delta']:,} training images; give a smaller --delta"
+    if args.partition == "labels":
+        return (f"{name}.txt would hold none of the {more.get('usable_photos', 0):,} usable photos of {args.csv}: "
+                f"change --val-fraction or --val-list")
     if args.partition == "official":
         flag, listed = ("--train-list", args.train_list) if name == "train" else ("--test-list", args.test_list)
         return f"no image of {flag} {listed} is in {args.ava_txt}"
@@ -106,7 +134,9 @@ def _refuse_overwrites(args) -> None:
     """train.txt, val.txt and split.json in --out may overwrite none of the files the partition reads."""
     from ilgnet.data.folder import DataFolder
 
-    if args.partition == "published":
+    if args.partition == "labels":
+        inputs = [(args.csv, "the labels file")] + ([(args.val_list, "the val list")] if args.val_list else [])
+    elif args.partition == "published":
         inputs = [(args.repo / "data" / args.dataset / f"{name}.txt", f"the published {args.dataset} {name} list")
                   for name in ("train", "val")]
     else:
@@ -116,22 +146,58 @@ def _refuse_overwrites(args) -> None:
         inputs += [(lists / f"{name}.jpgl", f"AVA's {name} list") for name in (args.train_list, args.test_list)]
     out = DataFolder(args.out)
     refuse_overwrites([Output("--out", path) for path in (out.list_file("train"), out.list_file("val"),
-                                                          out.split_json)], inputs)
+                                                          out.split_json, out.val_means)], inputs)
+
+
+def _own_labels(args):
+    """train, val and facts of `ilgnet split labels`, the unusable photos written to OUT/unusable.txt."""
+    from ilgnet.data import own_labels
+    from ilgnet.fileio import atomic_write_text
+
+    frame = own_labels.read_labels_csv(args.csv)
+    if "score" in frame and args.threshold is None and args.top_bottom is None:
+        raise UsageError(f"{args.csv} has scores: give --threshold T (above T is high) or --top-bottom P")
+    if "label" in frame and (args.threshold is not None or args.top_bottom is not None):
+        raise UsageError(f"{args.csv} has labels already: --threshold and --top-bottom go with a score column")
+    usable, problems = own_labels.check_photos(frame)
+    unusable = args.out / "unusable.txt"
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(unusable, "".join(f"{args.csv}:{line}\t{path}\t{why}\n" for line, path, why in problems))
+    if problems:
+        print(f"ilgnet split: {len(problems):,} of the {len(frame):,} photos of {args.csv} are missing or do not "
+              f"decode; left out, listed in {unusable}", file=sys.stderr)
+    if usable.empty:
+        raise BadInput(f"{args.csv}: none of its {len(frame):,} photos can be read (listed in {unusable})")
+    labelled, facts = own_labels.label(usable, threshold=args.threshold, top_bottom=args.top_bottom)
+    train, val, held = own_labels.hold_out(labelled, fraction=args.val_fraction, val_list=args.val_list,
+                                           seed=args.seed)
+    facts.update(held, labels_csv=str(args.csv.resolve()), images_root=str(args.csv.resolve().parent),
+                 listed_photos=len(frame), usable_photos=len(usable), unusable=len(problems))
+    return train, val, facts
 
 
 def run(args) -> int:
-    from ilgnet.data import partitions
+    from ilgnet.data import manifest, partitions
     from ilgnet.data.ava import read_ava_txt, read_id_list
 
     _refuse_overwrites(args)
     facts = {"partition": args.partition}
-    if args.partition == "published":
+    if args.partition == "labels":
+        train, val, more = _own_labels(args)
+    elif args.partition == "published":
         train, val, more = partitions.published_split(args.repo, args.dataset)
     else:
         meta = read_ava_txt(args.ava_txt, drop_invalid=args.drop_invalid)
         facts.update(ava_txt=str(args.ava_txt.resolve()), ava_txt_images=len(meta),
                      invalid_rows_dropped=[{"line": line, "image_id": image_id, "reason": reason}
                                            for line, image_id, reason in meta.attrs["dropped"]])
+        if (listing := manifest.manifest_beside(args.ava_txt)) is not None:
+            meta, left_out = manifest.usable(meta, listing)
+            facts["manifest"] = left_out
+            if left_out["missing"] or left_out["undecodable"]:
+                print(f"ilgnet split: {left_out['missing'] + left_out['undecodable']:,} images of {args.ava_txt} "
+                      f"left out as {listing} marks them ({left_out['missing']:,} without a photo, "
+                      f"{left_out['undecodable']:,} that do not decode)", file=sys.stderr)
         if args.partition == "ava1":
             train, val, more = partitions.ava1_split(meta, test_size=args.test_size, test_counts=args.test_counts,
                                                      delta=args.delta, seed=args.seed)
@@ -145,8 +211,9 @@ def run(args) -> int:
                         test_list=str(lists / f"{args.test_list}.jpgl"))
             for name, ids in more["missing_from_ava_txt"].items():
                 if ids:
-                    print(f"ilgnet split: {len(ids)} ids of the {name} list are not in {args.ava_txt} and were left "
-                          f"out (listed in split.json)", file=sys.stderr)
+                    why = " or have no usable photo" if "manifest" in facts else ""
+                    print(f"ilgnet split: {len(ids)} ids of the {name} list are not in {args.ava_txt}{why} and were "
+                          f"left out (listed in split.json)", file=sys.stderr)
     for name, frame in (("train", train), ("val", val)):
         if frame.empty:
             raise BadInput(f"{args.out / (name + '.txt')} would list no images: {_why_empty(args, name, more)}")
@@ -154,6 +221,8 @@ def run(args) -> int:
     for name in ("train", "val"):
         labels = ", ".join(f"label {label}: {n:,}" for label, n in summary[name]["labels"].items())
         print(f"{args.out / (name + '.txt')}: {summary[name]['images']:,} images ({labels})")
+    if args.partition == "labels":
+        print(f"next: ilgnet lmdb --split {args.out} --images {summary['images_root']}")
     if summary.get("dropped_by_delta"):
         print(f"--delta {summary['delta']}: {summary['dropped_by_delta']:,} training images dropped")
     return 0

@@ -1,6 +1,7 @@
 """`ilgnet test` (`make evaluate`): a model scored on every record of a val LMDB exactly once, with honest metrics
-beside the paper's figure (ilgnet.evaluation.pycaffe_engine, ilgnet.evaluation.reports) and the val images it was trained on counted; or,
-with --replay, what a published `caffe test` log really measured."""
+beside the paper's figure (ilgnet.evaluation.pycaffe_engine, ilgnet.evaluation.reports), SRCC and PLCC where the
+split wrote the val images' means, and the val images it was trained on counted; or, with --replay, what a
+published `caffe test` log really measured."""
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ def register(subparsers) -> None:
         "test", help="score a model on every record of a val LMDB exactly once",
         description="Scores a model (a run of `ilgnet train`, a snapshot, a published model or a .caffemodel) on "
                     "every record of DATA/val_lmdb exactly once, and prints its accuracy beside the majority-class "
-                    "baseline, with balanced accuracy, ROC AUC and the paper's figure for the same partition. The "
+                    "baseline, with balanced accuracy, ROC AUC and the paper's figure for the same partition; where "
+                    "DATA/val_means.csv holds the val images' mean scores (`ilgnet split` writes it for AVA), SRCC "
+                    "and PLCC of p_high against them (ILGNet predicts a class, not a score). The "
                     "pycaffe engine runs the net in this process; the caffe engine runs the `caffe test` tool. For a "
                     "model whose training list is known (runs, the published models) it also counts the val "
                     "images the model was trained on. --replay reads a published `caffe test` log instead and says "
@@ -101,7 +104,8 @@ def run(args) -> int:
               *([(mean, "the mean image")] if isinstance(mean, Path) else []),
               *((data.lmdb("val") / name, "a file of the val LMDB") for name in ("data.mdb", "lock.mdb")),
               *((path, f"the data folder's {path.name}") for path in (data.list_file("val"), data.list_file("train"),
-                                                                      data.split_json, data.lmdb_json)),
+                                                                      data.split_json, data.lmdb_json,
+                                                                      data.val_means)),
               *(((model.train_list, "the model's training list"),) if model.train_list else ())]
     refuse_overwrites([Output("--json", args.json), Output("--markdown", args.markdown),
                        Output("--per-image", args.per_image)], inputs)
@@ -126,6 +130,8 @@ def run(args) -> int:
     result = results.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
                                mean_file=mean if isinstance(mean, Path) else mean_name(model))
     result["engine"] = engine
+    if data.val_means.is_file():
+        result["correlations"] = results.mean_correlations(frame, data.val_means)
     if unreached:
         result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
     if protocol:
@@ -136,7 +142,9 @@ def run(args) -> int:
             iterations=PAPER[protocol]["iterations"], gpu=args.gpu, docker=args.docker)
     text = markdown_report(result, protocol)
     if model.train_list:
-        result["train_overlap"] = results.train_overlap(frame, model.train_list, data.list_file("val"))
+        result["train_overlap"] = results.train_overlap(
+            frame, model.train_list, data.list_file("val"),
+            means_csv=data.val_means if data.val_means.is_file() else None)
         text = overlap_report(result["train_overlap"], model.name) + "\n" + text
     print(text, end="")
     for path, content in ((args.json, lambda: json.dumps(result, indent=2, allow_nan=False) + "\n"),

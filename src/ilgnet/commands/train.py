@@ -11,6 +11,17 @@ from ilgnet.commands.arguments import (Output, UsageError, existing_file, existi
 from ilgnet.errors import BadInput, MissingFile
 
 
+def _weights(text: str) -> Path | str:
+    """--weights: a caffemodel of the weight registry by name (kept as the name, found in --models by `run`), else
+    an existing file."""
+    from ilgnet.zoo.registry import load_registry
+
+    entry = load_registry().get(text)
+    if entry is not None and entry.file.endswith(".caffemodel"):
+        return text
+    return existing_file(text)
+
+
 def register(subparsers) -> None:
     from ilgnet.nets import VARIANTS
     from ilgnet.nets.recipes import RECIPES
@@ -58,8 +69,10 @@ def register(subparsers) -> None:
                              "LMDBs' resize) differs from what the run was trained on; the change is recorded in "
                              "model.json, whose mean and training list become the new ones (the old ones are kept "
                              "for the earlier snapshots)")
-    parser.add_argument("--weights", type=existing_file,
-                        help="initial caffemodel (default: models/bvlc_googlenet.caffemodel when present)")
+    parser.add_argument("--weights", type=_weights,
+                        help="initial caffemodel, or a model of the registry by name (ilgnet-ava2: fine-tune the "
+                             "published model, from --models) (default: models/bvlc_googlenet.caffemodel when "
+                             "present)")
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR, help="models folder (default: models/)")
     parser.add_argument("--max-iter", type=integer(1), help="override the profile's max_iter")
     parser.add_argument("--base-lr", type=real(0, above=True), help="override the profile's base_lr")
@@ -93,8 +106,15 @@ def _notify(message: str) -> None:
 def run(args) -> int:
     from ilgnet.bvlc.io import lmdb_size
     from ilgnet.data.folder import DataFolder
+    from ilgnet.fileio import require
     from ilgnet.training.runs import DataChanged, TrainingDiverged, TrainingStopped, TrainOptions, train
     from ilgnet.zoo.models import snapshots
+    from ilgnet.zoo.registry import load_registry
+
+    if isinstance(args.weights, str):
+        name = args.weights
+        args.weights = require(args.models / load_registry()[name].file, what=name,
+                               hint=f"; `ilgnet weights fetch {name}` downloads it (or give --models)")
 
     options = TrainOptions(args.variant, args.profile, args.data, name=args.name, runs_dir=args.runs,
                            models_dir=args.models, gpu=args.gpu, docker=args.docker, resume=args.resume,

@@ -42,8 +42,8 @@ def _jpeg_is_cut_short(data: bytes) -> bool:
     return True
 
 
-def decode_image(path, resize: int) -> np.ndarray:
-    """The image at `path` as convert_imageset reads it: (resize, resize, 3) BGR uint8.
+def read_image(path) -> np.ndarray:
+    """The image at `path` at its own size, (height, width, 3) BGR uint8, decoded as convert_imageset decodes it.
 
     Decoding goes by content, not by name (a PNG named .jpg is a PNG); grayscale and CMYK become BGR.
     Raises BadImage for a file that is missing, empty, cut short or not a decodable image.
@@ -65,8 +65,14 @@ def decode_image(path, resize: int) -> np.ndarray:
         raise BadImage(f"not decodable: {err.err}") from None
     if image is None:
         raise BadImage("corrupt JPEG" if is_jpeg else f"not a decodable image (starts with {data[:12]!r})")
+    return image
+
+
+def decode_image(path, resize: int) -> np.ndarray:
+    """The image at `path` as convert_imageset reads it: (resize, resize, 3) BGR uint8 (read_image, then resized;
+    BadImage as read_image raises it)."""
     # cv::resize's default interpolation, bilinear, as in Caffe's ReadImageToCVMat.
-    return cv2.resize(image, (resize, resize), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(read_image(path), (resize, resize), interpolation=cv2.INTER_LINEAR)
 
 
 def encode_image(image: np.ndarray, encoding: str) -> tuple[bytes, np.ndarray]:

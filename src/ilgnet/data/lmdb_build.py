@@ -43,8 +43,8 @@ from ilgnet.data.folder import ENCODINGS, SETS, DataFolder
 from ilgnet.data.images import BadImage, decode_image, encode_image
 from ilgnet.data.lmdb_inputs import file_stats, inputs_of, reasons_to_rebuild, write_file_stats
 from ilgnet.errors import BadInput, NoSpace, UserError
-from ilgnet.fileio import (atomic_paths, atomic_write_json, atomic_write_text, filesystem, folder_lock, require, size_of,
-                           size_text)
+from ilgnet.fileio import (atomic_paths, atomic_write_json, atomic_write_text, filesystem, folder_lock, require,
+                           size_of, size_text)
 from ilgnet.pools import pool_size, process_pool, shutdown
 
 MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 records

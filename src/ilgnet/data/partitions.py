@@ -18,7 +18,7 @@ import pandas as pd
 from ilgnet.data.ava import AVA1_THRESHOLD, ava1_labels, read_list_file, write_list_file
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput
-from ilgnet.fileio import atomic_write_json, require
+from ilgnet.fileio import atomic_write_json, atomic_write_text, remove, require
 
 PARTITIONS = ("ava1", "ava2", "official", "published")
 PUBLISHED_COUNTS = {"AVA1": {"train": 235_529, "val": 20_000}, "AVA2": {"train": 25_553, "val": 25_553}}
@@ -122,6 +122,12 @@ def write_split(out: Path, train: pd.DataFrame, val: pd.DataFrame, facts: dict) 
     folder.root.mkdir(parents=True, exist_ok=True)
     write_list_file(train, folder.list_file("train"))
     write_list_file(val, folder.list_file("val"))
+    if "mean" in val:
+        names = val["filename"] if "filename" in val else val["image_id"].astype(str) + ".jpg"
+        atomic_write_text(folder.val_means, pd.DataFrame({"filename": names, "mean": val["mean"]}).to_csv(
+            index=False, float_format="%.6f"))
+    else:
+        remove(folder.val_means)
     summary = {**facts,
                "train": {"images": len(train), "labels": _label_counts(train)},
                "val": {"images": len(val), "labels": _label_counts(val)}}

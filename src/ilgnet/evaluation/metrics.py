@@ -19,6 +19,20 @@ def roc_auc(labels, scores) -> float | None:
     return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def correlations(scores, means) -> dict | None:
+    """SRCC (Spearman, ties ranked by their mean rank) and PLCC (Pearson) of `scores` against `means`, as the
+    aesthetics literature reports them against AVA's mean vote (NIMA, MUSIQ, TANet...): {"images", "srcc", "plcc"};
+    None with fewer than 3 pairs or where either side is constant (no correlation is defined). For ILGNet `scores`
+    is p_high: it predicts a class, not a score distribution."""
+    from scipy.stats import pearsonr, spearmanr
+
+    scores, means = np.asarray(scores, float), np.asarray(means, float)
+    if len(scores) < 3 or np.ptp(scores) == 0 or np.ptp(means) == 0:
+        return None
+    return {"images": len(scores), "srcc": float(spearmanr(scores, means).statistic),
+            "plcc": float(pearsonr(scores, means).statistic)}
+
+
 def metrics(frame: pd.DataFrame) -> dict:
     """Accuracy, balanced accuracy, majority baseline, confusion matrix, ROC AUC and per-class accuracy of a frame
     with columns label, predicted and p_0 .. p_k (one row per image), as a JSON-ready dict."""

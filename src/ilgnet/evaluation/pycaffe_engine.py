@@ -43,8 +43,10 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path | n
         for key, image, label in tqdm(lmdb_records(lmdb_path), total=total, unit="img", desc="ilgnet test",
                                       disable=not progress, file=sys.stderr):
             if image.shape[:2] != tuple(scorer.image_size):
+                named = "" if isinstance(mean_file, np.ndarray) else f" {mean_file}"
+                height, width = scorer.image_size
                 raise BadInput(f"{lmdb_path}: record {key} is {image.shape[1]}x{image.shape[0]}, the mean image"
-                               f"{'' if isinstance(mean_file, np.ndarray) else f' {mean_file}'} is {scorer.image_size[1]}x{scorer.image_size[0]}: Caffe needs them equal")
+                               f"{named} is {width}x{height}: Caffe needs them equal")
             yield key, label, scorer.preprocess(image)[0]
 
     keys, labels, probs = [], [], []

@@ -35,6 +35,9 @@ def markdown_report(result: dict, protocol: str | None = None) -> str:
             ("ROC AUC", "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.4f}")]
     rows += [(f"accuracy on class {c} ({result['class_counts'][c]:,} images)", _percent(v))
              for c, v in result["per_class_accuracy"].items()]
+    if corr := result.get("correlations"):
+        rows += [(f"{name} of p_high against the mean score ({corr['images']:,} images)", f"{corr[key]:.4f}")
+                 for name, key in (("SRCC", "srcc"), ("PLCC", "plcc"))]
     protocol_row = "accuracy by the paper's protocol"
     if measured := result.get("paper_protocol"):
         rows.append((protocol_row, f"{_percent(measured['accuracy'])} ({measured['iterations']} caffe-test iterations "
@@ -56,6 +59,10 @@ def markdown_report(result: dict, protocol: str | None = None) -> str:
                      f"the val LMDB, not all {paper['val_images']:,} (see the authors' published test logs).")
     else:
         lines = ["| metric | this run |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows]
+    if result.get("correlations"):
+        lines.append("\nSRCC and PLCC set p_high beside each image's mean vote, as score-predicting models report "
+                     "them; ILGNet predicts a class (high or low), not a score distribution, so its p_high is read "
+                     "as a score here.")
     if val_list and val_list["not_in_lmdb"]:
         lines.append(f"\n{val_list['not_in_lmdb']:,} of the {val_list['listed']:,} images listed in {val_list['file']} "
                      f"never reached the val LMDB (skipped.txt beside it says why): the scores above leave them out.")
@@ -85,8 +92,8 @@ def replay_report(log: Path) -> str:
 
 
 def overlap_report(overlap: dict, model: str) -> str:
-    """What ilgnet.evaluation.pycaffe_engine.train_overlap found, in words: how many val images the model was trained on, and
-    the accuracy on the others."""
+    """What ilgnet.evaluation.results.train_overlap found, in words: how many val images the model was trained on
+    (a WARNING line with the count), and the accuracy on the others."""
     lines = []
     if "val_list" in overlap:
         val = overlap["val_list"]
@@ -99,5 +106,7 @@ def overlap_report(overlap: dict, model: str) -> str:
                      f"{model}; on the other {scored['images'] - scored['in_training']:,}: " +
                      (f"accuracy {_percent(unseen['accuracy'])}, balanced accuracy "
                       f"{_percent(unseen['balanced_accuracy'])}, majority-class baseline "
-                      f"{_percent(unseen['majority_baseline']['accuracy'])}." if unseen else "none left."))
+                      f"{_percent(unseen['majority_baseline']['accuracy'])}" if unseen else "none left") +
+                     (f", SRCC {corr['srcc']:.4f}, PLCC {corr['plcc']:.4f} against the mean score."
+                      if (corr := overlap.get("unseen_correlations")) else "."))
     return "".join(f"{line}\n" for line in lines)

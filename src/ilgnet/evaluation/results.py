@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ilgnet.data.ava import read_list_file
-from ilgnet.evaluation.metrics import metrics
+from ilgnet.evaluation.metrics import correlations, metrics
 
 
 def results_table(keys: Sequence[str], labels: Sequence[int], probs: np.ndarray, *, batch: int) -> pd.DataFrame:
@@ -41,18 +41,34 @@ def _names(filenames) -> set[str]:
     return {PurePath(str(name)).name for name in filenames}
 
 
-def train_overlap(frame: pd.DataFrame, train_list: Path, val_list: Path | None = None) -> dict:
+def train_overlap(frame: pd.DataFrame, train_list: Path, val_list: Path | None = None, *,
+                  means_csv: Path | None = None) -> dict:
     """Which scored records (a results table, keys `%08d_<file>`) and which images of the split's val list are in
     the model's training list, by file name (photos are `<AVA id>.jpg`), and the metrics on the unseen records
-    (None when none is left). A model scored on images it was trained on measures memory, not generalisation."""
+    (None when none is left), with their SRCC and PLCC against `means_csv` when given (`unseen_correlations`). A
+    model scored on images it was trained on measures memory, not generalisation."""
     trained = _names(read_list_file(train_list)["filename"])
     seen = np.array([PurePath(key.split("_", 1)[-1]).name in trained for key in frame["key"]], bool)
     report = {"train_list": str(train_list), "scored": {"images": len(frame), "in_training": int(seen.sum())},
               "unseen_metrics": metrics(frame[~seen]) if (~seen).any() else None}
+    if means_csv is not None and seen.any() and (~seen).any():
+        report["unseen_correlations"] = mean_correlations(frame[~seen], means_csv)
     if val_list is not None and Path(val_list).is_file():
         listed = _names(read_list_file(val_list)["filename"])
         report["val_list"] = {"path": str(val_list), "images": len(listed), "in_training": len(listed & trained)}
     return report
+
+
+def mean_correlations(frame: pd.DataFrame, means_csv: Path) -> dict | None:
+    """metrics.correlations of the results table's p_1 (p_high) against the mean scores of `means_csv` (columns
+    filename, mean: the val_means.csv `ilgnet split` writes), matched by file name; the records without a mean are
+    counted (`without_mean`). None where the mean of fewer than 3 records is known."""
+    means = pd.read_csv(means_csv)
+    by_name = dict(zip((PurePath(str(name)).name for name in means["filename"]), means["mean"]))
+    known = [by_name.get(PurePath(key.split("_", 1)[-1]).name) for key in frame["key"]]
+    mask = np.array([value is not None for value in known], bool)
+    result = correlations(frame["p_1"].to_numpy()[mask], [value for value in known if value is not None])
+    return None if result is None else {**result, "without_mean": int((~mask).sum()), "means": str(means_csv)}
 
 
 def prefix_protocol(frame: pd.DataFrame, *, batch: int, iterations: int) -> dict:

@@ -12,7 +12,8 @@ from ilgnet.bvlc.proto import NetParameter, descriptor
 _LAYER = descriptor("LayerParameter")
 _LAYER_FIELDS = set(_LAYER.fields_by_name)
 # Layer type (lower case) -> the LayerParameter field of its parameters: innerproduct -> inner_product_param.
-_PARAM_FIELDS = {name.removesuffix("_param").replace("_", ""): name for name in _LAYER_FIELDS if name.endswith("_param")}
+_PARAM_FIELDS = {name.removesuffix("_param").replace("_", ""): name
+                 for name in _LAYER_FIELDS if name.endswith("_param")}
 
 
 def _listed(message_descriptor, fields: dict) -> dict:

@@ -46,7 +46,7 @@ def v3_inception_a(n, p: str, bottom, pool_proj: int):
     return _concat(n, f"{p}_output", b1, b5, b3, bp)
 
 
-def reduction_a(n, bottom, k: int, l: int, m: int, w: int):
+def reduction_a(n, bottom, k: int, l: int, m: int, w: int):  # noqa: E741 (the Inception-v4 paper names them k, l, m, n)
     """35x35 -> 17x17 (Szegedy et al. 2016, Inception-v4 paper's Reduction-A with filter counts k, l, m, n):
     3x3/2 `w` | 1x1 k -> 3x3 l -> 3x3/2 m | 3x3/2 max pool."""
     b3 = conv_bn(n, "reduction_a_3x3", bottom, w, 3, stride=2)

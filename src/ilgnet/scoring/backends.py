@@ -154,7 +154,8 @@ class OnnxRuntimeNet(NetBackend):
         try:
             self.session = onnxruntime.InferenceSession(str(self.onnx_file), options, providers=providers)
         except Exception as err:                        # onnxruntime's own error types, per build
-            raise BadInput(f"{self.onnx_file}: onnxruntime cannot load it: {str(err).strip().splitlines()[0]}") from None
+            first = str(err).strip().splitlines()[0]
+            raise BadInput(f"{self.onnx_file}: onnxruntime cannot load it: {first}") from None
         if gpu is not None and self.session.get_providers()[0] != "CUDAExecutionProvider":
             raise BadInput(f"GPU {gpu} asked for, but onnxruntime's CUDA provider could not start there (the CUDA "
                            f"and cuDNN libraries it needs missing?)")

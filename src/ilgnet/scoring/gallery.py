@@ -74,8 +74,8 @@ def photo_uris(path: Path | str, sides: tuple[int, ...] = (THUMBNAIL_SIDE, FULL_
     return None if None in uris else uris
 
 
-FILTER = "".join(f'<button type="button" data-show="{show}" aria-pressed="{str(show == "all").lower()}">{label}</button>'
-                 for show, label in (("all", "all"), ("high", "high only"), ("low", "low only")))
+FILTER = "".join(f'<button type="button" data-show="{show}" aria-pressed="{str(show == "all").lower()}">'
+                 f'{label}</button>' for show, label in (("all", "all"), ("high", "high only"), ("low", "low only")))
 # The filter buttons set the grid's data-show (the style hides the other cards); a click on a thumbnail shows its
 # full-size photo in the lightbox, a click on the lightbox or Escape hides it.
 SCRIPT = """

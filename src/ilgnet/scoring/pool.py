@@ -43,7 +43,8 @@ def _score_chunk(paths: list[str]) -> tuple[list[tuple[str, float]], list[Skippe
 
 class ScorerPool:
     """Scorer(**options) spread over `workers` processes, each with its own copy of the net and cores // workers
-    BLAS threads (`backend` is the backend they run, auto resolved); `score_files` gives the same result as Scorer.score_files, faster on a CPU: Caffe runs pooling,
+    BLAS threads (`backend` is the backend they run, auto resolved); `score_files` gives the same result as
+    Scorer.score_files, faster on a CPU: Caffe runs pooling,
     LRN and ReLU layers on one thread, so one net leaves cores idle for much of each forward pass. Each process takes
     whole batches and decodes its own photos. With one worker, or on a GPU, it is a Scorer in this process.
 

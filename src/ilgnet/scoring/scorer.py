@@ -11,7 +11,8 @@ probability `caffe test` would give it. `oversample` scores the ten crops of Caf
 subtraction, as in the TRAIN-phase transform) and averages their probabilities.
 
 The net runs in pycaffe, in onnxruntime (exported to ONNX) or in OpenCV's dnn module (ilgnet.scoring.backends; the last
-two need no Caffe build); the preprocessing, batching and weight check here are the same for all. A Scorer decodes in a pool of threads a few
+two need no Caffe build); the preprocessing, batching and weight check here are the same for all. A Scorer decodes in
+a pool of threads a few
 batches ahead of the net (OpenCV releases the GIL while it decodes and resizes; pycaffe keeps it during a forward
 pass, so decoding happens between passes). ilgnet.scoring.pool runs Scorers in several processes.
 """

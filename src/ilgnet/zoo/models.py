@@ -167,7 +167,8 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
     elif path.parent.name == "snapshots" and (path.parent.parent / MODEL_JSON).is_file():
         model = run_model(path.parent.parent, path)
     elif path.suffix.lower() == ".onnx":
-        from ilgnet.zoo.onnx_export import exported, mean_of     # it reads caffemodels through zoo.fit, which needs this module
+        # onnx_export reads caffemodels through zoo.fit, which needs this module
+        from ilgnet.zoo.onnx_export import exported, mean_of
 
         facts = exported(path)
         carried = mean_of(facts["mean_npy_base64"]) if "mean_npy_base64" in facts else None

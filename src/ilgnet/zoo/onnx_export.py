@@ -449,7 +449,8 @@ def cached_export(net, caffemodel: Path, *, variant: str, output: str | None = N
     text = Path(net).read_bytes() if isinstance(net, (str, Path)) else net.SerializeToString()
     parts = [digest, variant, hashlib.sha256(text).hexdigest(), output or "", ilgnet.__version__, FORMAT]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-    places = [caffemodel.parent / f"{caffemodel.stem}.{key}.onnx", Path(cache) / "onnx" / f"{caffemodel.stem}.{key}.onnx"]
+    name = f"{caffemodel.stem}.{key}.onnx"
+    places = [caffemodel.parent / name, Path(cache) / "onnx" / name]
     for path in places:
         if path.is_file() and _cache_key(path) == key:
             return path
