@@ -38,7 +38,8 @@ CAFFE_SETUP := $(if $(DOCKER),$(PACKAGE_STAMP),$(SETUP_STAMP))
 
 .PHONY: help setup setup-cuda setup-cpu setup-python test test-fast test-tools lint demo doctor prototxt nets ava \
 	ava1-lmdb official-lmdb ava2-lmdb train train-ava1 train-ava2 evaluate weights export bench-lmdb bench-predict \
-	bench-ray docker-base docker-build docker-build-cpu clean clean-runs campaign report paper paper-data paper-demo
+	bench-ray docker-base docker-build docker-build-cpu apptainer-image clean clean-runs campaign report paper \
+	paper-data paper-demo
 
 help:
 	@echo "make setup        install apt packages, build Caffe (cached), create $(VENV); the first setup picks the"
@@ -47,7 +48,7 @@ help:
 	@echo "make setup-cpu    the same with a CPU-only build, recorded as the mode from now on"
 	@echo "                  (other targets run setup only when it never finished or a recipe file changed)"
 	@echo "make test         run the whole test suite against the real Caffe (after setup where needed, and test-tools)"
-	@echo "make test-tools   install Debian's chromium for the gallery's browser tests"
+	@echo "make test-tools   install Debian's chromium (the gallery's browser tests), Slurm and munge (the slurm tests)"
 	@echo "make test-fast    run the tests that need no Caffe or Docker image (a venv with the package only; about a minute)"
 	@echo "make lint         ruff over src, tests and tools (line length 120; run by make test and make test-fast)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
@@ -67,7 +68,8 @@ help:
 	@echo "make evaluate WEIGHTS=... DATA=...   score a model (a run folder, a snapshot, ilgnet-ava1/2) on every val"
 	@echo "                  record (ilgnet test)"
 	@echo "make campaign PLAN=table3 GPUS=0,1   train and evaluate every run of a plan (table2/3/4, paper or a"
-	@echo "                  .toml file); RAY=auto for a Ray cluster; resumes what was interrupted (ilgnet campaign)"
+	@echo "                  .toml file); RAY=auto for a Ray cluster, SLURM=1 for a Slurm job array (SLURM_FLAGS=...:"
+	@echo "                  --partition, --time, --slurm-parallel, ...); resumes what was interrupted (ilgnet campaign)"
 	@echo "make report PLAN=...   its tables and figures beside the paper's (ilgnet report runs/PLAN)"
 	@echo "make paper        (AVA, GPU machine) paper-data, the whole campaign on GPUS (default all), then the report"
 	@echo "make paper-demo   the same on a synthetic AVA at toy size, on the CPU: 25 toy runs, then the report"
@@ -76,6 +78,7 @@ help:
 	@echo "make export MODEL=... [OUT=model.onnx] [PRECISION=fp32|fp16|int8]   a model as one ONNX file (ilgnet export)"
 	@echo "make docker-build / docker-build-cpu  the CUDA and CPU images (needs a Docker engine; CA=FILE behind a"
 	@echo "                  TLS-inspecting proxy); make docker-base makes their base image debian:12 without Docker Hub"
+	@echo "make apptainer-image   the CUDA image as ilgnet-caffe.sif for Slurm clusters with Apptainer (docs/SLURM.md)"
 	@echo "make bench-lmdb / bench-predict / bench-ray   throughput benchmarks"
 	@echo "make clean        delete what is rebuilt cheaply: work/ (the demo's), Python and pytest caches"
 	@echo "                  (keeps runs/, models/, data/ and the cached Caffe builds)"
@@ -102,19 +105,23 @@ $(PACKAGE_STAMP): tools/setup.sh pyproject.toml
 test: $(SETUP_STAMP) test-tools lint
 	$(PY) -m pytest tests
 
-# Debian's Chromium, which the gallery's browser tests open headless (tests/test_gallery.py).
+# Debian's Chromium, which the gallery's browser tests open headless (tests/test_gallery.py), and Slurm with munge,
+# of which tests/slurm_cluster.py starts a one-node cluster for the `slurm` tests (tests/test_slurm.py).
+TEST_TOOLS := chromium:chromium sbatch:slurm-client slurmctld:slurmctld slurmd:slurmd munged:munge
 test-tools:
-	@command -v chromium >/dev/null || { \
+	@missing=$$(for pair in $(TEST_TOOLS); do \
+	  PATH=$$PATH:/usr/sbin command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
+	[ -z "$$missing" ] || { \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -qq && \
-	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }
 
 # ruff over the package, the tests and the tools (pyproject.toml's [tool.ruff]: line length 120)
 lint: $(PACKAGE_STAMP)
 	$(PY) -m ruff check src tests tools
 
 test-fast: $(PACKAGE_STAMP) lint
-	$(PY) -m pytest -m "not caffe and not install and not docker" tests
+	$(PY) -m pytest -m "not caffe and not install and not docker and not slurm" tests
 
 doctor: $(SETUP_STAMP)
 	$(ILGNET) doctor
@@ -190,7 +197,7 @@ PLAN_NAME = $(basename $(notdir $(PLAN)))
 PAPER_DATA := ava1 ava1-delta1 ava2 ava1-320 ava1-delta1-320 ava2-320
 
 campaign: $(SETUP_STAMP)
-	$(ILGNET) campaign $(PLAN) $(if $(RAY),--ray $(RAY),$(if $(GPUS),--gpus $(GPUS),--cpu))
+	$(ILGNET) campaign $(PLAN) $(if $(RAY),--ray $(RAY),$(if $(SLURM),--slurm $(SLURM_FLAGS),$(if $(GPUS),--gpus $(GPUS),--cpu)))
 
 report: $(SETUP_STAMP)
 	$(ILGNET) report runs/$(PLAN_NAME) --out reports/$(PLAN_NAME) $(if $(GPU),--gpu $(GPU))
@@ -239,6 +246,14 @@ docker-build:
 docker-build-cpu:
 	bash tools/docker-base.sh
 	$(DOCKER_BUILD) --build-arg CAFFE=cpu -t ilgnet-caffe:cpu .
+
+# The CUDA image (make docker-build) as one Apptainer file, for clusters without Docker: `ilgnet campaign --slurm
+# --apptainer ilgnet-caffe.sif`. Run where both Docker and Apptainer are; copy the .sif to the cluster's storage.
+APPTAINER_IMAGE ?= ilgnet-caffe.sif
+apptainer-image:
+	@command -v apptainer >/dev/null || { echo "make apptainer-image: no apptainer here; build the .sif on a" \
+	  "machine that has Docker and Apptainer (docs/SLURM.md)" >&2; exit 1; }
+	apptainer build $(APPTAINER_IMAGE) docker-daemon://ilgnet-caffe:cuda
 
 clean:
 	rm -rf work .pytest_cache

@@ -6,6 +6,8 @@ Tests are marked by what they need, from the fixtures they use (directly or thro
           checkout elsewhere, such as a git worktree): every test using `shared_data` (or `bugcase`), skipped
           with the reason where it is absent.
   install the Caffe-free install on each Python from 3.10 to 3.13 present (tests/test_install.py; minutes).
+  slurm   a real one-node Slurm cluster started by the test (tests/slurm_cluster.py): every test using
+          `slurm_cluster`, skipped with the reason where Debian's Slurm and munge packages are absent.
 `make test-fast` runs `-m "not caffe and not install"`: the tests that need no Caffe, in a venv with only
 `pip install -e .[test]`.
 `make test` runs everything; there a missing Caffe is an error, not a skip.
@@ -28,6 +30,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.caffe)
         if "shared_data" in names:
             item.add_marker(pytest.mark.shared)
+        if "slurm_cluster" in names:
+            item.add_marker(pytest.mark.slurm)
 
 
 @pytest.fixture(scope="session")

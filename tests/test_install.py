@@ -40,7 +40,8 @@ def test_caffe_free_install_scores_with_onnxruntime(version, stand_in, tmp_path)
         pytest.skip(f"no Python {version} on this machine (on PATH or among pyenv's versions)")
     source = tmp_path / "source"                      # the package's files only: no build folder left in the clone
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "src"):
+    (source / "tools").mkdir()
+    for name in ("pyproject.toml", "README.md", "src", "tools/docker-caffe.sh"):
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, source / name)
     shutil.rmtree(source / "src" / "ilgnet.egg-info", ignore_errors=True)      # the editable install's record
     venv = tmp_path / "venv"
@@ -62,3 +63,20 @@ def test_caffe_free_install_scores_with_onnxruntime(version, stand_in, tmp_path)
                           jobs=0).score_files(table.path)
     assert len(table) == 6
     assert (table.p_high - reference.p_high).abs().max() < 2e-6      # the CSV keeps 6 decimals
+
+    # Plans are TOML: read with tomllib, or tomli on 3.10 (bug case 17).
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f'runs = "{tmp_path / "runs"}"\n[[run]]\nvariant = "{SMALL}"\nprofile = "ava2"\nseeds = [1]\n')
+    status = subprocess.run([venv / "bin" / "ilgnet", "campaign", str(plan), "--status"], capture_output=True,
+                            text=True, env=env, cwd=tmp_path)
+    assert status.returncode == 0 and f"| {SMALL}-ava2-seed1 | - | not started |" in status.stdout, status.stderr
+    # --docker's script comes with the install (bug case 20), and runs from there with no checkout around.
+    found = subprocess.run([venv / "bin" / "python", "-c", "from ilgnet.bvlc.tools import DOCKER_SCRIPT as s; "
+                            "print(s)"], capture_output=True, text=True, env=env, cwd=tmp_path).stdout.strip()
+    assert Path(found) == venv / "share" / "ilgnet-caffe" / "docker-caffe.sh"
+    docker = tmp_path / "docker"
+    docker.write_text('#!/bin/sh\n[ "$1 $2" = "image inspect" ] && echo sha256:0123 && exit 0\nexit 1\n')
+    docker.chmod(0o755)
+    check = subprocess.run(["bash", found, "--cpu", "--check"], capture_output=True, text=True, cwd=tmp_path,
+                           env={**env, "ILGNET_DOCKER": str(docker)})
+    assert (check.returncode, check.stdout) == (0, "ilgnet-caffe:cpu sha256:0123\n"), check.stderr

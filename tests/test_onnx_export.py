@@ -19,7 +19,8 @@ from ilgnet.errors import BadInput
 from ilgnet.fileio import file_digest
 from ilgnet.scoring.scorer import Scorer
 from ilgnet.zoo.models import LABELS, resolve_model
-from ilgnet.zoo.onnx_export import mean_of, net_to_onnx, read_metadata
+from ilgnet.zoo.onnx_export import net_to_onnx
+from ilgnet.zoo.onnx_metadata import mean_of, read_metadata
 
 INPUT = ('layer {{ name: "data" type: "Input" top: "data" '
          'input_param {{ shape {{ dim: 1 dim: {c} dim: {h} dim: {w} }} }} }}\n')

@@ -77,7 +77,19 @@ tables = ["table2"]
     ("tabels = [\"table3\"]\n", "unknown key 'tabels'"),
     ("[[run]]\nvariant = \"ilgnet-v9\"\nprofile = \"ava2\"\n", "unknown net variant 'ilgnet-v9'"),
     ("[[run]]\nvariant = \"ilgnet\"\n", "[[run]] number 1: profile is required"),
-    ("[train]\nmax_iter = -5\ntables = []\n", "[train]: max_iter = -5: expected a non-negative int"),
+    ("[train]\nmax_iter = -5\ntables = []\n", "[train]: max_iter = -5: expected an integer from 1 to 2147483647"),
+    ("[train]\nmax_iter = 0\ntables = []\n", "[train]: max_iter = 0: expected an integer from 1 to 2147483647"),
+    ("[train]\ntrain_batch = 0\ntables = []\n", "[train]: train_batch = 0: expected an integer from 1"),
+    ("[train]\nval_batch = 2.5\ntables = []\n", "[train]: val_batch = 2.5: expected an integer"),
+    ("[train]\nbase_lr = 0\ntables = []\n", "[train]: base_lr = 0: expected a positive number"),
+    ("[train]\nbase_lr = nan\ntables = []\n", "[train]: base_lr = nan: expected a positive number"),
+    ("[train]\nmax_iter = true\ntables = []\n", "[train]: max_iter = True: expected an integer"),
+    ("seeds = [-1]\ntables = [\"table3\"]\n", "seeds must be a list of integers from 0 to"),
+    ("[[run]]\nvariant = \"ilgnet\"\nprofile = \"ava2\"\nseeds = [1]\nname = \"../x\"\n",
+     "run name '../x': expected one folder name"),
+    ("[[run]]\nvariant = \"ilgnet\"\nprofile = \"ava2\"\nseeds = [1]\nname = \"..\"\n", "run name '..'"),
+    ("[[run]]\nvariant = \"ilgnet\"\nprofile = \"ava2\"\nseeds = [1]\nname = \"" + "x" * 256 + "\"\n",
+     "is longer than 255 bytes"),
     ("[train]\nlr = 0.1\n", "unknown training option of [train] 'lr'"),
     ("seeds = [1, \"two\"]\ntables = [\"table3\"]\n", "seeds must be a list of integers"),
     ("snapshots = \"some\"\ntables = [\"table3\"]\n", "snapshots = 'some': expected one of all, final, none"),
@@ -93,6 +105,15 @@ def test_a_bad_plan_file_is_one_error_naming_the_file(tmp_path, text, message):
         read_plan(path)
     assert str(error.value).startswith(f"{path}") and message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_named_run_refuses_seeds_given_for_every_run(tmp_path):
+    path = tmp_path / "named.toml"
+    path.write_text('[[run]]\nvariant = "ilgnet"\nprofile = "ava2"\nseeds = [1]\nname = "mine"\n')
+    assert [s.name for s in load_plan(str(path)).runs] == ["mine"]
+    with pytest.raises(BadInput) as error:
+        load_plan(str(path), seeds=[1, 2])
+    assert str(error.value).startswith(f"{path}: run mine is named, so it has the one seed the plan gives it")
 
 
 def test_a_toml_syntax_error_names_its_line(tmp_path):
@@ -143,13 +164,14 @@ def test_a_run_state_is_read_from_its_folder(tmp_path):
     record(run_dir, spec, state="diverged", message="training diverged: the training loss became nan")
     assert campaign.run_state(plan, spec).state == "diverged"
     record(run_dir, spec, state="finished")
-    assert campaign.run_state(plan, spec).state == "interrupted"         # finished needs its evaluation
+    state = campaign.run_state(plan, spec)                              # finished needs its evaluation
+    assert (state.state, state.message) == ("damaged", f"{run_dir / campaign.EVALUATION_JSON}: missing")
     (run_dir / campaign.EVALUATION_JSON).write_text("{}")
     state = campaign.run_state(plan, spec)
-    assert (state.state, state.iteration) == ("finished", spec.max_iter)
+    assert state.state == "damaged" and state.message.endswith("accuracy is None, not a fraction from 0 to 1")
     table = campaign.status_table(campaign.status(plan))
-    assert f"| {spec.name} | table4 | finished | {spec.max_iter:,} / {spec.max_iter:,} |" in table
-    assert table.rstrip().endswith("3 not started, 1 finished")
+    assert f"| {spec.name} | table4 | damaged |" in table
+    assert table.rstrip().endswith("3 not started, 1 damaged")
 
 
 def test_a_folder_of_another_run_is_never_trained_over(tmp_path):

@@ -4,7 +4,10 @@ Makes a split of about --count images in a temporary folder by repeating the sam
 (90 % train, 10 % val), then times, as whole commands, both ways of building train_lmdb, val_lmdb and the
 training mean:
   Caffe:  convert_imageset (train) + convert_imageset (val) + compute_image_mean (train)
-  ilgnet: ilgnet lmdb --split ... (shuffled records, mean in the same pass, one decoding process per core)
+  ilgnet: ilgnet lmdb --split ... (shuffled records, mean in the same pass, one decoding process per core, one
+          writer)
+and checks that both hold the same records byte for byte (every serialized Datum; the keys differ, as ilgnet
+numbers the shuffled order).
 Each is run --repeat times, alternating; the best time of each counts. The photos are read once beforehand
 so both find them in the page cache.
 
@@ -62,6 +65,20 @@ def timed(commands: list[list[str]]) -> tuple[float, float]:
     return time.perf_counter() - started, children_cpu() - cpu
 
 
+def record_digests(path: Path) -> list[str]:
+    """The sha256 of every record's value (the serialized Datum: label, shape, pixels) of an LMDB, sorted."""
+    import hashlib
+
+    import lmdb
+
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            return sorted(hashlib.sha256(value).hexdigest() for _, value in txn.cursor())
+    finally:
+        env.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=SAMPLE_IMAGES,
@@ -73,6 +90,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from ilgnet.bvlc.tools import tool_path
+    from ilgnet.pools import cpu_count
+    from ilgnet.zoo.onnx_precision import cpu_kernels
 
     photos = sorted(p for p in args.images.iterdir() if p.is_file()) if args.images.is_dir() else []
     if not photos:
@@ -109,15 +128,20 @@ def main() -> int:
             print(f"run {run + 1}: convert_imageset + compute_image_mean {seconds:.2f} s ({caffe_cpu:.2f} s CPU), "
                   f"ilgnet lmdb {our_seconds:.2f} s ({our_cpu:.2f} s CPU)", flush=True)
             best = {"caffe": min(best["caffe"], seconds), "ilgnet": min(best["ilgnet"], our_seconds)}
+            same = all(record_digests(caffe_out / f"{name}_lmdb") == record_digests(split / f"{name}_lmdb")
+                       for name in ("train", "val"))
             cpu = {"caffe": min(cpu["caffe"], caffe_cpu), "ilgnet": min(cpu["ilgnet"], our_cpu)}
     rate = {k: args.count / best[k] for k in best}
-    print(f"\n{args.count} images ({len(photos)} photos repeated), {args.resize}x{args.resize}, {cores} cores, "
-          f"load average before the runs {load:.2f} (other processes take CPU time from both)")
+    print(f"\n{args.count} images ({len(photos)} photos repeated), {args.resize}x{args.resize}, {cores} cores "
+          f"({cpu_count()} usable; integer kernels: {', '.join(cpu_kernels()) or 'none known'}), load average "
+          f"{load:.2f} before the runs and {os.getloadavg()[0]:.2f} after (other processes take CPU time from both)")
     for name, label in (("caffe", "convert_imageset + compute_image_mean"), ("ilgnet", "ilgnet lmdb")):
         print(f"  {label:38s} {best[name]:6.2f} s  {rate[name]:7.1f} images/s   "
               f"{1000 * cpu[name] / args.count:5.2f} ms CPU per image")
-    print(f"  ratio: {rate['ilgnet'] / rate['caffe']:.2f}x images/s, {cpu['caffe'] / cpu['ilgnet']:.2f}x less CPU")
-    return 0
+    print(f"  ratio: {rate['ilgnet'] / rate['caffe']:.2f}x images/s, {cpu['caffe'] / cpu['ilgnet']:.2f}x less CPU; "
+          f"records {'byte-identical' if same else 'DIFFERENT'} (every Datum of both LMDBs, keys aside: ilgnet "
+          f"numbers the shuffled order)")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+# From a checkout, its src/ is mounted and runs; from a plain install (this file in PREFIX/share/ilgnet-caffe) the
+# image's own ilgnet runs, and nothing of the install is mounted.
+checkout=1
+[ -d "$repo/src/ilgnet" ] || checkout=0
 # The image's own folders: a mount at one of them, above it (/, /opt) or inside it (/usr/lib) would hide the
 # image's system, venv or Caffe; Docker refuses to mount / at all.
 image_folders=(/bin /dev /etc /lib /lib64 /opt/caffe-cache /opt/ilgnet-caffe /proc /sbin /sys /usr /var/lib)
@@ -39,7 +43,8 @@ refuse_cover() {    # FOLDER WHAT HINT: exit 2 when mounting FOLDER would hide a
 cpu=0
 check=0
 image=${ILGNET_IMAGE:-}
-mounts=("$repo" "$(pwd -P)")
+mounts=("$(pwd -P)")
+[ "$checkout" = 0 ] || mounts+=("$repo")
 wanted=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -67,7 +72,7 @@ for dir in "${wanted[@]}"; do
   mounts+=("$dir")
 done
 refuse_cover "$(pwd -P)" "the working folder" "run from another folder (cd into your project first)"
-refuse_cover "$repo" "the checkout" "clone ilgnet-caffe elsewhere"
+[ "$checkout" = 0 ] || refuse_cover "$repo" "the checkout" "clone ilgnet-caffe elsewhere"
 case "${1:-}" in
   train|test|time|device_query) set -- caffe "$@" ;;    # bare caffe actions
 esac
@@ -104,11 +109,13 @@ mapfile -t mounts < <(printf '%s\n' "${mounts[@]}" | LC_ALL=C sort -u)
 for dir in "${mounts[@]}"; do
   volumes+=(-v "$dir:$dir")
 done
+pythonpath=()
+[ "$checkout" = 0 ] || pythonpath=(-e PYTHONPATH="$repo/src")
 tty=()
 [ -t 0 ] && [ -t 1 ] && tty=(-it)     # a terminal: Ctrl-C goes through it; otherwise docker forwards signals
 
 # --init: a minimal init forwards SIGINT to Caffe, which then snapshots and stops (-sigint_effect stop).
 exec "$docker" run --rm --init "${tty[@]}" "${gpus[@]}" \
   --user "$(id -u):$(id -g)" -e HOME=/tmp -e MPLCONFIGDIR=/tmp/matplotlib \
-  -e PYTHONPATH="$repo/src" "${volumes[@]}" -w "$(pwd -P)" \
+  "${pythonpath[@]}" "${volumes[@]}" -w "$(pwd -P)" \
   "$image" "$@"

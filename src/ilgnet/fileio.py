@@ -246,6 +246,20 @@ def folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """Holds the kernel's exclusive flock on the file `path` (made if missing, and left there: removing a lock file
+    others may have opened would let two holders in) for the block, waiting while another process holds it: for
+    two processes making the same cached file, the second then finds the first's (re-check it inside the block).
+    OSError when the lock file cannot be made."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def filesystem(path: Path) -> str:
     """The filesystem `path` is on, in words: `DEVICE mounted at MOUNT` (mount_of)."""
     device, mount = mount_of(path)

@@ -7,20 +7,60 @@ interrupted; it shuts its pool down and reports the interruption once.
 """
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 PROCESSES_PER_CPU = 4       # at most this many worker processes per CPU, whatever is asked for
 WORKER_START_SECONDS = 120  # how long process_pool waits for a worker to start before going on without knowing
 
 
+def _quota_in(folder: Path) -> float | None:
+    """A cgroup folder's CPU limit in CPUs: v2's cpu.max (`QUOTA PERIOD`, or `max`), v1's cpu.cfs_quota_us (-1: none)
+    over cpu.cfs_period_us; None without one."""
+    try:
+        if (folder / "cpu.max").exists():
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+        else:
+            quota, period = ((folder / f"cpu.cfs_{name}_us").read_text().strip() for name in ("quota", "period"))
+        return int(quota) / int(period) if quota not in ("max", "-1") else None
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup"), cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPUs' worth of time this process's cgroup and its parents allow, the smallest of their quotas (a
+    container's `--cpus 1.5` is 1.5): cgroup v2 (`0::PATH` in /proc/self/cgroup, cpu.max under `root`) or v1 (the
+    `cpu` controller's PATH, cpu.cfs_quota_us under `root`/cpu); None where no limit is set or none is readable."""
+    try:
+        lines = [line.split(":", 2) for line in cgroup.read_text().splitlines() if line.count(":") >= 2]
+    except OSError:
+        return None
+    places = [(root, path) for number, _, path in lines if number == "0"]
+    places += [(root / "cpu", path) for number, names, path in lines if number != "0" and "cpu" in names.split(",")]
+    limits = []
+    for base, path in places:
+        folder = base / path.strip().lstrip("/")
+        while True:
+            if (limit := _quota_in(folder)) is not None:
+                limits.append(limit)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return min(limits) if limits else None
+
+
 def cpu_count() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0))
+    """The CPUs this process may use: those it may run on (os.sched_getaffinity: taskset, cpusets), fewer where
+    its cgroup's quota allows less time than that (cpu_quota, rounded up), at least 1."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
 
 
 def max_processes() -> int:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,19 @@ from pathlib import Path
 from ilgnet.errors import BadInput, CaffeNotFoundError, ToolFailed
 
 SETUP_HINT = "run `make setup` in the ilgnet-caffe checkout (or set ILGNET_CAFFE_ROOT to a Caffe install prefix)"
-DOCKER_SCRIPT = Path(__file__).resolve().parents[3] / "tools" / "docker-caffe.sh"
+INSTALLED_TOOLS = Path("share") / "ilgnet-caffe"     # where `pip install` puts tools/docker-caffe.sh (pyproject)
+
+
+def _find_docker_script() -> Path:
+    """tools/docker-caffe.sh of the checkout this package runs from, else the copy a plain (non-editable) install
+    put under its prefix's share/ilgnet-caffe (pyproject.toml's data-files); the checkout's path where neither is."""
+    checkout = Path(__file__).resolve().parents[3] / "tools" / "docker-caffe.sh"
+    prefixes = dict.fromkeys([sysconfig.get_path("data"), sys.prefix, sysconfig.get_path("data", f"{os.name}_user")])
+    installed = [Path(prefix) / INSTALLED_TOOLS / "docker-caffe.sh" for prefix in prefixes if prefix]
+    return next((path for path in [checkout, *installed] if path.is_file()), checkout)
+
+
+DOCKER_SCRIPT = _find_docker_script()
 PYCAFFE_SUBDIR = Path("lib/python3/dist-packages")
 TAIL_LINES = 15
 # How the docker client and tools/docker-caffe.sh begin their error lines (docker's last line is only a hint to
@@ -162,7 +175,8 @@ def failure(command: list[str], returncode: int, last: str, log_path: Path | Non
 def _docker_script(gpu: bool, image: str | None, mounts) -> list[str]:
     """tools/docker-caffe.sh with its options (see docker_command)."""
     if not DOCKER_SCRIPT.is_file():
-        raise CaffeNotFoundError(f"{DOCKER_SCRIPT} is missing (it ships with the ilgnet-caffe checkout)")
+        raise CaffeNotFoundError(f"{DOCKER_SCRIPT} is missing: neither this package's checkout nor its install "
+                                 f"({sys.prefix / INSTALLED_TOOLS}) has docker-caffe.sh; reinstall the package")
     options = [] if gpu else ["--cpu"]
     if image:
         options += ["--image", image]

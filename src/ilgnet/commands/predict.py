@@ -85,6 +85,12 @@ def register(subparsers) -> None:
                              "once, kept beside the caffemodel; CPU, or GPU with onnxruntime-gpu), opencv (OpenCV's "
                              "dnn module, CPU); auto (the default): the first of them this machine has, said on "
                              "stderr. The last two need no Caffe build; an ONNX --model runs in onnxruntime")
+    parser.add_argument("--precision", choices=defaults.PRECISIONS,
+                        help="the net's arithmetic (default: an ONNX --model's own, else fp32, the net as Caffe runs "
+                             "it): int8 (convolutions and fully connected layers in 8-bit integers, calibrated on "
+                             "the model's val LMDB where known, else on generated photos) or fp16, both approximations "
+                             "exported once with `ilgnet export` and kept, run by onnxruntime; said on stderr, in the "
+                             "gallery and, in JSON lines and Parquet, as a column")
     parser.add_argument("--html", type=output_file, metavar="FILE",
                         help="also write a gallery: one self-contained HTML file with the photos ranked by p_high "
                              "(the best --top K when given), a histogram of the scores, the model and mean used and "
@@ -198,8 +204,8 @@ def check_ray_args(args) -> None:
 
 def score(paths: list[Path], model, backend: str, args):
     """(table, skipped): with Ray actors under --ray, else with ScorerPool's processes on this machine."""
-    options = dict(weights=model.caffemodel, mean=model.mean, deploy=args.deploy, variant=model.variant,
-                   oversample=args.oversample, backend=backend)
+    options = {"weights": model.caffemodel, "mean": model.mean, "deploy": args.deploy, "variant": model.variant,
+               "oversample": args.oversample, "backend": backend}
     batches = -(-len(paths) // args.batch)         # no process or actor without a batch to score
     if args.ray is not None:
         from ilgnet.scoring.cluster import score_with_ray
@@ -215,6 +221,35 @@ def score(paths: list[Path], model, backend: str, args):
             return pool.score_files(paths, progress=not args.quiet)
     except CaffeNotFoundError as err:
         raise CaffeNotFoundError(f"{err}; or score without Caffe: --backend onnxruntime (or opencv)") from None
+
+
+def with_precision(model, args) -> tuple:
+    """(model to score with, its precision, one line saying what that precision is): an ONNX model as it is
+    (--precision, when given, must be its own), a caffemodel at fp32 as it is, else its fp16 or int8 export
+    (ilgnet.scoring.precision.smaller_export, made once and kept), which onnxruntime runs."""
+    import dataclasses
+
+    import numpy as np
+
+    from ilgnet.bvlc.io import load_mean
+    from ilgnet.scoring.precision import describe_precision, smaller_export
+    from ilgnet.zoo.onnx_metadata import is_onnx, read_metadata
+
+    if is_onnx(model.caffemodel):
+        facts = read_metadata(model.caffemodel)
+        own = facts.get("precision", "fp32")
+        if args.precision not in (None, own):
+            raise BadInput(f"{model.caffemodel} is an {own} file, not {args.precision}: export the model at "
+                           f"{args.precision} with `ilgnet export`, or leave out --precision")
+        return model, own, describe_precision(own, model.caffemodel, facts)
+    if (args.precision or "fp32") == "fp32":
+        return model, "fp32", describe_precision("fp32", model.caffemodel, {})
+    if args.backend not in ("auto", "onnxruntime") or args.deploy or args.gpu is not None:
+        raise arguments.UsageError(f"--precision {args.precision} runs the variant's own net in onnxruntime on the "
+                                   f"CPU: leave out --backend {args.backend}, --deploy and --gpu")
+    mean = model.mean if isinstance(model.mean, np.ndarray) else load_mean(model.mean)
+    path, facts = smaller_export(model, mean, args.precision)
+    return dataclasses.replace(model, caffemodel=path), args.precision, describe_precision(args.precision, path, facts)
 
 
 def gallery_facts(model, backend: str, args) -> dict[str, str]:
@@ -251,6 +286,7 @@ def run(args) -> int:
                        f"{found.known_non_photos} known non-photos)")
     if model.name in PUBLISHED_MODELS:
         print(f"{model.name}: {model.caffemodel} is present and checks out", file=sys.stderr)
+    model, precision, about_precision = with_precision(model, args)
     backend = pick_backend(args.backend, model.caffemodel)
     args.workers = args.workers or default_workers(backend, ray=args.ray is not None)
     table, skipped = score(found.photos, model, backend, args)
@@ -261,10 +297,14 @@ def run(args) -> int:
         print(f"ilgnet predict: not scored: {path}: {reason}", file=sys.stderr)
     scored = len(table)
     shown = table if args.top is None else table.sort_values("p_high", ascending=False, kind="stable").head(args.top)
+    if precision != "fp32":
+        print(f"ilgnet predict: {about_precision}", file=sys.stderr)
+        if fmt != "csv":
+            shown = shown.assign(precision=precision)
     write_table(shown, args.out, fmt)
     if args.html is not None:
         write_gallery(args.html, table, [Skipped(str(path), reason) for path, reason in not_scored], top=args.top,
-                      about=gallery_facts(model, backend, args))
+                      about={**gallery_facts(model, backend, args), "precision": about_precision})
         print(f"ilgnet predict: gallery in {args.html}", file=sys.stderr)
     passed_over = (f", {found.known_non_photos} known non-photos passed over (AppleDouble ._* files, folder "
                    f"metadata, text files)" if found.known_non_photos else "")

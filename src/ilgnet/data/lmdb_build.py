@@ -8,9 +8,9 @@ record order is shuffled with a seed, decoding runs on every core, the mean (wha
 from the pixels a reader decodes) comes out of the same pass, and images that cannot be decoded completely --
 missing, empty, truncated, corrupt, not images -- are skipped and listed in skipped.txt instead of stored half grey.
 
-Each decoding process writes its own images to the LMDB, a few hundred per transaction (LMDB lets one process
-write at a time), so pixels never travel between processes. tests/test_lmdb.py checks the bytes against
-convert_imageset's and the mean against compute_image_mean's.
+Decoding processes decode a few hundred images per task, and one writer in this process stores each task's records
+in list order, one transaction per task, while they decode the next (ilgnet.data.lmdb_writer). tests/test_lmdb.py
+checks the bytes against convert_imageset's and the mean against compute_image_mean's.
 
 Nothing finished is removed before its replacement is complete: whether a finished LMDB can be kept is
 ilgnet.data.lmdb_inputs' decision, and the ones that cannot are built again beside it, under `<name>.partial` (with
@@ -27,7 +27,6 @@ from __future__ import annotations
 import errno
 import math
 import shutil
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -37,17 +36,16 @@ import numpy as np
 import pandas as pd
 
 from ilgnet import defaults
-from ilgnet.bvlc.io import datum_bytes, encoded_datum_bytes, write_mean
+from ilgnet.bvlc.io import write_mean
 from ilgnet.data.ava import image_path, read_list_file
 from ilgnet.data.folder import ENCODINGS, SETS, DataFolder
-from ilgnet.data.images import BadImage, decode_image, encode_image
-from ilgnet.data.lmdb_inputs import file_stats, inputs_of, reasons_to_rebuild, write_file_stats
+from ilgnet.data.lmdb_inputs import file_stats, inputs_of, reasons_to_rebuild
+from ilgnet.data.lmdb_writer import WORKER_MODULES, init_worker, write_lmdb
 from ilgnet.errors import BadInput, NoSpace, UserError
 from ilgnet.fileio import (atomic_paths, atomic_write_json, atomic_write_text, filesystem, folder_lock, require,
                            size_of, size_text)
 from ilgnet.pools import pool_size, process_pool, shutdown
 
-MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 records
 # LMDB's largest key, MDB_MAXKEYSIZE as the lmdb library (Caffe's and py-lmdb's) is built by default: 511 bytes
 # (py-lmdb's Environment.max_key_size()). A record's key is `%08d_<file name>`, as convert_imageset writes it.
 LMDB_MAX_KEY = 511
@@ -57,57 +55,6 @@ LMDB_OVERHEAD = 16 * PAGE  # per LMDB besides its records: meta and branch pages
 
 def _ignore(message: str) -> None:
     pass
-
-
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core already
-
-
-WORKER_MODULES = ["numpy", "cv2", "lmdb", __name__]  # imported once, in the forkserver, for every worker
-
-
-def _store_task(task) -> tuple[dict[int, int], list[tuple[str, str]], np.ndarray, float]:
-    """Decodes some images and writes them to the LMDB in one transaction.
-
-    Returns the number stored per label, (file name, reason) per skipped image, the stored pixels' sum (H x W x C)
-    and the CPU seconds taken.
-    """
-    import lmdb
-
-    cpu_started = time.process_time()
-    lmdb_path, map_size, resize, encoding, items = task
-    records, labels, skipped = [], {}, []
-    pixel_sum = np.zeros((resize, resize, 3), np.uint32)
-    for position, filename, path, label in items:
-        try:
-            image = decode_image(path, resize)
-        except BadImage as err:
-            skipped.append((filename, str(err)))
-            continue
-        if encoding:
-            data, image = encode_image(image, encoding)
-            value = encoded_datum_bytes(data, label)
-        else:
-            value = datum_bytes(image.transpose(2, 0, 1), label)
-        pixel_sum += image
-        records.append((f"{position:08d}_{filename}".encode(), value))
-        labels[label] = labels.get(label, 0) + 1
-    env = lmdb.open(str(lmdb_path), map_size=map_size, sync=False, meminit=False, create=False)
-    try:
-        with env.begin(write=True) as txn:
-            for key, value in records:
-                txn.put(key, value)
-    finally:
-        env.close()
-    return labels, skipped, pixel_sum, time.process_time() - cpu_started
-
-
-def _nothing_readable(list_path: Path, image_root: Path, skipped: list[tuple[str, str]], kept: str) -> BadInput:
-    reasons = ", ".join(f"{reason} x{n:,}" for reason, n in Counter(r for _, r in skipped).most_common(3))
-    return BadInput(f"{list_path}: none of its {len(skipped):,} images could be read ({reasons}; the first is "
-                    f"{image_path(image_root, skipped[0][0])}); {kept}")
 
 
 def record_bytes(resize: int, key_length: int = 24) -> int:
@@ -121,60 +68,13 @@ def record_bytes(resize: int, key_length: int = 24) -> int:
     return PAGE // max(1, (PAGE - 16) // (value + node) // 2)
 
 
-def _write_lmdb(frame: pd.DataFrame, order: np.ndarray, image_root: Path, partial: Path, *, resize: int,
-                encoding: str | None, stats: list[str], list_path: Path, pool, jobs: int, progress: bool,
-                kept: str) -> dict:
-    """Writes one LMDB (record i is list row order[i]) at `partial`, the temporary name it is built under; with no
-    record stored, raises BadInput ending with `kept` (what is left as it was).
-
-    Returns the record count per label, the skipped files, the stored pixels' sum (C x H x W) and the CPU seconds
-    the decoding processes took.
-    """
-    from concurrent.futures import as_completed
-
-    import lmdb
-    from tqdm import tqdm
-
-    # Room for every record with its key and LMDB page overhead; the file grows only as far as it is written.
-    map_size = max(1 << 30, int(len(order) * (3 * resize * resize + 8192) * 1.25))
-    filenames, labels = frame["filename"].tolist(), frame["label"].tolist()
-    # At least 8 tasks per process, so that the processes finish at about the same time.
-    per_task = min(MAX_IMAGES_PER_TASK, max(16, math.ceil(len(order) / (8 * jobs))))
-    counts, skipped, cpu_seconds = {}, [], 0.0
-    pixel_sum = np.zeros((resize, resize, 3), np.uint64)
-    lmdb.open(str(partial), map_size=map_size).close()
-    futures = []
-    for start in range(0, len(order), per_task):
-        items = [(start + i, filenames[row], image_path(image_root, filenames[row]), labels[row])
-                 for i, row in enumerate(order[start:start + per_task])]
-        futures.append(pool.submit(_store_task, (partial, map_size, resize, encoding, items)))
-    with tqdm(total=len(order), desc=partial.name.removesuffix(".partial"), unit="img", file=sys.stderr,
-              disable=None if progress else True) as bar:
-        for future in as_completed(futures):
-            task_labels, task_skipped, task_sum, task_cpu = future.result()
-            for label, n in task_labels.items():
-                counts[label] = counts.get(label, 0) + n
-            skipped += task_skipped
-            pixel_sum += task_sum
-            cpu_seconds += task_cpu
-            bar.update(sum(task_labels.values()) + len(task_skipped))
-    if not counts:
-        raise _nothing_readable(list_path, image_root, sorted(skipped), kept)
-    env = lmdb.open(str(partial), map_size=map_size)
-    env.sync(True)
-    env.close()
-    write_file_stats(partial, stats)
-    return {"labels": {str(k): counts[k] for k in sorted(counts)}, "skipped": sorted(skipped),
-            "pixel_sum": pixel_sum.transpose(2, 0, 1), "cpu_seconds": cpu_seconds}
-
-
 def _build_set(name: str, folder: DataFolder, partial: Path, step: dict, image_root: Path, *, resize: int,
                seed: int, encoding: str | None, pool, jobs: int, progress: bool, kept: str) -> tuple[dict, np.ndarray]:
     """Builds one set's LMDB at `partial`; returns its lmdb.json entry and the mean of its images."""
     started = time.perf_counter()
     frame = step["frame"]
     order = np.random.default_rng(seed).permutation(len(frame))
-    built = _write_lmdb(frame, order, image_root, partial, resize=resize, encoding=encoding, stats=step["stats"],
+    built = write_lmdb(frame, order, image_root, partial, resize=resize, encoding=encoding, stats=step["stats"],
                         list_path=folder.list_file(name), pool=pool, jobs=jobs, progress=progress, kept=kept)
     records = sum(built["labels"].values())
     skipped = built["skipped"]
@@ -328,7 +228,7 @@ def _build(folder: DataFolder, image_root: Path, *, resize: int, seed: int, enco
     started = time.perf_counter()
     with atomic_paths(outputs) as partials:
         staged = dict(zip(outputs, partials))
-        pool = process_pool(jobs, preload=WORKER_MODULES, initializer=_init_worker) if to_build else None
+        pool = process_pool(jobs, preload=WORKER_MODULES, initializer=init_worker) if to_build else None
         try:
             for name in to_build:
                 summary[name], mean = _build_set(name, folder, staged[folder.lmdb(name)], plan[name], image_root,

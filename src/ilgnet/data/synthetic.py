@@ -19,9 +19,11 @@ import pandas as pd
 from ilgnet.bvlc.proto import BlobProto, BlobShape, NetParameter
 from ilgnet.bvlc.shapes import param_shapes
 from ilgnet.data.ava import AVA_COLUMNS, COUNT_COLUMNS, SCORES, add_vote_stats
+from ilgnet.fileio import atomic_write_json, atomic_write_text, read_json
 
 MEAN_CENTRE, MEAN_SPREAD = 5.4, 0.8      # AVA's mean scores average about 5.4 with a spread of about 0.75
 ASPECTS = [(4, 3), (3, 2), (1, 1), (2, 3), (3, 4)]
+STAMP = "synthetic.json"    # written last by `generate`: {"images": N, "seed": S}; without it the set is unfinished
 
 
 def vote_histograms(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -112,6 +114,7 @@ def generate(out_dir: Path, *, n_images: int = 3000, seed: int = 1, long_sides: 
     out_dir = Path(out_dir)
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
+    (out_dir / STAMP).unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
     counts = vote_histograms(rng, n_images)
     rows = pd.DataFrame(counts, columns=COUNT_COLUMNS)
@@ -120,14 +123,28 @@ def generate(out_dir: Path, *, n_images: int = 3000, seed: int = 1, long_sides: 
     rows["tag1"] = rng.integers(0, 67, n_images)
     rows["tag2"] = rng.integers(0, 67, n_images)
     rows["challenge"] = rng.integers(1, 1399, n_images)
-    rows[AVA_COLUMNS].to_csv(out_dir / "AVA.txt", sep=" ", header=False, index=False)
+    listing = rows[AVA_COLUMNS].to_csv(sep=" ", header=False, index=False)
 
     rows = add_vote_stats(rows)
     photo_seeds = rng.integers(0, 2**63, n_images)
     with ThreadPoolExecutor(jobs) as pool:
         list(pool.map(lambda i: _write_photo(images / f"{rows.image_id[i]}.jpg", int(photo_seeds[i]),
                                              quality_of(rows["mean"][i]), long_sides), range(n_images)))
+    # AVA.txt after its photos, and the stamp last: an interrupted set has neither, so it is made again.
+    atomic_write_text(out_dir / "AVA.txt", listing)
+    atomic_write_json(out_dir / STAMP, {"images": n_images, "seed": seed, "long_sides": list(long_sides)})
     return rows
+
+
+def is_complete(out_dir: Path, *, n_images: int, seed: int) -> bool:
+    """Whether out_dir holds a synthetic AVA that `generate` finished with these `n_images` and `seed` (its stamp
+    says so); an interrupted one, or one of other settings, is not."""
+    stamp = Path(out_dir) / STAMP
+    try:
+        made = read_json(stamp) if stamp.is_file() else {}
+    except ValueError:
+        return False
+    return isinstance(made, dict) and made.get("images") == n_images and made.get("seed") == seed
 
 
 def _packed_floats(values: np.ndarray) -> bytes:

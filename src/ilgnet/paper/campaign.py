@@ -16,13 +16,15 @@ storage) knows it:
     + what `ilgnet train` writes (model.json, train.log, train_log.csv, curves.png, snapshots/)
 
 States: not started (no folder, or an empty one); running (a live lock: this host's PID exists, or another host's
-lock whose run logged something within the last hour); finished (evaluation.json of the final snapshot); diverged
-(the loss became NaN: not retried, the same seed would diverge again); failed (an error, recorded with its message;
-retried by the next campaign); interrupted (anything else: resumed by the next campaign).
+lock whose run logged something within the last hour); finished (evaluation.json of the final snapshot, every file
+read back whole and the data folder still holding the data model.json records: ilgnet.paper.integrity); stale
+(finished on data the folder no longer holds: refused, never retrained over nor counted as done); damaged (finished,
+but a file is cut short or missing: re-evaluated, or retrained where its model is gone); diverged (the loss became
+NaN: not retried, the same seed would diverge again); failed (an error, recorded with its message; retried by the
+next campaign); interrupted (anything else: resumed by the next campaign).
 """
 from __future__ import annotations
 
-import json
 import math
 import multiprocessing
 import os
@@ -44,9 +46,10 @@ from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, MissingFile, ToolFailed, UserError
 from ilgnet.evaluation.reports import PAPER
 from ilgnet.evaluation.results import prefix_protocol, summarize
-from ilgnet.fileio import atomic_path, atomic_write_json
+from ilgnet.fileio import atomic_path, atomic_write_json, waiting_lock
 from ilgnet.nets import get_variant
 from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
+from ilgnet.paper.integrity import check_finished
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.tables import PROFILE_COLUMNS
 from ilgnet.paper.timing import environment
@@ -61,8 +64,10 @@ MAPS = "fig5_maps.npz"
 ACTIVE = "active_fraction"
 FIG5_PHOTOS = 3             # high and low val records whose feature maps Fig. 5 shows
 ERROR_LOG = "campaign.log"
-STATES = ("not started", "running", "interrupted", "finished", "diverged", "failed")
-TO_RUN = ("not started", "interrupted", "failed")
+DATA_LOCK = ".campaign-data.lock"   # in the plan's data folder: one campaign makes its missing data at a time
+STATES = ("not started", "running", "interrupted", "finished", "stale", "damaged", "diverged", "failed")
+TO_RUN = ("not started", "interrupted", "failed", "damaged")    # damaged: re-evaluated (retrained without a model)
+REFUSED = ("stale", "diverged", "failed")                       # what makes a campaign exit 1
 STALE_LOCK_S = 3600         # another host's lock counts as live while its run logged within this many seconds
 EXIT_INTERRUPTED = 130
 
@@ -162,11 +167,26 @@ def _progress(spec: RunSpec, run_dir: Path) -> tuple[int | None, float | None, f
     return (int(frame["iteration"].iloc[-1]), float(accuracy.iloc[-1]) if len(accuracy) else None, rate)
 
 
-def folder_state(run_dir: Path, record: dict) -> tuple[str, str]:
-    """(state, message) of a run folder with campaign.json `record` (see the module docstring)."""
+def folder_verdict(run_dir: Path, record: dict, data: Path | None = None) -> tuple[str, str, dict | None]:
+    """(state, message, evaluation) of a run folder with campaign.json `record` (see the module docstring); a run
+    recorded as finished is checked by ilgnet.paper.integrity against `data` (default: the folder its model.json
+    names): finished, stale or damaged, the evaluation read back unless damaged."""
     holder = _lock_holder(run_dir)
-    if record.get("state") == "finished" and (run_dir / EVALUATION_JSON).is_file():
-        return "finished", ""
+    if record.get("state") == "finished":
+        verdict = check_finished(run_dir, data)
+        if verdict.state != "damaged" or not holder:
+            note = f"{verdict.file}: {verdict.reason}" if verdict.state == "damaged" else verdict.reason
+            return verdict.state, note, verdict.evaluation
+    state, message = _unfinished_state(record, holder)
+    return state, message, None
+
+
+def folder_state(run_dir: Path, record: dict, data: Path | None = None) -> tuple[str, str]:
+    """(state, message) of folder_verdict."""
+    return folder_verdict(run_dir, record, data)[:2]
+
+
+def _unfinished_state(record: dict, holder: str | None) -> tuple[str, str]:
     if holder:
         return "running", f"on {holder}"
     if record.get("state") in ("diverged", "failed"):
@@ -189,19 +209,31 @@ def run_state(plan: Plan, spec: RunSpec) -> RunState:
     iteration, accuracy, rate = _progress(spec, run_dir)
     saved = [snapshot_iteration(p) for p in snapshots(run_dir, "solverstate")]
     iteration = max([i for i in (iteration, *saved) if i is not None], default=None)
-    state, message = folder_state(run_dir, record)
-    finished = state == "finished"
+    state, message, evaluation = folder_verdict(run_dir, record, plan.data_folder(spec))
+    finished = evaluation is not None
     eta = None
     if state in ("running", "interrupted") and rate and iteration is not None:
         eta = max(0.0, (spec.max_iter - iteration) / rate)
     if finished:
-        accuracy = json.loads((run_dir / EVALUATION_JSON).read_text()).get("accuracy", accuracy)
+        accuracy = evaluation["accuracy"]
     return RunState(spec, run_dir, state, spec.max_iter if finished else iteration, accuracy, eta, message)
 
 
 def status(plan: Plan) -> list[RunState]:
-    """Every run's RunState, in the plan's order."""
-    return [run_state(plan, spec) for spec in plan.runs]
+    """Every run's RunState, in the plan's order; a run not started gets an ETA at the pace of the finished runs of
+    its net (their logs' iterations per second), where there are any."""
+    from dataclasses import replace
+
+    from ilgnet.paper.timing import training_time
+
+    states = [run_state(plan, spec) for spec in plan.runs]
+    pace: dict[str, list[float]] = {}
+    for s in states:
+        if s.state == "finished" and (spent := training_time(s.run_dir / "train.log")):
+            pace.setdefault(s.spec.variant, []).extend([spent["iterations_per_second"]] * bool(
+                spent["iterations_per_second"]))
+    return [replace(s, eta_s=s.spec.max_iter * len(pace[s.spec.variant]) / sum(pace[s.spec.variant]))
+            if s.state == "not started" and pace.get(s.spec.variant) else s for s in states]
 
 
 def _record(plan: Plan, spec: RunSpec, run_dir: Path, *, attempt: dict | None = None, **changes) -> None:
@@ -343,6 +375,15 @@ def prepare_data(plan: Plan, *, progress: bool = True, notify: Callable[[str], N
     if plan.synthetic is None:
         raise MissingFile(f"data folders missing: {', '.join(map(str, missing))} (`ilgnet split` and `ilgnet lmdb`, "
                           f"or `make paper-data`, make them; see docs/PAPER.md)")
+    # Two campaigns on one data folder: the second waits for the first, then finds its data made.
+    Path(plan.data_dir).mkdir(parents=True, exist_ok=True)
+    with waiting_lock(Path(plan.data_dir) / DATA_LOCK):
+        return _make_data(plan, missing_data(plan), progress=progress, notify=notify)
+
+
+def _make_data(plan: Plan, missing: list[Path], *, progress: bool, notify: Callable[[str], None]) -> list[Path]:
+    """prepare_data's work, under the data folder's lock: the synthetic AVA (again when unfinished), then each
+    missing data folder split and built."""
     from ilgnet.data import synthetic
     from ilgnet.data.ava import read_ava_txt
     from ilgnet.data.lmdb_build import build_split
@@ -350,8 +391,9 @@ def prepare_data(plan: Plan, *, progress: bool = True, notify: Callable[[str], N
 
     ava = Path(plan.data_dir) / "synthetic-ava"
     images, seed = plan.synthetic["images"], plan.synthetic["seed"]
-    if not (ava / "AVA.txt").is_file():
-        notify(f"a synthetic AVA of {images:,} photos in {ava}")
+    if not synthetic.is_complete(ava, n_images=images, seed=seed):
+        redo = " (again: the one there was not finished, or was made with other settings)" if ava.exists() else ""
+        notify(f"a synthetic AVA of {images:,} photos in {ava}{redo}")
         synthetic.generate(ava, n_images=images, seed=seed)
     meta = read_ava_txt(ava / "AVA.txt")
     for folder in missing:
@@ -457,20 +499,33 @@ def _run_on_ray(plan: Plan, specs: list[RunSpec], address: str, *, cpus: float |
 
 def run_campaign(plan: Plan, *, gpus: list[str] | None = None, jobs: int = 1, ray: str | None = None,
                  ray_cpus: float | None = None, docker: bool = False, progress: bool = True,
-                 notify: Callable[[str], None] = _ignore) -> list[RunState]:
+                 notify: Callable[[str], None] = _ignore, slurm=None) -> list[RunState]:
     """Runs what the plan has not done yet (not started, interrupted, failed), skipping what is finished, running
     elsewhere or diverged; returns every run's state afterwards.
 
     Where: `ray` (an address, or "" for the runtime this process started or a local one): a Ray task per run;
     `gpus` of this machine: one run per GPU at a time (one GPU: one after another, in this process); else the CPU,
-    `jobs` runs at a time. The data folders are checked (or made, for a synthetic plan) before any run starts."""
+    `jobs` runs at a time; `slurm` (ilgnet.paper.slurm.SlurmOptions): submitted as one Slurm job array, and not
+    waited for. The data folders are checked (or made, for a synthetic plan) before any run starts, and a Ray
+    address that takes no connection is refused before that (ToolFailed, in seconds)."""
+    if ray:
+        from ilgnet.scoring.cluster import check_reachable
+
+        check_reachable(ray)
     prepare_data(plan, progress=progress, notify=notify)
     states = status(plan)
     todo = [s.spec for s in states if s.state in TO_RUN]
     for s in states:
-        if s.state not in TO_RUN:
+        if s.state == "stale":
+            notify(f"{s.spec.name}: stale, not run again: {s.message}; its results stand for the data it recorded "
+                   f"only (move {s.run_dir} aside to train it on today's data, or restore its data)")
+        elif s.state not in TO_RUN:
             notify(f"{s.spec.name}: {s.state}{f' ({s.message})' if s.message else ''}, skipped")
-    if ray is not None:
+    if slurm is not None:
+        from ilgnet.paper.slurm import submit
+
+        submit(plan, todo, slurm, notify=notify)
+    elif ray is not None:
         _run_on_ray(plan, todo, ray, cpus=ray_cpus, docker=docker, notify=notify)
     elif (gpus and len(gpus) > 1) or jobs > 1:
         _run_in_processes(plan, todo, list(gpus) if gpus else [None] * jobs, docker=docker, notify=notify)
@@ -503,6 +558,6 @@ def status_table(states: list[RunState]) -> str:
     counts = {state: sum(s.state == state for s in states) for state in STATES}
     known = [s.eta_s for s in states if s.eta_s is not None]
     lines.append("\n" + ", ".join(f"{n} {state}" for state, n in counts.items() if n) +
-                 (f"; the interrupted and running runs need {_duration(sum(known))} more at their own pace"
-                  if known else ""))
+                 (f"; the runs not finished need {_duration(sum(known))} more (at their own pace, or at that of "
+                  f"their net's finished runs)" if known else ""))
     return "\n".join(lines) + "\n"

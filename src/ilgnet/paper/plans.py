@@ -44,7 +44,7 @@ built at 320 (data/ava2-320).
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +57,11 @@ from ilgnet.nets.recipes import RECIPES
 from ilgnet.nets.solvers import get_profile
 from ilgnet.paper.tables import RELEASED, TABLES, table_cells
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                       # Python 3.10, which requires-python accepts: tomli is tomllib's origin, same API
+    import tomli as tomllib
+
 BUILT_IN = {"table2": ("table2",), "table3": ("table3",), "table4": ("table4",), "paper": TABLES, "recipes": ()}
 PAPER_RECIPE = "paper"
 # The `recipes` plan: ILGNet-Inc.V1-BN on these profiles with every recipe.
@@ -68,6 +73,9 @@ TRAIN_FIELDS = {"max_iter": int, "train_batch": int, "val_batch": int, "display"
                 "snapshot": int, "base_lr": float}
 DATA_SETS = {"ava1-delta0": "ava1", "published-ava1": "ava1", "ava1-delta1": "ava1-delta1", "ava2": "ava2",
              "published-ava2": "ava2"}
+# The smallest value of each: a count of iterations or images is at least 1; snapshot 0 means none on the way.
+TRAIN_MINIMUM = {"max_iter": 1, "train_batch": 1, "val_batch": 1, "display": 1, "test_interval": 1, "snapshot": 0}
+NAME_BYTES = 255            # a run's folder name, as most filesystems allow
 SYNTHETIC_FIELDS = {"images": int, "seed": int}
 SNAPSHOTS = ("all", "final", "none")
 
@@ -206,8 +214,13 @@ def built_in(name: str, *, seeds=DEFAULT_SEEDS, runs_dir: Path | None = None, da
 def _check_train(train: dict, where: str) -> None:
     for key, value in train.items():
         kind = lookup(TRAIN_FIELDS, key, f"training option of {where}")
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value < 0:
-            raise BadInput(f"{where}: {key} = {value!r}: expected a non-negative {kind.__name__}")
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+            raise BadInput(f"{where}: {key} = {value!r}: expected {'a number' if kind is float else 'an integer'}")
+        if kind is float and not 0 < value < float("inf"):
+            raise BadInput(f"{where}: {key} = {value!r}: expected a positive number")
+        if kind is int and not TRAIN_MINIMUM[key] <= value <= defaults.INT32_MAX:
+            raise BadInput(f"{where}: {key} = {value!r}: expected an integer from {TRAIN_MINIMUM[key]} to "
+                           f"{defaults.INT32_MAX}")
 
 
 def _seeds(value, where: str) -> tuple[int, ...]:
@@ -256,6 +269,12 @@ def _own_run(entry: dict, seeds: tuple[int, ...], train: dict, where: str,
     name = entry.get("name")
     if name is not None and (not isinstance(name, str) or len(run_seeds) > 1):
         raise BadInput(f"{where}: a run's name is a string, and a named run has one seed")
+    if name is not None:
+        from ilgnet.training.runs import run_folder
+
+        run_folder(Path("."), name)             # one folder name, as `ilgnet train --name` takes
+        if len(name.encode("utf-8", "surrogateescape")) > NAME_BYTES:
+            raise BadInput(f"{where}: run name {name[:40]!r}... is longer than {NAME_BYTES} bytes")
     overrides = tuple(sorted({**train, **own}.items()))
     recipe = _recipe(entry["recipe"], where) if "recipe" in entry else recipe
     return [RunSpec(entry["variant"], entry["profile"], seed, overrides, tuple(tables), name, recipe)
@@ -321,6 +340,10 @@ def load_plan(spec: str, *, seeds=None, runs_dir: Path | None = None, data_dir: 
                         models_dir=models_dir or defaults.MODELS_DIR)
     plan = read_plan(Path(spec))
     runs = plan.runs
+    named = [s.given_name for s in runs if s.given_name]
+    if seeds and named:
+        raise BadInput(f"{spec}: run {named[0]} is named, so it has the one seed the plan gives it; seeds given for "
+                       f"every run cannot apply to it (give the seeds in the plan instead)")
     if seeds:
         runs = _merged([RunSpec(s.variant, s.profile, seed, s.train, s.tables, None, s.recipe) for s in runs
                         for seed in seeds])

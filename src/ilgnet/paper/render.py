@@ -54,7 +54,14 @@ def _accuracy_table(cells: list[dict], runs: list[RunResult], out: Path) -> tupl
         else:
             waiting = ", ".join(f"{name}: {state}" for name, state in c["not_finished"].items())
             ours = ["no finished run" + (f" ({waiting})" if waiting else "")] + ["-"] * 5
-        rows.append([PAPER_NAMES[c["variant"]], c["column"], paper, *ours])
+        notes = [f"{name} left out: {why}" for name, why in c.get("left_out", {}).items()]
+        notes += [f"{name}: stale, its own data" for name in c.get("stale", [])]
+        if c["n"] and c["not_finished"]:
+            notes += [f"{name}: {state}" for name, state in c["not_finished"].items()]
+        if notes:
+            ours[-1] += " (" + "; ".join(notes) + ")"
+        setting = c["column"] + (f" ({c['pool']})" if c.get("pool") else "")
+        rows.append([PAPER_NAMES[c["variant"]], setting, paper, *ours])
     return header, rows
 
 
@@ -166,7 +173,8 @@ def sections(report: dict, out: Path) -> list[tuple]:
     blocks += [("h", "Data folders"),
                ("table", ["folder", "partition", "seed", "delta", "synthetic", "resize", "train / val records",
                           "sha256 train.txt", "sha256 val.txt", "sha256 mean.binaryproto"],
-                [[d["folder"], str(d["partition"]), str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
+                [[d["folder"] + ("" if d["current"] else " (holds other data now)"), str(d["partition"]),
+                  str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
                   str(d["resize"]), f"{d['records']['train']} / {d['records']['val']}",
                   *[(v or "missing")[:16] for v in d["sha256"].values()]] for d in report["data"]]),
                ("p", f"Checksums: the first 16 hex digits (all 64 in report.json). This report was written on "

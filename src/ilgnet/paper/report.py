@@ -17,7 +17,6 @@ Links to run folders are relative to DIR, so the report and the runs can move to
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
 from dataclasses import dataclass
@@ -30,12 +29,13 @@ from ilgnet.bvlc.logs import parse_train_log
 from ilgnet.bvlc.proto import TRAIN, NetParameter
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import atomic_write_json, atomic_write_text, file_digest
+from ilgnet.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from ilgnet.nets import VARIANTS
 from ilgnet.paper import figures, render
+from ilgnet.paper.campaign import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
 from ilgnet.paper.claims import learned, paper_claims
-from ilgnet.paper.campaign import CAMPAIGN_JSON, EVALUATION_JSON, MAPS, SCORES_CSV, folder_state, read_record
 from ilgnet.paper.plans import Plan, RunSpec
+from ilgnet.paper.pooling import pools, provenance
 from ilgnet.paper.tables import PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, paper_accuracy, table_cells
 from ilgnet.paper.timing import environment, hardware, test_times, training_time
 
@@ -52,6 +52,8 @@ class RunResult:
     message: str
     record: dict
     evaluation: dict | None
+    model: dict | None = None
+    """model.json of a finished (or stale) run: the data it read (ilgnet.paper.pooling)."""
 
     @property
     def name(self) -> str:
@@ -74,9 +76,9 @@ def _read_run(run_dir: Path) -> RunResult:
                        recipe=run.get("recipe", "released"))
     except (KeyError, TypeError):
         raise BadInput(f"{run_dir / CAMPAIGN_JSON}: not a campaign's record (no run with variant, profile, seed)")
-    state, message = folder_state(run_dir, record)
-    evaluation = json.loads((run_dir / EVALUATION_JSON).read_text()) if state == "finished" else None
-    return RunResult(spec, run_dir.resolve(), state, message, record, evaluation)
+    state, message, evaluation = folder_verdict(run_dir, record)
+    model = read_json(run_dir / "model.json") if evaluation is not None else None
+    return RunResult(spec, run_dir.resolve(), state, message, record, evaluation, model)
 
 
 def find_runs(paths: list[Path]) -> list[RunResult]:
@@ -106,24 +108,35 @@ def accuracy_cells(runs: list[RunResult], table: str) -> list[dict]:
     for variant, profile in table_cells(table):
         protocol, column = PROFILE_COLUMNS[profile]
         mine = [r for r in runs if (r.spec.variant, r.spec.profile) == (variant, profile) and table in r.tables]
-        done = [r for r in mine if r.state == "finished"]
         paper = paper_accuracy(variant, column)
-        cell = {"table": table, "variant": variant, "profile": profile, "column": column, "n": len(done),
-                "runs": [str(r.run_dir) for r in done], "seeds": [r.spec.seed for r in done],
-                "not_finished": {r.name: r.state for r in mine if r.state != "finished"},
-                "paper": paper[0] if paper else None, "paper_source": paper[1] if paper else None}
-        if done:
-            evaluations = [r.evaluation for r in done]
-            cell["accuracy"] = _mean_std([e["accuracy"] for e in evaluations])
-            cell["paper_protocol"] = _mean_std([e["paper_protocol"]["accuracy"] for e in evaluations])
-            cell["balanced_accuracy"] = _mean_std([e["balanced_accuracy"] for e in evaluations])
-            cell["majority_baseline"] = statistics.fmean(e["majority_baseline"]["accuracy"] for e in evaluations)
-            cell["images"] = evaluations[0]["images"]
-            cell["protocol_images"] = evaluations[0]["paper_protocol"]["images"]
-            cell["difference"] = cell["accuracy"][0] - paper[0] if paper else None
-            cell["learned"] = all(learned(e) for e in evaluations)
-        cells.append(cell)
+        not_done = {r.name: r.state + (f" ({r.message})" if r.state == "damaged" else "")
+                    for r in mine if r.evaluation is None}
+        for pool in pools([r for r in mine if r.evaluation is not None]) or [None]:
+            done = pool.runs if pool else []
+            cell = {"table": table, "variant": variant, "profile": profile, "column": column, "n": len(done),
+                    "runs": [str(r.run_dir) for r in done], "seeds": [r.spec.seed for r in done],
+                    "not_finished": not_done, "pool": pool.label if pool else "",
+                    "left_out": pool.left_out if pool else {},
+                    "stale": [r.name for r in done if r.state == "stale"],
+                    "paper": paper[0] if paper else None, "paper_source": paper[1] if paper else None}
+            cells.append(_fill(cell, done, paper))
     return cells
+
+
+def _fill(cell: dict, done: list[RunResult], paper) -> dict:
+    """`cell` with the mean and spread of the runs `done` (one pool: ilgnet.paper.pooling), and whether they all
+    learned (above their majority baseline)."""
+    if done:
+        evaluations = [r.evaluation for r in done]
+        cell["accuracy"] = _mean_std([e["accuracy"] for e in evaluations])
+        cell["paper_protocol"] = _mean_std([e["paper_protocol"]["accuracy"] for e in evaluations])
+        cell["balanced_accuracy"] = _mean_std([e["balanced_accuracy"] for e in evaluations])
+        cell["majority_baseline"] = statistics.fmean(e["majority_baseline"]["accuracy"] for e in evaluations)
+        cell["images"] = evaluations[0]["images"]
+        cell["protocol_images"] = evaluations[0]["paper_protocol"]["images"]
+        cell["difference"] = cell["accuracy"][0] - paper[0] if paper else None
+        cell["learned"] = all(learned(e) for e in evaluations)
+    return cell
 
 
 def _train_batch_and_images(run: RunResult) -> tuple[int, int]:
@@ -172,8 +185,12 @@ def choose_run(runs: list[RunResult], name: str | None, variants) -> RunResult |
     if name is not None:
         for run in runs:
             if run.name == name:
+                if run.state == "stale":
+                    raise BadInput(f"run {name} is stale ({run.message}): its figures would show photos it never "
+                                   f"saw")
                 if run.state != "finished":
-                    raise BadInput(f"run {name} is {run.state}, not finished: its figures need its final model")
+                    raise BadInput(f"run {name} is {run.state}, not finished: its figures need its final model"
+                                   + (f" ({run.message})" if run.message else ""))
                 return run
         raise BadInput(f"no run named {name} among {', '.join(r.name for r in runs)}")
     for variant in variants:
@@ -229,20 +246,8 @@ def fig5(run: RunResult) -> tuple[bytes, dict]:
 
 
 def data_provenance(runs: list[RunResult]) -> list[dict]:
-    """Each data folder the runs read: its partition and seed (split.json), its records (lmdb.json), and the sha256
-    of its train.txt, val.txt and mean.binaryproto."""
-    folders = []
-    for root in dict.fromkeys(r.record["data"] for r in runs):
-        folder = DataFolder(Path(root))
-        split, built = folder.read_json(folder.split_json), folder.read_json(folder.lmdb_json)
-        digests = {path.name: file_digest(path) if path.is_file() else None
-                   for path in (folder.list_file("train"), folder.list_file("val"), folder.mean_binaryproto)}
-        folders.append({"folder": root, "partition": split.get("partition"), "seed": split.get("seed"),
-                        "delta": split.get("delta"), "synthetic": bool(split.get("synthetic")),
-                        "resize": built.get("resize"),
-                        "records": {s: (built.get(s) or {}).get("records") for s in ("train", "val")},
-                        "sha256": digests})
-    return folders
+    """Each data the runs read, as their model.json records it (ilgnet.paper.pooling.provenance)."""
+    return provenance(runs)
 
 
 def build(paths: list[Path], *, figure_run: str | None = None, gpu: int | None = None, time_batch: int = 10,
@@ -298,7 +303,7 @@ def write_report(report: dict, out: Path) -> list[Path]:
     written = []
     for block in blocks:
         if block[0] == "img":
-            (out / block[1]).write_bytes(block[2])
+            atomic_write_bytes(out / block[1], block[2])
             written.append(out / block[1])
     atomic_write_text(out / "REPORT.md", render.markdown(blocks))
     atomic_write_text(out / "report.html", render.html_page(blocks))

@@ -27,7 +27,9 @@ from ilgnet.bvlc.proto import BlobShape, LayerParameter, NetParameter, to_text
 from ilgnet.bvlc.shapes import net_input, net_outputs
 from ilgnet.bvlc.tools import import_caffe, require_gpus
 from ilgnet.errors import BadInput, CaffeNotFoundError, MissingPackage, about, lookup
-from ilgnet.zoo.onnx_export import ONNX_INSTALL, cached_export, is_onnx
+from ilgnet.pools import cpu_count
+from ilgnet.zoo.onnx_export import ONNX_INSTALL, cached_export
+from ilgnet.zoo.onnx_metadata import is_onnx
 
 
 class NetBackend:
@@ -128,8 +130,10 @@ class OpenCVNet(NetBackend):
 class OnnxRuntimeNet(NetBackend):
     """The net exported to ONNX, in onnxruntime: `weights` is an ONNX file `ilgnet export` wrote, or a caffemodel,
     then exported once and kept beside it (ilgnet.zoo.onnx_export.cached_export; `onnx_file` is the file run). On the
-    CPU with OMP_NUM_THREADS threads when set (ilgnet.scoring.pool sets it to each process's share), else
-    onnxruntime's default (one per core); on GPU `gpu` with onnxruntime's CUDA provider (the onnxruntime-gpu
+    CPU with OMP_NUM_THREADS threads when set (ilgnet.scoring.pool sets it to each process's share), else one per
+    CPU this process may use (ilgnet.pools.cpu_count: taskset and the cgroup's quota, where onnxruntime would count
+    the machine's cores), every graph optimisation on (the fusion of an int8 file's QDQ pairs into integer
+    kernels among them); on GPU `gpu` with onnxruntime's CUDA provider (the onnxruntime-gpu
     package). MissingPackage without onnxruntime; BadInput for a GPU it cannot use."""
 
     name = "onnxruntime"
@@ -149,8 +153,8 @@ class OnnxRuntimeNet(NetBackend):
                                                                          output=self.output)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3                  # its warnings are about its own graph optimisations
-        if threads := os.environ.get("OMP_NUM_THREADS"):
-            options.intra_op_num_threads = int(threads)
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL    # QDQ fusions too
+        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or cpu_count()
         try:
             self.session = onnxruntime.InferenceSession(str(self.onnx_file), options, providers=providers)
         except Exception as err:                        # onnxruntime's own error types, per build
@@ -185,7 +189,8 @@ def _batched_inner_products(net, weights: Path) -> tuple[bytes, bytes]:
             continue
         n, p = layer.name, layer.inner_product_param
         conv = LayerParameter(name=n + BATCHED, type="Convolution", bottom=[n + "/columns"], top=[n + BATCHED],
-                              convolution_param=dict(num_output=p.num_output, kernel_size=[1], bias_term=p.bias_term))
+                              convolution_param={"num_output": p.num_output, "kernel_size": [1],
+                                                 "bias_term": p.bias_term})
         texts += [_reshape(n + "/rows", layer.bottom[0], "0 -1 1 1"), _permute(n + "/columns", n + "/rows"),
                   f"layer {{\n{to_text(conv)}}}", _permute(n + "/back", n + BATCHED), _reshape(n, n + "/back", "0 -1",
                                                                                             top=layer.top[0])]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,6 +32,24 @@ def import_ray():
     except ImportError as err:
         raise MissingPackage(f"scoring with Ray needs Ray Data ({err}): {RAY_INSTALL}") from None
     return ray
+
+
+REACH_TIMEOUT_S = 5
+
+
+def check_reachable(address: str | None, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """ToolFailed, in one line naming `address`, when a Ray address HOST:PORT or ray://HOST:PORT takes no TCP
+    connection within `timeout_s` (Ray itself would retry for minutes); nothing for a local runtime ("" or None)
+    or "auto", which Ray resolves itself."""
+    if not address or address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as err:
+        why = "no answer" if isinstance(err, TimeoutError) else getattr(err, "strerror", None) or str(err)
+        raise ToolFailed(f"cannot reach the Ray cluster at {address}: {why} (within {timeout_s:g} s); check the "
+                         f"address and that the head node is up (`ray status` there)") from None
 
 
 class ScorerActor:
@@ -80,6 +99,7 @@ def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, a
                                           variant=options.get("variant", "ilgnet"))
     started = not ray.is_initialized()
     if started:
+        check_reachable(address)
         try:
             ray.init(address=address, logging_level="WARNING", include_dashboard=False)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:

@@ -10,11 +10,12 @@ probability `caffe test` would give it. `oversample` scores the ten crops of Caf
 (four corners and the centre, each also mirrored; the mean is taken at each crop's offset and mirroring follows the
 subtraction, as in the TRAIN-phase transform) and averages their probabilities.
 
-The net runs in pycaffe, in onnxruntime (exported to ONNX) or in OpenCV's dnn module (ilgnet.scoring.backends; the last
-two need no Caffe build); the preprocessing, batching and weight check here are the same for all. A Scorer decodes in
-a pool of threads a few
-batches ahead of the net (OpenCV releases the GIL while it decodes and resizes; pycaffe keeps it during a forward
-pass, so decoding happens between passes). ilgnet.scoring.pool runs Scorers in several processes.
+The net runs in pycaffe, in onnxruntime (exported to ONNX) or in OpenCV's dnn module (ilgnet.scoring.backends; the
+last two need no Caffe build); the preprocessing, batching and weight check here are the same for all. A Scorer
+decodes, resizes, crops and subtracts the mean in a pool of threads a few batches ahead of the net (OpenCV and NumPy
+release the GIL, and so do onnxruntime and OpenCV's dnn during a forward pass, so the next batch is made ready while
+the net runs; pycaffe keeps the GIL, so with it this work happens between passes). ilgnet.scoring.pool runs Scorers
+in several processes.
 """
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ from ilgnet.nets import VARIANTS
 from ilgnet.nets import deploy as deploy_net
 from ilgnet.pools import cpu_count
 from ilgnet.scoring.backends import open_net, pick_backend
+from ilgnet.scoring.inputs import check_images, check_paths
 from ilgnet.zoo.fit import check_fits
-from ilgnet.zoo.onnx_export import cached_export, check_exported, is_onnx
+from ilgnet.zoo.onnx_export import cached_export
+from ilgnet.zoo.onnx_metadata import check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
 
 T = TypeVar("T")
@@ -75,6 +78,25 @@ def crop_offsets(height: int, width: int, crop: int, oversample: bool) -> list[t
     if not oversample:
         return [centre]
     return [(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop), centre]
+
+
+def preprocess(image: np.ndarray, mean: np.ndarray, *, image_size: tuple[int, int], crop: int,
+               offsets: Sequence[tuple[int, int]], scale: float = 1.0, mirror: bool = False) -> np.ndarray:
+    """Caffe's TEST-phase transform of one decoded BGR uint8 image (H, W, 3): resized to `image_size` (rows,
+    columns) where it differs (bilinear), minus `mean` (the mean image (3, rows, columns), or per channel (3,)),
+    times `scale`, cropped crop x crop at each (row, column) of `offsets` (crop_offsets), and with `mirror` each crop
+    also flipped left to right after them. Returns (n_crops, 3, crop, crop) float32. Thread-safe: the Scorer runs it
+    in its decoding threads."""
+    if image.shape[:2] != tuple(image_size):
+        image = cv2.resize(image, (image_size[1], image_size[0]), interpolation=cv2.INTER_LINEAR)
+    chw = image.transpose(2, 0, 1).astype(np.float32)
+    chw -= mean[:, None, None] if mean.ndim == 1 else mean
+    if scale != 1:
+        chw *= scale
+    crops = [chw[:, y:y + crop, x:x + crop] for y, x in offsets]
+    if mirror:
+        crops += [piece[:, :, ::-1] for piece in crops]
+    return np.stack(crops)
 
 
 def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: str | None = "ilgnet") -> int:
@@ -153,7 +175,7 @@ class Scorer:
 
     @classmethod
     def from_model(cls, model: str | Path, *, mean: Path | str | None = None, models: Path = defaults.MODELS_DIR,
-                   **options) -> "Scorer":
+                   **options) -> Scorer:
         """A Scorer for `model` as ilgnet.zoo.models.resolve_model finds it: ilgnet-ava1 / ilgnet-ava2 (fetched), a run
         folder of `ilgnet train`, an ONNX file `ilgnet export` wrote (it carries its mean), or a .caffemodel file
         (then `mean` is needed)."""
@@ -166,20 +188,8 @@ class Scorer:
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """A decoded BGR uint8 image at the mean's size -> the net's input crops (n_crops, 3, crop, crop), float32."""
-        if image.shape[:2] != self.image_size:
-            image = cv2.resize(image, (self.image_size[1], self.image_size[0]), interpolation=cv2.INTER_LINEAR)
-        chw = image.transpose(2, 0, 1).astype(np.float32)
-        if self.mean.ndim == 1:
-            chw -= self.mean[:, None, None]
-        else:
-            chw -= self.mean
-        if self.scale != 1:
-            chw *= self.scale
-        c = self.crop
-        crops = [chw[:, y:y + c, x:x + c] for y, x in self.offsets]
-        if self.oversample:
-            crops += [crop[:, :, ::-1] for crop in crops]
-        return np.stack(crops)
+        return preprocess(image, self.mean, image_size=self.image_size, crop=self.crop, offsets=self.offsets,
+                          scale=self.scale, mirror=self.oversample)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, classes) for preprocessed inputs (N, 3, crop, crop)."""
@@ -191,7 +201,10 @@ class Scorer:
 
     def score_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """p_high (N,) for N decoded BGR uint8 images (any size: they are resized to the mean's size). A forward pass
-        takes batch_size net inputs: batch_size images, or with oversample batch_size // 10 images of 10 crops each."""
+        takes batch_size net inputs: batch_size images, or with oversample batch_size // 10 images of 10 crops each.
+        Grey, BGRA and Pillow images are converted; floats and single images are refused (TypeError/ValueError
+        naming the argument: ilgnet.scoring.inputs)."""
+        images = check_images(images)
         p_high = []
         for chunk in batched(images, max(1, self.batch_size // self.crops_per_image)):
             probs = self.forward(np.concatenate([self.preprocess(img) for img in chunk]))
@@ -200,16 +213,29 @@ class Scorer:
 
     def decoded(self, paths: Iterable[Path | str]) -> Iterator[tuple[str, np.ndarray | str]]:
         """(path, image or reason it is unreadable) in input order, decoded `jobs` threads wide a few batches ahead."""
-        size = self.image_size[0]
+        return self._ahead(paths, _decode_job, self.image_size[0])
+
+    def prepared(self, paths: Iterable[Path | str]) -> Iterator[tuple[str, np.ndarray | str]]:
+        """(path, the net's input crops of the photo (preprocess) or why it is unreadable) in input order: decoded,
+        resized, cropped and the mean subtracted `jobs` threads wide, a few batches ahead of the net, so that this
+        work overlaps the forward pass (OpenCV and NumPy release the GIL, as do onnxruntime and OpenCV's dnn)."""
+        return self._ahead(paths, self._prepare_job)
+
+    def _prepare_job(self, path: str) -> np.ndarray | str:
+        image = _decode_job(path, self.image_size[0])
+        return image if isinstance(image, str) else self.preprocess(image)
+
+    def _ahead(self, paths: Iterable[Path | str], job, *args) -> Iterator[tuple[str, np.ndarray | str]]:
+        """(path, job(path, *args)) in input order, `jobs` threads wide, a window of a few batches ahead."""
         if self.jobs == 0:
             for path in paths:
-                yield str(path), _decode_job(str(path), size)
+                yield str(path), job(str(path), *args)
             return
-        window = max(4 * self.batch_size, 2 * self.jobs)
+        window = max(4 * self.batch_size // self.crops_per_image, 2 * self.jobs)
         with ThreadPoolExecutor(self.jobs) as pool:
             pending: deque[tuple[str, Future]] = deque()
             for path in paths:
-                pending.append((str(path), pool.submit(_decode_job, str(path), size)))
+                pending.append((str(path), pool.submit(job, str(path), *args)))
                 if len(pending) >= window:
                     name, future = pending.popleft()
                     yield name, future.result()
@@ -218,27 +244,29 @@ class Scorer:
                 yield name, future.result()
 
     def score_files(self, paths: Iterable[Path | str], *, progress: bool = False) -> tuple[pd.DataFrame, list[Skipped]]:
-        """Scores image files in batches; unreadable ones are returned as Skipped and the rest still scored.
+        """Scores image files in batches; unreadable ones are returned as Skipped and the rest still scored. The
+        next batches' photos are decoded and preprocessed while the net runs the current one (prepared).
 
         Returns a DataFrame (path, p_high, label) in input order, label = 1 when p_high > 0.5, and the skipped files.
         """
         from tqdm import tqdm
 
-        paths = list(paths)
+        paths = check_paths(paths)            # TypeError for one str or Path, which would be read per character
         skipped: list[Skipped] = []
 
         def readable() -> Iterator[tuple[str, np.ndarray]]:
-            for name, image in tqdm(self.decoded(paths), total=len(paths), unit="img", disable=not progress,
+            for name, crops in tqdm(self.prepared(paths), total=len(paths), unit="img", disable=not progress,
                                     desc="scoring"):
-                if isinstance(image, str):
-                    skipped.append(Skipped(name, image))
+                if isinstance(crops, str):
+                    skipped.append(Skipped(name, crops))
                 else:
-                    yield name, image
+                    yield name, crops
 
         rows: list[tuple[str, float]] = []
-        for chunk in batched(readable(), self.batch_size):
-            names, images = zip(*chunk)
-            rows.extend(zip(names, self.score_images(images).tolist()))
+        for chunk in batched(readable(), max(1, self.batch_size // self.crops_per_image)):
+            names, crops = zip(*chunk)
+            probs = self.forward(np.concatenate(crops))
+            rows.extend(zip(names, probs[:, 1].reshape(-1, self.crops_per_image).mean(axis=1).tolist()))
         return score_table(rows), skipped
 
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ilgnet.bvlc import logs
 from ilgnet.bvlc.tools import run_logged
-from ilgnet.errors import UserError
+from ilgnet.errors import ToolFailed, UserError
 from ilgnet.training.curves import write_train_summary
 from ilgnet.zoo.models import snapshot_iteration
 
@@ -42,10 +42,11 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
     displayed loss, test pass and snapshot) and the test scores and snapshots shown as they come; train_log.csv and
     curves.png are refreshed every minute and at the end. `check_snapshot` receives each .caffemodel once Caffe has
     written it (when it starts on the .solverstate) and returns what is wrong with it, or None.
-    Returns whether Caffe stopped early (on SIGINT, which is passed on to it); raises Diverged (Caffe killed) when
-    the run went wrong, ToolFailed (one line, naming log_path) when Caffe fails."""
+    Returns whether Caffe stopped early or was interrupted (SIGINT, passed on to it: one that lands after Caffe's
+    last iteration, while a snapshot is checked, still counts, so a campaign stops instead of going on); raises
+    Diverged (Caffe killed) when the run went wrong, ToolFailed (one line, naming log_path) when Caffe fails."""
     last_summary = time.monotonic()
-    stopped_early = False
+    stopped_early = interrupted = False
     health = logs.Health()
     written: Path | None = None
 
@@ -83,6 +84,8 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
                 last_summary = time.monotonic()
 
         def on_sigint() -> None:
+            nonlocal interrupted
+            interrupted = True
             tqdm.write("ilgnet train: interrupt: Caffe snapshots and stops after the current iteration",
                        file=sys.stderr)
 
@@ -93,5 +96,12 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
         except Diverged:
             write_train_summary(log_path, accuracy_blob=accuracy_blob)
             raise
+        except ToolFailed:
+            if not interrupted:
+                raise
+            # The interrupt reached Caffe before its own handler was set (while it started): it ended without a
+            # snapshot. An interruption, not a failure.
+            write_train_summary(log_path, accuracy_blob=accuracy_blob)
+            raise KeyboardInterrupt from None
     write_train_summary(log_path, accuracy_blob=accuracy_blob)
-    return stopped_early
+    return stopped_early or interrupted

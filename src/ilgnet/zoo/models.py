@@ -9,7 +9,7 @@ A trained model is one of:
     the data the run had until then to model.json's `history`, with its mean and training list kept beside it
     under `<name>.until_iter_<N>`, so that a snapshot from before the change is scored with the mean it was
     trained with (`data_changes`, `record_data_change`);
-  * an ONNX file `ilgnet export` wrote, whose metadata give its variant and mean (ilgnet.zoo.onnx_export);
+  * an ONNX file `ilgnet export` wrote, whose metadata give its variant and mean (ilgnet.zoo.onnx_metadata);
   * any other .caffemodel, whose variant and mean the caller must give.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from ilgnet import defaults
 from ilgnet.errors import BadInput, MissingFile, about
 from ilgnet.fileio import atomic_write_json, file_digest, read_json, require
+from ilgnet.zoo.onnx_metadata import exported, mean_of
 from ilgnet.zoo.registry import PUBLISHED_MODELS, check_file, load_registry
 
 MODEL_JSON = "model.json"
@@ -167,9 +168,6 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
     elif path.parent.name == "snapshots" and (path.parent.parent / MODEL_JSON).is_file():
         model = run_model(path.parent.parent, path)
     elif path.suffix.lower() == ".onnx":
-        # onnx_export reads caffemodels through zoo.fit, which needs this module
-        from ilgnet.zoo.onnx_export import exported, mean_of
-
         facts = exported(path)
         carried = mean_of(facts["mean_npy_base64"]) if "mean_npy_base64" in facts else None
         model = Model(path, facts["variant"], carried, name=str(path),

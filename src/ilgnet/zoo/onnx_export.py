@@ -19,7 +19,7 @@ Layers and the care each needs (Caffe's source, layers/*.cpp, is the reference):
                  divides by the window clipped to the padded input (padding counted, what lies beyond it not):
                  count_include_pad=1 where every window lies inside the padded input, else the sum of an
                  explicitly padded input times Caffe's divisors
-  LRN            ACROSS_CHANNELS: Caffe's k + alpha / size * sum of squares is ONNX's bias + alpha / size * ...
+  LRN            ACROSS_CHANNELS: x * (k + alpha / size * sum of squares)^-beta in plain operators (_lrn)
   ReLU           Relu, or LeakyRelu for a negative_slope
   InnerProduct   Flatten at the layer's axis + Gemm (transB=1; transB=0 for a transposed layer)
   BatchNorm      the stored mean and variance divided by the moving-average scale factor (blob 2; 0 means 0)
@@ -31,11 +31,7 @@ Opset 17 and IR version 8: what onnxruntime 1.14 and later read, and every layer
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
-import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +41,13 @@ from ilgnet import defaults
 from ilgnet.bvlc.io import read_prototxt
 from ilgnet.bvlc.shapes import input_shapes, layer_shapes, net_input, net_outputs, pool_geometry, spatial
 from ilgnet.errors import BadInput, MissingPackage, about
-from ilgnet.fileio import atomic_path, file_digest
+from ilgnet.fileio import atomic_path, file_digest, waiting_lock
 from ilgnet.nets import VARIANTS
 from ilgnet.zoo.fit import read_caffemodel
+from ilgnet.zoo.onnx_metadata import FORMAT, identity, read_metadata
 
 OPSET = 17
 IR_VERSION = 8
-FORMAT = "1"            # the converter's own version: part of every cache key, raised when its graphs change
-PRECISIONS = ("fp32", "fp16", "int8")
 ONNX_INSTALL = "pip install onnx onnxruntime"
 PRODUCER = "ilgnet"
 
@@ -148,6 +143,28 @@ def _pooling(graph: _Graph, layer, x: str, bottom: tuple, name: str) -> str:
     return graph.node("Mul", [summed, graph.constant(f"{name}/divisors", factor[None, None])], name)
 
 
+def _lrn(graph: _Graph, x: str, name: str, *, size: int, alpha: float, beta: float, k: float) -> str:
+    """Caffe's LRN across channels, x * (k + alpha / size * the sum of x^2 over `size` channels centred on each,
+    zero-padded)^-beta, in plain operators: the window's mean of squares is an AveragePool over the channel axis
+    of (N, 1, C, H, W), padding counted; ^-0.75 (GoogLeNet's beta) is a division by two square roots. onnxruntime's
+    own LRN kernel took 3 to 6 times as long (one thread), half of ILGNet's forward pass. Node names start NAME/lrn,
+    which the int8 conversion keeps in float (ilgnet.zoo.onnx_precision)."""
+    axis = graph.constant(f"{name}/lrn_axis", np.array([1]), np.int64)
+    squares = graph.node("Unsqueeze", [graph.node("Mul", [x, x], f"{name}/lrn_squares"), axis], f"{name}/lrn_5d")
+    half = (size - 1) // 2
+    mean = graph.node("AveragePool", [squares], f"{name}/lrn_window", kernel_shape=[size, 1, 1],
+                      pads=[half, 0, 0, size - 1 - half, 0, 0], count_include_pad=1)
+    scaled = graph.node("Mul", [graph.node("Squeeze", [mean, axis], f"{name}/lrn_mean"),
+                                graph.constant(f"{name}/lrn_alpha", np.float32(alpha))], f"{name}/lrn_scaled")
+    base = graph.node("Add", [scaled, graph.constant(f"{name}/lrn_k", np.float32(k))], f"{name}/lrn_base")
+    if beta == 0.75:
+        root = graph.node("Sqrt", [base], f"{name}/lrn_root")
+        power = graph.node("Mul", [root, graph.node("Sqrt", [root], f"{name}/lrn_root4")], f"{name}/lrn_power")
+        return graph.node("Div", [x, power], name)
+    factor = graph.node("Pow", [base, graph.constant(f"{name}/lrn_beta", np.float32(-beta))], f"{name}/lrn_factor")
+    return graph.node("Mul", [x, factor], name)
+
+
 def _layer(graph: _Graph, layer, blobs: dict[str, list[np.ndarray]]) -> None:
     """Adds one Caffe layer to the graph."""
     kind = layer.type
@@ -179,7 +196,7 @@ def _layer(graph: _Graph, layer, blobs: dict[str, list[np.ndarray]]) -> None:
         p = layer.lrn_param
         if p.norm_region != p.ACROSS_CHANNELS:
             raise BadInput(f"layer {layer.name!r}: LRN WITHIN_CHANNEL is not exported")
-        out = graph.node("LRN", [x], name, size=p.local_size, alpha=p.alpha, beta=p.beta, bias=p.k)
+        out = _lrn(graph, x, name, size=p.local_size, alpha=p.alpha, beta=p.beta, k=p.k)
     elif kind == "ReLU":
         slope = layer.relu_param.negative_slope
         out = graph.node("LeakyRelu", [x], name, alpha=slope) if slope else graph.node("Relu", [x], name)
@@ -261,91 +278,6 @@ def net_to_onnx(net, caffemodel: Path, *, output: str | None = None, metadata: d
     return model
 
 
-def mean_text(mean: np.ndarray) -> str:
-    """The mean image (C, H, W) or per-channel mean (C,) as metadata: its .npy bytes, base64."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(mean, np.float32))
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def mean_of(text: str) -> np.ndarray:
-    """The mean image from `mean_npy_base64` metadata (mean_text)."""
-    return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
-
-
-def identity(variant, caffemodel: Path, *, caffemodel_sha256: str | None = None, precision: str = "fp32",
-             mean: np.ndarray | None = None, mean_source: str = "") -> dict[str, str]:
-    """The metadata an exported file carries: what it is (variant, labels, input and preprocessing, the source
-    caffemodel's sha256, the toolkit version and precision) and, given, the mean image. `variant` is a Variant
-    of ilgnet.nets, or a name for a deploy file of no known variant (then no sizes are recorded)."""
-    from ilgnet.zoo.models import LABELS
-
-    facts = {"variant": getattr(variant, "name", str(variant)), "labels": json.dumps(LABELS),
-             "output": "softmax (N, 2): p_low, p_high", "caffemodel": Path(caffemodel).name,
-             "caffemodel_sha256": caffemodel_sha256 or file_digest(caffemodel), "ilgnet_version": ilgnet.__version__,
-             "format": FORMAT, "precision": precision}
-    if hasattr(variant, "input_size"):
-        facts.update(crop=str(variant.input_size), resize=str(variant.resize), input_scale=repr(variant.input_scale),
-                     preprocessing=f"decode as BGR, resize to {variant.resize}x{variant.resize} (bilinear), "
-                                   f"subtract the mean image, multiply by {variant.input_scale:g}, take the centre "
-                                   f"{variant.input_size}x{variant.input_size} crop; input (N, 3, "
-                                   f"{variant.input_size}, {variant.input_size}) float32")
-    if mean is not None:
-        facts.update(mean_npy_base64=mean_text(mean), mean_source=mean_source,
-                     mean_shape="x".join(map(str, np.shape(mean))))
-    return facts
-
-
-def _varint(stream) -> int:
-    """A protobuf varint read from `stream`; EOFError at its end."""
-    value, shift = 0, 0
-    while byte := stream.read(1):
-        value |= (byte[0] & 0x7F) << shift
-        if byte[0] < 0x80:
-            return value
-        shift += 7
-    raise EOFError("cut short")
-
-
-def _fields(stream, size: int, wanted: set[int]):
-    """(field number, bytes) of the length-delimited fields in `wanted` among a protobuf message's top-level fields
-    (the message is the `size` bytes of `stream` from where it is), every other field skipped by seeking."""
-    end = stream.tell() + size
-    while stream.tell() < end:
-        tag = _varint(stream)
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            _varint(stream)
-        elif wire in (1, 5):
-            stream.seek(8 if wire == 1 else 4, io.SEEK_CUR)
-        elif wire == 2:
-            length = _varint(stream)
-            if stream.tell() + length > end:
-                raise EOFError("a field runs past the end")
-            if field in wanted:
-                yield field, stream.read(length)
-            else:
-                stream.seek(length, io.SEEK_CUR)
-        else:
-            raise ValueError(f"wire type {wire} at byte {stream.tell()}")
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    """The metadata_props of an ONNX file (ModelProto field 14, StringStringEntryProto key 1 and value 2), read in
-    protobuf's wire format with every other field skipped: a 600 MB model answers in a millisecond (onnx.load
-    would parse its whole graph) and reading needs no onnx package. BadInput for a file that is not protobuf."""
-    path = Path(path)
-    props = {}
-    try:
-        with open(path, "rb") as stream:
-            for _, entry in _fields(stream, path.stat().st_size, {14}):
-                pair = dict(_fields(io.BytesIO(entry), len(entry), {1, 2}))
-                props[pair.get(1, b"").decode()] = pair.get(2, b"").decode()
-    except (EOFError, ValueError, UnicodeDecodeError) as err:
-        raise BadInput(f"{path}: not an ONNX model ({err})") from None
-    return props
-
-
 def save(model, path: Path) -> Path:
     """Writes an ONNX ModelProto to `path` atomically (complete or not at all; its folder is made) once
     onnx.checker has passed on the written file."""
@@ -356,76 +288,6 @@ def save(model, path: Path) -> Path:
         onnx.save_model(model, str(partial))
         onnx.checker.check_model(str(partial))
     return path
-
-
-def is_onnx(path: Path | str) -> bool:
-    """Whether `path` names an ONNX file (by its suffix, .onnx)."""
-    return Path(path).suffix.lower() == ".onnx"
-
-
-def exported(path: Path) -> dict[str, str]:
-    """The metadata of an ONNX file `ilgnet export` wrote (see identity); BadInput for any other file."""
-    facts = read_metadata(path)
-    if "ilgnet_version" not in facts or "variant" not in facts:
-        raise BadInput(f"{path}: an ONNX file without ilgnet's metadata (variant, mean, labels): not one `ilgnet "
-                       f"export` wrote, so its net and preprocessing are unknown")
-    return facts
-
-
-def check_exported(path: Path, variant: str | None) -> dict[str, str]:
-    """The metadata of an exported file (exported), checked to hold `variant`'s net when one is given."""
-    facts = exported(path)
-    if variant is not None and facts["variant"] != variant:
-        raise BadInput(f"{path} holds the {facts['variant']} net, not {variant}")
-    return facts
-
-
-def _convert(source: Path, out: Path, precision: str) -> None:
-    """The fp32 ONNX file `source` written to `out` at `precision`: fp16, every float tensor inside the graph as
-    float16 with the input and output kept float32 (onnxruntime.transformers.float16); int8, dynamic quantization
-    of the InnerProduct layers' Gemm weights (onnxruntime.quantization.quantize_dynamic, int8 weights, activations
-    quantized per batch at run time). Both are approximations of the fp32 net."""
-    onnx = import_onnx()
-    if precision == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        from onnxruntime.transformers.onnx_model import OnnxModel
-
-        converted = OnnxModel(convert_float_to_float16(onnx.load_model(str(source)), keep_io_types=True))
-        converted.topological_sort()            # the input's Cast comes last otherwise, which onnx.checker refuses
-        onnx.save_model(converted.model, str(out))
-        return
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)        # its advice to pre-process before quantizing is for QDQ
-    try:
-        quantize_dynamic(source, out, op_types_to_quantize=["Gemm", "MatMul"], weight_type=QuantType.QInt8)
-    finally:
-        logging.getLogger().setLevel(quiet)
-
-
-def export_file(net, caffemodel: Path, out: Path, *, metadata: dict[str, str], output: str | None = None,
-                precision: str = "fp32", fp32: Path | None = None) -> Path:
-    """Writes `net` with the weights of `caffemodel` (checked to fit it by the caller) to the ONNX file `out` at
-    `precision` (one of PRECISIONS), atomically, with `metadata`, after onnx.checker has passed on it. fp16 and int8
-    are converted from an fp32 file, left at `fp32` when given (else in a temporary folder beside `out`)."""
-    if precision not in PRECISIONS:
-        raise BadInput(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    model = net_to_onnx(net, caffemodel, output=output, metadata={**metadata, "precision": precision})
-    if precision == "fp32":
-        return save(model, out)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as folder:
-        source = save(model, fp32 or Path(folder) / "fp32.onnx")
-        del model
-        with atomic_path(out) as partial:
-            _convert(source, partial, precision)
-            import_onnx().checker.check_model(str(partial))
-    return out
 
 
 def _cache_key(path: Path) -> str | None:
@@ -454,12 +316,21 @@ def cached_export(net, caffemodel: Path, *, variant: str, output: str | None = N
     for path in places:
         if path.is_file() and _cache_key(path) == key:
             return path
-    known = VARIANTS.get(variant, variant)
-    model = net_to_onnx(net, caffemodel, output=output,
-                        metadata={**identity(known, caffemodel, caffemodel_sha256=digest), "cache_key": key})
     for path in places:
+        # One export at a time per file: a second process waits for the first and uses its file.
         try:
-            return save(model, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with waiting_lock(path.with_name(f".{path.name}.lock")):
+                if path.is_file() and _cache_key(path) == key:
+                    return path
+                return save(_export(net, caffemodel, variant, output, digest, key), path)
         except OSError:
             continue
     raise BadInput(f"cannot write the ONNX export of {caffemodel} beside it nor under {cache}")
+
+
+def _export(net, caffemodel: Path, variant: str, output: str | None, digest: str, key: str):
+    """cached_export's ModelProto, its metadata carrying the key."""
+    known = VARIANTS.get(variant, variant)
+    return net_to_onnx(net, caffemodel, output=output,
+                       metadata={**identity(known, caffemodel, caffemodel_sha256=digest), "cache_key": key})
