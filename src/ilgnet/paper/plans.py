@@ -55,6 +55,8 @@ from ilgnet.nets import get_variant
 from ilgnet.nets.recipes import DEFAULT as RELEASED_RECIPE
 from ilgnet.nets.recipes import RECIPES
 from ilgnet.nets.solvers import get_profile
+from ilgnet.paper.plan_fields import TRAIN_FIELDS, by_variant as _by_variant, check_train as _check_train  # noqa: F401
+from ilgnet.paper.plan_fields import keys as _keys, path as _path, recipe as _recipe, seeds as _seeds
 from ilgnet.paper.tables import RELEASED, TABLES, table_cells
 
 if sys.version_info >= (3, 11):
@@ -68,13 +70,8 @@ PAPER_RECIPE = "paper"
 RECIPE_COMPARISON = ("ilgnet-bn", ("ava1-delta0", "ava2"))
 DEFAULT_SEEDS = (1, 2)
 DATA_DIR = Path("data")
-# TrainOptions fields a plan may set, with their type.
-TRAIN_FIELDS = {"max_iter": int, "train_batch": int, "val_batch": int, "display": int, "test_interval": int,
-                "snapshot": int, "base_lr": float}
 DATA_SETS = {"ava1-delta0": "ava1", "published-ava1": "ava1", "ava1-delta1": "ava1-delta1", "ava2": "ava2",
              "published-ava2": "ava2"}
-# The smallest value of each: a count of iterations or images is at least 1; snapshot 0 means none on the way.
-TRAIN_MINIMUM = {"max_iter": 1, "train_batch": 1, "val_batch": 1, "display": 1, "test_interval": 1, "snapshot": 0}
 NAME_BYTES = 255            # a run's folder name, as most filesystems allow
 SYNTHETIC_FIELDS = {"images": int, "seed": int}
 SNAPSHOTS = ("all", "final", "none")
@@ -163,17 +160,6 @@ def table_runs(table: str, seeds, train: dict, recipe: str = PAPER_RECIPE,
             for seed in seeds for v, p in table_cells(table)]
 
 
-def _by_variant(document: dict) -> dict[str, dict]:
-    """The [variant.NAME] tables of a plan file, checked: NAME -> training overrides."""
-    tables = document.get("variant", {})
-    if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
-        raise BadInput("variant must hold tables of training options: [variant.NAME]")
-    for name, train in tables.items():
-        get_variant(name)
-        _check_train(train, f"[variant.{name}]")
-    return tables
-
-
 def recipe_runs(seeds, train: dict) -> list[RunSpec]:
     """The `recipes` plan's runs: RECIPE_COMPARISON's net on its profiles with every recipe, for each seed."""
     variant, profiles = RECIPE_COMPARISON
@@ -209,43 +195,6 @@ def built_in(name: str, *, seeds=DEFAULT_SEEDS, runs_dir: Path | None = None, da
     if name == "recipes":
         specs = recipe_runs(seeds, train or {})
     return Plan(name, _merged(specs), Path(runs_dir or defaults.RUNS_DIR / name), Path(data_dir), Path(models_dir))
-
-
-def _check_train(train: dict, where: str) -> None:
-    for key, value in train.items():
-        kind = lookup(TRAIN_FIELDS, key, f"training option of {where}")
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-            raise BadInput(f"{where}: {key} = {value!r}: expected {'a number' if kind is float else 'an integer'}")
-        if kind is float and not 0 < value < float("inf"):
-            raise BadInput(f"{where}: {key} = {value!r}: expected a positive number")
-        if kind is int and not TRAIN_MINIMUM[key] <= value <= defaults.INT32_MAX:
-            raise BadInput(f"{where}: {key} = {value!r}: expected an integer from {TRAIN_MINIMUM[key]} to "
-                           f"{defaults.INT32_MAX}")
-
-
-def _seeds(value, where: str) -> tuple[int, ...]:
-    if not (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool)
-                                                      and 0 <= s <= defaults.INT32_MAX for s in value)):
-        raise BadInput(f"{where}: seeds must be a list of integers from 0 to {defaults.INT32_MAX}, got {value!r}")
-    return tuple(value)
-
-
-def _keys(table: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise BadInput(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(allowed))}")
-
-
-def _path(value, where: str) -> Path:
-    if not isinstance(value, str) or not value:
-        raise BadInput(f"{where}: expected a path as a string, got {value!r}")
-    return Path(value)
-
-
-def _recipe(value, where: str) -> str:
-    if not isinstance(value, str) or value not in RECIPES:
-        raise BadInput(f"{where}: recipe = {value!r}: expected one of {', '.join(RECIPES)}")
-    return value
 
 
 def _own_run(entry: dict, seeds: tuple[int, ...], train: dict, where: str,
