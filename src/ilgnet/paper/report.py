@@ -6,12 +6,9 @@ page) and DIR/report.json (every number) by write_report; ilgnet.paper.render la
                   val record once and by the published logs' protocol (`caffe test` for 50 iterations, read off the
                   same per-record results); the majority-class baseline; balanced accuracy; ours minus the paper's
                   (not on synthetic data); the runs behind each number.
-  Table 4         per net: accuracy, training wall time, iterations and iterations per second from the runs' logs,
-                  the epochs trained, and the test time per image measured now for every net (batch 1 and the
-                  throughput batch, same backend), with the hardware named; the paper's figures beside.
-  Figures 3-5     ilgnet.paper.figures.
-  Claims          ilgnet.paper.claims: each claim of the paper tested, with a verdict.
-
+  Table 4         per net: accuracy, training time and speed from the runs' logs, and the test time per image
+                  measured now (batch 1 and the throughput batch), with the hardware named; the paper's beside.
+  Figures 3-5, Claims  ilgnet.paper.figures, ilgnet.paper.claims (each claim of the paper tested, with a verdict).
 Links to run folders are relative to DIR, so the report and the runs can move together.
 """
 from __future__ import annotations
