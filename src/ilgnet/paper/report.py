@@ -9,8 +9,7 @@ page) and DIR/report.json (every number) by write_report; ilgnet.paper.render la
   Table 4         per net: accuracy, training time and speed from the runs' logs, and the test time per image
                   measured now (batch 1 and the throughput batch), with the hardware named; the paper's beside.
   Figures 3-5, Claims  ilgnet.paper.figures, ilgnet.paper.claims (each claim of the paper tested, with a verdict).
-Links to run folders are relative to DIR, so the report and the runs can move together.
-"""
+Links to run folders are relative to DIR, so the report and the runs can move together."""
 from __future__ import annotations
 
 import dataclasses
