@@ -114,8 +114,9 @@ class RunSpec:
 
     def record(self) -> dict:
         """What defines the run, as campaign.json keeps it (a run folder made by another plan is never reused)."""
-        return {"variant": self.variant, "profile": self.profile, "seed": self.seed, "train": self.options,
-                "recipe": self.recipe}
+        record = {"variant": self.variant, "profile": self.profile, "seed": self.seed, "train": self.options}
+        # The released recipe is what every run was before recipes had a name: its records stay as they were.
+        return record if self.recipe == RELEASED_RECIPE else {**record, "recipe": self.recipe}
 
 
 @dataclass(frozen=True)
