@@ -17,7 +17,7 @@ from ilgnet.evaluation.results import prefix_protocol, summarize
 from ilgnet.fileio import atomic_path, atomic_write_json
 from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
 from ilgnet.paper.plans import Plan, RunSpec
-from ilgnet.paper.runstate import (ACTIVE, ERROR_LOG, EVALUATION_JSON, FIG5_PHOTOS, LOCK, MAPS, SCORES_CSV, RunBusy,
+from ilgnet.paper.runstate import (ERROR_LOG, EVALUATION_JSON, FIG5_PHOTOS, LOCK, MAPS, SCORES_CSV, RunBusy,
                                    final_snapshot, ignore, now, take_lock, update_record)
 from ilgnet.paper.tables import PROFILE_COLUMNS
 from ilgnet.paper.timing import environment
@@ -33,7 +33,8 @@ def _train(plan: Plan, spec: RunSpec, run_dir: Path, *, gpu: str | None, docker:
         return final
     options = TrainOptions(spec.variant, spec.profile, plan.data_folder(spec), name=spec.name,
                            runs_dir=plan.runs_dir, models_dir=plan.models_dir, gpu=gpu, docker=docker,
-                           resume=bool(snapshots(run_dir, "solverstate")), seed=spec.seed, **spec.options)
+                           resume=bool(snapshots(run_dir, "solverstate")), seed=spec.seed, recipe=spec.recipe,
+                           **spec.options)
     return train(options, progress=progress, notify=lambda message: notify(f"{spec.name}: {message}"))
 
 
@@ -64,7 +65,8 @@ def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, 
     if unreached := data.unreached("val"):
         result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
     if features is not None:
-        frame[ACTIVE] = frame["key"].map(features.active)
+        for column, values in features.columns.items():
+            frame[column] = frame["key"].map(values)
         with atomic_path(run_dir / MAPS) as partial:
             features.save(partial)
     with atomic_path(run_dir / SCORES_CSV) as partial:
