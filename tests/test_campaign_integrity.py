@@ -2,7 +2,7 @@
 left out while the rest are reported (bug case 19's kind); a run whose data folder was remade is stale, never
 "finished, skipped", and never averaged with runs of other data (case 14's kind); the same seed is not counted twice;
 the data a report names is the data the runs read. The run folders here are written the way a campaign writes them
-(model.json by ilgnet.zoo.models.write_model_json) with stand-in evaluations; test_campaign_trust.py runs the same
+(model.json by RunFolder.write_record) with stand-in evaluations; test_campaign_trust.py runs the same
 situations through real Caffe campaigns."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ilgnet.data.folder import DataFolder
 from ilgnet.paper.integrity import check_finished
 from ilgnet.paper.pooling import pools
 from ilgnet.paper.report import accuracy_cells, data_provenance, find_runs
-from ilgnet.zoo.models import write_model_json
+from ilgnet.zoo.runfolder import RunFolder
 
 
 def data_folder(root: Path, seed: int) -> Path:
@@ -44,7 +44,7 @@ def finished_run(runs: Path, seed: int, data: Path, accuracy: float, *, images: 
         "run": {"variant": "ilgnet", "profile": "ava2", "seed": seed, "train": {"max_iter": 2}},
         "name": run.name, "plan": "p", "data": str(data), "attempts": [], "state": "finished",
         "tables": ["table3"]}))
-    write_model_json(run, variant="ilgnet", profile="ava2", data=DataFolder(data), crop=227, input_scale=1.0)
+    RunFolder(run).write_record(variant="ilgnet", profile="ava2", data=DataFolder(data), crop=227, input_scale=1.0)
     (run / "evaluation.json").write_text(json.dumps({
         "accuracy": accuracy, "balanced_accuracy": accuracy, "images": images,
         "majority_baseline": {"accuracy": 0.5}, "paper_protocol": {"accuracy": accuracy, "images": images}}))

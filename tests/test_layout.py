@@ -68,3 +68,62 @@ def test_commands_import_no_other_command():
             others = {n for n in imported(module)
                       if n.startswith("ilgnet.commands.") and n != "ilgnet.commands.arguments"}
             assert not others, f"{module} imports {sorted(others)}"
+
+
+# A run folder's file names are spelled in ilgnet.zoo.runfolder only (its RunFolder); "snapshots" is also the name
+# of a plan's field (which snapshots a campaign keeps), a different thing.
+RUN_FOLDER_NAMES = {"model.json": set(), "train.log": set(), "snapshots": {"ilgnet.paper.plans"}}
+
+
+def module_path(module: str) -> Path:
+    path = PACKAGE.joinpath(*module.split(".")[1:])
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def test_run_folder_file_names_are_spelled_in_one_module():
+    for name, allowed in RUN_FOLDER_NAMES.items():
+        spelled = {module for module in library_modules()
+                   if any(isinstance(node, ast.Constant) and node.value == name
+                          for node in ast.walk(ast.parse(module_path(module).read_text())))}
+        assert spelled - allowed == {"ilgnet.zoo.runfolder"}, f"{name!r} is spelled in {sorted(spelled - allowed)}"
+
+
+def import_cycles() -> list[list[str]]:
+    """The strongly connected groups of more than one module in the graph of ilgnet imports, counting the imports
+    inside functions: an import kept inside a function to dodge a cycle is still a cycle. `from ilgnet.x import y`
+    counts as an import of ilgnet.x.y where that is a module, else of ilgnet.x. The package `ilgnet` itself (whose
+    attribute Scorer is imported on first use, so that `import ilgnet` stays light) is left out, as in LAYERS."""
+    modules = set(library_modules()) - {"ilgnet"}
+    graph = {m: {name if name in modules else name.rsplit(".", 1)[0] for name in imported(m)} & modules - {m}
+             for m in modules}
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(m: str) -> None:
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        on_stack.add(m)
+        for n in graph[m]:
+            if n not in index:
+                visit(n)
+                low[m] = min(low[m], low[n])
+            elif n in on_stack:
+                low[m] = min(low[m], index[n])
+        if low[m] == index[m]:
+            group = []
+            while True:
+                n = stack.pop()
+                on_stack.discard(n)
+                group.append(n)
+                if n == m:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for m in sorted(modules):
+        if m not in index:
+            visit(m)
+    return groups
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    assert import_cycles() == []

@@ -15,7 +15,8 @@ from ilgnet.cli import main as ilgnet
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.scoring.scorer import Scorer
-from ilgnet.zoo.models import MODEL_JSON, resolve_model, run_model, write_model_json
+from ilgnet.zoo.models import resolve_model, run_model
+from ilgnet.zoo.runfolder import RunFolder
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def run(stand_in, tmp_path) -> Path:
     (data / "split.json").write_text('{"partition": "ava2", "seed": 1, "train": {"images": 2}}\n')
     run_dir = tmp_path / "runs" / "small"
     (run_dir / "snapshots").mkdir(parents=True)
-    write_model_json(run_dir, variant=SMALL, profile="ava2", data=DataFolder(data), crop=227, input_scale=1)
+    RunFolder(run_dir).write_record(variant=SMALL, profile="ava2", data=DataFolder(data), crop=227, input_scale=1)
     (run_dir / "snapshots" / "small_iter_10.caffemodel").write_bytes(b"older")
     shutil.copy(stand_in["weights"], run_dir / "snapshots" / "small_iter_20.caffemodel")
     return run_dir
@@ -43,12 +44,12 @@ def test_a_run_folder_and_a_snapshot_in_it_resolve_to_its_identity(run):
     older = resolve_model(run / "snapshots" / "small_iter_10.caffemodel")
     assert older.caffemodel.name == "small_iter_10.caffemodel" and older.mean == model.mean
     assert resolve_model(run, variant="ilgnet").variant == "ilgnet"
-    assert json.loads((run / MODEL_JSON).read_text())["partition"] == {"partition": "ava2", "seed": 1}
+    assert json.loads((run / "model.json").read_text())["partition"] == {"partition": "ava2", "seed": 1}
 
 
 def damage(run: Path, change) -> Path:
     """Writes `change` (a text) as the run's model.json, or applies it (a function) to the record there."""
-    path = run / MODEL_JSON
+    path = run / "model.json"
     if isinstance(change, str):
         path.write_text(change, encoding="latin-1")
     else:
@@ -86,7 +87,7 @@ def test_a_missing_or_changed_mean_is_named_with_model_json(run):
     (run / "mean.binaryproto").unlink()
     with pytest.raises(MissingFile) as raised:
         run_model(run)
-    assert str(raised.value) == f"{run / 'mean.binaryproto'} does not exist ({run / MODEL_JSON} names it)"
+    assert str(raised.value) == f"{run / 'mean.binaryproto'} does not exist ({run / 'model.json'} names it)"
 
 
 def test_a_run_without_snapshots_or_model_json(run, tmp_path):
@@ -94,7 +95,7 @@ def test_a_run_without_snapshots_or_model_json(run, tmp_path):
         snapshot.unlink()
     with pytest.raises(MissingFile, match=r"has no snapshot yet \(.*snapshots is empty\)$"):
         resolve_model(run)
-    (run / MODEL_JSON).unlink()
+    (run / "model.json").unlink()
     with pytest.raises(BadInput, match="is a folder without model.json: neither a run of `ilgnet train` nor a "):
         resolve_model(run)
 

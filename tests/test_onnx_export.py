@@ -18,7 +18,8 @@ from ilgnet.data.synthetic import random_caffemodel
 from ilgnet.errors import BadInput
 from ilgnet.fileio import file_digest
 from ilgnet.scoring.scorer import Scorer
-from ilgnet.zoo.models import LABELS, resolve_model
+from ilgnet.zoo.models import resolve_model
+from ilgnet.zoo.runfolder import LABELS
 from ilgnet.zoo.onnx_export import net_to_onnx
 from ilgnet.zoo.onnx_metadata import mean_of, read_metadata
 

@@ -121,10 +121,10 @@ def refuse_overwrites(args, model, found) -> None:
               *([(model.mean, "the mean image")] if isinstance(model.mean, Path) else []),
               *((path, what) for path, what in [(args.deploy, "the deploy prototxt"),
                                                 (model.train_list, "the model's training list")] if path)]
-    from ilgnet.zoo.models import MODEL_JSON
+    from ilgnet.zoo.runfolder import RunFolder
 
-    if (Path(model.name) / MODEL_JSON).is_file():
-        inputs.append((Path(model.name) / MODEL_JSON, "the model's model.json"))
+    if (run := RunFolder(Path(model.name))).is_run():
+        inputs.append((run.model_json, f"the model's {run.model_json.name}"))
     arguments.refuse_overwrites([Output("--out", args.out), Output("--html", args.html)], inputs)
     if args.html and args.html.suffix.lower() not in (".html", ".htm"):     # no other file taken for a page
         raise arguments.UsageError(f"argument --html: {args.html} does not end in .html or .htm")

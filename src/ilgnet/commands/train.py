@@ -108,7 +108,7 @@ def run(args) -> int:
     from ilgnet.data.folder import DataFolder
     from ilgnet.fileio import require
     from ilgnet.training.runs import DataChanged, TrainingDiverged, TrainingStopped, TrainOptions, train
-    from ilgnet.zoo.models import snapshots
+    from ilgnet.zoo.runfolder import RunFolder
     from ilgnet.zoo.registry import load_registry
 
     if isinstance(args.weights, str):
@@ -126,13 +126,13 @@ def run(args) -> int:
     if args.accept_data_change and not args.resume:
         raise UsageError("--accept-data-change applies to --resume only")
     data = DataFolder(args.data)
-    # The run folder gets copies of the data folder's mean and training list (ilgnet.zoo.models.write_model_json).
+    # The run folder gets copies of the data folder's mean and training list (RunFolder.write_record).
     refuse_overwrites([Output("--name" if args.name else "--runs", options.run_dir / name)
                        for name in ("mean.binaryproto", "train.txt")],
                       [(data.mean_binaryproto, "the mean image of --data"), (data.list_file("train"), "the training "
                                                                              "list of --data")])
-    if args.resume and not snapshots(options.run_dir, "solverstate"):
-        raise MissingFile(f"--resume: no .solverstate in {options.run_dir / 'snapshots'}")
+    if args.resume and not RunFolder(options.run_dir).snapshots("solverstate"):
+        raise MissingFile(f"--resume: no .solverstate in {RunFolder(options.run_dir).snapshot_dir}")
     val_lmdb = data.lmdb("val")
     if args.val_batch and (val_lmdb / "data.mdb").is_file() and args.val_batch > (records := lmdb_size(val_lmdb)):
         raise UsageError(f"argument --val-batch: {args.val_batch} is more than the {records} records of {val_lmdb}")

@@ -28,6 +28,7 @@ from ilgnet.nets.builder import NetBuilder
 from ilgnet.nets.layers import NEW
 from ilgnet.nets.recipes import DEFAULT as DEFAULT_RECIPE
 from ilgnet.nets.recipes import apply_recipe, check_recipe
+from ilgnet.nets.recipes import fixed_layers as recipe_fixed_layers
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,7 @@ def fixed_layers(variant: str | Variant, recipe: str) -> list[str]:
     `released`); ilgnet.nets.recipes says which."""
     net = training_net(variant)
     v = get_variant(variant)
-    from ilgnet.nets.recipes import fixed_layers as fixed
-    return fixed(net, _fresh(net, v), recipe)
+    return recipe_fixed_layers(net, _fresh(net, v), recipe)
 
 
 def learnable_layers(net) -> dict:

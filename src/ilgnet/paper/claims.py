@@ -152,6 +152,7 @@ def paper_claims(runs, names: dict[str, str], table4: list[dict], fig5: tuple | 
     with the report's display `names` per variant, its Table 4 rows (ilgnet.paper.report.time_rows) and Fig. 5's
     (layer -> density_test result, run, p_high scores) or None."""
     from ilgnet.bvlc.logs import parse_train_log
+    from ilgnet.zoo.runfolder import RunFolder
 
     def group(variant: str, profile: str) -> tuple[str, list[dict]]:
         return names[variant], _evaluations(runs, variant, profile)
@@ -179,7 +180,7 @@ def paper_claims(runs, names: dict[str, str], table4: list[dict], fig5: tuple | 
         chosen = [r for r in runs if r.state == "finished" and "table4" in r.tables and r.spec.variant == variant]
         curves[names[variant]] = []
         for run in chosen:
-            frame = parse_train_log(run.run_dir / "train.log").dropna(subset=["loss"])
+            frame = parse_train_log(RunFolder(run.run_dir).train_log).dropna(subset=["loss"])
             curves[names[variant]].append((list(frame["iteration"]), list(frame["loss"]), run.evaluation))
     claims.append(convergence("\"Our ILGNet-Inc.V1-BN achieve the fastest convergence speed\" (Sec. 4.3, Fig. 4)",
                               curves))

@@ -22,7 +22,8 @@ from ilgnet.paper.runstate import (ERROR_LOG, EVALUATION_JSON, FIG5_PHOTOS, LOCK
 from ilgnet.paper.tables import PROFILE_COLUMNS
 from ilgnet.paper.timing import environment
 from ilgnet.training.runs import TrainingDiverged, TrainOptions, train
-from ilgnet.zoo.models import run_model, snapshots
+from ilgnet.zoo.models import run_model
+from ilgnet.zoo.runfolder import RunFolder
 
 
 def _train(plan: Plan, spec: RunSpec, run_dir: Path, *, gpu: str | None, docker: bool, progress: bool,
@@ -33,7 +34,7 @@ def _train(plan: Plan, spec: RunSpec, run_dir: Path, *, gpu: str | None, docker:
         return final
     options = TrainOptions(spec.variant, spec.profile, plan.data_folder(spec), name=spec.name,
                            runs_dir=plan.runs_dir, models_dir=plan.models_dir, gpu=gpu, docker=docker,
-                           resume=bool(snapshots(run_dir, "solverstate")), seed=spec.seed, recipe=spec.recipe,
+                           resume=bool(RunFolder(run_dir).snapshots("solverstate")), seed=spec.seed, recipe=spec.recipe,
                            **spec.options)
     return train(options, progress=progress, notify=lambda message: notify(f"{spec.name}: {message}"))
 
@@ -122,6 +123,6 @@ def prune_snapshots(spec: RunSpec, run_dir: Path, keep: str) -> None:
     if keep == "all":
         return
     final = final_snapshot(spec, run_dir)
-    for path in (run_dir / "snapshots").glob("*"):
+    for path in RunFolder(run_dir).snapshot_dir.glob("*"):
         if keep == "none" or path != final:
             path.unlink()

@@ -12,6 +12,7 @@ from pathlib import Path
 from ilgnet.paper import differences, paper_figures
 from ilgnet.paper.claims import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Claim
 from ilgnet.paper.timing import training_memory, training_time
+from ilgnet.zoo.runfolder import RunFolder
 
 SYNTHETIC_NOTE = ("**The data is synthetic** (generated photos in AVA's layout): every number below shows the "
                   "machinery at work, not how the nets do on AVA, and every verdict is the machinery's output on "
@@ -94,8 +95,8 @@ def recipes_section(runs, names: dict[str, str], paper_accuracy, columns: dict[s
     rows, closest = [], {}
     for (variant, profile, recipe), chosen in sorted(groups.items()):
         evaluations = [run.evaluation for run in chosen]
-        times = [t["seconds"] for run in chosen if (t := training_time(run.run_dir / "train.log"))]
-        memory = [m for run in chosen if (m := training_memory(run.run_dir / "train.log"))]
+        times = [t["seconds"] for run in chosen if (t := training_time(RunFolder(run.run_dir).train_log))]
+        memory = [m for run in chosen if (m := training_memory(RunFolder(run.run_dir).train_log))]
         column = columns[profile][1]
         paper = paper_accuracy(variant, column)
         values = [e["accuracy"] for e in evaluations]

@@ -1,15 +1,15 @@
 """Whether a finished campaign run can be trusted: its files whole, and its data still the data it was trained and
 evaluated on. `campaign`, `campaign --status` and `report` ask `check_finished` and act on its Verdict:
 
-    finished   evaluation.json, val_scores.csv, model.json, train.log (and fig5_maps.npz where the run kept one)
-               read back whole, and the data folder model.json names still holds the mean and lists whose sha256
-               model.json records
+    finished   evaluation.json, val_scores.csv, run record, Caffe log (and fig5_maps.npz where the run kept one)
+               read back whole, and the data folder run record names still holds the mean and lists whose sha256
+               run record records
     stale      the files are whole, but the data folder now holds other data (deleted and remade, another split or
                mean): the run's numbers are its own, measured on the data it recorded, and never stand for today's
     damaged    one of the files is missing, cut short or not what the campaign writes: `file` names it, `reason` says
                what is wrong with it
 
-A run's data is named by `data_key`: the sha256 of the mean, training list and val list model.json records, so two
+A run's data is named by `data_key`: the sha256 of the mean, training list and val list run record records, so two
 runs of the same data folder at different times, or of different folders, are compared by what they read.
 """
 from __future__ import annotations
@@ -20,13 +20,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ilgnet.data.folder import DataFolder
 from ilgnet.errors import UserError
 from ilgnet.fileio import read_json
+from ilgnet.zoo.runfolder import RunFolder
 
 EVALUATION_JSON = "evaluation.json"
 SCORES_CSV = "val_scores.csv"
 MAPS = "fig5_maps.npz"
-TRAIN_LOG = "train.log"
 SCORE_COLUMNS = ("key", "label", "predicted", "p_0", "p_1")
 EVALUATION_NUMBERS = ("accuracy", "balanced_accuracy")
 
@@ -122,37 +123,36 @@ def check_maps(run_dir: Path) -> None:
 
 
 def data_key(record: dict) -> tuple[str | None, str | None, str | None]:
-    """(sha256 of the mean, of the training list, of the val list) a model.json record names: what the run read."""
+    """(sha256 of the mean, of the training list, of the val list) a run record record names: what the run read."""
     return tuple((record.get(key) or {}).get("sha256") for key in ("mean", "train_list", "val_list"))
 
 
 def check_finished(run_dir: Path, data: Path | None = None) -> Verdict:
     """The Verdict on a run whose campaign.json says finished (see the module docstring), its data compared with
-    `data` (a data folder; default: the one model.json names). Reads every file once; never raises for a damaged
+    `data` (a data folder; default: the one run record names). Reads every file once; never raises for a damaged
     file."""
-    from ilgnet.data.folder import DataFolder
-    from ilgnet.zoo.models import MODEL_JSON, data_changes, read_model_json
-
     run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
     try:
         evaluation = read_evaluation(run_dir)
         check_scores(run_dir, evaluation["images"])
         check_maps(run_dir)
-        if not (run_dir / TRAIN_LOG).is_file():
-            raise Damaged(run_dir / TRAIN_LOG, "missing")
+        if not run.train_log.is_file():
+            raise Damaged(run.train_log, "missing")
         try:
-            record = read_model_json(run_dir)
+            record = run.read_record()
         except UserError as err:
-            raise Damaged(run_dir / MODEL_JSON, _reason(err, run_dir / MODEL_JSON)) from None
+            raise Damaged(run.model_json, _reason(err, run.model_json)) from None
     except Damaged as damaged:
         return Verdict("damaged", damaged.reason, damaged.path)
     folder = DataFolder(Path(data if data is not None else record.get("data") or run_dir / "no-data-folder"))
     if not folder.root.is_dir():
         return Verdict("stale", f"its data folder {folder.root} is gone", evaluation=evaluation)
     try:
-        changes = [c for c in data_changes(run_dir, folder) if not c.startswith("the data folder was")]
+        changes = [c for c in run.data_changes(folder) if not c.startswith("the data folder was")]
     except UserError as err:
-        return Verdict("stale", f"its data folder cannot be compared with {MODEL_JSON}: {err}", evaluation=evaluation)
+        return Verdict("stale", f"its data folder cannot be compared with {run.model_json.name}: {err}",
+                       evaluation=evaluation)
     if changes:
         return Verdict("stale", f"trained and evaluated on other data than {folder.root} holds now: "
                        + "; ".join(changes), evaluation=evaluation)

@@ -1,12 +1,12 @@
 """Which runs a report may average: never runs of different data, of different settings, nor one seed twice.
 
 A run's pool key is what it read and how it trained: the sha256 of the mean, training list and val list its
-model.json records (ilgnet.paper.integrity.data_key), and its training overrides (max_iter, batch sizes, base_lr:
+run record records (ilgnet.paper.integrity.data_key), and its training overrides (max_iter, batch sizes, base_lr:
 RunSpec.train). The net and the solver profile (the recipe) already separate a report's cells. Runs of one cell with
 different keys go in separate cells, each labelled by what differs; a second run of the same seed with the same key
 (two runs folders given together, a renamed copy) is left out with the reason, the first by name counted.
 
-The data a report names comes from the runs' own model.json records, never from the data folder as it is today
+The data a report names comes from the runs' own run record records, never from the data folder as it is today
 (`provenance`): a folder deleted and remade after a run shows the data that run read.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Pool:
 
 
 def pool_key(run) -> tuple:
-    """(data_key of the run's model.json, its training overrides) for a report's RunResult (`model` its model.json
+    """(data_key of the run's run record, its training overrides) for a report's RunResult (`model` its run record
     record, `spec` its RunSpec)."""
     recipe = getattr(run.spec, "recipe", "released")          # the fine-tuning recipe is a setting too
     return data_key(run.model or {}), tuple(run.spec.train) + ((("recipe", recipe),) if recipe != "released" else ())
@@ -65,7 +65,7 @@ def pools(runs: list) -> list[Pool]:
 
 
 def provenance(runs: list) -> list[dict]:
-    """Each data the runs read, from their model.json records: the folder and its partition, seed and resize as
+    """Each data the runs read, from their run record records: the folder and its partition, seed and resize as
     recorded when the run began, the val records evaluated (evaluation.json), the sha256 of train.txt, val.txt and
     mean.binaryproto, and whether the folder still holds that data (`current`, False for a stale run's)."""
     found: dict[tuple, dict] = {}

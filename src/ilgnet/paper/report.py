@@ -34,6 +34,7 @@ from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.pooling import pools, provenance
 from ilgnet.paper.tables import PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, paper_accuracy, table_cells
 from ilgnet.paper.timing import environment, hardware, test_times, training_time
+from ilgnet.zoo.runfolder import RunFolder
 
 FIG3_PHOTOS = 6             # photos in each row of Fig. 3
 
@@ -49,7 +50,7 @@ class RunResult:
     record: dict
     evaluation: dict | None
     model: dict | None = None
-    """model.json of a finished (or stale) run: the data it read (ilgnet.paper.pooling)."""
+    """run record of a finished (or stale) run: the data it read (ilgnet.paper.pooling)."""
 
     @property
     def name(self) -> str:
@@ -73,7 +74,7 @@ def _read_run(run_dir: Path) -> RunResult:
     except (KeyError, TypeError):
         raise BadInput(f"{run_dir / CAMPAIGN_JSON}: not a campaign's record (no run with variant, profile, seed)")
     state, message, evaluation = folder_verdict(run_dir, record)
-    model = read_json(run_dir / "model.json") if evaluation is not None else None
+    model = read_json(RunFolder(run_dir).model_json) if evaluation is not None else None
     return RunResult(spec, run_dir.resolve(), state, message, record, evaluation, model)
 
 
@@ -137,7 +138,7 @@ def _fill(cell: dict, done: list[RunResult], paper) -> dict:
 
 def _train_batch_and_images(run: RunResult) -> tuple[int, int]:
     """The TRAIN batch and the training records of a run, from its own train_val.prototxt."""
-    net = read_prototxt(run.run_dir / "train_val.prototxt", NetParameter())
+    net = read_prototxt(RunFolder(run.run_dir).train_val, NetParameter())
     data = next(layer for layer in net.layer if layer.type == "Data" and any(r.phase == TRAIN for r in layer.include))
     return data.data_param.batch_size, lmdb_size(Path(data.data_param.source))
 
@@ -159,7 +160,7 @@ def time_rows(runs: list[RunResult], times: dict[str, dict]) -> list[dict]:
                "paper_accuracy": (paper_accuracy(variant, "AVA1, delta 0") or (None,))[0],
                "accuracy": _mean_std([r.evaluation["accuracy"] for r in chosen]) if chosen else None,
                "accuracy_n": len(chosen)}
-        spent = [t for r in chosen if (t := training_time(r.run_dir / "train.log"))]
+        spent = [t for r in chosen if (t := training_time(RunFolder(r.run_dir).train_log))]
         if spent:
             batches = [_train_batch_and_images(r) for r in chosen]
             row.update(seconds=statistics.fmean(t["seconds"] for t in spent),
@@ -222,7 +223,7 @@ def fig4(runs: list[RunResult]) -> tuple[bytes, list[RunResult]] | None:
     curves = {}
     for run in chosen:
         batch, images = _train_batch_and_images(run)
-        frame = parse_train_log(run.run_dir / "train.log").dropna(subset=["loss"])
+        frame = parse_train_log(RunFolder(run.run_dir).train_log).dropna(subset=["loss"])
         curves[f"{PAPER_NAMES[run.spec.variant]} ({run.name})"] = pd.DataFrame(
             {"iteration": frame["iteration"], "epoch": frame["iteration"] * batch / images, "loss": frame["loss"]})
     return figures.loss_curves(curves), chosen
@@ -242,7 +243,7 @@ def fig5(run: RunResult) -> tuple[bytes, dict]:
 
 
 def data_provenance(runs: list[RunResult]) -> list[dict]:
-    """Each data the runs read, as their model.json records it (ilgnet.paper.pooling.provenance)."""
+    """Each data the runs read, as their run record records it (ilgnet.paper.pooling.provenance)."""
     return provenance(runs)
 
 

@@ -9,11 +9,11 @@ folder (shared storage) knows it; the run's lock and its campaign.json record; t
                       accuracy the paper's `caffe test` protocol reads off the same records (`paper_protocol`)
     val_scores.csv    the per-record results (key, label, predicted, p_0, p_1), in LMDB order; for the nets of
                       Fig. 5 also active_fraction, and fig5_maps.npz (ilgnet.paper.figures.FeatureCollector)
-    + what `ilgnet train` writes (model.json, train.log, train_log.csv, curves.png, snapshots/)
+    + what `ilgnet train` writes (ilgnet.zoo.runfolder.RunFolder)
 
 States: not started (no folder, or an empty one); running (a live lock: this host's PID exists, or another host's
 lock whose run logged something within the last hour); finished (evaluation.json of the final snapshot, every file
-read back whole and the data folder still holding the data model.json records: ilgnet.paper.integrity); stale
+read back whole and the data folder still holding the data run record records: ilgnet.paper.integrity); stale
 (finished on data the folder no longer holds: refused, never retrained over nor counted as done); damaged (finished,
 but a file is cut short or missing: re-evaluated, or retrained where its model is gone); diverged (the loss became
 NaN: not retried, the same seed would diverge again); failed (an error, recorded with its message; retried by the
@@ -39,7 +39,7 @@ from ilgnet.nets import get_variant
 from ilgnet.paper.integrity import check_finished
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.timing import training_time
-from ilgnet.zoo.models import snapshot_iteration, snapshots
+from ilgnet.zoo.runfolder import RunFolder, snapshot_iteration
 
 CAMPAIGN_JSON = "campaign.json"
 LOCK = "campaign.lock"
@@ -102,7 +102,7 @@ def lock_holder(run_dir: Path) -> str | None:
         except PermissionError:
             pass
         return f"{host} {pid}"
-    log = run_dir / "train.log"
+    log = RunFolder(run_dir).train_log
     latest = max(p.stat().st_mtime for p in (lock, log) if p.exists())
     return f"{host} {pid}" if time.time() - latest < STALE_LOCK_S else None
 
@@ -127,12 +127,12 @@ def take_lock(run_dir: Path) -> None:
 
 def final_snapshot(spec: RunSpec, run_dir: Path) -> Path:
     """The caffemodel `caffe train` writes at the run's last iteration."""
-    return run_dir / "snapshots" / f"{spec.variant}_iter_{spec.max_iter}.caffemodel"
+    return RunFolder(run_dir).snapshot(spec.variant, spec.max_iter)
 
 
 def _progress(spec: RunSpec, run_dir: Path) -> tuple[int | None, float | None, float | None]:
-    """(last iteration, last test accuracy, iterations per second of its latest stretch) from the run's train.log."""
-    log = run_dir / "train.log"
+    """(last iteration, last test accuracy, iterations per second of its latest stretch) from the run's Caffe log."""
+    log = RunFolder(run_dir).train_log
     if not log.is_file():
         return None, None, None
     frame = parse_train_log(log, accuracy_blob=get_variant(spec.variant).accuracy_blob)
@@ -153,7 +153,7 @@ def _progress(spec: RunSpec, run_dir: Path) -> tuple[int | None, float | None, f
 
 def folder_verdict(run_dir: Path, record: dict, data: Path | None = None) -> tuple[str, str, dict | None]:
     """(state, message, evaluation) of a run folder with campaign.json `record` (see the module docstring); a run
-    recorded as finished is checked by ilgnet.paper.integrity against `data` (default: the folder its model.json
+    recorded as finished is checked by ilgnet.paper.integrity against `data` (default: the folder its run record
     names): finished, stale or damaged, the evaluation read back unless damaged."""
     holder = lock_holder(run_dir)
     if record.get("state") == "finished":
@@ -191,7 +191,7 @@ def run_state(plan: Plan, spec: RunSpec) -> RunState:
             raise BadInput(f"{run_dir} exists and was not made by a campaign: give the plan another runs folder")
         return RunState(spec, run_dir, "not started")
     iteration, accuracy, rate = _progress(spec, run_dir)
-    saved = [snapshot_iteration(p) for p in snapshots(run_dir, "solverstate")]
+    saved = [snapshot_iteration(p) for p in RunFolder(run_dir).snapshots("solverstate")]
     iteration = max([i for i in (iteration, *saved) if i is not None], default=None)
     state, message, evaluation = folder_verdict(run_dir, record, plan.data_folder(spec))
     finished = evaluation is not None
@@ -209,7 +209,7 @@ def status(plan: Plan) -> list[RunState]:
     states = [run_state(plan, spec) for spec in plan.runs]
     pace: dict[str, list[float]] = {}
     for s in states:
-        if s.state == "finished" and (spent := training_time(s.run_dir / "train.log")):
+        if s.state == "finished" and (spent := training_time(RunFolder(s.run_dir).train_log)):
             pace.setdefault(s.spec.variant, []).extend([spent["iterations_per_second"]] * bool(
                 spent["iterations_per_second"]))
     return [replace(s, eta_s=s.spec.max_iter * len(pace[s.spec.variant]) / sum(pace[s.spec.variant]))

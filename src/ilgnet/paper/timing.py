@@ -51,7 +51,7 @@ def environment(gpu: str | int | None = None) -> dict:
 
 
 def training_time(log: Path) -> dict | None:
-    """A run's training time from its train.log, over all its `caffe train` segments (a resumed run has several;
+    """A run's training time from its Caffe log, over all its `caffe train` segments (a resumed run has several;
     the time between an interruption and the resumption is not counted): `seconds` of Caffe's own wall time
     (start-up, training, test passes, snapshots), `iterations` trained and `iterations_per_second` over the
     training iterations alone. None for a log that displays no iteration."""

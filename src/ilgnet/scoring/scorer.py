@@ -43,6 +43,7 @@ from ilgnet.pools import cpu_count
 from ilgnet.scoring.backends import open_net, pick_backend
 from ilgnet.scoring.inputs import check_images, check_paths
 from ilgnet.zoo.fit import check_fits
+from ilgnet.zoo.models import resolve_model
 from ilgnet.zoo.onnx_export import cached_export
 from ilgnet.zoo.onnx_metadata import check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
@@ -179,8 +180,6 @@ class Scorer:
         """A Scorer for `model` as ilgnet.zoo.models.resolve_model finds it: ilgnet-ava1 / ilgnet-ava2 (fetched), a run
         folder of `ilgnet train`, an ONNX file `ilgnet export` wrote (it carries its mean), or a .caffemodel file
         (then `mean` is needed)."""
-        from ilgnet.zoo.models import resolve_model
-
         resolved = resolve_model(model, variant=options.pop("variant", None), mean=mean, models=models)
         if resolved.mean is None:
             raise BadInput(f"{model}: the mean image it was trained with is needed")

@@ -1,10 +1,10 @@
 """Training runs: `caffe train` on a net variant and a solver profile, locally or in the Docker image.
 
-Each run lives in runs/NAME: model.json (what the model is: variant, profile, data, with the mean image and training
-list copied beside it), the train_val and solver prototxt regenerated from ilgnet.nets / ilgnet.nets.solvers (with the
-solver mode this invocation chose), train.log (Caffe's full output, appended to when a run is resumed),
-train_log.csv and curves.png, and snapshots/. Everything is checked before the run folder is made or Caffe starts:
-the data, the initial weights against the net (ilgnet.zoo.fit), the GPUs.
+Each run lives in runs/NAME, a RunFolder (ilgnet.zoo.runfolder, which names its files): the run record (what the
+model is: variant, profile, data, with the mean image and training list copied beside it), the train_val and solver
+prototxt regenerated from ilgnet.nets / ilgnet.nets.solvers (with the solver mode this invocation chose), Caffe's
+log (appended to when a run is resumed), its CSV and curves, and the snapshots. Everything is checked before the run
+folder is made or Caffe starts: the data, the initial weights against the net (ilgnet.zoo.fit), the GPUs.
 
 Ctrl-C: Caffe runs with `-sigint_effect stop`, which ends the current iteration and, because the solver keeps
 `snapshot_after_train`, writes a snapshot before exiting; resuming continues from the newest .solverstate.
@@ -18,8 +18,8 @@ went wrong, and any older ones that are not good, are set aside as `<snapshot>.d
 
 A run is one process's at a time (a lock on its folder), and the data folder it reads cannot be rebuilt while it
 trains (a shared lock there; `ilgnet lmdb` takes it exclusively). A resume is checked before Caffe starts: the
-variant and profile are the run's (model.json), the data folder, its mean and lists are those it was trained on
-(or the change is accepted explicitly and recorded in model.json), max_iter lies beyond the snapshot, and the
+variant and profile are the run's (run record), the data folder, its mean and lists are those it was trained on
+(or the change is accepted explicitly and recorded in run record), max_iter lies beyond the snapshot, and the
 .solverstate is whole (ilgnet.zoo.fit.check_solverstate).
 """
 from __future__ import annotations
@@ -44,9 +44,8 @@ from ilgnet.nets.solvers import get_profile, solver, val_batch_for
 from ilgnet.training.monitor import Diverged, run_caffe
 from ilgnet.training.snapshots import check_net, set_aside, snapshot_problem
 from ilgnet.zoo.fit import check_finetuning, check_solverstate
-from ilgnet.zoo.models import (MODEL_JSON, data_changes, read_model_json, record_data_change, snapshot_iteration,
-                               snapshots, write_model_json)
 from ilgnet.zoo.registry import check_file, load_registry
+from ilgnet.zoo.runfolder import RunFolder, snapshot_iteration
 
 
 def _ignore(message: str) -> None:
@@ -72,10 +71,10 @@ class TrainingDiverged(UserError):
 
 
 class DataChanged(BadInput):
-    """A resume on data other than the run's (model.json); `what` says what differs, without the advice."""
+    """A resume on data other than the run's (run record); `what` says what differs, without the advice."""
 
     def __init__(self, run_dir: Path, changes: list[str]):
-        self.what = f"{run_dir / MODEL_JSON}: the run was trained on other data: {'; '.join(changes)}"
+        self.what = f"{RunFolder(run_dir).model_json}: the run was trained on other data: {'; '.join(changes)}"
         super().__init__(f"{self.what}; resuming would train on the new data under the old record (accept the change "
                          f"explicitly to record it, or resume with the run's own data)")
 
@@ -213,19 +212,20 @@ def _resumable(states: list[Path], net) -> Path:
 
 
 def _check_resume(options: TrainOptions, v: Variant, data: DataFolder, run_dir: Path, states: list[Path]) -> list[str]:
-    """What a resume must keep: the run's variant and profile (model.json) and a max_iter beyond its newest
+    """What a resume must keep: the run's variant and profile (run record) and a max_iter beyond its newest
     snapshot (BadInput otherwise); returns how the data differs from the run's record (DataChanged unless
     accepted)."""
-    record = read_model_json(run_dir)
+    run = RunFolder(run_dir)
+    record = run.read_record()
     for key, now in (("variant", v.name), ("profile", options.profile), ("recipe", options.recipe)):
         if (record.get(key, DEFAULT_RECIPE) if key == "recipe" else record.get(key)) != now:
-            raise BadInput(f"{run_dir / MODEL_JSON}: the run trains {key} {record.get(key)}, not {now}; a resumed run "
+            raise BadInput(f"{run.model_json}: the run trains {key} {record.get(key)}, not {now}; a resumed run "
                            f"keeps its {key} (start another run under another name for {now})")
     at, max_iter = snapshot_iteration(states[-1]), options.max_iter or get_profile(options.profile).max_iter
     if max_iter <= at:
         raise BadInput(f"{states[-1]} is at iteration {at}: max_iter {max_iter} would train nothing (give a larger "
                        f"one)")
-    changes = data_changes(run_dir, data)
+    changes = run.data_changes(data)
     if changes and not options.accept_data_change:
         raise DataChanged(run_dir, changes)
     return changes
@@ -257,12 +257,12 @@ def plan(options: TrainOptions, notify: Callable[[str], None] = _ignore) -> Plan
         require_gpus(options.gpu, docker=options.docker)
     net = train_val(v, train_lmdb=data.lmdb("train"), val_lmdb=data.lmdb("val"), mean_file=data.mean_binaryproto,
                     train_batch=1, val_batch=1)
-    states = snapshots(run_dir, "solverstate")
+    states = RunFolder(run_dir).snapshots("solverstate")
     resume_from = initial = None
     changes = []
     if options.resume:
         if not states:
-            raise MissingFile(f"no .solverstate in {run_dir / 'snapshots'} to resume from")
+            raise MissingFile(f"no .solverstate in {RunFolder(run_dir).snapshot_dir} to resume from")
         if options.weights is not None:
             raise BadInput("a resumed run continues from its own snapshot; initial weights do not apply")
         changes = _check_resume(options, v, data, run_dir, states)
@@ -291,8 +291,9 @@ def write_run_files(checked: Plan) -> tuple[Path, object]:
     net = train_val(checked.variant, train_lmdb=str(data.lmdb("train")), val_lmdb=str(data.lmdb("val")),
                     mean_file=str(data.mean_binaryproto), train_batch=checked.train_batch,
                     val_batch=checked.val_batch, recipe=options.recipe)
-    net_path, solver_path = run_dir / "train_val.prototxt", run_dir / "solver.prototxt"
-    params = solver(options.profile, net=str(net_path), snapshot_prefix=str(run_dir / "snapshots" / options.variant),
+    run = RunFolder(run_dir)
+    net_path, solver_path = run.train_val, run.solver
+    params = solver(options.profile, net=str(net_path), snapshot_prefix=str(run.snapshot_prefix(options.variant)),
                     val_size=checked.val_size, val_batch=checked.val_batch,
                     mode="CPU" if options.gpu is None else "GPU", max_iter=options.max_iter)
     for name in ("display", "test_interval", "base_lr", "snapshot"):
@@ -308,14 +309,14 @@ def write_run_files(checked: Plan) -> tuple[Path, object]:
     if any(layer.type == "BatchNorm" for layer in net.layer):
         # Untrained BatchNorm statistics are zero: a test pass before any training scores nothing (or NaN).
         params.test_initialization = False
-    (run_dir / "snapshots").mkdir(parents=True, exist_ok=True)     # only now that everything is checked
+    run.snapshot_dir.mkdir(parents=True, exist_ok=True)     # only now that everything is checked
     net_path.write_text(to_text(net))
     solver_path.write_text(to_text(params))
     return solver_path, params
 
 
 def recipe_record(variant: Variant, recipe: str) -> dict:
-    """What model.json keeps of a run's recipe: its name, what it is, and the layers it fixed (lr_mult 0)."""
+    """What run record keeps of a run's recipe: its name, what it is, and the layers it fixed (lr_mult 0)."""
     return {"name": recipe, "summary": RECIPES[recipe], "fixed_layers": fixed_layers(variant, recipe)}
 
 
@@ -371,21 +372,21 @@ def train(options: TrainOptions, *, progress: bool = True, notify: Callable[[str
     run folder, or rebuilds the data folder; BadInput/MissingFile before anything is written when the data, the
     weights, the GPUs or a resume are not right.
     """
-    run_dir = options.run_dir
+    run_dir, run = options.run_dir, RunFolder(options.run_dir)
     with ExitStack() as held:
         with _made_for_the_block(run_dir):
-            held.enter_context(folder_lock(run_dir))
+            held.enter_context(run.lock())
             DataFolder(options.data).require_lmdbs()        # first: a lock would leave its file in any folder
             held.enter_context(folder_lock(Path(options.data), shared=True))
             checked = plan(options, notify)
             resume_from, initial = checked.resume_from, checked.initial
             if checked.data_changes:
-                record_data_change(run_dir, checked.data, checked.start_iter, checked.data_changes)
-                notify(f"resuming on changed data, recorded in {run_dir / MODEL_JSON}: "
+                run.record_data_change(checked.data, checked.start_iter, checked.data_changes)
+                notify(f"resuming on changed data, recorded in {run.model_json}: "
                        f"{'; '.join(checked.data_changes)}")
             solver_path, params = write_run_files(checked)
             if not resume_from:
-                write_model_json(run_dir, variant=checked.variant.name, profile=options.profile, data=checked.data,
+                run.write_record(variant=checked.variant.name, profile=options.profile, data=checked.data,
                                  crop=checked.variant.input_size, input_scale=checked.variant.input_scale,
                                  recipe=recipe_record(checked.variant, options.recipe))
             mounts = [run_dir, checked.data.root] + ([initial.parent] if initial else [])
@@ -395,15 +396,15 @@ def train(options: TrainOptions, *, progress: bool = True, notify: Callable[[str
             notify(f"resuming from {resume_from} (iteration {checked.start_iter})")
         net = check_net(checked.variant, checked.data, checked.val_size)
         try:
-            stopped_early = run_caffe(command, run_dir / "train.log", start_iter=checked.start_iter,
+            stopped_early = run_caffe(command, run.train_log, start_iter=checked.start_iter,
                                       max_iter=params.max_iter, accuracy_blob=checked.variant.accuracy_blob,
                                       check_snapshot=lambda caffemodel: snapshot_problem(caffemodel, net),
                                       progress=progress)
         except Diverged as diverged:
             raise TrainingDiverged(diverged, set_aside(run_dir, net, from_iteration=diverged.iteration)) from None
     if stopped_early:
-        raise TrainingStopped(snapshots(run_dir, "caffemodel")[-1])
-    final = run_dir / "snapshots" / f"{options.variant}_iter_{params.max_iter}.caffemodel"
+        raise TrainingStopped(run.snapshots("caffemodel")[-1])
+    final = run.snapshot(options.variant, params.max_iter)
     if not final.is_file():
         raise ToolFailed(f"caffe train finished without writing {final}")
     return final

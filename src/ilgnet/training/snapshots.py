@@ -20,7 +20,7 @@ from ilgnet.bvlc.tools import import_caffe
 from ilgnet.errors import BadInput, CaffeNotFoundError
 from ilgnet.nets import Variant, train_val
 from ilgnet.zoo.fit import nonfinite_layers, read_caffemodel
-from ilgnet.zoo.models import snapshot_iteration, snapshots
+from ilgnet.zoo.runfolder import RunFolder, snapshot_iteration
 
 CHECK_BATCH = 4         # val records forwarded per check: a few seconds on a CPU for the `ilgnet` net
 SHOWN = 4
@@ -66,7 +66,7 @@ def set_aside(run_dir: Path, net, *, from_iteration: int | None = None) -> Path 
     """Renames the run's snapshots from iteration `from_iteration` on (where it went wrong), and then, newest first
     up to the first good one, those with a snapshot_problem, to `<name>.diverged` with their .solverstate; returns
     the newest good .caffemodel (None if none is left)."""
-    for caffemodel in reversed(snapshots(run_dir, "caffemodel")):
+    for caffemodel in reversed(RunFolder(run_dir).snapshots("caffemodel")):
         late = from_iteration is not None and snapshot_iteration(caffemodel) >= from_iteration
         if not late and snapshot_problem(caffemodel, net) is None:
             return caffemodel

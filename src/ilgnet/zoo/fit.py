@@ -22,7 +22,7 @@ from ilgnet.bvlc.shapes import param_shapes
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.fileio import require
 from ilgnet.zoo.download import looks_like_html, page_title
-from ilgnet.zoo.models import SNAPSHOT_ITER
+from ilgnet.zoo.runfolder import SNAPSHOT_ITER
 
 Shapes = dict[str, list[tuple[int, ...]]]
 SHOWN = 4           # names listed per kind of problem before "and N more"

@@ -15,6 +15,7 @@ import numpy as np
 import ilgnet
 from ilgnet.errors import BadInput
 from ilgnet.fileio import file_digest
+from ilgnet.zoo.runfolder import LABELS
 
 FORMAT = "2"            # the converter's own version: part of every cache key, raised when its graphs change
 
@@ -36,8 +37,6 @@ def identity(variant, caffemodel: Path, *, caffemodel_sha256: str | None = None,
     """The metadata an exported file carries: what it is (variant, labels, input and preprocessing, the source
     caffemodel's sha256, the toolkit version and precision) and, given, the mean image. `variant` is a Variant
     of ilgnet.nets, or a name for a deploy file of no known variant (then no sizes are recorded)."""
-    from ilgnet.zoo.models import LABELS
-
     facts = {"variant": getattr(variant, "name", str(variant)), "labels": json.dumps(LABELS),
              "output": "softmax (N, 2): p_low, p_high", "caffemodel": Path(caffemodel).name,
              "caffemodel_sha256": caffemodel_sha256 or file_digest(caffemodel), "ilgnet_version": ilgnet.__version__,

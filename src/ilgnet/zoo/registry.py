@@ -14,10 +14,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ilgnet import defaults
+from ilgnet import defaults, nets
+from ilgnet.bvlc.shapes import param_shapes
 from ilgnet.errors import BadInput, lookup
 from ilgnet.fileio import atomic_path, file_digest
 from ilgnet.zoo.download import HtmlPageServed, discard_part, download_part
+from ilgnet.zoo.fit import check_finetuning, check_fits
 
 REGISTRY = Path(__file__).with_name("weights.json")
 PUBLISHED_MODELS = ("ilgnet-ava1", "ilgnet-ava2")
@@ -73,9 +75,6 @@ def verify(entry: Weights, path: Path) -> None:
     """Every check the registry allows for `entry`: the layer fit (ilgnet.zoo.fit) of a trained model to its variant's
     deploy net or of an ImageNet model to the trunk of the variant it initialises (first: it says what a wrong file
     is, an HTML page say), then size and checksums."""
-    from ilgnet import nets
-    from ilgnet.zoo.fit import check_finetuning, check_fits
-
     if entry.fits_variant:
         check_fits(path, nets.deploy(entry.fits_variant), allowed_unused=trained_layers(entry.fits_variant))
     if entry.trunk_of:
@@ -86,10 +85,7 @@ def verify(entry: Weights, path: Path) -> None:
 def trained_layers(variant: str) -> set[str]:
     """Layers with weights in a caffemodel trained as `variant`: its training net's (a deploy net leaves out the
     auxiliary classifiers of googlenet-bn-*, which such a caffemodel still holds)."""
-    from ilgnet.bvlc.shapes import param_shapes
-    from ilgnet.nets import training_net
-
-    return set(param_shapes(training_net(variant)))
+    return set(param_shapes(nets.training_net(variant)))
 
 
 def download(entry: Weights, path: Path, *, progress: bool = True) -> Path:
