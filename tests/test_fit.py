@@ -19,7 +19,7 @@ from ilgnet.bvlc.io import load_net
 from ilgnet.bvlc.proto import NetParameter
 from ilgnet.bvlc.shapes import param_shapes
 from ilgnet.cli import main
-from ilgnet.training.runs import _initial_weights
+from ilgnet.training.plan import _initial_weights
 
 pytest_plugins = ["caffe_data"]
 

@@ -13,7 +13,8 @@ from ilgnet.bvlc.proto import SolverParameter
 from ilgnet.cli import main
 from ilgnet.errors import CaffeNotFoundError, UserError
 from ilgnet.training import runs as training
-from ilgnet.training.runs import TrainOptions, plan, write_run_files
+from ilgnet.training.plan import TrainOptions, plan
+from ilgnet.training.runs import write_run_files
 
 pytest_plugins = ["docker_stand_in"]
 

@@ -16,7 +16,8 @@ from conftest import SMALL
 from google.protobuf import text_format
 
 from ilgnet.cli import main
-from ilgnet.training.runs import TrainOptions, caffe_command, plan, write_run_files
+from ilgnet.training.plan import TrainOptions, plan
+from ilgnet.training.runs import caffe_command, write_run_files
 
 MAX_ITER = 10                        # the small net trains fast: room for the Ctrl-C to land before the end
 

@@ -18,7 +18,7 @@ import warnings
 import ilgnet
 from ilgnet.commands import (ava, campaign, demo, doctor, export, gen, lmdb, log, nets, predict, report, split, test,
                              train, weights)
-from ilgnet.commands.arguments import UsageError
+from ilgnet.errors import UsageError
 from ilgnet.errors import UserError
 from ilgnet.fileio import refusal
 

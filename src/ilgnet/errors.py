@@ -16,6 +16,12 @@ class UserError(Exception):
     """Something the user can fix: a bad input, a missing file, an unknown name, a tool that failed."""
 
 
+class UsageError(Exception):
+    """A command line that argparse cannot refuse by itself (arguments needed together, a flag that contradicts
+    another), raised by a command before it does any work; ilgnet.cli prints it as argparse's own errors: one line,
+    exit status 2. The one error that names flags, so the library never raises it."""
+
+
 class BadInput(UserError, ValueError):
     """An input that is malformed or out of range: the message names the file and line, or the value."""
 

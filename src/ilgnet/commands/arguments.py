@@ -12,11 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ilgnet.defaults import INT32_MAX
-
-
-class UsageError(Exception):
-    """A command line that argparse cannot refuse by itself (arguments needed together), raised by a command before
-    it does any work; ilgnet.cli prints it as argparse's own errors: one line, exit status 2."""
+from ilgnet.errors import UsageError
 
 
 def _fail(message: str):
@@ -206,9 +202,9 @@ def refuse_overwrites(outputs: Iterable[Output], inputs: Iterable[tuple[Path | s
 
 
 def run_name(text: str) -> str:
-    """A run's name: one plain folder name inside the runs folder (ilgnet.training.runs.run_folder)."""
+    """A run's name: one plain folder name inside the runs folder (ilgnet.training.plan.run_folder)."""
     from ilgnet.errors import BadInput
-    from ilgnet.training.runs import run_folder
+    from ilgnet.training.plan import run_folder
 
     try:
         run_folder(Path("."), text)

@@ -8,7 +8,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ilgnet.commands.arguments import UsageError, gpus, integer, output_folder, plan, ray_address, real
+from ilgnet.commands.arguments import gpus, integer, output_folder, plan, ray_address, real
+from ilgnet.errors import UsageError
 
 EXAMPLES = """examples:
   ilgnet campaign table3 --gpus 0                   # Table 3's runs, one after another on GPU 0

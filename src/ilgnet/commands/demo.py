@@ -95,7 +95,8 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
     from ilgnet.evaluation.pycaffe_engine import evaluate
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Scorer
-    from ilgnet.training.runs import TrainOptions, train
+    from ilgnet.training.plan import TrainOptions
+    from ilgnet.training.runs import train
 
     work = Path(work)
     _fresh_work_dir(work)

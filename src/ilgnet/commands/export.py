@@ -65,7 +65,7 @@ def run(args) -> int:
     import numpy as np
 
     from ilgnet.bvlc.io import load_mean
-    from ilgnet.commands.arguments import UsageError
+    from ilgnet.errors import UsageError
     from ilgnet.data.images import collect_images
     from ilgnet.errors import BadInput
     from ilgnet.fileio import file_digest

@@ -17,6 +17,7 @@ from ilgnet.commands.arguments import Output, existing_file, integer, model, out
 from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_path, atomic_write_text, spreadsheet_csv
 from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
+from ilgnet.errors import UsageError
 
 MAX_DEFAULT_WORKERS = 4
 DEFAULT_WORKERS = min(MAX_DEFAULT_WORKERS, cpu_count())
@@ -127,7 +128,7 @@ def refuse_overwrites(args, model, found) -> None:
         inputs.append((run.model_json, f"the model's {run.model_json.name}"))
     arguments.refuse_overwrites([Output("--out", args.out), Output("--html", args.html)], inputs)
     if args.html and args.html.suffix.lower() not in (".html", ".htm"):     # no other file taken for a page
-        raise arguments.UsageError(f"argument --html: {args.html} does not end in .html or .htm")
+        raise UsageError(f"argument --html: {args.html} does not end in .html or .htm")
 
 
 def output_format(out: Path | None, fmt: str | None) -> str:
@@ -140,7 +141,7 @@ def output_format(out: Path | None, fmt: str | None) -> str:
 
     by_suffix = {"": "csv", ".csv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
     if fmt is None and out is not None and out.suffix.lower() not in by_suffix:
-        raise arguments.UsageError(f"argument --out: {out} does not end in .csv or .txt (CSV), .jsonl or .json (JSON "
+        raise UsageError(f"argument --out: {out} does not end in .csv or .txt (CSV), .jsonl or .json (JSON "
                                    f"lines) or .parquet; rename it, or give --format to write one of them under "
                                    f"this name")
     fmt = fmt or by_suffix[out.suffix.lower() if out else ""]
@@ -245,7 +246,7 @@ def with_precision(model, args) -> tuple:
     if (args.precision or "fp32") == "fp32":
         return model, "fp32", describe_precision("fp32", model.caffemodel, {})
     if args.backend not in ("auto", "onnxruntime") or args.deploy or args.gpu is not None:
-        raise arguments.UsageError(f"--precision {args.precision} runs the variant's own net in onnxruntime on the "
+        raise UsageError(f"--precision {args.precision} runs the variant's own net in onnxruntime on the "
                                    f"CPU: leave out --backend {args.backend}, --deploy and --gpu")
     mean = model.mean if isinstance(model.mean, np.ndarray) else load_mean(model.mean)
     path, facts = smaller_export(model, mean, args.precision)

@@ -7,9 +7,10 @@ import math
 import sys
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, integer, output_folder, real,
+from ilgnet.commands.arguments import (Output, existing_file, existing_folder, integer, output_folder, real,
                                        refuse_overwrites)
 from ilgnet.errors import BadInput
+from ilgnet.errors import UsageError
 
 
 def register(subparsers) -> None:

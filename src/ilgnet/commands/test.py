@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, integer, model, output_file,
+from ilgnet.commands.arguments import (Output, existing_file, existing_folder, integer, model, output_file,
                                        refuse_overwrites, weights_input)
 from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
+from ilgnet.errors import UsageError
 
 
 def register(subparsers) -> None:

@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, gpus, integer, output_folder,
+from ilgnet.commands.arguments import (Output, existing_file, existing_folder, gpus, integer, output_folder,
                                        real, refuse_overwrites, run_name)
 from ilgnet.errors import BadInput, MissingFile
+from ilgnet.errors import UsageError
 
 
 def _weights(text: str) -> Path | str:
@@ -107,7 +108,8 @@ def run(args) -> int:
     from ilgnet.bvlc.io import lmdb_size
     from ilgnet.data.folder import DataFolder
     from ilgnet.fileio import require
-    from ilgnet.training.runs import DataChanged, TrainingDiverged, TrainingStopped, TrainOptions, train
+    from ilgnet.training.plan import DataChanged, TrainOptions
+    from ilgnet.training.runs import TrainingDiverged, TrainingStopped, train
     from ilgnet.zoo.runfolder import RunFolder
     from ilgnet.zoo.registry import load_registry
 

@@ -21,7 +21,8 @@ from ilgnet.paper.runstate import (ERROR_LOG, EVALUATION_JSON, FIG5_PHOTOS, LOCK
                                    final_snapshot, ignore, now, take_lock, update_record)
 from ilgnet.paper.tables import PROFILE_COLUMNS
 from ilgnet.paper.timing import environment
-from ilgnet.training.runs import TrainingDiverged, TrainOptions, train
+from ilgnet.training.plan import TrainOptions
+from ilgnet.training.runs import TrainingDiverged, train
 from ilgnet.zoo.models import run_model
 from ilgnet.zoo.runfolder import RunFolder
 

@@ -220,7 +220,7 @@ def _own_run(entry: dict, seeds: tuple[int, ...], train: dict, where: str,
     if name is not None and (not isinstance(name, str) or len(run_seeds) > 1):
         raise BadInput(f"{where}: a run's name is a string, and a named run has one seed")
     if name is not None:
-        from ilgnet.training.runs import run_folder
+        from ilgnet.training.plan import run_folder
 
         run_folder(Path("."), name)             # one folder name, as `ilgnet train --name` takes
         if len(name.encode("utf-8", "surrogateescape")) > NAME_BYTES:
