@@ -20,7 +20,7 @@ from ilgnet import nets
 from ilgnet.data.images import decode_image
 from ilgnet.data.synthetic import generate
 from ilgnet.scoring.scorer import Scorer
-from ilgnet.zoo.onnx_export import net_to_onnx
+from ilgnet.export.converter import net_to_onnx
 
 TRAINED_RELATIVE = 1e-5     # largest logit difference, ONNX against Caffe, relative to the largest logit
 

@@ -16,6 +16,7 @@ LAYERS = [
     ("data",),
     ("nets",),
     ("zoo",),
+    ("export",),
     ("training",),
     ("scoring",),
     ("evaluation",),

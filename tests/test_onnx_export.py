@@ -1,4 +1,4 @@
-"""The ONNX export (ilgnet.zoo.onnx_export) and `ilgnet export`: each layer the variants use against real Caffe on
+"""The ONNX export (ilgnet.export.converter) and `ilgnet export`: each layer the variants use against real Caffe on
 small nets made for its pitfalls (pooling rounded up and clipped, AVE pooling's divisor, LRN, BatchNorm's scale
 factor, in-place layers), the metadata read back, the checker, the cache beside the model, fp16 and int8 checked on
 photos, and the one-line errors. Every variant's agreement on real photos is in tests/test_backends.py."""
@@ -20,7 +20,7 @@ from ilgnet.fileio import file_digest
 from ilgnet.scoring.scorer import Scorer
 from ilgnet.zoo.models import resolve_model
 from ilgnet.zoo.runfolder import LABELS
-from ilgnet.zoo.onnx_export import net_to_onnx
+from ilgnet.export.converter import net_to_onnx
 from ilgnet.zoo.onnx_metadata import mean_of, read_metadata
 
 INPUT = ('layer {{ name: "data" type: "Input" top: "data" '

@@ -16,7 +16,7 @@ from ilgnet.data.images import decode_image
 from ilgnet.pools import cpu_count, cpu_quota
 from ilgnet.scoring.scorer import Scorer
 from ilgnet.zoo.onnx_metadata import read_metadata
-from ilgnet.zoo.onnx_precision import cpu_kernels, has_vnni
+from ilgnet.export.precision import cpu_kernels, has_vnni
 
 
 def test_the_integer_kernels_come_from_the_cpu_flags(tmp_path):
@@ -126,8 +126,8 @@ def test_average_pools_as_depthwise_convolutions_give_the_same_values(case, tmp_
     from test_onnx_export import small_net
 
     from ilgnet.data.synthetic import random_caffemodel
-    from ilgnet.zoo.onnx_export import net_to_onnx
-    from ilgnet.zoo.onnx_precision import pools_as_convolutions
+    from ilgnet.export.converter import net_to_onnx
+    from ilgnet.export.precision import pools_as_convolutions
 
     net = small_net(case)
     model = net_to_onnx(net, random_caffemodel(net, tmp_path / "w.caffemodel", seed=5))

@@ -227,7 +227,7 @@ def test_a_solverstate_caffe_would_abort_on_is_named(small_net, tmp_path, change
     import numpy as np
 
     from ilgnet.errors import UserError
-    from ilgnet.zoo.fit import check_solverstate
+    from ilgnet.bvlc.fit import check_solverstate
 
     net, shapes = small_net
     path = solverstate(tmp_path / f"{SMALL}_iter_4.solverstate", **change(shapes))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ilgnet.errors import BadInput, MissingFile
-from ilgnet.zoo.runfolder import RunFolder, is_snapshot_name, snapshot_iteration
+from ilgnet.bvlc.io import is_snapshot_name, snapshot_iteration
+from ilgnet.zoo.runfolder import RunFolder
 
 
 def test_paths_and_snapshot_names(tmp_path):

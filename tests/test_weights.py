@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ilgnet.zoo.download import confirmation_url, part_record
-from ilgnet.zoo.fit import check_fits
+from ilgnet.bvlc.fit import check_fits
 from ilgnet.zoo.registry import Weights, check_file, download, fetch, install, load_registry, verify
 
 pytest_plugins = ["caffe_data"]     # small_dataset and ilgnet_caffemodel, shared across test files

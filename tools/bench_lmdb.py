@@ -91,7 +91,7 @@ def main() -> int:
 
     from ilgnet.bvlc.tools import tool_path
     from ilgnet.pools import cpu_count
-    from ilgnet.zoo.onnx_precision import cpu_kernels
+    from ilgnet.export.precision import cpu_kernels
 
     photos = sorted(p for p in args.images.iterdir() if p.is_file()) if args.images.is_dir() else []
     if not photos:

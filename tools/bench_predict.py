@@ -220,7 +220,7 @@ def main() -> int:
     from ilgnet.commands.predict import default_workers
     from ilgnet.pools import cpu_count
     from ilgnet.scoring.pool import ScorerPool
-    from ilgnet.zoo.onnx_precision import cpu_kernels
+    from ilgnet.export.precision import cpu_kernels
 
     workers = {backend: args.workers or default_workers(backend) for backend in BACKENDS}
     workers[INT8] = workers["onnxruntime"]

@@ -7,7 +7,7 @@ from pathlib import Path
 TRAIN_BATCH = 48            # the published train.prototxt's batch_size
 VAL_BATCH = 50              # the published AVA1 test's batch_size: 400 x 50 = the 20,000 AVA1 val images
 SCORE_BATCH = 16            # net inputs per forward pass when scoring photos (the CPU is busy at 16)
-PRECISIONS = ("fp32", "fp16", "int8")   # of an exported ONNX file (ilgnet.zoo.onnx_precision); fp32 the default
+PRECISIONS = ("fp32", "fp16", "int8")   # of an exported ONNX file (ilgnet.export.precision); fp32 the default
 CALIBRATION_PHOTOS = 64     # photos an int8 file is calibrated on by default (MinMax ranges: settled by then)
 CALIBRATION_STAND_IN = 32   # generated photos an int8 file is calibrated on when no photo nor val LMDB is known
 # What runs a net when scoring (ilgnet.scoring.backends): auto picks the first of caffe (pycaffe), onnxruntime (the

@@ -85,6 +85,20 @@ def mount_of(path: Path | str) -> tuple[str, Path]:
     return (devices[-1] if devices else str(place)), place
 
 
+def looks_like_html(head: bytes, content_type: str = "") -> bool:
+    """Whether a response (its first bytes and Content-Type) is an HTML page."""
+    start = head[:512].lstrip().lower()
+    return content_type.startswith("text/html") or start.startswith((b"<!doctype html", b"<html"))
+
+
+def page_title(page: str) -> str:
+    """The title of an HTML page, blanks collapsed ("" without one)."""
+    from bs4 import BeautifulSoup
+
+    title = BeautifulSoup(page, "html.parser").title
+    return " ".join(title.get_text().split()) if title else ""
+
+
 def size_text(count: int | float) -> str:
     """A byte count as tqdm prints it, in powers of 1000 (`size_text(12_345_678)` is `12.3MB`), and below 1 kB as
     whole bytes (`162B`)."""

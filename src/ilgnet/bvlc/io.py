@@ -5,6 +5,7 @@ bytes are Caffe's own: tests compare the records with convert_imageset's and the
 """
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,3 +177,17 @@ def load_net(net, phase: int = TEST, *, weights: Path | None = None):
         handle.write(to_text(net))
         handle.flush()
         return caffe.Net(handle.name, phase, **options)
+
+
+# How Caffe names a snapshot: `<snapshot_prefix>_iter_<N>.caffemodel` and `.solverstate` (`.h5` in HDF5 format).
+SNAPSHOT_ITER = re.compile(r"_iter_(\d+)\.(caffemodel|solverstate)(\.h5)?$")
+
+
+def snapshot_iteration(path: Path) -> int:
+    """The iteration in a snapshot's name (`<prefix>_iter_<N>.caffemodel` or `.solverstate`, as Caffe names them)."""
+    return int(SNAPSHOT_ITER.search(Path(path).name)[1])
+
+
+def is_snapshot_name(path: Path) -> bool:
+    """Whether `path` is named as Caffe names a snapshot (`<prefix>_iter_<N>.caffemodel`, ...)."""
+    return SNAPSHOT_ITER.search(Path(path).name) is not None

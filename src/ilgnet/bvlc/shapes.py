@@ -2,7 +2,7 @@
 
 Caffe sizes a net's parameter blobs from its prototxt and the shapes flowing into each layer; this module does the
 same arithmetic for the layer types the toolkit's nets (and plain deploy files) use, so a caffemodel can be checked
-against a net before Caffe loads it (ilgnet.zoo.fit), with or without Caffe installed. tests/test_fit.py compares the
+against a net before Caffe loads it (ilgnet.bvlc.fit), with or without Caffe installed. tests/test_fit.py compares the
 result with pycaffe's own nets for every variant. A layer type it does not know is a BadInput naming the layer:
 the check must never pass a net it could not read.
 

@@ -1,5 +1,5 @@
 """`ilgnet export` (`make export`): a trained model as one ONNX file that onnxruntime (CPU, CUDA, mobile, the web)
-or PyTorch (onnx2torch) can run without Caffe, carrying the model's identity and mean (ilgnet.zoo.onnx_export);
+or PyTorch (onnx2torch) can run without Caffe, carrying the model's identity and mean (ilgnet.export.converter);
 fp16 and int8 files are smaller approximations, checked on photos given with --check."""
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def run(args) -> int:
     from ilgnet.scoring.scorer import check_weights
     from ilgnet.zoo.models import mean_name, resolve_model
     from ilgnet.zoo.onnx_metadata import identity, is_onnx
-    from ilgnet.zoo.onnx_precision import QUANTIZATION, cpu_kernels, export_file
+    from ilgnet.export.precision import QUANTIZATION, cpu_kernels, export_file
 
     if is_onnx(args.model):
         raise UsageError(f"{args.model} is an ONNX file already; export a caffemodel, a run or a published model")

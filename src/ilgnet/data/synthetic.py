@@ -175,7 +175,7 @@ def _random_blobs(kind: str, shapes: list[tuple[int, ...]], rng: np.random.Gener
 
 def random_caffemodel(net, path: Path, *, seed: int = 0, input_range: float = 64) -> Path:
     """Writes a caffemodel for `net` (a NetParameter) with random weights, as Caffe would save it: every layer with
-    parameters gets blobs of the shapes Caffe gives it (ilgnet.bvlc.shapes), so it passes ilgnet.zoo.fit's check. The
+    parameters gets blobs of the shapes Caffe gives it (ilgnet.bvlc.shapes), so it passes ilgnet.bvlc.fit's check. The
     weights are random but of trained scale (see _random_blobs), so scores spread across (0, 1) instead of piling
     up at 0 or 1. About 1 s per 100 M parameters; `seed` makes the same file again."""
     rng = np.random.default_rng(seed)

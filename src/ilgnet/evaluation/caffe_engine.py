@@ -30,7 +30,7 @@ from ilgnet.fileio import reading
 from ilgnet.evaluation.results import results_table
 from ilgnet.nets import deploy, get_variant, train_val
 from ilgnet.nets.solvers import val_batch_for
-from ilgnet.zoo.fit import check_fits
+from ilgnet.bvlc.fit import check_fits
 from ilgnet.zoo.registry import trained_layers
 
 PROB, LABEL = "record/prob", "record/label"
@@ -135,7 +135,7 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, ma
                gpu: int | None = None, docker: bool = False, progress: bool = True) -> pd.DataFrame:
     """Per-record results of `caffe test` over every record once: ilgnet.evaluation.results.results_table in LMDB
     order, as the pycaffe engine gives them (frame.attrs["batch"]: the TEST batch used), with a progress bar per
-    run. The weights are checked against the net first (ilgnet.zoo.fit); raises BadInput when the log does not
+    run. The weights are checked against the net first (ilgnet.bvlc.fit); raises BadInput when the log does not
     account for every record."""
     v = get_variant(variant)
     records = lmdb_size(lmdb_path)

@@ -29,7 +29,7 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path | n
     """Per-record results: ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order, the net
     run by `backend` (ilgnet.scoring.backends; pycaffe by default).
     on_batch(scorer, keys, labels) is called after each forward pass, while the net's blobs hold that batch (a caller
-    reads inner layers there; caffe backend). check: compare the weights with the net first (ilgnet.zoo.fit); off
+    reads inner layers there; caffe backend). check: compare the weights with the net first (ilgnet.bvlc.fit); off
     only for a snapshot Caffe wrote of this very net. Raises BadInput when a record's size differs from the mean
     image's (Caffe's Data layer would abort)."""
     total = lmdb_size(lmdb_path)

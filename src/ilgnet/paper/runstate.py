@@ -39,7 +39,8 @@ from ilgnet.nets import get_variant
 from ilgnet.paper.integrity import check_finished
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.timing import training_time
-from ilgnet.zoo.runfolder import RunFolder, snapshot_iteration
+from ilgnet.bvlc.io import snapshot_iteration
+from ilgnet.zoo.runfolder import RunFolder
 
 CAMPAIGN_JSON = "campaign.json"
 LOCK = "campaign.lock"

@@ -1,6 +1,6 @@
 """The photos an int8 file is calibrated on, and how far a smaller file (fp16, int8) strays from fp32, measured.
 
-Calibration (ilgnet.zoo.onnx_precision.quantize_int8) needs net inputs preprocessed exactly as the Scorer will feed
+Calibration (ilgnet.export.precision.quantize_int8) needs net inputs preprocessed exactly as the Scorer will feed
 them: `calibration_set` takes them from a folder of photos (`ilgnet export --calibrate DIR`), else from the model's
 own val LMDB where its data folder is known (the records `caffe test` reads), else from CALIBRATION_STAND_IN
 generated photos (ilgnet.data.synthetic; a stated fallback, fit for a stand-in model, not for a trained one).
@@ -159,7 +159,7 @@ def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None
     from ilgnet.fileio import file_digest
     from ilgnet.nets import deploy
     from ilgnet.zoo.onnx_metadata import FORMAT, identity, read_metadata
-    from ilgnet.zoo.onnx_precision import QUANTIZATION, export_file
+    from ilgnet.export.precision import QUANTIZATION, export_file
 
     variant = VARIANTS[model.variant]
     digest = file_digest(model.caffemodel)

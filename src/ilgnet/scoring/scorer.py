@@ -42,9 +42,9 @@ from ilgnet.nets import deploy as deploy_net
 from ilgnet.pools import cpu_count
 from ilgnet.scoring.backends import open_net, pick_backend
 from ilgnet.scoring.inputs import check_images, check_paths
-from ilgnet.zoo.fit import check_fits
+from ilgnet.bvlc.fit import check_fits
 from ilgnet.zoo.models import resolve_model
-from ilgnet.zoo.onnx_export import cached_export
+from ilgnet.export.cache import cached_export
 from ilgnet.zoo.onnx_metadata import check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
 
@@ -101,7 +101,7 @@ def preprocess(image: np.ndarray, mean: np.ndarray, *, image_size: tuple[int, in
 
 
 def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: str | None = "ilgnet") -> int:
-    """Checks that `weights` fit the net a Scorer would load (ilgnet.zoo.fit): every layer of the deploy file, or of
+    """Checks that `weights` fit the net a Scorer would load (ilgnet.bvlc.fit): every layer of the deploy file, or of
     the variant's deploy net, gets its blobs, and the caffemodel holds no layer the variant's training net lacks
     (any unused layer, for a deploy file of no known variant). Returns the layers matched; BadInput otherwise.
     An ONNX file (checked when it was exported) must be one `ilgnet export` wrote of `variant`'s net; it holds
@@ -136,7 +136,7 @@ class Scorer:
         after the mean (transform_param.scale). batch_size: net inputs per forward pass (photos; with oversample,
         10 crops per photo). resize: side of the square photos are resized to when the mean is per-channel (a mean
         image fixes it; default: the variant's LMDB size). jobs: decoding threads (default: CPU count; 0 decodes
-        inline). gpu: a GPU id, or None for the CPU. check: compare the weights with the net first (ilgnet.zoo.fit); off
+        inline). gpu: a GPU id, or None for the CPU. check: test weights against the net first (ilgnet.bvlc.fit); off
         only where the caller already did. backend: "caffe" (pycaffe), "onnxruntime" (the net exported to ONNX;
         `weights` may be an ONNX file `ilgnet export` wrote), "opencv" (OpenCV's dnn module, CPU only) or "auto"
         (the default: the first of them this machine has; ilgnet.scoring.backends.pick_backend). `backend` is then
@@ -279,7 +279,7 @@ def net_of(deploy: Path | str | None, variant) -> tuple:
 
 def onnx_weights(weights: Path | str, *, deploy: Path | str | None = None, variant: str = "ilgnet") -> Path:
     """The ONNX file the onnxruntime backend runs for `weights`: itself when it is one, else the caffemodel's export
-    (made now unless kept from before; ilgnet.zoo.onnx_export.cached_export). ScorerPool and score_with_ray call it
+    (made now unless kept from before; ilgnet.export.cache.cached_export). ScorerPool and score_with_ray call it
     once before their processes start, so that they do not each export it. Check the weights first."""
     if is_onnx(weights):
         return Path(weights)

@@ -19,7 +19,7 @@ from ilgnet.bvlc import logs
 from ilgnet.bvlc.tools import run_logged
 from ilgnet.errors import ToolFailed, UserError
 from ilgnet.training.curves import write_train_summary
-from ilgnet.zoo.runfolder import snapshot_iteration
+from ilgnet.bvlc.io import snapshot_iteration
 
 SUMMARY_EVERY_S = 60
 SNAPSHOT_MODEL = "Snapshotting to binary proto file "           # Caffe, before it writes the .caffemodel

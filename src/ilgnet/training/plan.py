@@ -1,6 +1,6 @@
 """A training run checked before anything is written (`plan`): the counts, profile, data, snapshots, initial
 weights and GPUs, and for a resume that the variant, profile and data are the run's (its RunFolder record), that
-max_iter lies beyond the snapshot and that the .solverstate is whole (ilgnet.zoo.fit.check_solverstate). What
+max_iter lies beyond the snapshot and that the .solverstate is whole (ilgnet.bvlc.fit.check_solverstate). What
 `ilgnet train` asks for is a TrainOptions; the checked result a Plan, which ilgnet.training.runs executes."""
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from ilgnet.nets import Variant, fresh_layers, get_variant, train_val
 from ilgnet.nets.recipes import DEFAULT as DEFAULT_RECIPE
 from ilgnet.nets.recipes import check_recipe
 from ilgnet.nets.solvers import get_profile, val_batch_for
-from ilgnet.zoo.fit import check_finetuning, check_solverstate
+from ilgnet.bvlc.fit import check_finetuning, check_solverstate
 from ilgnet.zoo.registry import check_file, load_registry
-from ilgnet.zoo.runfolder import RunFolder, snapshot_iteration
+from ilgnet.bvlc.io import snapshot_iteration
+from ilgnet.zoo.runfolder import RunFolder
 
 
 def _ignore(message: str) -> None:
@@ -127,7 +128,7 @@ def _check_data(data: DataFolder, v: Variant) -> None:
 
 def _initial_weights(v: Variant, net, weights: Path | None, models_dir: Path,
                      notify: Callable[[str], None]) -> Path | None:
-    """The caffemodel training starts from, checked against the net (ilgnet.zoo.fit): `weights`, else the variant's
+    """The caffemodel training starts from, checked against the net (ilgnet.bvlc.fit): `weights`, else the variant's
     pretrained model from the registry when it is in `models_dir` (its size and checksums checked too), else None."""
     entry = None
     if weights is None:
@@ -148,7 +149,7 @@ def _initial_weights(v: Variant, net, weights: Path | None, models_dir: Path,
 
 
 def _resumable(states: list[Path], net) -> Path:
-    """The newest .solverstate Caffe can resume `net` from (ilgnet.zoo.fit.check_solverstate). When the newest is
+    """The newest .solverstate Caffe can resume `net` from (ilgnet.bvlc.fit.check_solverstate). When the newest is
     not, BadInput says why and names the previous good one, which resuming would take once the newer ones are set
     aside (nothing is renamed here)."""
     try:

@@ -19,8 +19,9 @@ from ilgnet.bvlc.proto import TEST
 from ilgnet.bvlc.tools import import_caffe
 from ilgnet.errors import BadInput, CaffeNotFoundError
 from ilgnet.nets import Variant, train_val
-from ilgnet.zoo.fit import nonfinite_layers, read_caffemodel
-from ilgnet.zoo.runfolder import RunFolder, snapshot_iteration
+from ilgnet.bvlc.fit import nonfinite_layers, read_caffemodel
+from ilgnet.bvlc.io import snapshot_iteration
+from ilgnet.zoo.runfolder import RunFolder
 
 CHECK_BATCH = 4         # val records forwarded per check: a few seconds on a CPU for the `ilgnet` net
 SHOWN = 4

@@ -31,21 +31,13 @@ import requests
 from tqdm import tqdm
 
 from ilgnet.errors import DownloadError, FilesystemRefused
-from ilgnet.fileio import atomic_write_json, refusal, remove
+from ilgnet.fileio import atomic_write_json, looks_like_html, page_title, refusal, remove
 
 CHUNK = 1 << 20
 MAX_PAGE_BYTES = 4 << 20
 MAX_PAGES = 3
 USER_AGENT = "ilgnet-caffe weights fetcher (python-requests)"
 GDOWN_NO_LINK = "Cannot retrieve the public link"      # how gdown's parser says a page holds no link to a file
-
-
-def page_title(page: str) -> str:
-    """The title of an HTML page, blanks collapsed ("" without one)."""
-    from bs4 import BeautifulSoup
-
-    title = BeautifulSoup(page, "html.parser").title
-    return " ".join(title.get_text().split()) if title else ""
 
 
 def confirmation_url(page: str, base_url: str) -> tuple[str | None, str]:
@@ -59,12 +51,6 @@ def confirmation_url(page: str, base_url: str) -> tuple[str | None, str]:
     except FileURLRetrievalError as err:
         reason = " ".join(str(err).split())
         return None, "" if reason.startswith(GDOWN_NO_LINK) else reason
-
-
-def looks_like_html(head: bytes, content_type: str = "") -> bool:
-    """Whether a response (its first bytes and Content-Type) is an HTML page."""
-    start = head[:512].lstrip().lower()
-    return content_type.startswith("text/html") or start.startswith((b"<!doctype html", b"<html"))
 
 
 class HtmlPageServed(DownloadError):

@@ -24,7 +24,8 @@ from ilgnet.errors import BadInput, MissingFile
 from ilgnet.fileio import file_digest, require
 from ilgnet.zoo.onnx_metadata import exported, mean_of
 from ilgnet.zoo.registry import PUBLISHED_MODELS, check_file, load_registry
-from ilgnet.zoo.runfolder import RunFolder, is_snapshot_name, snapshot_iteration
+from ilgnet.bvlc.io import is_snapshot_name, snapshot_iteration
+from ilgnet.zoo.runfolder import RunFolder
 
 @dataclass(frozen=True)
 class Model:
@@ -106,7 +107,7 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
                   models: Path = defaults.MODELS_DIR) -> Model:
     """`spec` as a Model: a published model's registry name, a run folder, a snapshot of a run, an ONNX file
     `ilgnet export` wrote, or a .caffemodel.
-    `variant` and `mean`, when given, override what the model records (ilgnet.zoo.fit catches a variant that
+    `variant` and `mean`, when given, override what the model records (ilgnet.bvlc.fit catches a variant that
     contradicts the weights). A plain .caffemodel's variant defaults to ilgnet; its mean stays None unless given."""
     path = Path(spec)
     if str(spec) in PUBLISHED_MODELS:

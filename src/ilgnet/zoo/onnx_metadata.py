@@ -1,7 +1,7 @@
 """What an exported ONNX file says about itself: the metadata `ilgnet export` writes into it (`identity`: variant,
 labels, preprocessing, the source caffemodel's sha256, precision, the mean image), read back without parsing the
 graph (`read_metadata`), and the checks that a file is one `ilgnet export` wrote (`exported`, `check_exported`).
-ilgnet.zoo.onnx_export writes the graph; ilgnet.zoo.onnx_precision its fp16 and int8 versions.
+ilgnet.export.converter writes the graph; ilgnet.export.precision its fp16 and int8 versions.
 """
 from __future__ import annotations
 

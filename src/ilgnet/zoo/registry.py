@@ -4,7 +4,7 @@ the right file, and fetching it through ilgnet.zoo.download.
 A file is renamed into place only once every check passed, so a file under its final name is always complete.
 The ILGNet models have no published checksum, so their size (as the authors' caffe test logs report it) is
 checked and the file must parse as a Caffe NetParameter whose layers fit the deploy net of the registered variant
-(ilgnet.zoo.fit); an ImageNet model without one must fit the trunk of the variant it initialises.
+(ilgnet.bvlc.fit); an ImageNet model without one must fit the trunk of the variant it initialises.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ilgnet.bvlc.shapes import param_shapes
 from ilgnet.errors import BadInput, lookup
 from ilgnet.fileio import atomic_path, file_digest
 from ilgnet.zoo.download import HtmlPageServed, discard_part, download_part
-from ilgnet.zoo.fit import check_finetuning, check_fits
+from ilgnet.bvlc.fit import check_finetuning, check_fits
 
 REGISTRY = Path(__file__).with_name("weights.json")
 PUBLISHED_MODELS = ("ilgnet-ava1", "ilgnet-ava2")
@@ -72,7 +72,7 @@ def check_file(entry: Weights, path: Path) -> None:
 
 
 def verify(entry: Weights, path: Path) -> None:
-    """Every check the registry allows for `entry`: the layer fit (ilgnet.zoo.fit) of a trained model to its variant's
+    """Every check the registry allows for `entry`: the layer fit (ilgnet.bvlc.fit) of a trained model to its variant's
     deploy net or of an ImageNet model to the trunk of the variant it initialises (first: it says what a wrong file
     is, an HTML page say), then size and checksums."""
     if entry.fits_variant:

@@ -24,22 +24,11 @@ from ilgnet.errors import BadInput, about
 from ilgnet.fileio import atomic_write_json, file_digest, folder_lock, read_json
 from ilgnet.nets import get_variant
 
-SNAPSHOT_ITER = re.compile(r"_iter_(\d+)\.(caffemodel|solverstate)(\.h5)?$")
 LABELS = {"0": "low aesthetic quality", "1": "high aesthetic quality"}
 # The data folder's files a run keeps a record of: key in model.json -> (file in the data folder, name of the copy
 # in the run folder, or None where the run keeps only its checksum).
 DATA_FILES = {"mean": ("mean.binaryproto", "mean.binaryproto"), "train_list": ("train.txt", "train.txt"),
               "val_list": ("val.txt", None)}
-
-
-def snapshot_iteration(path: Path) -> int:
-    """The iteration in a snapshot's name (`<prefix>_iter_<N>.caffemodel` or `.solverstate`, as Caffe names them)."""
-    return int(SNAPSHOT_ITER.search(Path(path).name)[1])
-
-
-def is_snapshot_name(path: Path) -> bool:
-    """Whether `path` is named as Caffe names a snapshot (`<prefix>_iter_<N>.caffemodel`, ...)."""
-    return SNAPSHOT_ITER.search(Path(path).name) is not None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""fp16 and int8 versions of an exported ONNX file (ilgnet.zoo.onnx_export), and what the machine's CPU offers them.
+"""fp16 and int8 versions of an exported ONNX file (ilgnet.export.converter), and what the machine's CPU offers them.
 
 fp16: every float tensor inside the graph as float16, the input and output kept float32
 (onnxruntime.transformers.float16): half the size, not faster on a CPU.
@@ -27,7 +27,7 @@ import numpy as np
 from ilgnet.defaults import PRECISIONS
 from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_path
-from ilgnet.zoo.onnx_export import import_onnx, net_to_onnx, save
+from ilgnet.export.converter import import_onnx, net_to_onnx, save
 
 QUANTIZATION = ("onnxruntime static quantization, QDQ: Conv (average pools as depthwise Conv) and Gemm weights int8 "
                 "per output channel (symmetric), activations uint8 calibrated (MinMax); LRN kept in float")

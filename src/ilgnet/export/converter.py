@@ -31,20 +31,16 @@ Opset 17 and IR version 8: what onnxruntime 1.14 and later read, and every layer
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 import ilgnet
-from ilgnet import defaults
 from ilgnet.bvlc.io import read_prototxt
 from ilgnet.bvlc.shapes import input_shapes, layer_shapes, net_input, net_outputs, pool_geometry, spatial
 from ilgnet.errors import BadInput, MissingPackage, about
-from ilgnet.fileio import atomic_path, file_digest, waiting_lock
-from ilgnet.nets import VARIANTS
-from ilgnet.zoo.fit import read_caffemodel
-from ilgnet.zoo.onnx_metadata import FORMAT, identity, read_metadata
+from ilgnet.fileio import atomic_path
+from ilgnet.bvlc.fit import read_caffemodel
 
 OPSET = 17
 IR_VERSION = 8
@@ -63,7 +59,7 @@ def import_onnx():
 
 def caffemodel_blobs(caffemodel: Path) -> dict[str, list[np.ndarray]]:
     """Layer name -> its blobs as float32 arrays, flat (the net's shapes are applied by the converter), from a
-    caffemodel's `layer` or V1 `layers`, `data` or `double_data`. BadInput as ilgnet.zoo.fit.read_caffemodel."""
+    caffemodel's `layer` or V1 `layers`, `data` or `double_data`. BadInput as ilgnet.bvlc.fit.read_caffemodel."""
     model = read_caffemodel(caffemodel)
     return {layer.name: [np.asarray(b.data or b.double_data, np.float32) for b in layer.blobs]
             for layer in [*model.layer, *model.layers] if layer.blobs}
@@ -148,7 +144,7 @@ def _lrn(graph: _Graph, x: str, name: str, *, size: int, alpha: float, beta: flo
     zero-padded)^-beta, in plain operators: the window's mean of squares is an AveragePool over the channel axis
     of (N, 1, C, H, W), padding counted; ^-0.75 (GoogLeNet's beta) is a division by two square roots. onnxruntime's
     own LRN kernel took 3 to 6 times as long (one thread), half of ILGNet's forward pass. Node names start NAME/lrn,
-    which the int8 conversion keeps in float (ilgnet.zoo.onnx_precision)."""
+    which the int8 conversion keeps in float (ilgnet.export.precision)."""
     axis = graph.constant(f"{name}/lrn_axis", np.array([1]), np.int64)
     squares = graph.node("Unsqueeze", [graph.node("Mul", [x, x], f"{name}/lrn_squares"), axis], f"{name}/lrn_5d")
     half = (size - 1) // 2
@@ -247,7 +243,7 @@ def net_to_onnx(net, caffemodel: Path, *, output: str | None = None, metadata: d
     """The ONNX ModelProto of `net` (a deploy NetParameter, or a deploy prototxt path) with the weights of
     `caffemodel`: input `data` (N, 3, crop, crop) float32 with a free batch size, one output, the blob `output`
     (default: the net's one output) as (N, classes) float32; `metadata` in metadata_props. The caller checks that
-    the weights fit the net first (ilgnet.zoo.fit). BadInput names a layer the export does not know, or the file."""
+    the weights fit the net first (ilgnet.bvlc.fit). BadInput names a layer the export does not know, or the file."""
     onnx = import_onnx()
     source = str(net) if isinstance(net, (str, Path)) else f"the {net.name} deploy net"
     with about(source):
@@ -288,49 +284,3 @@ def save(model, path: Path) -> Path:
         onnx.save_model(model, str(partial))
         onnx.checker.check_model(str(partial))
     return path
-
-
-def _cache_key(path: Path) -> str | None:
-    """The cache_key in the metadata of a kept export; None for a file without one or not readable as ONNX."""
-    try:
-        return read_metadata(path).get("cache_key")
-    except BadInput:
-        return None
-
-
-def cached_export(net, caffemodel: Path, *, variant: str, output: str | None = None,
-                  cache: Path = defaults.CACHE_DIR) -> Path:
-    """The fp32 ONNX file of `net` (a NetParameter or a deploy prototxt) with the weights of `caffemodel` (checked
-    to fit by the caller), exported once and kept beside the caffemodel as NAME.KEY.onnx, or under `cache`/onnx
-    where that folder cannot be written. KEY hashes the caffemodel's sha256, the variant, the net, the output and
-    the toolkit's and converter's versions, so a changed file or toolkit exports anew; a kept file whose metadata
-    do not carry that key (cut short, or another file under its name) is exported again. The file carries no mean:
-    the caller subtracts it."""
-    caffemodel = Path(caffemodel)
-    digest = file_digest(caffemodel)
-    text = Path(net).read_bytes() if isinstance(net, (str, Path)) else net.SerializeToString()
-    parts = [digest, variant, hashlib.sha256(text).hexdigest(), output or "", ilgnet.__version__, FORMAT]
-    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-    name = f"{caffemodel.stem}.{key}.onnx"
-    places = [caffemodel.parent / name, Path(cache) / "onnx" / name]
-    for path in places:
-        if path.is_file() and _cache_key(path) == key:
-            return path
-    for path in places:
-        # One export at a time per file: a second process waits for the first and uses its file.
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with waiting_lock(path.with_name(f".{path.name}.lock")):
-                if path.is_file() and _cache_key(path) == key:
-                    return path
-                return save(_export(net, caffemodel, variant, output, digest, key), path)
-        except OSError:
-            continue
-    raise BadInput(f"cannot write the ONNX export of {caffemodel} beside it nor under {cache}")
-
-
-def _export(net, caffemodel: Path, variant: str, output: str | None, digest: str, key: str):
-    """cached_export's ModelProto, its metadata carrying the key."""
-    known = VARIANTS.get(variant, variant)
-    return net_to_onnx(net, caffemodel, output=output,
-                       metadata={**identity(known, caffemodel, caffemodel_sha256=digest), "cache_key": key})

@@ -20,9 +20,8 @@ from google.protobuf.message import DecodeError
 from ilgnet.bvlc.proto import TRAIN, NetParameter, SolverState
 from ilgnet.bvlc.shapes import param_shapes
 from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import require
-from ilgnet.zoo.download import looks_like_html, page_title
-from ilgnet.zoo.runfolder import SNAPSHOT_ITER
+from ilgnet.bvlc.io import SNAPSHOT_ITER
+from ilgnet.fileio import looks_like_html, page_title, require
 
 Shapes = dict[str, list[tuple[int, ...]]]
 SHOWN = 4           # names listed per kind of problem before "and N more"
