@@ -128,3 +128,12 @@ def import_cycles() -> list[list[str]]:
 
 def test_no_import_cycle_even_through_imports_inside_functions():
     assert import_cycles() == []
+
+
+MAX_LINES = 330
+
+
+@pytest.mark.parametrize("module", library_modules())
+def test_no_module_is_longer_than_the_house_allows(module):
+    lines = len(module_path(module).read_text().splitlines())
+    assert lines <= MAX_LINES, f"{module} has {lines} lines (at most {MAX_LINES}): split it along a seam"
