@@ -39,7 +39,7 @@ def run(stand_in, tmp_path) -> Path:
 def test_a_run_folder_and_a_snapshot_in_it_resolve_to_its_identity(run):
     model = resolve_model(run)
     assert model == run_model(run)
-    assert (model.caffemodel, model.variant, model.mean, model.train_list, model.name) == (
+    assert (model.weights, model.variant, model.mean, model.train_list, model.name) == (
         run / "snapshots" / "small_iter_20.caffemodel", SMALL, run / "mean.binaryproto", run / "train.txt", str(run))
     older = resolve_model(run / "snapshots" / "small_iter_10.caffemodel")
     assert older.caffemodel.name == "small_iter_10.caffemodel" and older.mean == model.mean

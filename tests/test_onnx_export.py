@@ -125,7 +125,7 @@ def test_the_exported_file_carries_the_models_identity(exported, stand_in):
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["N", 3, v.input_size, v.input_size]
     resolved = resolve_model(exported)                  # the file alone is a model: variant and mean inside it
-    assert resolved.variant == SMALL and resolved.caffemodel == exported
+    assert resolved.variant == SMALL and resolved.weights == exported
 
 
 def test_predict_scores_with_the_exported_file_alone(exported, stand_in, tmp_path, capsys):

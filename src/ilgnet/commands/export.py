@@ -86,10 +86,10 @@ def run(args) -> int:
     if variant is None:
         raise BadInput(f"unknown net variant {model.variant!r}; known: {', '.join(VARIANTS)}")
     photos = collect_images(args.check).photos if args.check else []
-    check_weights(model.caffemodel, variant=variant.name)
+    check_weights(model.weights, variant=variant.name)
     mean = load_mean(model.mean) if not isinstance(model.mean, np.ndarray) else model.mean
-    metadata = identity(variant, model.caffemodel, mean=mean, mean_source=mean_name(model))
-    print(f"ilgnet export: {model.caffemodel} ({variant.name}, sha256 {metadata['caffemodel_sha256'][:12]}...) "
+    metadata = identity(variant, model.weights, mean=mean, mean_source=mean_name(model))
+    print(f"ilgnet export: {model.weights} ({variant.name}, sha256 {metadata['caffemodel_sha256'][:12]}...) "
           f"fits the net", file=sys.stderr)
     net = deploy(variant)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -101,13 +101,13 @@ def run(args) -> int:
             print(f"ilgnet export: int8 calibrated on {calibration.source}; this CPU's integer kernels: "
                   f"{', '.join(cpu_kernels()) or 'none known'}", file=sys.stderr)
         fp32 = Path(tmp) / "fp32.onnx" if photos and args.precision != "fp32" else None
-        export_file(net, model.caffemodel, args.out, metadata=metadata, output=variant.prob_blob,
+        export_file(net, model.weights, args.out, metadata=metadata, output=variant.prob_blob,
                     precision=args.precision, fp32=fp32, calibration=calibration and calibration.batches)
         print(f"ilgnet export: wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {args.precision}, sha256 "
               f"{file_digest(args.out)[:12]}...)")
         if photos:
             reference, backend = ((fp32, "onnxruntime") if fp32 else
-                                  (model.caffemodel, reference_backend(model.caffemodel)))
+                                  (model.weights, reference_backend(model.weights)))
             found = compare(photos, model, args.out, reference, backend,
                             leave_out=calibration.photos if calibration else set())
             print(f"ilgnet export: {args.precision} against {'fp32' if fp32 else backend} on {found['photos']} "

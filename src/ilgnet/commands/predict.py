@@ -118,7 +118,7 @@ def refuse_overwrites(args, model, found) -> None:
     inputs = [*((path, "one of the photos to score") for path in found.photos),
               *((path, "a file in the folders to score") for path, _ in found.not_photos),
               *((path, "a list of photos to score") for path in list_files(args.paths)),
-              arguments.weights_input(model.caffemodel),
+              arguments.weights_input(model.weights),
               *([(model.mean, "the mean image")] if isinstance(model.mean, Path) else []),
               *((path, what) for path, what in [(args.deploy, "the deploy prototxt"),
                                                 (model.train_list, "the model's training list")] if path)]
@@ -205,7 +205,7 @@ def check_ray_args(args) -> None:
 
 def score(paths: list[Path], model, backend: str, args):
     """(table, skipped): with Ray actors under --ray, else with ScorerPool's processes on this machine."""
-    options = {"weights": model.caffemodel, "mean": model.mean, "deploy": args.deploy, "variant": model.variant,
+    options = {"weights": model.weights, "mean": model.mean, "deploy": args.deploy, "variant": model.variant,
                "oversample": args.oversample, "backend": backend}
     batches = -(-len(paths) // args.batch)         # no process or actor without a batch to score
     if args.ray is not None:
@@ -236,28 +236,28 @@ def with_precision(model, args) -> tuple:
     from ilgnet.scoring.precision import describe_precision, smaller_export
     from ilgnet.zoo.onnx_metadata import is_onnx, read_metadata
 
-    if is_onnx(model.caffemodel):
-        facts = read_metadata(model.caffemodel)
+    if is_onnx(model.weights):
+        facts = read_metadata(model.weights)
         own = facts.get("precision", "fp32")
         if args.precision not in (None, own):
-            raise BadInput(f"{model.caffemodel} is an {own} file, not {args.precision}: export the model at "
+            raise BadInput(f"{model.weights} is an {own} file, not {args.precision}: export the model at "
                            f"{args.precision} with `ilgnet export`, or leave out --precision")
-        return model, own, describe_precision(own, model.caffemodel, facts)
+        return model, own, describe_precision(own, model.weights, facts)
     if (args.precision or "fp32") == "fp32":
-        return model, "fp32", describe_precision("fp32", model.caffemodel, {})
+        return model, "fp32", describe_precision("fp32", model.weights, {})
     if args.backend not in ("auto", "onnxruntime") or args.deploy or args.gpu is not None:
         raise UsageError(f"--precision {args.precision} runs the variant's own net in onnxruntime on the "
                                    f"CPU: leave out --backend {args.backend}, --deploy and --gpu")
     mean = model.mean if isinstance(model.mean, np.ndarray) else load_mean(model.mean)
     path, facts = smaller_export(model, mean, args.precision)
-    return dataclasses.replace(model, caffemodel=path), args.precision, describe_precision(args.precision, path, facts)
+    return dataclasses.replace(model, weights=path), args.precision, describe_precision(args.precision, path, facts)
 
 
 def gallery_facts(model, backend: str, args) -> dict[str, str]:
     """What the gallery says about how the photos were scored."""
     from ilgnet.zoo.models import mean_name
 
-    return {"model": f"{model.name} ({model.caffemodel})" if model.name != str(model.caffemodel) else model.name,
+    return {"model": f"{model.name} ({model.weights})" if model.name != str(model.weights) else model.name,
             "variant": model.variant, "deploy net": str(args.deploy or f"{model.variant} (generated)"),
             "mean": mean_name(model), "backend": backend,
             "crops": "10 (--oversample)" if args.oversample else "centre crop"}
@@ -286,13 +286,13 @@ def run(args) -> int:
         raise BadInput(f"no photos in {' '.join(args.paths)} ({len(found.not_photos)} other files, "
                        f"{found.known_non_photos} known non-photos)")
     if model.name in PUBLISHED_MODELS:
-        print(f"{model.name}: {model.caffemodel} is present and checks out", file=sys.stderr)
+        print(f"{model.name}: {model.weights} is present and checks out", file=sys.stderr)
     model, precision, about_precision = with_precision(model, args)
-    backend = pick_backend(args.backend, model.caffemodel)
+    backend = pick_backend(args.backend, model.weights)
     args.workers = args.workers or default_workers(backend, ray=args.ray is not None)
     table, skipped = score(found.photos, model, backend, args)
     if args.backend == "auto":                          # said once scored: an error stays one line
-        print(f"ilgnet predict: backend {backend} ({why_picked(backend, model.caffemodel)})", file=sys.stderr)
+        print(f"ilgnet predict: backend {backend} ({why_picked(backend, model.weights)})", file=sys.stderr)
     not_scored = sorted([*found.not_photos, *((Path(item.path), item.reason) for item in skipped)])
     for path, reason in not_scored:
         print(f"ilgnet predict: not scored: {path}: {reason}", file=sys.stderr)

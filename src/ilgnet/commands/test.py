@@ -101,7 +101,7 @@ def run(args) -> int:
     require(data.lmdb("val"), folder=True)
     if isinstance(mean, Path):
         require(mean)
-    inputs = [weights_input(model.caffemodel),
+    inputs = [weights_input(model.weights),
               *([(mean, "the mean image")] if isinstance(mean, Path) else []),
               *((data.lmdb("val") / name, "a file of the val LMDB") for name in ("data.mdb", "lock.mdb")),
               *((path, f"the data folder's {path.name}") for path in (data.list_file("val"), data.list_file("train"),
@@ -116,19 +116,19 @@ def run(args) -> int:
         raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
     if (engine == "caffe" or args.paper_protocol) and not isinstance(mean, Path):
         raise UsageError(f"--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
-                         f"the ONNX model {model.caffemodel} goes with --engine pycaffe")
+                         f"the ONNX model {model.weights} goes with --engine pycaffe")
     if engine == "caffe" or args.paper_protocol:
         caffe_engine.check_mean(mean)                 # before any scoring, not after the pycaffe pass
     if engine == "caffe":
-        frame = caffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
+        frame = caffe_engine.score_lmdb(model.variant, model.weights, data.lmdb("val"), mean, args.batch,
                                       gpu=args.gpu, docker=args.docker)
     else:
-        backend = pick_backend(args.backend, model.caffemodel)
-        frame = pycaffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), mean, args.batch,
+        backend = pick_backend(args.backend, model.weights)
+        frame = pycaffe_engine.score_lmdb(model.variant, model.weights, data.lmdb("val"), mean, args.batch,
                                           gpu=args.gpu, backend=backend)
         if args.backend == "auto":                      # said once scored: an error stays one line
-            print(f"ilgnet test: backend {backend} ({why_picked(backend, model.caffemodel)})", file=sys.stderr)
-    result = results.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
+            print(f"ilgnet test: backend {backend} ({why_picked(backend, model.weights)})", file=sys.stderr)
+    result = results.summarize(frame, variant=model.variant, weights=model.weights, lmdb_path=data.lmdb("val"),
                                mean_file=mean if isinstance(mean, Path) else mean_name(model))
     result["engine"] = engine
     if data.val_means.is_file():
@@ -139,7 +139,7 @@ def run(args) -> int:
         result["paper"] = {"protocol": protocol, **PAPER[protocol]}
     if args.paper_protocol:
         result["paper_protocol"] = caffe_engine.paper_protocol(
-            model.variant, model.caffemodel, data.lmdb("val"), mean, batch=PAPER[protocol]["batch"],
+            model.variant, model.weights, data.lmdb("val"), mean, batch=PAPER[protocol]["batch"],
             iterations=PAPER[protocol]["iterations"], gpu=args.gpu, docker=args.docker)
     text = markdown_report(result, protocol)
     if model.train_list:

@@ -52,13 +52,13 @@ def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, 
     batch = spec.options.get("val_batch") or defaults.VAL_BATCH          # the memory the plan allowed its test net
     features = FeatureCollector(FIG5_PHOTOS) if spec.variant in FIG5_VARIANTS and not docker else None
     if docker:
-        frame = caffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), model.mean, batch,
+        frame = caffe_engine.score_lmdb(model.variant, model.weights, data.lmdb("val"), model.mean, batch,
                                         gpu=device, docker=True)
     else:
         # The snapshot is Caffe's own of this run's net: checking it against the net again would only cost time.
-        frame = pycaffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), model.mean, batch,
+        frame = pycaffe_engine.score_lmdb(model.variant, model.weights, data.lmdb("val"), model.mean, batch,
                                           gpu=device, progress=progress, check=False, on_batch=features)
-    result = summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
+    result = summarize(frame, variant=model.variant, weights=model.weights, lmdb_path=data.lmdb("val"),
                        mean_file=model.mean)
     protocol = PROFILE_COLUMNS[spec.profile][0]
     result["engine"] = "caffe" if docker else "pycaffe"

@@ -162,21 +162,21 @@ def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None
     from ilgnet.export.precision import QUANTIZATION, export_file
 
     variant = VARIANTS[model.variant]
-    digest = file_digest(model.caffemodel)
+    digest = file_digest(model.weights)
     calibrated = calibration_key(model, photos) if precision == "int8" else ""
     parts = [digest, variant.name, precision, calibrated, QUANTIZATION, ilgnet.__version__, FORMAT]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-    out = Path(work or defaults.CACHE_DIR) / "onnx" / f"{Path(model.caffemodel).stem}.{precision}-{key}.onnx"
+    out = Path(work or defaults.CACHE_DIR) / "onnx" / f"{Path(model.weights).stem}.{precision}-{key}.onnx"
     if out.is_file() and read_metadata(out).get("cache_key") == key:
         return out, read_metadata(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {**identity(variant, model.caffemodel, caffemodel_sha256=digest, mean=mean), "cache_key": key}
+    metadata = {**identity(variant, model.weights, caffemodel_sha256=digest, mean=mean), "cache_key": key}
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         calibration = None
         if precision == "int8":
             calibration = calibration_set(model, mean, photos=photos, work=Path(tmp))
             metadata.update(calibration=calibration.source, quantization=QUANTIZATION)
-        export_file(deploy(variant), model.caffemodel, out, metadata=metadata, output=variant.prob_blob,
+        export_file(deploy(variant), model.weights, out, metadata=metadata, output=variant.prob_blob,
                     precision=precision, calibration=calibration and calibration.batches)
     return out, read_metadata(out)
 

@@ -183,7 +183,7 @@ class Scorer:
         resolved = resolve_model(model, variant=options.pop("variant", None), mean=mean, models=models)
         if resolved.mean is None:
             raise BadInput(f"{model}: the mean image it was trained with is needed")
-        return cls(resolved.caffemodel, mean=resolved.mean, variant=resolved.variant, **options)
+        return cls(resolved.weights, mean=resolved.mean, variant=resolved.variant, **options)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """A decoded BGR uint8 image at the mean's size -> the net's input crops (n_crops, 3, crop, crop), float32."""

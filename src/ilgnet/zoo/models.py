@@ -29,10 +29,10 @@ from ilgnet.zoo.runfolder import RunFolder
 
 @dataclass(frozen=True)
 class Model:
-    """A trained model ready to score: the caffemodel (or exported ONNX file), its net variant, the mean image it was
-    trained with (a file, or for an ONNX file the array its metadata carry) and the list of its training images
-    (None where not known)."""
-    caffemodel: Path
+    """A trained model ready to score: its weights (a .caffemodel, or an exported .onnx file), its net variant, the
+    mean image it was trained with (a file, or for an ONNX file the array its metadata carry) and the list of its
+    training images (None where not known)."""
+    weights: Path
     variant: str | None
     mean: Path | np.ndarray | None
     train_list: Path | None = None
@@ -128,7 +128,7 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
                       resize=int(facts["resize"]) if "resize" in facts else None)
     else:
         model = Model(path, None, None, name=str(path))
-    return Model(model.caffemodel, variant or model.variant or "ilgnet", Path(mean) if mean else model.mean,
+    return Model(model.weights, variant or model.variant or "ilgnet", Path(mean) if mean else model.mean,
                  model.train_list, name=model.name, resize=model.resize)
 
 
@@ -154,4 +154,4 @@ def check_mean_size(model: Model, *, records: tuple[int, int] | None = None, lmd
 
 def mean_name(model: Model) -> str:
     """How to name a model's mean in reports: its file, or the ONNX file whose metadata carry it."""
-    return f"carried in {model.caffemodel}" if isinstance(model.mean, np.ndarray) else str(model.mean)
+    return f"carried in {model.weights}" if isinstance(model.mean, np.ndarray) else str(model.mean)
