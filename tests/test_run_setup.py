@@ -13,7 +13,7 @@ from ilgnet.bvlc.proto import SolverParameter
 from ilgnet.cli import main
 from ilgnet.errors import CaffeNotFoundError, UserError
 from ilgnet.training import runs as training
-from ilgnet.training.plan import TrainOptions, plan
+from ilgnet.training.plan import TrainOptions, plan, run_folder
 from ilgnet.training.runs import write_run_files
 
 pytest_plugins = ["docker_stand_in"]
@@ -86,7 +86,7 @@ def test_a_val_batch_larger_than_the_val_set_is_refused_before_anything_starts(d
 def test_a_run_stays_in_its_runs_folder(tmp_path, name):
     with pytest.raises(UserError, match=f"run name {re.escape(repr(name))}: expected one folder name"):
         training.train(TrainOptions("ilgnet", "ava2", tmp_path, name=name, runs_dir=tmp_path / "runs"))
-    assert training.run_folder(tmp_path, "ilgnet-ava2") == (tmp_path / "ilgnet-ava2").resolve()
+    assert run_folder(tmp_path, "ilgnet-ava2") == (tmp_path / "ilgnet-ava2").resolve()
 
 
 def test_a_run_that_fails_before_caffe_leaves_no_folder_but_keeps_an_earlier_runs(data, tmp_path, monkeypatch):
