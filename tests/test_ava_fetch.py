@@ -233,3 +233,17 @@ def test_verify_lists_missing_and_corrupt_ids(tmp_path, source):
     assert (summary["photos_present"], summary["photos_decode"], summary["missing"]) == (10, 9, 2)
     again = manifest.verify(root, progress=False)
     assert again["reused"] == 9 and again["corrupt"] == 1
+
+    # `ilgnet lmdb` on a list of all 12 says how many the manifest beside the photos marks, and skips them
+    split = tmp_path / "split"
+    split.mkdir()
+    for name, part in (("train", ids[:8]), ("val", ids[8:])):
+        (split / f"{name}.txt").write_text("".join(f"{i}.jpg {i % 2}\n" for i in part))
+    result = subprocess.run([sys.executable, "-m", "ilgnet.cli", "lmdb", "--split", str(split), "--images",
+                             str(root / "images"), "--resize", "16", "--jobs", "1"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (f"ilgnet lmdb: 3 of the 12 listed photos are marked unreadable by {root / 'ava-manifest.csv'} (2 without "
+            f"a photo, 1 that do not decode)") in result.stderr
+    built = json.loads((split / "lmdb.json").read_text())
+    assert (built["train"]["records"], built["val"]["records"], built["skipped"]) == (5, 4, 3)
