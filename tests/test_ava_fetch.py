@@ -19,7 +19,7 @@ import pytest
 
 from hub_server import Hub
 from ilgnet.data import ava_fetch, manifest
-from ilgnet.data.mirrors import get_mirror
+from ilgnet.data.mirrors import get_mirror, mirrors
 from ilgnet.data.synthetic import generate
 from ilgnet.errors import BadInput, DownloadError, NoSpace
 
@@ -208,8 +208,11 @@ def test_a_revision_the_mirror_lacks_is_a_download_error(tmp_path, source):
     data = _archive(source, "tgz")
     registry = _registry(tmp_path, data, "ava.tgz", revision="fffffff")
     with Hub({(REPO, REVISION, "ava.tgz"): data}) as hub:
-        with pytest.raises(DownloadError, match="at fffffff could not be downloaded"):
+        with pytest.raises(DownloadError, match="at fffffff could not be downloaded") as raised:
             ava_fetch.download(tmp_path / "AVA", get_mirror("test", registry), endpoint=hub.endpoint)
+    # a short commit id is named as such, with what to do
+    assert "fffffff is not a full 40-hex commit id, which the Hub may need" in str(raised.value)
+    assert "\n" not in str(raised.value)
 
 
 def test_verify_lists_missing_and_corrupt_ids(tmp_path, source):
@@ -247,3 +250,14 @@ def test_verify_lists_missing_and_corrupt_ids(tmp_path, source):
             f"a photo, 1 that do not decode)") in result.stderr
     built = json.loads((split / "lmdb.json").read_text())
     assert (built["train"]["records"], built["val"]["records"], built["skipped"]) == (5, 4, 3)
+
+
+def test_the_pinned_mirrors_say_their_revisions_are_short_commit_ids(capsys):
+    from ilgnet.cli import main
+
+    assert main(["ava", "mirrors"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["iqa-pytorch", "aesdata"]
+    assert all(" (a short commit id: the download may need the full 40-hex one; docs/DATA.md)" in line
+               for line in lines)
+    assert all("not the full 40-hex id" in mirror.source for mirror in mirrors().values())
