@@ -148,7 +148,7 @@ def run(args) -> int:
             _notify("--resume continues from the last good snapshot (with --base-lr to change the rate)")
         raise
     except DataChanged as changed:
-        raise BadInput(f"{changed.what}; --accept-data-change goes on and records the change in model.json, or "
-                       f"resume with the run's own --data") from None
+        raise BadInput(f"{changed.what}; --accept-data-change goes on and records the change in "
+                       f"{RunFolder(options.run_dir).model_json.name}, or resume with the run's own --data") from None
     print(model)
     return 0
