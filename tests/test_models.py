@@ -42,7 +42,7 @@ def test_a_run_folder_and_a_snapshot_in_it_resolve_to_its_identity(run):
     assert (model.weights, model.variant, model.mean, model.train_list, model.name) == (
         run / "snapshots" / "small_iter_20.caffemodel", SMALL, run / "mean.binaryproto", run / "train.txt", str(run))
     older = resolve_model(run / "snapshots" / "small_iter_10.caffemodel")
-    assert older.caffemodel.name == "small_iter_10.caffemodel" and older.mean == model.mean
+    assert older.weights.name == "small_iter_10.caffemodel" and older.mean == model.mean
     assert resolve_model(run, variant="ilgnet").variant == "ilgnet"
     assert json.loads((run / "model.json").read_text())["partition"] == {"partition": "ava2", "seed": 1}
 
