@@ -142,7 +142,7 @@ def test_predict_scores_with_the_exported_file_alone(exported, stand_in, tmp_pat
 def test_an_output_naming_the_onnx_model_calls_it_so(exported, stand_in, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ilgnet(["predict", str(stand_in["photos"]), "--model", str(exported), "--html", str(exported)])
-    assert f"argument --html: {exported} is the model's ONNX file" in capsys.readouterr().err
+    assert f"argument --html: {exported} is the name of an ONNX model" in capsys.readouterr().err
 
 
 def test_an_onnx_model_is_refused_where_it_cannot_go(exported, stand_in, tmp_path, capsys):
