@@ -72,7 +72,7 @@ def test_a_missing_path_among_good_ones_is_skipped_and_the_rest_scored(scorer, p
 
 
 def _export(weights: str, variant: str, queue, barrier) -> None:
-    from ilgnet.zoo.onnx_export import cached_export
+    from ilgnet.zoo.onnx_cache import cached_export
 
     net = nets.deploy(variant)
     barrier.wait(timeout=120)                           # both start exporting at the same moment

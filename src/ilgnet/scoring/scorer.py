@@ -43,7 +43,7 @@ from ilgnet.pools import cpu_count
 from ilgnet.scoring.backends import open_net, pick_backend
 from ilgnet.scoring.inputs import check_images, check_paths
 from ilgnet.zoo.fit import check_fits
-from ilgnet.zoo.onnx_export import cached_export
+from ilgnet.zoo.onnx_cache import cached_export
 from ilgnet.zoo.onnx_metadata import check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
 
@@ -280,7 +280,7 @@ def net_of(deploy: Path | str | None, variant) -> tuple:
 
 def onnx_weights(weights: Path | str, *, deploy: Path | str | None = None, variant: str = "ilgnet") -> Path:
     """The ONNX file the onnxruntime backend runs for `weights`: itself when it is one, else the caffemodel's export
-    (made now unless kept from before; ilgnet.zoo.onnx_export.cached_export). ScorerPool and score_with_ray call it
+    (made now unless kept from before; ilgnet.zoo.onnx_cache.cached_export). ScorerPool and score_with_ray call it
     once before their processes start, so that they do not each export it. Check the weights first."""
     if is_onnx(weights):
         return Path(weights)
