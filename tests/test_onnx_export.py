@@ -264,3 +264,25 @@ def test_predict_announces_an_export_on_the_fly_in_one_warning_line(stand_in, tm
                                        f"once: {made[0]} (about 1{said[0].split('(about 1')[1]}"]
     assert ilgnet(argv) == 0
     assert "exporting" not in capsys.readouterr().err
+
+
+def test_the_onnxruntime_example_of_the_docs_scores_as_predict_does(exported, stand_in, repo, tmp_path):
+    """docs/SCORING.md's example, taken from the page as it is, run with this package unimportable: the exported
+    file and onnxruntime, OpenCV and NumPy are all it needs, and it gives predict's p_high."""
+    import subprocess
+    import sys
+
+    page = (repo / "docs" / "SCORING.md").read_text()
+    block = page.split("```python\n")[1].split("```")[0]
+    assert block.count("\n") <= 12 and "ilgnet" not in block.replace("`ilgnet export`", "")
+    script = tmp_path / "score.py"
+    script.write_text(block)
+    photos = sorted(str(p) for p in stand_in["photos"].glob("*.jpg") if p.name != "broken.jpg")
+    guard = (f"import sys, runpy; sys.modules['ilgnet'] = None; sys.argv = {[str(script), str(exported), *photos]!r}; "
+             f"runpy.run_path({str(script)!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", guard], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    theirs = dict(line.rsplit(",", 1) for line in result.stdout.splitlines())
+    ours = Scorer(exported, mean=stand_in["mean"], variant=SMALL, jobs=0).score_files(photos)[0]
+    assert sorted(theirs) == sorted(str(p) for p in ours.path)
+    np.testing.assert_allclose([float(theirs[str(p)]) for p in ours.path], ours.p_high, atol=2e-6)
