@@ -453,6 +453,22 @@ def _ray_task(plan: Plan, spec: RunSpec, docker: bool) -> str:
     return execute(plan, spec, gpu="0" if import_ray().get_gpu_ids() else None, docker=docker, progress=False)
 
 
+def _release_lost(run_dir: Path) -> dict:
+    """For a run whose process is known to be gone (its Ray task died with its node): removes the lock that names the
+    host and PID of the run's last, unfinished attempt, which would otherwise keep the run "running" for
+    STALE_LOCK_S, and returns {"outcome": True} to close that attempt in _record ({} when none is open)."""
+    last = (read_record(run_dir).get("attempts") or [{"ended": None}])[-1]
+    if "ended" in last:
+        return {}
+    try:
+        held = (run_dir / LOCK).read_text().split()
+    except OSError:
+        held = []
+    if held == [str(last.get("host")), str(last.get("pid"))]:
+        (run_dir / LOCK).unlink(missing_ok=True)
+    return {"outcome": True}
+
+
 def _run_on_ray(plan: Plan, specs: list[RunSpec], address: str, *, cpus: float | None, docker: bool,
                 notify: Callable[[str], None]) -> None:
     """One Ray task per run holding one GPU (or `cpus` CPUs, on the CPU): on the cluster at `address`, or the Ray
@@ -483,7 +499,8 @@ def _run_on_ray(plan: Plan, specs: list[RunSpec], address: str, *, cpus: float |
                 run_dir = plan.run_dir(spec)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 message = str(err).strip().splitlines()[-1]
-                _record(plan, spec, run_dir, state="failed", message=f"the Ray task failed: {message}")
+                _record(plan, spec, run_dir, state="failed", message=f"the Ray task failed: {message}; the next "
+                        f"campaign resumes it from its newest snapshot", **_release_lost(run_dir))
                 state = "failed"
             notify(f"{spec.name}: {state}")
     except KeyboardInterrupt:
