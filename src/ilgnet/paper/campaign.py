@@ -436,6 +436,12 @@ def _run_in_processes(plan: Plan, specs: list[RunSpec], slots: list[str | None],
                 process, spec, slot = running.pop(sentinel)
                 process.join()
                 free.append(slot)
+                if (process.exitcode or 0) < 0 and plan.run_dir(spec).is_dir():     # killed: no handler ran
+                    how = signal.Signals(-process.exitcode).name if -process.exitcode in signal.valid_signals() \
+                        else f"signal {-process.exitcode}"
+                    run_dir = plan.run_dir(spec)
+                    _record(plan, spec, run_dir, state="failed", message=f"its process was killed by {how}; the next "
+                            f"campaign resumes it from its newest snapshot", **_release_lost(run_dir))
                 notify(f"{spec.name}: {run_state(plan, spec).state}")
     except KeyboardInterrupt:
         for process, _, _ in running.values():
