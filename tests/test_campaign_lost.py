@@ -76,7 +76,7 @@ def wait_for_snapshot(proc: subprocess.Popen, run: Path, log: Path, iteration: i
 def resumed_from(run: Path) -> list[int]:
     """The iterations each `caffe train` of the run's log restored its solver from (Caffe's own line)."""
     return [int(line.rsplit("_iter_", 1)[1].split(".")[0]) for line in (run / "train.log").read_text().splitlines()
-            if "Restoring previous solver status from" in line]
+            if "] Resuming from " in line]
 
 
 @pytest.mark.parametrize("lost", ["caffe", "the whole campaign"])
