@@ -142,3 +142,21 @@ def test_weights_given_another_variant_name_the_variant_they_are_of(stand_in, tm
         Scorer(shutil.copy(stand_in["weights"], tmp_path / "copy.caffemodel"), mean=stand_in["mean"],
                variant="googlenet-bn-two-thirds", backend="opencv", jobs=0)
     assert "does not fit" in str(refused.value) and "These weights are of" not in str(refused.value)
+
+
+def test_a_published_models_file_names_its_variant_from_the_registry(stand_in, tmp_path, monkeypatch):
+    """A caffemodel with no run around it, of a registry entry's name and exact size: the registry's `fits_variant`
+    is named (a registry entry standing for ilgnet-ava2, whose 604 MB file cannot be fetched here)."""
+    from ilgnet.errors import BadInput
+    from ilgnet.zoo import models
+    from ilgnet.zoo.registry import Weights
+
+    weights = Path(shutil.copy(stand_in["weights"], tmp_path / "ILGnet-AVA2.caffemodel"))
+    entry = Weights(name="ilgnet-ava2", file=weights.name, url="http://unused.invalid/", size=weights.stat().st_size,
+                    fits_variant=SMALL)
+    monkeypatch.setattr(models, "load_registry", lambda: {entry.name: entry})
+    assert models.known_variant(weights) == (SMALL, "the registry's ilgnet-ava2")
+    with pytest.raises(BadInput, match=f"These weights are of the {SMALL} net \\(the registry's ilgnet-ava2 says so"):
+        Scorer(weights, mean=stand_in["mean"], variant="googlenet-bn-two-thirds", backend="opencv", jobs=0)
+    weights.write_bytes(weights.read_bytes() + b"\0")                 # another size: not that file
+    assert models.known_variant(weights) is None
