@@ -72,7 +72,7 @@ help:
 	@echo "                  --partition, --time, --slurm-parallel, ...); resumes what was interrupted (ilgnet campaign)"
 	@echo "make report PLAN=...   its tables and figures beside the paper's (ilgnet report runs/PLAN)"
 	@echo "make paper        (AVA, GPU machine) paper-data, the whole campaign on GPUS (default all), then the report"
-	@echo "make paper-demo   the same on a synthetic AVA at toy size, on the CPU: 23 toy runs, then the report"
+	@echo "make paper-demo   the same on a synthetic AVA at toy size, on the CPU: 25 toy runs, then the report"
 	@echo "make weights      download and verify bvlc_googlenet and the published ILGNet models (ilgnet weights fetch)"
 	@echo "                  (ilgnet weights fetch inception-v3 / inception-v4 for the ilgnet-inc3/4 trunks)"
 	@echo "make export MODEL=... [OUT=model.onnx] [PRECISION=fp32|fp16|int8]   a model as one ONNX file (ilgnet export)"

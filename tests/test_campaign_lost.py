@@ -117,15 +117,15 @@ def test_a_lost_tasks_lock_is_released_and_its_attempt_closed(tmp_path):
     """What the campaign does for a run whose Ray task died with its node (or whose process was killed): the lock
     of that very attempt (its host and PID) goes, so the next campaign need not wait an hour for it to go stale; a
     lock another process took since is left alone."""
-    from ilgnet.paper.campaign import _release_lost
+    from ilgnet.paper.runstate import release_lost
 
     run = tmp_path / "run"
     run.mkdir()
     attempt = {"started": "2026-01-01T00:00:00Z", "host": "node-7", "pid": 4242, "gpu": "0"}
     (run / "campaign.json").write_text(json.dumps({"attempts": [attempt]}))
     (run / "campaign.lock").write_text("node-9 5151\n")
-    assert _release_lost(run) == {"outcome": True} and (run / "campaign.lock").exists()
+    assert release_lost(run) == {"outcome": True} and (run / "campaign.lock").exists()
     (run / "campaign.lock").write_text("node-7 4242\n")
-    assert _release_lost(run) == {"outcome": True} and not (run / "campaign.lock").exists()
+    assert release_lost(run) == {"outcome": True} and not (run / "campaign.lock").exists()
     (run / "campaign.json").write_text(json.dumps({"attempts": [{**attempt, "ended": "x", "outcome": "failed"}]}))
-    assert _release_lost(run) == {}
+    assert release_lost(run) == {}

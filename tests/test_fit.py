@@ -99,7 +99,7 @@ def test_a_renamed_layer_in_the_deploy_file_is_named(bugcase, ilgnet_caffemodel,
     ("ilgnet", "ilgnet-bn", "no weights for layers 'conv1/7x7_s2/bn', 'conv1/7x7_s2/scale'"),
     ("googlenet-bn-two-thirds", "googlenet-bn-third", "the caffemodel's layers 'inception_4b/1x1'"),
     ("googlenet-bn-third", "googlenet-bn-two-thirds", "no weights for layers 'inception_4b/1x1'"),
-    ("ilgnet", "ilgnet-noinc", "no weights for layers 'conv3a/3x3'"),
+    ("ilgnet-bn", "ilgnet-noinc", "no weights for layers 'conv3a/3x3'"),
     ("ilgnet", "ilgnet-inc3", "layer 'temp1' has blobs [(256, 200704), (256,)], the net expects [(256, 313600)"),
 ])
 def test_a_wrong_variant_is_refused(variant_models, small_dataset, photos, capsys, model_variant, net_variant,

@@ -13,7 +13,7 @@ import pytest
 
 from ilgnet.errors import BadInput, MissingFile
 from ilgnet.evaluation.results import prefix_protocol
-from ilgnet.paper import campaign
+from ilgnet.paper import campaign, runstate
 from ilgnet.paper.figures import density_test
 from ilgnet.paper.plans import built_in, load_plan, read_plan
 from ilgnet.paper.tables import TABLE_RUNS
@@ -21,13 +21,19 @@ from ilgnet.paper.tables import TABLE_RUNS
 
 def test_the_paper_plan_trains_each_run_once_for_every_table_it_counts_in(tmp_path):
     plan = built_in("paper", seeds=(1, 2), runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
-    # Table 2: 5 nets x 2 deltas, Table 3: 5 nets, Table 4: 4 nets of which ilgnet-bn on AVA2 is Table 3's run.
-    assert len(plan.runs) == 2 * (10 + 5 + 3)
-    shared = next(s for s in plan.runs if s.name == "ilgnet-bn-ava2-seed1")
-    assert shared.tables == ("table3", "table4")
-    inc4 = next(s for s in plan.runs if s.name == "ilgnet-inc4-ava1-delta1-seed2")
+    # Table 2: 5 nets x 2 deltas + the released model on delta 0, Table 3: 5 nets + the released model, Table 4:
+    # 4 nets on AVA1 delta 0, of which ILGNet-Inc.V1-BN and 1/3 GoogLeNetV1-BN are Table 2's runs.
+    assert len(plan.runs) == 2 * (11 + 6 + 2)
+    shared = next(s for s in plan.runs if s.name == "ilgnet-bn-ava1-delta0-paper-seed1")
+    assert shared.tables == ("table2", "table4") and shared.recipe == "paper"
+    released = [s for s in plan.runs if s.variant == "ilgnet"]
+    assert {(s.profile, s.recipe) for s in released} == {("ava1-delta0", "released"), ("ava2", "released")}
+    assert {s.variant for s in plan.runs if "table3" in s.tables} == {
+        "ilgnet-noinc", "googlenet-bn-third", "ilgnet-bn", "ilgnet-inc3", "ilgnet-inc4", "ilgnet"}
+    assert {s.profile for s in plan.runs if "table4" in s.tables} == {"ava1-delta0"}
+    inc4 = next(s for s in plan.runs if s.name == "ilgnet-inc4-ava1-delta1-paper-seed2")
     assert plan.data_folder(inc4) == tmp_path / "data" / "ava1-delta1-320" and inc4.max_iter == 760_000
-    assert plan.run_dir(inc4) == tmp_path / "runs" / "ilgnet-inc4-ava1-delta1-seed2"
+    assert plan.run_dir(inc4) == tmp_path / "runs" / "ilgnet-inc4-ava1-delta1-paper-seed2"
     assert plan.tables() == ("table2", "table3", "table4")
     table3 = built_in("table3", seeds=(7,), runs_dir=tmp_path)
     assert [s.variant for s in table3.runs] == list(TABLE_RUNS["table3"][0]) and {s.seed for s in table3.runs} == {7}
@@ -53,9 +59,12 @@ tables = ["table2"]
     plan = read_plan(tmp_path / "mine.toml")
     assert plan.name == "mine" and plan.runs_dir == tmp_path / "runs" / "mine" and plan.data_dir == tmp_path / "data"
     assert plan.synthetic == {"images": 50, "seed": 1} and plan.snapshots == "final"
-    assert [s.name for s in plan.runs] == ["ilgnet-bn-ava2-seed3", "googlenet-bn-third-ava2-seed3",
-                                           "googlenet-bn-two-thirds-ava2-seed3", "googlenet-bn-full-ava2-seed3",
+    # A plan file trains with the released recipe unless it says otherwise, as `ilgnet train` does.
+    assert [s.name for s in plan.runs] == ["ilgnet-bn-ava1-delta0-seed3", "googlenet-bn-third-ava1-delta0-seed3",
+                                           "googlenet-bn-two-thirds-ava1-delta0-seed3",
+                                           "googlenet-bn-full-ava1-delta0-seed3",
                                            "ilgnet-ava1-delta1-seed1", "ilgnet-ava1-delta1-seed2"]
+    assert {s.recipe for s in plan.runs} == {"released"}
     assert plan.runs[-1].options == {"max_iter": 100, "train_batch": 8, "base_lr": 1e-6}
     assert plan.runs[0].options == {"max_iter": 100, "train_batch": 8} and plan.runs[0].max_iter == 100
     again = load_plan(str(tmp_path / "mine.toml"), seeds=[5], runs_dir=tmp_path / "elsewhere")
@@ -84,6 +93,7 @@ tables = ["table2"]
     ("[train]\nlr = 0.1\n", "unknown training option of [train] 'lr'"),
     ("seeds = [1, \"two\"]\ntables = [\"table3\"]\n", "seeds must be a list of integers"),
     ("snapshots = \"some\"\ntables = [\"table3\"]\n", "snapshots = 'some': expected one of all, final, none"),
+    ("recipe = \"frozen\"\ntables = [\"table3\"]\n", "recipe = 'frozen': expected one of released, paper, paper-sec5"),
     ("name = \"x\"\n", "the plan has no run"),
     ("tables = [\"table3\"]\n[[run]]\nvariant = \"ilgnet\"\nprofile = \"ava2\"\nseeds = [1]\ntrain = {base_lr = 0.1}\n",
      "two runs of the plan are named ilgnet-ava2-seed1 but differ"),
@@ -135,31 +145,31 @@ def test_the_density_claim_is_a_one_sided_rank_test():
 
 def record(run_dir, spec, **fields):
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / campaign.CAMPAIGN_JSON).write_text(json.dumps({"run": spec.record(), "attempts": [], **fields}))
+    (run_dir / runstate.CAMPAIGN_JSON).write_text(json.dumps({"run": spec.record(), "attempts": [], **fields}))
 
 
 def test_a_run_state_is_read_from_its_folder(tmp_path):
     plan = built_in("table4", seeds=(1,), runs_dir=tmp_path / "runs", data_dir=tmp_path / "data")
     spec = plan.runs[0]
     run_dir = plan.run_dir(spec)
-    assert campaign.run_state(plan, spec).state == "not started"
+    assert runstate.run_state(plan, spec).state == "not started"
     record(run_dir, spec, state="started")
-    assert campaign.run_state(plan, spec).state == "interrupted"         # no live lock: its process is gone
-    (run_dir / campaign.LOCK).write_text(f"{socket.gethostname()} {os.getpid()}\n")
-    state = campaign.run_state(plan, spec)
+    assert runstate.run_state(plan, spec).state == "interrupted"         # no live lock: its process is gone
+    (run_dir / runstate.LOCK).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    state = runstate.run_state(plan, spec)
     assert state.state == "running" and state.message == f"on {socket.gethostname()} {os.getpid()}"
-    (run_dir / campaign.LOCK).write_text(f"{socket.gethostname()} 999999999\n")
-    assert campaign.run_state(plan, spec).state == "interrupted"         # a stale lock
-    (run_dir / campaign.LOCK).unlink()
+    (run_dir / runstate.LOCK).write_text(f"{socket.gethostname()} 999999999\n")
+    assert runstate.run_state(plan, spec).state == "interrupted"         # a stale lock
+    (run_dir / runstate.LOCK).unlink()
     record(run_dir, spec, state="diverged", message="training diverged: the training loss became nan")
-    assert campaign.run_state(plan, spec).state == "diverged"
+    assert runstate.run_state(plan, spec).state == "diverged"
     record(run_dir, spec, state="finished")
-    state = campaign.run_state(plan, spec)                              # finished needs its evaluation
-    assert (state.state, state.message) == ("damaged", f"{run_dir / campaign.EVALUATION_JSON}: missing")
-    (run_dir / campaign.EVALUATION_JSON).write_text("{}")
-    state = campaign.run_state(plan, spec)
+    state = runstate.run_state(plan, spec)                              # finished needs its evaluation
+    assert (state.state, state.message) == ("damaged", f"{run_dir / runstate.EVALUATION_JSON}: missing")
+    (run_dir / runstate.EVALUATION_JSON).write_text("{}")
+    state = runstate.run_state(plan, spec)
     assert state.state == "damaged" and state.message.endswith("accuracy is None, not a fraction from 0 to 1")
-    table = campaign.status_table(campaign.status(plan))
+    table = runstate.status_table(runstate.status(plan))
     assert f"| {spec.name} | table4 | damaged |" in table
     assert table.rstrip().endswith("3 not started, 1 damaged")
 
@@ -169,12 +179,12 @@ def test_a_folder_of_another_run_is_never_trained_over(tmp_path):
     spec, other = plan.runs[:2]
     record(plan.run_dir(spec), other)
     with pytest.raises(BadInput, match="holds another run"):
-        campaign.status(plan)
+        runstate.status(plan)
     foreign = plan.run_dir(plan.runs[2])
     foreign.mkdir(parents=True)
     (foreign / "train.log").write_text("")
     with pytest.raises(BadInput, match="was not made by a campaign"):
-        campaign.run_state(plan, plan.runs[2])
+        runstate.run_state(plan, plan.runs[2])
 
 
 def test_missing_data_folders_are_named_before_any_run(tmp_path):
@@ -182,3 +192,20 @@ def test_missing_data_folders_are_named_before_any_run(tmp_path):
     with pytest.raises(MissingFile, match=r"data folders missing: .*/data/ava2, .*/data/ava2-320 "):
         campaign.run_campaign(plan)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_plan_file_sets_a_recipe_and_overrides_per_variant(tmp_path):
+    path = tmp_path / "plan.toml"
+    path.write_text('tables = ["table3"]\nseeds = [1]\nrecipe = "paper-sec5"\n[train]\nmax_iter = 10\n'
+                    '[variant.ilgnet-inc4]\nmax_iter = 2\n')
+    plan = read_plan(path)
+    by_variant = {s.variant: s for s in plan.runs}
+    assert by_variant["ilgnet-inc4"].max_iter == 2 and by_variant["ilgnet-bn"].max_iter == 10
+    assert by_variant["ilgnet-bn"].recipe == "paper-sec5" and by_variant["ilgnet"].recipe == "released"
+    assert by_variant["ilgnet-bn"].name == "ilgnet-bn-ava2-paper-sec5-seed1"
+    path.write_text('tables = ["table3"]\n[variant.ilgnet-v9]\nmax_iter = 2\n')
+    with pytest.raises(BadInput, match="unknown net variant 'ilgnet-v9'"):
+        read_plan(path)
+    recipes = built_in("recipes", seeds=(1,), runs_dir=tmp_path)
+    assert {(s.profile, s.recipe) for s in recipes.runs} == {(p, r) for p in ("ava1-delta0", "ava2")
+                                                              for r in ("released", "paper", "paper-sec5")}

@@ -137,3 +137,37 @@ def test_batchnorm_variants_skip_the_untrained_test_pass(caffe, small_dataset, t
     written = caffe.proto.caffe_pb2.SolverParameter()
     text_format.Merge(solver_path.read_text(), written)
     assert written.test_initialization is tests_at_start
+
+
+def test_the_paper_recipe_trains_the_head_and_leaves_the_fixed_layers_as_they_were(caffe, small_dataset,
+                                                                                   small_caffemodel, tmp_path):
+    """`--recipe paper`: the paper's Sec. 1, "the inception modules are fixed and the connected local and global
+    features layers are fine tuned". The train_val has lr_mult 0 on every pretrained trunk layer, model.json names
+    them, and after Caffe's own training steps their weights are those the run started from."""
+    import json
+
+    import numpy as np
+
+    from ilgnet.bvlc.io import load_net
+    from ilgnet.nets import deploy, fixed_layers
+
+    assert main(["train", "--variant", SMALL, "--profile", "ava2", "--data", str(small_dataset), "--runs",
+                 str(tmp_path), "--name", "frozen", "--cpu", "--max-iter", "3", "--train-batch", "2", "--seed", "1",
+                 "--base-lr", "0.01", "--recipe", "paper", "--weights", str(small_caffemodel)]) == 0
+    run = tmp_path / "frozen"
+    written = caffe.proto.caffe_pb2.NetParameter()
+    text_format.Merge((run / "train_val.prototxt").read_text(), written)
+    rates = {layer.name: [p.lr_mult for p in layer.param] for layer in written.layer if layer.param}
+    fixed = fixed_layers(SMALL, "paper")
+    assert {name.split("/")[0] for name in fixed} == {"conv1", "conv2", "inception_3a", "inception_3b",
+                                                      "inception_4a"}
+    assert all(rates[name] == [0, 0] for name in fixed) and rates["loss1/classifier_ava"] == [10, 20]
+    assert rates["loss1/conv"] == [1, 2]                 # the classifier branch fine-tunes, pretrained or not
+    record = json.loads((run / "model.json").read_text())
+    assert record["recipe"] == "paper" and record["recipe_detail"]["fixed_layers"] == fixed
+    before = load_net(deploy(SMALL), weights=small_caffemodel)
+    after = load_net(deploy(SMALL), weights=run / "snapshots" / f"{SMALL}_iter_3.caffemodel")
+    for name in ("conv1/7x7_s2", "inception_3b/3x3", "inception_4a/pool_proj"):
+        assert np.array_equal(before.params[name][0].data, after.params[name][0].data), name
+    assert not np.array_equal(before.params["loss1/classifier_ava"][0].data,
+                              after.params["loss1/classifier_ava"][0].data)

@@ -94,7 +94,8 @@ def _notify(message: str) -> None:
 def run(args) -> int:
     from ilgnet.bvlc.tools import gpu_count, require_gpus
     from ilgnet.errors import UserError
-    from ilgnet.paper.campaign import REFUSED, run_campaign, status, status_table
+    from ilgnet.paper.campaign import run_campaign
+    from ilgnet.paper.runstate import REFUSED, status, status_table
     from ilgnet.paper.plans import load_plan
     from ilgnet.paper.slurm import slurm_table as slurm_status
 
@@ -179,7 +180,7 @@ def _slurm_options(args, chosen):
 
 def _dry_run(chosen, options) -> int:
     """Prints the sbatch script the campaign would submit now (or says that there is nothing to submit)."""
-    from ilgnet.paper.campaign import TO_RUN, status
+    from ilgnet.paper.runstate import TO_RUN, status
     from ilgnet.paper.slurm import batch_script, to_submit
 
     todo = to_submit(chosen, [s.spec for s in status(chosen) if s.state in TO_RUN], _notify)
@@ -192,7 +193,7 @@ def _dry_run(chosen, options) -> int:
 
 def _wait(chosen):
     """Waits until no run of the plan has a live Slurm task; returns the runs' states."""
-    from ilgnet.paper.campaign import status
+    from ilgnet.paper.runstate import status
     from ilgnet.paper.slurm import wait_for
 
     wait_for(chosen, poll_s=2.0, notify=_notify)

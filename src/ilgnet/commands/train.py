@@ -24,6 +24,7 @@ def _weights(text: str) -> Path | str:
 
 def register(subparsers) -> None:
     from ilgnet.nets import VARIANTS
+    from ilgnet.nets.recipes import RECIPES
     from ilgnet.nets.solvers import PROFILES
 
     parser = subparsers.add_parser(
@@ -90,6 +91,11 @@ def register(subparsers) -> None:
                              "scaled to --max-iter like the test interval)")
     parser.add_argument("--seed", type=integer(0),
                         help="Caffe's random_seed: fillers, random crops and mirroring (default: Caffe draws one)")
+    parser.add_argument("--recipe", default="released", choices=list(RECIPES), metavar="RECIPE",
+                        help="fine-tuning recipe: released (the authors' train.prototxt: every layer trains, new ones "
+                             "at 10x; the default), paper (Sec. 1: stem and inception modules fixed at lr_mult 0, "
+                             "the connected layers fine-tuned) or paper-sec5 (Sec. 5: the last two inception modules "
+                             "fine-tuned too); docs/NETS.md lists the fixed layers")
     parser.set_defaults(func=run)
 
 
@@ -115,7 +121,8 @@ def run(args) -> int:
                            accept_data_change=args.accept_data_change,
                            weights=args.weights, max_iter=args.max_iter, train_batch=args.train_batch,
                            val_batch=args.val_batch, display=args.display, test_interval=args.test_interval,
-                           snapshot=args.snapshot, base_lr=args.base_lr, seed=args.seed)
+                           snapshot=args.snapshot, base_lr=args.base_lr, seed=args.seed,
+                           recipe=args.recipe)
     if args.accept_data_change and not args.resume:
         raise UsageError("--accept-data-change applies to --resume only")
     data = DataFolder(args.data)

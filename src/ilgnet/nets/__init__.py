@@ -4,14 +4,16 @@ Variants (docs/NETS.md says what each cut is and why):
   ilgnet                   the published net: GoogLeNet v1 (LRN) cut after inception_4a, local features from
                            inception_3a/3b, global from 4a; 227x227; layer-exact to the published deploy.prototxt
   ilgnet-bn                the same with BatchNorm + Scale after every convolution instead of LRN (ILGNet-Inc.V1-BN)
-  ilgnet-noinc             each inception module replaced by one 3x3 convolution of its output width (Table 2)
+  ilgnet-noinc             ILGNet-without-Inc.: ilgnet-bn with each inception module replaced by one 3x3
+                           convolution of its output width (Tables 2 and 3)
   googlenet-bn-third       GoogLeNetV1-BN up to inception_4a with GoogLeNet's loss1 branch (Table 4, 1/3)
   googlenet-bn-two-thirds  up to inception_4d with branches loss1 and loss2 (Table 4, 2/3)
   googlenet-bn-full        all of GoogLeNetV1-BN with branches loss1, loss2, loss3 (Table 4, full)
   ilgnet-inc3              ILGNet's head on the first third of Inception-v3, 299x299
   ilgnet-inc4              ILGNet's head on the first third of Inception-v4, 299x299
 
-`train_val()` emits LMDB Data layers for TRAIN and TEST, SoftmaxWithLoss and Accuracy on every classifier;
+`train_val()` emits LMDB Data layers for TRAIN and TEST, SoftmaxWithLoss and Accuracy on every classifier, with the
+layers a fine-tuning recipe fixes at lr_mult 0 (ilgnet.nets.recipes);
 `deploy()` an Input layer and a Softmax on the main classifier, keeping only the layers that feed it.
 """
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ilgnet.errors import lookup
 from ilgnet.nets import googlenet, inception
 from ilgnet.nets.builder import NetBuilder
 from ilgnet.nets.layers import NEW
+from ilgnet.nets.recipes import DEFAULT as DEFAULT_RECIPE
+from ilgnet.nets.recipes import apply_recipe, check_recipe
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
             build=googlenet.ilgnet, pretrained=BVLC),
     Variant(name="ilgnet-bn", summary="ILGNet-Inc.V1-BN: BatchNorm + Scale after every convolution, no LRN",
             build=googlenet.ilgnet_bn, pretrained=BVLC),
-    Variant(name="ilgnet-noinc", summary="ILGNet with each inception module replaced by one 3x3 convolution",
+    Variant(name="ilgnet-noinc", summary="ILGNet-without-Inc.: ilgnet-bn, each inception module one 3x3 convolution",
             build=googlenet.ilgnet_noinc, pretrained=BVLC),
     Variant(name="googlenet-bn-third", summary="GoogLeNetV1-BN to inception_4a, classifier loss1",
             build=googlenet.googlenet_bn_third, pretrained=BVLC, prob_blob="prob"),
@@ -89,11 +93,14 @@ def _data_layer(n: NetBuilder, v: Variant, phase: int, source, mean_file, batch:
           data_param=dict(source=str(source), batch_size=batch, backend="LMDB"))
 
 
-def train_val(variant: str | Variant, *, train_lmdb, val_lmdb, mean_file, train_batch: int, val_batch: int):
+def train_val(variant: str | Variant, *, train_lmdb, val_lmdb, mean_file, train_batch: int, val_batch: int,
+              recipe: str = DEFAULT_RECIPE):
     """The training net: Data layers (TRAIN: random crop + mirror; TEST: centre crop), the body, and per
     classifier a SoftmaxWithLoss `<prefix>/loss` and an Accuracy `<prefix>/top-1` (in both phases, so training
-    logs show accuracy too). Returns a caffe NetParameter (ilgnet.bvlc.proto)."""
+    logs show accuracy too), with the layers `recipe` fixes at lr_mult 0 (ilgnet.nets.recipes; UnknownName for
+    another recipe). Returns a caffe NetParameter (ilgnet.bvlc.proto)."""
     v = get_variant(variant)
+    check_recipe(recipe)
     n = NetBuilder()
     _data_layer(n, v, TRAIN, train_lmdb, mean_file, train_batch)
     _data_layer(n, v, TEST, val_lmdb, mean_file, val_batch)
@@ -101,7 +108,9 @@ def train_val(variant: str | Variant, *, train_lmdb, val_lmdb, mean_file, train_
         loss_weight = {} if classifier.loss_weight == 1 else dict(loss_weight=[classifier.loss_weight])
         n.add("SoftmaxWithLoss", classifier.loss, [classifier.logits, "label"], **loss_weight)
         n.add("Accuracy", classifier.accuracy, [classifier.logits, "label"])
-    return n.net(v.name)
+    net = n.net(v.name)
+    apply_recipe(net, _fresh(net, v), recipe)
+    return net
 
 
 def deploy(variant: str | Variant, *, batch: int = 1):
@@ -138,9 +147,22 @@ def fresh_layers(variant: str | Variant) -> set[str]:
     builders mark as new (lr_mult 10, as the published ILGNet train.prototxt's new layers), and the BatchNorm and
     Scale layers when the pretrained model has none (bvlc_googlenet)."""
     v = get_variant(variant)
-    return {layer.name for layer in training_net(v).layer
+    return _fresh(training_net(v), v)
+
+
+def _fresh(net, v: Variant) -> set[str]:
+    return {layer.name for layer in net.layer
             if (layer.param and layer.param[0].lr_mult == NEW[0]["lr_mult"])
             or (layer.type in ("BatchNorm", "Scale") and not v.pretrained_batchnorm)}
+
+
+def fixed_layers(variant: str | Variant, recipe: str) -> list[str]:
+    """The pretrained layers `recipe` fixes (lr_mult 0) in the variant's training net, in net order (empty for
+    `released`); ilgnet.nets.recipes says which."""
+    net = training_net(variant)
+    v = get_variant(variant)
+    from ilgnet.nets.recipes import fixed_layers as fixed
+    return fixed(net, _fresh(net, v), recipe)
 
 
 def learnable_layers(net) -> dict:

@@ -88,8 +88,9 @@ def ilgnet_bn(n, data):
 
 
 def ilgnet_noinc(n, data):
-    """ILGNet with each inception module a single 3x3 convolution (Table 2's baseline)."""
-    return _ilgnet(n, data, bn=False, block=plain_block)
+    """ILGNet-without-Inc. (Tables 2 and 3), "a modified network of ILGNet-Inc.V1-BN" (Sec. 4.2): ILGNet-Inc.V1-BN
+    with each inception module a single 3x3 convolution, BatchNorm + Scale after every convolution."""
+    return _ilgnet(n, data, bn=True, block=plain_block)
 
 
 def _googlenet_bn(n, data, last: str) -> list[Classifier]:

@@ -27,8 +27,14 @@ from ilgnet.scoring.scorer import Scorer
 FIG5_LAYERS = ("conv1/7x7_s2", "conv2/3x3", "inception_3a/output", "inception_3b/output", "inception_4a/output",
                "temp", "temp_cjy")
 LAST_LAYER = "temp_cjy"
-FIG5_VARIANTS = ("ilgnet", "ilgnet-bn")     # the nets that have these layers, by these names
+CONNECTED = "temp"                          # the connected layer of local and global features (1,024-d)
+FIG5_VARIANTS = ("ilgnet-bn", "ilgnet")     # the nets that have these layers, by these names; the paper's first
 SIGNIFICANCE = 0.05
+NEAR_MAX = 0.05                             # "nearly binary": an activation at 0 or within 5 % of the record's maximum
+# val_scores.csv columns a FeatureCollector adds, per layer: the share of active units (above 0) and the share of
+# units at 0 or within NEAR_MAX of the record's maximum of that layer.
+ACTIVE_COLUMNS = {LAST_LAYER: "active_fraction", CONNECTED: "active_fraction_temp"}
+BINARY_COLUMNS = {LAST_LAYER: "binary_fraction", CONNECTED: "binary_fraction_temp"}
 
 
 def _pyplot():
@@ -72,34 +78,49 @@ def photo_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]]) -> bytes:
 
 
 def loss_curves(curves: dict[str, pd.DataFrame]) -> bytes:
-    """Fig. 4: label -> frame(epoch, loss) as one plot of training loss against epoch."""
+    """Fig. 4: label -> frame(iteration, epoch, loss) as two plots of training loss, against iteration and against
+    epoch (the paper's x axis, 0 to 10,000 "epochs", fits neither reading: docs/REPRODUCING.md)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, frame in curves.items():
-        ax.plot(frame["epoch"], frame["loss"], marker="o", markersize=2, label=label)
-    ax.set_xlabel("epoch (iteration x batch / training images)")
-    ax.set_ylabel("training loss (as Caffe displays it)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for x, ax, title in (("iteration", axes[0], "iteration"),
+                         ("epoch", axes[1], "epoch (iteration x batch / training images)")):
+        for label, frame in curves.items():
+            ax.plot(frame[x], frame["loss"], marker="o", markersize=2, label=label)
+        ax.set_xlabel(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("training loss (as Caffe displays it)")
+    axes[1].legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)
 
 
 class FeatureCollector:
     """Called by ilgnet.evaluation.pycaffe_engine.score_lmdb after each forward pass of a FIG5_VARIANTS net: keeps
-    the fraction of LAST_LAYER's active units (above 0) of every record, and the maps at FIG5_LAYERS, drawn as
-    `map_image`, of the first `photos` records of each label in LMDB order."""
+    per record, for LAST_LAYER and CONNECTED, the fraction of active units (above 0) and the fraction at 0 or within
+    NEAR_MAX of the record's maximum there (`columns`: val_scores.csv column -> key -> value), and the maps at
+    FIG5_LAYERS, drawn as `map_image`, of the first `photos` records of each label in LMDB order."""
 
     def __init__(self, photos: int):
         self.photos = photos
-        self.active: dict[str, float] = {}
+        self.columns: dict[str, dict[str, float]] = {c: {} for c in [*ACTIVE_COLUMNS.values(),
+                                                                     *BINARY_COLUMNS.values()]}
         self.maps: dict[str, tuple[int, list[np.ndarray]]] = {}
+
+    @property
+    def active(self) -> dict[str, float]:
+        """key -> fraction of LAST_LAYER's active units."""
+        return self.columns[ACTIVE_COLUMNS[LAST_LAYER]]
 
     def __call__(self, scorer: Scorer, keys: tuple, labels: tuple) -> None:
         blobs = scorer.net.caffe_net.blobs
-        last = blobs[LAST_LAYER].data.reshape(len(keys), -1)
+        for layer in (LAST_LAYER, CONNECTED):
+            values = blobs[layer].data.reshape(len(keys), -1)
+            top = values.max(axis=1, keepdims=True)
+            near = (values <= 0) | ((top > 0) & (values >= (1 - NEAR_MAX) * top))
+            for i, key in enumerate(keys):
+                self.columns[ACTIVE_COLUMNS[layer]][key] = float((values[i] > 0).mean())
+                self.columns[BINARY_COLUMNS[layer]][key] = float(near[i].mean())
         for i, (key, label) in enumerate(zip(keys, labels)):
-            self.active[key] = float((last[i] > 0).mean())
             if sum(kept_label == label for kept_label, _ in self.maps.values()) < self.photos:
                 self.maps[key] = (int(label), [map_image(blobs[layer].data[i]) for layer in FIG5_LAYERS])
 
@@ -119,15 +140,20 @@ def read_maps(path: Path) -> list[tuple[str, int, list[np.ndarray]]]:
                 for i, (key, label) in enumerate(zip(saved["keys"], saved["labels"]))]
 
 
-def density_test(frame: pd.DataFrame) -> dict:
-    """The paper's density observation as a statistic: active_fraction of high (label 1) against low (label 0)
-    records, medians and means, and the one-sided Mann-Whitney U test that high is larger; `holds` when its p-value
-    is under SIGNIFICANCE. None values where a class has no record."""
+def density_test(frame: pd.DataFrame, layer: str = LAST_LAYER) -> dict:
+    """The paper's density observation as a statistic on `layer` (LAST_LAYER or CONNECTED): the fraction of active
+    units of high (label 1) against low (label 0) records, medians and means, and the one-sided Mann-Whitney U test
+    that high is larger; `holds` when its p-value is under SIGNIFICANCE. None values where a class has no record.
+    `binary`: the mean share of the layer's units at 0 or within NEAR_MAX of the record's maximum (None where the
+    scores have no such column)."""
     from scipy.stats import mannwhitneyu
 
-    high = frame.loc[frame["label"] == 1, "active_fraction"].to_numpy()
-    low = frame.loc[frame["label"] == 0, "active_fraction"].to_numpy()
-    result = {"layer": LAST_LAYER, "high": len(high), "low": len(low), "significance": SIGNIFICANCE,
+    column = ACTIVE_COLUMNS[layer]
+    high = frame.loc[frame["label"] == 1, column].to_numpy()
+    low = frame.loc[frame["label"] == 0, column].to_numpy()
+    binary = BINARY_COLUMNS[layer]
+    result = {"layer": layer, "binary": float(frame[binary].mean()) if binary in frame else None,
+              "high": len(high), "low": len(low), "significance": SIGNIFICANCE,
               "median_high": None, "median_low": None, "mean_high": None, "mean_low": None, "u": None,
               "p_value": None, "holds": None}
     if len(high) and len(low):

@@ -57,7 +57,7 @@ def _reason(err: Exception, path: Path) -> str:
 
 
 def read_evaluation(run_dir: Path) -> dict:
-    """run_dir/evaluation.json as `ilgnet.paper.campaign.evaluate_run` writes it: a JSON object with accuracy and
+    """run_dir/evaluation.json as `ilgnet.paper.execute.evaluate_run` writes it: a JSON object with accuracy and
     balanced_accuracy in [0, 1], images (a positive count), majority_baseline and paper_protocol (each with an
     accuracy). Damaged naming the file and what is wrong."""
     path = Path(run_dir) / EVALUATION_JSON

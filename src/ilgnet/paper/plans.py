@@ -1,8 +1,11 @@
 """A campaign's plan: the training runs that fill the paper's tables, each one net variant trained with one solver
 profile and one seed (with overrides), where their data folders are and where the runs go.
 
-Built-in plans: `table2`, `table3`, `table4`, and `paper` (all three). A plan file (TOML) names tables, runs of its
-own, or both; relative paths in it are taken from the working directory, as the commands' own arguments are:
+Built-in plans: `table2`, `table3`, `table4`, and `paper` (all three), whose runs fine-tune with the paper's recipe
+(ilgnet.nets.recipes; the released-model rows with the released one), and `recipes`: ILGNet-Inc.V1-BN on AVA1
+(delta 0) and AVA2 with every recipe, to tell which reading of the paper comes closest to its figures. A plan file
+(TOML) names tables, runs of its own, or both; relative paths in it are taken from the working directory, as the
+commands' own arguments are:
 
     name = "my-plan"             # default: the file's name without .toml
     tables = ["table3"]          # or {table3 = [1, 2], table2 = [1]}: each table with its seeds
@@ -11,9 +14,15 @@ own, or both; relative paths in it are taken from the working directory, as the 
     data = "data"                # the folder holding the data folders (default: data)
     models = "models"            # where the ImageNet weights are (default: models)
     snapshots = "all"            # what a finished run keeps: all its snapshots, its "final" caffemodel, or "none"
+    recipe = "paper"             # fine-tuning recipe of the tables' runs and of [[run]]s without one (default:
+                                 #   released, as `ilgnet train`; the built-in plans use paper); the released
+                                 #   model's rows always use released
 
     [train]                      # overrides for every run: max_iter, train_batch, val_batch, display,
     max_iter = 2000              #   test_interval, snapshot, base_lr (default: the solver profile's)
+
+    [variant.ilgnet-inc4]        # overrides for the tables' runs of one net variant, over [train]'s
+    max_iter = 500
 
     [synthetic]                  # data folders missing from `data` are made from a synthetic AVA
     images = 600                 #   (ilgnet.data.synthetic): rows of AVA.txt, and its seed
@@ -24,6 +33,7 @@ own, or both; relative paths in it are taken from the working directory, as the 
     profile = "ava2"
     seeds = [3]
     name = "ilgnet-ava2-low-lr"  # needed only where another run of the plan has the same variant, profile, seed
+    recipe = "paper-sec5"        #   and recipe
     tables = ["table3"]          # the tables it counts in (default: none)
     train = {base_lr = 1e-6}
 
@@ -42,24 +52,26 @@ from ilgnet import defaults
 from ilgnet.errors import BadInput, about, lookup
 from ilgnet.fileio import read_text
 from ilgnet.nets import get_variant
+from ilgnet.nets.recipes import DEFAULT as RELEASED_RECIPE
+from ilgnet.nets.recipes import RECIPES
 from ilgnet.nets.solvers import get_profile
-from ilgnet.paper.tables import TABLE_RUNS, TABLES
+from ilgnet.paper.plan_fields import TRAIN_FIELDS, by_variant as _by_variant, check_train as _check_train  # noqa: F401
+from ilgnet.paper.plan_fields import keys as _keys, path as _path, recipe as _recipe, seeds as _seeds
+from ilgnet.paper.tables import RELEASED, TABLES, table_cells
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:                       # Python 3.10, which requires-python accepts: tomli is tomllib's origin, same API
     import tomli as tomllib
 
-BUILT_IN = {"table2": ("table2",), "table3": ("table3",), "table4": ("table4",), "paper": TABLES}
+BUILT_IN = {"table2": ("table2",), "table3": ("table3",), "table4": ("table4",), "paper": TABLES, "recipes": ()}
+PAPER_RECIPE = "paper"
+# The `recipes` plan: ILGNet-Inc.V1-BN on these profiles with every recipe.
+RECIPE_COMPARISON = ("ilgnet-bn", ("ava1-delta0", "ava2"))
 DEFAULT_SEEDS = (1, 2)
 DATA_DIR = Path("data")
-# TrainOptions fields a plan may set, with their type.
-TRAIN_FIELDS = {"max_iter": int, "train_batch": int, "val_batch": int, "display": int, "test_interval": int,
-                "snapshot": int, "base_lr": float}
 DATA_SETS = {"ava1-delta0": "ava1", "published-ava1": "ava1", "ava1-delta1": "ava1-delta1", "ava2": "ava2",
              "published-ava2": "ava2"}
-# The smallest value of each: a count of iterations or images is at least 1; snapshot 0 means none on the way.
-TRAIN_MINIMUM = {"max_iter": 1, "train_batch": 1, "val_batch": 1, "display": 1, "test_interval": 1, "snapshot": 0}
 NAME_BYTES = 255            # a run's folder name, as most filesystems allow
 SYNTHETIC_FIELDS = {"images": int, "seed": int}
 SNAPSHOTS = ("all", "final", "none")
@@ -75,11 +87,14 @@ class RunSpec:
     train: tuple[tuple[str, int | float], ...] = ()
     tables: tuple[str, ...] = ()
     given_name: str | None = None
+    recipe: str = RELEASED_RECIPE
 
     @property
     def name(self) -> str:
-        """The run folder's name: VARIANT-PROFILE-seedSEED unless the plan names the run."""
-        return self.given_name or f"{self.variant}-{self.profile}-seed{self.seed}"
+        """The run folder's name: VARIANT-PROFILE[-RECIPE]-seedSEED (the recipe unless it is `released`) unless the
+        plan names the run."""
+        recipe = "" if self.recipe == RELEASED_RECIPE else f"-{self.recipe}"
+        return self.given_name or f"{self.variant}-{self.profile}{recipe}-seed{self.seed}"
 
     @property
     def options(self) -> dict:
@@ -99,7 +114,9 @@ class RunSpec:
 
     def record(self) -> dict:
         """What defines the run, as campaign.json keeps it (a run folder made by another plan is never reused)."""
-        return {"variant": self.variant, "profile": self.profile, "seed": self.seed, "train": self.options}
+        record = {"variant": self.variant, "profile": self.profile, "seed": self.seed, "train": self.options}
+        # The released recipe is what every run was before recipes had a name: its records stay as they were.
+        return record if self.recipe == RELEASED_RECIPE else {**record, "recipe": self.recipe}
 
 
 @dataclass(frozen=True)
@@ -132,11 +149,24 @@ class Plan:
         return tuple(t for t in TABLES if any(t in spec.tables for spec in self.runs))
 
 
-def table_runs(table: str, seeds, train: dict) -> list[RunSpec]:
-    """The runs of one of the paper's tables (ilgnet.paper.tables.TABLE_RUNS) for each seed."""
-    variants, profiles = lookup(TABLE_RUNS, table, "table")
+def table_runs(table: str, seeds, train: dict, recipe: str = PAPER_RECIPE,
+               by_variant: dict[str, dict] | None = None) -> list[RunSpec]:
+    """The runs of one of the paper's tables (ilgnet.paper.tables.table_cells) for each seed, fine-tuned with
+    `recipe` (the released model's rows with the released recipe), with the `train` overrides and, over them, those
+    of `by_variant` for their variant."""
+    lookup(dict.fromkeys(TABLES), table, "table")
+    by_variant = by_variant or {}
+    return [RunSpec(v, p, seed, tuple(sorted({**train, **by_variant.get(v, {})}.items())), (table,),
+                    recipe=RELEASED_RECIPE if v == RELEASED else recipe)
+            for seed in seeds for v, p in table_cells(table)]
+
+
+def recipe_runs(seeds, train: dict) -> list[RunSpec]:
+    """The `recipes` plan's runs: RECIPE_COMPARISON's net on its profiles with every recipe, for each seed."""
+    variant, profiles = RECIPE_COMPARISON
     overrides = tuple(sorted(train.items()))
-    return [RunSpec(v, p, seed, overrides, (table,)) for seed in seeds for p in profiles for v in variants]
+    return [RunSpec(variant, p, seed, overrides, (), recipe=recipe) for seed in seeds for p in profiles
+            for recipe in RECIPES]
 
 
 def _merged(specs: list[RunSpec]) -> tuple[RunSpec, ...]:
@@ -149,7 +179,7 @@ def _merged(specs: list[RunSpec]) -> tuple[RunSpec, ...]:
             merged[spec.name] = spec
         elif seen.record() == spec.record():
             merged[spec.name] = RunSpec(seen.variant, seen.profile, seen.seed, seen.train,
-                                        tuple(dict.fromkeys(seen.tables + spec.tables)), seen.given_name)
+                                        tuple(dict.fromkeys(seen.tables + spec.tables)), seen.given_name, seen.recipe)
         else:
             raise BadInput(f"two runs of the plan are named {spec.name} but differ ({seen.record()} and "
                            f"{spec.record()}); give one a name of its own")
@@ -158,47 +188,20 @@ def _merged(specs: list[RunSpec]) -> tuple[RunSpec, ...]:
 
 def built_in(name: str, *, seeds=DEFAULT_SEEDS, runs_dir: Path | None = None, data_dir: Path = DATA_DIR,
              models_dir: Path = defaults.MODELS_DIR, train: dict | None = None) -> Plan:
-    """A built-in plan (table2, table3, table4, paper) with `seeds` and the `train` overrides for every run."""
+    """A built-in plan (table2, table3, table4, paper, recipes) with `seeds` and the `train` overrides for every
+    run."""
     tables = lookup(BUILT_IN, name, "plan")
     _check_train(train or {}, f"plan {name}")
     specs = [spec for table in tables for spec in table_runs(table, seeds, train or {})]
+    if name == "recipes":
+        specs = recipe_runs(seeds, train or {})
     return Plan(name, _merged(specs), Path(runs_dir or defaults.RUNS_DIR / name), Path(data_dir), Path(models_dir))
 
 
-def _check_train(train: dict, where: str) -> None:
-    for key, value in train.items():
-        kind = lookup(TRAIN_FIELDS, key, f"training option of {where}")
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-            raise BadInput(f"{where}: {key} = {value!r}: expected {'a number' if kind is float else 'an integer'}")
-        if kind is float and not 0 < value < float("inf"):
-            raise BadInput(f"{where}: {key} = {value!r}: expected a positive number")
-        if kind is int and not TRAIN_MINIMUM[key] <= value <= defaults.INT32_MAX:
-            raise BadInput(f"{where}: {key} = {value!r}: expected an integer from {TRAIN_MINIMUM[key]} to "
-                           f"{defaults.INT32_MAX}")
-
-
-def _seeds(value, where: str) -> tuple[int, ...]:
-    if not (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool)
-                                                      and 0 <= s <= defaults.INT32_MAX for s in value)):
-        raise BadInput(f"{where}: seeds must be a list of integers from 0 to {defaults.INT32_MAX}, got {value!r}")
-    return tuple(value)
-
-
-def _keys(table: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise BadInput(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(allowed))}")
-
-
-def _path(value, where: str) -> Path:
-    if not isinstance(value, str) or not value:
-        raise BadInput(f"{where}: expected a path as a string, got {value!r}")
-    return Path(value)
-
-
-def _own_run(entry: dict, seeds: tuple[int, ...], train: dict, where: str) -> list[RunSpec]:
-    """The runs of one [[run]] entry, one per seed."""
-    _keys(entry, {"variant", "profile", "seeds", "name", "tables", "train"}, where)
+def _own_run(entry: dict, seeds: tuple[int, ...], train: dict, where: str,
+             recipe: str = RELEASED_RECIPE) -> list[RunSpec]:
+    """The runs of one [[run]] entry, one per seed (with the entry's recipe, else `recipe`)."""
+    _keys(entry, {"variant", "profile", "seeds", "name", "tables", "train", "recipe"}, where)
     for key in ("variant", "profile"):
         if not isinstance(entry.get(key), str):
             raise BadInput(f"{where}: {key} is required, as a string")
@@ -223,7 +226,9 @@ def _own_run(entry: dict, seeds: tuple[int, ...], train: dict, where: str) -> li
         if len(name.encode("utf-8", "surrogateescape")) > NAME_BYTES:
             raise BadInput(f"{where}: run name {name[:40]!r}... is longer than {NAME_BYTES} bytes")
     overrides = tuple(sorted({**train, **own}.items()))
-    return [RunSpec(entry["variant"], entry["profile"], seed, overrides, tuple(tables), name) for seed in run_seeds]
+    recipe = _recipe(entry["recipe"], where) if "recipe" in entry else recipe
+    return [RunSpec(entry["variant"], entry["profile"], seed, overrides, tuple(tables), name, recipe)
+            for seed in run_seeds]
 
 
 def read_plan(path: Path) -> Plan:
@@ -237,8 +242,10 @@ def read_plan(path: Path) -> Plan:
             where = re.search(r" \(at line (\d+), column \d+\)$", str(err))
             raise BadInput(f"{path}:{where[1]}: not TOML: {str(err)[:where.start()]}" if where else
                            f"{path}: not TOML: {err}") from None
-        _keys(document, {"name", "tables", "seeds", "runs", "data", "models", "snapshots", "train", "synthetic", "run"},
-              str(path))
+        _keys(document, {"name", "tables", "seeds", "runs", "data", "models", "snapshots", "train", "synthetic", "run",
+                         "recipe", "variant"}, str(path))
+        by_variant = _by_variant(document)
+        recipe = _recipe(document["recipe"], "recipe") if "recipe" in document else RELEASED_RECIPE
         snapshots = document.get("snapshots", "all")
         if snapshots not in SNAPSHOTS:
             raise BadInput(f"snapshots = {snapshots!r}: expected one of {', '.join(SNAPSHOTS)}")
@@ -254,12 +261,12 @@ def read_plan(path: Path) -> Plan:
         if not isinstance(tables, dict):
             raise BadInput(f"tables must be a list of table names or a table of table = [seeds], got {tables!r}")
         specs = [spec for table, table_seeds in tables.items()
-                 for spec in table_runs(table, _seeds(table_seeds, f"tables.{table}"), train)]
+                 for spec in table_runs(table, _seeds(table_seeds, f"tables.{table}"), train, recipe, by_variant)]
         entries = document.get("run", [])
         if not isinstance(entries, list):
             raise BadInput("run must be an array of tables: [[run]]")
         for number, entry in enumerate(entries, 1):
-            specs += _own_run(entry, seeds, train, f"[[run]] number {number}")
+            specs += _own_run(entry, seeds, train, f"[[run]] number {number}", recipe)
         if not specs:
             raise BadInput("the plan has no run: name tables, or add [[run]] entries")
         synthetic = document.get("synthetic")
@@ -288,6 +295,7 @@ def load_plan(spec: str, *, seeds=None, runs_dir: Path | None = None, data_dir: 
         raise BadInput(f"{spec}: run {named[0]} is named, so it has the one seed the plan gives it; seeds given for "
                        f"every run cannot apply to it (give the seeds in the plan instead)")
     if seeds:
-        runs = _merged([RunSpec(s.variant, s.profile, seed, s.train, s.tables, None) for s in runs for seed in seeds])
+        runs = _merged([RunSpec(s.variant, s.profile, seed, s.train, s.tables, None, s.recipe) for s in runs
+                        for seed in seeds])
     return Plan(plan.name, runs, runs_dir or plan.runs_dir, data_dir or plan.data_dir, models_dir or plan.models_dir,
                 plan.synthetic, plan.snapshots, plan.source)

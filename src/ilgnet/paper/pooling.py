@@ -30,7 +30,8 @@ class Pool:
 def pool_key(run) -> tuple:
     """(data_key of the run's model.json, its training overrides) for a report's RunResult (`model` its model.json
     record, `spec` its RunSpec)."""
-    return data_key(run.model or {}), tuple(run.spec.train)
+    recipe = getattr(run.spec, "recipe", "released")          # the fine-tuning recipe is a setting too
+    return data_key(run.model or {}), tuple(run.spec.train) + ((("recipe", recipe),) if recipe != "released" else ())
 
 
 def _label(key: tuple, others: list[tuple]) -> str:

@@ -1,27 +1,19 @@
-"""The paper's tables and figures from a campaign's runs, beside the paper's own figures: DIR/REPORT.md with its
-figures as PNG files, the same report as one self-contained DIR/report.html (figures embedded as data URIs), and
-every number in DIR/report.json.
+"""The report's model: the paper's tables, figures and claims from a campaign's runs, beside the paper's own figures,
+as one dict (build), written as DIR/REPORT.md with its figures as PNG files, DIR/report.html (one self-contained
+page) and DIR/report.json (every number) by write_report; ilgnet.paper.render lays it out.
 
   Tables 2 and 3  per net and setting: the paper's accuracy; ours as mean +- std over the seeds' runs (N), on every
-                  val record once and by the paper's protocol (`caffe test` for 50 iterations, read off the same
-                  per-record results); the majority-class baseline; balanced accuracy; ours minus the paper's; the
-                  runs behind each number. A cell without a finished run says what there is instead.
-  Table 4         per net: training wall time, iterations and iterations per second from the runs' logs, the
-                  epochs trained, and the test time per image measured now for every net (same batch, same backend),
-                  with the hardware named; the paper's times beside.
-  Figures 3-5     ilgnet.paper.figures.
-  Provenance      the protocol differences from the paper (docs/REPRODUCING.md), each run's seed, machine and
-                  Caffe, the data folders with the checksums of their lists and means.
-
-Links to run folders are relative to DIR, so the report and the runs can move together.
-"""
+                  val record once and by the published logs' protocol (`caffe test` for 50 iterations, read off the
+                  same per-record results); the majority-class baseline; balanced accuracy; ours minus the paper's
+                  (not on synthetic data); the runs behind each number.
+  Table 4         per net: accuracy, training time and speed from the runs' logs, and the test time per image
+                  measured now (batch 1 and the throughput batch), with the hardware named; the paper's beside.
+  Figures 3-5, Claims  ilgnet.paper.figures, ilgnet.paper.claims (each claim of the paper tested, with a verdict).
+Links to run folders are relative to DIR, so the report and the runs can move together."""
 from __future__ import annotations
 
-import base64
-import html
-import json
+import dataclasses
 import os
-import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,32 +25,17 @@ from ilgnet.bvlc.logs import parse_train_log
 from ilgnet.bvlc.proto import TRAIN, NetParameter
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, MissingFile
-from ilgnet.evaluation.reports import PAPER
 from ilgnet.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from ilgnet.nets import VARIANTS
-from ilgnet.paper import figures
-from ilgnet.paper.campaign import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
+from ilgnet.paper import figures, render
+from ilgnet.paper.claims import learned, paper_claims
+from ilgnet.paper.runstate import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.pooling import pools, provenance
-from ilgnet.paper.tables import NOT_KNOWN, PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, TITLES, paper_accuracy
-from ilgnet.paper.timing import environment, test_times, training_time
+from ilgnet.paper.tables import PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, paper_accuracy, table_cells
+from ilgnet.paper.timing import environment, hardware, test_times, training_time
 
 FIG3_PHOTOS = 6             # photos in each row of Fig. 3
-DIFFERENCES = [
-    "Accuracy is measured on every val record once; the paper's figures are `caffe test` runs of 50 iterations "
-    "(2,500 of AVA1's 20,000 val images at batch 50, 2,400 of AVA2's 25,553 at batch 48). The paper's protocol "
-    "column reads the same number of records off our per-record results, from the start of the LMDB, wrapping "
-    "around as Caffe does.",
-    "AVA1 labels a mean score of exactly 5.0 low, as the published lists do; AVA2 takes 10 % from each end by mean, "
-    "split 50/50 at random with a seed (the published lists cannot be rebuilt exactly from the means).",
-    "The solver profiles are Table 1 of the paper (the published AVA1 solver file steps at 115,000, not 100,000); "
-    "test_iter covers the val set once.",
-    "ILGNet-Inc.V1 is the published deploy net (LRN, 227 x 227 crops of 256 x 256 images); the BatchNorm, "
-    "Inception-v3/v4 and no-inception variants are this toolkit's constructions, since none was published "
-    "(docs/NETS.md).",
-    "Training starts from bvlc_googlenet's ImageNet weights where they are in the models folder, else from "
-    "scratch (said in each run's train.log).",
-]
 
 
 @dataclass(frozen=True)
@@ -91,7 +68,8 @@ def _read_run(run_dir: Path) -> RunResult:
     record = read_record(run_dir)
     run = record.get("run") or {}
     try:
-        spec = RunSpec(run["variant"], run["profile"], run["seed"], tuple(sorted(run.get("train", {}).items())))
+        spec = RunSpec(run["variant"], run["profile"], run["seed"], tuple(sorted(run.get("train", {}).items())),
+                       recipe=run.get("recipe", "released"))
     except (KeyError, TypeError):
         raise BadInput(f"{run_dir / CAMPAIGN_JSON}: not a campaign's record (no run with variant, profile, seed)")
     state, message, evaluation = folder_verdict(run_dir, record)
@@ -119,44 +97,31 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f} %"
-
-
-def _spread(mean: float, std: float | None, n: int) -> str:
-    return f"{100 * mean:.2f} %" + (f" ± {100 * std:.2f}" if std is not None else "") + f" (N = {n})"
-
-
-def _link(run: RunResult, out: Path) -> str:
-    return f"[{run.name}]({os.path.relpath(run.run_dir, out)})"
-
-
 def accuracy_cells(runs: list[RunResult], table: str) -> list[dict]:
     """One cell per net and setting of Table 2 or 3: the paper's accuracy and ours over the finished runs that
     count in the table, or what there is instead of a finished run."""
-    variants, profiles = TABLE_RUNS[table]
     cells = []
-    for profile in profiles:
+    for variant, profile in table_cells(table):
         protocol, column = PROFILE_COLUMNS[profile]
-        for variant in variants:
-            mine = [r for r in runs if (r.spec.variant, r.spec.profile) == (variant, profile) and table in r.tables]
-            paper = paper_accuracy(variant, column)
-            not_done = {r.name: r.state + (f" ({r.message})" if r.state == "damaged" else "")
-                        for r in mine if r.evaluation is None}
-            for pool in pools([r for r in mine if r.evaluation is not None]) or [None]:
-                done = pool.runs if pool else []
-                cell = {"table": table, "variant": variant, "profile": profile, "column": column, "n": len(done),
-                        "runs": [str(r.run_dir) for r in done], "seeds": [r.spec.seed for r in done],
-                        "not_finished": not_done, "pool": pool.label if pool else "",
-                        "left_out": pool.left_out if pool else {},
-                        "stale": [r.name for r in done if r.state == "stale"],
-                        "paper": paper[0] if paper else None, "paper_source": paper[1] if paper else None}
-                cells.append(_fill(cell, done, paper))
+        mine = [r for r in runs if (r.spec.variant, r.spec.profile) == (variant, profile) and table in r.tables]
+        paper = paper_accuracy(variant, column)
+        not_done = {r.name: r.state + (f" ({r.message})" if r.state == "damaged" else "")
+                    for r in mine if r.evaluation is None}
+        for pool in pools([r for r in mine if r.evaluation is not None]) or [None]:
+            done = pool.runs if pool else []
+            cell = {"table": table, "variant": variant, "profile": profile, "column": column, "n": len(done),
+                    "runs": [str(r.run_dir) for r in done], "seeds": [r.spec.seed for r in done],
+                    "not_finished": not_done, "pool": pool.label if pool else "",
+                    "left_out": pool.left_out if pool else {},
+                    "stale": [r.name for r in done if r.state == "stale"],
+                    "paper": paper[0] if paper else None, "paper_source": paper[1] if paper else None}
+            cells.append(_fill(cell, done, paper))
     return cells
 
 
 def _fill(cell: dict, done: list[RunResult], paper) -> dict:
-    """`cell` with the mean and spread of the runs `done` (one pool: ilgnet.paper.pooling)."""
+    """`cell` with the mean and spread of the runs `done` (one pool: ilgnet.paper.pooling), and whether they all
+    learned (above their majority baseline)."""
     if done:
         evaluations = [r.evaluation for r in done]
         cell["accuracy"] = _mean_std([e["accuracy"] for e in evaluations])
@@ -166,35 +131,8 @@ def _fill(cell: dict, done: list[RunResult], paper) -> dict:
         cell["images"] = evaluations[0]["images"]
         cell["protocol_images"] = evaluations[0]["paper_protocol"]["images"]
         cell["difference"] = cell["accuracy"][0] - paper[0] if paper else None
+        cell["learned"] = all(learned(e) for e in evaluations)
     return cell
-
-
-def _accuracy_table(cells: list[dict], runs: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
-    by_dir = {str(r.run_dir): r for r in runs}
-    header = ["net", "setting", "paper", "ours: every val record once", "ours: the paper's protocol",
-              "majority baseline", "balanced accuracy", "ours - paper", "runs"]
-    rows = []
-    for c in cells:
-        paper = _percent(c["paper"]) if c["paper"] is not None else NOT_KNOWN
-        if c["n"]:
-            protocol = PAPER[PROFILE_COLUMNS[c["profile"]][0]]
-            ours = [_spread(*c["accuracy"], c["n"]) + f", {c['images']:,} images",
-                    _spread(*c["paper_protocol"], c["n"]) + f", {protocol['iterations']} x {protocol['batch']}",
-                    _percent(c["majority_baseline"]), _spread(*c["balanced_accuracy"], c["n"]),
-                    "-" if c["difference"] is None else f"{100 * c['difference']:+.2f} points",
-                    ", ".join(_link(by_dir[d], out) for d in c["runs"])]
-        else:
-            waiting = ", ".join(f"{name}: {state}" for name, state in c["not_finished"].items())
-            ours = ["no finished run" + (f" ({waiting})" if waiting else "")] + ["-"] * 5
-        notes = [f"{name} left out: {why}" for name, why in c.get("left_out", {}).items()]
-        notes += [f"{name}: stale, its own data" for name in c.get("stale", [])]
-        if c["n"] and c["not_finished"]:
-            notes += [f"{name}: {state}" for name, state in c["not_finished"].items()]
-        if notes:
-            ours[-1] += " (" + "; ".join(notes) + ")"
-        setting = c["column"] + (f" ({c['pool']})" if c.get("pool") else "")
-        rows.append([PAPER_NAMES[c["variant"]], setting, paper, *ours])
-    return header, rows
 
 
 def _train_batch_and_images(run: RunResult) -> tuple[int, int]:
@@ -217,7 +155,10 @@ def time_rows(runs: list[RunResult], times: dict[str, dict]) -> list[dict]:
         if variant not in TABLE_RUNS["table4"][0] and not chosen:
             continue
         row = {"variant": variant, "runs": [str(r.run_dir) for r in chosen], "test": times.get(variant),
-               "paper": PAPER_TIMES.get(variant), "hardware": sorted({_hardware(r.record) for r in chosen})}
+               "paper": PAPER_TIMES.get(variant), "hardware": sorted({hardware(r.record) for r in chosen}),
+               "paper_accuracy": (paper_accuracy(variant, "AVA1, delta 0") or (None,))[0],
+               "accuracy": _mean_std([r.evaluation["accuracy"] for r in chosen]) if chosen else None,
+               "accuracy_n": len(chosen)}
         spent = [t for r in chosen if (t := training_time(r.run_dir / "train.log"))]
         if spent:
             batches = [_train_batch_and_images(r) for r in chosen]
@@ -231,43 +172,6 @@ def time_rows(runs: list[RunResult], times: dict[str, dict]) -> list[dict]:
                                                zip(chosen, batches)))
         rows.append(row)
     return rows
-
-
-def _run_row(run: RunResult, out: Path) -> list[str]:
-    """A run as the report's table of runs shows it: its state, seed, overrides, machine and Caffe."""
-    env = run.record.get("environment") or {}
-    build = env.get("build") or {}
-    return [_link(run, out), ", ".join(run.tables) or "-", run.state + (f": {run.message}" if run.message else ""),
-            str(run.spec.seed), ", ".join(f"{k} {v}" for k, v in run.spec.train) or "-", _hardware(run.record),
-            str(env.get("caffe", "-")), build.get("cuda_runtime") or "none", build.get("cudnn") or "none"]
-
-
-def _hardware(record: dict) -> str:
-    env = record.get("environment") or {}
-    return f"{env.get('cpu', '?')}" + (f"; {env['gpu']}" if env.get("gpu") else "") + f" ({env.get('host', '?')})"
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def _time_table(rows: list[dict], runs: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
-    by_dir = {str(r.run_dir): r for r in runs}
-    header = ["net", "training wall time", "iterations", "iterations/s", "images/s", "epochs",
-              "test ms per image (now)", "paper: training time", "paper: test time", "runs"]
-    table = []
-    for row in rows:
-        paper = row["paper"] or (NOT_KNOWN, NOT_KNOWN)
-        test = f"{row['test']['ms_per_image']:.1f}" if row["test"] else "not measured"
-        if "seconds" in row:
-            trained = [_duration(row["seconds"]), f"{row['iterations']:,.0f}", f"{row['iterations_per_second']:.3g}",
-                       f"{row['images_per_second']:.3g}", f"{row['epochs']:.3g}"]
-        else:
-            trained = ["no finished run"] + ["-"] * 4
-        table.append([PAPER_NAMES[row["variant"]], *trained, test, *paper,
-                      ", ".join(_link(by_dir[d], out) for d in row["runs"]) or "-"])
-    return header, table
 
 
 def choose_run(runs: list[RunResult], name: str | None, variants) -> RunResult | None:
@@ -307,7 +211,8 @@ def fig3(run: RunResult) -> bytes:
 
 
 def fig4(runs: list[RunResult]) -> tuple[bytes, list[RunResult]] | None:
-    """Training loss against epoch of Table 4's nets (one run each, the lowest seed), else of every net."""
+    """Training loss against iteration and epoch of Table 4's nets (one run each, the lowest seed), else of every
+    net."""
     finished = [r for r in runs if r.state == "finished"]
     variants = [v for v in TABLE_RUNS["table4"][0] if any(r.spec.variant == v for r in finished)] or \
         list(dict.fromkeys(r.spec.variant for r in finished))
@@ -319,7 +224,7 @@ def fig4(runs: list[RunResult]) -> tuple[bytes, list[RunResult]] | None:
         batch, images = _train_batch_and_images(run)
         frame = parse_train_log(run.run_dir / "train.log").dropna(subset=["loss"])
         curves[f"{PAPER_NAMES[run.spec.variant]} ({run.name})"] = pd.DataFrame(
-            {"epoch": frame["iteration"] * batch / images, "loss": frame["loss"]})
+            {"iteration": frame["iteration"], "epoch": frame["iteration"] * batch / images, "loss": frame["loss"]})
     return figures.loss_curves(curves), chosen
 
 
@@ -358,149 +263,20 @@ def build(paths: list[Path], *, figure_run: str | None = None, gpu: int | None =
         report["figures"]["fig4"] = curves
     with_maps = [r for r in runs if (r.run_dir / MAPS).is_file()]
     feature_run = choose_run(with_maps, figure_run if shown in with_maps else None, figures.FIG5_VARIANTS)
+    density = None
     if feature_run is not None:
         png, report["density"] = fig5(feature_run)
         report["figures"]["fig5"] = (png, feature_run)
+        scores = pd.read_csv(feature_run.run_dir / SCORES_CSV)
+        layers = {figures.LAST_LAYER: report["density"]}
+        if figures.ACTIVE_COLUMNS[figures.CONNECTED] in scores:
+            layers[figures.CONNECTED] = figures.density_test(scores, figures.CONNECTED)
+        density = (layers, feature_run, list(scores["p_1"]))
+    if any(d["synthetic"] for d in report["data"]):
+        for cell in (c for cells in report["tables"].values() for c in cells):
+            cell["difference"] = None           # synthetic data: an "ours - paper" difference compares nothing
+    report["claims"] = paper_claims(runs, PAPER_NAMES, report["table4"], density)
     return report
-
-
-def _sections(report: dict, out: Path) -> list[tuple]:
-    """The report as blocks: ("h", text), ("p", text), ("table", header, rows), ("img", file, png, alt)."""
-    runs = report["runs"]
-    env = report["environment"]
-    blocks: list[tuple] = [
-        ("h", "ILGNet, the paper regenerated"),
-        ("p", f"{len(runs)} runs, {sum(r.state == 'finished' for r in runs)} finished. Jin et al., arXiv "
-              f"1610.02256 (WCSP 2016; the later versions add the BatchNorm and Inception-v3/v4 nets). The paper's "
-              f"figures this toolkit knows are those its published `caffe test` logs back; every other paper cell "
-              f"says \"{NOT_KNOWN}\". Each of our numbers links to the run folders it comes from.")]
-    synthetic = [d["folder"] for d in report["data"] if d["synthetic"]]
-    if synthetic:
-        blocks.append(("p", f"**{len(synthetic)} of the {len(report['data'])} data folders are synthetic** "
-                            f"(ilgnet.data.synthetic, generated photos in AVA's layout): their numbers show the "
-                            f"pipeline at work, not how the nets do on AVA."))
-    for table in ("table2", "table3"):
-        header, rows = _accuracy_table(report["tables"][table], runs, out)
-        blocks += [("h", TITLES[table]), ("table", header, rows)]
-    header, rows = _time_table(report["table4"], runs, out)
-    timed = next(iter(report["times"].values()), None)
-    blocks += [("h", TITLES["table4"]), ("table", header, rows),
-               ("p", f"Training time: Caffe's wall time in each run's train.log (start-up, training, test passes, "
-                     f"snapshots; the pause of an interrupted run is not counted), the mean over the runs linked. "
-                     f"Test time: measured now on {env['cpu']}" + (f" and {env['gpu']}" if env["gpu"] else "") +
-                     (f", {timed['backend']}, the median of {timed['iterations']} forward passes of batch "
-                      f"{timed['batch']} after a warm-up, for every net the same way." if timed else ".") +
-               " Runs trained on: " + "; ".join(sorted({h for row in report["table4"] for h in row["hardware"]})))]
-    figs = report["figures"]
-    blocks.append(("h", "Fig. 3: photos labelled good and bad"))
-    if "fig3" in figs:
-        png, run = figs["fig3"]
-        blocks += [("p", f"The val records run {_link(run, out)} scores highest and lowest, as the net sees them "
-                         f"(256 x 256 LMDB records), with the label AVA's votes give them."),
-                   ("img", "fig3.png", png, "Fig. 3")]
-    else:
-        blocks.append(("p", "no finished run"))
-    blocks.append(("h", "Fig. 4: training loss against epoch"))
-    if "fig4" in figs:
-        png, chosen = figs["fig4"]
-        blocks += [("p", "Epoch = iteration x training batch / training images. Runs: " +
-                         ", ".join(_link(r, out) for r in chosen) + "."), ("img", "fig4.png", png, "Fig. 4")]
-    else:
-        blocks.append(("p", "no finished run"))
-    blocks.append(("h", "Fig. 5: feature maps, and the density of the last layer's active features"))
-    if "fig5" in figs:
-        png, run = figs["fig5"]
-        d = report["density"]
-        verdict = ("cannot be tested: a class has no val record" if d["holds"] is None else
-                   f"{'holds' if d['holds'] else 'does not hold'} at the {d['significance']:.0%} level")
-        stats = ("" if d["holds"] is None else
-                 f": median fraction of active units {d['median_high']:.3f} (high) against {d['median_low']:.3f} "
-                 f"(low), means {d['mean_high']:.3f} and {d['mean_low']:.3f}; Mann-Whitney U = {d['u']:.1f}, "
-                 f"one-sided p = {d['p_value']:.3g}")
-        blocks += [("p", f"Run {_link(run, out)}. Layers (1)-(7): " + ", ".join(figures.FIG5_LAYERS) +
-                         " (channel means of the convolution maps; the 1,024 units of `temp` and `temp_cjy` as a "
-                         "32 x 32 grid). Which layers the paper's Fig. 5 shows could not be read from the copies "
-                         "of the paper available here; these are the stations of ILGNet's data flow."),
-                   ("p", f"The paper observes that the last layer's active features are denser for high-quality "
-                         f"photos. Over all {d['high'] + d['low']:,} val records ({d['high']:,} high, {d['low']:,} "
-                         f"low) of this run, the claim {verdict}{stats}."),
-                   ("img", "fig5.png", png, "Fig. 5")]
-    else:
-        blocks.append(("p", f"no finished run of {' or '.join(figures.FIG5_VARIANTS)}"))
-    blocks += [("h", "Differences from the paper's protocol"), ("p", "See docs/REPRODUCING.md for the evidence.")]
-    blocks += [("p", f"- {line}") for line in DIFFERENCES]
-    blocks += [("h", "Runs"), ("table", ["run", "tables", "state", "seed", "overrides", "machine", "Caffe",
-                                         "CUDA runtime", "cuDNN"], [_run_row(r, out) for r in runs])]
-    blocks += [("h", "Data folders"),
-               ("table", ["folder", "partition", "seed", "delta", "synthetic", "resize", "train / val records",
-                          "sha256 train.txt", "sha256 val.txt", "sha256 mean.binaryproto"],
-                [[d["folder"] + ("" if d["current"] else " (holds other data now)"), str(d["partition"]),
-                  str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
-                  str(d["resize"]), f"{d['records']['train']} / {d['records']['val']}",
-                  *[(v or "missing")[:16] for v in d["sha256"].values()]] for d in report["data"]]),
-               ("p", f"Checksums: the first 16 hex digits (all 64 in report.json). This report was written on "
-                     f"{env['host']}: {env['cpu']}" + (f", {env['gpu']}" if env["gpu"] else "") +
-                     f"; Caffe {env['caffe']}, {json.dumps(env['build'])}.")]
-    return blocks
-
-
-def _cell_md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def markdown(blocks: list[tuple]) -> str:
-    lines = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h":
-            lines += ["", f"{'#' if not lines else '##'} {block[1]}", ""]
-        elif kind == "p":
-            lines += [block[1], ""] if not block[1].startswith("- ") else [block[1]]
-        elif kind == "table":
-            header, rows = block[1], block[2]
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(_cell_md(c) for c in row) + " |" for row in rows] + [""]
-        elif kind == "img":
-            lines += [f"![{block[3]}]({block[1]})", ""]
-    return "\n".join(lines).lstrip() + "\n"
-
-
-LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
-CODE = re.compile(r"`([^`]+)`")
-BOLD = re.compile(r"\*\*([^*]+)\*\*")
-STYLE = """body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:12px;color:#222}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto}
-th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top} th{background:#f0f0ee}
-img{max-width:100%;height:auto} h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.4em} code{background:#f4f4f2}"""
-
-
-def _inline_html(text: str) -> str:
-    escaped = html.escape(text, quote=False)
-    escaped = CODE.sub(lambda m: f"<code>{m[1]}</code>", escaped)
-    escaped = BOLD.sub(lambda m: f"<strong>{m[1]}</strong>", escaped)
-    return LINK.sub(lambda m: f'<a href="{html.escape(m[2])}">{m[1]}</a>', escaped)
-
-
-def html_page(blocks: list[tuple]) -> str:
-    """The blocks as one HTML page that needs no other file: figures as PNG data URIs, inline style."""
-    parts = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h":
-            tag = "h1" if not parts else "h2"
-            parts.append(f"<{tag}>{_inline_html(block[1])}</{tag}>")
-        elif kind == "p":
-            parts.append(f"<p>{_inline_html(block[1])}</p>")
-        elif kind == "table":
-            head = "".join(f"<th>{_inline_html(h)}</th>" for h in block[1])
-            body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in block[2])
-            parts.append(f"<table><tr>{head}</tr>{body}</table>")
-        elif kind == "img":
-            uri = "data:image/png;base64," + base64.b64encode(block[2]).decode()
-            parts.append(f'<img src="{uri}" alt="{html.escape(block[3])}" data-figure="{html.escape(block[1])}">')
-    return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            'content="width=device-width, initial-scale=1"><title>ILGNet, the paper regenerated</title>'
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
 def _json_ready(report: dict, out: Path) -> dict:
@@ -510,21 +286,23 @@ def _json_ready(report: dict, out: Path) -> dict:
     figs = {name: {"file": f"{name}.png", "runs": [os.path.relpath(r.run_dir, out) for r in
                                                    (run if isinstance(run, list) else [run])]}
             for name, (_, run) in report["figures"].items()}
-    return {**{k: v for k, v in report.items() if k not in ("runs", "figures")}, "runs": runs, "figures": figs}
+    claims = [dataclasses.asdict(c) for c in report.get("claims", [])]
+    return {**{k: v for k, v in report.items() if k not in ("runs", "figures", "claims")}, "runs": runs,
+            "figures": figs, "claims": claims}
 
 
 def write_report(report: dict, out: Path) -> list[Path]:
     """REPORT.md with fig3/4/5.png, report.html (self-contained) and report.json in `out`; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    blocks = _sections(report, out.resolve())
+    blocks = render.sections(report, out.resolve())
     written = []
     for block in blocks:
         if block[0] == "img":
             atomic_write_bytes(out / block[1], block[2])
             written.append(out / block[1])
-    atomic_write_text(out / "REPORT.md", markdown(blocks))
-    atomic_write_text(out / "report.html", html_page(blocks))
+    atomic_write_text(out / "REPORT.md", render.markdown(blocks))
+    atomic_write_text(out / "report.html", render.html_page(blocks))
     atomic_write_json(out / "report.json", _json_ready(report, out.resolve()))
     return [out / "REPORT.md", out / "report.html", out / "report.json", *written]
 

@@ -67,12 +67,39 @@ def training_time(log: Path) -> dict | None:
 
 
 def test_times(variants, *, batch: int, iterations: int, gpu: int | None = None) -> dict[str, dict]:
-    """variant -> {ms_per_image, batch, iterations, backend}: the median forward time of each deploy net (random
-    weights: the time does not depend on them) over `iterations` passes of `batch` images after a warm-up, in pycaffe
-    on the CPU or on GPU `gpu`: every net measured the same way, now, on this machine."""
+    """variant -> {ms_per_image, seconds_per_image_batch1, batch, iterations, backend}: the median forward time of
+    each deploy net (random weights: the time does not depend on them) over `iterations` passes of `batch` images
+    (the throughput batch) and of one image (as a phone or a web service scores one photo; the paper's Table 4
+    gives seconds per image) after a warm-up, in pycaffe on the CPU or on GPU `gpu`: every net measured the same
+    way, now, on this machine."""
     backend = "pycaffe, CPU" if gpu is None else f"pycaffe, GPU {gpu}"
     times = {}
     for variant in variants:
         _, ms = forward_time(variant, batch=batch, iterations=iterations, gpu=gpu)
-        times[variant] = {"ms_per_image": ms / batch, "batch": batch, "iterations": iterations, "backend": backend}
+        _, one = forward_time(variant, batch=1, iterations=iterations, gpu=gpu) if batch != 1 else (None, ms)
+        times[variant] = {"ms_per_image": ms / batch, "seconds_per_image_batch1": one / 1000, "batch": batch,
+                          "iterations": iterations, "backend": backend}
     return times
+
+
+def hardware(record: dict) -> str:
+    """A campaign record's machine in words: CPU, GPU where one was used, and host."""
+    env = record.get("environment") or {}
+    return f"{env.get('cpu', '?')}" + (f"; {env['gpu']}" if env.get("gpu") else "") + f" ({env.get('host', '?')})"
+
+
+def training_memory(log: Path) -> int | None:
+    """The bytes Caffe reports its TRAIN net's blobs need ("Memory required for data", the last value logged before
+    the first "Network initialization done"): activations and their gradients, not the weights. None when the log
+    has no such line."""
+    memory = None
+    try:
+        with open(log, errors="replace") as lines:
+            for line in lines:
+                if "Network initialization done" in line:
+                    break
+                if match := re.search(r"Memory required for data: (\d+)", line):
+                    memory = int(match[1])
+    except OSError:
+        return None
+    return memory

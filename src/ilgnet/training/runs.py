@@ -37,7 +37,9 @@ from ilgnet.bvlc.tools import caffe_invocation, docker_image, require_gpus, tool
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, InUse, MissingFile, ToolFailed, UserError
 from ilgnet.fileio import folder_lock, reading
-from ilgnet.nets import Variant, fresh_layers, get_variant, train_val
+from ilgnet.nets import Variant, fixed_layers, fresh_layers, get_variant, train_val
+from ilgnet.nets.recipes import DEFAULT as DEFAULT_RECIPE
+from ilgnet.nets.recipes import RECIPES, check_recipe
 from ilgnet.nets.solvers import get_profile, solver, val_batch_for
 from ilgnet.training.monitor import Diverged, run_caffe
 from ilgnet.training.snapshots import check_net, set_aside, snapshot_problem
@@ -86,7 +88,8 @@ class TrainOptions:
     is in models_dir, else random initialisation). resume: continue from the run's newest .solverstate;
     accept_data_change: resume even when the data differs from the run's record, and record the change. seed: the
     solver's random_seed, which seeds Caffe's fillers, random crops and mirroring (None: Caffe draws one), so two
-    seeds train differently and one seed repeats its run on the CPU."""
+    seeds train differently and one seed repeats its run on the CPU. recipe: the fine-tuning recipe
+    (ilgnet.nets.recipes: released, paper, paper-sec5), which fixes some pretrained layers at lr_mult 0."""
     variant: str
     profile: str
     data: Path
@@ -106,6 +109,7 @@ class TrainOptions:
     snapshot: int | None = None
     base_lr: float | None = None
     seed: int | None = None
+    recipe: str = DEFAULT_RECIPE
 
     @property
     def run_dir(self) -> Path:
@@ -213,8 +217,8 @@ def _check_resume(options: TrainOptions, v: Variant, data: DataFolder, run_dir: 
     snapshot (BadInput otherwise); returns how the data differs from the run's record (DataChanged unless
     accepted)."""
     record = read_model_json(run_dir)
-    for key, now in (("variant", v.name), ("profile", options.profile)):
-        if record.get(key) != now:
+    for key, now in (("variant", v.name), ("profile", options.profile), ("recipe", options.recipe)):
+        if (record.get(key, DEFAULT_RECIPE) if key == "recipe" else record.get(key)) != now:
             raise BadInput(f"{run_dir / MODEL_JSON}: the run trains {key} {record.get(key)}, not {now}; a resumed run "
                            f"keeps its {key} (start another run under another name for {now})")
     at, max_iter = snapshot_iteration(states[-1]), options.max_iter or get_profile(options.profile).max_iter
@@ -234,6 +238,7 @@ def plan(options: TrainOptions, notify: Callable[[str], None] = _ignore) -> Plan
     then not needed)."""
     _check_counts(options)
     v = get_variant(options.variant)
+    check_recipe(options.recipe)
     get_profile(options.profile)
     run_dir = options.run_dir
     data = DataFolder(Path(options.data).resolve())
@@ -285,7 +290,7 @@ def write_run_files(checked: Plan) -> tuple[Path, object]:
     options, data, run_dir = checked.options, checked.data, checked.run_dir
     net = train_val(checked.variant, train_lmdb=str(data.lmdb("train")), val_lmdb=str(data.lmdb("val")),
                     mean_file=str(data.mean_binaryproto), train_batch=checked.train_batch,
-                    val_batch=checked.val_batch)
+                    val_batch=checked.val_batch, recipe=options.recipe)
     net_path, solver_path = run_dir / "train_val.prototxt", run_dir / "solver.prototxt"
     params = solver(options.profile, net=str(net_path), snapshot_prefix=str(run_dir / "snapshots" / options.variant),
                     val_size=checked.val_size, val_batch=checked.val_batch,
@@ -307,6 +312,11 @@ def write_run_files(checked: Plan) -> tuple[Path, object]:
     net_path.write_text(to_text(net))
     solver_path.write_text(to_text(params))
     return solver_path, params
+
+
+def recipe_record(variant: Variant, recipe: str) -> dict:
+    """What model.json keeps of a run's recipe: its name, what it is, and the layers it fixed (lr_mult 0)."""
+    return {"name": recipe, "summary": RECIPES[recipe], "fixed_layers": fixed_layers(variant, recipe)}
 
 
 def run_folder(runs_dir: Path, name: str) -> Path:
@@ -376,7 +386,8 @@ def train(options: TrainOptions, *, progress: bool = True, notify: Callable[[str
             solver_path, params = write_run_files(checked)
             if not resume_from:
                 write_model_json(run_dir, variant=checked.variant.name, profile=options.profile, data=checked.data,
-                                 crop=checked.variant.input_size, input_scale=checked.variant.input_scale)
+                                 crop=checked.variant.input_size, input_scale=checked.variant.input_scale,
+                                 recipe=recipe_record(checked.variant, options.recipe))
             mounts = [run_dir, checked.data.root] + ([initial.parent] if initial else [])
             command = caffe_command(solver_path, gpu=options.gpu, weights=initial, resume_from=resume_from,
                                     docker=options.docker, mounts=mounts)

@@ -244,12 +244,16 @@ def mean_name(model: Model) -> str:
     return f"carried in {model.caffemodel}" if isinstance(model.mean, np.ndarray) else str(model.mean)
 
 
-def write_model_json(run_dir: Path, *, variant, profile: str, data, crop: int, input_scale: float) -> Path:
+def write_model_json(run_dir: Path, *, variant, profile: str, data, crop: int, input_scale: float,
+                     recipe: dict | None = None) -> Path:
     """Records a training run's identity in run_dir/model.json, copying the data folder's mean and training list
     (when it has one) into the run folder, so that the model keeps working after its data folder moves, and the
-    sha256 of its val list. `data` is a DataFolder."""
+    sha256 of its val list. `data` is a DataFolder; `recipe` the fine-tuning recipe's record (its `name` is kept as
+    model.json's `recipe`, the rest as `recipe_detail`: what it is and the layers it fixed)."""
     run_dir = Path(run_dir)
     record = {"variant": variant, "profile": profile, **_data_record(run_dir, data, copy=True)}
+    if recipe is not None:
+        record.update(recipe=recipe["name"], recipe_detail={k: v for k, v in recipe.items() if k != "name"})
     split = data.read_json(data.split_json)
     record.update(crop=crop, input_scale=input_scale, labels=LABELS,
                   partition={k: v for k, v in split.items() if k not in ("train", "val", "invalid_rows_dropped")})

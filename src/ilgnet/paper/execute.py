@@ -1,0 +1,127 @@
+"""One run of a campaign executed: trained (`ilgnet.training.runs.train`, resumed from its newest snapshot), scored
+on every val record once (`ilgnet.evaluation.pycaffe_engine`, or `caffe test` in Docker), and recorded in its folder
+(ilgnet.paper.runstate) while it holds the run's lock; its snapshots pruned as the plan says."""
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from ilgnet import defaults
+from ilgnet.data.folder import DataFolder
+from ilgnet.errors import UserError
+from ilgnet.evaluation.reports import PAPER
+from ilgnet.evaluation.results import prefix_protocol, summarize
+from ilgnet.fileio import atomic_path, atomic_write_json
+from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
+from ilgnet.paper.plans import Plan, RunSpec
+from ilgnet.paper.runstate import (ERROR_LOG, EVALUATION_JSON, FIG5_PHOTOS, LOCK, MAPS, SCORES_CSV, RunBusy,
+                                   final_snapshot, ignore, now, take_lock, update_record)
+from ilgnet.paper.tables import PROFILE_COLUMNS
+from ilgnet.paper.timing import environment
+from ilgnet.training.runs import TrainingDiverged, TrainOptions, train
+from ilgnet.zoo.models import run_model, snapshots
+
+
+def _train(plan: Plan, spec: RunSpec, run_dir: Path, *, gpu: str | None, docker: bool, progress: bool,
+           notify: Callable[[str], None]) -> Path:
+    """The run's final caffemodel: trained, resumed from its newest snapshot, or already there."""
+    final = final_snapshot(spec, run_dir)
+    if final.is_file():
+        return final
+    options = TrainOptions(spec.variant, spec.profile, plan.data_folder(spec), name=spec.name,
+                           runs_dir=plan.runs_dir, models_dir=plan.models_dir, gpu=gpu, docker=docker,
+                           resume=bool(snapshots(run_dir, "solverstate")), seed=spec.seed, recipe=spec.recipe,
+                           **spec.options)
+    return train(options, progress=progress, notify=lambda message: notify(f"{spec.name}: {message}"))
+
+
+def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, gpu: str | None, docker: bool,
+                 progress: bool) -> dict:
+    """Scores every val record once with the run's final model and its own mean image; writes evaluation.json
+    (with the paper protocol's accuracy on the same records) and val_scores.csv; returns the evaluation."""
+    from ilgnet.evaluation import caffe_engine, pycaffe_engine
+
+    model = run_model(run_dir, caffemodel)
+    data = DataFolder(plan.data_folder(spec))
+    device = None if gpu is None else int(gpu.split(",")[0])
+    batch = spec.options.get("val_batch") or defaults.VAL_BATCH          # the memory the plan allowed its test net
+    features = FeatureCollector(FIG5_PHOTOS) if spec.variant in FIG5_VARIANTS and not docker else None
+    if docker:
+        frame = caffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), model.mean, batch,
+                                        gpu=device, docker=True)
+    else:
+        # The snapshot is Caffe's own of this run's net: checking it against the net again would only cost time.
+        frame = pycaffe_engine.score_lmdb(model.variant, model.caffemodel, data.lmdb("val"), model.mean, batch,
+                                          gpu=device, progress=progress, check=False, on_batch=features)
+    result = summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
+                       mean_file=model.mean)
+    protocol = PROFILE_COLUMNS[spec.profile][0]
+    result["engine"] = "caffe" if docker else "pycaffe"
+    result["paper_protocol"] = prefix_protocol(frame, batch=PAPER[protocol]["batch"],
+                                               iterations=PAPER[protocol]["iterations"])
+    if unreached := data.unreached("val"):
+        result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
+    if features is not None:
+        for column, values in features.columns.items():
+            frame[column] = frame["key"].map(values)
+        with atomic_path(run_dir / MAPS) as partial:
+            features.save(partial)
+    with atomic_path(run_dir / SCORES_CSV) as partial:
+        frame.to_csv(partial, index=False)
+    atomic_write_json(run_dir / EVALUATION_JSON, result)
+    return result
+
+
+def execute(plan: Plan, spec: RunSpec, *, gpu: str | None = None, docker: bool = False, progress: bool = True,
+            notify: Callable[[str], None] = ignore) -> str:
+    """Trains (or resumes) and evaluates one run, holding its lock; returns its state: finished, diverged or failed
+    (the error is recorded in campaign.json, and a bug's traceback in campaign.log), or running when another live
+    process holds the run. A Ctrl-C (KeyboardInterrupt, after Caffe's snapshot) is recorded as an interruption and
+    raised."""
+    run_dir = plan.run_dir(spec)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        take_lock(run_dir)
+    except RunBusy as busy:
+        notify(str(busy))
+        return "running"
+    try:
+        update_record(plan, spec, run_dir, state="started", message="",
+                attempt={"started": now(), "host": socket.gethostname(), "pid": os.getpid(), "gpu": gpu})
+        try:
+            caffemodel = _train(plan, spec, run_dir, gpu=gpu, docker=docker, progress=progress, notify=notify)
+            evaluate_run(plan, spec, run_dir, caffemodel, gpu=gpu, docker=docker, progress=progress)
+        except KeyboardInterrupt:
+            update_record(plan, spec, run_dir, state="interrupted", outcome=True,
+                    message="interrupted (Ctrl-C); the next campaign resumes it from its newest snapshot")
+            raise
+        except TrainingDiverged as err:
+            state, message = "diverged", str(err)
+        except UserError as err:
+            state, message = "failed", str(err)
+        except Exception as err:                        # a bug: recorded, with its traceback, and the others go on
+            with open(run_dir / ERROR_LOG, "a") as log:
+                log.write(f"{now()}\n{traceback.format_exc()}\n")
+            state, message = "failed", f"{type(err).__name__}: {err} (traceback in {run_dir / ERROR_LOG})"
+        else:
+            update_record(plan, spec, run_dir, state="finished", message="", outcome=True, environment=environment(gpu))
+            prune_snapshots(spec, run_dir, plan.snapshots)
+            return "finished"
+        update_record(plan, spec, run_dir, state=state, message=message, outcome=True)
+        return state
+    finally:
+        (run_dir / LOCK).unlink(missing_ok=True)
+
+
+def prune_snapshots(spec: RunSpec, run_dir: Path, keep: str) -> None:
+    """After a run is finished: keep "all" its snapshots, the "final" caffemodel only, or "none" (its scores, logs
+    and curves stay; a plan that keeps no model, like the toy demo, says so)."""
+    if keep == "all":
+        return
+    final = final_snapshot(spec, run_dir)
+    for path in (run_dir / "snapshots").glob("*"):
+        if keep == "none" or path != final:
+            path.unlink()

@@ -1,0 +1,65 @@
+"""The checks of a plan file's values (ilgnet.paper.plans): training overrides, seeds, keys, paths, the recipe and
+the [variant.NAME] tables. Each raises BadInput naming where in the plan the value is and what was expected."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ilgnet import defaults
+from ilgnet.errors import BadInput, lookup
+from ilgnet.nets import get_variant
+from ilgnet.nets.recipes import RECIPES
+
+# TrainOptions fields a plan may set, with their type.
+TRAIN_FIELDS = {"max_iter": int, "train_batch": int, "val_batch": int, "display": int, "test_interval": int,
+                "snapshot": int, "base_lr": float}
+# The smallest value of each: a count of iterations or images is at least 1; snapshot 0 means none on the way.
+TRAIN_MINIMUM = {"max_iter": 1, "train_batch": 1, "val_batch": 1, "display": 1, "test_interval": 1, "snapshot": 0}
+
+
+def check_train(train: dict, where: str) -> None:
+    """BadInput unless every key of `train` is a TRAIN_FIELDS option with a value of its type and range."""
+    for key, value in train.items():
+        kind = lookup(TRAIN_FIELDS, key, f"training option of {where}")
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+            raise BadInput(f"{where}: {key} = {value!r}: expected {'a number' if kind is float else 'an integer'}")
+        if kind is float and not 0 < value < float("inf"):
+            raise BadInput(f"{where}: {key} = {value!r}: expected a positive number")
+        if kind is int and not TRAIN_MINIMUM[key] <= value <= defaults.INT32_MAX:
+            raise BadInput(f"{where}: {key} = {value!r}: expected an integer from {TRAIN_MINIMUM[key]} to "
+                           f"{defaults.INT32_MAX}")
+
+
+def seeds(value, where: str) -> tuple[int, ...]:
+    if not (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool)
+                                                      and 0 <= s <= defaults.INT32_MAX for s in value)):
+        raise BadInput(f"{where}: seeds must be a list of integers from 0 to {defaults.INT32_MAX}, got {value!r}")
+    return tuple(value)
+
+
+def keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise BadInput(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(allowed))}")
+
+
+def path(value, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise BadInput(f"{where}: expected a path as a string, got {value!r}")
+    return Path(value)
+
+
+def recipe(value, where: str) -> str:
+    if not isinstance(value, str) or value not in RECIPES:
+        raise BadInput(f"{where}: recipe = {value!r}: expected one of {', '.join(RECIPES)}")
+    return value
+
+
+def by_variant(document: dict) -> dict[str, dict]:
+    """The [variant.NAME] tables of a plan file, checked: NAME -> training overrides."""
+    tables = document.get("variant", {})
+    if not isinstance(tables, dict) or not all(isinstance(v, dict) for v in tables.values()):
+        raise BadInput("variant must hold tables of training options: [variant.NAME]")
+    for name, train in tables.items():
+        get_variant(name)
+        check_train(train, f"[variant.{name}]")
+    return tables

@@ -1,0 +1,252 @@
+"""The report's rendering: its sections as blocks from the report's model (ilgnet.paper.report.build), and the
+blocks as Markdown (REPORT.md) or one self-contained HTML page (report.html).
+
+Blocks are tuples: ("h", text), ("p", text), ("list", [items]), ("table", header, rows), ("img", file, png, alt).
+Text is Markdown of a few kinds: [links](target), `code` and **bold**, which the HTML page renders as such.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ilgnet.evaluation.reports import PAPER
+from ilgnet.paper import figures, findings
+from ilgnet.paper.tables import NOT_KNOWN, PAPER_NAMES, PROFILE_COLUMNS, TITLES, paper_accuracy
+from ilgnet.paper.timing import hardware
+
+if TYPE_CHECKING:
+    from ilgnet.paper.report import RunResult
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def _spread(mean: float, std: float | None, n: int) -> str:
+    return f"{100 * mean:.2f} %" + (f" ± {100 * std:.2f}" if std is not None else "") + f" (N = {n})"
+
+
+def _link(run: RunResult, out: Path) -> str:
+    return f"[{run.name}]({os.path.relpath(run.run_dir, out)})"
+
+
+def _accuracy_table(cells: list[dict], runs: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
+    by_dir = {str(r.run_dir): r for r in runs}
+    header = ["net", "setting", "paper", "ours: every val record once", "ours: the published logs' protocol",
+              "majority baseline", "balanced accuracy", "ours - paper", "runs"]
+    rows = []
+    for c in cells:
+        paper = _percent(c["paper"]) if c["paper"] is not None else NOT_KNOWN
+        if c["n"]:
+            protocol = PAPER[PROFILE_COLUMNS[c["profile"]][0]]
+            ours = [_spread(*c["accuracy"], c["n"]) + f", {c['images']:,} images",
+                    _spread(*c["paper_protocol"], c["n"]) + f", {protocol['iterations']} x {protocol['batch']}",
+                    _percent(c["majority_baseline"]) + ("" if c.get("learned", True) else
+                                                        ": **at or above ours: did not learn**"),
+                    _spread(*c["balanced_accuracy"], c["n"]),
+                    "-" if c["difference"] is None else f"{100 * c['difference']:+.2f} points",
+                    ", ".join(_link(by_dir[d], out) for d in c["runs"])]
+        else:
+            waiting = ", ".join(f"{name}: {state}" for name, state in c["not_finished"].items())
+            ours = ["no finished run" + (f" ({waiting})" if waiting else "")] + ["-"] * 5
+        notes = [f"{name} left out: {why}" for name, why in c.get("left_out", {}).items()]
+        notes += [f"{name}: stale, its own data" for name in c.get("stale", [])]
+        if c["n"] and c["not_finished"]:
+            notes += [f"{name}: {state}" for name, state in c["not_finished"].items()]
+        if notes:
+            ours[-1] += " (" + "; ".join(notes) + ")"
+        setting = c["column"] + (f" ({c['pool']})" if c.get("pool") else "")
+        rows.append([PAPER_NAMES[c["variant"]], setting, paper, *ours])
+    return header, rows
+
+
+def _run_row(run: RunResult, out: Path) -> list[str]:
+    """A run as the report's table of runs shows it: its state, seed, overrides, machine and Caffe."""
+    env = run.record.get("environment") or {}
+    build = env.get("build") or {}
+    return [_link(run, out), ", ".join(run.tables) or "-", run.state + (f": {run.message}" if run.message else ""),
+            str(run.spec.seed), ", ".join([f"recipe {run.spec.recipe}", *(f"{k} {v}" for k, v in run.spec.train)]),
+            hardware(run.record),
+            str(env.get("caffe", "-")), build.get("cuda_runtime") or "none", build.get("cudnn") or "none"]
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _time_table(rows: list[dict], runs: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
+    by_dir = {str(r.run_dir): r for r in runs}
+    header = ["net", "paper: accuracy", "ours: accuracy", "training wall time", "iterations", "iterations/s",
+              "images/s", "epochs", "test s per image, batch 1 (now)", "test ms per image, throughput batch (now)",
+              "paper: training time", "paper: test time (s per image, GTX 980 Ti)", "runs"]
+    table = []
+    for row in rows:
+        paper = row["paper"] or ("not in Table 4", "not in Table 4")
+        test = ([f"{row['test']['seconds_per_image_batch1']:.3g}", f"{row['test']['ms_per_image']:.1f}"]
+                if row["test"] else ["not measured"] * 2)
+        if "seconds" in row:
+            trained = [_duration(row["seconds"]), f"{row['iterations']:,.0f}", f"{row['iterations_per_second']:.3g}",
+                       f"{row['images_per_second']:.3g}", f"{row['epochs']:.3g}"]
+        else:
+            trained = ["no finished run"] + ["-"] * 4
+        accuracy = [_spread(*row["accuracy"], row["accuracy_n"])] if row["accuracy_n"] else ["-"]
+        table.append([PAPER_NAMES[row["variant"]], _percent(row["paper_accuracy"]), *accuracy, *trained, *test, *paper,
+                      ", ".join(_link(by_dir[d], out) for d in row["runs"]) or "-"])
+    return header, table
+
+
+def sections(report: dict, out: Path) -> list[tuple]:
+    """The report as blocks: ("h", text), ("p", text), ("table", header, rows), ("img", file, png, alt)."""
+    runs = report["runs"]
+    env = report["environment"]
+    blocks: list[tuple] = [
+        ("h", "ILGNet, the paper regenerated"),
+        ("p", f"{len(runs)} runs, {sum(r.state == 'finished' for r in runs)} finished. Jin et al., arXiv "
+              f"1610.02256 (WCSP 2016; the later versions add the BatchNorm and Inception-v3/v4 nets). Every "
+              f"figure the paper prints in its Tables 2-4 stands beside ours (ilgnet.paper.paper_figures). Each of "
+              f"our numbers links to the run folders it comes from.")]
+    synthetic = [d["folder"] for d in report["data"] if d["synthetic"]]
+    blocks += findings.summary(report["claims"], [c for t in ("table2", "table3") for c in report["tables"][t]],
+                               bool(synthetic))
+    for table in ("table2", "table3"):
+        header, rows = _accuracy_table(report["tables"][table], runs, out)
+        blocks += [("h", TITLES[table]), ("table", header, rows), *findings.prior_methods(table[-1])]
+    header, rows = _time_table(report["table4"], runs, out)
+    timed = next(iter(report["times"].values()), None)
+    blocks += [("h", TITLES["table4"]), ("table", header, rows),
+               ("p", f"Training time: Caffe's wall time in each run's train.log (start-up, training, test passes, "
+                     f"snapshots; the pause of an interrupted run is not counted), the mean over the runs linked. "
+                     f"Test time: measured now on {env['cpu']}" + (f" and {env['gpu']}" if env["gpu"] else "") +
+                     (f", {timed['backend']}, the median of {timed['iterations']} forward passes of batch "
+                      f"{timed['batch']} after a warm-up, for every net the same way." if timed else ".") +
+               " Runs trained on: " + "; ".join(sorted({h for row in report["table4"] for h in row["hardware"]})))]
+    figs = report["figures"]
+    blocks.append(("h", "Fig. 3: photos labelled good and bad"))
+    if "fig3" in figs:
+        png, run = figs["fig3"]
+        blocks += [("p", f"The val records run {_link(run, out)} scores highest and lowest, as the net sees them "
+                         f"(256 x 256 LMDB records), with the label AVA's votes give them."),
+                   ("img", "fig3.png", png, "Fig. 3")]
+    else:
+        blocks.append(("p", "no finished run"))
+    blocks.append(("h", "Fig. 4: training loss against iteration and epoch"))
+    if "fig4" in figs:
+        png, chosen = figs["fig4"]
+        blocks += [("p", "Epoch = iteration x training batch / training images; the paper's \"epoch\" axis "
+                         "(0 to 10,000) fits neither reading, so both are drawn. Runs: " +
+                         ", ".join(_link(r, out) for r in chosen) + "."), ("img", "fig4.png", png, "Fig. 4")]
+    else:
+        blocks.append(("p", "no finished run"))
+    blocks.append(("h", "Fig. 5: feature maps, and the density of the last layer's active features"))
+    if "fig5" in figs:
+        png, run = figs["fig5"]
+        d = report["density"]
+        verdict = ("cannot be tested: a class has no val record" if d["holds"] is None else
+                   f"{'holds' if d['holds'] else 'does not hold'} at the {d['significance']:.0%} level")
+        stats = ("" if d["holds"] is None else
+                 f": median fraction of active units {d['median_high']:.3f} (high) against {d['median_low']:.3f} "
+                 f"(low), means {d['mean_high']:.3f} and {d['mean_low']:.3f}; Mann-Whitney U = {d['u']:.1f}, "
+                 f"one-sided p = {d['p_value']:.3g}")
+        blocks += [("p", f"Run {_link(run, out)}. Layers (1)-(7): " + ", ".join(figures.FIG5_LAYERS) +
+                         " (channel means of the convolution maps; the 1,024 units of `temp` and `temp_cjy` as a "
+                         "32 x 32 grid). The paper says only that its labels (1)-(7) mean the same as in its Fig. 2 "
+                         "and that the connected layer comes last; these seven are this toolkit's reading. The "
+                         "Claims section tests the density on `temp` and `temp_cjy`, and whether they are nearly "
+                         "binary."),
+                   ("p", f"The paper observes that the last layer's active features are denser for high-quality "
+                         f"photos. Over all {d['high'] + d['low']:,} val records ({d['high']:,} high, {d['low']:,} "
+                         f"low) of this run, the claim {verdict}{stats}."),
+                   ("img", "fig5.png", png, "Fig. 5")]
+    else:
+        blocks.append(("p", f"no finished run of {' or '.join(figures.FIG5_VARIANTS)}"))
+    blocks += findings.claims_section(report["claims"])
+    blocks += findings.recipes_section(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, bool(synthetic), out)
+    blocks += findings.differences_section(out)
+    blocks += [("h", "Runs"), ("table", ["run", "tables", "state", "seed", "recipe, overrides", "machine", "Caffe",
+                                         "CUDA runtime", "cuDNN"], [_run_row(r, out) for r in runs])]
+    blocks += [("h", "Data folders"),
+               ("table", ["folder", "partition", "seed", "delta", "synthetic", "resize", "train / val records",
+                          "sha256 train.txt", "sha256 val.txt", "sha256 mean.binaryproto"],
+                [[d["folder"] + ("" if d["current"] else " (holds other data now)"), str(d["partition"]),
+                  str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
+                  str(d["resize"]), f"{d['records']['train']} / {d['records']['val']}",
+                  *[(v or "missing")[:16] for v in d["sha256"].values()]] for d in report["data"]]),
+               ("p", f"Checksums: the first 16 hex digits (all 64 in report.json). This report was written on "
+                     f"{env['host']}: {env['cpu']}" + (f", {env['gpu']}" if env["gpu"] else "") +
+                     f"; Caffe {env['caffe']}, {json.dumps(env['build'])}.")]
+    return blocks
+
+
+def _cell_md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(blocks: list[tuple]) -> str:
+    lines = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h":
+            lines += ["", f"{'#' if not lines else '##'} {block[1]}", ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "list":
+            lines += [f"- {item}" for item in block[1]] + [""]
+        elif kind == "table":
+            header, rows = block[1], block[2]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(_cell_md(c) for c in row) + " |" for row in rows] + [""]
+        elif kind == "img":
+            lines += [f"![{block[3]}]({block[1]})", ""]
+    return "\n".join(lines).lstrip() + "\n"
+
+
+LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+CODE = re.compile(r"`([^`]+)`")
+
+
+BOLD = re.compile(r"\*\*([^*]+)\*\*")
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:12px;color:#222}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto}
+th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top} th{background:#f0f0ee}
+img{max-width:100%;height:auto} h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.4em} code{background:#f4f4f2}"""
+
+
+def _inline_html(text: str) -> str:
+    escaped = html.escape(text, quote=False)
+    escaped = CODE.sub(lambda m: f"<code>{m[1]}</code>", escaped)
+    escaped = BOLD.sub(lambda m: f"<strong>{m[1]}</strong>", escaped)
+    return LINK.sub(lambda m: f'<a href="{html.escape(m[2])}">{m[1]}</a>', escaped)
+
+
+def html_page(blocks: list[tuple]) -> str:
+    """The blocks as one HTML page that needs no other file: figures as PNG data URIs, inline style."""
+    parts = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h":
+            tag = "h1" if not parts else "h2"
+            parts.append(f"<{tag}>{_inline_html(block[1])}</{tag}>")
+        elif kind == "p":
+            parts.append(f"<p>{_inline_html(block[1])}</p>")
+        elif kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in block[1]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{_inline_html(h)}</th>" for h in block[1])
+            body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in block[2])
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif kind == "img":
+            uri = "data:image/png;base64," + base64.b64encode(block[2]).decode()
+            parts.append(f'<img src="{uri}" alt="{html.escape(block[3])}" data-figure="{html.escape(block[1])}">')
+    return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+            'content="width=device-width, initial-scale=1"><title>ILGNet, the paper regenerated</title>'
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
