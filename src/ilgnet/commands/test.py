@@ -130,8 +130,7 @@ def run(args) -> int:
     result = results.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
                                mean_file=mean if isinstance(mean, Path) else mean_name(model))
     result["engine"] = engine
-    if data.val_means.is_file():
-        result["correlations"] = results.mean_correlations(frame, data.val_means)
+    result.update(results.against_means_and_training(frame, data, model.train_list))
     if unreached:
         result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
     if protocol:
@@ -141,10 +140,7 @@ def run(args) -> int:
             model.variant, model.caffemodel, data.lmdb("val"), mean, batch=PAPER[protocol]["batch"],
             iterations=PAPER[protocol]["iterations"], gpu=args.gpu, docker=args.docker)
     text = markdown_report(result, protocol)
-    if model.train_list:
-        result["train_overlap"] = results.train_overlap(
-            frame, model.train_list, data.list_file("val"),
-            means_csv=data.val_means if data.val_means.is_file() else None)
+    if "train_overlap" in result:
         text = overlap_report(result["train_overlap"], model.name) + "\n" + text
     print(text, end="")
     for path, content in ((args.json, lambda: json.dumps(result, indent=2, allow_nan=False) + "\n"),

@@ -44,8 +44,9 @@ def prepare_data(plan: Plan, *, progress: bool = True, notify: Callable[[str], N
     if not missing:
         return []
     if plan.synthetic is None:
-        raise MissingFile(f"data folders missing: {', '.join(map(str, missing))} (`ilgnet split` and `ilgnet lmdb`, "
-                          f"or `make paper-data`, make them; see docs/PAPER.md)")
+        raise MissingFile(f"data folders missing: {', '.join(map(str, missing))} (" + (
+            plan.makes_data or "`ilgnet split` and `ilgnet lmdb`, or `make paper-data`, make them; see docs/PAPER.md")
+            + ")")
     # Two campaigns on one data folder: the second waits for the first, then finds its data made.
     Path(plan.data_dir).mkdir(parents=True, exist_ok=True)
     with waiting_lock(Path(plan.data_dir) / DATA_LOCK):
