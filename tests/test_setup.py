@@ -61,7 +61,8 @@ def test_setup_targets_always_run(repo, set_up_venv, target, flag):
 def test_test_fast_needs_only_the_package(repo, set_up_venv):
     (set_up_venv / ".setup-stamp").unlink()
     assert make_dry_run(repo, set_up_venv, "test-fast") == [
-        f'{set_up_venv}/bin/python -m pytest -m "not caffe and not install and not docker" tests']
+        f"{set_up_venv}/bin/python -m ruff check src tests tools",
+        f'{set_up_venv}/bin/python -m pytest -m "not caffe and not install and not docker and not slurm" tests']
 
 
 def test_clean_spares_runs_models_and_data(repo, set_up_venv):
