@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (Output, existing_file, existing_folder, integer, model, output_file,
-                                       refuse_overwrites, weights_input)
+from ilgnet.commands.arguments import (CSV, JSON, MARKDOWN, Output, existing_file, existing_folder, integer, model,
+                                       output_of, refuse_overwrites, weights_input)
 from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
 from ilgnet.errors import UsageError
@@ -63,9 +63,9 @@ def register(subparsers) -> None:
                              "print it beside the full-coverage figure")
     parser.add_argument("--protocol", choices=PROTOCOLS, help="paper figure to compare with (default: from "
                                                               "DATA/split.json)")
-    parser.add_argument("--json", type=output_file, help="write the metrics as JSON here")
-    parser.add_argument("--markdown", type=output_file, help="write the markdown table here")
-    parser.add_argument("--per-image", type=output_file,
+    parser.add_argument("--json", type=output_of(JSON), help="write the metrics as JSON here")
+    parser.add_argument("--markdown", type=output_of(MARKDOWN), help="write the markdown table here")
+    parser.add_argument("--per-image", type=output_of(CSV),
                         help="write per-record results (key, label, predicted, p_k) as CSV")
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR, help="models folder for ilgnet-ava1/2")
     parser.add_argument("--replay", type=existing_file, metavar="LOG",

@@ -1,15 +1,17 @@
-"""Exports kept for scoring: a caffemodel and its deploy net converted once (ilgnet.export.converter) into an fp32
-ONNX file beside it, found again by a key its metadata carry (ilgnet.zoo.onnx_metadata)."""
+"""The ONNX export kept for the onnxruntime backend: made once per caffemodel, net and toolkit version, beside the
+caffemodel (or under the cache folder), one process at a time (a second waits and uses the first's file), and
+announced when it is made (`cached_export`). ilgnet.export.converter makes the graph."""
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import ilgnet
 from ilgnet import defaults
 from ilgnet.errors import BadInput
 from ilgnet.export.converter import net_to_onnx, save
-from ilgnet.fileio import file_digest, waiting_lock
+from ilgnet.fileio import file_digest, size_text, waiting_lock
 from ilgnet.nets import VARIANTS
 from ilgnet.zoo.onnx_metadata import FORMAT, identity, read_metadata
 
@@ -29,7 +31,8 @@ def cached_export(net, caffemodel: Path, *, variant: str, output: str | None = N
     where that folder cannot be written. KEY hashes the caffemodel's sha256, the variant, the net, the output and
     the toolkit's and converter's versions, so a changed file or toolkit exports anew; a kept file whose metadata
     do not carry that key (cut short, or another file under its name) is exported again. The file carries no mean:
-    the caller subtracts it."""
+    the caller subtracts it. An export made now is announced first with a warning naming the file and its size
+    (ILGNet's is some 600 MB); ilgnet.cli prints it as `ilgnet COMMAND: warning: ...`."""
     caffemodel = Path(caffemodel)
     digest = file_digest(caffemodel)
     text = Path(net).read_bytes() if isinstance(net, (str, Path)) else net.SerializeToString()
@@ -47,6 +50,9 @@ def cached_export(net, caffemodel: Path, *, variant: str, output: str | None = N
             with waiting_lock(path.with_name(f".{path.name}.lock")):
                 if path.is_file() and _cache_key(path) == key:
                     return path
+                warnings.warn(f"exporting {caffemodel.name} to ONNX for onnxruntime, once: {path} (about "
+                              f"{size_text(caffemodel.stat().st_size)}, as large as the caffemodel; kept for later "
+                              f"runs, and safe to delete)", stacklevel=2)
                 return save(_export(net, caffemodel, variant, output, digest, key), path)
         except OSError:
             continue

@@ -5,11 +5,11 @@ where ONNX's defaults differ, and the model's identity in the file's metadata.
 ONNX is what current runtimes read (onnxruntime on CPUs, CUDA and mobile; PyTorch through onnx2torch), while
 Caffe, OpenCV 5 and the other converters have dropped Caffe's format. The graph takes what Caffe's deploy net takes,
 `data` (N, 3, crop, crop) float32: the photo resized to resize x resize, BGR, minus the mean image at the crop's
-offset, times the variant's input scale, cropped; it gives the softmax (N, 2), (p_low, p_high). The mean image is
-not subtracted inside the graph: it is subtracted at each crop's own offset (the centre for scoring, five offsets
-with --oversample), which one Sub of a fixed crop cannot express, and keeping the input Caffe's lets every engine
-share the Scorer's preprocessing. The mean image travels in the metadata instead (`mean_npy_base64`: the .npy
-file's bytes, base64), so one .onnx file is enough to score with.
+offset, times the variant's input scale, cropped; it gives `probability` (N, 2), the softmax (p_low, p_high).
+The mean image is not subtracted inside the graph: it is subtracted at each crop's own offset (the centre for
+scoring, five offsets with --oversample), which one Sub of a fixed crop cannot express, and keeping the input
+Caffe's lets every engine share the Scorer's preprocessing. The mean image travels in the metadata instead
+(`mean_npy_base64`: the .npy file's bytes, base64), so one .onnx file is enough to score with.
 
 Layers and the care each needs (Caffe's source, layers/*.cpp, is the reference):
   Convolution    Conv: pads, strides, dilations, group; weights (M, C / group, kh, kw)
@@ -42,6 +42,7 @@ from ilgnet.errors import BadInput, MissingPackage, about
 from ilgnet.fileio import atomic_path
 from ilgnet.bvlc.fit import read_caffemodel
 
+OUTPUT = "probability"     # the graph's one output: the softmax (N, 2), p_low and p_high
 OPSET = 17
 IR_VERSION = 8
 ONNX_INSTALL = "pip install onnx onnxruntime"
@@ -241,9 +242,10 @@ def _layer(graph: _Graph, layer, blobs: dict[str, list[np.ndarray]]) -> None:
 
 def net_to_onnx(net, caffemodel: Path, *, output: str | None = None, metadata: dict[str, str] | None = None):
     """The ONNX ModelProto of `net` (a deploy NetParameter, or a deploy prototxt path) with the weights of
-    `caffemodel`: input `data` (N, 3, crop, crop) float32 with a free batch size, one output, the blob `output`
-    (default: the net's one output) as (N, classes) float32; `metadata` in metadata_props. The caller checks that
-    the weights fit the net first (ilgnet.bvlc.fit). BadInput names a layer the export does not know, or the file."""
+    `caffemodel`: input `data` (N, 3, crop, crop) float32 with a free batch size, one output `probability`
+    (OUTPUT): the blob `output` (default: the net's one output) as (N, classes) float32; `metadata` in
+    metadata_props. The caller checks that the weights fit the net first (ilgnet.bvlc.fit). BadInput names a layer
+    the export does not know, or the file."""
     onnx = import_onnx()
     source = str(net) if isinstance(net, (str, Path)) else f"the {net.name} deploy net"
     with about(source):
@@ -266,7 +268,9 @@ def net_to_onnx(net, caffemodel: Path, *, output: str | None = None, metadata: d
     model, body = graph.model, graph.proto
     body.name = net.name or "deploy"
     body.input.append(helper.make_tensor_value_info(graph.tensor[input_blob], floats, ["N", *input_shape[1:]]))
-    body.output.append(helper.make_tensor_value_info(graph.tensor[output], floats, ["N", *graph.shape[output][1:]]))
+    # The output is named for what it is, whatever the net's blob is called (prob, loss3/prob, ...).
+    body.node.append(helper.make_node("Identity", [graph.tensor[output]], [OUTPUT], name=OUTPUT))
+    body.output.append(helper.make_tensor_value_info(OUTPUT, floats, ["N", *graph.shape[output][1:]]))
     model.ir_version, model.producer_name, model.producer_version = IR_VERSION, PRODUCER, ilgnet.__version__
     model.opset_import.append(helper.make_opsetid("", OPSET))
     model.doc_string = f"{net.name} converted from Caffe by ilgnet {ilgnet.__version__}"

@@ -20,8 +20,8 @@ from ilgnet.errors import MissingFile, ToolFailed, UserError
 from ilgnet.fileio import waiting_lock
 from ilgnet.paper.execute import execute
 from ilgnet.paper.plans import Plan, RunSpec
-from ilgnet.paper.runstate import (DATA_LOCK, EXIT_INTERRUPTED, TO_RUN, RunState, ignore, run_state, status,
-                                   update_record)
+from ilgnet.paper.runstate import (DATA_LOCK, EXIT_INTERRUPTED, TO_RUN, RunState, ignore, release_lost, run_state,
+                                   status, update_record)
 
 
 def missing_data(plan: Plan) -> list[Path]:
@@ -110,6 +110,12 @@ def _run_in_processes(plan: Plan, specs: list[RunSpec], slots: list[str | None],
                 process, spec, slot = running.pop(sentinel)
                 process.join()
                 free.append(slot)
+                if (process.exitcode or 0) < 0 and plan.run_dir(spec).is_dir():     # killed: no handler ran
+                    how = signal.Signals(-process.exitcode).name if -process.exitcode in signal.valid_signals() \
+                        else f"signal {-process.exitcode}"
+                    run_dir = plan.run_dir(spec)
+                    update_record(plan, spec, run_dir, state="failed", message=f"its process was killed by {how}; "
+                                  f"the next campaign resumes it from its newest snapshot", **release_lost(run_dir))
                 notify(f"{spec.name}: {run_state(plan, spec).state}")
     except KeyboardInterrupt:
         for process, _, _ in running.values():
@@ -157,7 +163,8 @@ def _run_on_ray(plan: Plan, specs: list[RunSpec], address: str, *, cpus: float |
                 run_dir = plan.run_dir(spec)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 message = str(err).strip().splitlines()[-1]
-                update_record(plan, spec, run_dir, state="failed", message=f"the Ray task failed: {message}")
+                update_record(plan, spec, run_dir, state="failed", message=f"the Ray task failed: {message}; the "
+                              f"next campaign resumes it from its newest snapshot", **release_lost(run_dir))
                 state = "failed"
             notify(f"{spec.name}: {state}")
     except KeyboardInterrupt:

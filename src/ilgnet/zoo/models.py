@@ -103,6 +103,29 @@ def run_model(run_dir: Path, caffemodel: Path | None = None) -> Model:
                  resize=record.get("resize"))
 
 
+def known_variant(caffemodel: Path | str) -> tuple[str, str] | None:
+    """(the net variant `caffemodel` was trained as, where that is recorded) or None: the record of its run (a
+    snapshot of a run, or a caffemodel in a run folder; ilgnet.zoo.runfolder), else the registry entry of a
+    published model of its name and exact size (weights.json's `fits_variant`). What a refusal of `--variant`
+    names."""
+    path = Path(caffemodel)
+    snapshot_of = RunFolder.of_snapshot(path)
+    for run in (snapshot_of, RunFolder(path.parent)) if snapshot_of else (RunFolder(path.parent),):
+        if run.is_run():
+            try:
+                return run.read_record()["variant"], str(run.model_json)
+            except (BadInput, OSError):
+                return None
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    for entry in load_registry().values():
+        if entry.fits_variant and entry.file == path.name and entry.size == size:
+            return entry.fits_variant, f"the registry's {entry.name}"
+    return None
+
+
 def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | str | None = None,
                   models: Path = defaults.MODELS_DIR) -> Model:
     """`spec` as a Model: a published model's registry name, a run folder, a snapshot of a run, an ONNX file
