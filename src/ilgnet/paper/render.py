@@ -112,8 +112,9 @@ def sections(report: dict, out: Path) -> list[tuple]:
               f"figure the paper prints in its Tables 2-4 stands beside ours (ilgnet.paper.paper_figures). Each of "
               f"our numbers links to the run folders it comes from.")]
     synthetic = [d["folder"] for d in report["data"] if d["synthetic"]]
+    recipe = findings.closest_recipe(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, bool(synthetic))
     blocks += findings.summary(report["claims"], [c for t in ("table2", "table3") for c in report["tables"][t]],
-                               bool(synthetic))
+                               bool(synthetic), recipe)
     for table in ("table2", "table3"):
         header, rows = _accuracy_table(report["tables"][table], runs, out)
         blocks += [("h", TITLES[table]), ("table", header, rows), *findings.prior_methods(table[-1])]
