@@ -59,7 +59,7 @@ help:
 	@echo "                  (ilgnet ava fetch; ilgnet ava verify checks a copy from anywhere)"
 	@echo "make ava1-lmdb    AVA1 split + LMDBs + mean from AVA_ROOT (or AVA_TXT/AVA_IMAGES) (DELTA=$(DELTA), SEED=$(SEED));"
 	@echo "                  ILGNET_REPO=<clone of the original repository> uses its published lists instead"
-	@echo "make official-lmdb  AVA's official train/test lists + LMDBs in data/official/ava1 (plans/official.toml)"
+	@echo "make official-lmdb  AVA's official train/test lists + LMDBs in data/official/ava1 (ilgnet campaign official)"
 	@echo "make ava2-lmdb    AVA2 split (top/bottom 10 %) + LMDBs + mean (ILGNET_REPO likewise)"
 	@echo "make paper-data   every data folder of the paper's campaign: ava1, ava1-delta1, ava2, each at 256 and 320"
 	@echo "make train-ava1   fine-tune ILGNet on data/ava1 (GPU=0 or GPU=all for the GPU)"
@@ -146,7 +146,7 @@ else
 endif
 	$(ILGNET) lmdb --split $(AVA1_DATA) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)
 
-# AVA's official lists (generic_ls_train / generic_test) where plans/official.toml's runs read them
+# AVA's official lists (generic_ls_train / generic_test) where the built-in plan official's runs read them
 official-lmdb: $(SETUP_STAMP)
 	$(ILGNET) split official --ava-txt $(AVA_TXT) --out data/official/ava1$(SUFFIX)
 	$(ILGNET) lmdb --split data/official/ava1$(SUFFIX) --images $(AVA_IMAGES) --seed $(SEED) --resize $(RESIZE)

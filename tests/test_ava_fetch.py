@@ -19,7 +19,7 @@ import pytest
 
 from hub_server import Hub
 from ilgnet.data import ava_fetch, manifest
-from ilgnet.data.mirrors import get_mirror
+from ilgnet.data.mirrors import get_mirror, mirrors
 from ilgnet.data.synthetic import generate
 from ilgnet.errors import BadInput, DownloadError, NoSpace
 
@@ -208,8 +208,11 @@ def test_a_revision_the_mirror_lacks_is_a_download_error(tmp_path, source):
     data = _archive(source, "tgz")
     registry = _registry(tmp_path, data, "ava.tgz", revision="fffffff")
     with Hub({(REPO, REVISION, "ava.tgz"): data}) as hub:
-        with pytest.raises(DownloadError, match="at fffffff could not be downloaded"):
+        with pytest.raises(DownloadError, match="at fffffff could not be downloaded") as raised:
             ava_fetch.download(tmp_path / "AVA", get_mirror("test", registry), endpoint=hub.endpoint)
+    # a short commit id is named as such, with what to do
+    assert "fffffff is not a full 40-hex commit id, which the Hub may need" in str(raised.value)
+    assert "\n" not in str(raised.value)
 
 
 def test_verify_lists_missing_and_corrupt_ids(tmp_path, source):
@@ -233,3 +236,28 @@ def test_verify_lists_missing_and_corrupt_ids(tmp_path, source):
     assert (summary["photos_present"], summary["photos_decode"], summary["missing"]) == (10, 9, 2)
     again = manifest.verify(root, progress=False)
     assert again["reused"] == 9 and again["corrupt"] == 1
+
+    # `ilgnet lmdb` on a list of all 12 says how many the manifest beside the photos marks, and skips them
+    split = tmp_path / "split"
+    split.mkdir()
+    for name, part in (("train", ids[:8]), ("val", ids[8:])):
+        (split / f"{name}.txt").write_text("".join(f"{i}.jpg {i % 2}\n" for i in part))
+    result = subprocess.run([sys.executable, "-m", "ilgnet.cli", "lmdb", "--split", str(split), "--images",
+                             str(root / "images"), "--resize", "16", "--jobs", "1"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (f"ilgnet lmdb: 3 of the 12 listed photos are marked unreadable by {root / 'ava-manifest.csv'} (2 without "
+            f"a photo, 1 that do not decode)") in result.stderr
+    built = json.loads((split / "lmdb.json").read_text())
+    assert (built["train"]["records"], built["val"]["records"], built["skipped"]) == (5, 4, 3)
+
+
+def test_the_pinned_mirrors_say_their_revisions_are_short_commit_ids(capsys):
+    from ilgnet.cli import main
+
+    assert main(["ava", "mirrors"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["iqa-pytorch", "aesdata"]
+    assert all(" (a short commit id: the download may need the full 40-hex one; docs/DATA.md)" in line
+               for line in lines)
+    assert all("not the full 40-hex id" in mirror.source for mirror in mirrors().values())

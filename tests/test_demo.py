@@ -54,7 +54,7 @@ def test_synthetic_ava_is_valid_ava_and_learnable(tmp_path):
     assert (tmp_path / "again" / "images" / first.name).read_bytes() == first.read_bytes()
 
 
-def test_reduced_demo_runs_every_stage(caffe, tmp_path):
+def test_reduced_demo_runs_every_stage(caffe, tmp_path, monkeypatch):
     work = tmp_path / "demo"
     summary = run_demo(work, images=400, iterations=4, batch=8, held_out=6, seed=3, progress=False)
     assert json.loads((work / "demo.json").read_text()) == summary
@@ -77,6 +77,12 @@ def test_reduced_demo_runs_every_stage(caffe, tmp_path):
     gallery = (work / "report.html").read_text()
     assert summary["gallery"] == str(work / "report.html") and gallery.count('class="card ') == 6
     assert set(summary["seconds"]) == {"generate", "split", "lmdb", "train", "test", "predict", "total"}
+    # The command the demo ends with scores one's own photos with the run it trained, as given.
+    command = summary["score_your_photos"].replace("YOUR_PHOTOS", str(work / "held_out")).split()
+    assert command[:2] == ["ilgnet", "predict"] and f"--model {work / 'runs' / 'ilgnet-demo'}" in " ".join(command)
+    monkeypatch.chdir(tmp_path)
+    assert ilgnet([*command[1:], "--quiet"]) == 0
+    assert len(pd.read_csv(tmp_path / "my-photos.csv")) == 6 and (tmp_path / "my-photos.html").is_file()
 
     # Trained weights, where small random ones would hide summation-order differences: the run's net in Caffe and
     # exported to ONNX, on the held-out photos. Four iterations from scratch saturate the softmax, so the logits

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,10 +100,21 @@ def test_the_released_ava1_model_overlaps_the_official_test_list(shared_data, tm
     assert f"on the other {100 - trained:,}: accuracy" in text and "SRCC 1.0000, PLCC 1.0000 against the mean" in text
 
 
-def test_the_official_plan_trains_ilgnet_bn_on_the_official_split_with_three_seeds(repo):
+def test_the_official_plan_trains_ilgnet_bn_on_the_official_split_with_three_seeds(tmp_path, capsys, monkeypatch):
     from ilgnet.paper.plans import load_plan
 
-    plan = load_plan(str(repo / "plans" / "official.toml"))
-    assert [(run.variant, run.seed) for run in plan.runs] == [("ilgnet-bn", 1), ("ilgnet-bn", 2), ("ilgnet-bn", 3)]
-    # relative paths of a plan file are taken from the working directory
-    assert {plan.data_folder(run) for run in plan.runs} == {Path("data/official/ava1").resolve()}
+    monkeypatch.chdir(tmp_path)
+    plan = load_plan("official")
+    assert [(run.variant, run.profile, run.seed) for run in plan.runs] == [("ilgnet-bn", "ava1-delta0", s)
+                                                                             for s in (1, 2, 3)]
+    # the data folder `make official-lmdb` writes; --data and --seeds replace the plan's
+    assert {plan.data_folder(run) for run in plan.runs} == {tmp_path / "data" / "official" / "ava1"}
+    other = load_plan("official", seeds=[4], data_dir=tmp_path / "elsewhere")
+    assert [run.seed for run in other.runs] == [4] and other.data_dir == tmp_path / "elsewhere"
+    # a campaign without the data names the missing folder and the command that makes it, before any run starts
+    assert main(["campaign", "official", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    folder = tmp_path / "data" / "official" / "ava1"
+    assert err.count("ilgnet campaign: error:") == 1 and f"data folders missing: {folder}" in err
+    assert "`make official-lmdb AVA_ROOT=DIR`" in err and f"`ilgnet lmdb --split {folder}`" in err
+    assert not (tmp_path / "runs").exists()

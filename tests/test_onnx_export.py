@@ -120,7 +120,14 @@ def test_the_exported_file_carries_the_models_identity(exported, stand_in):
     onnx.checker.check_model(model, full_check=True)
     assert {p.key: p.value for p in model.metadata_props} == facts           # the light reader reads what onnx does
     assert model.opset_import[0].version == 17 and model.ir_version == 8
-    assert [i.name for i in model.graph.input] == ["data"] and len(model.graph.output) == 1
+    assert [i.name for i in model.graph.input] == ["data"] and [o.name for o in model.graph.output] == ["probability"]
+    assert facts["output"].startswith("probability (N, 2) float32: the softmax, p_low and p_high")
+    # How to preprocess, said exactly: OpenCV's bilinear resize (Pillow's differs), BGR, the mean, the centre crop.
+    assert (facts["resize_method"], facts["channel_order"], facts["crop_offset"]) == (
+        "cv2.resize INTER_LINEAR", "BGR", str((256 - v.input_size) // 2))
+    for said in ("cv2.resize(image, (256, 256), interpolation=cv2.INTER_LINEAR)", "Pillow's BILINEAR gives other",
+                 "channels B, G, R, subtract the mean image", f"take the centre {v.input_size}x{v.input_size} crop"):
+        assert said in facts["preprocessing"]
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["N", 3, v.input_size, v.input_size]
     resolved = resolve_model(exported)                  # the file alone is a model: variant and mean inside it
@@ -142,7 +149,7 @@ def test_predict_scores_with_the_exported_file_alone(exported, stand_in, tmp_pat
 def test_an_output_naming_the_onnx_model_calls_it_so(exported, stand_in, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ilgnet(["predict", str(stand_in["photos"]), "--model", str(exported), "--html", str(exported)])
-    assert f"argument --html: {exported} is the model's ONNX file" in capsys.readouterr().err
+    assert f"argument --html: {exported} is the name of an ONNX model" in capsys.readouterr().err
 
 
 def test_an_onnx_model_is_refused_where_it_cannot_go(exported, stand_in, tmp_path, capsys):
@@ -193,8 +200,10 @@ def test_smaller_precisions_report_their_agreement(precision, exported, stand_in
 def test_an_export_on_the_fly_is_kept_beside_the_caffemodel(stand_in, tmp_path):
     weights = tmp_path / "model.caffemodel"
     weights.write_bytes(stand_in["weights"].read_bytes())
-    first = Scorer(weights, mean=stand_in["mean"], variant=SMALL, backend="onnxruntime", jobs=0)
+    with pytest.warns(UserWarning, match=r"^exporting model.caffemodel to ONNX for onnxruntime, once: ") as said:
+        first = Scorer(weights, mean=stand_in["mean"], variant=SMALL, backend="onnxruntime", jobs=0)
     cached = first.net.onnx_file
+    assert f"once: {cached} (about 1" in str(said[0].message)             # announced with its path and size
     assert cached.parent == tmp_path and cached.name.startswith("model.") and cached.suffix == ".onnx"
     facts = read_metadata(cached)
     assert facts["caffemodel_sha256"] == file_digest(weights) and "mean_npy_base64" not in facts
@@ -239,3 +248,41 @@ def test_ilgnet_test_scores_an_lmdb_with_the_exported_file(exported, stand_in, t
     with pytest.raises(SystemExit) as stop:
         ilgnet(["test", "--weights", str(exported), "--data", str(data), "--engine", "caffe"])
     assert stop.value.code == 2 and f"the ONNX model {exported} goes with --engine pycaffe" in capsys.readouterr().err
+
+
+def test_predict_announces_an_export_on_the_fly_in_one_warning_line(stand_in, tmp_path, capsys):
+    """The first onnxruntime run of a caffemodel writes an ONNX file as large as it beside it: said before it is
+    made, as a warning naming the file; the second run uses it and says nothing of it."""
+    weights = tmp_path / "model.caffemodel"
+    weights.write_bytes(stand_in["weights"].read_bytes())
+    argv = ["predict", str(stand_in["photos"]), "--model", str(weights), "--mean", str(stand_in["mean"]),
+            "--variant", SMALL, "--backend", "onnxruntime", "--quiet", "--out", str(tmp_path / "s.csv")]
+    assert ilgnet(argv) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    made = sorted(tmp_path.glob("model.*.onnx"))
+    assert len(made) == 1 and said == [f"ilgnet predict: warning: exporting model.caffemodel to ONNX for onnxruntime, "
+                                       f"once: {made[0]} (about 1{said[0].split('(about 1')[1]}"]
+    assert ilgnet(argv) == 0
+    assert "exporting" not in capsys.readouterr().err
+
+
+def test_the_onnxruntime_example_of_the_docs_scores_as_predict_does(exported, stand_in, repo, tmp_path):
+    """docs/SCORING.md's example, taken from the page as it is, run with this package unimportable: the exported
+    file and onnxruntime, OpenCV and NumPy are all it needs, and it gives predict's p_high."""
+    import subprocess
+    import sys
+
+    page = (repo / "docs" / "SCORING.md").read_text()
+    block = page.split("```python\n")[1].split("```")[0]
+    assert block.count("\n") <= 12 and "ilgnet" not in block.replace("`ilgnet export`", "")
+    script = tmp_path / "score.py"
+    script.write_text(block)
+    photos = sorted(str(p) for p in stand_in["photos"].glob("*.jpg") if p.name != "broken.jpg")
+    guard = (f"import sys, runpy; sys.modules['ilgnet'] = None; sys.argv = {[str(script), str(exported), *photos]!r}; "
+             f"runpy.run_path({str(script)!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", guard], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    theirs = dict(line.rsplit(",", 1) for line in result.stdout.splitlines())
+    ours = Scorer(exported, mean=stand_in["mean"], variant=SMALL, jobs=0).score_files(photos)[0]
+    assert sorted(theirs) == sorted(str(p) for p in ours.path)
+    np.testing.assert_allclose([float(theirs[str(p)]) for p in ours.path], ours.p_high, atol=2e-6)

@@ -155,3 +155,53 @@ def test_a_partition_that_would_be_empty_is_refused_naming_the_arguments(tmp_pat
     assert capsys.readouterr().err.splitlines()[-1] == (f"ilgnet split: error: {tmp_path / 'out' / empty} would list "
                                                         f"no images: {why.format(ava_txt=ava_txt)}")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ no image in both sets
+
+def test_an_official_split_whose_lists_share_images_is_refused(tmp_path, ava_txt, shared_data, capsys):
+    """The same list given as both sets (an easy slip of --train-list): every shared image would be tested on
+    after training on it. One line naming the lists, how many and an example; nothing written."""
+    lists = shared_data / "ava" / "aesthetics_image_lists"
+    out = tmp_path / "out"
+    assert main(["split", "official", "--ava-txt", str(ava_txt), "--lists", str(lists), "--train-list",
+                 "generic_test", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    test_list = lists / "generic_test.jpgl"
+    first = min(i for i in read_id_list(test_list) if i in set(read_ava_txt(ava_txt)["image_id"]))
+    assert err == (f"ilgnet split: error: {test_list} and {test_list}: 102 images are in both the training and the "
+                   f"test (val) set, e.g. image id {first}; a test set may hold no training image")
+    assert not out.exists()
+
+
+def test_published_lists_sharing_an_image_are_refused(tmp_path, shared_data, capsys):
+    clone = tmp_path / "ILGNet"
+    shutil.copytree(shared_data / "ilgnet-published" / "data" / "AVA2", clone / "data" / "AVA2")
+    train, val = (clone / "data" / "AVA2" / f"{name}.txt" for name in ("train", "val"))
+    lines = val.read_text().splitlines()
+    shared = train.read_text().splitlines()[5]
+    val.write_text("\n".join([shared, *lines[1:]]) + "\n")             # the count stays the published one
+    assert main(["split", "published", str(clone), "--set", "AVA2", "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == (
+        f"ilgnet split: error: {clone / 'data' / 'AVA2'}: 1 image is in both the training and the test (val) set, "
+        f"e.g. image id {int(shared.split('.')[0])}; a test set may hold no training image\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_partition_is_checked_where_it_is_written(tmp_path):
+    """write_split is the one door of every partition (split ava1/ava2/official/published/labels, the demo and the
+    campaign's data): own photos compared by path, lists without ids by file name."""
+    import pandas as pd
+
+    from ilgnet.data.partitions import write_split
+    from ilgnet.errors import BadInput
+
+    photos = pd.DataFrame({"path": ["/p/a.jpg", "/p/b.jpg", "/p/c.jpg"], "label": [0, 1, 1]})
+    with pytest.raises(BadInput, match=r"^labels.csv: 2 images are in both .* e\.g\. /p/b\.jpg; "):
+        write_split(tmp_path / "own", photos, photos.iloc[1:], {"partition": "labels", "labels_csv": "labels.csv"})
+    named = pd.DataFrame({"filename": ["x.jpg", "y.jpg"], "label": [0, 1]})
+    with pytest.raises(BadInput, match=r"^the ava2 partition: 1 image is in both .* e\.g\. y\.jpg; "):
+        write_split(tmp_path / "named", named, named.iloc[1:], {"partition": "ava2"})
+    assert not (tmp_path / "own").exists() and not (tmp_path / "named").exists()
+    summary = write_split(tmp_path / "fine", named.iloc[:1], named.iloc[1:], {"partition": "ava2"})
+    assert (summary["train"]["images"], summary["val"]["images"]) == (1, 1)

@@ -72,7 +72,7 @@ def test_a_missing_path_among_good_ones_is_skipped_and_the_rest_scored(scorer, p
 
 
 def _export(weights: str, variant: str, queue, barrier) -> None:
-    from ilgnet.zoo.onnx_export import cached_export
+    from ilgnet.zoo.onnx_cache import cached_export
 
     net = nets.deploy(variant)
     barrier.wait(timeout=120)                           # both start exporting at the same moment
@@ -121,3 +121,42 @@ def test_bug_case_18_each_notebook_call_is_scored_or_refused(bugcase, stand_in, 
     assert lines["score_images(bgr) (one array, not a list)"].startswith("TypeError: images is one image")
     assert lines["score_files(path string, not a list)"].startswith("TypeError: paths is one path")
     assert "missing.jpg', reason='missing file')]" in result.stdout         # the multi-line table's last line
+
+
+def test_weights_given_another_variant_name_the_variant_they_are_of(stand_in, tmp_path, capsys):
+    """A run's snapshot scored with a --variant its model.json contradicts: the fit's refusal says which variant
+    the run records and what to give; a caffemodel of unknown origin keeps the plain refusal."""
+    from caffe_data import run_folder
+
+    from ilgnet.cli import main as ilgnet
+    from ilgnet.errors import BadInput
+
+    run = run_folder(tmp_path, stand_in["weights"], stand_in["mean"], SMALL)
+    assert ilgnet(["predict", str(stand_in["photos"]), "--model", str(run), "--variant", "googlenet-bn-two-thirds",
+                   "--backend", "opencv", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not fit the googlenet-bn-two-thirds" in err, err
+    assert err.endswith(f". These weights are of the {SMALL} net ({run / 'model.json'} says so): give --variant "
+                        f"{SMALL}, or leave --variant out\n")
+    with pytest.raises(BadInput) as refused:                  # nothing records what the copy was trained as
+        Scorer(shutil.copy(stand_in["weights"], tmp_path / "copy.caffemodel"), mean=stand_in["mean"],
+               variant="googlenet-bn-two-thirds", backend="opencv", jobs=0)
+    assert "does not fit" in str(refused.value) and "These weights are of" not in str(refused.value)
+
+
+def test_a_published_models_file_names_its_variant_from_the_registry(stand_in, tmp_path, monkeypatch):
+    """A caffemodel with no run around it, of a registry entry's name and exact size: the registry's `fits_variant`
+    is named (a registry entry standing for ilgnet-ava2, whose 604 MB file cannot be fetched here)."""
+    from ilgnet.errors import BadInput
+    from ilgnet.zoo import models
+    from ilgnet.zoo.registry import Weights
+
+    weights = Path(shutil.copy(stand_in["weights"], tmp_path / "ILGnet-AVA2.caffemodel"))
+    entry = Weights(name="ilgnet-ava2", file=weights.name, url="http://unused.invalid/", size=weights.stat().st_size,
+                    fits_variant=SMALL)
+    monkeypatch.setattr(models, "load_registry", lambda: {entry.name: entry})
+    assert models.known_variant(weights) == (SMALL, "the registry's ilgnet-ava2")
+    with pytest.raises(BadInput, match=f"These weights are of the {SMALL} net \\(the registry's ilgnet-ava2 says so"):
+        Scorer(weights, mean=stand_in["mean"], variant="googlenet-bn-two-thirds", backend="opencv", jobs=0)
+    weights.write_bytes(weights.read_bytes() + b"\0")                 # another size: not that file
+    assert models.known_variant(weights) is None

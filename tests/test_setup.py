@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,8 @@ def test_setup_targets_always_run(repo, set_up_venv, target, flag):
 def test_test_fast_needs_only_the_package(repo, set_up_venv):
     (set_up_venv / ".setup-stamp").unlink()
     assert make_dry_run(repo, set_up_venv, "test-fast") == [
-        f'{set_up_venv}/bin/python -m pytest -m "not caffe and not install and not docker" tests']
+        f"{set_up_venv}/bin/python -m ruff check src tests tools",
+        f'{set_up_venv}/bin/python -m pytest -m "not caffe and not install and not docker and not slurm" tests']
 
 
 def test_clean_spares_runs_models_and_data(repo, set_up_venv):
@@ -200,3 +202,33 @@ def test_build_caffe_refuses_bad_arguments_before_any_work(repo, tmp_path, args,
         message = message.replace(name, str(place))
     assert (result.returncode, result.stdout, result.stderr) == (2, "", f"[build-caffe] error: {message}\n")
     assert sorted(tmp_path.rglob("*")) == before            # no PREFIX.work, nothing unpacked
+
+
+def test_two_setups_of_one_venv_at_once_run_one_after_the_other(repo, tmp_path):
+    """Two `tools/setup.sh --python-only` of the same venv started together: the second waits on the lock beside
+    the venv, then finds the first's result (no second pip run, no two pips writing one venv at once). pip is a
+    stand-in that logs its start and end and sleeps between them, so nothing is installed and no network is used."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    log = tmp_path / "pip.log"
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\necho "start $$" >> {log}\nsleep 2\necho "end $$" >> {log}\n')
+    (venv / "bin" / "python").chmod(0o755)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# nothing\n")
+    environment = {**os.environ, "ILGNET_VENV": str(venv), "ILGNET_REQUIREMENTS": str(requirements),
+                   "PYTHON": sys.executable}
+    setups = [subprocess.Popen(["bash", "tools/setup.sh", "--python-only"], cwd=repo, env=environment, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
+    deadline = time.monotonic() + 20
+    while not log.exists() and time.monotonic() < deadline:      # the first holds the lock and runs pip
+        time.sleep(0.05)
+    setups.append(subprocess.Popen(["bash", "tools/setup.sh", "--python-only"], cwd=repo, env=environment,
+                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outputs = [setup.communicate(timeout=60) for setup in setups]
+    assert [setup.returncode for setup in setups] == [0, 0], outputs
+    steps = log.read_text().split()
+    assert steps[::2] == ["start", "end", "start", "end"] and len(set(steps[1::2])) == 2   # pip twice, one at a time
+    first, second = (out.splitlines() for out, _ in outputs)
+    assert first[-1].startswith("[setup] venv: installing")
+    assert second == [f"[setup] another setup of {venv} is running: waiting for it to finish "
+                      f"({venv}.setup-lock)", "[setup] venv: up to date"]

@@ -380,3 +380,27 @@ def test_case_11_a_download_resumed_after_the_file_changed_installs_the_new_file
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == ("equals old file: False | equals new file: True | = old[:half] + "
                                               "new[half:]: False")
+
+
+def test_a_host_that_cannot_be_reached_is_one_line_saying_how_to_fetch_by_hand(tmp_path, capsys):
+    """A port on 127.0.0.1 that nothing listens on (the host of a mean file or of Google Drive, as a machine
+    without the network meets it): the host, the reason, the URL to fetch by hand and the install command, in one
+    line, never requests' and urllib3's chain of retries; nothing left behind."""
+    import socket
+
+    from ilgnet.errors import DownloadError, UserError
+
+    with socket.socket() as probe:                  # a free port, closed again: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/uc?id=abc&export=download"
+    model = Weights(name="test-model", file="test.caffemodel", url=url, source="https://example.org/the-model")
+    with pytest.raises(DownloadError) as err:
+        download(model, tmp_path / "models" / "test.caffemodel", progress=False)
+    message = str(err.value)
+    assert isinstance(err.value, UserError) and "\n" not in message
+    assert message == (f"cannot reach 127.0.0.1:{port} (Connection refused): test.caffemodel was not downloaded. "
+                       f"Fetch {url} by hand (a browser, or another machine); see https://example.org/the-model, then "
+                       f"run `ilgnet weights install test-model FILE`")
+    assert "Max retries" not in message and "HTTPConnectionPool" not in message
+    assert list((tmp_path / "models").iterdir()) == []

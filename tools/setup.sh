@@ -245,6 +245,21 @@ recipe_key() {
   } | sha256sum | cut -c1-16
 }
 
+# One setup of a venv at a time: two at once (two `make` runs, a second terminal, two worktrees sharing a venv)
+# would both create it and run pip into it. A second setup waits on a lock file beside the venv (flock; the kernel
+# releases it when the first ends, however it ends), then finds the first's result ("venv: up to date", the
+# cached build) and does nothing twice.
+lock_venv() {
+  local lock="$venv.setup-lock"
+  command -v flock >/dev/null || { log "no flock here: two setups of $venv at once are not kept apart"; return 0; }
+  mkdir -p "$(dirname "$venv")"
+  exec 9>>"$lock"
+  if ! flock -n 9; then
+    log "another setup of $venv is running: waiting for it to finish ($lock)"
+    flock 9
+  fi
+}
+
 link_caffe_into_venv() {
   local dest=$1 site
   site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -260,6 +275,7 @@ main() {
     return
   fi
   if [ "$mode" = none ]; then
+    lock_venv
     make_venv
     return
   fi
@@ -269,6 +285,7 @@ main() {
     fetch_caffe_source
     return
   fi
+  lock_venv
   choose_mode
   install_apt_packages
   make_venv
@@ -276,6 +293,11 @@ main() {
   local key dest
   key=$(recipe_key)
   dest="$cache/caffe-$key"
+  mkdir -p "$cache"
+  if command -v flock >/dev/null; then          # the cache is shared by every venv: one build of a key at a time
+    exec 8>>"$dest.lock"
+    flock -n 8 || { log "another setup is building $dest: waiting for it"; flock 8; }
+  fi
   if [ -x "$dest/bin/caffe" ]; then
     log "caffe: cached build $dest"
   else

@@ -128,22 +128,75 @@ def output_file(text: str) -> Path:
     return path
 
 
-def output_file_ending(*suffixes: str):
-    """An argument type: a file to write (`output_file`) whose name ends in one of `suffixes` (".onnx"), so that a
-    slip of the shell cannot name the caffemodel, the mean, a photo or another output in its place."""
+class Format(NamedTuple):
+    """What an output flag writes: `what` names it in a refusal ("a CSV table"), `suffixes` are the names it may
+    have (lower case, with the dot)."""
+    what: str
+    suffixes: tuple[str, ...]
+
+
+CSV = Format("a CSV table", (".csv",))
+PNG = Format("a PNG image", (".png",))
+JSON = Format("JSON", (".json",))
+MARKDOWN = Format("a markdown table", (".md", ".markdown"))
+HTML = Format("an HTML page", (".html", ".htm"))
+ONNX = Format("an ONNX model", (".onnx",))
+# The table of `ilgnet predict --out`: its format is chosen by the suffix or by --format (commands.predict).
+TABLE = Format("a table (CSV, JSON lines or Parquet)", (".csv", ".txt", ".jsonl", ".json", ".parquet", ""))
+# Suffixes no output of a command may take but the one of that format: each is a file of another kind.
+_OTHER_FILES = {".caffemodel": "a caffemodel", ".binaryproto": "a mean image", ".npy": "a NumPy array",
+                ".prototxt": "a net or solver definition", ".mdb": "an LMDB file", ".log": "a log",
+                ".pdf": "a PDF document", ".svg": "an SVG image"}
+
+
+def _kind(suffix: str) -> str | None:
+    """What a file named with `suffix` holds, where it is one the toolkit or a viewer knows by its name."""
+    from ilgnet.data.images import IMAGE_SUFFIXES
+
+    for known in (CSV, JSON, MARKDOWN, HTML, ONNX, PNG):
+        if suffix in known.suffixes:
+            return known.what
+    return "an image" if suffix in IMAGE_SUFFIXES else _OTHER_FILES.get(suffix)
+
+
+def _check_suffix(path: Path, fmt: Format, *, closed: bool) -> None:
+    """Refuses `path` for an output of `fmt`: an existing photo (the shell expanded a pattern), a name of another
+    known kind, or (`closed`) any name not ending in one of `fmt.suffixes`."""
+    from ilgnet.data.images import IMAGE_SUFFIXES
+
+    suffix = path.suffix.lower()
+    if suffix in fmt.suffixes:
+        return
+    if suffix in IMAGE_SUFFIXES and path.is_file():
+        _fail(f"{path} is a photo, not {fmt.what} (did the shell expand a pattern?)")
+    kind = _kind(suffix)
+    if closed or kind is not None:
+        names = ", ".join(s for s in fmt.suffixes if s)
+        named = f"{path} is the name of {kind}" if kind else f"{path} does not end in {names.replace(', ', ' or ')}"
+        _fail(f"{named}; this writes {fmt.what}" + (f" ({names})" if kind else ""))
+
+
+def output_of(fmt: Format, *, closed: bool = True):
+    """An argument type: a file to write (`output_file`) of format `fmt`, checked by its name at argument time, so
+    that a CSV under an image's name, an image under .csv or a slip of the shell naming the caffemodel, the mean or a
+    photo is refused before any work. `closed`: the name must end in one of `fmt.suffixes`; otherwise only the
+    suffixes of other known kinds (images, HTML, markdown, models, means) are refused."""
     def check(text: str) -> Path:
         path = output_file(text)
-        if path.suffix.lower() not in suffixes:
-            _fail(f"{path} does not end in {' or '.join(suffixes)}")
+        _check_suffix(path, fmt, closed=closed)
         return path
     return check
 
 
 def output_folder(text: str) -> Path:
-    """A folder to write into (made when missing): not a file, and where it exists, one this process may write in."""
+    """A folder to write into (made when missing): not a file, not a new name of a known file kind (report.html, a
+    photo's name), and where it exists, one this process may write in."""
     path = Path(text)
     if path.exists() and not path.is_dir():
         _fail(f"{path} is a file, not a folder")
+    kind = None if path.is_dir() else _kind(path.suffix.lower())
+    if kind is not None:
+        _fail(f"{path} is the name of {kind}; give a folder")
     _writable_place(path)
     return path
 

@@ -80,7 +80,9 @@ def run(args) -> int:
     if args.action == "mirrors":
         for mirror in mirrors.mirrors(args.mirrors).values():
             print(f"{mirror.name:14} {mirror.repo_type}s/{mirror.repo_id} {mirror.filename} at {mirror.revision}, "
-                  f"{size_text(mirror.size)}, sha256 {mirror.sha256}")
+                  f"{size_text(mirror.size)}, sha256 {mirror.sha256}"
+                  + ("" if ava_fetch.FULL_COMMIT.fullmatch(mirror.revision) else
+                     " (a short commit id: the download may need the full 40-hex one; docs/DATA.md)"))
         return 0
     if args.action == "verify":
         with folder_lock(args.root):

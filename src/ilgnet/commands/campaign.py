@@ -37,15 +37,16 @@ def register(subparsers) -> None:
                     "diverged, failed or is stale (finished on data its data folder no longer holds), 130 after a "
                     "Ctrl-C (running runs snapshot first).",
         epilog=EXAMPLES)
-    parser.add_argument("plan", type=plan, metavar="PLAN", help="table2, table3, table4, paper, or a plan file (.toml)")
+    parser.add_argument("plan", type=plan, metavar="PLAN", help="table2, table3, table4, paper, recipes, official "
+                                                                 "(AVA's official split), or a plan file (.toml)")
     parser.add_argument("--runs", type=output_folder, help="runs folder (default: the plan's, runs/PLAN)")
     parser.add_argument("--data", type=output_folder,
                         help="folder holding the data folders ava1, ava1-delta1, ava2 and their -320 versions "
-                             "(default: the plan's, data/)")
+                             "(default: the plan's, data/; official's data/official)")
     parser.add_argument("--models", type=Path, help="where bvlc_googlenet and the Inception weights are "
                                                     "(default: the plan's, models/)")
     parser.add_argument("--seeds", type=_seeds, help="seeds of every run, e.g. 1,2,3 (default: the plan's; 1,2 for "
-                                                     "the built-in plans)")
+                                                     "the built-in plans, 1,2,3 for official)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--gpus", type=gpus, help="GPUs of this machine: one run per GPU at a time (0,1,2,3 or all)")
     where.add_argument("--cpu", action="store_true", help="train on the CPU (the default)")

@@ -84,6 +84,9 @@ def _fresh_work_dir(work: Path) -> None:
     (work / MARKER).write_text("made by `ilgnet demo`; it empties this folder when run again\n")
 
 
+YOUR_PHOTOS = "YOUR_PHOTOS"     # the placeholder of the closing `predict` command
+
+
 def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], iterations: int = DEFAULTS["iterations"],
              batch: int = DEFAULTS["batch"], held_out: int = DEFAULTS["held_out"], seed: int = DEFAULTS["seed"],
              gpu: int | None = None, progress: bool = True) -> dict:
@@ -176,6 +179,9 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
         "skipped": len(skipped), "weights": str(weights), "curves": str(run_dir / "curves.png"),
         "gallery": str(work / "report.html"),
         "train_log": str(run_dir / "train_log.csv"), "seconds": timings,
+        # The run folder carries its variant and mean (model.json): all `predict` needs besides the photos.
+        "score_your_photos": f"ilgnet predict {YOUR_PHOTOS} --model {run_dir} --html my-photos.html "
+                             f"--out my-photos.csv",
     }
     (work / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -189,7 +195,9 @@ def run(args) -> int:
           f"   held-out accuracy {summary['accuracy']:.1%} vs majority baseline {summary['majority_baseline']:.1%}: "
           f"{'above' if above else 'NOT above'} the baseline\n"
           f"   training curves: {summary['curves']}\n   gallery: {summary['gallery']}\n"
-          f"   summary: {args.work / 'demo.json'}")
+          f"   summary: {args.work / 'demo.json'}\n"
+          f"   score your own photos with the net it trained (a folder, files or @LIST for {YOUR_PHOTOS}):\n"
+          f"   {summary['score_your_photos']}")
     if not above:
         print("ilgnet demo: the net did not learn better than guessing the majority class; try more --iterations",
               file=sys.stderr)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import existing_file, existing_folder, model, output_file_ending
+from ilgnet.commands.arguments import ONNX, existing_file, existing_folder, model, output_of
 from ilgnet.defaults import CALIBRATION_PHOTOS, CALIBRATION_STAND_IN, PRECISIONS
 
 EXAMPLES = """examples:
@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", type=model,
                         help="a run folder of `ilgnet train` or a snapshot in it, ilgnet-ava1 or ilgnet-ava2 (the "
                              "published models), or a .caffemodel file (then --mean is needed)")
-    parser.add_argument("--out", type=output_file_ending(".onnx"), required=True,
+    parser.add_argument("--out", type=output_of(ONNX), required=True,
                         help="the ONNX file to write, FILE.onnx (written whole or not at all; never one of the "
                              "model's files)")
     parser.add_argument("--variant", help="net variant (default: the model's own, else ilgnet)")

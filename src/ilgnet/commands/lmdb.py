@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         "lmdb", help="build train_lmdb, val_lmdb and the mean files of a split",
         description="Builds DIR/train_lmdb and DIR/val_lmdb from DIR/train.txt and DIR/val.txt (as convert_imageset "
                     "does, records shuffled), and DIR/mean.binaryproto + DIR/mean.npy from the training images. "
-                    "Writes DIR/lmdb.json (summary) and DIR/skipped.txt (images that could not be read). A finished "
+                    "Writes DIR/lmdb.json (summary) and DIR/skipped.txt (images that could not be read); where "
+                    "ava-manifest.csv (`ilgnet ava verify`) is beside the photo folder, first says how many listed "
+                    "photos it marks unreadable. A finished "
                     "LMDB is kept when its list, every listed photo's size and modification time, the image folder, "
                     "resize, seed and encoding are unchanged.",
         epilog="examples:\n"
@@ -59,6 +61,22 @@ def _losses(part: dict, list_file) -> None:
             f"{'; is --images the folder the list names are relative to?' if hint else ''}")
 
 
+def _marked(images, lists) -> None:
+    """Where AVA_ROOT/ava-manifest.csv is beside the photo folder (`ilgnet ava fetch/verify`), how many listed photos
+    it marks unreadable; the build checks each photo as the manifest did (ilgnet.data.images) and skips those."""
+    from ilgnet.data.ava import read_list_file
+    from ilgnet.data.manifest import manifest_beside, unreadable_in
+
+    if (listing := manifest_beside(images)) is None:
+        return
+    names = [name for path in lists if path.is_file() for name in read_list_file(path)["filename"]]
+    marked = unreadable_in(names, listing)
+    if marked["missing"] or marked["undecodable"]:
+        _notify(f"{marked['missing'] + marked['undecodable']:,} of the {len(names):,} listed photos are marked "
+                f"unreadable by {listing} ({marked['missing']:,} without a photo, {marked['undecodable']:,} that do "
+                f"not decode); the build skips those it still cannot read, each listed in skipped.txt")
+
+
 def run(args) -> int:
     from ilgnet.data.folder import DataFolder
     from ilgnet.data.lmdb_build import build_split
@@ -67,6 +85,7 @@ def run(args) -> int:
     refuse_overwrites([Output("--split", data.lmdb(name), whole=True) for name in SETS],
                       [(args.images, "the folder of the photos (--images)"),
                        *((data.list_file(name), f"the list {name}.txt") for name in SETS)])
+    _marked(args.images, [data.list_file(name) for name in SETS])
     summary = build_split(args.split, args.images, resize=args.resize, seed=args.seed, encoding=args.encoded,
                           jobs=args.jobs, force=args.force, notify=_notify)
     for name in SETS:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ilgnet.commands.arguments import Output, existing_file, integer, output_file, refuse_overwrites
+from ilgnet.commands.arguments import CSV, PNG, Output, existing_file, integer, output_of, refuse_overwrites
 from ilgnet.errors import BadInput
 
 
@@ -23,8 +23,8 @@ def register(subparsers) -> None:
                "  ilgnet log old/train.log --csv old.csv --png old.png --smooth 20")
     parser.add_argument("log", type=existing_file, metavar="LOG", help="the log of `caffe train` (runs/NAME/train.log)")
     parser.add_argument("--accuracy-blob", help="test output holding the accuracy (default: first non-loss output)")
-    parser.add_argument("--csv", type=output_file, help="the table to write (default: train_log.csv beside LOG)")
-    parser.add_argument("--png", type=output_file, help="the curves to write (default: curves.png beside LOG)")
+    parser.add_argument("--csv", type=output_of(CSV), help="the table to write (default: train_log.csv beside LOG)")
+    parser.add_argument("--png", type=output_of(PNG), help="the curves to write (default: curves.png beside LOG)")
     parser.add_argument("--smooth", type=integer(2), metavar="N",
                         help="also draw the rolling mean of N displayed training losses (default: none)")
     parser.set_defaults(func=run)

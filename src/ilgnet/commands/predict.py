@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.commands import arguments
-from ilgnet.commands.arguments import Output, existing_file, integer, model, output_file
+from ilgnet.commands.arguments import HTML, TABLE, Output, existing_file, integer, model, output_of
 from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_path, atomic_write_text, spreadsheet_csv
 from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
@@ -65,7 +65,7 @@ def register(subparsers) -> None:
                         help="output format (default: from --out's suffix: .csv, .txt or none csv, .jsonl or .json "
                              "jsonl, .parquet parquet; another suffix needs --format; parquet needs --out and "
                              "pyarrow)")
-    parser.add_argument("--out", type=output_file, help="write the table here instead of stdout")
+    parser.add_argument("--out", type=output_of(TABLE, closed=False), help="write the table here instead of stdout")
     parser.add_argument("--oversample", action="store_true",
                         help="average 10 crops (4 corners + centre, and their mirrors) instead of the centre crop")
     parser.add_argument("--batch", type=integer(1), default=defaults.SCORE_BATCH,
@@ -91,7 +91,7 @@ def register(subparsers) -> None:
                              "the model's val LMDB where known, else on generated photos) or fp16, both approximations "
                              "exported once with `ilgnet export` and kept, run by onnxruntime; said on stderr, in the "
                              "gallery and, in JSON lines and Parquet, as a column")
-    parser.add_argument("--html", type=output_file, metavar="FILE",
+    parser.add_argument("--html", type=output_of(HTML), metavar="FILE",
                         help="also write a gallery: one self-contained HTML file with the photos ranked by p_high "
                              "(the best --top K when given), a histogram of the scores, the model and mean used and "
                              "the skipped files")
@@ -126,8 +126,6 @@ def refuse_overwrites(args, model, found) -> None:
     if (Path(model.name) / MODEL_JSON).is_file():
         inputs.append((Path(model.name) / MODEL_JSON, "the model's model.json"))
     arguments.refuse_overwrites([Output("--out", args.out), Output("--html", args.html)], inputs)
-    if args.html and args.html.suffix.lower() not in (".html", ".htm"):     # no other file taken for a page
-        raise arguments.UsageError(f"argument --html: {args.html} does not end in .html or .htm")
 
 
 def output_format(out: Path | None, fmt: str | None) -> str:

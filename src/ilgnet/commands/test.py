@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (Output, UsageError, existing_file, existing_folder, integer, model, output_file,
-                                       refuse_overwrites, weights_input)
+from ilgnet.commands.arguments import (CSV, JSON, MARKDOWN, Output, UsageError, existing_file, existing_folder, integer,
+                                       model, output_of, refuse_overwrites, weights_input)
 from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
 
@@ -62,9 +62,9 @@ def register(subparsers) -> None:
                              "print it beside the full-coverage figure")
     parser.add_argument("--protocol", choices=PROTOCOLS, help="paper figure to compare with (default: from "
                                                               "DATA/split.json)")
-    parser.add_argument("--json", type=output_file, help="write the metrics as JSON here")
-    parser.add_argument("--markdown", type=output_file, help="write the markdown table here")
-    parser.add_argument("--per-image", type=output_file,
+    parser.add_argument("--json", type=output_of(JSON), help="write the metrics as JSON here")
+    parser.add_argument("--markdown", type=output_of(MARKDOWN), help="write the markdown table here")
+    parser.add_argument("--per-image", type=output_of(CSV),
                         help="write per-record results (key, label, predicted, p_k) as CSV")
     parser.add_argument("--models", type=Path, default=defaults.MODELS_DIR, help="models folder for ilgnet-ava1/2")
     parser.add_argument("--replay", type=existing_file, metavar="LOG",
@@ -130,8 +130,7 @@ def run(args) -> int:
     result = results.summarize(frame, variant=model.variant, weights=model.caffemodel, lmdb_path=data.lmdb("val"),
                                mean_file=mean if isinstance(mean, Path) else mean_name(model))
     result["engine"] = engine
-    if data.val_means.is_file():
-        result["correlations"] = results.mean_correlations(frame, data.val_means)
+    result.update(results.against_means_and_training(frame, data, model.train_list))
     if unreached:
         result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
     if protocol:
@@ -141,10 +140,7 @@ def run(args) -> int:
             model.variant, model.caffemodel, data.lmdb("val"), mean, batch=PAPER[protocol]["batch"],
             iterations=PAPER[protocol]["iterations"], gpu=args.gpu, docker=args.docker)
     text = markdown_report(result, protocol)
-    if model.train_list:
-        result["train_overlap"] = results.train_overlap(
-            frame, model.train_list, data.list_file("val"),
-            means_csv=data.val_means if data.val_means.is_file() else None)
+    if "train_overlap" in result:
         text = overlap_report(result["train_overlap"], model.name) + "\n" + text
     print(text, end="")
     for path, content in ((args.json, lambda: json.dumps(result, indent=2, allow_nan=False) + "\n"),

@@ -32,6 +32,7 @@ LISTS = "aesthetics_image_lists"
 METADATA = {"ava.txt": "AVA.txt", "tags.txt": "tags.txt", "challenges.txt": "challenges.txt"}
 # Room kept free beyond the estimate: file system blocks, the manifest, the LMDBs' first steps.
 MARGIN = 1 << 30
+FULL_COMMIT = re.compile(r"[0-9a-f]{40}")       # a revision the Hub's resolve URL is documented to take as a commit
 
 
 @dataclass
@@ -105,8 +106,11 @@ def download(root: Path, mirror: Mirror, *, endpoint: str | None = None) -> Path
         raise
     except Exception as err:            # huggingface_hub's and its HTTP client's errors differ between versions
         reason = " ".join(str(err).split()) or type(err).__name__
+        short = "" if FULL_COMMIT.fullmatch(mirror.revision) else (
+            f"; {mirror.revision} is not a full 40-hex commit id, which the Hub may need: give the full one in a "
+            f"--mirrors file")
         raise DownloadError(f"{mirror.repo_id}/{mirror.filename} at {mirror.revision} could not be downloaded "
-                            f"({reason[:300]}); run the same command again to resume") from err
+                            f"({reason[:300]}){short}; run the same command again to resume") from err
     return Path(path)
 
 

@@ -7,7 +7,8 @@
 
 A photo decodes when ilgnet.data.images.read_image reads it (the checks `ilgnet lmdb` makes: cut-short JPEGs and
 undecodable files refused). Rows of an earlier manifest are reused for photos of the same size not modified since
-it was written. The split commands read the manifest and leave out what it marks unreadable (`usable`).
+it was written. The split commands read the manifest and leave out what it marks unreadable (`usable`); `ilgnet
+lmdb` counts the listed photos it marks so (`unreadable_in`), which its own check of each photo then skips.
 """
 from __future__ import annotations
 
@@ -137,3 +138,10 @@ def usable(meta: pd.DataFrame, manifest: Path) -> tuple[pd.DataFrame, dict]:
     keep = ids.isin(decodes)
     return meta[keep], {"manifest": str(manifest), "missing": int((~ids.isin(present)).sum()),
                         "undecodable": int((ids.isin(present) & ~keep).sum())}
+
+
+def unreadable_in(names, manifest: Path) -> dict:
+    """Of the photos a list file names (`<AVA id>.jpg`, in any folder), how many `manifest` marks unreadable, as
+    `usable` counts them: {"manifest", "missing", "undecodable"}; names that are not AVA ids are not counted."""
+    stems = (Path(str(name)).stem for name in names)
+    return usable(pd.DataFrame({"image_id": [int(stem) for stem in stems if stem.isdigit()]}), manifest)[1]

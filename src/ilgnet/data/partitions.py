@@ -109,15 +109,39 @@ def published_split(repo: Path, dataset: str):
         if len(repeated):
             raise BadInput(f"{path}:{repeated[0]}: image {frame['filename'][repeated[0]]} listed twice")
         parts[name] = frame
-    overlap = set(parts["train"]["image_id"]) & set(parts["val"]["image_id"])
-    if overlap:
-        raise BadInput(f"{Path(repo) / 'data' / dataset}: {len(overlap)} images are in both train.txt and val.txt, "
-                         f"e.g. {min(overlap)}")
     return parts["train"], parts["val"], {"dataset": dataset, "repo": str(Path(repo).resolve())}
 
 
+def _source(facts: dict) -> str:
+    """Where a partition's images were chosen from, as its facts (split.json) record it."""
+    if facts.get("train_list"):
+        return f"{facts['train_list']} and {facts['test_list']}"
+    if facts.get("repo"):
+        return str(Path(facts["repo"]) / "data" / facts.get("dataset", ""))
+    return str(facts.get("labels_csv") or facts.get("ava_txt") or f"the {facts.get('partition', 'new')} partition")
+
+
+def refuse_shared_images(train: pd.DataFrame, val: pd.DataFrame, source: str) -> None:
+    """BadInput, in one line naming `source`, how many and one example, when an image is in both `train` and `val`
+    (a test set holding training images measures memory, not accuracy). Images are compared by AVA image id where
+    both frames have one, else by photo path, else by list file name. Every partition passes this check in
+    `write_split`, before anything is written."""
+    key = next((c for c in ("image_id", "path", "filename") if c in train and c in val), None)
+    if key is None:
+        return
+    shared = set(train[key].dropna()) & set(val[key].dropna())
+    if shared:
+        example = min(shared, key=str)
+        what = f"image id {example}" if key == "image_id" else str(example)
+        count = f"{len(shared):,} images are" if len(shared) > 1 else "1 image is"
+        raise BadInput(f"{source}: {count} in both the training and the test (val) set, e.g. {what}; a test set "
+                       f"may hold no training image")
+
+
 def write_split(out: Path, train: pd.DataFrame, val: pd.DataFrame, facts: dict) -> dict:
-    """Writes out/train.txt, out/val.txt and out/split.json; returns the JSON summary."""
+    """Writes out/train.txt, out/val.txt and out/split.json; returns the JSON summary. BadInput before anything is
+    written when the two sets share an image (`refuse_shared_images`)."""
+    refuse_shared_images(train, val, _source(facts))
     folder = DataFolder(out)
     folder.root.mkdir(parents=True, exist_ok=True)
     write_list_file(train, folder.list_file("train"))

@@ -3,7 +3,7 @@
 `results_table` is the one place the table is built, so the pycaffe engine (ilgnet.evaluation.pycaffe_engine) and
 the `caffe test` engine (ilgnet.evaluation.caffe_engine) give frames that compare column for column. `summarize`
 adds what was scored and how to ilgnet.evaluation.metrics; `train_overlap` says which scored records the model was
-trained on.
+trained on; `against_means_and_training` is what `ilgnet test` and a campaign's evaluate_run both add to a summary.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ilgnet.data.ava import read_list_file
+from ilgnet.data.folder import DataFolder
 from ilgnet.evaluation.metrics import correlations, metrics
 
 
@@ -69,6 +70,19 @@ def mean_correlations(frame: pd.DataFrame, means_csv: Path) -> dict | None:
     mask = np.array([value is not None for value in known], bool)
     result = correlations(frame["p_1"].to_numpy()[mask], [value for value in known if value is not None])
     return None if result is None else {**result, "without_mean": int((~mask).sum()), "means": str(means_csv)}
+
+
+def against_means_and_training(frame: pd.DataFrame, data: DataFolder, train_list: Path | None) -> dict:
+    """What a summary gains where it is known: "correlations" (mean_correlations: SRCC and PLCC of p_high against
+    the val images' means) where the data folder holds val_means.csv, and "train_overlap" (train_overlap, against
+    the data folder's val list, with the unseen records' correlations) where the model's training list is known."""
+    means = data.val_means if data.val_means.is_file() else None
+    extra = {}
+    if means is not None:
+        extra["correlations"] = mean_correlations(frame, means)
+    if train_list is not None:
+        extra["train_overlap"] = train_overlap(frame, train_list, data.list_file("val"), means_csv=means)
+    return extra
 
 
 def prefix_protocol(frame: pd.DataFrame, *, batch: int, iterations: int) -> dict:

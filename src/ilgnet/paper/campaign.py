@@ -20,8 +20,8 @@ from ilgnet.errors import MissingFile, ToolFailed, UserError
 from ilgnet.fileio import waiting_lock
 from ilgnet.paper.execute import execute
 from ilgnet.paper.plans import Plan, RunSpec
-from ilgnet.paper.runstate import (DATA_LOCK, EXIT_INTERRUPTED, TO_RUN, RunState, ignore, run_state, status,
-                                   update_record)
+from ilgnet.paper.runstate import (DATA_LOCK, EXIT_INTERRUPTED, TO_RUN, RunState, ignore, release_lost, run_state,
+                                   status, update_record)
 
 
 def missing_data(plan: Plan) -> list[Path]:
@@ -44,8 +44,9 @@ def prepare_data(plan: Plan, *, progress: bool = True, notify: Callable[[str], N
     if not missing:
         return []
     if plan.synthetic is None:
-        raise MissingFile(f"data folders missing: {', '.join(map(str, missing))} (`ilgnet split` and `ilgnet lmdb`, "
-                          f"or `make paper-data`, make them; see docs/PAPER.md)")
+        raise MissingFile(f"data folders missing: {', '.join(map(str, missing))} (" + (
+            plan.makes_data or "`ilgnet split` and `ilgnet lmdb`, or `make paper-data`, make them; see docs/PAPER.md")
+            + ")")
     # Two campaigns on one data folder: the second waits for the first, then finds its data made.
     Path(plan.data_dir).mkdir(parents=True, exist_ok=True)
     with waiting_lock(Path(plan.data_dir) / DATA_LOCK):
@@ -109,6 +110,12 @@ def _run_in_processes(plan: Plan, specs: list[RunSpec], slots: list[str | None],
                 process, spec, slot = running.pop(sentinel)
                 process.join()
                 free.append(slot)
+                if (process.exitcode or 0) < 0 and plan.run_dir(spec).is_dir():     # killed: no handler ran
+                    how = signal.Signals(-process.exitcode).name if -process.exitcode in signal.valid_signals() \
+                        else f"signal {-process.exitcode}"
+                    run_dir = plan.run_dir(spec)
+                    update_record(plan, spec, run_dir, state="failed", message=f"its process was killed by {how}; "
+                                  f"the next campaign resumes it from its newest snapshot", **release_lost(run_dir))
                 notify(f"{spec.name}: {run_state(plan, spec).state}")
     except KeyboardInterrupt:
         for process, _, _ in running.values():
@@ -156,7 +163,8 @@ def _run_on_ray(plan: Plan, specs: list[RunSpec], address: str, *, cpus: float |
                 run_dir = plan.run_dir(spec)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 message = str(err).strip().splitlines()[-1]
-                update_record(plan, spec, run_dir, state="failed", message=f"the Ray task failed: {message}")
+                update_record(plan, spec, run_dir, state="failed", message=f"the Ray task failed: {message}; the "
+                              f"next campaign resumes it from its newest snapshot", **release_lost(run_dir))
                 state = "failed"
             notify(f"{spec.name}: {state}")
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from ilgnet import defaults
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import UserError
 from ilgnet.evaluation.reports import PAPER
-from ilgnet.evaluation.results import prefix_protocol, summarize
+from ilgnet.evaluation.results import against_means_and_training, prefix_protocol, summarize
 from ilgnet.fileio import atomic_path, atomic_write_json
 from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
 from ilgnet.paper.plans import Plan, RunSpec
@@ -42,7 +42,9 @@ def _train(plan: Plan, spec: RunSpec, run_dir: Path, *, gpu: str | None, docker:
 def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, gpu: str | None, docker: bool,
                  progress: bool) -> dict:
     """Scores every val record once with the run's final model and its own mean image; writes evaluation.json
-    (with the paper protocol's accuracy on the same records) and val_scores.csv; returns the evaluation."""
+    (with the paper protocol's accuracy on the same records, and what `ilgnet test` adds where it is known: SRCC
+    and PLCC against the val means, the val images in the run's training list) and val_scores.csv; returns the
+    evaluation."""
     from ilgnet.evaluation import caffe_engine, pycaffe_engine
 
     model = run_model(run_dir, caffemodel)
@@ -67,6 +69,7 @@ def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, 
     result["engine"] = "caffe" if docker else "pycaffe"
     result["paper_protocol"] = prefix_protocol(frame, batch=PAPER[protocol]["batch"],
                                                iterations=PAPER[protocol]["iterations"])
+    result.update(against_means_and_training(frame, data, model.train_list))
     if unreached := data.unreached("val"):
         result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
     if features is not None:

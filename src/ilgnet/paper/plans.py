@@ -3,7 +3,10 @@ profile and one seed (with overrides), where their data folders are and where th
 
 Built-in plans: `table2`, `table3`, `table4`, and `paper` (all three), whose runs fine-tune with the paper's recipe
 (ilgnet.nets.recipes; the released-model rows with the released one), and `recipes`: ILGNet-Inc.V1-BN on AVA1
-(delta 0) and AVA2 with every recipe, to tell which reading of the paper comes closest to its figures. A plan file
+(delta 0) and AVA2 with every recipe, to tell which reading of the paper comes closest to its figures, and
+`official`: ILGNet-Inc.V1-BN on AVA's official split (seeds 1-3, the paper's recipe, Table 1's AVA1 solver: labels
+by threshold 5), reading DATA/official/ava1 as `make official-lmdb` writes it (`ilgnet split official` + `ilgnet
+lmdb`); `ilgnet test` and the report add SRCC and PLCC against AVA's mean votes. A plan file
 (TOML) names tables, runs of its own, or both; relative paths in it are taken from the working directory, as the
 commands' own arguments are:
 
@@ -64,11 +67,14 @@ if sys.version_info >= (3, 11):
 else:                       # Python 3.10, which requires-python accepts: tomli is tomllib's origin, same API
     import tomli as tomllib
 
-BUILT_IN = {"table2": ("table2",), "table3": ("table3",), "table4": ("table4",), "paper": TABLES, "recipes": ()}
+BUILT_IN = {"table2": ("table2",), "table3": ("table3",), "table4": ("table4",), "paper": TABLES, "recipes": (),
+            "official": ()}
 PAPER_RECIPE = "paper"
 # The `recipes` plan: ILGNet-Inc.V1-BN on these profiles with every recipe.
 RECIPE_COMPARISON = ("ilgnet-bn", ("ava1-delta0", "ava2"))
 DEFAULT_SEEDS = (1, 2)
+# The `official` plan: this net and solver profile on AVA's official split, in DATA/official, with these seeds.
+OFFICIAL = ("ilgnet-bn", "ava1-delta0", Path("official"), (1, 2, 3))
 DATA_DIR = Path("data")
 DATA_SETS = {"ava1-delta0": "ava1", "published-ava1": "ava1", "ava1-delta1": "ava1-delta1", "ava2": "ava2",
              "published-ava2": "ava2"}
@@ -132,6 +138,8 @@ class Plan:
     snapshots: str = "all"
     """What a finished (evaluated) run keeps of its snapshots: all, the final caffemodel, or none."""
     source: str = field(default="built-in", compare=False)
+    makes_data: str = field(default="", compare=False)
+    """How its missing data folders are made, where a campaign cannot make them itself ("" for the tables' AVA1/2)."""
 
     def __post_init__(self):
         # Absolute, so that processes and Ray workers started elsewhere find the same folders.
@@ -186,16 +194,30 @@ def _merged(specs: list[RunSpec]) -> tuple[RunSpec, ...]:
     return tuple(merged.values())
 
 
-def built_in(name: str, *, seeds=DEFAULT_SEEDS, runs_dir: Path | None = None, data_dir: Path = DATA_DIR,
+def built_in(name: str, *, seeds=None, runs_dir: Path | None = None, data_dir: Path | None = None,
              models_dir: Path = defaults.MODELS_DIR, train: dict | None = None) -> Plan:
-    """A built-in plan (table2, table3, table4, paper, recipes) with `seeds` and the `train` overrides for every
-    run."""
+    """A built-in plan (table2, table3, table4, paper, recipes, official) with `seeds` (default: 1, 2; official's
+    1, 2, 3) and the `train` overrides for every run; `data_dir` holds its data folders (default: data, official's
+    data/official)."""
     tables = lookup(BUILT_IN, name, "plan")
     _check_train(train or {}, f"plan {name}")
+    official = name == "official"
+    seeds = seeds or (OFFICIAL[3] if official else DEFAULT_SEEDS)
     specs = [spec for table in tables for spec in table_runs(table, seeds, train or {})]
     if name == "recipes":
         specs = recipe_runs(seeds, train or {})
-    return Plan(name, _merged(specs), Path(runs_dir or defaults.RUNS_DIR / name), Path(data_dir), Path(models_dir))
+    makes = ""
+    if official:
+        specs = [RunSpec(OFFICIAL[0], OFFICIAL[1], seed, tuple(sorted((train or {}).items())), recipe=PAPER_RECIPE)
+                 for seed in seeds]
+        data_dir = data_dir or DATA_DIR / OFFICIAL[2]
+        folder = Path(data_dir).resolve() / DATA_SETS[OFFICIAL[1]]
+        made = DATA_DIR / OFFICIAL[2] / DATA_SETS[OFFICIAL[1]]
+        makes = (f"`make official-lmdb AVA_ROOT=DIR` in the toolkit makes {made}; "
+                 f"elsewhere `ilgnet split official --out {folder}` and `ilgnet lmdb --split {folder}`; see "
+                 f"docs/DATA.md")
+    return Plan(name, _merged(specs), Path(runs_dir or defaults.RUNS_DIR / name), Path(data_dir or DATA_DIR),
+                Path(models_dir), makes_data=makes)
 
 
 def _own_run(entry: dict, seeds: tuple[int, ...], train: dict, where: str,
@@ -286,7 +308,7 @@ def load_plan(spec: str, *, seeds=None, runs_dir: Path | None = None, data_dir: 
     """A built-in plan by name, or a plan file; `seeds`, `runs_dir`, `data_dir` and `models_dir`, when given,
     replace the plan's own (seeds: of every run)."""
     if spec in BUILT_IN:
-        return built_in(spec, seeds=seeds or DEFAULT_SEEDS, runs_dir=runs_dir, data_dir=data_dir or DATA_DIR,
+        return built_in(spec, seeds=seeds, runs_dir=runs_dir, data_dir=data_dir,
                         models_dir=models_dir or defaults.MODELS_DIR)
     plan = read_plan(Path(spec))
     runs = plan.runs

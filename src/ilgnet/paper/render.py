@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ilgnet.evaluation.reports import PAPER
-from ilgnet.paper import figures, findings
+from ilgnet.paper import figures, findings, scores
 from ilgnet.paper.tables import NOT_KNOWN, PAPER_NAMES, PROFILE_COLUMNS, TITLES, paper_accuracy
 from ilgnet.paper.timing import hardware
 
@@ -39,7 +39,7 @@ def _link(run: RunResult, out: Path) -> str:
 def _accuracy_table(cells: list[dict], runs: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
     by_dir = {str(r.run_dir): r for r in runs}
     header = ["net", "setting", "paper", "ours: every val record once", "ours: the published logs' protocol",
-              "majority baseline", "balanced accuracy", "ours - paper", "runs"]
+              "majority baseline", "balanced accuracy", "SRCC / PLCC of p_high", "ours - paper", "runs"]
     rows = []
     for c in cells:
         paper = _percent(c["paper"]) if c["paper"] is not None else NOT_KNOWN
@@ -50,12 +50,13 @@ def _accuracy_table(cells: list[dict], runs: list[RunResult], out: Path) -> tupl
                     _percent(c["majority_baseline"]) + ("" if c.get("learned", True) else
                                                         ": **at or above ours: did not learn**"),
                     _spread(*c["balanced_accuracy"], c["n"]),
+                    scores.correlation_text(c),
                     "-" if c["difference"] is None else f"{100 * c['difference']:+.2f} points",
                     ", ".join(_link(by_dir[d], out) for d in c["runs"])]
         else:
             waiting = ", ".join(f"{name}: {state}" for name, state in c["not_finished"].items())
-            ours = ["no finished run" + (f" ({waiting})" if waiting else "")] + ["-"] * 5
-        notes = [f"{name} left out: {why}" for name, why in c.get("left_out", {}).items()]
+            ours = ["no finished run" + (f" ({waiting})" if waiting else "")] + ["-"] * 6
+        notes = scores.overlap_flag(c) + [f"{name} left out: {why}" for name, why in c.get("left_out", {}).items()]
         notes += [f"{name}: stale, its own data" for name in c.get("stale", [])]
         if c["n"] and c["not_finished"]:
             notes += [f"{name}: {state}" for name, state in c["not_finished"].items()]
@@ -141,6 +142,9 @@ def sections(report: dict, out: Path) -> list[tuple]:
     for table in ("table2", "table3"):
         header, rows = _accuracy_table(report["tables"][table], runs, out)
         blocks += [("h", TITLES[table]), ("table", header, rows), *findings.prior_methods(table[-1])]
+        if any(c.get("srcc") for c in report["tables"][table]):
+            blocks.append(("p", scores.CORRELATION_NOTE))
+    blocks += scores.official_section(runs, out)
     header, rows = _time_table(report["table4"], runs, out)
     timed = next(iter(report["times"].values()), None)
     blocks += [("h", TITLES["table4"]), ("table", header, rows),

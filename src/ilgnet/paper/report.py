@@ -4,8 +4,10 @@ page) and DIR/report.json (every number) by write_report; ilgnet.paper.render la
 
   Tables 2 and 3  per net and setting: the paper's accuracy; ours as mean +- std over the seeds' runs (N), on every
                   val record once and by the published logs' protocol (`caffe test` for 50 iterations, read off the
-                  same per-record results); the majority-class baseline; balanced accuracy; ours minus the paper's
-                  (not on synthetic data); the runs behind each number.
+                  same per-record results); the majority-class baseline; balanced accuracy; SRCC / PLCC of p_high
+                  against the mean vote (ilgnet.paper.scores), the test images a model was trained on flagged; ours
+                  minus the paper's (not on synthetic data); the runs behind each number.
+  Official        AVA's official split's runs, by ilgnet.paper.scores.
   Table 4         per net: accuracy, training time and speed from the runs' logs, and the test time per image
                   measured now (batch 1 and the throughput batch), with the hardware named; the paper's beside.
   Figures 3-5, Claims  ilgnet.paper.figures, ilgnet.paper.claims (each claim of the paper tested, with a verdict).
@@ -32,6 +34,7 @@ from ilgnet.paper.claims import learned, paper_claims
 from ilgnet.paper.runstate import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.pooling import pools, provenance
+from ilgnet.paper.scores import cell_scores, mean_std as _mean_std
 from ilgnet.paper.tables import PAPER_NAMES, PAPER_TIMES, PROFILE_COLUMNS, TABLE_RUNS, paper_accuracy, table_cells
 from ilgnet.paper.timing import environment, hardware, test_times, training_time
 
@@ -93,10 +96,6 @@ def find_runs(paths: list[Path]) -> list[RunResult]:
     return list(found.values())
 
 
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
 def accuracy_cells(runs: list[RunResult], table: str) -> list[dict]:
     """One cell per net and setting of Table 2 or 3: the paper's accuracy and ours over the finished runs that
     count in the table, or what there is instead of a finished run."""
@@ -132,6 +131,7 @@ def _fill(cell: dict, done: list[RunResult], paper) -> dict:
         cell["protocol_images"] = evaluations[0]["paper_protocol"]["images"]
         cell["difference"] = cell["accuracy"][0] - paper[0] if paper else None
         cell["learned"] = all(learned(e) for e in evaluations)
+        cell.update(cell_scores(evaluations))             # SRCC, PLCC; test images in a training list
     return cell
 
 

@@ -216,6 +216,22 @@ def status(plan: Plan) -> list[RunState]:
             if s.state == "not started" and pace.get(s.spec.variant) else s for s in states]
 
 
+def release_lost(run_dir: Path) -> dict:
+    """For a run whose process is known to be gone (its Ray task died with its node): removes the lock that names the
+    host and PID of the run's last, unfinished attempt, which would otherwise keep the run "running" for
+    STALE_LOCK_S, and returns {"outcome": True} to close that attempt in update_record ({} when none is open)."""
+    last = (read_record(run_dir).get("attempts") or [{"ended": None}])[-1]
+    if "ended" in last:
+        return {}
+    try:
+        held = (run_dir / LOCK).read_text().split()
+    except OSError:
+        held = []
+    if held == [str(last.get("host")), str(last.get("pid"))]:
+        (run_dir / LOCK).unlink(missing_ok=True)
+    return {"outcome": True}
+
+
 def update_record(plan: Plan, spec: RunSpec, run_dir: Path, *, attempt: dict | None = None, **changes) -> None:
     """Updates run_dir/campaign.json with `changes`; `attempt` starts a new entry of `attempts`, and `outcome` (a
     state) closes the last one."""

@@ -28,7 +28,8 @@ from ilgnet.bvlc.shapes import net_input, net_outputs
 from ilgnet.bvlc.tools import import_caffe, require_gpus
 from ilgnet.errors import BadInput, CaffeNotFoundError, MissingPackage, about, lookup
 from ilgnet.pools import cpu_count
-from ilgnet.zoo.onnx_export import ONNX_INSTALL, cached_export
+from ilgnet.zoo.onnx_cache import cached_export
+from ilgnet.zoo.onnx_export import ONNX_INSTALL
 from ilgnet.zoo.onnx_metadata import is_onnx
 
 
@@ -129,7 +130,7 @@ class OpenCVNet(NetBackend):
 
 class OnnxRuntimeNet(NetBackend):
     """The net exported to ONNX, in onnxruntime: `weights` is an ONNX file `ilgnet export` wrote, or a caffemodel,
-    then exported once and kept beside it (ilgnet.zoo.onnx_export.cached_export; `onnx_file` is the file run). On the
+    then exported once and kept beside it (ilgnet.zoo.onnx_cache.cached_export; `onnx_file` is the file run). On the
     CPU with OMP_NUM_THREADS threads when set (ilgnet.scoring.pool sets it to each process's share), else one per
     CPU this process may use (ilgnet.pools.cpu_count: taskset and the cgroup's quota, where onnxruntime would count
     the machine's cores), every graph optimisation on (the fusion of an int8 file's QDQ pairs into integer

@@ -43,7 +43,8 @@ from ilgnet.pools import cpu_count
 from ilgnet.scoring.backends import open_net, pick_backend
 from ilgnet.scoring.inputs import check_images, check_paths
 from ilgnet.zoo.fit import check_fits
-from ilgnet.zoo.onnx_export import cached_export
+from ilgnet.zoo.models import known_variant
+from ilgnet.zoo.onnx_cache import cached_export
 from ilgnet.zoo.onnx_metadata import check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
 
@@ -102,7 +103,8 @@ def preprocess(image: np.ndarray, mean: np.ndarray, *, image_size: tuple[int, in
 def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: str | None = "ilgnet") -> int:
     """Checks that `weights` fit the net a Scorer would load (ilgnet.zoo.fit): every layer of the deploy file, or of
     the variant's deploy net, gets its blobs, and the caffemodel holds no layer the variant's training net lacks
-    (any unused layer, for a deploy file of no known variant). Returns the layers matched; BadInput otherwise.
+    (any unused layer, for a deploy file of no known variant). Returns the layers matched; BadInput otherwise, naming
+    the variant the weights are of where their run's model.json or the registry records it (zoo.models.known_variant).
     An ONNX file (checked when it was exported) must be one `ilgnet export` wrote of `variant`'s net; it holds
     its own net, so no deploy file goes with it. Returns 0 for it."""
     if is_onnx(weights):
@@ -112,11 +114,19 @@ def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: s
         check_exported(weights, variant)
         return 0
     allowed = trained_layers(variant) if variant in VARIANTS else frozenset()
-    if deploy is None:
-        return check_fits(weights, deploy_net(variant), allowed_unused=allowed)
-    with about(deploy):                 # the net's own faults (an unknown layer type, ...) name the file
-        param_shapes(net := read_prototxt(deploy))
-    return check_fits(weights, net, allowed_unused=allowed, source=deploy)
+    if deploy is not None:
+        with about(deploy):                 # the net's own faults (an unknown layer type, ...) name the file
+            param_shapes(net := read_prototxt(deploy))
+    try:
+        if deploy is None:
+            return check_fits(weights, deploy_net(variant), allowed_unused=allowed)
+        return check_fits(weights, net, allowed_unused=allowed, source=deploy)
+    except BadInput as err:
+        known = known_variant(weights) if "does not fit" in str(err) else None
+        if known is None or known[0] == variant:
+            raise
+        raise BadInput(f"{err}. These weights are of the {known[0]} net ({known[1]} says so): give --variant "
+                       f"{known[0]}, or leave --variant out") from None
 
 
 class Scorer:
@@ -280,7 +290,7 @@ def net_of(deploy: Path | str | None, variant) -> tuple:
 
 def onnx_weights(weights: Path | str, *, deploy: Path | str | None = None, variant: str = "ilgnet") -> Path:
     """The ONNX file the onnxruntime backend runs for `weights`: itself when it is one, else the caffemodel's export
-    (made now unless kept from before; ilgnet.zoo.onnx_export.cached_export). ScorerPool and score_with_ray call it
+    (made now unless kept from before; ilgnet.zoo.onnx_cache.cached_export). ScorerPool and score_with_ray call it
     once before their processes start, so that they do not each export it. Check the weights first."""
     if is_onnx(weights):
         return Path(weights)

@@ -23,9 +23,10 @@ the response's headers, which the validator kept here needs.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from tqdm import tqdm
@@ -74,6 +75,18 @@ class HtmlPageServed(DownloadError):
     def __init__(self, url: str, title: str, reason: str = ""):
         super().__init__(f"{url} served an HTML page ({title or 'untitled'!r}){f': {reason}' if reason else ''}")
         self.url, self.title, self.reason = url, title, reason
+
+
+class HostUnreachable(DownloadError):
+    """No answer from the host at all (refused, not resolved, timed out): `host` is HOST[:PORT], `why` the short
+    reason ("Connection refused"), never requests' chain of retries."""
+
+    def __init__(self, url: str, err: requests.RequestException, resume: str = ""):
+        self.host = urlsplit(url).netloc or url
+        found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(err))
+        timed_out = isinstance(err, requests.Timeout)
+        self.why = "no answer in 60 s" if timed_out else found.group(1).strip() if found else type(err).__name__
+        super().__init__(f"cannot reach {self.host} ({self.why}){resume}")
 
 
 def part_record(partial: Path) -> Path:
@@ -141,8 +154,9 @@ def download_part(url: str, partial: Path, *, size: int | None = None, label: st
     larger one is discarded), and a transfer without Content-Length that ends short of it is cut short. Returns the
     URL finally read; `partial` and its record (`part_record`) are the caller's to rename or discard.
 
-    Raises HtmlPageServed for an HTML page that is not Google Drive's confirmation page, DownloadError for network
-    errors and cut-short transfers; in both `partial` keeps what had arrived, for the next call to resume.
+    Raises HtmlPageServed for an HTML page that is not Google Drive's confirmation page, HostUnreachable when the
+    host does not answer at all (one line naming it), DownloadError for other network errors and cut-short
+    transfers; in all of them `partial` keeps what had arrived, for the next call to resume.
     """
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
@@ -160,8 +174,10 @@ def download_part(url: str, partial: Path, *, size: int | None = None, label: st
             discard_part(partial)
             start = 0
         headers = {"Range": f"bytes={start}-", "If-Range": next(iter(kept.values()))} if start else {}
+        reached = False
         try:
             with session.get(url, headers=headers, stream=True, timeout=60) as response:
+                reached = True
                 if response.status_code == 416 and start:  # nothing left to send: the partial file is whole
                     return url
                 if response.status_code >= 400:
@@ -187,8 +203,10 @@ def download_part(url: str, partial: Path, *, size: int | None = None, label: st
                 return url
         except requests.RequestException as err:
             kept_bytes = partial.stat().st_size if partial.exists() else 0
-            raise DownloadError(f"{url}: {err}" + (f"; {partial} ({kept_bytes:,} bytes) is kept, run again to resume"
-                                                   if kept_bytes else "")) from err
+            resume = f"; {partial} ({kept_bytes:,} bytes) is kept, run again to resume" if kept_bytes else ""
+            if not reached and isinstance(err, (requests.ConnectionError, requests.Timeout)):
+                raise HostUnreachable(url, err, resume) from None       # one line, not urllib3's retries
+            raise DownloadError(f"{url}: {err}{resume}") from err
         except DownloadError as err:
             if isinstance(err, HtmlPageServed) or not partial.exists():
                 raise

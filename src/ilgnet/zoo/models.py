@@ -149,6 +149,27 @@ def run_model(run_dir: Path, caffemodel: Path | None = None) -> Model:
                  resize=record.get("resize"))
 
 
+def known_variant(caffemodel: Path | str) -> tuple[str, str] | None:
+    """(the net variant `caffemodel` was trained as, where that is recorded) or None: the model.json of its run
+    (a snapshot in RUN/snapshots, or a caffemodel beside a model.json), else the registry entry of a published
+    model of its name and exact size (weights.json's `fits_variant`). What a refusal of `--variant` names."""
+    path = Path(caffemodel)
+    for run_dir in (path.parent.parent, path.parent) if path.parent.name == "snapshots" else (path.parent,):
+        if (run_dir / MODEL_JSON).is_file():
+            try:
+                return read_model_json(run_dir)["variant"], str(run_dir / MODEL_JSON)
+            except (BadInput, OSError):
+                return None
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    for entry in load_registry().values():
+        if entry.fits_variant and entry.file == path.name and entry.size == size:
+            return entry.fits_variant, f"the registry's {entry.name}"
+    return None
+
+
 def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | str | None = None,
                   models: Path = defaults.MODELS_DIR) -> Model:
     """`spec` as a Model: a published model's registry name, a run folder, a snapshot of a run, an ONNX file

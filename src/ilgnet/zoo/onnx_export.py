@@ -5,11 +5,11 @@ where ONNX's defaults differ, and the model's identity in the file's metadata.
 ONNX is what current runtimes read (onnxruntime on CPUs, CUDA and mobile; PyTorch through onnx2torch), while
 Caffe, OpenCV 5 and the other converters have dropped Caffe's format. The graph takes what Caffe's deploy net takes,
 `data` (N, 3, crop, crop) float32: the photo resized to resize x resize, BGR, minus the mean image at the crop's
-offset, times the variant's input scale, cropped; it gives the softmax (N, 2), (p_low, p_high). The mean image is
-not subtracted inside the graph: it is subtracted at each crop's own offset (the centre for scoring, five offsets
-with --oversample), which one Sub of a fixed crop cannot express, and keeping the input Caffe's lets every engine
-share the Scorer's preprocessing. The mean image travels in the metadata instead (`mean_npy_base64`: the .npy
-file's bytes, base64), so one .onnx file is enough to score with.
+offset, times the variant's input scale, cropped; it gives `probability` (N, 2), the softmax (p_low, p_high).
+The mean image is not subtracted inside the graph: it is subtracted at each crop's own offset (the centre for
+scoring, five offsets with --oversample), which one Sub of a fixed crop cannot express, and keeping the input
+Caffe's lets every engine share the Scorer's preprocessing. The mean image travels in the metadata instead
+(`mean_npy_base64`: the .npy file's bytes, base64), so one .onnx file is enough to score with.
 
 Layers and the care each needs (Caffe's source, layers/*.cpp, is the reference):
   Convolution    Conv: pads, strides, dilations, group; weights (M, C / group, kh, kw)
@@ -31,21 +31,18 @@ Opset 17 and IR version 8: what onnxruntime 1.14 and later read, and every layer
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 import ilgnet
-from ilgnet import defaults
 from ilgnet.bvlc.io import read_prototxt
 from ilgnet.bvlc.shapes import input_shapes, layer_shapes, net_input, net_outputs, pool_geometry, spatial
 from ilgnet.errors import BadInput, MissingPackage, about
-from ilgnet.fileio import atomic_path, file_digest, waiting_lock
-from ilgnet.nets import VARIANTS
+from ilgnet.fileio import atomic_path
 from ilgnet.zoo.fit import read_caffemodel
-from ilgnet.zoo.onnx_metadata import FORMAT, identity, read_metadata
 
+OUTPUT = "probability"     # the graph's one output: the softmax (N, 2), p_low and p_high
 OPSET = 17
 IR_VERSION = 8
 ONNX_INSTALL = "pip install onnx onnxruntime"
@@ -245,9 +242,10 @@ def _layer(graph: _Graph, layer, blobs: dict[str, list[np.ndarray]]) -> None:
 
 def net_to_onnx(net, caffemodel: Path, *, output: str | None = None, metadata: dict[str, str] | None = None):
     """The ONNX ModelProto of `net` (a deploy NetParameter, or a deploy prototxt path) with the weights of
-    `caffemodel`: input `data` (N, 3, crop, crop) float32 with a free batch size, one output, the blob `output`
-    (default: the net's one output) as (N, classes) float32; `metadata` in metadata_props. The caller checks that
-    the weights fit the net first (ilgnet.zoo.fit). BadInput names a layer the export does not know, or the file."""
+    `caffemodel`: input `data` (N, 3, crop, crop) float32 with a free batch size, one output `probability`
+    (OUTPUT): the blob `output` (default: the net's one output) as (N, classes) float32; `metadata` in
+    metadata_props. The caller checks that the weights fit the net first (ilgnet.zoo.fit). BadInput names a layer
+    the export does not know, or the file."""
     onnx = import_onnx()
     source = str(net) if isinstance(net, (str, Path)) else f"the {net.name} deploy net"
     with about(source):
@@ -270,7 +268,9 @@ def net_to_onnx(net, caffemodel: Path, *, output: str | None = None, metadata: d
     model, body = graph.model, graph.proto
     body.name = net.name or "deploy"
     body.input.append(helper.make_tensor_value_info(graph.tensor[input_blob], floats, ["N", *input_shape[1:]]))
-    body.output.append(helper.make_tensor_value_info(graph.tensor[output], floats, ["N", *graph.shape[output][1:]]))
+    # The output is named for what it is, whatever the net's blob is called (prob, loss3/prob, ...).
+    body.node.append(helper.make_node("Identity", [graph.tensor[output]], [OUTPUT], name=OUTPUT))
+    body.output.append(helper.make_tensor_value_info(OUTPUT, floats, ["N", *graph.shape[output][1:]]))
     model.ir_version, model.producer_name, model.producer_version = IR_VERSION, PRODUCER, ilgnet.__version__
     model.opset_import.append(helper.make_opsetid("", OPSET))
     model.doc_string = f"{net.name} converted from Caffe by ilgnet {ilgnet.__version__}"
@@ -288,49 +288,3 @@ def save(model, path: Path) -> Path:
         onnx.save_model(model, str(partial))
         onnx.checker.check_model(str(partial))
     return path
-
-
-def _cache_key(path: Path) -> str | None:
-    """The cache_key in the metadata of a kept export; None for a file without one or not readable as ONNX."""
-    try:
-        return read_metadata(path).get("cache_key")
-    except BadInput:
-        return None
-
-
-def cached_export(net, caffemodel: Path, *, variant: str, output: str | None = None,
-                  cache: Path = defaults.CACHE_DIR) -> Path:
-    """The fp32 ONNX file of `net` (a NetParameter or a deploy prototxt) with the weights of `caffemodel` (checked
-    to fit by the caller), exported once and kept beside the caffemodel as NAME.KEY.onnx, or under `cache`/onnx
-    where that folder cannot be written. KEY hashes the caffemodel's sha256, the variant, the net, the output and
-    the toolkit's and converter's versions, so a changed file or toolkit exports anew; a kept file whose metadata
-    do not carry that key (cut short, or another file under its name) is exported again. The file carries no mean:
-    the caller subtracts it."""
-    caffemodel = Path(caffemodel)
-    digest = file_digest(caffemodel)
-    text = Path(net).read_bytes() if isinstance(net, (str, Path)) else net.SerializeToString()
-    parts = [digest, variant, hashlib.sha256(text).hexdigest(), output or "", ilgnet.__version__, FORMAT]
-    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-    name = f"{caffemodel.stem}.{key}.onnx"
-    places = [caffemodel.parent / name, Path(cache) / "onnx" / name]
-    for path in places:
-        if path.is_file() and _cache_key(path) == key:
-            return path
-    for path in places:
-        # One export at a time per file: a second process waits for the first and uses its file.
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with waiting_lock(path.with_name(f".{path.name}.lock")):
-                if path.is_file() and _cache_key(path) == key:
-                    return path
-                return save(_export(net, caffemodel, variant, output, digest, key), path)
-        except OSError:
-            continue
-    raise BadInput(f"cannot write the ONNX export of {caffemodel} beside it nor under {cache}")
-
-
-def _export(net, caffemodel: Path, variant: str, output: str | None, digest: str, key: str):
-    """cached_export's ModelProto, its metadata carrying the key."""
-    known = VARIANTS.get(variant, variant)
-    return net_to_onnx(net, caffemodel, output=output,
-                       metadata={**identity(known, caffemodel, caffemodel_sha256=digest), "cache_key": key})

@@ -16,7 +16,7 @@ import ilgnet
 from ilgnet.errors import BadInput
 from ilgnet.fileio import file_digest
 
-FORMAT = "2"            # the converter's own version: part of every cache key, raised when its graphs change
+FORMAT = "3"            # the converter's own version: part of every cache key, raised when its graphs change
 
 
 def mean_text(mean: np.ndarray) -> str:
@@ -31,6 +31,18 @@ def mean_of(text: str) -> np.ndarray:
     return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
 
 
+def preprocessing(resize: int, crop: int, scale: float) -> str:
+    """How to make the net's input from a photo, exactly as the Scorer and Caffe's TEST phase do (the `preprocessing`
+    metadata of an export; docs/SCORING.md has it as code)."""
+    offset = (resize - crop) // 2
+    return (f"decode to 8-bit BGR (OpenCV cv2.imread or cv2.imdecode, IMREAD_COLOR); resize to {resize}x{resize} with "
+            f"cv2.resize(image, ({resize}, {resize}), interpolation=cv2.INTER_LINEAR) (Pillow's BILINEAR gives other "
+            f"pixels and can change labels near 0.5); as float32 (3, {resize}, {resize}), channels B, G, R, subtract "
+            f"the mean image (mean_npy_base64: (3, {resize}, {resize}), or one value per channel); multiply by "
+            f"{scale:g}; take the centre {crop}x{crop} crop (rows and columns {offset} to {offset + crop - 1}); input "
+            f"`data` (N, 3, {crop}, {crop}) float32; output `probability` (N, 2): p_low, p_high")
+
+
 def identity(variant, caffemodel: Path, *, caffemodel_sha256: str | None = None, precision: str = "fp32",
              mean: np.ndarray | None = None, mean_source: str = "") -> dict[str, str]:
     """The metadata an exported file carries: what it is (variant, labels, input and preprocessing, the source
@@ -39,15 +51,15 @@ def identity(variant, caffemodel: Path, *, caffemodel_sha256: str | None = None,
     from ilgnet.zoo.models import LABELS
 
     facts = {"variant": getattr(variant, "name", str(variant)), "labels": json.dumps(LABELS),
-             "output": "softmax (N, 2): p_low, p_high", "caffemodel": Path(caffemodel).name,
+             "output": "probability (N, 2) float32: the softmax, p_low and p_high (p_high: the probability that the "
+                       "photo is of high aesthetic quality)", "caffemodel": Path(caffemodel).name,
              "caffemodel_sha256": caffemodel_sha256 or file_digest(caffemodel), "ilgnet_version": ilgnet.__version__,
              "format": FORMAT, "precision": precision}
     if hasattr(variant, "input_size"):
         facts.update(crop=str(variant.input_size), resize=str(variant.resize), input_scale=repr(variant.input_scale),
-                     preprocessing=f"decode as BGR, resize to {variant.resize}x{variant.resize} (bilinear), "
-                                   f"subtract the mean image, multiply by {variant.input_scale:g}, take the centre "
-                                   f"{variant.input_size}x{variant.input_size} crop; input (N, 3, "
-                                   f"{variant.input_size}, {variant.input_size}) float32")
+                     channel_order="BGR", resize_method="cv2.resize INTER_LINEAR",
+                     crop_offset=str((variant.resize - variant.input_size) // 2),
+                     preprocessing=preprocessing(variant.resize, variant.input_size, variant.input_scale))
     if mean is not None:
         facts.update(mean_npy_base64=mean_text(mean), mean_source=mean_source,
                      mean_shape="x".join(map(str, np.shape(mean))))

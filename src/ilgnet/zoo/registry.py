@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.errors import BadInput, lookup
+from ilgnet.errors import BadInput, DownloadError, lookup
 from ilgnet.fileio import atomic_path, file_digest
-from ilgnet.zoo.download import HtmlPageServed, discard_part, download_part
+from ilgnet.zoo.download import HostUnreachable, HtmlPageServed, discard_part, download_part
 
 REGISTRY = Path(__file__).with_name("weights.json")
 PUBLISHED_MODELS = ("ilgnet-ava1", "ilgnet-ava2")
@@ -94,7 +94,8 @@ def trained_layers(variant: str) -> set[str]:
 
 def download(entry: Weights, path: Path, *, progress: bool = True) -> Path:
     """Downloads `entry` to `path` through `path.part` (resuming a previous partial file) and renames it into
-    place only after `verify` passed; a file failing verification is deleted. Raises DownloadError (network) or
+    place only after `verify` passed; a file failing verification is deleted. Raises DownloadError (network; a
+    host that does not answer in one line naming it and how to fetch by hand and `ilgnet weights install`) or
     BadInput (an HTML page, a file failing a check)."""
     path = Path(path)
     partial = path.with_name(path.name + ".part")
@@ -107,6 +108,10 @@ def download(entry: Weights, path: Path, *, progress: bool = True) -> Path:
             f"saved. The host may be refusing the download (Google Drive does so when a file's download quota is "
             f"exceeded); download {entry.file} by hand (see {entry.source}), put it at {path} and run "
             f"`ilgnet weights check {entry.name}`") from None
+    except HostUnreachable as err:
+        raise DownloadError(f"{err}: {entry.file} was not downloaded. Fetch {entry.url} by hand (a browser, or "
+                            f"another machine){f'; see {entry.source}' if entry.source else ''}, then run `ilgnet "
+                            f"weights install {entry.name} FILE`") from None
     try:
         verify(entry, partial)
     except BadInput as err:
