@@ -21,7 +21,7 @@ from test_scale import local_ray  # noqa: F401  (the fixture: a local Ray runtim
 
 from ilgnet.bvlc.logs import parse_train_log
 from ilgnet.cli import main as ilgnet
-from ilgnet.paper.runstate import CAMPAIGN_JSON, EVALUATION_JSON
+from ilgnet.paper.runstate import CAMPAIGN_JSON, EVALUATION_JSON, SCORES_CSV
 from ilgnet.paper.timing import training_time
 
 pytest_plugins = ["caffe_data"]
@@ -207,6 +207,8 @@ def test_the_report_fills_the_cells_of_its_plan_and_renders_in_chromium(caffe, d
     ilgnet_cell = next(c for c in report["tables"]["table3"] if c["variant"] == "ilgnet")
     evaluation = json.loads((tmp_path / "runs" / "ilgnet-ava2-seed1" / EVALUATION_JSON).read_text())
     assert ilgnet_cell["n"] == 1 and ilgnet_cell["accuracy"][0] == evaluation["accuracy"]
+    scored = (tmp_path / "runs" / "ilgnet-ava2-seed1" / SCORES_CSV).read_text().splitlines()[1:]
+    assert evaluation["scoring"]["seconds"] > 0 and evaluation["scoring"]["images"] == len(scored)   # Table 4
     # The paper's figure stands beside ours; on synthetic data no "ours - paper" difference is given.
     assert ilgnet_cell["paper"] == 0.855 and ilgnet_cell["difference"] is None
     assert {c["claim"]: c["verdict"] for c in report["claims"]}["ILGNet-Inc.V4 is the most accurate on AVA2"] == \
@@ -235,7 +237,9 @@ def test_the_report_fills_the_cells_of_its_plan_and_renders_in_chromium(caffe, d
     table4 = next(t for t in page.tables if t[0][3] == "training wall time")
     small = next(row for row in table4 if row[0] == "1/3 GoogLeNetV1-BN")
     assert small[1] == "80.74 %" and small[-3:-1] == ["4 days", "0.33 s"]
-    assert re.fullmatch(r"\d+:\d\d:\d\d", small[3]) and small[4] == "2" and float(small[8]) > 0
+    assert re.fullmatch(r"\d+:\d\d:\d\d", small[3]) and small[4].endswith(" CPU-days") and small[5] == "2"
+    assert re.fullmatch(r"[\d.e+-]+ \(batch \d+, CPU\)", small[9])       # the trained net over the val set
+    assert float(small[10]) > 0 and float(small[11]) > 0                 # seconds per image, batch 1 and throughput
     assert any(t[0] == ["what", "the paper (section)", "the release", "this toolkit", "switch"] for t in page.tables)
     assert any(t[0][0] == "claim" for t in page.tables)
     assert all((out / link).exists() for link in page.links) and len(page.links) >= 3  # every link leads somewhere

@@ -88,3 +88,29 @@ def test_the_recipes_section_says_which_recipe_comes_closest_to_the_paper(tmp_pa
     synthetic = findings.recipes_section(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, True, tmp_path)
     assert "not said (synthetic data" in synthetic[1][1]
     assert findings.recipes_section(runs[:1], PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, False, tmp_path) == []
+
+
+def test_the_summary_says_which_recipe_comes_closest_or_that_none_was_compared(tmp_path):
+    from types import SimpleNamespace
+
+    from ilgnet.paper import findings
+    from ilgnet.paper.tables import PAPER_NAMES, PROFILE_COLUMNS, paper_accuracy
+
+    def run(recipe: str, profile: str, accuracy: float):
+        spec = SimpleNamespace(variant="ilgnet-bn", profile=profile, recipe=recipe)
+        return SimpleNamespace(spec=spec, state="finished", evaluation=evaluation(accuracy), run_dir=tmp_path)
+
+    def line(runs, synthetic=False) -> str:
+        said = findings.closest_recipe(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, synthetic)
+        items = findings.summary([], [], synthetic, said)[-1][1]
+        return next(item for item in items if item.startswith("Fine-tuning recipe"))
+
+    # The paper prints 85.50 % on AVA2 and 81.68 % on AVA1 (delta 0) for ILGNet-Inc.V1-BN.
+    recipes = [run("released", "ava2", 0.80), run("paper", "ava2", 0.86), run("paper-sec5", "ava2", 0.84),
+               run("released", "ava1-delta0", 0.815), run("paper", "ava1-delta0", 0.79)]
+    said = line(recipes)
+    assert "ILGNet-Inc.V1-BN, AVA2: paper (0.50 points)" in said
+    assert "ILGNet-Inc.V1-BN, AVA1, delta 0: released (0.18 points)" in said
+    assert line(recipes[:1]).endswith("not run (the finished runs have one recipe; plan `recipes` trains each).")
+    assert findings.NOT_SAID in line(recipes, synthetic=True)
+    assert findings.NOT_SAID in line([run("released", "ava2", 0.4), run("paper", "ava2", 0.45)])

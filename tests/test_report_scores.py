@@ -23,17 +23,20 @@ SHARED = 4              # ids of the test list that are in the training list too
 @pytest.fixture(scope="module")
 def official(tmp_path_factory) -> Path:
     """DIR/ava1: `ilgnet split official` + `ilgnet lmdb` of a 40-photo synthetic AVA, 24 ids to train on and 16 to
-    test on, 4 of those also in the training list."""
+    test on, 4 of those then added to the training list by hand."""
     root = tmp_path_factory.mktemp("official")
     rows = generate(root / "AVA", n_images=40, seed=3, long_sides=(64, 96), jobs=1)
     ids = [int(i) for i in rows["image_id"]]
     lists = root / "AVA" / "aesthetics_image_lists"
     lists.mkdir()
     (lists / "generic_ls_train.jpgl").write_text("".join(f"{i}\n" for i in ids[:24]))
-    (lists / "generic_test.jpgl").write_text("".join(f"{i}\n" for i in ids[24 - SHARED:24] + ids[24:36]))
+    (lists / "generic_test.jpgl").write_text("".join(f"{i}\n" for i in ids[24:40]))
     data = root / "data"
     assert ilgnet(["split", "official", "--ava-txt", str(root / "AVA" / "AVA.txt"), "--out",
                    str(data / "ava1")]) == 0
+    train_list = data / "ava1" / "train.txt"
+    val_lines = (data / "ava1" / "val.txt").read_text().splitlines(keepends=True)
+    train_list.write_text(train_list.read_text() + "".join(val_lines[:SHARED]))
     assert ilgnet(["lmdb", "--split", str(data / "ava1"), "--images", str(root / "AVA" / "images"), "--jobs",
                    "1"]) == 0
     return data

@@ -21,7 +21,12 @@ from ilgnet.bvlc.shapes import param_shapes
 from ilgnet.data.ava import AVA_COLUMNS, COUNT_COLUMNS, SCORES, add_vote_stats
 from ilgnet.fileio import atomic_write_json, atomic_write_text, read_json
 
-MEAN_CENTRE, MEAN_SPREAD = 5.4, 0.8      # AVA's mean scores average about 5.4 with a spread of about 0.75
+# AVA's mean scores average about 5.4 with a spread of about 0.75, so 70 % of AVA1 is high; the synthetic ones are
+# centred on AVA1's cut instead, so its classes are about even: a toy run of a few iterations ranks the photos
+# well long before it learns a 70/30 prior's threshold, and would sit at the baseline predicting "high".
+MEAN_CENTRE, MEAN_SPREAD = 5.0, 0.8
+QUALITY_CENTRE, QUALITY_SCALE = 5.0, 0.3   # quality_of: centred on the AVA1 cut, the label's own boundary
+RENDERING = 3               # the version of the votes and rendering in the stamp: a set of another is made again
 ASPECTS = [(4, 3), (3, 2), (1, 1), (2, 3), (3, 4)]
 STAMP = "synthetic.json"    # written last by `generate`: {"images": N, "seed": S}; without it the set is unfinished
 
@@ -37,8 +42,9 @@ def vote_histograms(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def quality_of(mean_score: float) -> float:
-    """Rendering quality in (0, 1): about 0.1 at AVA2's low cut (mean 4.4) and 0.9 at its high cut (6.4)."""
-    return float(1.0 / (1.0 + np.exp(-(mean_score - MEAN_CENTRE) / 0.45)))
+    """Rendering quality in (0, 1), 0.5 at AVA1's cut (mean 5, delta 0) so the quality changes fastest where that
+    label changes: 0.27 at 4.7 and 0.73 at 5.3; 0.04 at AVA2's low cut (about 4.0), 0.93 at its high one (5.9)."""
+    return float(1.0 / (1.0 + np.exp(-(mean_score - QUALITY_CENTRE) / QUALITY_SCALE)))
 
 
 def _scene(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -132,19 +138,21 @@ def generate(out_dir: Path, *, n_images: int = 3000, seed: int = 1, long_sides: 
                                              quality_of(rows["mean"][i]), long_sides), range(n_images)))
     # AVA.txt after its photos, and the stamp last: an interrupted set has neither, so it is made again.
     atomic_write_text(out_dir / "AVA.txt", listing)
-    atomic_write_json(out_dir / STAMP, {"images": n_images, "seed": seed, "long_sides": list(long_sides)})
+    atomic_write_json(out_dir / STAMP, {"images": n_images, "seed": seed, "long_sides": list(long_sides),
+                                        "rendering": RENDERING})
     return rows
 
 
 def is_complete(out_dir: Path, *, n_images: int, seed: int) -> bool:
-    """Whether out_dir holds a synthetic AVA that `generate` finished with these `n_images` and `seed` (its stamp
-    says so); an interrupted one, or one of other settings, is not."""
+    """Whether out_dir holds a synthetic AVA that `generate` finished with these `n_images` and `seed` and today's
+    rendering (its stamp says so); an interrupted one, or one of other settings or rendering, is not."""
     stamp = Path(out_dir) / STAMP
     try:
         made = read_json(stamp) if stamp.is_file() else {}
     except ValueError:
         return False
-    return isinstance(made, dict) and made.get("images") == n_images and made.get("seed") == seed
+    return (isinstance(made, dict) and made.get("images") == n_images and made.get("seed") == seed
+            and made.get("rendering") == RENDERING)
 
 
 def _packed_floats(values: np.ndarray) -> bytes:

@@ -27,9 +27,10 @@ def docs_link(name: str, out: Path) -> str:
     return f"[docs/{name}]({os.path.relpath(target, out)})" if target.is_file() else f"`docs/{name}`"
 
 
-def summary(claims: list[Claim], cells: list[dict], synthetic: bool) -> list[tuple]:
-    """The report's first section: which claims hold, which do not, which could not be tested, and how far our
-    accuracies are from the paper's (left out on synthetic data)."""
+def summary(claims: list[Claim], cells: list[dict], synthetic: bool, recipe: str | None = None) -> list[tuple]:
+    """The report's first section: which claims hold, which do not, which could not be tested, how far our
+    accuracies are from the paper's (left out on synthetic data), and which fine-tuning recipe comes closest to the
+    paper's figures (`recipe`, closest_recipe's words; left out where None)."""
     def named(verdict) -> str:
         chosen = [c.claim for c in claims if verdict(c.verdict)]
         return "; ".join(chosen) if chosen else "none"
@@ -46,6 +47,8 @@ def summary(claims: list[Claim], cells: list[dict], synthetic: bool) -> list[tup
             items.append(f"Our accuracies against the paper's, over {len(differences_)} cells: mean "
                          f"{100 * statistics.fmean(differences_):+.2f} points, from "
                          f"{100 * min(differences_):+.2f} to {100 * max(differences_):+.2f}.")
+    if recipe is not None:
+        items.append(f"Fine-tuning recipe closest to the paper's figures: {recipe}.")
     below = [f"{c['variant']} ({c['column']})" for c in cells if c.get("n") and not c.get("learned", True)]
     if below:
         items.append(f"Cells whose runs are at or below their majority baseline (they did not learn): "
@@ -82,16 +85,19 @@ def differences_section(out: Path) -> list[tuple]:
             ("table", differences.HEADER, differences.rows())]
 
 
-def recipes_section(runs, names: dict[str, str], paper_accuracy, columns: dict[str, tuple[str, str]],
-                    synthetic: bool, out: Path) -> list[tuple]:
-    """Accuracy per net, setting and fine-tuning recipe over the finished runs, beside the paper's figure, so the
-    report can say which recipe comes closest to it (left out where the runs have one recipe only)."""
+NOT_SAID = "not said (synthetic data, or runs that did not learn)"
+
+
+def _recipe_comparison(runs, names: dict[str, str], paper_accuracy, columns: dict[str, tuple[str, str]],
+                       synthetic: bool) -> tuple[list[list[str]], str] | None:
+    """The recipes table's rows and which recipe comes closest to the paper's figure per net and setting (NOT_SAID
+    on synthetic data or where no recipe's runs all learned); None where the finished runs have one recipe only."""
     groups: dict[tuple[str, str, str], list] = {}
     for run in runs:
         if run.state == "finished" and run.spec.profile in columns:
             groups.setdefault((run.spec.variant, run.spec.profile, run.spec.recipe), []).append(run)
     if len({recipe for _, _, recipe in groups}) < 2:
-        return []
+        return None
     rows, closest = [], {}
     for (variant, profile, recipe), chosen in sorted(groups.items()):
         evaluations = [run.evaluation for run in chosen]
@@ -113,9 +119,29 @@ def recipes_section(runs, names: dict[str, str], paper_accuracy, columns: dict[s
                 closest[(variant, column)] = (recipe, abs(mean - paper[0]))
     said = "; ".join(f"{names[v]}, {c}: {recipe} ({100 * gap:.2f} points)" for (v, c), (recipe, gap) in
                      closest.items())
+    return rows, said or NOT_SAID
+
+
+def closest_recipe(runs, names: dict[str, str], paper_accuracy, columns: dict[str, tuple[str, str]],
+                   synthetic: bool) -> str:
+    """For the summary: which fine-tuning recipe comes closest to the paper's figures, per net and setting, in
+    words ("paper (0.50 points)"); NOT_SAID on synthetic data or runs that did not learn; "not run" where the
+    finished runs have one recipe only (the built-in plan `recipes` trains them all)."""
+    compared = _recipe_comparison(runs, names, paper_accuracy, columns, synthetic)
+    return "not run (the finished runs have one recipe; plan `recipes` trains each)" if compared is None \
+        else compared[1]
+
+
+def recipes_section(runs, names: dict[str, str], paper_accuracy, columns: dict[str, tuple[str, str]],
+                    synthetic: bool, out: Path) -> list[tuple]:
+    """Accuracy per net, setting and fine-tuning recipe over the finished runs, beside the paper's figure, so the
+    report can say which recipe comes closest to it (left out where the runs have one recipe only)."""
+    compared = _recipe_comparison(runs, names, paper_accuracy, columns, synthetic)
+    if compared is None:
+        return []
+    rows, said = compared
     return [("h", "Fine-tuning recipes"),
             ("p", f"The same net trained with each recipe ({docs_link('NETS.md', out)} says which layers each "
-                  "fixes). Closest to the paper: " + (said or "not said (synthetic data, or runs that did not "
-                                                             "learn)") + "."),
+                  f"fixes). Closest to the paper: {said}."),
             ("table", ["net", "setting", "recipe", "ours", "paper", "training wall time (mean)",
                        "memory of the TRAIN net's blobs (Caffe)"], rows)]

@@ -11,6 +11,7 @@ import html
 import json
 import os
 import re
+import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,23 +82,45 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _days(seconds: float, runs: list[RunResult]) -> str:
+    """Training wall time in days, as GPU-days where every run trained on a GPU (its campaign record names one),
+    else CPU-days, so it stands beside the paper's days on a GTX 980 Ti without passing a CPU off as one."""
+    on_gpu = bool(runs) and all((r.record.get("environment") or {}).get("gpu") for r in runs)
+    return f"{seconds / 86400:.3g} {'GPU' if on_gpu else 'CPU'}-days"
+
+
+def _scoring(runs: list[RunResult]) -> str:
+    """Seconds per image the campaign took to score every val record with each run's trained model (LMDB reading
+    included), the mean over the runs, with the batch and device; "-" for runs scored before this was recorded."""
+    timed = [s for r in runs if (s := (r.evaluation or {}).get("scoring")) and s.get("images")]
+    if not timed:
+        return "-"
+    where = ", ".join(sorted({f"batch {s['batch']}, {s['device']}" for s in timed}))
+    return f"{statistics.fmean(s['seconds'] / s['images'] for s in timed):.3g} ({where})"
+
+
 def _time_table(rows: list[dict], runs: list[RunResult], out: Path) -> tuple[list[str], list[list[str]]]:
     by_dir = {str(r.run_dir): r for r in runs}
-    header = ["net", "paper: accuracy", "ours: accuracy", "training wall time", "iterations", "iterations/s",
-              "images/s", "epochs", "test s per image, batch 1 (now)", "test ms per image, throughput batch (now)",
+    header = ["net", "paper: accuracy", "ours: accuracy", "training wall time", "training days", "iterations",
+              "iterations/s", "images/s", "epochs", "test s per image, trained net over the val set",
+              "test s per image, batch 1 (now)",
+              "test s per image, throughput batch (now)",
               "paper: training time", "paper: test time (s per image, GTX 980 Ti)", "runs"]
     table = []
     for row in rows:
         paper = row["paper"] or ("not in Table 4", "not in Table 4")
-        test = ([f"{row['test']['seconds_per_image_batch1']:.3g}", f"{row['test']['ms_per_image']:.1f}"]
+        test = ([f"{row['test']['seconds_per_image_batch1']:.3g}", f"{row['test']['ms_per_image'] / 1000:.3g}"]
                 if row["test"] else ["not measured"] * 2)
         if "seconds" in row:
-            trained = [_duration(row["seconds"]), f"{row['iterations']:,.0f}", f"{row['iterations_per_second']:.3g}",
+            trained = [_duration(row["seconds"]), _days(row["seconds"], [by_dir[d] for d in row["runs"]]),
+                       f"{row['iterations']:,.0f}", f"{row['iterations_per_second']:.3g}",
                        f"{row['images_per_second']:.3g}", f"{row['epochs']:.3g}"]
         else:
-            trained = ["no finished run"] + ["-"] * 4
+            trained = ["no finished run"] + ["-"] * 5
         accuracy = [_spread(*row["accuracy"], row["accuracy_n"])] if row["accuracy_n"] else ["-"]
-        table.append([PAPER_NAMES[row["variant"]], _percent(row["paper_accuracy"]), *accuracy, *trained, *test, *paper,
+        scored = _scoring([by_dir[d] for d in row["runs"]])
+        table.append([PAPER_NAMES[row["variant"]], _percent(row["paper_accuracy"]), *accuracy, *trained, scored,
+                      *test, *paper,
                       ", ".join(_link(by_dir[d], out) for d in row["runs"]) or "-"])
     return header, table
 
@@ -113,8 +136,9 @@ def sections(report: dict, out: Path) -> list[tuple]:
               f"figure the paper prints in its Tables 2-4 stands beside ours (ilgnet.paper.paper_figures). Each of "
               f"our numbers links to the run folders it comes from.")]
     synthetic = [d["folder"] for d in report["data"] if d["synthetic"]]
+    recipe = findings.closest_recipe(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, bool(synthetic))
     blocks += findings.summary(report["claims"], [c for t in ("table2", "table3") for c in report["tables"][t]],
-                               bool(synthetic))
+                               bool(synthetic), recipe)
     for table in ("table2", "table3"):
         header, rows = _accuracy_table(report["tables"][table], runs, out)
         blocks += [("h", TITLES[table]), ("table", header, rows), *findings.prior_methods(table[-1])]
@@ -128,7 +152,11 @@ def sections(report: dict, out: Path) -> list[tuple]:
                      f"snapshots; the pause of an interrupted run is not counted), the mean over the runs linked. "
                      f"Test time: measured now on {env['cpu']}" + (f" and {env['gpu']}" if env["gpu"] else "") +
                      (f", {timed['backend']}, the median of {timed['iterations']} forward passes of batch "
-                      f"{timed['batch']} after a warm-up, for every net the same way." if timed else ".") +
+                      f"{timed['batch']} and of batch 1 after a warm-up, for every net the same way, in seconds "
+                      f"per image as the paper gives it, random weights standing in for the trained ones (a "
+                      f"forward pass takes the same time). The trained nets' own test time is the campaign's "
+                      f"scoring of every val record with each run's final model. Training days: GPU-days where "
+                      f"every run trained on a GPU, else CPU-days." if timed else ".") +
                " Runs trained on: " + "; ".join(sorted({h for row in report["table4"] for h in row["hardware"]})))]
     figs = report["figures"]
     blocks.append(("h", "Fig. 3: photos labelled good and bad"))
