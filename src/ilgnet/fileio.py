@@ -62,7 +62,7 @@ def read_json(path: Path | str):
     try:
         return json.loads(read_text(path))
     except json.JSONDecodeError as err:
-        raise BadInput(f"{path}:{err.lineno}: not JSON ({err.msg} at column {err.colno})") from None
+        raise BadInput(f"{path}:{err.lineno}: not JSON ({err.msg}, column {err.colno})") from None
 
 
 def mount_of(path: Path | str) -> tuple[str, Path]:

@@ -3,6 +3,8 @@ one after another here, one per local GPU, or as Ray tasks on a cluster; what is
 interrupted resumed (ilgnet.paper.campaign)."""
 from __future__ import annotations
 
+import argparse
+import re
 import shlex
 import sys
 from dataclasses import replace
@@ -26,6 +28,14 @@ SLURM_ONLY = ("slurm_parallel", "slurm_cpus", "partition", "account", "time", "q
 def _seeds(text: str) -> list[int]:
     return [integer(0)(part) for part in text.split(",")]
 
+
+
+def slurm_time(text: str) -> str:
+    """A time limit in one of sbatch's formats: MINUTES, MINUTES:SECONDS, HOURS:MINUTES:SECONDS, DAYS-HOURS,
+    DAYS-HOURS:MINUTES or DAYS-HOURS:MINUTES:SECONDS (sbatch(1), --time)."""
+    if not re.fullmatch(r"\d+(:\d+){0,2}|\d+-\d+(:\d+){0,2}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm time limit (e.g. 90, 4:00:00 or 2-00:00:00)")
+    return text
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -66,7 +76,7 @@ def register(subparsers) -> None:
     for name, what in (("partition", "the partition"), ("account", "the account charged"),
                        ("time", "each task's time limit (e.g. 2-00:00:00); it snapshots 5 min before and requeues"),
                        ("qos", "the quality of service")):
-        slurm.add_argument(f"--{name}", help=f"sbatch --{name}: {what}")
+        slurm.add_argument(f"--{name}", type=slurm_time if name == "time" else str, help=f"sbatch --{name}: {what}")
     slurm.add_argument("--sbatch", action="append", default=[], metavar="OPTIONS",
                        help="further sbatch options, as one argument (e.g. --sbatch='--mem=32G --constraint=a100')")
     slurm.add_argument("--apptainer", type=Path, metavar="IMAGE.sif",

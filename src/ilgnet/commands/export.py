@@ -65,9 +65,8 @@ def run(args) -> int:
     import numpy as np
 
     from ilgnet.bvlc.io import load_mean
-    from ilgnet.errors import UsageError
     from ilgnet.data.images import collect_images
-    from ilgnet.errors import BadInput
+    from ilgnet.errors import BadInput, UsageError
     from ilgnet.fileio import file_digest
     from ilgnet.nets import VARIANTS, deploy
     from ilgnet.scoring.precision import CHECK_ROUNDS, calibration_set, compare
@@ -76,6 +75,8 @@ def run(args) -> int:
     from ilgnet.zoo.onnx_metadata import identity, is_onnx
     from ilgnet.export.precision import QUANTIZATION, cpu_kernels, export_file
 
+    if args.calibrate is not None and args.precision != "int8":
+        raise UsageError("--calibrate goes with --precision int8 (fp32 and fp16 files are not calibrated)")
     if is_onnx(args.model):
         raise UsageError(f"{args.model} is an ONNX file already; export a caffemodel, a run or a published model")
     model = resolve_model(args.model, variant=args.variant, mean=args.mean, models=args.models)

@@ -214,7 +214,8 @@ def built_in(name: str, *, seeds=None, runs_dir: Path | None = None, data_dir: P
         folder = Path(data_dir).resolve() / DATA_SETS[OFFICIAL[1]]
         made = DATA_DIR / OFFICIAL[2] / DATA_SETS[OFFICIAL[1]]
         makes = (f"`make official-lmdb AVA_ROOT=DIR` in the toolkit makes {made}; "
-                 f"elsewhere `ilgnet split official --out {folder}` and `ilgnet lmdb --split {folder}`; see "
+                 f"elsewhere `ilgnet split official --ava-txt AVA_ROOT/AVA.txt --out {folder}` and "
+                 f"`ilgnet lmdb --split {folder} --images AVA_ROOT/images`; see "
                  f"docs/DATA.md")
     return Plan(name, _merged(specs), Path(runs_dir or defaults.RUNS_DIR / name), Path(data_dir or DATA_DIR),
                 Path(models_dir), makes_data=makes)

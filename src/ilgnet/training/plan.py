@@ -239,6 +239,7 @@ def plan(options: TrainOptions, notify: Callable[[str], None] = _ignore) -> Plan
 def run_folder(runs_dir: Path, name: str) -> Path:
     """runs_dir/name, resolved. BadInput unless `name` is one plain folder name: no separator, not `.` or `..`, so a
     run never writes outside runs_dir."""
-    if name in ("", ".", "..") or any(c in name for c in ("/", "\\", "\0")):
-        raise BadInput(f"run name {name!r}: expected one folder name (no / or \\, not . or ..)")
+    if name.strip() in ("", ".", "..") or name != name.strip() or any(c in name for c in ("/", "\\", "\0")):
+        raise BadInput(f"run name {name!r}: expected one folder name (no / or \\, not . or .., no blanks at "
+                       f"either end)")
     return (Path(runs_dir) / name).resolve()
