@@ -229,6 +229,9 @@ def plan(options: TrainOptions, notify: Callable[[str], None] = _ignore) -> Plan
                        f"run under another name")
     else:
         initial = _initial_weights(v, net, options.weights, Path(options.models_dir), notify)
+        if initial is None and options.recipe != DEFAULT_RECIPE:
+            notify(f"WARNING: recipe {options.recipe} keeps its fixed layers at lr_mult 0 from scratch too: they "
+                   f"stay at their random initial values and only the layers it trains learn")
     return Plan(options, v, data, run_dir, val_size,
                 train_batch=defaults.TRAIN_BATCH if options.train_batch is None else options.train_batch,
                 val_batch=val_batch_for(val_size, defaults.VAL_BATCH) if options.val_batch is None
