@@ -56,8 +56,8 @@ images = 100
     return plan
 
 
-def small_run(seed: int, tables: str = '["table4"]', train: str = "") -> str:
-    return f'[[run]]\nvariant = "{SMALL}"\nprofile = "ava2"\nseeds = [{seed}]\ntables = {tables}\n' + \
+def small_run(seed: int, tables: str = '["table4"]', train: str = "", profile: str = "ava2") -> str:
+    return f'[[run]]\nvariant = "{SMALL}"\nprofile = "{profile}"\nseeds = [{seed}]\ntables = {tables}\n' + \
         (f"train = {{{train}}}\n" if train else "")
 
 
@@ -196,7 +196,7 @@ class ReportPage(HTMLParser):
 
 
 def test_the_report_fills_the_cells_of_its_plan_and_renders_in_chromium(caffe, data, tmp_path, chromium, capsys):
-    plan = write_plan(tmp_path, data, small_run(1) + small_run(2) +
+    plan = write_plan(tmp_path, data, small_run(1, profile="ava1-delta0") + small_run(2, profile="ava1-delta0") +
                       '[[run]]\nvariant = "ilgnet"\nprofile = "ava2"\nseeds = [1]\ntables = ["table3"]\n')
     assert ilgnet(["campaign", str(plan), "--quiet"]) == 0
     out = tmp_path / "report"
@@ -215,7 +215,16 @@ def test_the_report_fills_the_cells_of_its_plan_and_renders_in_chromium(caffe, d
         "not enough runs"
     assert len(report["claims"]) == 10 and all(c["verdict"] for c in report["claims"])
     assert 0 <= report["density"]["p_value"] <= 1 and report["density"]["high"] + report["density"]["low"] == 10
-    assert set(report["times"]) >= {SMALL, "ilgnet", "ilgnet-bn", "googlenet-bn-full"}
+    # Table 4 holds its four GoogLeNetV1-BN nets on AVA1 delta 0, never the released model's AVA2 run.
+    assert [row["variant"] for row in report["table4"]] == ["ilgnet-bn", SMALL, "googlenet-bn-two-thirds",
+                                                            "googlenet-bn-full"]
+    assert set(report["times"]) == {row["variant"] for row in report["table4"]}
+    small_runs = [tmp_path / "runs" / f"{SMALL}-ava1-delta0-seed{seed}" for seed in (1, 2)]
+    assert sorted(next(r for r in report["table4"] if r["variant"] == SMALL)["runs"]) == list(map(str, small_runs))
+    # Its batch-1 test time is the trained nets' own, timed while the campaign scored them (no snapshot is kept).
+    timed = [json.loads((run / EVALUATION_JSON).read_text())["scoring"]["batch1"] for run in small_runs]
+    assert all(t["seconds_per_image"] > 0 and t["weights"] == f"{SMALL}_iter_2.caffemodel" for t in timed)
+    assert "batch1" not in evaluation["scoring"]                          # the AVA2 run is in no Table 4 cell
 
     probed = tmp_path / "probed.html"
     probed.write_text((out / "report.html").read_text().replace("</body>", PROBE + "</body>"))
@@ -239,7 +248,9 @@ def test_the_report_fills_the_cells_of_its_plan_and_renders_in_chromium(caffe, d
     assert small[1] == "80.74 %" and small[-3:-1] == ["4 days", "0.33 s"]
     assert re.fullmatch(r"\d+:\d\d:\d\d", small[3]) and small[4].endswith(" CPU-days") and small[5] == "2"
     assert re.fullmatch(r"[\d.e+-]+ \(batch \d+, CPU\)", small[9])       # the trained net over the val set
-    assert float(small[10]) > 0 and float(small[11]) > 0                 # seconds per image, batch 1 and throughput
+    assert small[10].endswith(" (trained net)") and float(small[10].split()[0]) > 0    # seconds per image, batch 1
+    assert float(small[11]) > 0                                                        # and throughput (now)
+    assert all(row[10].endswith(" (random weights)") for row in table4[1:] if row[0] != "1/3 GoogLeNetV1-BN")
     assert any(t[0] == ["what", "the paper (section)", "the release", "this toolkit", "switch"] for t in page.tables)
     assert any(t[0][0] == "claim" for t in page.tables)
     assert all((out / link).exists() for link in page.links) and len(page.links) >= 3  # every link leads somewhere

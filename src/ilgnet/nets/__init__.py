@@ -176,10 +176,11 @@ def parameter_count(net) -> int:
     return sum(blob.data.size for blobs in learnable_layers(net).values() for blob in blobs)
 
 
-def forward_time(variant: str | Variant, *, batch: int, iterations: int, gpu: int | None = None) -> tuple[int, float]:
+def forward_time(variant: str | Variant, *, batch: int, iterations: int, gpu: int | None = None,
+                 weights=None) -> tuple[int, float]:
     """(learnable parameter count, median forward milliseconds over `iterations` passes after one warm-up) of a
-    variant's deploy net with random weights, in pycaffe on the CPU or on GPU `gpu`. Needs Caffe (BadInput for a GPU
-    it cannot use)."""
+    variant's deploy net with the caffemodel `weights` (random weights when None), in pycaffe on the CPU or on GPU
+    `gpu`. Needs Caffe (BadInput for a GPU it cannot use)."""
     import time
 
     import numpy as np
@@ -194,7 +195,7 @@ def forward_time(variant: str | Variant, *, batch: int, iterations: int, gpu: in
         require_gpus(gpu)
         caffe.set_device(gpu)
         caffe.set_mode_gpu()
-    net = load_net(deploy(variant, batch=batch))
+    net = load_net(deploy(variant, batch=batch), weights=weights)
     net.blobs["data"].data[...] = np.random.default_rng(0).uniform(-100, 100, net.blobs["data"].data.shape)
     net.forward()
     times = []

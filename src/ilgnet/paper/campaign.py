@@ -20,6 +20,7 @@ from ilgnet.errors import MissingFile, ToolFailed, UserError
 from ilgnet.fileio import waiting_lock
 from ilgnet.paper.execute import execute
 from ilgnet.paper.plans import Plan, RunSpec
+from ilgnet.pools import cpu_count
 from ilgnet.paper.runstate import (DATA_LOCK, EXIT_INTERRUPTED, TO_RUN, RunState, ignore, release_lost, run_state,
                                    status, update_record)
 
@@ -83,9 +84,12 @@ def _make_data(plan: Plan, missing: list[Path], *, progress: bool, notify: Calla
     return missing
 
 
-def _child(plan: Plan, spec: RunSpec, gpu: str | None, docker: bool) -> None:
-    """A spawned process's run (one per GPU): its state is in its folder; the exit status says only whether it was
-    interrupted."""
+def _child(plan: Plan, spec: RunSpec, gpu: str | None, docker: bool, blas_threads: int | None) -> None:
+    """A spawned process's run (one per GPU, or one of `jobs` on the CPU, whose BLAS, in `caffe train` and in
+    pycaffe, then takes `blas_threads` threads: its share of the cores); its state is in its folder; the exit status
+    says only whether it was interrupted."""
+    if blas_threads:
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(blas_threads)
     try:
         execute(plan, spec, gpu=gpu, docker=docker, progress=False)
     except KeyboardInterrupt:
@@ -98,11 +102,12 @@ def _run_in_processes(plan: Plan, specs: list[RunSpec], slots: list[str | None],
     running ones are interrupted too (Caffe snapshots), waited for, and KeyboardInterrupt is raised."""
     context = multiprocessing.get_context("spawn")
     pending, free, running = list(specs), list(slots), {}
+    threads = max(1, cpu_count() // len(slots)) if None in slots else None     # CPU jobs share the cores
     try:
         while pending or running:
             while pending and free:
                 spec, slot = pending.pop(0), free.pop(0)
-                process = context.Process(target=_child, args=(plan, spec, slot, docker), name=spec.name)
+                process = context.Process(target=_child, args=(plan, spec, slot, docker, threads), name=spec.name)
                 process.start()
                 running[process.sentinel] = (process, spec, slot)
                 notify(f"{spec.name}: started on {'the CPU' if slot is None else f'GPU {slot}'}")

@@ -70,10 +70,11 @@ DIFFERENCES = (
                "are drawn against iterations and against epochs (iteration x batch / training images)", "none"),
     Difference("Table 4's test time",
                "\"the average time on the test set of AVA1 and a Nvidia GTX980ti card\", seconds per image (Sec. 4.3)",
-               "-", "median forward time of each deploy net (random weights) measured when the report is written, "
-               "on the report's machine (GPU with --gpu): seconds per image at batch 1 and milliseconds per image at "
-               "the throughput batch; not averaged over the AVA1 test set with the trained nets",
-               "`ilgnet report --gpu --time-batch`"),
+               "-", "the trained nets over the val set (the campaign's scoring of every val record, LMDB reading "
+               "included, at the plan's val_batch, on the run's device) and at batch 1 (the median of single-image "
+               "forward passes of each Table 4 run's trained net, timed right after that scoring); the throughput "
+               "batch measured when the report is written (random weights; GPU with --gpu); seconds per image",
+               "`ilgnet campaign --gpus`, `ilgnet report --gpu --time-batch`"),
     Difference("solver",
                "Table 1: stepsize 100,000 / 19,000 / 13,325, max_iter 475,000 / 760,000 / 533,000",
                "the published AVA1 solver steps at 115,000",

@@ -16,16 +16,19 @@ from ilgnet.errors import UserError
 from ilgnet.evaluation.reports import PAPER
 from ilgnet.evaluation.results import against_means_and_training, prefix_protocol, summarize
 from ilgnet.fileio import atomic_path, atomic_write_json
+from ilgnet.nets import forward_time
 from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.runstate import (ERROR_LOG, EVALUATION_JSON, FIG5_PHOTOS, LOCK, MAPS, SCORES_CSV, RunBusy,
                                    final_snapshot, ignore, now, take_lock, update_record)
-from ilgnet.paper.tables import PROFILE_COLUMNS
+from ilgnet.paper.tables import PROFILE_COLUMNS, table_cells
 from ilgnet.paper.timing import environment
 from ilgnet.training.plan import TrainOptions
 from ilgnet.training.runs import TrainingDiverged, train
 from ilgnet.zoo.models import run_model
 from ilgnet.zoo.runfolder import RunFolder
+
+BATCH1_PASSES = 5           # single-image forward passes timed (their median) after a warm-up, for Table 4
 
 
 def _train(plan: Plan, spec: RunSpec, run_dir: Path, *, gpu: str | None, docker: bool, progress: bool,
@@ -44,9 +47,10 @@ def _train(plan: Plan, spec: RunSpec, run_dir: Path, *, gpu: str | None, docker:
 def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, gpu: str | None, docker: bool,
                  progress: bool) -> dict:
     """Scores every val record once with the run's final model and its own mean image; writes evaluation.json
-    (with the paper protocol's accuracy on the same records, and what `ilgnet test` adds where it is known: SRCC
-    and PLCC against the val means, the val images in the run's training list) and val_scores.csv; returns the
-    evaluation."""
+    (with the paper protocol's accuracy on the same records, what `ilgnet test` adds where it is known: SRCC
+    and PLCC against the val means, the val images in the run's training list; and for a run of a Table 4 cell,
+    the trained net's forward time at batch 1 in seconds per image, `scoring.batch1`) and val_scores.csv; returns
+    the evaluation."""
     from ilgnet.evaluation import caffe_engine, pycaffe_engine
 
     model = run_model(run_dir, caffemodel)
@@ -67,6 +71,11 @@ def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, 
     # Table 4's test time as the paper measures it: the trained net over every val record, reading included.
     result["scoring"] = {"seconds": time.perf_counter() - started, "images": len(frame), "batch": batch,
                          "device": "CPU" if device is None else f"GPU {device}"}
+    if (spec.variant, spec.profile) in table_cells("table4") and not docker:
+        # Table 4's batch-1 time with the trained weights, while they exist (a plan may keep no snapshot).
+        _, ms = forward_time(model.variant, batch=1, iterations=BATCH1_PASSES, gpu=device, weights=model.weights)
+        result["scoring"]["batch1"] = {"seconds_per_image": ms / 1000, "passes": BATCH1_PASSES,
+                                       "weights": Path(model.weights).name}
     protocol = PROFILE_COLUMNS[spec.profile][0]
     result["engine"] = "caffe" if docker else "pycaffe"
     result["paper_protocol"] = prefix_protocol(frame, batch=PAPER[protocol]["batch"],

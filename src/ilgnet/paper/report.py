@@ -8,8 +8,8 @@ page) and DIR/report.json (every number) by write_report; ilgnet.paper.render la
                   against the mean vote (ilgnet.paper.scores), the test images a model was trained on flagged; ours
                   minus the paper's (not on synthetic data); the runs behind each number.
   Official        AVA's official split's runs, by ilgnet.paper.scores.
-  Table 4         per net: accuracy, training time and speed from the runs' logs, and the test time per image
-                  measured now (batch 1 and the throughput batch), with the hardware named; the paper's beside.
+  Table 4         its four nets on AVA1 delta 0: accuracy, training time and speed (runs' logs), test time per
+                  image at batch 1 (trained nets) and the throughput batch (now), hardware named; the paper's beside.
   Figures 3-5, Claims  ilgnet.paper.figures, ilgnet.paper.claims (each claim of the paper tested, with a verdict).
 Links to run folders are relative to DIR, so the report and the runs can move together."""
 from __future__ import annotations
@@ -143,19 +143,21 @@ def _train_batch_and_images(run: RunResult) -> tuple[int, int]:
     return data.data_param.batch_size, lmdb_size(Path(data.data_param.source))
 
 
-def time_rows(runs: list[RunResult], times: dict[str, dict]) -> list[dict]:
-    """Table 4: per net (Table 4's first, then every other net with runs): its training time from the finished runs
-    that count in Table 4 (else those on Table 4's solver profile, else all its finished runs), and its test time
-    measured now."""
-    order = list(TABLE_RUNS["table4"][0]) + [v for v in VARIANTS if v not in TABLE_RUNS["table4"][0]]
+def time_rows(runs: list[RunResult]) -> list[dict]:
+    """Table 4: one row per net of Table 4 (the four GoogLeNetV1-BN nets, on AVA1 delta 0), in the paper's order:
+    its training time from the finished runs that count in Table 4, else those on Table 4's solver profile (never a
+    run on another data), and its test time at batch 1 as those runs timed their trained nets (`batch1`: seconds
+    per image, "trained"; None unless every run timed it)."""
+    variants, profiles = TABLE_RUNS["table4"]
     rows = []
-    for variant in order:
-        finished = [r for r in runs if r.spec.variant == variant and r.state == "finished"]
-        chosen = ([r for r in finished if "table4" in r.tables] or
-                  [r for r in finished if r.spec.profile in TABLE_RUNS["table4"][1]] or finished)
-        if variant not in TABLE_RUNS["table4"][0] and not chosen:
-            continue
-        row = {"variant": variant, "runs": [str(r.run_dir) for r in chosen], "test": times.get(variant),
+    for variant in variants:
+        finished = [r for r in runs if r.spec.variant == variant and r.state == "finished"
+                    and r.spec.profile in profiles]
+        chosen = [r for r in finished if "table4" in r.tables] or finished
+        single = [b["seconds_per_image"] for r in chosen if (b := r.evaluation.get("scoring", {}).get("batch1"))]
+        row = {"variant": variant, "runs": [str(r.run_dir) for r in chosen], "test": None,
+               "batch1": {"seconds": statistics.fmean(single), "weights": "trained"}
+               if single and len(single) == len(chosen) else None,
                "paper": PAPER_TIMES.get(variant), "hardware": sorted({hardware(r.record) for r in chosen}),
                "paper_accuracy": (paper_accuracy(variant, "AVA1, delta 0") or (None,))[0],
                "accuracy": _mean_std([r.evaluation["accuracy"] for r in chosen]) if chosen else None,
@@ -212,14 +214,15 @@ def fig3(run: RunResult) -> bytes:
 
 
 def fig4(runs: list[RunResult]) -> tuple[bytes, list[RunResult]] | None:
-    """Training loss against iteration and epoch of Table 4's nets (one run each, the lowest seed), else of every
-    net."""
+    """Training loss against iteration and epoch of Table 4's nets on its AVA1 delta 0 (one run each, the lowest
+    seed), else of every net."""
+    nets, profiles = TABLE_RUNS["table4"]
     finished = [r for r in runs if r.state == "finished"]
-    variants = [v for v in TABLE_RUNS["table4"][0] if any(r.spec.variant == v for r in finished)] or \
-        list(dict.fromkeys(r.spec.variant for r in finished))
-    chosen = [choose_run(finished, None, [v]) for v in variants]
-    if not chosen:
+    pool = [r for r in finished if r.spec.profile in profiles and r.spec.variant in nets] or finished
+    variants = [v for v in nets if v in {r.spec.variant for r in pool}] or dict.fromkeys(r.spec.variant for r in pool)
+    if not pool:
         return None
+    chosen = [choose_run(pool, None, [v]) for v in variants]
     curves = {}
     for run in chosen:
         batch, images = _train_batch_and_images(run)
@@ -242,21 +245,20 @@ def fig5(run: RunResult) -> tuple[bytes, dict]:
     return figures.feature_maps(photos, density, scores), density
 
 
-def data_provenance(runs: list[RunResult]) -> list[dict]:
-    """Each data the runs read, as their run record records it (ilgnet.paper.pooling.provenance)."""
-    return provenance(runs)
-
-
 def build(paths: list[Path], *, figure_run: str | None = None, gpu: int | None = None, time_batch: int = 10,
           time_iterations: int = 3) -> dict:
     """Everything the report shows, as a dict (report.json), with the figures' PNG bytes under "figures"."""
     runs = find_runs(paths)
-    seen = list(dict.fromkeys(r.spec.variant for r in runs))
-    timed = list(dict.fromkeys([*TABLE_RUNS["table4"][0], *seen]))
+    rows = time_rows(runs)
+    untimed = [row["variant"] for row in rows if row["batch1"] is None]
+    times = test_times(TABLE_RUNS["table4"][0], batch=time_batch, iterations=time_iterations, gpu=gpu,
+                       single=untimed)
+    for row in rows:                    # no trained net timed: random weights (a forward pass takes the same time)
+        row["test"] = times[row["variant"]]
+        row["batch1"] = row["batch1"] or {"seconds": row["test"]["seconds_per_image_batch1"], "weights": "random"}
     report: dict = {"runs": runs, "tables": {t: accuracy_cells(runs, t) for t in ("table2", "table3")},
-                    "times": test_times(timed, batch=time_batch, iterations=time_iterations, gpu=gpu),
-                    "environment": environment(gpu), "data": data_provenance(runs), "figures": {}}
-    report["table4"] = time_rows(runs, report["times"])
+                    "times": times, "table4": rows, "environment": environment(gpu), "data": provenance(runs),
+                    "figures": {}}
     shown = choose_run(runs, figure_run, ["ilgnet", *VARIANTS])
     if shown is not None:
         report["figures"]["fig3"] = (fig3(shown), shown)
@@ -297,11 +299,9 @@ def write_report(report: dict, out: Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     blocks = render.sections(report, out.resolve())
-    written = []
-    for block in blocks:
-        if block[0] == "img":
-            atomic_write_bytes(out / block[1], block[2])
-            written.append(out / block[1])
+    written = [out / block[1] for block in blocks if block[0] == "img"]
+    for block in (b for b in blocks if b[0] == "img"):
+        atomic_write_bytes(out / block[1], block[2])
     atomic_write_text(out / "REPORT.md", render.markdown(blocks))
     atomic_write_text(out / "report.html", render.html_page(blocks))
     atomic_write_json(out / "report.json", _json_ready(report, out.resolve()))

@@ -66,18 +66,21 @@ def training_time(log: Path) -> dict | None:
             "iterations_per_second": iterations / training if training > 0 else None}
 
 
-def test_times(variants, *, batch: int, iterations: int, gpu: int | None = None) -> dict[str, dict]:
+def test_times(variants, *, batch: int, iterations: int, gpu: int | None = None, single=()) -> dict[str, dict]:
     """variant -> {ms_per_image, seconds_per_image_batch1, batch, iterations, backend}: the median forward time of
-    each deploy net (random weights: the time does not depend on them) over `iterations` passes of `batch` images
-    (the throughput batch) and of one image (as a phone or a web service scores one photo; the paper's Table 4
-    gives seconds per image) after a warm-up, in pycaffe on the CPU or on GPU `gpu`: every net measured the same
-    way, now, on this machine."""
+    each deploy net, random weights standing in for trained ones (a forward pass takes the same time), over
+    `iterations` passes of `batch` images (the throughput batch) after a warm-up, and for the variants in `single`
+    also of one image (as a phone or a web service scores one photo; the paper's Table 4 gives seconds per image;
+    None for the others), in pycaffe on the CPU or on GPU `gpu`: every net measured the same way, now, on this
+    machine."""
     backend = "pycaffe, CPU" if gpu is None else f"pycaffe, GPU {gpu}"
     times = {}
     for variant in variants:
         _, ms = forward_time(variant, batch=batch, iterations=iterations, gpu=gpu)
-        _, one = forward_time(variant, batch=1, iterations=iterations, gpu=gpu) if batch != 1 else (None, ms)
-        times[variant] = {"ms_per_image": ms / batch, "seconds_per_image_batch1": one / 1000, "batch": batch,
+        one = None
+        if variant in single:
+            one = ms / 1000 if batch == 1 else forward_time(variant, batch=1, iterations=iterations, gpu=gpu)[1] / 1000
+        times[variant] = {"ms_per_image": ms / batch, "seconds_per_image_batch1": one, "batch": batch,
                           "iterations": iterations, "backend": backend}
     return times
 
