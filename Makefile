@@ -214,7 +214,7 @@ paper: paper-data
 	$(ILGNET) report runs/paper --out reports/paper --plan paper $(if $(GPU),--gpu $(GPU))
 
 paper-demo: $(SETUP_STAMP)
-	$(ILGNET) campaign plans/paper-demo.toml --cpu
+	$(ILGNET) campaign plans/paper-demo.toml --cpu --jobs 2
 	$(ILGNET) report work/paper-demo/runs --out work/paper-demo/report --plan plans/paper-demo.toml
 
 bench-lmdb: $(SETUP_STAMP)
