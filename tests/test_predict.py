@@ -235,9 +235,9 @@ def test_errors_are_reported(tiny_model, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ilgnet(["predict", str(photo), "--model", str(tiny_model["weights"]), "--mean", str(tmp_path)])
     assert f"argument --mean: {tmp_path} is a folder, not a file" in capsys.readouterr().err
-    assert ilgnet(["predict", str(photo), "--model", str(tmp_path), "--mean", str(tiny_model["mean"])]) == 1
-    assert f"model {tmp_path} is a folder without model.json: neither a run of `ilgnet train` nor a .caffemodel" in \
-        capsys.readouterr().err
+    assert ilgnet(["predict", str(photo), "--model", str(tmp_path), "--mean", str(tiny_model["mean"])]) == 2
+    assert capsys.readouterr().err == (f"ilgnet predict: error: argument --model: model {tmp_path} is a folder without "
+                                       f"model.json: neither a run of `ilgnet train` nor a .caffemodel\n")
 
 
 @pytest.mark.parametrize("backend", ["opencv", "caffe"])

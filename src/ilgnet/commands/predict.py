@@ -13,14 +13,17 @@ from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.commands import arguments
-from ilgnet.commands.arguments import HTML, TABLE, Output, existing_file, integer, model, output_of
-from ilgnet.errors import BadInput
+from ilgnet.commands.arguments import (HTML, INPUT, OUTPUT, TABLE, VALUE, Arg, existing_file, integer, model,
+                                       output_of)
+from ilgnet.errors import BadInput, UsageError
 from ilgnet.fileio import atomic_path, atomic_write_text, spreadsheet_csv
 from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
-from ilgnet.errors import UsageError
 
 MAX_DEFAULT_WORKERS = 4
 DEFAULT_WORKERS = min(MAX_DEFAULT_WORKERS, cpu_count())
+ARGS = (Arg("--model", "model", VALUE), Arg("--deploy", "deploy", INPUT, "the deploy prototxt"),
+        Arg("--mean", "mean", INPUT, "the mean image"), Arg("--out", "out", OUTPUT), Arg("--html", "html", OUTPUT),
+        Arg("--ray", "ray", VALUE, about="address"), Arg("--gpu", "gpu", VALUE))
 
 
 def default_workers(backend: str, ray: bool = False) -> int:
@@ -114,19 +117,12 @@ def refuse_overwrites(args, model, found) -> None:
     """--out and --html may overwrite no input (a photo, a file found in the folders, an @LIST file, the model's
     files) and not each other (arguments.refuse_overwrites)."""
     from ilgnet.data.images import list_files
+    from ilgnet.zoo.models import model_files
 
-    inputs = [*((path, "one of the photos to score") for path in found.photos),
-              *((path, "a file in the folders to score") for path, _ in found.not_photos),
-              *((path, "a list of photos to score") for path in list_files(args.paths)),
-              arguments.weights_input(model.weights),
-              *([(model.mean, "the mean image")] if isinstance(model.mean, Path) else []),
-              *((path, what) for path, what in [(args.deploy, "the deploy prototxt"),
-                                                (model.train_list, "the model's training list")] if path)]
-    from ilgnet.zoo.runfolder import RunFolder
-
-    if (run := RunFolder(Path(model.name))).is_run():
-        inputs.append((run.model_json, f"the model's {run.model_json.name}"))
-    arguments.refuse_overwrites([Output("--out", args.out), Output("--html", args.html)], inputs)
+    arguments.refuse_overwrites(ARGS, args, inputs=[
+        *((path, "one of the photos to score") for path in found.photos),
+        *((path, "a file in the folders to score") for path, _ in found.not_photos),
+        *((path, "a list of photos to score") for path in list_files(args.paths)), *model_files(model)])
 
 
 def output_format(out: Path | None, fmt: str | None) -> str:

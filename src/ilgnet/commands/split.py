@@ -7,10 +7,14 @@ import math
 import sys
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (Output, existing_file, existing_folder, integer, output_folder, real,
-                                       refuse_overwrites)
-from ilgnet.errors import BadInput
-from ilgnet.errors import UsageError
+from ilgnet.commands.arguments import (INPUT, OUTPUT, Arg, existing_file, existing_folder, integer, output_folder,
+                                       real, refuse_overwrites)
+from ilgnet.errors import BadInput, UsageError
+
+ARGS = (Arg("--out", "out", OUTPUT, "the split folder"), Arg("--ava-txt", "ava_txt", INPUT, "AVA.txt"),
+        Arg("FILE.csv", "csv", INPUT, "the labels file"), Arg("--val-list", "val_list", INPUT, "the val list"),
+        Arg("repo", "repo", INPUT, "the clone of the ILGNet repository"),
+        Arg("--lists", "lists", INPUT, "the folder of AVA's lists"))
 
 
 def register(subparsers) -> None:
@@ -135,19 +139,16 @@ def _refuse_overwrites(args) -> None:
     """train.txt, val.txt and split.json in --out may overwrite none of the files the partition reads."""
     from ilgnet.data.folder import DataFolder
 
-    if args.partition == "labels":
-        inputs = [(args.csv, "the labels file")] + ([(args.val_list, "the val list")] if args.val_list else [])
-    elif args.partition == "published":
+    inputs = []
+    if args.partition == "published":
         inputs = [(args.repo / "data" / args.dataset / f"{name}.txt", f"the published {args.dataset} {name} list")
                   for name in ("train", "val")]
-    else:
-        inputs = [(args.ava_txt, "AVA.txt")]
     if args.partition == "official":
         lists = args.lists or args.ava_txt.parent / "aesthetics_image_lists"
-        inputs += [(lists / f"{name}.jpgl", f"AVA's {name} list") for name in (args.train_list, args.test_list)]
+        inputs = [(lists / f"{name}.jpgl", f"AVA's {name} list") for name in (args.train_list, args.test_list)]
     out = DataFolder(args.out)
-    refuse_overwrites([Output("--out", path) for path in (out.list_file("train"), out.list_file("val"),
-                                                          out.split_json, out.val_means)], inputs)
+    refuse_overwrites(ARGS, args, inputs=inputs, paths={"out": [out.list_file("train"), out.list_file("val"),
+                                                               out.split_json, out.val_means]})
 
 
 def _own_labels(args):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import Output, existing_file, output_folder, refuse_overwrites
+from ilgnet.commands.arguments import INPUT, OUTPUT, Arg, existing_file, output_folder, refuse_overwrites
+
+ARGS = (Arg("FILE", "file", INPUT, "the file to install"), Arg("--dest", "dest", OUTPUT, "models/"))
 
 
 def register(subparsers) -> None:
@@ -85,7 +87,7 @@ def run(args) -> int:
     if args.action == "install":
         path = args.dest / entry.file
         if not (path.exists() and path.samefile(args.file)):          # else it is in place already
-            refuse_overwrites([Output("--dest", path)], [(args.file, "the file to install")])
+            refuse_overwrites(ARGS, args, paths={"dest": path})
         path = install(args.name, args.file, args.dest, registry=registry)
         print(f"{args.file}: OK as {entry.name}; installed as {path}")
         for companion in entry.companions:
