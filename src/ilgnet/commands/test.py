@@ -11,7 +11,7 @@ from pathlib import Path
 from ilgnet import defaults
 from ilgnet.commands.arguments import (CSV, INPUT, JSON, MARKDOWN, OUTPUT, VALUE, Arg, existing_file, existing_folder,
                                        integer, model, output_of, refuse_overwrites)
-from ilgnet.errors import BadInput, UsageError
+from ilgnet.errors import UsageError
 from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
 
 ARGS = (Arg("--weights", "weights", VALUE, about="model"), Arg("--data", "data", INPUT, "the data folder"),
@@ -114,7 +114,7 @@ def run(args) -> int:
     check_mean_size(replace(model, mean=mean), records=record_shape(data.lmdb("val")), lmdb=data.lmdb("val"))
     unreached, protocol = data.unreached("val"), args.protocol or data.protocol()
     if args.paper_protocol and not protocol:
-        raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
+        raise UsageError(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
     if (engine == "caffe" or args.paper_protocol) and not isinstance(mean, Path):
         raise UsageError(f"--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
                          f"the ONNX model {model.weights} goes with --engine pycaffe")

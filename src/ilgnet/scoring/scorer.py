@@ -44,7 +44,7 @@ from ilgnet.scoring.backends import open_net, pick_backend
 from ilgnet.scoring.inputs import check_images, check_paths
 from ilgnet.bvlc.fit import check_fits
 from ilgnet.export.cache import cached_export
-from ilgnet.zoo.models import known_variant, resolve_model
+from ilgnet.zoo.models import known_variant, require_mean, resolve_model
 from ilgnet.zoo.onnx_metadata import check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
 
@@ -190,8 +190,7 @@ class Scorer:
         folder of `ilgnet train`, an ONNX file `ilgnet export` wrote (it carries its mean), or a .caffemodel file
         (then `mean` is needed)."""
         resolved = resolve_model(model, variant=options.pop("variant", None), mean=mean, models=models)
-        if resolved.mean is None:
-            raise BadInput(f"{model}: the mean image it was trained with is needed")
+        require_mean(resolved)
         return cls(resolved.weights, mean=resolved.mean, variant=resolved.variant, **options)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:

@@ -138,6 +138,13 @@ def model_files(model: Model) -> list[tuple[Path, str]]:
     return files
 
 
+def require_mean(model: Model) -> None:
+    """BadInput (about "mean") when `model` has no mean image: a bare .caffemodel given without one."""
+    if model.mean is None:
+        raise BadInput(f"{model.name}: the mean image it was trained with is needed (DATA/mean.binaryproto from "
+                       f"`ilgnet lmdb`)", about="mean")
+
+
 def check_model_spec(spec: str | Path) -> None:
     """MissingFile (about "model") unless `spec` is a published model's registry name or a path that exists."""
     if str(spec) not in PUBLISHED_MODELS and not Path(spec).exists():
