@@ -10,8 +10,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ilgnet.commands.arguments import gpus, integer, output_folder, plan, ray_address, real
+from ilgnet.commands.arguments import INPUT, VALUE, Arg, gpus, integer, output_folder, plan, ray_address, real
 from ilgnet.errors import UsageError
+
+ARGS = (Arg("PLAN", "plan", VALUE), Arg("--gpus", "gpus", VALUE, about="gpu"),
+        Arg("--ray", "ray", VALUE, about="address"), Arg("--apptainer", "apptainer", INPUT, "the Apptainer image"))
 
 EXAMPLES = """examples:
   ilgnet campaign table3 --gpus 0                   # Table 3's runs, one after another on GPU 0

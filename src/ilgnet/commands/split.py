@@ -151,6 +151,10 @@ def _refuse_overwrites(args) -> None:
                                                                out.split_json, out.val_means]})
 
 
+def _notify(args, message: str) -> None:
+    print(f"ilgnet split {args.partition}: {message}", file=sys.stderr)
+
+
 def _own_labels(args):
     """train, val and facts of `ilgnet split labels`, the unusable photos written to OUT/unusable.txt."""
     from ilgnet.data import own_labels
@@ -166,8 +170,8 @@ def _own_labels(args):
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(unusable, "".join(f"{args.csv}:{line}\t{path}\t{why}\n" for line, path, why in problems))
     if problems:
-        print(f"ilgnet split: {len(problems):,} of the {len(frame):,} photos of {args.csv} are missing or do not "
-              f"decode; left out, listed in {unusable}", file=sys.stderr)
+        _notify(args, f"{len(problems):,} of the {len(frame):,} photos of {args.csv} are missing or do not decode; "
+                      f"left out, listed in {unusable}")
     if usable.empty:
         raise BadInput(f"{args.csv}: none of its {len(frame):,} photos can be read (listed in {unusable})")
     labelled, facts = own_labels.label(usable, threshold=args.threshold, top_bottom=args.top_bottom)
@@ -197,9 +201,9 @@ def run(args) -> int:
             meta, left_out = manifest.usable(meta, listing)
             facts["manifest"] = left_out
             if left_out["missing"] or left_out["undecodable"]:
-                print(f"ilgnet split: {left_out['missing'] + left_out['undecodable']:,} images of {args.ava_txt} "
-                      f"left out as {listing} marks them ({left_out['missing']:,} without a photo, "
-                      f"{left_out['undecodable']:,} that do not decode)", file=sys.stderr)
+                _notify(args, f"{left_out['missing'] + left_out['undecodable']:,} images of {args.ava_txt} left out "
+                              f"as {listing} marks them ({left_out['missing']:,} without a photo, "
+                              f"{left_out['undecodable']:,} that do not decode)")
         if args.partition == "ava1":
             train, val, more = partitions.ava1_split(meta, test_size=args.test_size, test_counts=args.test_counts,
                                                      delta=args.delta, seed=args.seed)
@@ -214,8 +218,8 @@ def run(args) -> int:
             for name, ids in more["missing_from_ava_txt"].items():
                 if ids:
                     why = " or have no usable photo" if "manifest" in facts else ""
-                    print(f"ilgnet split: {len(ids)} ids of the {name} list are not in {args.ava_txt}{why} and were "
-                          f"left out (listed in split.json)", file=sys.stderr)
+                    _notify(args, f"{len(ids)} ids of the {name} list are not in {args.ava_txt}{why} and were left "
+                                  f"out (listed in split.json)")
     for name, frame in (("train", train), ("val", val)):
         if frame.empty:
             raise BadInput(f"{args.out / (name + '.txt')} would list no images: {_why_empty(args, name, more)}")
