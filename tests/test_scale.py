@@ -84,5 +84,7 @@ def test_ray_arguments_are_checked_first(stand_in, tmp_path, capsys, extra, mess
 
 def test_parquet_needs_a_file(stand_in, capsys):
     args = predict(stand_in, "unused", "--backend", "opencv", "--format", "parquet")
-    assert ilgnet(args[:args.index("--out")] + args[args.index("--out") + 2:]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        ilgnet(args[:args.index("--out")] + args[args.index("--out") + 2:])
+    assert exit_.value.code == 2
     assert "Parquet is written to a file" in capsys.readouterr().err

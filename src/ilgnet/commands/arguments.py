@@ -309,16 +309,10 @@ def model(text: str) -> str:
 
 
 def plan(text: str) -> str:
-    """A campaign plan: a built-in plan's name (ilgnet.paper.plans.BUILT_IN) or a plan file that exists."""
-    from ilgnet.paper.plans import BUILT_IN
+    """A campaign plan: a built-in plan's name or a plan file that exists (ilgnet.paper.plans.check_plan_spec)."""
+    from ilgnet.paper.plans import check_plan_spec
 
-    if text not in BUILT_IN:
-        path = Path(text)
-        if path.is_dir():
-            _fail(f"{path} is a folder, not a plan file")
-        if not path.is_file():
-            _fail(f"{text}: not a built-in plan ({', '.join(BUILT_IN)}) and no such file")
-    return text
+    return _library(check_plan_spec, text)
 
 
 def ray_address(text: str) -> str:

@@ -149,7 +149,7 @@ def output_format(out: Path | None, fmt: str | None) -> str:
                                    f"this name")
     fmt = fmt or by_suffix[out.suffix.lower() if out else ""]
     if fmt == "parquet" and out is None:
-        raise BadInput("Parquet is written to a file: give --out FILE.parquet")
+        raise UsageError("Parquet is written to a file: give --out FILE.parquet")
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise MissingPackage(f"Parquet output needs pyarrow: pip install pyarrow (or `{defaults.RAY_INSTALL}`)")
     return fmt
@@ -239,8 +239,8 @@ def with_precision(model, args) -> tuple:
         facts = read_metadata(model.weights)
         own = facts.get("precision", "fp32")
         if args.precision not in (None, own):
-            raise BadInput(f"{model.weights} is an {own} file, not {args.precision}: export the model at "
-                           f"{args.precision} with `ilgnet export`, or leave out --precision")
+            raise UsageError(f"--precision {args.precision}: {model.weights} is an {own} file: export the model at "
+                             f"{args.precision} with `ilgnet export`, or leave out --precision")
         return model, own, describe_precision(own, model.weights, facts)
     if (args.precision or "fp32") == "fp32":
         return model, "fp32", describe_precision("fp32", model.weights, {})
