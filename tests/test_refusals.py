@@ -80,6 +80,9 @@ def test_a_library_error_about_an_input_is_named_by_the_flag(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("ilgnet ava fetch: error: argument --mirror: unknown mirror 'nope'; known: ")
     assert err.count("\n") == 1 and not root.exists()
+    assert cli.main(["weights", "fetch", "nope", "--dest", str(tmp_path / "models")]) == 2
+    assert capsys.readouterr().err.startswith("ilgnet weights fetch: error: argument NAME: unknown weights entry of "
+                                              "weights.json 'nope'; known: ")
 
 
 def test_an_error_about_an_input_the_command_does_not_take_stays_a_plain_error(tmp_path, capsys, monkeypatch):
