@@ -96,13 +96,13 @@ def test_an_error_about_an_input_the_command_does_not_take_stays_a_plain_error(t
     assert capsys.readouterr().err == "ilgnet log: error: no such GPU here\n"
 
 
-def test_what_an_error_is_about_survives_rewording_and_other_processes():
+def test_what_an_error_is_about_survives_other_processes_and_gives_way_to_a_file_at_fault():
     with pytest.raises(UnknownName) as unknown:
         lookup({"a": 1}, "b", "thing", about="thing")
     assert unknown.value.about == "thing" and isinstance(unknown.value, ValueError)
-    with pytest.raises(BadInput) as named, about("deploy.prototxt"):
-        raise BadInput("line 3: no such layer", about="deploy")
-    assert (str(named.value), named.value.about) == ("deploy.prototxt: line 3: no such layer", "deploy")
+    with pytest.raises(BadInput) as named, about("model.json"):          # the file at fault, not the variant
+        raise BadInput("unknown net variant 'v9'", about="variant")
+    assert (str(named.value), named.value.about) == ("model.json: unknown net variant 'v9'", None)
     copy = pickle.loads(pickle.dumps(BadInput("x", about="mean")))      # as a worker process hands it back
     assert (type(copy), str(copy), copy.about) == (BadInput, "x", "mean")
     assert BadInput("no input named").about is None

@@ -86,10 +86,12 @@ def lookup(table: Mapping[str, T], name: str, what: str, *, about: str | None = 
 @contextmanager
 def about(source) -> Iterator[None]:
     """BadInput raised in the block names `source` (a file) first, unless its message names it already:
-    `with about(deploy): check(read_prototxt(deploy))`."""
+    `with about(deploy): check(read_prototxt(deploy))`. The file is then what is at fault, so the error is `about`
+    no parameter any more (a variant named in a run's record is not the caller's variant)."""
     try:
         yield
     except BadInput as err:
         if str(source) in str(err):
+            err.about = None
             raise
-        raise type(err)(f"{source}: {err}", about=err.about) from None
+        raise type(err)(f"{source}: {err}") from None

@@ -14,7 +14,8 @@ from ilgnet.commands.arguments import (CSV, INPUT, JSON, MARKDOWN, OUTPUT, VALUE
 from ilgnet.errors import UsageError
 from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
 
-ARGS = (Arg("--weights", "weights", VALUE, about="model"), Arg("--data", "data", INPUT, "the data folder"),
+ARGS = (Arg("--weights", "weights", VALUE, about="model"), Arg("--variant", "variant", VALUE),
+        Arg("--data", "data", INPUT, "the data folder"),
         Arg("--mean", "mean", INPUT, "the mean image"), Arg("--replay", "replay", INPUT, "the log to replay"),
         Arg("--json", "json", OUTPUT), Arg("--markdown", "markdown", OUTPUT), Arg("--per-image", "per_image", OUTPUT),
         Arg("--gpu", "gpu", VALUE))
