@@ -35,12 +35,7 @@ def check_image(image: Path, binds: list[Path], *, need_binary: bool = True) -> 
     be bound at its own path; returns the binds resolved, sorted and without repeats. With `need_binary`, also that
     `apptainer` is on PATH. MissingFile (no image, no folder, no apptainer) or BadInput (not a .sif, a bind over the
     image's own folders), in one line; those about the image and its binds are about "apptainer"."""
-    image = Path(image)
-    if image.suffix != IMAGE_SUFFIX:
-        raise BadInput(f"{image}: expected an Apptainer image file ending in {IMAGE_SUFFIX} (`make apptainer-image` "
-                       f"builds ilgnet-caffe.sif)", about="apptainer")
-    if not image.is_file():
-        raise MissingFile(f"{image}: no such image file (`make apptainer-image` builds it)", about="apptainer")
+    check_image_file(image)
     resolved = []
     for folder in binds:
         path = Path(folder).resolve()
@@ -54,6 +49,16 @@ def check_image(image: Path, binds: list[Path], *, need_binary: bool = True) -> 
         raise MissingFile("no `apptainer` command here to run the image; submit from a node of a cluster that has "
                           "Apptainer (`module load apptainer` on many sites)")
     return sorted(set(resolved))
+
+
+def check_image_file(image: Path) -> None:
+    """BadInput or MissingFile (about "apptainer") unless `image` is an existing .sif file."""
+    image = Path(image)
+    if image.suffix != IMAGE_SUFFIX:
+        raise BadInput(f"{image}: expected an Apptainer image file ending in {IMAGE_SUFFIX} (`make apptainer-image` "
+                       f"builds ilgnet-caffe.sif)", about="apptainer")
+    if not image.is_file():
+        raise MissingFile(f"{image}: no such image file (`make apptainer-image` builds it)", about="apptainer")
 
 
 def apptainer_command(image: Path, command: list, *, gpu: bool, binds: list[Path]) -> list[str]:

@@ -170,6 +170,7 @@ def run(args) -> int:
 def _slurm_options(args, chosen):
     """SlurmOptions for `args`: each task loads the same plan (absolute paths) and runs one of its runs; checked
     (the Apptainer image and binds; sbatch and squeue here unless --dry-run) before any data is made."""
+    from ilgnet.bvlc.apptainer import check_image_file
     from ilgnet.paper.slurm import SlurmOptions, check
 
     source = args.plan if chosen.source == "built-in" else str(Path(args.plan).resolve())
@@ -179,6 +180,7 @@ def _slurm_options(args, chosen):
         task += ["--seeds", ",".join(map(str, args.seeds))]
     binds = []
     if args.apptainer:
+        check_image_file(args.apptainer)            # before the folders to bind are made
         for folder in (chosen.runs_dir, chosen.data_dir):
             Path(folder).mkdir(parents=True, exist_ok=True)
         binds = [chosen.runs_dir, chosen.data_dir, Path.cwd()] + \
