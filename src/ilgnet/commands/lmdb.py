@@ -78,6 +78,10 @@ def _marked(images, lists) -> None:
 
 
 def run(args) -> int:
+    from ilgnet.data.lmdb_decode import WORKER_MODULES
+    from ilgnet.pools import start_forkserver
+
+    start_forkserver(WORKER_MODULES)   # the decoding processes' imports, alongside this process's (pandas) below
     from ilgnet.data.folder import DataFolder
     from ilgnet.data.lmdb_build import build_split
 
