@@ -33,7 +33,7 @@ from ilgnet.data.lmdb_inputs import write_file_stats
 from ilgnet.errors import BadInput
 
 MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 records
-SHARED_BYTES_PER_TASK = 16 << 20  # a task's shared buffer of raw records: 83 records of 256 x 256
+SHARED_BYTES_PER_TASK = 8 << 20  # a task's shared buffer of raw records: 42 records of 256 x 256
 MIN_IMAGES_PER_TASK = 8    # the last tasks: a transaction and a round trip each are worth that many photos
 TASKS_PER_WORKER = 4       # a task is the images left / (this x workers): large first, small near the end
 IN_FLIGHT_PER_PROCESS = 2  # tasks submitted ahead per decoding process: the writer never waits, memory stays bounded
