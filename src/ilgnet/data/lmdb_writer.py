@@ -79,6 +79,9 @@ def shared_buffers(workers: int, resize: int, encoding: str | None) -> list:
     except OSError:
         release(buffers)
         return []
+    except BaseException:                   # a Ctrl-C: none left behind
+        release(buffers)
+        raise
     return buffers
 
 
