@@ -44,6 +44,26 @@ def test_shared_buffers_are_for_raw_records_and_removed_by_release():
         type(buffers[0])(buffers[0].name)
 
 
+def test_no_shared_buffers_where_they_would_take_over_half_of_the_free_shared_memory(monkeypatch, tmp_path):
+    from collections import namedtuple
+
+    from ilgnet.data import lmdb_writer
+
+    usage = namedtuple("usage", "total used free")
+    buffers = shared_buffers(2, 256, None)
+    needed = sum(buffer.size for buffer in buffers)
+    release(buffers)
+    monkeypatch.setattr(lmdb_writer.shutil, "disk_usage", lambda path: usage(0, 0, 2 * needed - 1))
+    assert shared_buffers(2, 256, None) == []
+    monkeypatch.setattr(lmdb_writer.shutil, "disk_usage", lambda path: usage(0, 0, 2 * needed))
+    release(buffers := shared_buffers(2, 256, None))
+    assert len(buffers) == 5
+    monkeypatch.undo()
+    monkeypatch.setattr(lmdb_writer, "SHARED_MEMORY", str(tmp_path / "none"))   # shared memory kept elsewhere
+    release(buffers := shared_buffers(2, 256, None))
+    assert len(buffers) == 5
+
+
 def _records(path: Path) -> list[tuple[bytes, bytes]]:
     env = lmdb.open(str(path), readonly=True, lock=False)
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from collections import Counter, deque
@@ -33,6 +34,7 @@ from ilgnet.data.lmdb_inputs import write_file_stats
 from ilgnet.errors import BadInput
 
 MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 records
+SHARED_MEMORY = "/dev/shm"       # where Linux keeps POSIX shared memory (a tmpfs)
 SHARED_BYTES_PER_TASK = 8 << 20  # a task's shared buffer of raw records: 42 records of 256 x 256
 MIN_IMAGES_PER_TASK = 8    # the last tasks: a transaction and a round trip each are worth that many photos
 TASKS_PER_WORKER = 4       # a task is the images left / (this x workers): large first, small near the end
@@ -63,16 +65,21 @@ def _images_per_buffer(resize: int) -> int:
 def shared_buffers(workers: int, resize: int, encoding: str | None) -> list:
     """The shared-memory buffers raw records of resize x resize come back in from `workers` decoding processes: one
     per task in flight and a spare, their memory reserved up front (a tmpfs that filled up later would kill a
-    worker writing into one); none for encoded records, or where the system has not that much to spare. Remove
-    them with `release` once the pool is shut down, so that no worker attaches to one removed."""
+    worker writing into one); none for encoded records, or where they would take more than half of the shared
+    memory free (SHARED_MEMORY), or more than there is. Remove them with `release` once the pool is shut down, so
+    that no worker attaches to one removed."""
     from multiprocessing import shared_memory
 
-    if encoding:
+    count, size = IN_FLIGHT_PER_PROCESS * workers + 1, _images_per_buffer(resize) * raw_record_bytes(resize)
+    try:
+        room = shutil.disk_usage(SHARED_MEMORY).free
+    except OSError:                         # no such folder: shared memory lives elsewhere (macOS)
+        room = None
+    if encoding or (room is not None and count * size > room // 2):   # never more than half of what is free
         return []
-    size = _images_per_buffer(resize) * raw_record_bytes(resize)
     buffers = []
     try:
-        for _ in range(IN_FLIGHT_PER_PROCESS * workers + 1):
+        for _ in range(count):
             buffers.append(shared_memory.SharedMemory(create=True, size=size))
             if hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(buffers[-1]._fd, 0, size)   # ENOSPC now, not SIGBUS in a worker
