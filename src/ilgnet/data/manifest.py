@@ -22,7 +22,7 @@ import pandas as pd
 from ilgnet.data.ava import read_ava_txt
 from ilgnet.data.images import BadImage, read_image
 from ilgnet.errors import BadInput
-from ilgnet.fileio import atomic_write_json, atomic_write_text, require
+from ilgnet.fileio import atomic_write_json, atomic_write_text, read_json, require
 from ilgnet.pools import pool_size
 
 MANIFEST = "ava-manifest.csv"
@@ -126,6 +126,27 @@ def manifest_beside(ava_txt: Path) -> Path | None:
     """The ava-manifest.csv beside an AVA.txt, when there is one."""
     path = Path(ava_txt).parent / MANIFEST
     return path if path.is_file() else None
+
+
+def check_current(manifest: Path, ava_txt: Path) -> None:
+    """BadInput, saying to verify again, when `manifest` (an ava-manifest.csv) is older than what it describes:
+    `ava_txt` (the AVA.txt read with it), or the photo folder it was made from (the one ava-summary.json names,
+    else images/ beside it). Photos added, removed or renamed change their folder's modification time; a photo
+    rewritten in place does not, which `ilgnet lmdb` catches as it decodes each photo. A folder that is the
+    manifest's own is not compared (writing the manifest changes it)."""
+    manifest = Path(manifest)
+    root = manifest.parent
+    try:
+        recorded = read_json(root / SUMMARY) if (root / SUMMARY).is_file() else {}
+    except ValueError:
+        recorded = {}
+    images = Path(recorded.get("images") or root / "images") if isinstance(recorded, dict) else root / "images"
+    written = manifest.stat().st_mtime_ns
+    for path, what in ((Path(ava_txt), "AVA.txt"), (images, "its photo folder")):
+        if path.exists() and path.resolve() != root.resolve() and path.stat().st_mtime_ns > written:
+            again = "" if images == root / "images" else f" --images {images}"
+            raise BadInput(f"{manifest} is older than {what} {path}, so it may not describe the photos there now; "
+                           f"run `ilgnet ava verify {root}{again}` to check them again")
 
 
 def usable(meta: pd.DataFrame, manifest: Path) -> tuple[pd.DataFrame, dict]:
