@@ -91,6 +91,24 @@ def test_int8_quantizes_the_convolutions_calibrated_on_the_photos_given(stand_in
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrate", out.name]
 
 
+def test_int8_checked_only_on_its_calibration_photos_is_refused_before_anything_is_written(stand_in, tmp_path,
+                                                                                           capsys):
+    calibrate = tmp_path / "calibrate"
+    calibrate.mkdir()
+    for photo in sorted(p for p in stand_in["photos"].iterdir() if p.name != "broken.jpg")[:2]:
+        shutil.copy(photo, calibrate / photo.name)
+    out = tmp_path / "small-int8.onnx"
+    with pytest.raises(SystemExit) as exit:
+        ilgnet(["export", str(stand_in["weights"]), "--variant", SMALL, "--mean", str(stand_in["mean"]),
+                "--out", str(out), "--precision", "int8", "--calibrate", str(calibrate), "--check", str(calibrate)])
+    assert exit.value.code == 2                                      # a usage error, as argparse's
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == ("ilgnet export: error: --check: its 2 photos are all calibration photos (--calibrate), which "
+                       "the check leaves out; give photos not calibrated on (nothing was written) "
+                       "(see `ilgnet export --help`)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrate"]
+
+
 def test_predict_int8_exports_once_and_says_so(stand_in, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ILGNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("ilgnet.defaults.CACHE_DIR", tmp_path / "cache")

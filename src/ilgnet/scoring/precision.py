@@ -108,6 +108,11 @@ def _timed_forwards(scorers: list[Scorer], inputs: list[np.ndarray]) -> list[tup
     return found
 
 
+def checked_photos(photos: list[Path], leave_out: set[Path] = frozenset()) -> list[Path]:
+    """The photos `compare` checks on: `photos` less `leave_out` (resolved paths: the calibration photos)."""
+    return [path for path in photos if Path(path).resolve() not in leave_out]
+
+
 def compare(photos: list[Path], model, written: Path, reference: Path, reference_backend: str = "onnxruntime",
             *, leave_out: set[Path] = frozenset()) -> dict:
     """How the file `written` (run by onnxruntime) and `reference` (run by `reference_backend`) differ on
@@ -115,7 +120,7 @@ def compare(photos: list[Path], model, written: Path, reference: Path, reference
     {photos, left_out, agree (labels equal), max_difference, mean_difference (|p_high difference|),
     written_seconds, reference_seconds (forward passes only, best of CHECK_ROUNDS), speedup}. BadInput when no
     photo is left to compare on."""
-    kept = [path for path in photos if Path(path).resolve() not in leave_out]
+    kept = checked_photos(photos, leave_out)
     scorers = [Scorer(weights, mean=model.mean, variant=model.variant, backend=backend, check=False)
                for weights, backend in ((written, "onnxruntime"), (reference, reference_backend))]
     images = [crops for _, crops in scorers[0].prepared(kept) if not isinstance(crops, str)]
