@@ -19,8 +19,8 @@ from ilgnet.cli import main as ilgnet
 from ilgnet.data import synthetic
 from ilgnet.data.folder import DataFolder
 from ilgnet.paper.integrity import check_finished
-from ilgnet.paper.pooling import pools
-from ilgnet.paper.report import accuracy_cells, data_provenance, find_runs
+from ilgnet.paper.pooling import pools, provenance
+from ilgnet.paper.report import accuracy_cells, find_runs
 from ilgnet.zoo.runfolder import RunFolder
 
 
@@ -131,8 +131,7 @@ def test_a_run_whose_data_folder_was_remade_is_stale_and_pooled_apart(campaign, 
     assert [c["pool"] for c in cells] == [f"data {old[:8]}", f"data {new[:8]}"]
     assert cells[0]["stale"] == ["ilgnet-ava2-seed1"]
     # The data table names what each run read, from its own model.json, not the folder as it is now.
-    provenance = data_provenance(runs)
-    assert [(d["sha256"]["mean.binaryproto"], d["current"], d["runs"]) for d in provenance] == [
+    assert [(d["sha256"]["mean.binaryproto"], d["current"], d["runs"]) for d in provenance(runs)] == [
         (old, False, ["ilgnet-ava2-seed1"]), (new, True, ["ilgnet-ava2-seed2"])]
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+# The tests' Ctrl-C at a known point of a long step (ctrl_c_point): the step's name, in the environment.
+CTRL_C_AT = "ILGNET_CTRL_C_AT"
 PROCESSES_PER_CPU = 4       # at most this many worker processes per CPU, whatever is asked for
 WORKER_START_SECONDS = 120  # how long process_pool waits for a worker to start before going on without knowing
 
@@ -162,3 +164,12 @@ def _start_worker(ready, initializer: Callable | None, initargs: tuple) -> None:
             initializer(*initargs)
     finally:
         ready.release()
+
+
+def ctrl_c_point(step: str) -> None:
+    """A point in the middle of `step` (a campaign's "synthetic AVA", "split", "LMDBs", "training", "snapshot
+    check", "scoring", "Fig. 5 maps", "report") where the environment's CTRL_C_AT naming it sends SIGINT to this
+    process's group, as a terminal's Ctrl-C does (Caffe, run by this process, receives it too). Nothing otherwise:
+    the tests interrupt each step at a known point this way instead of racing the clock."""
+    if os.environ.get(CTRL_C_AT) == step:
+        os.killpg(os.getpgrp(), signal.SIGINT)

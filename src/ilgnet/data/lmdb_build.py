@@ -45,7 +45,7 @@ from ilgnet.data.lmdb_writer import WORKER_MODULES, init_worker, write_lmdb
 from ilgnet.errors import BadInput, NoSpace, UserError
 from ilgnet.fileio import (atomic_paths, atomic_write_json, atomic_write_text, filesystem, folder_lock, require,
                            size_of, size_text)
-from ilgnet.pools import pool_size, process_pool, shutdown
+from ilgnet.pools import ctrl_c_point, pool_size, process_pool, shutdown
 
 # LMDB's largest key, MDB_MAXKEYSIZE as the lmdb library (Caffe's and py-lmdb's) is built by default: 511 bytes
 # (py-lmdb's Environment.max_key_size()). A record's key is `%08d_<file name>`, as convert_imageset writes it.
@@ -241,6 +241,7 @@ def _build(folder: DataFolder, image_root: Path, *, resize: int, seed: int, enco
                 if name == "train":
                     write_mean(mean, staged[folder.mean_binaryproto], staged[folder.mean_npy])
                     summary["mean_bgr"] = [round(float(v), 4) for v in mean.mean(axis=(1, 2))]
+                ctrl_c_point("LMDBs")
             stored = sum(summary[name]["records"] for name in to_build)
             seconds = time.perf_counter() - started
             summary.update(skipped=sum(summary[name]["skipped"] for name in SETS), seconds=round(seconds, 3),

@@ -19,6 +19,7 @@ from ilgnet.data.ava import AVA1_THRESHOLD, ava1_labels, read_list_file, write_l
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput
 from ilgnet.fileio import atomic_write_json, atomic_write_text, remove, require
+from ilgnet.pools import ctrl_c_point
 
 PARTITIONS = ("ava1", "ava2", "official", "published")
 PUBLISHED_COUNTS = {"AVA1": {"train": 235_529, "val": 20_000}, "AVA2": {"train": 25_553, "val": 25_553}}
@@ -145,6 +146,7 @@ def write_split(out: Path, train: pd.DataFrame, val: pd.DataFrame, facts: dict) 
     folder = DataFolder(out)
     folder.root.mkdir(parents=True, exist_ok=True)
     write_list_file(train, folder.list_file("train"))
+    ctrl_c_point("split")
     write_list_file(val, folder.list_file("val"))
     if "mean" in val:
         names = val["filename"] if "filename" in val else val["image_id"].astype(str) + ".jpg"

@@ -19,6 +19,7 @@ from ilgnet import defaults
 from ilgnet.bvlc.io import lmdb_records, lmdb_size
 from ilgnet.errors import BadInput
 from ilgnet.fileio import reading
+from ilgnet.pools import ctrl_c_point
 from ilgnet.evaluation.results import results_table, summarize
 from ilgnet.scoring.scorer import Scorer, batched
 
@@ -57,6 +58,7 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path | n
         probs.append(scorer.forward(np.stack(crops)))
         if on_batch is not None:
             on_batch(scorer, chunk_keys, chunk_labels)
+        ctrl_c_point("scoring")
     if len(keys) != total:
         raise BadInput(f"{lmdb_path}: read {len(keys)} records, the LMDB says it holds {total}")
     return results_table(keys, labels, np.concatenate(probs), batch=batch)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ilgnet.bvlc.io import lmdb_records
+from ilgnet.pools import ctrl_c_point
 from ilgnet.scoring.scorer import Scorer
 
 FIG5_LAYERS = ("conv1/7x7_s2", "conv2/3x3", "inception_3a/output", "inception_3b/output", "inception_4a/output",
@@ -130,6 +131,7 @@ class FeatureCollector:
         arrays = {f"layer{j}": np.stack([self.maps[k][1][j] for k in keys]) for j in range(len(FIG5_LAYERS))}
         with open(path, "wb") as f:
             np.savez_compressed(f, keys=np.array(keys), labels=np.array([self.maps[k][0] for k in keys]), **arrays)
+        ctrl_c_point("Fig. 5 maps")
 
 
 def read_maps(path: Path) -> list[tuple[str, int, list[np.ndarray]]]:

@@ -27,8 +27,9 @@ from ilgnet.bvlc.logs import parse_train_log
 from ilgnet.bvlc.proto import TRAIN, NetParameter
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ilgnet.fileio import atomic_paths, atomic_write_json, atomic_write_text, read_json
 from ilgnet.nets import VARIANTS
+from ilgnet.pools import ctrl_c_point
 from ilgnet.paper import figures, render
 from ilgnet.paper.claims import learned, paper_claims
 from ilgnet.paper.runstate import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
@@ -242,11 +243,6 @@ def fig5(run: RunResult) -> tuple[bytes, dict]:
     return figures.feature_maps(photos, density, scores), density
 
 
-def data_provenance(runs: list[RunResult]) -> list[dict]:
-    """Each data the runs read, as their run record records it (ilgnet.paper.pooling.provenance)."""
-    return provenance(runs)
-
-
 def build(paths: list[Path], *, figure_run: str | None = None, gpu: int | None = None, time_batch: int = 10,
           time_iterations: int = 3) -> dict:
     """Everything the report shows, as a dict (report.json), with the figures' PNG bytes under "figures"."""
@@ -255,7 +251,7 @@ def build(paths: list[Path], *, figure_run: str | None = None, gpu: int | None =
     timed = list(dict.fromkeys([*TABLE_RUNS["table4"][0], *seen]))
     report: dict = {"runs": runs, "tables": {t: accuracy_cells(runs, t) for t in ("table2", "table3")},
                     "times": test_times(timed, batch=time_batch, iterations=time_iterations, gpu=gpu),
-                    "environment": environment(gpu), "data": data_provenance(runs), "figures": {}}
+                    "environment": environment(gpu), "data": provenance(runs), "figures": {}}
     report["table4"] = time_rows(runs, report["times"])
     shown = choose_run(runs, figure_run, ["ilgnet", *VARIANTS])
     if shown is not None:
@@ -293,19 +289,22 @@ def _json_ready(report: dict, out: Path) -> dict:
 
 
 def write_report(report: dict, out: Path) -> list[Path]:
-    """REPORT.md with fig3/4/5.png, report.html (self-contained) and report.json in `out`; returns the paths."""
+    """REPORT.md with fig3/4/5.png, report.html (self-contained) and report.json in `out`, replacing the ones there
+    together once all are written (an interrupted report leaves the previous one whole); returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     blocks = render.sections(report, out.resolve())
-    written = []
-    for block in blocks:
-        if block[0] == "img":
-            atomic_write_bytes(out / block[1], block[2])
-            written.append(out / block[1])
-    atomic_write_text(out / "REPORT.md", render.markdown(blocks))
-    atomic_write_text(out / "report.html", render.html_page(blocks))
-    atomic_write_json(out / "report.json", _json_ready(report, out.resolve()))
-    return [out / "REPORT.md", out / "report.html", out / "report.json", *written]
+    images = {out / block[1]: block[2] for block in blocks if block[0] == "img"}
+    paths = [out / "REPORT.md", out / "report.html", out / "report.json", *images]
+    with atomic_paths(paths) as partials:
+        staged = dict(zip(paths, partials))
+        for path, png in images.items():
+            staged[path].write_bytes(png)
+        ctrl_c_point("report")
+        atomic_write_text(staged[out / "REPORT.md"], render.markdown(blocks))
+        atomic_write_text(staged[out / "report.html"], render.html_page(blocks))
+        atomic_write_json(staged[out / "report.json"], _json_ready(report, out.resolve()))
+    return paths
 
 
 def empty_cells(report: dict, plan: Plan) -> list[str]:
