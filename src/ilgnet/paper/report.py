@@ -70,13 +70,14 @@ class RunResult:
 
 
 def _read_run(run_dir: Path) -> RunResult:
-    record = read_record(run_dir)
-    run = record.get("run") or {}
-    try:
+    try:                                # a damaged campaign.json: named, left out of every cell, the rest reported
+        run = (record := read_record(run_dir)).get("run") or {}
         spec = RunSpec(run["variant"], run["profile"], run["seed"], tuple(sorted(run.get("train", {}).items())),
                        recipe=run.get("recipe", "released"))
-    except (KeyError, TypeError):
-        raise BadInput(f"{run_dir / CAMPAIGN_JSON}: not a campaign's record (no run with variant, profile, seed)")
+    except (BadInput, KeyError, TypeError, AttributeError) as err:
+        why = str(err) if isinstance(err, BadInput) else \
+            f"{run_dir / CAMPAIGN_JSON}: not a campaign's record (no run with variant, profile, seed)"
+        return RunResult(RunSpec("-", "-", 0), run_dir.resolve(), "damaged", why, {}, None)
     state, message, evaluation = folder_verdict(run_dir, record)
     model = read_json(RunFolder(run_dir).model_json) if evaluation is not None else None
     return RunResult(spec, run_dir.resolve(), state, message, record, evaluation, model)
@@ -297,13 +298,12 @@ def write_report(report: dict, out: Path) -> list[Path]:
     images = {out / block[1]: block[2] for block in blocks if block[0] == "img"}
     paths = [out / "REPORT.md", out / "report.html", out / "report.json", *images]
     with atomic_paths(paths) as partials:
-        staged = dict(zip(paths, partials))
-        for path, png in images.items():
-            staged[path].write_bytes(png)
+        for png, partial in zip(images.values(), partials[3:]):
+            partial.write_bytes(png)
         ctrl_c_point("report")
-        atomic_write_text(staged[out / "REPORT.md"], render.markdown(blocks))
-        atomic_write_text(staged[out / "report.html"], render.html_page(blocks))
-        atomic_write_json(staged[out / "report.json"], _json_ready(report, out.resolve()))
+        atomic_write_text(partials[0], render.markdown(blocks))
+        atomic_write_text(partials[1], render.html_page(blocks))
+        atomic_write_json(partials[2], _json_ready(report, out.resolve()))
     return paths
 
 
