@@ -129,6 +129,42 @@ def test_predict_int8_exports_once_and_says_so(stand_in, tmp_path, capsys, monke
     assert kept[0].stat().st_mtime_ns == stamp                          # kept, not made again
 
 
+def test_two_first_predicts_at_a_smaller_precision_share_one_export(stand_in, tmp_path):
+    """Two `ilgnet predict --precision fp16` at once with the export not made yet: the first is paused (SIGSTOP) while
+    its file is half written, the second is let start and seen waiting on the export's lock (the kernel's table of
+    locks), then the first is let go; both score, from one file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "ILGNET_CACHE": str(tmp_path / "cache")}
+    args = [sys.executable, "-m", "ilgnet.cli", "predict", str(stand_in["photos"]), "--model", str(stand_in["weights"]),
+            "--variant", SMALL, "--mean", str(stand_in["mean"]), "--precision", "fp16", "--quiet", "--out"]
+    first = subprocess.Popen([*args, str(tmp_path / "a.csv")], env=env, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "cache").rglob("*.onnx.partial")) and first.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        first.send_signal(signal.SIGSTOP)
+        assert first.poll() is None, "the first export ended too soon"
+        second = subprocess.Popen([*args, str(tmp_path / "b.csv")], env=env, stderr=subprocess.PIPE, text=True)
+        while not any(line.split()[1:3] == ["->", "FLOCK"] and line.split()[5] == str(second.pid)
+                      for line in open("/proc/locks").read().splitlines()):
+            assert second.poll() is None and time.monotonic() < deadline, second.stderr.read()
+            time.sleep(0.01)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        first.wait(timeout=300)
+    second.wait(timeout=300)
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr.read() + second.stderr.read()
+    assert len(list((tmp_path / "cache" / "onnx").glob("small.fp16-*.onnx"))) == 1
+    assert len((tmp_path / "a.csv").read_text().splitlines()) == len((tmp_path / "b.csv").read_text().splitlines())
+
+
 @pytest.mark.parametrize("extra", [["--backend", "opencv"], ["--gpu", "0"]])
 def test_predict_int8_runs_in_onnxruntime_on_the_cpu_only(stand_in, tmp_path, capsys, extra):
     with pytest.raises(SystemExit) as stop:

@@ -155,13 +155,13 @@ def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None
     `mean` (the array), exported once, calibrated for int8 on calibration_set (of `photos` when given), kept under
     `work`/onnx as NAME.PRECISION-KEY.onnx (KEY: the caffemodel's sha256, variant, precision, calibration and the
     toolkit's and converter's versions); and its metadata (ilgnet.zoo.onnx_metadata.identity, with `calibration`
-    and `quantization` for int8). `work` defaults to defaults.CACHE_DIR. Written atomically: a process that finds
-    it complete uses it."""
+    and `quantization` for int8). `work` defaults to defaults.CACHE_DIR. Written atomically under a lock: a process
+    that finds it complete uses it, one that finds another exporting it waits and then uses its file."""
     import hashlib
     import tempfile
 
     import ilgnet
-    from ilgnet.fileio import file_digest
+    from ilgnet.fileio import file_digest, waiting_lock
     from ilgnet.nets import deploy
     from ilgnet.zoo.onnx_metadata import FORMAT, identity, read_metadata
     from ilgnet.export.precision import QUANTIZATION, export_file
@@ -176,7 +176,11 @@ def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None
         return out, read_metadata(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {**identity(variant, model.weights, caffemodel_sha256=digest, mean=mean), "cache_key": key}
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+    # One export at a time per file: a second process waits for the first and uses its file.
+    with waiting_lock(out.with_name(f".{out.name}.lock")), \
+            tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        if out.is_file() and read_metadata(out).get("cache_key") == key:
+            return out, read_metadata(out)
         calibration = None
         if precision == "int8":
             calibration = calibration_set(model, mean, photos=photos, work=Path(tmp))
