@@ -205,3 +205,28 @@ def test_every_partition_is_checked_where_it_is_written(tmp_path):
     assert not (tmp_path / "own").exists() and not (tmp_path / "named").exists()
     summary = write_split(tmp_path / "fine", named.iloc[:1], named.iloc[1:], {"partition": "ava2"})
     assert (summary["train"]["images"], summary["val"]["images"]) == (1, 1)
+
+
+def test_an_interrupted_split_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """A Ctrl-C after the new train list is written (where the campaign test sends a real one) must not leave it
+    beside the old val list: the four files are replaced together."""
+    import pandas as pd
+
+    from ilgnet.data import partitions
+
+    old = pd.DataFrame({"filename": ["a.jpg", "b.jpg"], "label": [0, 1], "mean": [4.0, 6.0]})
+    new = pd.DataFrame({"filename": ["c.jpg", "d.jpg"], "label": [1, 0], "mean": [7.0, 3.0]})
+    partitions.write_split(tmp_path, old.iloc[:1], old.iloc[1:], {"partition": "ava2"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def ctrl_c(step):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(partitions, "ctrl_c_point", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        partitions.write_split(tmp_path, new.iloc[:1], new.iloc[1:], {"partition": "ava2"})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    monkeypatch.undo()
+    partitions.write_split(tmp_path, new.iloc[:1], new.iloc[1:].drop(columns="mean"), {"partition": "ava2"})
+    assert (tmp_path / "train.txt").read_text() == "c.jpg 1\n" and (tmp_path / "val.txt").read_text() == "d.jpg 0\n"
+    assert not (tmp_path / "val_means.csv").exists() and json.loads((tmp_path / "split.json").read_text())["val"][
+        "images"] == 1
