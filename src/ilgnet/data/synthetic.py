@@ -135,6 +135,7 @@ def generate(out_dir: Path, *, n_images: int = 3000, seed: int = 1, long_sides: 
     rows = add_vote_stats(rows)
     photo_seeds = rng.integers(0, 2**63, n_images)
     with ThreadPoolExecutor(jobs) as pool:
+        # In two halves, the tests' Ctrl-C (ctrl_c_point) landing with half the photos made.
         for part in (range(n_images // 2), range(n_images // 2, n_images)):
             list(pool.map(lambda i: _write_photo(images / f"{rows.image_id[i]}.jpg", int(photo_seeds[i]),
                                                  quality_of(rows["mean"][i]), long_sides), part))

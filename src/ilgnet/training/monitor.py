@@ -66,8 +66,8 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
             message = glog.group(2)
             if match := ITERATION.match(message):
                 bar.update(max(0, int(match[1]) - bar.n))
-                if message.endswith("Testing net (#0)"):
-                    ctrl_c_point("training")
+                if message.endswith("Testing net (#0)"):     # the tests' Ctrl-C: in a test pass, where
+                    ctrl_c_point("training")                # Caffe's snapshot comes before any further update
             if match := logs.TRAIN_LOSS.match(message):
                 bar.set_postfix(loss=float(match[2]))
             elif message.startswith(SNAPSHOT_MODEL):
