@@ -54,8 +54,8 @@ PAGE = 4096                # an LMDB page
 LMDB_OVERHEAD = 16 * PAGE  # per LMDB besides its records: meta and branch pages, lock.mdb, ilgnet-files.tsv
 
 
-def _ignore(message: str) -> None:
-    pass
+def ignore(message: str) -> None:
+    """The default `notify` of the data folder's builders: says nothing."""
 
 
 def record_bytes(resize: int, key_length: int = 24) -> int:
@@ -178,7 +178,7 @@ def _write_error(err: Exception, folder: DataFolder, partials: list[Path], *, ne
 
 def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RESIZE, seed: int = defaults.SEED,
                 encoding: str | None = None, jobs: int | None = None, force: bool = False, progress: bool = True,
-                notify: Callable[[str], None] = _ignore) -> dict:
+                notify: Callable[[str], None] = ignore) -> dict:
     """Builds split_dir/{train_lmdb,val_lmdb,mean.binaryproto,mean.npy,lmdb.json,skipped.txt} from its train.txt and
     val.txt with photos under `image_root`; returns what it writes to lmdb.json (per set: records, labels, skipped
     files and their reasons, and `reused` when a finished LMDB was kept, else `rebuilt_because` when one was there;
