@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ilgnet.commands.arguments import integer, output_folder
 from ilgnet.errors import BadInput
+from ilgnet.fileio import atomic_write_text
 
 DEFAULT_WORK = Path("work/demo")
 MARKER = ".ilgnet-demo"
@@ -84,6 +85,19 @@ def _fresh_work_dir(work: Path) -> None:
     (work / MARKER).write_text("made by `ilgnet demo`; it empties this folder when run again\n")
 
 
+def evaluate_held_out(weights: Path, data: Path, out: Path, *, gpu: int | None, progress: bool) -> dict:
+    """Step 5, what `ilgnet test --weights WEIGHTS --data DATA --json OUT` does (ilgnet.evaluation.evaluate): the
+    evaluation of every held-out record, written to `out` and returned as its JSON dict."""
+    from ilgnet.data.folder import DataFolder
+    from ilgnet.evaluation import evaluate
+    from ilgnet.zoo.models import resolve_model
+
+    folder = DataFolder(data)
+    result = evaluate(resolve_model(weights), folder, gpu=gpu, protocol=folder.protocol(), progress=progress).to_json()
+    atomic_write_text(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    return result
+
+
 YOUR_PHOTOS = "YOUR_PHOTOS"     # the placeholder of the closing `predict` command
 
 
@@ -95,7 +109,6 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
     from ilgnet.data.ava import read_ava_txt
     from ilgnet.data.lmdb_build import build_split
     from ilgnet.data.partitions import ava2_split, write_split
-    from ilgnet.evaluation.pycaffe_engine import evaluate
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Scorer
     from ilgnet.training.plan import TrainOptions
@@ -140,9 +153,7 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
 
     started = _step(5, "test on every held-out image",
                     f"ilgnet test --variant ilgnet --weights {weights} --data {data} --json {work / 'test.json'}")
-    result = evaluate("ilgnet", weights, data / "val_lmdb", data / "mean.binaryproto", gpu=gpu,
-                      progress=progress)
-    (work / "test.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = evaluate_held_out(weights, data, work / "test.json", gpu=gpu, progress=progress)
     baseline = result["majority_baseline"]["accuracy"]
     auc = "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.3f}"
     print(f"   accuracy {result['accuracy']:.1%} on {result['images']} held-out images; majority-class baseline "
