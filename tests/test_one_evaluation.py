@@ -18,7 +18,7 @@ from ilgnet.evaluation import evaluation
 from ilgnet.evaluation.results import prefix_protocol
 from ilgnet.paper.execute import evaluate_run
 from ilgnet.paper.plans import Plan, RunSpec
-from ilgnet.scoring import pool, scorer
+from ilgnet.scoring import backends, pool, scorer
 from ilgnet.zoo import models
 from ilgnet.zoo.runfolder import RunFolder
 
@@ -65,8 +65,8 @@ def test_test_the_campaign_and_the_demo_evaluate_alike(campaign, monkeypatch, tm
     by_campaign = evaluate_run(plan, spec, run_dir, RunFolder(run_dir).snapshot(SMALL, 20), gpu=None, docker=False,
                                progress=False)
     assert json.loads((run_dir / "evaluation.json").read_text()) == by_campaign
-    by_demo = evaluate_held_out(run_dir, data, tmp_path / "demo" / "test.json", gpu=None, progress=False)
-    assert json.loads((tmp_path / "demo" / "test.json").read_text()) == by_demo
+    by_demo = evaluate_held_out(run_dir, data, tmp_path / "demo-test.json", gpu=None, progress=False)
+    assert json.loads((tmp_path / "demo-test.json").read_text()) == by_demo
     assert len(calls) == 3
 
     # The campaign reads the paper's 50-iteration protocol off the per-record results; the others do not ask for it.
@@ -90,7 +90,8 @@ def test_predict_resolves_its_model_once_and_picks_its_backend_once(campaign, mo
         cv2.imwrite(str(photos / f"p{i}.png"), image)
     resolved = spy(monkeypatch, models, "resolve_model")
     monkeypatch.setattr(scorer, "resolve_model", models.resolve_model)       # the Scorer's own use of it counts too
-    picks = [spy(monkeypatch, module, "pick_backend") for module in (pool, scorer)]
+    picks = [spy(monkeypatch, module, "pick_backend") for module in (backends, pool, scorer)]
+    looked_up = [spy(monkeypatch, module, "require") for module in (pool, scorer)]
     for workers in ("1", "2"):          # the Scorer in this process, and two processes of a pool
         assert ilgnet(["predict", str(photos), "--model", str(plan.run_dir(spec)), "--workers", workers,
                        "--batch", "2", "--quiet"]) == 0
@@ -98,6 +99,7 @@ def test_predict_resolves_its_model_once_and_picks_its_backend_once(campaign, mo
         assert [str(args[0]) for args, _ in resolved] == [str(plan.run_dir(spec))]
         resolved.clear()
         auto = [args for calls in picks for args, _ in calls if args[0] == "auto"]
-        assert len(auto) == 1, auto
+        assert len(auto) == 1, auto                 # the backend chosen once; later calls only check that choice
+        assert looked_up == [[], []]                # the weights found once, when the model was resolved
         for calls in picks:
             calls.clear()
