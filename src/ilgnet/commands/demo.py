@@ -168,10 +168,11 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
     chosen = val_rows.sample(n=min(held_out, len(val_rows)), random_state=seed)
     for image_id in chosen["image_id"]:
         shutil.copy2(ava / "images" / f"{image_id}.jpg", photos)
-    scorer = Scorer(weights, mean=data / "mean.binaryproto", gpu=gpu)
+    scorer = Scorer.from_model(weights, mean=data / "mean.binaryproto", gpu=gpu)   # as `ilgnet predict` resolves it
     table, skipped = scorer.score_files(sorted(photos.iterdir()))
     write_gallery(work / "report.html", table, skipped, about={
-        "model": str(weights), "variant": "ilgnet", "mean": str(data / "mean.binaryproto"), "backend": "caffe"})
+        "model": str(weights), "variant": scorer.model.variant, "mean": str(data / "mean.binaryproto"),
+        "backend": scorer.backend})
     truth = rows.set_index("image_id")["mean"]
     table["ava_mean"] = [truth[int(Path(p).stem)] for p in table["path"]]
     table.to_csv(work / "predictions.csv", index=False, float_format="%.6f")
