@@ -4,6 +4,7 @@ it, so their evaluation.json files hold the same keys (`Evaluation.to_json`)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def with_data_mean(model: Model, data: DataFolder) -> Model:
 def evaluate(model: Model, data: DataFolder, *, batch: int = defaults.VAL_BATCH, engine: str = "pycaffe",
              backend: str = "caffe", gpu: int | None = None, docker: bool = False, protocol: str | None = None,
              paper_protocol: str | None = None, check: bool = True, progress: bool = True,
-             on_batch=None) -> Evaluation:
+             on_batch: Callable | None = None) -> Evaluation:
     """Scores every record of `data`'s val LMDB once with a resolved `model` (ilgnet.zoo.models.resolve_model; its
     own mean, else the data folder's) at `batch`: in this process by `backend` (engine "pycaffe":
     ilgnet.evaluation.in_process, `check`ing the weights against the net first, `on_batch` called after each
