@@ -110,7 +110,7 @@ def test_a_manifest_older_than_what_it_describes_is_refused_until_verified_again
     os.utime(other, ns=(listing.stat().st_mtime_ns,) * 2)                # as old as the manifest: current
     assert _split(verified, tmp_path / "out") == 1
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"ilgnet split: error: {listing} is older than {what} {verified / changed}, so it may not describe the "
+        f"ilgnet split ava2: error: {listing} is older than {what} {verified / changed}, so it may not describe the "
         f"photos there now; run `ilgnet ava verify {verified}` to check them again")
     assert not (tmp_path / "out").exists()
     manifest.verify(verified, progress=False)

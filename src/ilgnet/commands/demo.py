@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ilgnet.commands.arguments import integer, output_folder
-from ilgnet.errors import BadInput
+from ilgnet.errors import UsageError
 from ilgnet.fileio import atomic_write_text
 
 DEFAULT_WORK = Path("work/demo")
@@ -79,7 +79,7 @@ def _done(started: float, timings: dict, name: str) -> None:
 def _fresh_work_dir(work: Path) -> None:
     """Empties `work` for a new run, but only if it is missing, empty, or an earlier demo's folder."""
     if work.exists() and any(work.iterdir()) and not (work / MARKER).exists():
-        raise BadInput(f"{work} exists and was not made by `ilgnet demo`; give another --work folder")
+        raise UsageError(f"argument --work: {work} exists and was not made by `ilgnet demo`; give another folder")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     (work / MARKER).write_text("made by `ilgnet demo`; it empties this folder when run again\n")

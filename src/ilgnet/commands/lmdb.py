@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import Output, existing_folder, integer, refuse_overwrites
+from ilgnet.commands.arguments import INPUT, REPLACED, Arg, existing_folder, integer, refuse_overwrites
 from ilgnet.data.folder import ENCODINGS, SETS
 from ilgnet.pools import PROCESSES_PER_CPU
 
 MAX_RESIZE = 4096
+ARGS = (Arg("--split", "split", REPLACED, "the split folder, whose train_lmdb and val_lmdb are rebuilt"),
+        Arg("--images", "images", INPUT, "the folder of the photos (--images)"))
 
 
 def register(subparsers) -> None:
@@ -70,9 +72,8 @@ def run(args) -> int:
     from ilgnet.data.make import make_lmdbs
 
     data = DataFolder(args.split)
-    refuse_overwrites([Output("--split", data.lmdb(name), whole=True) for name in SETS],
-                      [(args.images, "the folder of the photos (--images)"),
-                       *((data.list_file(name), f"the list {name}.txt") for name in SETS)])
+    refuse_overwrites(ARGS, args, paths={"split": [data.lmdb(name) for name in SETS]},
+                      inputs=[(data.list_file(name), f"the list {name}.txt") for name in SETS])
     summary = make_lmdbs(args.split, args.images, resize=args.resize, seed=args.seed, encoding=args.encoded,
                          jobs=args.jobs, force=args.force, notify=_notify)
     for name in SETS:

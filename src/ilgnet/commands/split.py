@@ -8,10 +8,14 @@ import sys
 from dataclasses import fields
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (Output, existing_file, existing_folder, integer, output_folder, real,
-                                       refuse_overwrites)
-from ilgnet.errors import BadInput
-from ilgnet.errors import UsageError
+from ilgnet.commands.arguments import (INPUT, OUTPUT, Arg, existing_file, existing_folder, integer, output_folder,
+                                       real, refuse_overwrites)
+from ilgnet.errors import BadInput, UsageError
+
+ARGS = (Arg("--out", "out", OUTPUT, "the split folder"), Arg("--ava-txt", "ava_txt", INPUT, "AVA.txt"),
+        Arg("FILE.csv", "csv", INPUT, "the labels file"), Arg("--val-list", "val_list", INPUT, "the val list"),
+        Arg("repo", "repo", INPUT, "the clone of the ILGNet repository"),
+        Arg("--lists", "lists", INPUT, "the folder of AVA's lists"))
 
 
 def register(subparsers) -> None:
@@ -144,12 +148,12 @@ def _refuse_overwrites(args, partition) -> None:
     from ilgnet.data.folder import DataFolder
 
     out = DataFolder(args.out)
-    refuse_overwrites([Output("--out", path) for path in (out.list_file("train"), out.list_file("val"),
-                                                          out.split_json, out.val_means)], partition.inputs())
+    written = [out.list_file("train"), out.list_file("val"), out.split_json, out.val_means]
+    refuse_overwrites(ARGS, args, inputs=partition.inputs(), paths={"out": written})
 
 
-def _notify(message: str) -> None:
-    print(f"ilgnet split: {message}", file=sys.stderr, flush=True)
+def _notify(args, message: str) -> None:
+    print(f"ilgnet split {args.partition}: {message}", file=sys.stderr, flush=True)
 
 
 def run(args) -> int:
@@ -159,7 +163,7 @@ def run(args) -> int:
     partition = _partition(args)
     _refuse_overwrites(args, partition)
     try:
-        summary = make_split(args.out, partition, notify=_notify)
+        summary = make_split(args.out, partition, notify=lambda message: _notify(args, message))
     except RuleMismatch as err:
         why = ("has scores: give --threshold T (above T is high) or --top-bottom P" if err.column == "score" else
                "has labels already: --threshold and --top-bottom go with a score column")

@@ -44,7 +44,7 @@ from ilgnet.scoring.backends import open_net, pick_backend
 from ilgnet.scoring.inputs import check_images, check_paths
 from ilgnet.bvlc.fit import check_fits
 from ilgnet.export.cache import cached_export
-from ilgnet.zoo.models import Model, known_variant, resolve_model
+from ilgnet.zoo.models import Model, known_variant, require_mean, resolve_model
 from ilgnet.zoo.onnx_metadata import check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
 
@@ -104,7 +104,7 @@ def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: s
     """Checks that `weights` fit the net a Scorer would load (ilgnet.bvlc.fit): every layer of the deploy file, or of
     the variant's deploy net, gets its blobs, and the caffemodel holds no layer the variant's training net lacks
     (any unused layer, for a deploy file of no known variant). Returns the layers matched; BadInput otherwise, naming
-    the variant the weights are of where their run's record or the registry records it (zoo.models.known_variant).
+    the variant the weights are of (about "variant") where its run or the registry records it (known_variant).
     An ONNX file (checked when it was exported) must be one `ilgnet export` wrote of `variant`'s net; it holds
     its own net, so no deploy file goes with it. Returns 0 for it."""
     if is_onnx(weights):
@@ -125,22 +125,21 @@ def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: s
         known = known_variant(weights) if "does not fit" in str(err) else None
         if known is None or known[0] == variant:
             raise
-        raise BadInput(f"{err}. These weights are of the {known[0]} net ({known[1]} says so): give --variant "
-                       f"{known[0]}, or leave --variant out") from None
+        raise BadInput(f"{err}. These weights are of the {known[0]} net ({known[1]} says so): give variant "
+                       f"{known[0]}, or none", about="variant") from None
 
 
 def scoring_model(weights: Path | str | Model, *, mean: Path | str | np.ndarray | None = None,
                   variant: str | None = None) -> Model:
     """The Model a Scorer runs: `weights` when it is one (resolved, so its files were found then), else the file
     `weights` (MissingFile when absent); `mean` and `variant` replace what it records; variant ilgnet by default.
-    BadInput without a mean."""
+    BadInput without a mean (zoo.models.require_mean)."""
     if not isinstance(weights, Model):
         require(Path(weights), what="weights file")
         weights = Model(Path(weights), None, None, name=str(weights))
-    model = replace(weights, variant=variant or weights.variant or "ilgnet",
+    model = replace(weights, variant=variant or weights.variant or "ilgnet", name=weights.name or str(weights.weights),
                     mean=weights.mean if mean is None else mean)
-    if model.mean is None:
-        raise BadInput(f"{model.name or model.weights}: the mean image it was trained with is needed")
+    require_mean(model)
     return model
 
 
