@@ -168,7 +168,8 @@ def test_an_official_split_whose_lists_share_images_is_refused(tmp_path, ava_txt
                  "generic_test", "--out", str(out)]) == 1
     err = capsys.readouterr().err.splitlines()[-1]
     test_list = lists / "generic_test.jpgl"
-    first = min(i for i in read_id_list(test_list) if i in set(read_ava_txt(ava_txt)["image_id"]))
+    known = set(read_ava_txt(ava_txt)["image_id"])
+    first = min(i for i in read_id_list(test_list) if i in known)
     assert err == (f"ilgnet split: error: {test_list} and {test_list}: 102 images are in both the training and the "
                    f"test (val) set, e.g. image id {first}; a test set may hold no training image")
     assert not out.exists()
