@@ -97,6 +97,7 @@ def test_official_lists_label_by_threshold_and_report_missing_ids(tmp_path, ava_
     assert "19898 ids of the val list are not in" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset, counts", [
     ("ava1", {"train": (235_529, {"0": 70_673, "1": 164_856}), "val": (20_000, {"0": 4_000, "1": 16_000})}),
     ("ava2", {"train": (25_553, {"0": 12_722, "1": 12_831}), "val": (25_553, {"0": 12_831, "1": 12_722})}),

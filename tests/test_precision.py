@@ -64,6 +64,7 @@ def test_scores_with_preprocessing_in_threads_equal_those_made_inline(stand_in):
     np.testing.assert_allclose(table.p_high.to_numpy(), by_images, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_int8_quantizes_the_convolutions_calibrated_on_the_photos_given(stand_in, tmp_path, capsys):
     calibrate = tmp_path / "calibrate"
     calibrate.mkdir()
@@ -91,6 +92,7 @@ def test_int8_quantizes_the_convolutions_calibrated_on_the_photos_given(stand_in
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrate", out.name]
 
 
+@pytest.mark.slow
 def test_predict_int8_exports_once_and_says_so(stand_in, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ILGNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("ilgnet.defaults.CACHE_DIR", tmp_path / "cache")
