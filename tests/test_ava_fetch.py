@@ -76,7 +76,7 @@ def _fetch(tmp_path, hub, registry, root, *extra) -> subprocess.CompletedProcess
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("kind", ["tgz", "zip"])
+@pytest.mark.parametrize("kind", ["tgz", pytest.param("zip", marks=pytest.mark.slow)])
 def test_fetch_lays_out_ava_and_a_second_run_downloads_nothing(tmp_path, source, kind):
     data = _archive(source, kind)
     filename = f"ava.{kind}"
