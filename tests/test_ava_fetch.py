@@ -116,7 +116,7 @@ def test_interrupted_download_resumes_from_where_it_stopped(tmp_path, source):
         failed = _fetch(tmp_path, hub, registry, root)
         assert failed.returncode == 1
         error = failed.stderr.strip().splitlines()[-1]
-        assert error.startswith("ilgnet ava: error: ") and "run the same command again to resume" in error
+        assert error.startswith("ilgnet ava fetch: error: ") and "run the same command again to resume" in error
         assert not (root / "images").exists()
         hub.down = False
         resumed = _fetch(tmp_path, hub, registry, root, "--keep-archive")
@@ -168,7 +168,7 @@ def test_a_corrupted_byte_is_refused_before_extraction(tmp_path, source):
         result = _fetch(tmp_path, hub, registry, root)
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("ilgnet ava: error: ") and f"expected {hashlib.sha256(data).hexdigest()}" in line
+    assert line.startswith("ilgnet ava fetch: error: ") and f"expected {hashlib.sha256(data).hexdigest()}" in line
     assert "nothing extracted" in line
     assert not (root / "images").exists() and not (root / "AVA.txt").exists()
     assert not (root / ".ilgnet-download" / "ava.tgz").exists()
@@ -200,7 +200,7 @@ def test_a_full_disk_is_refused_before_download(tmp_path, source):
         assert hub.requests == []
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("ilgnet ava: error: ") and " needs " in line and "B free" in line
+    assert line.startswith("ilgnet ava fetch: error: ") and " needs " in line and "B free" in line
     with pytest.raises(NoSpace):
         ava_fetch.check_room(root, get_mirror("test", registry))
 

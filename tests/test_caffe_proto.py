@@ -55,6 +55,20 @@ def test_a_datum_round_trips_without_caffe():
     assert np.array_equal(datum_image(datum), chw.transpose(1, 2, 0))
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7), (3, 256, 256), (1, 1, 1), (3, 300, 2000)])
+@pytest.mark.parametrize("label", [0, 1, 127, 128, -1, 2**31 - 1, -2**31])
+def test_a_raw_datum_is_its_frame_around_the_pixels(shape, label):
+    """datum_frame's head and tail around the pixels are the bytes the protobuf library writes for the whole Datum
+    (lengths of one to four varint bytes, negative labels in ten)."""
+    from ilgnet.bvlc.io import datum_frame
+
+    chw = np.random.default_rng(label % 7).integers(0, 256, shape, dtype=np.uint8)
+    whole = caffe_proto.Datum(channels=shape[0], height=shape[1], width=shape[2], data=chw.tobytes(), label=label,
+                              encoded=False).SerializeToString()
+    head, tail = datum_frame(*shape, label)
+    assert head + chw.tobytes() + tail == whole == datum_bytes(chw, label)
+
+
 def test_text_format_keeps_caffes_float_style_and_skips_unknown_fields():
     layer = caffe_proto.parse_text('name: "x" type: "ReLU" param { lr_mult: 1 } future_param { a: 1 }',
                                    caffe_proto.LayerParameter())

@@ -75,8 +75,10 @@ def test_the_paper_protocol_is_caffe_tests_first_records(eleven, small_caffemode
     plain.mkdir()
     for name in ("val_lmdb", "mean.binaryproto"):
         (plain / name).symlink_to(eleven / name)
-    assert main(["test", "--weights", str(small_caffemodel), "--variant", SMALL, "--data", str(plain),
-                 "--paper-protocol"]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        main(["test", "--weights", str(small_caffemodel), "--variant", SMALL, "--data", str(plain),
+              "--paper-protocol"])
+    assert exit_.value.code == 2
     assert f"--paper-protocol: {plain / 'split.json'} names no paper protocol" in capsys.readouterr().err
 
 

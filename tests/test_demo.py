@@ -108,6 +108,9 @@ def test_reduced_demo_runs_every_stage(caffe, tmp_path, monkeypatch):
 
 def test_demo_leaves_foreign_folders_alone(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("someone's files\n")
-    assert ilgnet(["demo", "--work", str(tmp_path)]) == 1
-    assert "was not made by `ilgnet demo`" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        ilgnet(["demo", "--work", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert f"ilgnet demo: error: argument --work: {tmp_path} exists and was not made by `ilgnet demo`" in \
+        capsys.readouterr().err
     assert (tmp_path / "notes.txt").exists() and not (tmp_path / MARKER).exists()

@@ -231,9 +231,9 @@ def train_args(data: Path, root: Path) -> list:
             "--models", root / "no-models"]
 
 
-def one_error_line(result: subprocess.CompletedProcess, command: str) -> str:
+def one_error_line(result: subprocess.CompletedProcess, command: str, status: int = 1) -> str:
     lines = [line for line in result.stderr.splitlines() if f"ilgnet {command}: error: " in line]
-    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode == status and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     return lines[0]
 
 
@@ -287,8 +287,8 @@ def test_a_docker_run_that_cannot_start_is_refused_before_its_run_folder(no_caff
         pytest.skip("nvidia-smi lists a GPU here: a GPU run can start")
     on_gpu = [*(["--gpu", "0"] if arg == "--cpu" else [arg] for arg in train_args(data, tmp_path))]
     no_gpu = run_ilgnet(no_caffe_python, stand_in_docker, *[a for args in on_gpu for a in args], cwd=tmp_path)
-    assert one_error_line(no_gpu, "train").startswith("ilgnet train: error: GPU 0 asked for, but this machine has no "
-                                                      "GPU (")
+    assert one_error_line(no_gpu, "train", status=2).startswith("ilgnet train: error: argument --gpu: GPU 0 asked for, "
+                                                                "but this machine has no GPU (")
     assert no_gpu.stderr.rstrip().endswith("); run in the CPU image with --cpu")
     assert not (tmp_path / "runs").exists() and stand_in_docker.calls("run") == []
 

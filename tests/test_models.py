@@ -127,7 +127,7 @@ def test_scorer_from_a_run_with_the_opencv_backend(run, stand_in):
 
 
 def test_scorer_from_a_plain_caffemodel_needs_its_mean(stand_in):
-    with pytest.raises(BadInput, match=f"^{stand_in['weights']}: the mean image it was trained with is needed$"):
+    with pytest.raises(BadInput, match=f"^{stand_in['weights']}: the mean image it was trained with is needed "):
         Scorer.from_model(stand_in["weights"], variant=SMALL, backend="opencv")
     scorer = Scorer.from_model(stand_in["weights"], mean=stand_in["mean"], variant=SMALL, backend="opencv")
     assert scorer.crop == 227

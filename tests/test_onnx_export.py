@@ -177,8 +177,9 @@ def test_export_checks_the_weights_and_needs_the_mean(stand_in, tmp_path, capsys
                    "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{stand_in['other']}: does not fit the {SMALL} net" in err
-    assert ilgnet(["export", str(stand_in["weights"]), "--variant", SMALL, "--out", str(out)]) == 1
-    assert "--mean is needed" in capsys.readouterr().err
+    assert ilgnet(["export", str(stand_in["weights"]), "--variant", SMALL, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"ilgnet export: error: argument --mean: {stand_in['weights']}: the mean image "
+                                       f"it was trained with is needed (DATA/mean.binaryproto from `ilgnet lmdb`)\n")
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

@@ -359,7 +359,7 @@ def test_installing_a_model_onto_a_full_disk_is_one_line(bugcase, tmp_path):
     full = tmp_path / "full"
     status, out, err = ilgnet_process(["weights", "install", "ilgnet-ava2-mean", case / "AVA2_mean.binaryproto",
                                        "--dest", full], full=full)
-    assert (status, err) == (1, f"ilgnet weights: error: no space left on ilgnet-full (mounted at {full}, "
+    assert (status, err) == (1, f"ilgnet weights install: error: no space left on ilgnet-full (mounted at {full}, "
                                 f"0B free) writing {full / 'AVA2_mean.binaryproto'}, which needs 786kB\n")
     assert out.split("--- left:\n")[1].split() == ["filler"]
 

@@ -119,8 +119,8 @@ def test_published_lists_with_a_wrong_count_are_refused(tmp_path, shared_data, c
     val = clone / "data" / "AVA2" / "val.txt"
     val.write_text("\n".join(val.read_text().splitlines()[:-1]))
     assert main(["split", "published", str(clone), "--set", "AVA2", "--out", str(tmp_path / "out")]) == 1
-    assert f"ilgnet split: error: {val}: expected 25,553 images (the published AVA2 val list), found 25,552" in (
-        capsys.readouterr().err)
+    assert (f"ilgnet split published: error: {val}: expected 25,553 images (the published AVA2 val list), found "
+            f"25,552") in capsys.readouterr().err
     assert main(["split", "published", str(clone), "--out", str(tmp_path / "out")]) == 1  # no data/AVA1
     assert f"{clone / 'data' / 'AVA1' / 'train.txt'} does not exist: expected a clone" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -133,7 +133,7 @@ def test_cli_reports_bad_ava_txt_with_file_and_line(tmp_path, ava_txt):
     result = subprocess.run([sys.executable, "-m", "ilgnet.cli", "split", "ava1", "--ava-txt", str(bad),
                              "--test-size", "1", "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 1
-    assert f"ilgnet split: error: {bad}:2: expected 15 columns" in result.stderr
+    assert f"ilgnet split ava1: error: {bad}:2: expected 15 columns" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -153,8 +153,8 @@ def test_a_partition_that_would_be_empty_is_refused_naming_the_arguments(tmp_pat
     (lists / "generic_test.jpgl").write_text("".join(f"{i}\n" for i in read_ava_txt(ava_txt).image_id[:5]))
     more = ["--lists", str(lists)] if args[0] == "official" else []
     assert main(["split", *args, "--ava-txt", str(ava_txt), *more, "--out", str(tmp_path / "out")]) == 1
-    assert capsys.readouterr().err.splitlines()[-1] == (f"ilgnet split: error: {tmp_path / 'out' / empty} would list "
-                                                        f"no images: {why.format(ava_txt=ava_txt)}")
+    assert capsys.readouterr().err.splitlines()[-1] == (f"ilgnet split {args[0]}: error: {tmp_path / 'out' / empty} "
+                                                        f"would list no images: {why.format(ava_txt=ava_txt)}")
     assert not (tmp_path / "out").exists()
 
 
@@ -171,8 +171,8 @@ def test_an_official_split_whose_lists_share_images_is_refused(tmp_path, ava_txt
     test_list = lists / "generic_test.jpgl"
     known = set(read_ava_txt(ava_txt)["image_id"])
     first = min(i for i in read_id_list(test_list) if i in known)
-    assert err == (f"ilgnet split: error: {test_list} and {test_list}: 102 images are in both the training and the "
-                   f"test (val) set, e.g. image id {first}; a test set may hold no training image")
+    assert err == (f"ilgnet split official: error: {test_list} and {test_list}: 102 images are in both the training "
+                   f"and the test (val) set, e.g. image id {first}; a test set may hold no training image")
     assert not out.exists()
 
 
@@ -185,8 +185,8 @@ def test_published_lists_sharing_an_image_are_refused(tmp_path, shared_data, cap
     val.write_text("\n".join([shared, *lines[1:]]) + "\n")             # the count stays the published one
     assert main(["split", "published", str(clone), "--set", "AVA2", "--out", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err == (
-        f"ilgnet split: error: {clone / 'data' / 'AVA2'}: 1 image is in both the training and the test (val) set, "
-        f"e.g. image id {int(shared.split('.')[0])}; a test set may hold no training image\n")
+        f"ilgnet split published: error: {clone / 'data' / 'AVA2'}: 1 image is in both the training and the test (val) "
+        f"set, e.g. image id {int(shared.split('.')[0])}; a test set may hold no training image\n")
     assert not (tmp_path / "out").exists()
 
 

@@ -224,8 +224,8 @@ def test_errors_are_reported(tiny_model, tmp_path, capsys):
     photo = write_photos(tmp_path / "p")[0]
     assert ilgnet(["predict", str(tmp_path / "missing.jpg"), *tiny_args(tiny_model)]) == 1
     assert "missing.jpg does not exist" in capsys.readouterr().err
-    assert ilgnet(["predict", str(photo), "--model", str(tiny_model["weights"])]) == 1
-    assert "--mean is needed" in capsys.readouterr().err
+    assert ilgnet(["predict", str(photo), "--model", str(tiny_model["weights"])]) == 2
+    assert "ilgnet predict: error: argument --mean: " in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ilgnet(["predict", str(photo), "--model", str(tmp_path / "nothing.caffemodel")])
     assert "not ilgnet-ava1 or ilgnet-ava2, and no such file" in capsys.readouterr().err
@@ -235,9 +235,9 @@ def test_errors_are_reported(tiny_model, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ilgnet(["predict", str(photo), "--model", str(tiny_model["weights"]), "--mean", str(tmp_path)])
     assert f"argument --mean: {tmp_path} is a folder, not a file" in capsys.readouterr().err
-    assert ilgnet(["predict", str(photo), "--model", str(tmp_path), "--mean", str(tiny_model["mean"])]) == 1
-    assert f"model {tmp_path} is a folder without model.json: neither a run of `ilgnet train` nor a .caffemodel" in \
-        capsys.readouterr().err
+    assert ilgnet(["predict", str(photo), "--model", str(tmp_path), "--mean", str(tiny_model["mean"])]) == 2
+    assert capsys.readouterr().err == (f"ilgnet predict: error: argument --model: model {tmp_path} is a folder without "
+                                       f"model.json: neither a run of `ilgnet train` nor a .caffemodel\n")
 
 
 @pytest.mark.parametrize("backend", ["opencv", "caffe"])

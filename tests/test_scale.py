@@ -68,17 +68,24 @@ def test_without_ray_one_line_says_how_to_install_it(stand_in, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--ray", "photos.jpg"], "not a Ray address"),
+    (["--ray", "photos.jpg"], "argument --ray: photos.jpg: not a Ray address (auto, HOST:PORT or ray://HOST:PORT); "
+                              "with a local Ray runtime, put --ray after the photos"),
     (["--ray", "--gpu", "0"], "--actor-gpus 1 gives each actor a GPU"),
     (["--ray", "--backend", "opencv", "--actor-gpus", "1"], "the opencv backend runs on the CPU"),
-    (["--ray", "--actor-cpus", "0"], "--actor-cpus must be positive"),
+    (["--ray", "--actor-cpus", "0"], "argument --actor-cpus: must be above 0, got 0"),
+    (["--ray", "--actor-gpus", "-1"], "argument --actor-gpus: must be at least 0, got -1"),
 ])
 def test_ray_arguments_are_checked_first(stand_in, tmp_path, capsys, extra, message):
-    assert ilgnet(predict(stand_in, tmp_path / "s.csv", *extra)) == 1
-    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        ilgnet(predict(stand_in, tmp_path / "s.csv", *extra))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
 
 
 def test_parquet_needs_a_file(stand_in, capsys):
     args = predict(stand_in, "unused", "--backend", "opencv", "--format", "parquet")
-    assert ilgnet(args[:args.index("--out")] + args[args.index("--out") + 2:]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        ilgnet(args[:args.index("--out")] + args[args.index("--out") + 2:])
+    assert exit_.value.code == 2
     assert "Parquet is written to a file" in capsys.readouterr().err

@@ -134,11 +134,12 @@ def test_weights_given_another_variant_name_the_variant_they_are_of(stand_in, tm
 
     run = run_folder(tmp_path, stand_in["weights"], stand_in["mean"], SMALL)
     assert ilgnet(["predict", str(stand_in["photos"]), "--model", str(run), "--variant", "googlenet-bn-two-thirds",
-                   "--backend", "opencv", "--quiet"]) == 1
+                   "--backend", "opencv", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not fit the googlenet-bn-two-thirds" in err, err
-    assert err.endswith(f". These weights are of the {SMALL} net ({run / 'model.json'} says so): give --variant "
-                        f"{SMALL}, or leave --variant out\n")
+    assert err.startswith("ilgnet predict: error: argument --variant: ")
+    assert err.endswith(f". These weights are of the {SMALL} net ({run / 'model.json'} says so): give variant "
+                        f"{SMALL}, or none\n")
     with pytest.raises(BadInput) as refused:                  # nothing records what the copy was trained as
         Scorer(shutil.copy(stand_in["weights"], tmp_path / "copy.caffemodel"), mean=stand_in["mean"],
                variant="googlenet-bn-two-thirds", backend="opencv", jobs=0)

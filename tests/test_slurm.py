@@ -78,9 +78,10 @@ def test_apptainer_command_lines_and_refusals(data, tmp_path, capsys):
         ["/", "/opt/caffe-cache", "/usr", None, None]
     for args, message in ((["--apptainer", str(tmp_path / "no.sif")], "no such image file"),
                           (["--apptainer", str(plan)], "expected an Apptainer image file ending in .sif")):
-        assert ilgnet(["campaign", str(plan), "--slurm", *args, "--dry-run"]) == 1
+        assert ilgnet(["campaign", str(plan), "--slurm", *args, "--dry-run"]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("ilgnet campaign: error: ") and message in err and len(err.splitlines()) == 1, err
+        assert err.startswith(f"ilgnet campaign: error: argument --apptainer: {args[1]}: ") and message in err and \
+            len(err.splitlines()) == 1, err
     for args, message in ((["--slurm", "--apptainer", str(image), "--docker"], "two ways to run Caffe"),
                           (["--partition", "gpu"], "--partition goes with --slurm"),
                           (["--slurm", "--ray"], "not allowed with argument --slurm"),

@@ -95,8 +95,9 @@ def test_interrupt_snapshots_and_resume_continues(small_dataset, tmp_path, run_d
 
 def test_resume_needs_a_snapshot(small_dataset, tmp_path, capsys):
     assert main(["train", "--profile", "ava2", "--data", str(small_dataset), "--runs", str(tmp_path), "--name",
-                 "empty", "--cpu", "--resume"]) == 1
-    assert "--resume: no .solverstate in" in capsys.readouterr().err
+                 "empty", "--cpu", "--resume"]) == 2
+    assert capsys.readouterr().err == (f"ilgnet train: error: argument --resume: no .solverstate in "
+                                       f"{tmp_path / 'empty' / 'snapshots'} to resume from\n")
 
 
 def test_weights_that_do_not_fit_are_refused_before_caffe_runs(caffe, small_dataset, tmp_path, capsys):

@@ -13,23 +13,24 @@ so both find them in the page cache.
 
 The machine's other work takes CPU time from both, and Linux shares the CPU between sessions, not processes: with
 a busy core next door, the decoding processes share what is left and the ratio tends to the ratio of CPU time.
-So CPU seconds are printed too: Caffe's tools' own, and ilgnet's main process plus its decoding processes (from
-lmdb.json; their start-up, about 0.4 s of imports, is not in it).
+So CPU seconds are printed too, of every process each way ran: this script is their subreaper (Linux's
+PR_SET_CHILD_SUBREAPER, through tools/cpu_time.py), so ilgnet's forkserver, decoding processes and resource tracker,
+which outlive its main process for a moment, are waited for here and counted with it, start-up and imports included.
 
 Usage: python tools/bench_lmdb.py [--images DIR] [--count 1000] [--repeat 3] [--jobs N]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from cpu_time import become_subreaper, children_cpu, reap_all
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGES = REPO.parent / "shared" / "data" / "ava-sample" / "images"
@@ -52,17 +53,15 @@ def make_split(photos: list[Path], count: int, work: Path) -> tuple[Path, Path]:
     return images, split
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def timed(commands: list[list[str]]) -> tuple[float, float]:
-    """Wall-clock and CPU seconds of running the commands one after the other."""
+    """Wall-clock seconds of running the commands one after the other, and the CPU seconds of every process they
+    started (waited for once the commands have ended: a forkserver ends when its command's process has)."""
     started, cpu = time.perf_counter(), children_cpu()
     for command in commands:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started, children_cpu() - cpu
+    seconds = time.perf_counter() - started
+    reap_all()
+    return seconds, children_cpu() - cpu
 
 
 def record_digests(path: Path) -> list[str]:
@@ -96,6 +95,10 @@ def main() -> int:
     photos = sorted(p for p in args.images.iterdir() if p.is_file()) if args.images.is_dir() else []
     if not photos:
         parser.error(f"no photos in {args.images}")
+    try:
+        become_subreaper()
+    except OSError as error:
+        parser.error(f"cannot count the decoding processes' CPU time: {error.strerror}")
     cores = len(os.sched_getaffinity(0))
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_lmdb_") as tmp:
@@ -123,8 +126,6 @@ def main() -> int:
                 shutil.rmtree(path)
             (split / "lmdb.json").unlink(missing_ok=True)
             (seconds, caffe_cpu), (our_seconds, our_cpu) = timed(caffe), timed(ours)
-            summary = json.loads((split / "lmdb.json").read_text())
-            our_cpu += sum(summary[name]["decoding_cpu_seconds"] for name in ("train", "val"))
             print(f"run {run + 1}: convert_imageset + compute_image_mean {seconds:.2f} s ({caffe_cpu:.2f} s CPU), "
                   f"ilgnet lmdb {our_seconds:.2f} s ({our_cpu:.2f} s CPU)", flush=True)
             best = {"caffe": min(best["caffe"], seconds), "ilgnet": min(best["ilgnet"], our_seconds)}

@@ -1,10 +1,12 @@
 """The `ilgnet` command: one entry point, a subcommand per stage of the pipeline, each in ilgnet/commands/<name>.py.
 
 Errors the user can fix (ilgnet.errors.UserError, and a filesystem's refusal wherever it happens: permission denied,
-a read-only file system, a full disk; ilgnet.fileio.refusal) are printed in one line and exit 1 (a command line
-argparse refuses, also one line, exits 2); anything else is a bug and keeps its traceback. Warnings are one line too,
-`ilgnet COMMAND: warning: ...`. ILGNET_DEBUG=1 prints the traceback of user errors, and warnings in Python's own
-format (with the line that raised them).
+a read-only file system, a full disk; ilgnet.fileio.refusal) are printed in one line and exit 1; a command line
+refused (by argparse, a UsageError, or a library error about one of the command's arguments: `UserError.about`
+mapped to the flag by the command's ARGS table) is one line too, `argument FLAG: ...`, and exits 2. Anything else is
+a bug and keeps its traceback. Every line starts with the command as the user typed it (`ilgnet ava verify:`);
+warnings are one line too, `ilgnet COMMAND: warning: ...`. ILGNET_DEBUG=1 prints the traceback of user errors, and
+warnings in Python's own format (with the line that raised them).
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import warnings
 import ilgnet
 from ilgnet.commands import (ava, campaign, demo, doctor, export, gen, lmdb, log, nets, predict, report, split, test,
                              train, weights)
-from ilgnet.errors import UsageError
-from ilgnet.errors import UserError
+from ilgnet.commands.arguments import flag_of
+from ilgnet.errors import UsageError, UserError
 from ilgnet.fileio import refusal
 
 # In the order of the pipeline: AVA fetched and verified (ava) -> split -> lmdb -> nets/gen -> train/log -> test ->
@@ -63,11 +65,14 @@ class HelpFormatter(argparse.HelpFormatter):
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors (a missing or malformed argument, a value its type refuses) are one line, exit 2, and
-    whose help keeps the examples' lines (HelpFormatter); the sub-command parsers are of the same class."""
+    whose help keeps the examples' lines (HelpFormatter); the sub-command parsers are of the same class. Each sets
+    `prog` in the namespace, so that the innermost parser's, the command as the user typed it (`ilgnet ava verify`),
+    starts every line the command's errors and warnings print."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.set_defaults(prog=self.prog)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, unknown = build_parser().parse_known_args(argv)
         if unknown:                     # named with the command they were given to, as its own errors are
-            Parser(prog=f"ilgnet {args.command}").error(f"unrecognized arguments: {' '.join(unknown)}")
+            Parser(prog=args.prog).error(f"unrecognized arguments: {' '.join(unknown)}")
     except KeyboardInterrupt:           # while the commands' modules load, which takes a moment on a busy machine
         named = [word for word in argv[:1] if word in {c.__name__.rsplit(".", 1)[-1] for c in COMMANDS}]
         print(f"{' '.join(['ilgnet', *named])}: interrupted", file=sys.stderr)
@@ -103,19 +108,23 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not debug:
                 warnings.showwarning = lambda message, *_, **__: print(
-                    f"ilgnet {args.command}: warning: {message}", file=sys.stderr)
+                    f"{args.prog}: warning: {message}", file=sys.stderr)
             return args.func(args) or 0
     except UsageError as err:
-        Parser(prog=f"ilgnet {args.command}").error(str(err))
+        Parser(prog=args.prog).error(str(err))
     except (UserError, OSError) as err:
         if not isinstance(err, UserError) and (err := refusal(err)) is None:
             raise
         if debug:
             traceback.print_exc()
-        print(f"ilgnet {args.command}: error: {err}", file=sys.stderr)
+        flag = flag_of(sys.modules[args.func.__module__], err.about)
+        if flag is not None:            # a value of the command line refused, named as argparse names it
+            print(f"{args.prog}: error: argument {flag}: {err}", file=sys.stderr)
+            return 2
+        print(f"{args.prog}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"ilgnet {args.command}: interrupted", file=sys.stderr)
+        print(f"{args.prog}: interrupted", file=sys.stderr)
         return 130
 
 

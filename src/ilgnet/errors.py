@@ -3,7 +3,8 @@ keeps its traceback. ILGNET_DEBUG=1 shows the traceback of these too.
 
 Each is also the built-in exception it refines (a missing file is a FileNotFoundError), so library callers can
 catch either. Messages name the file, line, layer or value at fault, never a command-line flag: the library does
-not know how it was called.
+not know how it was called. An error about one of its caller's inputs says which in `about`, in the library's own
+words (`about="model"`); ilgnet.cli puts the command's flag for it in front (docs/ARCHITECTURE.md, refusals).
 """
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from typing import TypeVar
 
 
 class UserError(Exception):
-    """Something the user can fix: a bad input, a missing file, an unknown name, a tool that failed."""
+    """Something the user can fix: a bad input, a missing file, an unknown name, a tool that failed. `about`: the
+    input it is about, named as the raising function names its parameter ("model", "gpu", "mirror"), else None."""
+
+    def __init__(self, *args, about: str | None = None):
+        super().__init__(*args)
+        self.about = about
 
 
 class UsageError(Exception):
@@ -68,21 +74,24 @@ class NoSpace(FilesystemRefused):
 T = TypeVar("T")
 
 
-def lookup(table: Mapping[str, T], name: str, what: str) -> T:
-    """table[name], or UnknownName listing the known names: `lookup(VARIANTS, "ilgnet", "net variant")`."""
+def lookup(table: Mapping[str, T], name: str, what: str, *, about: str | None = None) -> T:
+    """table[name], or UnknownName (with `about`) listing the known names: `lookup(VARIANTS, "ilgnet", "net
+    variant")`."""
     try:
         return table[name]
     except KeyError:
-        raise UnknownName(f"unknown {what} {name!r}; known: {', '.join(table)}") from None
+        raise UnknownName(f"unknown {what} {name!r}; known: {', '.join(table)}", about=about) from None
 
 
 @contextmanager
 def about(source) -> Iterator[None]:
     """BadInput raised in the block names `source` (a file) first, unless its message names it already:
-    `with about(deploy): check(read_prototxt(deploy))`."""
+    `with about(deploy): check(read_prototxt(deploy))`. The file is then what is at fault, so the error is `about`
+    no parameter any more (a variant named in a run's record is not the caller's variant)."""
     try:
         yield
     except BadInput as err:
         if str(source) in str(err):
+            err.about = None
             raise
         raise type(err)(f"{source}: {err}") from None

@@ -110,6 +110,17 @@ def _start_forkserver_ignoring_sigint(forkserver) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def start_forkserver(preload: Sequence[str] = ()) -> None:
+    """Starts this process's forkserver, if it is not running, with SIGINT ignored; it imports `preload` (module
+    names) in the background, so a command that calls this first has its workers' imports done alongside its own
+    by the time process_pool forks them. Only the first start's `preload` counts."""
+    from multiprocessing import forkserver
+
+    with _sigint_deferred():
+        multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
+        _start_forkserver_ignoring_sigint(forkserver)
+
+
 def process_pool(workers: int, *, preload: Sequence[str] = (), initializer: Callable | None = None,
                  initargs: tuple = ()):
     """A ProcessPoolExecutor whose `workers` processes are all started and initialised here, forked from a clean
@@ -121,15 +132,13 @@ def process_pool(workers: int, *, preload: Sequence[str] = (), initializer: Call
     down: shut down earlier, it would remove its queues' semaphores under workers still starting (which die with a
     traceback) or leave workers waiting for work forever. Shut it down with `shutdown`."""
     from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import forkserver
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload))
+    start_forkserver(preload)
     ready = context.Semaphore(0)
     executor = None
     try:
         with _sigint_deferred():
-            _start_forkserver_ignoring_sigint(forkserver)
             executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                            initargs=(ready, initializer, initargs))
             # All workers now, not one per submit() as work comes, and the thread that tells them to stop at

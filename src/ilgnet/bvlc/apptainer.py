@@ -34,26 +34,31 @@ def check_image(image: Path, binds: list[Path], *, need_binary: bool = True) -> 
     """Checks, before anything is submitted, that `image` is a .sif file and every folder of `binds` exists and can
     be bound at its own path; returns the binds resolved, sorted and without repeats. With `need_binary`, also that
     `apptainer` is on PATH. MissingFile (no image, no folder, no apptainer) or BadInput (not a .sif, a bind over the
-    image's own folders), in one line."""
-    image = Path(image)
-    if image.suffix != IMAGE_SUFFIX:
-        raise BadInput(f"--apptainer {image}: expected an Apptainer image file ending in {IMAGE_SUFFIX} "
-                       f"(`make apptainer-image` builds ilgnet-caffe.sif)")
-    if not image.is_file():
-        raise MissingFile(f"--apptainer {image}: no such image file (`make apptainer-image` builds it)")
+    image's own folders), in one line; those about the image and its binds are about "apptainer"."""
+    check_image_file(image)
     resolved = []
     for folder in binds:
         path = Path(folder).resolve()
         if not path.is_dir():
-            raise MissingFile(f"--apptainer: {folder} is to be bound in the image but is not a folder")
+            raise MissingFile(f"{folder} is to be bound in the image but is not a folder", about="apptainer")
         if (own := overlap(path)) is not None:
-            raise BadInput(f"--apptainer: {path} cannot be bound in the image: it overlaps the image's {own}; keep "
-                           f"data, models and runs in folders of your own (e.g. under /home or /scratch)")
+            raise BadInput(f"{path} cannot be bound in the image: it overlaps the image's {own}; keep data, models "
+                           f"and runs in folders of your own (e.g. under /home or /scratch)", about="apptainer")
         resolved.append(path)
     if need_binary and shutil.which("apptainer") is None:
-        raise MissingFile("--apptainer: no `apptainer` command here; submit from a node of a cluster that has "
+        raise MissingFile("no `apptainer` command here to run the image; submit from a node of a cluster that has "
                           "Apptainer (`module load apptainer` on many sites)")
     return sorted(set(resolved))
+
+
+def check_image_file(image: Path) -> None:
+    """BadInput or MissingFile (about "apptainer") unless `image` is an existing .sif file."""
+    image = Path(image)
+    if image.suffix != IMAGE_SUFFIX:
+        raise BadInput(f"{image}: expected an Apptainer image file ending in {IMAGE_SUFFIX} (`make apptainer-image` "
+                       f"builds ilgnet-caffe.sif)", about="apptainer")
+    if not image.is_file():
+        raise MissingFile(f"{image}: no such image file (`make apptainer-image` builds it)", about="apptainer")
 
 
 def apptainer_command(image: Path, command: list, *, gpu: bool, binds: list[Path]) -> list[str]:

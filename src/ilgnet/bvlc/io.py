@@ -21,12 +21,27 @@ from ilgnet.fileio import read_text, require
 NPY_MAGIC = b"\x93NUMPY"
 
 
+def datum_frame(channels: int, height: int, width: int, label: int) -> tuple[bytes, bytes]:
+    """The bytes a serialized raw Datum (datum_bytes) has before and after its channels x height x width pixels:
+    head + pixels + tail is the record, so that the pixels can be copied once, straight into where it goes.
+
+    Protocol buffers write fields in the order of their numbers (channels 1, height 2, width 3, data 4, label 5,
+    encoded 7), and messages written one after the other read as one: the head is channels, height and width, then
+    data's tag (field 4, length-delimited: 0x22) and its length as a varint; the tail is label and encoded=false."""
+    size, length = channels * height * width, bytearray()
+    while size > 0x7F:
+        length.append(0x80 | size & 0x7F)
+        size >>= 7
+    length.append(size)
+    return (Datum(channels=channels, height=height, width=width).SerializeToString() + b"\x22" + bytes(length),
+            Datum(label=label, encoded=False).SerializeToString())
+
+
 def datum_bytes(chw: np.ndarray, label: int) -> bytes:
     """A serialized Datum as convert_imageset writes it: channels, height, width, the C x H x W uint8 pixels
     (BGR), label, encoded=false."""
-    channels, height, width = chw.shape
-    return Datum(channels=channels, height=height, width=width, data=np.ascontiguousarray(chw).tobytes(),
-                 label=label, encoded=False).SerializeToString()
+    head, tail = datum_frame(*chw.shape, label)
+    return b"".join((head, np.ascontiguousarray(chw).tobytes(), tail))
 
 
 def encoded_datum_bytes(data: bytes, label: int) -> bytes:
@@ -94,8 +109,10 @@ def blobproto_bytes(mean: np.ndarray) -> bytes:
     """A mean image C x H x W as compute_image_mean writes it: a BlobProto with num=1, channels, height, width and
     the float32 data."""
     channels, height, width = mean.shape
+    # A list of Python floats fills the repeated field about five times as fast as the array itself, to the same
+    # float32 values.
     return BlobProto(num=1, channels=channels, height=height, width=width,
-                     data=np.asarray(mean, np.float32).ravel()).SerializeToString()
+                     data=np.asarray(mean, np.float32).ravel().tolist()).SerializeToString()
 
 
 def load_mean(path: Path | str) -> np.ndarray:

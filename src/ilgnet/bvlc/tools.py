@@ -304,21 +304,27 @@ def build_info() -> dict:
             "cudnn": _cudnn_version(libcaffe[0]) if libcaffe else None}
 
 
+def check_gpu_spec(devices: str | int) -> None:
+    """BadInput (about "gpu") unless `devices` is Caffe's -gpu value: an id (0), ids (0,1) or all."""
+    if str(devices) != "all" and not re.fullmatch(r"\d+(,\d+)*", str(devices)):
+        raise BadInput(f"expected a GPU id, ids separated by commas (0,1) or all, got {devices!r}", about="gpu")
+
+
 def require_gpus(devices: str | int, *, docker: bool = False) -> None:
-    """Checks that this Caffe can run on `devices` (Caffe's -gpu value: 0, "0,1" or "all") before Caffe is asked to:
-    a CPU-only build or a missing GPU makes Caffe abort the process (and `docker run --gpus` stop without a word
-    of why). With `docker`, the image's Caffe is the CUDA build and only the GPUs are checked. BadInput says which."""
+    """Checks that this Caffe can run on `devices` (Caffe's -gpu value: 0, "0,1" or "all"; check_gpu_spec) before
+    Caffe is asked to: a CPU-only build or a missing GPU makes Caffe abort the process (and `docker run --gpus` stop
+    without a word of why). With `docker`, the image's Caffe is the CUDA build and only the GPUs are checked.
+    BadInput (about "gpu") says which."""
+    check_gpu_spec(devices)
     spec = str(devices)
-    if spec != "all" and not re.fullmatch(r"\d+(,\d+)*", spec):
-        raise BadInput(f"GPU {spec!r}: expected an id (0), ids (0,1) or all")
     if not docker and not build_info()["cuda"]:
         raise BadInput(f"GPU {devices} asked for, but the Caffe in {caffe_root()} was built without CUDA (CPU only); "
-                       f"build it with CUDA (`make setup-cuda`) or run on the CPU")
+                       f"build it with CUDA (`make setup-cuda`) or run on the CPU", about="gpu")
     count = gpu_count()
     if count == 0:
         found = "nvidia-smi lists none" if shutil.which("nvidia-smi") else "no nvidia-smi, so no NVIDIA driver"
         raise BadInput(f"GPU {devices} asked for, but this machine has no GPU ({found})"
-                       + ("; run in the CPU image with --cpu" if docker else ""))
+                       + ("; run in the CPU image with --cpu" if docker else ""), about="gpu")
     ids = range(count) if spec == "all" else [int(d) for d in spec.split(",")]
     if bad := [i for i in ids if not 0 <= i < count]:
-        raise BadInput(f"GPU {bad[0]} asked for, but this machine has {count} (ids 0 to {count - 1})")
+        raise BadInput(f"GPU {bad[0]} asked for, but this machine has {count} (ids 0 to {count - 1})", about="gpu")

@@ -1,22 +1,33 @@
-"""Argument types the commands share. Each checks one value while the command line is read, so a bad path or
-number stops the command before it does any work, in one line that names the argument (argparse prefixes the
-message with `argument --name:`; ilgnet.cli prints it as `ilgnet COMMAND: error: ...`, exit status 2)."""
+"""Argument types the commands share, and the table (`Arg`) in which each command declares its inputs and outputs
+once. Each type checks one value while the command line is read, so a bad path or number stops the command before
+it does any work, in one line that names the argument (argparse prefixes the message with `argument --name:`;
+ilgnet.cli prints it as `ilgnet COMMAND: error: ...`, exit status 2). Where the library checks a value (a GPU list,
+a model, a Ray address, a run name), the type calls the library's check; an error the library raises later about
+an input (`UserError.about`) is named by the command's flag for it (`flag_of`)."""
 from __future__ import annotations
 
 import argparse
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 from ilgnet.defaults import INT32_MAX
-from ilgnet.errors import UsageError
+from ilgnet.errors import UsageError, UserError
 
 
 def _fail(message: str):
     raise argparse.ArgumentTypeError(message)
+
+
+def _library(check, text: str):
+    """`check(text)`, a library function that raises UserError for a bad value, as an argument type's check."""
+    try:
+        check(text)
+    except UserError as err:
+        _fail(str(err))
+    return text
 
 
 def integer(minimum: int, maximum: int = INT32_MAX):
@@ -49,10 +60,10 @@ def real(minimum: float, maximum: float = math.inf, *, above: bool = False):
 
 
 def gpus(text: str) -> str:
-    """Caffe's -gpu value: a GPU id, ids separated by commas, or `all`."""
-    if text != "all" and not re.fullmatch(r"\d+(,\d+)*", text):
-        _fail(f"expected a GPU id, ids separated by commas (0,1) or all, got {text!r}")
-    return text
+    """Caffe's -gpu value: a GPU id, ids separated by commas, or `all` (ilgnet.bvlc.tools.check_gpu_spec)."""
+    from ilgnet.bvlc.tools import check_gpu_spec
+
+    return _library(check_gpu_spec, text)
 
 
 def existing_file(text: str) -> Path:
@@ -79,23 +90,17 @@ def existing_folder(text: str) -> Path:
     return path
 
 
-def _why_not_writable(place: Path) -> str:
-    """Why this process cannot write in or to `place`: a read-only file system, or permission (mode bits, an
-    immutable flag, which even root cannot pass)."""
-    try:
-        read_only = os.statvfs(place).f_flag & os.ST_RDONLY
-    except OSError:
-        read_only = False
-    return "a read-only file system" if read_only else "permission denied"
-
-
 def _writable(place: Path, path: Path) -> None:
     """`place` (`path`, or the folder it goes in) must be writable by this process: os.access asks the kernel, which
     refuses root too on a read-only mount or an immutable (chattr +i) file or folder."""
     folder = place.is_dir()
     if not os.access(place, os.W_OK | (os.X_OK if folder else 0)):
+        try:
+            read_only = os.statvfs(place).f_flag & os.ST_RDONLY
+        except OSError:
+            read_only = False
         _fail(f"{'' if place == path else f'{path}: '}cannot write {'in ' if folder else ''}{place} "
-              f"({_why_not_writable(place)})")
+              f"({'a read-only file system' if read_only else 'permission denied'})")
 
 
 def _writable_place(path: Path) -> None:
@@ -197,33 +202,67 @@ def output_folder(text: str) -> Path:
     return path
 
 
+INPUT, OUTPUT, REPLACED, VALUE = "input", "output", "replaced", "value"
+
+
+class Arg(NamedTuple):
+    """An argument naming an input or output, declared once in the command module's `ARGS` table (read by
+    `refuse_overwrites`, and by `flag_of` to name a library error's `about`). flag: as typed (`--out`, a positional's
+    metavar `LOG`); attribute: args.<attribute>; kind: INPUT (read), OUTPUT (a file written), REPLACED (a folder
+    written as a whole, every file inside too) or VALUE (a name or number, no file); what: an input's description,
+    an output's default when left out; about: the library's name for it in UserError.about, if not `attribute`."""
+    flag: str
+    attribute: str
+    kind: str
+    what: str = ""
+    about: str = ""
+
+
+def flag_of(command, about: str | None) -> str | None:
+    """The flag of `command`'s ARGS (a command module) that gives the input a library error is `about`, else None."""
+    for arg in getattr(command, "ARGS", ()):
+        if about is not None and about in (arg.about, arg.attribute):
+            return arg.flag
+    return None
+
+
 class Output(NamedTuple):
-    """A path a command writes, for `refuse_overwrites`: `name` is how the user gave it (`--out`, or
-    `--csv (default: train_log.csv beside LOG)`); with `whole`, a folder the command replaces as a whole (an LMDB),
-    so that every file inside it is written too."""
+    """A path written, as refuse_overwrites checks it: `name` as given (`--out`, `--csv (default: ...)`); `whole`: a
+    folder replaced as a whole (an LMDB), every file inside it written too."""
     name: str
     path: Path
     whole: bool = False
 
 
-def weights_input(weights: Path) -> tuple[Path, str]:
-    """A model's weights file as `refuse_overwrites` takes an input: its caffemodel, or the ONNX file given instead."""
-    return weights, f"the model's {'ONNX file' if Path(weights).suffix.lower() == '.onnx' else 'caffemodel'}"
+def refuse_overwrites(table: Iterable[Arg], args, *, paths: Mapping[str, object] | None = None,
+                      inputs: Iterable[tuple[Path | str, str]] = (), images: Mapping[str, str] | None = None) -> None:
+    """Before any work: UsageError when a declared output (`table`: the command's ARGS) would overwrite an input,
+    another output, or an existing photo (`--out *.jpg`, expanded by the shell; outputs in `images` write images and
+    may replace one of their format: `images={"--png": ".png"}`). A declared path is `args.<attribute>` unless
+    `paths` gives it (a default filled in, or a list of the files it stands for); VALUEs and Nones are skipped.
+    `inputs`: more (path, what it is) read. Paths are compared resolved (symbolic links, `..`), an existing output
+    with hard links by its inode too, each with its `NAME.partial` (ilgnet.fileio.atomic_path). The message names
+    the argument and what the output is: `argument --out: IMG_0.jpg is one of the photos to score`."""
+    paths = paths or {}
+    outputs, read = [], []
+    for arg in table:
+        given = getattr(args, arg.attribute, None)
+        value = paths.get(arg.attribute, given)
+        if value is None or arg.kind == VALUE:
+            continue
+        values = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+        if arg.kind == INPUT:
+            read += [(path, arg.what) for path in values]
+        else:
+            name = arg.flag if given is not None else f"{arg.flag} (default: {arg.what})"
+            outputs += [Output(name, Path(path), whole=arg.kind == REPLACED) for path in values]
+    _refuse(outputs, [*read, *inputs], images or {})
 
 
-def refuse_overwrites(outputs: Iterable[Output], inputs: Iterable[tuple[Path | str, str]], *,
-                      images: Mapping[str, str] | None = None) -> None:
-    """Before any work: UsageError when an output would overwrite one of the command's inputs, another of its
-    outputs, or an existing photo (`--out *.jpg`, which the shell expands to the photos; outputs named in `images`
-    write images themselves may replace one of their own format: `images={"--png": ".png"}`).
-
-    `inputs` are (path, what it is: "one of the photos to score"). Paths are compared resolved (`./a`, `a`, symbolic
-    links and `..` are one path), and an existing output with several hard links by its inode too. Each output is
-    checked with its temporary `NAME.partial` (ilgnet.fileio.atomic_path). The message names the argument and what
-    the output is: `argument --out: IMG_0.jpg is one of the photos to score`."""
+def _refuse(outputs: list[Output], inputs: list[tuple[Path | str, str]], images: Mapping[str, str]) -> None:
+    """refuse_overwrites' checks of the outputs against the inputs, each other and existing photos."""
     from ilgnet.data.images import IMAGE_SUFFIXES
 
-    outputs = [output for output in outputs if output.path is not None]
     known: dict[str, str] = {}
     for path, what in inputs:
         known.setdefault(os.path.realpath(path), what)
@@ -245,7 +284,7 @@ def refuse_overwrites(outputs: Iterable[Output], inputs: Iterable[tuple[Path | s
                     raise UsageError(f"argument {output.name}: {path} is a hard link to {other}, {what}")
         flag = output.name.split()[0]
         suffix = path.suffix.lower()
-        if suffix in IMAGE_SUFFIXES and path.is_file() and suffix != (images or {}).get(flag):
+        if suffix in IMAGE_SUFFIXES and path.is_file() and suffix != images.get(flag):
             raise UsageError(f"argument {output.name}: {path} is a photo (did the shell expand a pattern after "
                              f"{flag}?)")
         resolved = os.path.realpath(path)
@@ -256,41 +295,29 @@ def refuse_overwrites(outputs: Iterable[Output], inputs: Iterable[tuple[Path | s
 
 def run_name(text: str) -> str:
     """A run's name: one plain folder name inside the runs folder (ilgnet.training.plan.run_folder)."""
-    from ilgnet.errors import BadInput
     from ilgnet.training.plan import run_folder
 
-    try:
-        run_folder(Path("."), text)
-    except BadInput as err:
-        _fail(str(err))
-    return text
+    return _library(lambda name: run_folder(Path("."), name), text)
 
 
 def model(text: str) -> str:
-    """A published model's registry name (ilgnet-ava1, ilgnet-ava2), or a path that exists (ilgnet.zoo.models says
-    what it may be)."""
-    from ilgnet.zoo.registry import PUBLISHED_MODELS
+    """A published model's registry name (ilgnet-ava1, ilgnet-ava2), or a path that exists
+    (ilgnet.zoo.models.check_model_spec; resolve_model says what it may be)."""
+    from ilgnet.zoo.models import check_model_spec
 
-    if text not in PUBLISHED_MODELS and not Path(text).exists():
-        _fail(f"{text}: not {' or '.join(PUBLISHED_MODELS)}, and no such file")
-    return text
+    return _library(check_model_spec, text)
 
 
 def plan(text: str) -> str:
-    """A campaign plan: a built-in plan's name (ilgnet.paper.plans.BUILT_IN) or a plan file that exists."""
-    from ilgnet.paper.plans import BUILT_IN
+    """A campaign plan: a built-in plan's name or a plan file that exists (ilgnet.paper.plans.check_plan_spec)."""
+    from ilgnet.paper.plans import check_plan_spec
 
-    if text not in BUILT_IN:
-        path = Path(text)
-        if path.is_dir():
-            _fail(f"{path} is a folder, not a plan file")
-        if not path.is_file():
-            _fail(f"{text}: not a built-in plan ({', '.join(BUILT_IN)}) and no such file")
-    return text
+    return _library(check_plan_spec, text)
 
 
 def ray_address(text: str) -> str:
-    """The address of a Ray cluster: auto, HOST:PORT or ray://HOST:PORT ("" for a local Ray runtime)."""
-    if text and not (text == "auto" or "://" in text or re.fullmatch(r"[\w.-]+:\d+", text)):
-        _fail(f"{text}: not a Ray address (auto, HOST:PORT or ray://HOST:PORT)")
-    return text
+    """The address of a Ray cluster: auto, HOST:PORT or ray://HOST:PORT ("" for a local Ray runtime;
+    ilgnet.scoring.cluster.check_address)."""
+    from ilgnet.scoring.cluster import check_address
+
+    return _library(check_address, text)

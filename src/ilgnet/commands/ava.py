@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ilgnet.commands.arguments import existing_file, existing_folder, integer, output_folder
+from ilgnet.commands.arguments import INPUT, VALUE, Arg, existing_file, existing_folder, integer, output_folder
+
+ARGS = (Arg("--mirror", "mirror", VALUE), Arg("--mirrors", "mirrors", INPUT, "the file of more mirrors"),
+        Arg("AVA_ROOT", "root", INPUT, "the copy of AVA"), Arg("--images", "images", INPUT, "the photo folder"))
 
 
 def register(subparsers) -> None:
@@ -94,7 +97,7 @@ def run(args) -> int:
     with folder_lock(root):
         if not ava_fetch.is_fetched(root, mirror):
             needed = ava_fetch.check_room(root, mirror)
-            print(f"ilgnet ava: {mirror.name}: {mirror.repo_id}/{mirror.filename} at {mirror.revision} "
+            print(f"ilgnet ava fetch: {mirror.name}: {mirror.repo_id}/{mirror.filename} at {mirror.revision} "
                   f"({size_text(mirror.size)}); {root} needs up to {size_text(needed)} free", file=sys.stderr)
         done = ava_fetch.fetch(root, mirror, keep_archive=args.keep_archive)
         if done["already_fetched"]:

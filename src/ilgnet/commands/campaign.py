@@ -10,8 +10,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ilgnet.commands.arguments import gpus, integer, output_folder, plan, ray_address, real
+from ilgnet.commands.arguments import INPUT, VALUE, Arg, gpus, integer, output_folder, plan, ray_address, real
 from ilgnet.errors import UsageError
+
+ARGS = (Arg("PLAN", "plan", VALUE), Arg("--gpus", "gpus", VALUE, about="gpu"),
+        Arg("--ray", "ray", VALUE, about="address"), Arg("--apptainer", "apptainer", INPUT, "the Apptainer image"))
 
 EXAMPLES = """examples:
   ilgnet campaign table3 --gpus 0                   # Table 3's runs, one after another on GPU 0
@@ -167,6 +170,7 @@ def run(args) -> int:
 def _slurm_options(args, chosen):
     """SlurmOptions for `args`: each task loads the same plan (absolute paths) and runs one of its runs; checked
     (the Apptainer image and binds; sbatch and squeue here unless --dry-run) before any data is made."""
+    from ilgnet.bvlc.apptainer import check_image_file
     from ilgnet.paper.slurm import SlurmOptions, check
 
     source = args.plan if chosen.source == "built-in" else str(Path(args.plan).resolve())
@@ -176,6 +180,7 @@ def _slurm_options(args, chosen):
         task += ["--seeds", ",".join(map(str, args.seeds))]
     binds = []
     if args.apptainer:
+        check_image_file(args.apptainer)            # before the folders to bind are made
         for folder in (chosen.runs_dir, chosen.data_dir):
             Path(folder).mkdir(parents=True, exist_ok=True)
         binds = [chosen.runs_dir, chosen.data_dir, Path.cwd()] + \

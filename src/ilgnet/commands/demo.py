@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ilgnet.commands.arguments import integer, output_folder
-from ilgnet.errors import BadInput
+from ilgnet.errors import UsageError
 
 DEFAULT_WORK = Path("work/demo")
 MARKER = ".ilgnet-demo"
@@ -78,7 +78,7 @@ def _done(started: float, timings: dict, name: str) -> None:
 def _fresh_work_dir(work: Path) -> None:
     """Empties `work` for a new run, but only if it is missing, empty, or an earlier demo's folder."""
     if work.exists() and any(work.iterdir()) and not (work / MARKER).exists():
-        raise BadInput(f"{work} exists and was not made by `ilgnet demo`; give another --work folder")
+        raise UsageError(f"argument --work: {work} exists and was not made by `ilgnet demo`; give another folder")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     (work / MARKER).write_text("made by `ilgnet demo`; it empties this folder when run again\n")
@@ -92,9 +92,9 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
              gpu: int | None = None, progress: bool = True) -> dict:
     """Runs the demo in `work`; returns the summary it also writes to work/demo.json."""
     from ilgnet.data import synthetic
-    from ilgnet.data.ava import read_ava_txt
-    from ilgnet.data.lmdb_build import build_split
-    from ilgnet.data.partitions import ava2_split, write_split
+    from ilgnet.data.ava import read_list_file
+    from ilgnet.data.folder import DataFolder
+    from ilgnet.data.make import Partition, make_lmdbs, make_split
     from ilgnet.evaluation.pycaffe_engine import evaluate
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Scorer
@@ -113,16 +113,13 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
 
     started = _step(2, "AVA2 split: top and bottom 10 % by mean score, 50/50",
                     f"ilgnet split ava2 --ava-txt {ava / 'AVA.txt'} --seed {seed} --out {data}")
-    meta = read_ava_txt(ava / "AVA.txt")
-    train_rows, val_rows, facts = ava2_split(meta, seed=seed)
-    split = write_split(data, train_rows, val_rows, {"partition": "ava2", "ava_txt": str(ava / "AVA.txt"),
-                                                     "ava_txt_images": len(meta), **facts})
+    split = make_split(data, Partition("ava2", ava_txt=ava / "AVA.txt", seed=seed))
     print(f"   train {split['train']['images']} {split['train']['labels']}, val {split['val']['images']} "
           f"{split['val']['labels']} (labels 0 = low, 1 = high)")
     _done(started, timings, "split")
 
     started = _step(3, "LMDBs and mean image", f"ilgnet lmdb --split {data} --images {ava / 'images'} --seed {seed}")
-    lmdb = build_split(data, ava / "images", seed=seed, progress=progress)
+    lmdb = make_lmdbs(data, ava / "images", seed=seed, progress=progress)
     _done(started, timings, "lmdb")
 
     device = "CPU" if gpu is None else f"GPU {gpu}"
@@ -154,6 +151,7 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
                     f"ilgnet predict {photos} --model {weights} --mean {data / 'mean.binaryproto'} --top 5 "
                     f"--html {work / 'report.html'}")
     photos.mkdir()
+    val_rows = read_list_file(DataFolder(data).list_file("val"))
     chosen = val_rows.sample(n=min(held_out, len(val_rows)), random_state=seed)
     for image_id in chosen["image_id"]:
         shutil.copy2(ava / "images" / f"{image_id}.jpg", photos)

@@ -9,9 +9,13 @@ import tempfile
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import ONNX, existing_file, existing_folder, model, output_of
+from ilgnet.commands.arguments import (INPUT, ONNX, OUTPUT, VALUE, Arg, existing_file, existing_folder, model,
+                                       output_of, refuse_overwrites)
 from ilgnet.defaults import CALIBRATION_PHOTOS, CALIBRATION_STAND_IN, PRECISIONS
 
+ARGS = (Arg("model", "model", VALUE), Arg("--variant", "variant", VALUE),
+        Arg("--mean", "mean", INPUT, "the mean image"),
+        Arg("--calibrate", "calibrate", INPUT, "the folder of calibration photos"), Arg("--out", "out", OUTPUT))
 EXAMPLES = """examples:
   ilgnet export ilgnet-ava2 --out ilgnet-ava2.onnx
   ilgnet export runs/ilgnet-ava2 --out ava2-int8.onnx --precision int8 --check photos/
@@ -66,12 +70,12 @@ def run(args) -> int:
 
     from ilgnet.bvlc.io import load_mean
     from ilgnet.data.images import collect_images
-    from ilgnet.errors import BadInput, UsageError
+    from ilgnet.errors import UsageError
     from ilgnet.fileio import file_digest
-    from ilgnet.nets import VARIANTS, deploy
+    from ilgnet.nets import deploy, get_variant
     from ilgnet.scoring.precision import CHECK_ROUNDS, calibration_set, compare
     from ilgnet.scoring.scorer import check_weights
-    from ilgnet.zoo.models import mean_name, resolve_model
+    from ilgnet.zoo.models import mean_name, model_files, require_mean, resolve_model
     from ilgnet.zoo.onnx_metadata import identity, is_onnx
     from ilgnet.export.precision import QUANTIZATION, cpu_kernels, export_file
 
@@ -80,12 +84,9 @@ def run(args) -> int:
     if is_onnx(args.model):
         raise UsageError(f"{args.model} is an ONNX file already; export a caffemodel, a run or a published model")
     model = resolve_model(args.model, variant=args.variant, mean=args.mean, models=args.models)
-    if model.mean is None:
-        raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
-                       f"(DATA/mean.binaryproto from `ilgnet lmdb`); the ONNX file carries it")
-    variant = VARIANTS.get(model.variant)
-    if variant is None:
-        raise BadInput(f"unknown net variant {model.variant!r}; known: {', '.join(VARIANTS)}")
+    require_mean(model)
+    refuse_overwrites(ARGS, args, inputs=model_files(model))
+    variant = get_variant(model.variant)
     photos = collect_images(args.check).photos if args.check else []
     check_weights(model.weights, variant=variant.name)
     mean = load_mean(model.mean) if not isinstance(model.mean, np.ndarray) else model.mean

@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import Output, existing_folder, integer, refuse_overwrites
+from ilgnet.commands.arguments import INPUT, REPLACED, Arg, existing_folder, integer, refuse_overwrites
 from ilgnet.data.folder import ENCODINGS, SETS
 from ilgnet.pools import PROCESSES_PER_CPU
 
 MAX_RESIZE = 4096
+ARGS = (Arg("--split", "split", REPLACED, "the split folder, whose train_lmdb and val_lmdb are rebuilt"),
+        Arg("--images", "images", INPUT, "the folder of the photos (--images)"))
 
 
 def register(subparsers) -> None:
@@ -61,33 +63,19 @@ def _losses(part: dict, list_file) -> None:
             f"{'; is --images the folder the list names are relative to?' if hint else ''}")
 
 
-def _marked(images, lists) -> None:
-    """Where AVA_ROOT/ava-manifest.csv is beside the photo folder (`ilgnet ava fetch/verify`), how many listed photos
-    it marks unreadable; the build checks each photo as the manifest did (ilgnet.data.images) and skips those."""
-    from ilgnet.data.ava import read_list_file
-    from ilgnet.data.manifest import manifest_beside, unreadable_in
-
-    if (listing := manifest_beside(images)) is None:
-        return
-    names = [name for path in lists if path.is_file() for name in read_list_file(path)["filename"]]
-    marked = unreadable_in(names, listing)
-    if marked["missing"] or marked["undecodable"]:
-        _notify(f"{marked['missing'] + marked['undecodable']:,} of the {len(names):,} listed photos are marked "
-                f"unreadable by {listing} ({marked['missing']:,} without a photo, {marked['undecodable']:,} that do "
-                f"not decode); the build skips those it still cannot read, each listed in skipped.txt")
-
-
 def run(args) -> int:
+    from ilgnet.data.lmdb_decode import WORKER_MODULES
+    from ilgnet.pools import start_forkserver
+
+    start_forkserver(WORKER_MODULES)   # the decoding processes' imports, alongside this process's (pandas) below
     from ilgnet.data.folder import DataFolder
-    from ilgnet.data.lmdb_build import build_split
+    from ilgnet.data.make import make_lmdbs
 
     data = DataFolder(args.split)
-    refuse_overwrites([Output("--split", data.lmdb(name), whole=True) for name in SETS],
-                      [(args.images, "the folder of the photos (--images)"),
-                       *((data.list_file(name), f"the list {name}.txt") for name in SETS)])
-    _marked(args.images, [data.list_file(name) for name in SETS])
-    summary = build_split(args.split, args.images, resize=args.resize, seed=args.seed, encoding=args.encoded,
-                          jobs=args.jobs, force=args.force, notify=_notify)
+    refuse_overwrites(ARGS, args, paths={"split": [data.lmdb(name) for name in SETS]},
+                      inputs=[(data.list_file(name), f"the list {name}.txt") for name in SETS])
+    summary = make_lmdbs(args.split, args.images, resize=args.resize, seed=args.seed, encoding=args.encoded,
+                         jobs=args.jobs, force=args.force, notify=_notify)
     for name in SETS:
         part = summary[name]
         labels = ", ".join(f"label {label}: {n:,}" for label, n in part["labels"].items())

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from ilgnet.commands.arguments import CSV, PNG, Output, existing_file, integer, output_of, refuse_overwrites
+from ilgnet.commands.arguments import (CSV, INPUT, OUTPUT, PNG, Arg, existing_file, integer, output_of,
+                                       refuse_overwrites)
 from ilgnet.errors import BadInput
+
+ARGS = (Arg("LOG", "log", INPUT, "the log to read"), Arg("--csv", "csv", OUTPUT, "train_log.csv beside LOG"),
+        Arg("--png", "png", OUTPUT, "curves.png beside LOG"))
 
 
 def register(subparsers) -> None:
@@ -35,9 +39,7 @@ def run(args) -> int:
     from ilgnet.training.curves import write_curves
 
     csv, png = args.csv or args.log.with_name("train_log.csv"), args.png or args.log.with_name("curves.png")
-    refuse_overwrites([Output("--csv" if args.csv else "--csv (default: train_log.csv beside LOG)", csv),
-                       Output("--png" if args.png else "--png (default: curves.png beside LOG)", png)],
-                      [(args.log, "the log to read")], images={"--png": ".png"})
+    refuse_overwrites(ARGS, args, paths={"csv": csv, "png": png}, images={"--png": ".png"})
     frame = parse_train_log(args.log, accuracy_blob=args.accuracy_blob)
     if frame["loss"].dropna().empty:
         raise BadInput(f"{args.log}: no training iteration logged (no `Iteration N (...), loss = X` line): not a "

@@ -6,21 +6,25 @@ processes on a CPU (ilgnet.scoring.pool), or by Ray actors with --ray (ilgnet.sc
 """
 from __future__ import annotations
 
+import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
 from ilgnet import defaults
 from ilgnet.commands import arguments
-from ilgnet.commands.arguments import HTML, TABLE, Output, existing_file, integer, model, output_of
-from ilgnet.errors import BadInput
+from ilgnet.commands.arguments import (HTML, INPUT, OUTPUT, TABLE, VALUE, Arg, existing_file, integer, model,
+                                       output_of, ray_address, real)
+from ilgnet.errors import BadInput, UsageError
 from ilgnet.fileio import atomic_path, atomic_write_text, spreadsheet_csv
 from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
-from ilgnet.errors import UsageError
 
 MAX_DEFAULT_WORKERS = 4
 DEFAULT_WORKERS = min(MAX_DEFAULT_WORKERS, cpu_count())
+ARGS = (Arg("--model", "model", VALUE), Arg("--variant", "variant", VALUE),
+        Arg("--deploy", "deploy", INPUT, "the deploy prototxt"),
+        Arg("--mean", "mean", INPUT, "the mean image"), Arg("--out", "out", OUTPUT), Arg("--html", "html", OUTPUT),
+        Arg("--ray", "ray", VALUE, about="address"), Arg("--gpu", "gpu", VALUE))
 
 
 def default_workers(backend: str, ray: bool = False) -> int:
@@ -28,6 +32,14 @@ def default_workers(backend: str, ray: bool = False) -> int:
     scored 11 % faster than two in tools/bench_predict.py, with half the memory), else DEFAULT_WORKERS; Ray actors
     take one CPU each, so DEFAULT_WORKERS of them whatever the backend."""
     return 1 if backend == "onnxruntime" and not ray else DEFAULT_WORKERS
+
+
+def _ray_address(text: str) -> str:
+    """--ray's address (arguments.ray_address); a photo taken for one says where --ray goes."""
+    try:
+        return ray_address(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err}; with a local Ray runtime, put --ray after the photos") from None
 
 
 def register(subparsers) -> None:
@@ -98,13 +110,13 @@ def register(subparsers) -> None:
                              "the skipped files")
     ray = parser.add_argument_group("scoring with Ray Data, on a cluster or a local Ray runtime (needs "
                                     f"`{defaults.RAY_INSTALL}`)")
-    ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+    ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", type=_ray_address,
                      help="score with a pool of --workers Ray actors, each holding one model, batches streamed "
                           "through them; ADDRESS of a running cluster (auto, HOST:PORT, ray://HOST:10001), else "
                           "a local Ray runtime. Every node must see the photos and the model at the same paths. "
                           "Put it after the photos")
-    ray.add_argument("--actor-cpus", type=float, default=1, help="CPUs each actor takes (default: 1)")
-    ray.add_argument("--actor-gpus", type=float, default=0,
+    ray.add_argument("--actor-cpus", type=real(0, above=True), default=1, help="CPUs each actor takes (default: 1)")
+    ray.add_argument("--actor-gpus", type=real(0), default=0,
                      help="GPUs each actor takes (default: 0; 1 runs each actor's net on a GPU of its own; caffe "
                           "or onnxruntime backend)")
     parser.set_defaults(func=run)
@@ -114,19 +126,12 @@ def refuse_overwrites(args, model, found) -> None:
     """--out and --html may overwrite no input (a photo, a file found in the folders, an @LIST file, the model's
     files) and not each other (arguments.refuse_overwrites)."""
     from ilgnet.data.images import list_files
+    from ilgnet.zoo.models import model_files
 
-    inputs = [*((path, "one of the photos to score") for path in found.photos),
-              *((path, "a file in the folders to score") for path, _ in found.not_photos),
-              *((path, "a list of photos to score") for path in list_files(args.paths)),
-              arguments.weights_input(model.weights),
-              *([(model.mean, "the mean image")] if isinstance(model.mean, Path) else []),
-              *((path, what) for path, what in [(args.deploy, "the deploy prototxt"),
-                                                (model.train_list, "the model's training list")] if path)]
-    from ilgnet.zoo.runfolder import RunFolder
-
-    if (run := RunFolder(Path(model.name))).is_run():
-        inputs.append((run.model_json, f"the model's {run.model_json.name}"))
-    arguments.refuse_overwrites([Output("--out", args.out), Output("--html", args.html)], inputs)
+    arguments.refuse_overwrites(ARGS, args, inputs=[
+        *((path, "one of the photos to score") for path in found.photos),
+        *((path, "a file in the folders to score") for path, _ in found.not_photos),
+        *((path, "a list of photos to score") for path in list_files(args.paths)), *model_files(model)])
 
 
 def output_format(out: Path | None, fmt: str | None) -> str:
@@ -144,7 +149,7 @@ def output_format(out: Path | None, fmt: str | None) -> str:
                                    f"this name")
     fmt = fmt or by_suffix[out.suffix.lower() if out else ""]
     if fmt == "parquet" and out is None:
-        raise BadInput("Parquet is written to a file: give --out FILE.parquet")
+        raise UsageError("Parquet is written to a file: give --out FILE.parquet")
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise MissingPackage(f"Parquet output needs pyarrow: pip install pyarrow (or `{defaults.RAY_INSTALL}`)")
     return fmt
@@ -189,16 +194,12 @@ def write_table(table, out: Path | None, fmt: str) -> None:
 
 
 def check_ray_args(args) -> None:
-    """--ray's address and the actors' resources, before anything starts."""
-    if args.ray and not (args.ray == "auto" or "://" in args.ray or re.fullmatch(r"[\w.-]+:\d+", args.ray)):
-        raise BadInput(f"--ray {args.ray}: not a Ray address (auto, HOST:PORT or ray://HOST:PORT); with a local Ray "
-                       f"runtime, put --ray after the photos")
-    if args.actor_cpus <= 0 or args.actor_gpus < 0:
-        raise BadInput("--actor-cpus must be positive and --actor-gpus at least 0")
+    """The flags --ray goes with, before anything starts (its address and the actors' resources are checked by
+    their argument types)."""
     if args.gpu is not None:
-        raise BadInput("--gpu picks one GPU of this machine; with --ray, --actor-gpus 1 gives each actor a GPU")
+        raise UsageError("--gpu picks one GPU of this machine; with --ray, --actor-gpus 1 gives each actor a GPU")
     if args.actor_gpus and args.backend == "opencv":
-        raise BadInput("--actor-gpus needs the caffe or onnxruntime backend: the opencv backend runs on the CPU")
+        raise UsageError("--actor-gpus needs the caffe or onnxruntime backend: the opencv backend runs on the CPU")
 
 
 def score(paths: list[Path], model, backend: str, args):
@@ -238,8 +239,8 @@ def with_precision(model, args) -> tuple:
         facts = read_metadata(model.weights)
         own = facts.get("precision", "fp32")
         if args.precision not in (None, own):
-            raise BadInput(f"{model.weights} is an {own} file, not {args.precision}: export the model at "
-                           f"{args.precision} with `ilgnet export`, or leave out --precision")
+            raise UsageError(f"--precision {args.precision}: {model.weights} is an {own} file: export the model at "
+                             f"{args.precision} with `ilgnet export`, or leave out --precision")
         return model, own, describe_precision(own, model.weights, facts)
     if (args.precision or "fp32") == "fp32":
         return model, "fp32", describe_precision("fp32", model.weights, {})
@@ -266,15 +267,13 @@ def run(args) -> int:
     from ilgnet.scoring.backends import pick_backend, why_picked
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Skipped
-    from ilgnet.zoo.models import check_mean_size, resolve_model
+    from ilgnet.zoo.models import check_mean_size, require_mean, resolve_model
     from ilgnet.zoo.registry import PUBLISHED_MODELS
 
     if args.ray is not None:
         check_ray_args(args)
     model = resolve_model(args.model, variant=args.variant, mean=args.mean, models=args.models)
-    if model.mean is None:
-        raise BadInput(f"--mean is needed with {args.model}: the mean image it was trained with "
-                       f"(DATA/mean.binaryproto from `ilgnet lmdb`)")
+    require_mean(model)
     found = collect_images(args.paths)
     refuse_overwrites(args, model, found)
     fmt = output_format(args.out, args.format)

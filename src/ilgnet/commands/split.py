@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import fields
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (Output, existing_file, existing_folder, integer, output_folder, real,
-                                       refuse_overwrites)
-from ilgnet.errors import BadInput
-from ilgnet.errors import UsageError
+from ilgnet.commands.arguments import (INPUT, OUTPUT, Arg, existing_file, existing_folder, integer, output_folder,
+                                       real, refuse_overwrites)
+from ilgnet.errors import BadInput, UsageError
+
+ARGS = (Arg("--out", "out", OUTPUT, "the split folder"), Arg("--ava-txt", "ava_txt", INPUT, "AVA.txt"),
+        Arg("FILE.csv", "csv", INPUT, "the labels file"), Arg("--val-list", "val_list", INPUT, "the val list"),
+        Arg("repo", "repo", INPUT, "the clone of the ILGNet repository"),
+        Arg("--lists", "lists", INPUT, "the folder of AVA's lists"))
 
 
 def register(subparsers) -> None:
@@ -114,111 +119,57 @@ def register(subparsers) -> None:
     labels.add_argument("--seed", type=integer(0), default=defaults.SEED, help="seed of the draw (default: 1)")
 
 
-def _why_empty(args, name: str, more: dict) -> str:
-    """The arguments that left a set of partition ava1 or official without images (ava2's and the published
-    partitions' sets never are)."""
-    if name == "train" and more.get("dropped_by_delta"):
-        return f"--delta {args.delta:g} drops all {more['dropped_by_delta']:,} training images; give a smaller --delta"
-    if args.partition == "labels":
-        return (f"{name}.txt would hold none of the {more.get('usable_photos', 0):,} usable photos of {args.csv}: "
-                f"change --val-fraction or --val-list")
-    if args.partition == "official":
-        flag, listed = ("--train-list", args.train_list) if name == "train" else ("--test-list", args.test_list)
+def _why_empty(args, err) -> str:
+    """The arguments that left a set without images (ilgnet.data.make.EmptySet's cause), in flags."""
+    if err.cause == "delta":
+        return (f"--delta {args.delta:g} drops all {err.facts['dropped_by_delta']:,} training images; give a smaller "
+                f"--delta")
+    if err.cause == "held_out":
+        return (f"{err.name}.txt would hold none of the {err.facts.get('usable_photos', 0):,} usable photos of "
+                f"{args.csv}: change --val-fraction or --val-list")
+    if err.cause == "list":
+        flag, listed = ("--train-list", args.train_list) if err.name == "train" else ("--test-list", args.test_list)
         return f"no image of {flag} {listed} is in {args.ava_txt}"
-    if name == "train":
+    if err.name == "train":
         counts = " ".join(map(str, args.test_counts))
         return f"--test-counts {counts} takes every image of {args.ava_txt} for the test set"
     return "--test-counts 0 0 asks for no test image"
 
 
-def _refuse_overwrites(args) -> None:
+def _partition(args):
+    """The split asked for on the command line, as the library takes it."""
+    from ilgnet.data.make import Partition
+
+    return Partition(**{f.name: getattr(args, f.name) for f in fields(Partition) if hasattr(args, f.name)})
+
+
+def _refuse_overwrites(args, partition) -> None:
     """train.txt, val.txt and split.json in --out may overwrite none of the files the partition reads."""
     from ilgnet.data.folder import DataFolder
 
-    if args.partition == "labels":
-        inputs = [(args.csv, "the labels file")] + ([(args.val_list, "the val list")] if args.val_list else [])
-    elif args.partition == "published":
-        inputs = [(args.repo / "data" / args.dataset / f"{name}.txt", f"the published {args.dataset} {name} list")
-                  for name in ("train", "val")]
-    else:
-        inputs = [(args.ava_txt, "AVA.txt")]
-    if args.partition == "official":
-        lists = args.lists or args.ava_txt.parent / "aesthetics_image_lists"
-        inputs += [(lists / f"{name}.jpgl", f"AVA's {name} list") for name in (args.train_list, args.test_list)]
     out = DataFolder(args.out)
-    refuse_overwrites([Output("--out", path) for path in (out.list_file("train"), out.list_file("val"),
-                                                          out.split_json, out.val_means)], inputs)
+    written = [out.list_file("train"), out.list_file("val"), out.split_json, out.val_means]
+    refuse_overwrites(ARGS, args, inputs=partition.inputs(), paths={"out": written})
 
 
-def _own_labels(args):
-    """train, val and facts of `ilgnet split labels`, the unusable photos written to OUT/unusable.txt."""
-    from ilgnet.data import own_labels
-    from ilgnet.fileio import atomic_write_text
-
-    frame = own_labels.read_labels_csv(args.csv)
-    if "score" in frame and args.threshold is None and args.top_bottom is None:
-        raise UsageError(f"{args.csv} has scores: give --threshold T (above T is high) or --top-bottom P")
-    if "label" in frame and (args.threshold is not None or args.top_bottom is not None):
-        raise UsageError(f"{args.csv} has labels already: --threshold and --top-bottom go with a score column")
-    usable, problems = own_labels.check_photos(frame)
-    unusable = args.out / "unusable.txt"
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(unusable, "".join(f"{args.csv}:{line}\t{path}\t{why}\n" for line, path, why in problems))
-    if problems:
-        print(f"ilgnet split: {len(problems):,} of the {len(frame):,} photos of {args.csv} are missing or do not "
-              f"decode; left out, listed in {unusable}", file=sys.stderr)
-    if usable.empty:
-        raise BadInput(f"{args.csv}: none of its {len(frame):,} photos can be read (listed in {unusable})")
-    labelled, facts = own_labels.label(usable, threshold=args.threshold, top_bottom=args.top_bottom)
-    train, val, held = own_labels.hold_out(labelled, fraction=args.val_fraction, val_list=args.val_list,
-                                           seed=args.seed)
-    facts.update(held, labels_csv=str(args.csv.resolve()), images_root=str(args.csv.resolve().parent),
-                 listed_photos=len(frame), usable_photos=len(usable), unusable=len(problems))
-    return train, val, facts
+def _notify(args, message: str) -> None:
+    print(f"ilgnet split {args.partition}: {message}", file=sys.stderr, flush=True)
 
 
 def run(args) -> int:
-    from ilgnet.data import manifest, partitions
-    from ilgnet.data.ava import read_ava_txt, read_id_list
+    from ilgnet.data.make import EmptySet, make_split
+    from ilgnet.data.own_labels import RuleMismatch
 
-    _refuse_overwrites(args)
-    facts = {"partition": args.partition}
-    if args.partition == "labels":
-        train, val, more = _own_labels(args)
-    elif args.partition == "published":
-        train, val, more = partitions.published_split(args.repo, args.dataset)
-    else:
-        meta = read_ava_txt(args.ava_txt, drop_invalid=args.drop_invalid)
-        facts.update(ava_txt=str(args.ava_txt.resolve()), ava_txt_images=len(meta),
-                     invalid_rows_dropped=[{"line": line, "image_id": image_id, "reason": reason}
-                                           for line, image_id, reason in meta.attrs["dropped"]])
-        if (listing := manifest.manifest_beside(args.ava_txt)) is not None:
-            meta, left_out = manifest.usable(meta, listing)
-            facts["manifest"] = left_out
-            if left_out["missing"] or left_out["undecodable"]:
-                print(f"ilgnet split: {left_out['missing'] + left_out['undecodable']:,} images of {args.ava_txt} "
-                      f"left out as {listing} marks them ({left_out['missing']:,} without a photo, "
-                      f"{left_out['undecodable']:,} that do not decode)", file=sys.stderr)
-        if args.partition == "ava1":
-            train, val, more = partitions.ava1_split(meta, test_size=args.test_size, test_counts=args.test_counts,
-                                                     delta=args.delta, seed=args.seed)
-        elif args.partition == "ava2":
-            train, val, more = partitions.ava2_split(meta, fraction=args.fraction, seed=args.seed)
-        else:
-            lists = args.lists or args.ava_txt.parent / "aesthetics_image_lists"
-            train_ids, test_ids = (read_id_list(lists / f"{name}.jpgl") for name in (args.train_list, args.test_list))
-            train, val, more = partitions.official_split(meta, train_ids, test_ids, delta=args.delta)
-            more.update(train_list=str(lists / f"{args.train_list}.jpgl"),
-                        test_list=str(lists / f"{args.test_list}.jpgl"))
-            for name, ids in more["missing_from_ava_txt"].items():
-                if ids:
-                    why = " or have no usable photo" if "manifest" in facts else ""
-                    print(f"ilgnet split: {len(ids)} ids of the {name} list are not in {args.ava_txt}{why} and were "
-                          f"left out (listed in split.json)", file=sys.stderr)
-    for name, frame in (("train", train), ("val", val)):
-        if frame.empty:
-            raise BadInput(f"{args.out / (name + '.txt')} would list no images: {_why_empty(args, name, more)}")
-    summary = partitions.write_split(args.out, train, val, {**facts, **more})
+    partition = _partition(args)
+    _refuse_overwrites(args, partition)
+    try:
+        summary = make_split(args.out, partition, notify=lambda message: _notify(args, message))
+    except RuleMismatch as err:
+        why = ("has scores: give --threshold T (above T is high) or --top-bottom P" if err.column == "score" else
+               "has labels already: --threshold and --top-bottom go with a score column")
+        raise UsageError(f"{args.csv} {why}") from None
+    except EmptySet as err:
+        raise BadInput(f"{err.path} would list no images: {_why_empty(args, err)}") from None
     for name in ("train", "val"):
         labels = ", ".join(f"label {label}: {n:,}" for label, n in summary[name]["labels"].items())
         print(f"{args.out / (name + '.txt')}: {summary[name]['images']:,} images ({labels})")

@@ -9,11 +9,16 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (CSV, JSON, MARKDOWN, Output, existing_file, existing_folder, integer, model,
-                                       output_of, refuse_overwrites, weights_input)
-from ilgnet.errors import BadInput
-from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
+from ilgnet.commands.arguments import (CSV, INPUT, JSON, MARKDOWN, OUTPUT, VALUE, Arg, existing_file, existing_folder,
+                                       integer, model, output_of, refuse_overwrites)
 from ilgnet.errors import UsageError
+from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
+
+ARGS = (Arg("--weights", "weights", VALUE, about="model"), Arg("--variant", "variant", VALUE),
+        Arg("--data", "data", INPUT, "the data folder"),
+        Arg("--mean", "mean", INPUT, "the mean image"), Arg("--replay", "replay", INPUT, "the log to replay"),
+        Arg("--json", "json", OUTPUT), Arg("--markdown", "markdown", OUTPUT), Arg("--per-image", "per_image", OUTPUT),
+        Arg("--gpu", "gpu", VALUE))
 
 
 def register(subparsers) -> None:
@@ -82,7 +87,7 @@ def run(args) -> int:
 
     from ilgnet.bvlc.io import record_shape
     from ilgnet.scoring.backends import pick_backend, why_picked
-    from ilgnet.zoo.models import check_mean_size, mean_name, resolve_model
+    from ilgnet.zoo.models import check_mean_size, mean_name, model_files, resolve_model
 
     if args.replay:
         print(replay_report(args.replay), end="")
@@ -101,19 +106,16 @@ def run(args) -> int:
     require(data.lmdb("val"), folder=True)
     if isinstance(mean, Path):
         require(mean)
-    inputs = [weights_input(model.weights),
-              *([(mean, "the mean image")] if isinstance(mean, Path) else []),
+    inputs = [*model_files(replace(model, mean=mean)),
               *((data.lmdb("val") / name, "a file of the val LMDB") for name in ("data.mdb", "lock.mdb")),
               *((path, f"the data folder's {path.name}") for path in (data.list_file("val"), data.list_file("train"),
                                                                       data.split_json, data.lmdb_json,
-                                                                      data.val_means)),
-              *(((model.train_list, "the model's training list"),) if model.train_list else ())]
-    refuse_overwrites([Output("--json", args.json), Output("--markdown", args.markdown),
-                       Output("--per-image", args.per_image)], inputs)
+                                                                      data.val_means))]
+    refuse_overwrites(ARGS, args, inputs=inputs)
     check_mean_size(replace(model, mean=mean), records=record_shape(data.lmdb("val")), lmdb=data.lmdb("val"))
     unreached, protocol = data.unreached("val"), args.protocol or data.protocol()
     if args.paper_protocol and not protocol:
-        raise BadInput(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
+        raise UsageError(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
     if (engine == "caffe" or args.paper_protocol) and not isinstance(mean, Path):
         raise UsageError(f"--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
                          f"the ONNX model {model.weights} goes with --engine pycaffe")

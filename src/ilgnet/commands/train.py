@@ -6,10 +6,13 @@ import sys
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import (Output, existing_file, existing_folder, gpus, integer, output_folder,
-                                       real, refuse_overwrites, run_name)
-from ilgnet.errors import BadInput, MissingFile
-from ilgnet.errors import UsageError
+from ilgnet.commands.arguments import (INPUT, OUTPUT, VALUE, Arg, existing_file, existing_folder, gpus, integer,
+                                       output_folder, real, refuse_overwrites, run_name)
+from ilgnet.errors import BadInput, UsageError
+
+ARGS = (Arg("--data", "data", INPUT, "the data folder"), Arg("--weights", "weights", INPUT, "the initial weights"),
+        Arg("--runs", "runs", OUTPUT, "runs/"), Arg("--name", "name", OUTPUT, "VARIANT-PROFILE"),
+        Arg("--gpu", "gpu", VALUE), Arg("--resume", "resume", VALUE), Arg("--val-batch", "val_batch", VALUE))
 
 
 def _weights(text: str) -> Path | str:
@@ -105,7 +108,6 @@ def _notify(message: str) -> None:
 
 
 def run(args) -> int:
-    from ilgnet.bvlc.io import lmdb_size
     from ilgnet.data.folder import DataFolder
     from ilgnet.fileio import require
     from ilgnet.training.plan import DataChanged, TrainOptions
@@ -129,15 +131,10 @@ def run(args) -> int:
         raise UsageError("--accept-data-change applies to --resume only")
     data = DataFolder(args.data)
     # The run folder gets copies of the data folder's mean and training list (RunFolder.write_record).
-    refuse_overwrites([Output("--name" if args.name else "--runs", options.run_dir / name)
-                       for name in ("mean.binaryproto", "train.txt")],
-                      [(data.mean_binaryproto, "the mean image of --data"), (data.list_file("train"), "the training "
-                                                                             "list of --data")])
-    if args.resume and not RunFolder(options.run_dir).snapshots("solverstate"):
-        raise MissingFile(f"--resume: no .solverstate in {RunFolder(options.run_dir).snapshot_dir}")
-    val_lmdb = data.lmdb("val")
-    if args.val_batch and (val_lmdb / "data.mdb").is_file() and args.val_batch > (records := lmdb_size(val_lmdb)):
-        raise UsageError(f"argument --val-batch: {args.val_batch} is more than the {records} records of {val_lmdb}")
+    copies = [options.run_dir / name for name in ("mean.binaryproto", "train.txt")]
+    refuse_overwrites(ARGS, args, paths={"name": copies, "runs": []} if args.name else {"runs": copies},
+                      inputs=[(data.mean_binaryproto, "the mean image of --data"),
+                              (data.list_file("train"), "the training list of --data")])
     try:
         model = train(options, notify=_notify)
     except TrainingStopped as stop:

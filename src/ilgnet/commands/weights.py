@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from ilgnet import defaults
-from ilgnet.commands.arguments import Output, existing_file, output_folder, refuse_overwrites
+from ilgnet.commands.arguments import INPUT, OUTPUT, VALUE, Arg, existing_file, output_folder, refuse_overwrites
+
+ARGS = (Arg("NAME", "name", VALUE, about="entry"), Arg("NAME", "names", VALUE, about="entry"),
+        Arg("FILE", "file", INPUT, "the file to install"), Arg("--dest", "dest", OUTPUT, "models/"))
 
 
 def register(subparsers) -> None:
@@ -59,9 +62,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ilgnet.errors import lookup
     from ilgnet.fileio import require
-    from ilgnet.zoo.registry import REGISTRY, fetch, install, load_registry, verify
+    from ilgnet.zoo.registry import fetch, get_entry, install, load_registry, verify
 
     registry = load_registry()
     if args.action == "list":
@@ -74,18 +76,18 @@ def run(args) -> int:
                   f"{'':18} {entry.url}\n{'':18} checks: {checks}")
         return 0
     if args.action == "fetch":
-        entries = [lookup(registry, name, f"weights entry of {REGISTRY.name}") for name in args.names]
+        entries = [get_entry(name, registry) for name in args.names]
         for entry in entries:
             path = args.dest / entry.file
             present = path.exists()
             fetch(entry.name, args.dest, registry=registry)
             print(f"{entry.name}: {path} {'is present and checks out' if present else 'downloaded and verified'}")
         return 0
-    entry = lookup(registry, args.name, f"weights entry of {REGISTRY.name}")
+    entry = get_entry(args.name, registry)
     if args.action == "install":
         path = args.dest / entry.file
         if not (path.exists() and path.samefile(args.file)):          # else it is in place already
-            refuse_overwrites([Output("--dest", path)], [(args.file, "the file to install")])
+            refuse_overwrites(ARGS, args, paths={"dest": path})
         path = install(args.name, args.file, args.dest, registry=registry)
         print(f"{args.file}: OK as {entry.name}; installed as {path}")
         for companion in entry.companions:

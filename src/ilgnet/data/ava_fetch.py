@@ -108,7 +108,7 @@ def download(root: Path, mirror: Mirror, *, endpoint: str | None = None) -> Path
         reason = " ".join(str(err).split()) or type(err).__name__
         short = "" if FULL_COMMIT.fullmatch(mirror.revision) else (
             f"; {mirror.revision} is not a full 40-hex commit id, which the Hub may need: give the full one in a "
-            f"--mirrors file")
+            f"file of mirrors (docs/DATA.md)")
         raise DownloadError(f"{mirror.repo_id}/{mirror.filename} at {mirror.revision} could not be downloaded "
                             f"({reason[:300]}){short}; run the same command again to resume") from err
     return Path(path)

@@ -3,6 +3,7 @@
     DIR/train.txt, DIR/val.txt     Caffe list files (`<file> <label>`)          ilgnet split
     DIR/split.json                 how the split was made (partition, seed, counts)
     DIR/val_means.csv              the val images' mean scores (filename, mean), where the partition knows them
+    DIR/unusable.txt               your own photos left out of the split (`ilgnet split labels`)
     DIR/train_lmdb, DIR/val_lmdb   Datum records as convert_imageset writes them  ilgnet lmdb
     DIR/mean.binaryproto           the training images' mean (compute_image_mean's file; mean.npy the same array)
     DIR/lmdb.json, DIR/skipped.txt what was built from what, and the photos that could not be read
@@ -40,6 +41,7 @@ class DataFolder:
     mean_npy = _file("mean.npy")
     split_json = _file("split.json")
     val_means = _file("val_means.csv")
+    unusable_txt = _file("unusable.txt")
     lmdb_json = _file("lmdb.json")
     skipped_txt = _file("skipped.txt")
 

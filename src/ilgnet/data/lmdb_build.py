@@ -8,9 +8,10 @@ record order is shuffled with a seed, decoding runs on every core, the mean (wha
 from the pixels a reader decodes) comes out of the same pass, and images that cannot be decoded completely --
 missing, empty, truncated, corrupt, not images -- are skipped and listed in skipped.txt instead of stored half grey.
 
-Decoding processes decode a few hundred images per task, and one writer in this process stores each task's records
-in list order, one transaction per task, while they decode the next (ilgnet.data.lmdb_writer). tests/test_lmdb.py
-checks the bytes against convert_imageset's and the mean against compute_image_mean's.
+Decoding processes decode up to a few hundred images per task (ilgnet.data.lmdb_decode), and one writer in this
+process stores each task's records in list order, one transaction per task, while they decode the next; the LMDBs to
+build share one stream of tasks (ilgnet.data.lmdb_writer). tests/test_lmdb.py checks the bytes against
+convert_imageset's and the mean against compute_image_mean's.
 
 Nothing finished is removed before its replacement is complete: whether a finished LMDB can be kept is
 ilgnet.data.lmdb_inputs' decision, and the ones that cannot are built again beside it, under `<name>.partial` (with
@@ -40,7 +41,8 @@ from ilgnet.bvlc.io import write_mean
 from ilgnet.data.ava import image_path, read_list_file
 from ilgnet.data.folder import ENCODINGS, SETS, DataFolder
 from ilgnet.data.lmdb_inputs import file_stats, inputs_of, reasons_to_rebuild
-from ilgnet.data.lmdb_writer import WORKER_MODULES, init_worker, write_lmdb
+from ilgnet.data.lmdb_decode import WORKER_MODULES, init_worker
+from ilgnet.data.lmdb_writer import LmdbJob, release, shared_buffers, write_lmdbs
 from ilgnet.errors import BadInput, NoSpace, UserError
 from ilgnet.fileio import (atomic_paths, atomic_write_json, atomic_write_text, filesystem, folder_lock, require,
                            size_of, size_text)
@@ -53,8 +55,8 @@ PAGE = 4096                # an LMDB page
 LMDB_OVERHEAD = 16 * PAGE  # per LMDB besides its records: meta and branch pages, lock.mdb, ilgnet-files.tsv
 
 
-def _ignore(message: str) -> None:
-    pass
+def ignore(message: str) -> None:
+    """The default `notify` of the data folder's builders: says nothing."""
 
 
 def record_bytes(resize: int, key_length: int = 24) -> int:
@@ -68,24 +70,17 @@ def record_bytes(resize: int, key_length: int = 24) -> int:
     return PAGE // max(1, (PAGE - 16) // (value + node) // 2)
 
 
-def _build_set(name: str, folder: DataFolder, partial: Path, step: dict, image_root: Path, *, resize: int,
-               seed: int, encoding: str | None, pool, jobs: int, progress: bool, kept: str) -> tuple[dict, np.ndarray]:
-    """Builds one set's LMDB at `partial`; returns its lmdb.json entry and the mean of its images."""
-    started = time.perf_counter()
-    frame = step["frame"]
-    order = np.random.default_rng(seed).permutation(len(frame))
-    built = write_lmdb(frame, order, image_root, partial, resize=resize, encoding=encoding, stats=step["stats"],
-                        list_path=folder.list_file(name), pool=pool, jobs=jobs, progress=progress, kept=kept)
-    records = sum(built["labels"].values())
+def _entry(folder: DataFolder, name: str, step: dict, built: dict) -> dict:
+    """One built set's lmdb.json entry, from what ilgnet.data.lmdb_writer returns for it."""
     skipped = built["skipped"]
-    entry = {"lmdb": str(folder.lmdb(name)), "listed": len(frame), "records": records, "labels": built["labels"],
-             "skipped": len(skipped), "skipped_reasons": dict(Counter(reason for _, reason in skipped).most_common()),
-             "skipped_files": [{"file": f, "reason": r} for f, r in skipped],
-             "seconds": round(time.perf_counter() - started, 3),
+    entry = {"lmdb": str(folder.lmdb(name)), "listed": len(step["frame"]), "records": sum(built["labels"].values()),
+             "labels": built["labels"], "skipped": len(skipped),
+             "skipped_reasons": dict(Counter(reason for _, reason in skipped).most_common()),
+             "skipped_files": [{"file": f, "reason": r} for f, r in skipped], "seconds": round(built["seconds"], 3),
              "decoding_cpu_seconds": round(built["cpu_seconds"], 3), "inputs": step["inputs"]}
     if step["replaces"]:
         entry["rebuilt_because"] = step["reasons"]
-    return entry, built["pixel_sum"] / records
+    return entry
 
 
 def _write_skipped(path: Path, summary: dict) -> None:
@@ -177,7 +172,7 @@ def _write_error(err: Exception, folder: DataFolder, partials: list[Path], *, ne
 
 def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RESIZE, seed: int = defaults.SEED,
                 encoding: str | None = None, jobs: int | None = None, force: bool = False, progress: bool = True,
-                notify: Callable[[str], None] = _ignore) -> dict:
+                notify: Callable[[str], None] = ignore) -> dict:
     """Builds split_dir/{train_lmdb,val_lmdb,mean.binaryproto,mean.npy,lmdb.json,skipped.txt} from its train.txt and
     val.txt with photos under `image_root`; returns what it writes to lmdb.json (per set: records, labels, skipped
     files and their reasons, and `reused` when a finished LMDB was kept, else `rebuilt_because` when one was there;
@@ -229,12 +224,18 @@ def _build(folder: DataFolder, image_root: Path, *, resize: int, seed: int, enco
     with atomic_paths(outputs) as partials:
         staged = dict(zip(outputs, partials))
         pool = process_pool(jobs, preload=WORKER_MODULES, initializer=init_worker) if to_build else None
+        buffers = []
         try:
-            for name in to_build:
-                summary[name], mean = _build_set(name, folder, staged[folder.lmdb(name)], plan[name], image_root,
-                                                 resize=resize, seed=seed, encoding=encoding, pool=pool, jobs=jobs,
-                                                 progress=progress, kept=kept)
+            buffers = shared_buffers(jobs, resize, encoding) if to_build else []
+            lmdb_jobs = [LmdbJob(plan[name]["frame"], np.random.default_rng(seed).permutation(len(plan[name]["frame"])),
+                                 staged[folder.lmdb(name)], plan[name]["stats"], folder.list_file(name))
+                         for name in to_build]
+            built = write_lmdbs(lmdb_jobs, image_root, resize=resize, encoding=encoding, pool=pool, workers=jobs,
+                                buffers=buffers, progress=progress, kept=kept) if to_build else []
+            for name, part in zip(to_build, built):
+                summary[name] = _entry(folder, name, plan[name], part)
                 if name == "train":
+                    mean = part["pixel_sum"] / summary[name]["records"]
                     write_mean(mean, staged[folder.mean_binaryproto], staged[folder.mean_npy])
                     summary["mean_bgr"] = [round(float(v), 4) for v in mean.mean(axis=(1, 2))]
             stored = sum(summary[name]["records"] for name in to_build)
@@ -253,4 +254,5 @@ def _build(folder: DataFolder, image_root: Path, *, resize: int, seed: int, enco
             # Ctrl-C, no image is decoded for nothing.
             if pool is not None:
                 shutdown(pool)
+            release(buffers)                 # once no worker can attach to them
     return summary

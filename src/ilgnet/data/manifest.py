@@ -22,7 +22,7 @@ import pandas as pd
 from ilgnet.data.ava import read_ava_txt
 from ilgnet.data.images import BadImage, read_image
 from ilgnet.errors import BadInput
-from ilgnet.fileio import atomic_write_json, atomic_write_text, require
+from ilgnet.fileio import atomic_write_json, atomic_write_text, read_json, require
 from ilgnet.pools import pool_size
 
 MANIFEST = "ava-manifest.csv"
@@ -87,7 +87,8 @@ def verify(root: Path, *, images: Path | None = None, ava_txt: Path | None = Non
            progress: bool = True) -> dict:
     """Checks every photo of `images` (default ROOT/images) against `ava_txt` (default ROOT/AVA.txt) and writes the
     manifest, the missing and corrupt lists and the summary into `root`; returns the summary: ava_txt_rows,
-    photos_present, photos_decode, missing, corrupt (counts), not_in_ava_txt, reused, and the files' paths."""
+    photos_present, photos_decode, missing, corrupt (counts), not_in_ava_txt, reused, and the files' paths (the
+    photo folder's resolved: what `check_current` compares the manifest with)."""
     from tqdm import tqdm
 
     root = Path(root)
@@ -113,7 +114,7 @@ def verify(root: Path, *, images: Path | None = None, ava_txt: Path | None = Non
     atomic_write_text(root / MANIFEST, manifest.to_csv(index=False))
     atomic_write_text(root / MISSING, "".join(f"{i}\n" for i in missing))
     atomic_write_text(root / CORRUPT, "".join(f"{i}\t{reasons[i]}\n" for i in corrupt))
-    summary = {"ava_txt": str(ava_txt), "images": str(images), "ava_txt_rows": len(meta),
+    summary = {"ava_txt": str(ava_txt), "images": str(images.resolve()), "ava_txt_rows": len(meta),
                "photos_present": len(found), "photos_decode": int(manifest["decodes"].sum()),
                "missing": len(missing), "corrupt": len(corrupt), "not_in_ava_txt": len(set(found) - listed),
                "reused": reused, "manifest": str(root / MANIFEST), "missing_list": str(root / MISSING),
@@ -126,6 +127,28 @@ def manifest_beside(ava_txt: Path) -> Path | None:
     """The ava-manifest.csv beside an AVA.txt, when there is one."""
     path = Path(ava_txt).parent / MANIFEST
     return path if path.is_file() else None
+
+
+def check_current(manifest: Path, ava_txt: Path) -> None:
+    """BadInput, saying to verify again, when `manifest` (an ava-manifest.csv) is older than what it describes:
+    `ava_txt` (the AVA.txt read with it), or the photo folder it was made from (the one ava-summary.json names,
+    else images/ beside it). Photos added, removed or renamed change their folder's modification time; a photo
+    rewritten in place does not, which `ilgnet lmdb` catches as it decodes each photo. A folder that is the
+    manifest's own is not compared (writing the manifest changes it)."""
+    manifest = Path(manifest)
+    root = manifest.parent
+    try:
+        recorded = read_json(root / SUMMARY) if (root / SUMMARY).is_file() else {}
+    except ValueError:
+        recorded = {}
+    named = Path(str(recorded.get("images") or "")) if isinstance(recorded, dict) else Path()
+    images = named if named.is_absolute() else root / "images"
+    written = manifest.stat().st_mtime_ns
+    for path, what in ((Path(ava_txt), "AVA.txt"), (images, "its photo folder")):
+        if path.exists() and path.resolve() != root.resolve() and path.stat().st_mtime_ns > written:
+            again = "" if images.resolve() == (root / "images").resolve() else f" --images {images}"
+            raise BadInput(f"{manifest} is older than {what} {path}, so it may not describe the photos there now; "
+                           f"run `ilgnet ava verify {root}{again}` to check them again")
 
 
 def usable(meta: pd.DataFrame, manifest: Path) -> tuple[pd.DataFrame, dict]:

@@ -71,4 +71,4 @@ def mirrors(extra: Path | None = None) -> dict[str, Mirror]:
 
 def get_mirror(name: str, extra: Path | None = None) -> Mirror:
     """The mirror called `name` (UnknownName listing the known ones otherwise)."""
-    return lookup(mirrors(extra), name, "mirror")
+    return lookup(mirrors(extra), name, "mirror", about="mirror")

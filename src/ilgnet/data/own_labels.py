@@ -87,20 +87,39 @@ def check_photos(frame: pd.DataFrame, *, workers: int | None = None) -> tuple[pd
     return frame[~bad], listed
 
 
+class RuleMismatch(BadInput):
+    """A labels CSV and its labelling rule that do not go together; `column` is the one the CSV has: "score" (and
+    no rule was given) or "label" (and a rule was)."""
+
+    def __init__(self, message: str, column: str):
+        super().__init__(message)
+        self.column = column
+
+
+def check_rule(frame: pd.DataFrame, *, threshold: float | None, top_bottom: float | None,
+               source: str = "the CSV") -> None:
+    """RuleMismatch, naming `source`, when read_labels_csv's `frame` has scores and neither a threshold nor a
+    top/bottom percentage is given, or has labels and one of them is."""
+    ruled = threshold is not None or top_bottom is not None
+    if "label" in frame and ruled:
+        raise RuleMismatch(f"{source} has labels already; a threshold or top/bottom rule is for a score column",
+                           "label")
+    if "score" in frame and not ruled:
+        raise RuleMismatch(f"{source} has scores: give a threshold (above it is high) or a top/bottom percentage",
+                           "score")
+
+
 def label(frame: pd.DataFrame, *, threshold: float | None = None, top_bottom: float | None = None) -> tuple[
         pd.DataFrame, dict]:
     """`frame` with a label column: as given, or from the score (above `threshold` is high; or the top and bottom
     `top_bottom` % by score, ties kept in file order, the others left out). The score stays as `mean` for SRCC and
-    PLCC. BadInput when a score CSV gets neither rule, or a rule selects no photo."""
+    PLCC. RuleMismatch (check_rule) when the rule does not fit the CSV, BadInput when a rule selects no photo."""
+    check_rule(frame, threshold=threshold, top_bottom=top_bottom)
     if "label" in frame:
-        if threshold is not None or top_bottom is not None:
-            raise BadInput("the CSV has labels already; a threshold or top/bottom rule is for a score column")
         return frame, {"rule": "labels as given"}
     frame = frame.assign(mean=frame["score"])
     if threshold is not None:
         return frame.assign(label=(frame["score"] > threshold).astype(int)), {"rule": f"score > {threshold:g}"}
-    if top_bottom is None:
-        raise BadInput("the CSV has scores: give a threshold (above it is high) or a top/bottom percentage")
     n = int(round(top_bottom / 100 * len(frame)))
     if not 0 < 2 * n <= len(frame):
         raise BadInput(f"the top and bottom {top_bottom:g} % of {len(frame)} photos select {n} from each end")

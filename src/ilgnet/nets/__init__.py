@@ -81,8 +81,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
 
 
 def get_variant(variant: str | Variant) -> Variant:
-    """A Variant, or the one named `variant`; UnknownName for any other name."""
-    return variant if isinstance(variant, Variant) else lookup(VARIANTS, variant, "net variant")
+    """A Variant, or the one named `variant`; UnknownName (about "variant") for any other name."""
+    return variant if isinstance(variant, Variant) else lookup(VARIANTS, variant, "net variant", about="variant")
 
 
 def _data_layer(n: NetBuilder, v: Variant, phase: int, source, mean_file, batch: int) -> None:

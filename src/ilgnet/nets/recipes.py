@@ -34,7 +34,7 @@ INCEPTION = re.compile(r"^inception_(?:\d[a-z]|[ab]\d+)$")
 
 def check_recipe(recipe: str) -> str:
     """`recipe` when it is one of RECIPES; UnknownName otherwise."""
-    lookup(RECIPES, recipe, "recipe")
+    lookup(RECIPES, recipe, "recipe", about="recipe")
     return recipe
 
 

@@ -64,7 +64,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
 
 def get_profile(profile: str | Profile) -> Profile:
     """A Profile, or the one named `profile`; UnknownName for any other name."""
-    return profile if isinstance(profile, Profile) else lookup(PROFILES, profile, "solver profile")
+    return profile if isinstance(profile, Profile) else lookup(PROFILES, profile, "solver profile", about="profile")
 
 
 def val_batch_for(val_size: int, max_batch: int) -> int:

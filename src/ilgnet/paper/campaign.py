@@ -57,9 +57,7 @@ def _make_data(plan: Plan, missing: list[Path], *, progress: bool, notify: Calla
     """prepare_data's work, under the data folder's lock: the synthetic AVA (again when unfinished), then each
     missing data folder split and built."""
     from ilgnet.data import synthetic
-    from ilgnet.data.ava import read_ava_txt
-    from ilgnet.data.lmdb_build import build_split
-    from ilgnet.data.partitions import ava1_split, ava2_split, write_split
+    from ilgnet.data.make import Partition, make_data_folder
 
     ava = Path(plan.data_dir) / "synthetic-ava"
     images, seed = plan.synthetic["images"], plan.synthetic["seed"]
@@ -67,19 +65,14 @@ def _make_data(plan: Plan, missing: list[Path], *, progress: bool, notify: Calla
         redo = " (again: the one there was not finished, or was made with other settings)" if ava.exists() else ""
         notify(f"a synthetic AVA of {images:,} photos in {ava}{redo}")
         synthetic.generate(ava, n_images=images, seed=seed)
-    meta = read_ava_txt(ava / "AVA.txt")
     for folder in missing:
         name = folder.name.removesuffix("-320")
-        if name == "ava2":
-            train_rows, val_rows, facts = ava2_split(meta, seed=seed)
-        else:
-            delta = 1.0 if name == "ava1-delta1" else 0.0
-            train_rows, val_rows, facts = ava1_split(meta, test_size=max(1, images // 10), delta=delta, seed=seed)
-        notify(f"{folder}: split {name} of the synthetic AVA, LMDBs at {320 if folder.name.endswith('-320') else 256}")
-        write_split(folder, train_rows, val_rows, {"partition": name.split("-")[0], "ava_txt": str(ava / "AVA.txt"),
-                                                   "ava_txt_images": len(meta), "synthetic": True, **facts})
-        build_split(folder, ava / "images", resize=320 if folder.name.endswith("-320") else 256, seed=seed,
-                    progress=progress)
+        resize = 320 if folder.name.endswith("-320") else 256
+        partition = Partition(name.split("-")[0], ava_txt=ava / "AVA.txt", seed=seed, test_size=max(1, images // 10),
+                              delta=1.0 if name == "ava1-delta1" else 0.0, facts={"synthetic": True})
+        notify(f"{folder}: split {name} of the synthetic AVA, LMDBs at {resize}")
+        make_data_folder(folder, partition, ava / "images", resize=resize, seed=seed, progress=progress,
+                         notify=notify)
     return missing
 
 

@@ -2,13 +2,12 @@
 profile and one seed (with overrides), where their data folders are and where the runs go.
 
 Built-in plans: `table2`, `table3`, `table4`, and `paper` (all three), whose runs fine-tune with the paper's recipe
-(ilgnet.nets.recipes; the released-model rows with the released one), and `recipes`: ILGNet-Inc.V1-BN on AVA1
-(delta 0) and AVA2 with every recipe, to tell which reading of the paper comes closest to its figures, and
-`official`: ILGNet-Inc.V1-BN on AVA's official split (seeds 1-3, the paper's recipe, Table 1's AVA1 solver: labels
-by threshold 5), reading DATA/official/ava1 as `make official-lmdb` writes it (`ilgnet split official` + `ilgnet
-lmdb`); `ilgnet test` and the report add SRCC and PLCC against AVA's mean votes. A plan file
-(TOML) names tables, runs of its own, or both; relative paths in it are taken from the working directory, as the
-commands' own arguments are:
+(ilgnet.nets.recipes; the released-model rows with the released one), and `recipes`: ILGNet-Inc.V1-BN on AVA1 (delta
+0) and AVA2 with every recipe, to tell which reading of the paper comes closest to its figures, and `official`:
+ILGNet-Inc.V1-BN on AVA's official split (seeds 1-3, the paper's recipe, Table 1's AVA1 solver: labels by threshold
+5), reading DATA/official/ava1 as `make official-lmdb` writes it (`ilgnet split official` + `ilgnet lmdb`); `ilgnet
+test` and the report add SRCC and PLCC against AVA's mean votes. A plan file (TOML) names tables, runs of its own,
+or both; relative paths in it are taken from the working directory, as the commands' own arguments are:
 
     name = "my-plan"             # default: the file's name without .toml
     tables = ["table3"]          # or {table3 = [1, 2], table2 = [1]}: each table with its seeds
@@ -52,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ilgnet import defaults
-from ilgnet.errors import BadInput, about, lookup
+from ilgnet.errors import BadInput, MissingFile, about, lookup
 from ilgnet.fileio import read_text
 from ilgnet.nets import get_variant
 from ilgnet.nets.recipes import DEFAULT as RELEASED_RECIPE
@@ -102,9 +101,7 @@ class RunSpec:
         recipe = "" if self.recipe == RELEASED_RECIPE else f"-{self.recipe}"
         return self.given_name or f"{self.variant}-{self.profile}{recipe}-seed{self.seed}"
 
-    @property
-    def options(self) -> dict:
-        return dict(self.train)
+    options = property(lambda self: dict(self.train), doc="The train overrides as a dict.")
 
     @property
     def max_iter(self) -> int:
@@ -304,10 +301,19 @@ def read_plan(path: Path) -> Plan:
                     _path(document.get("models", str(defaults.MODELS_DIR)), "models"), synthetic, snapshots, str(path))
 
 
+def check_plan_spec(spec: str) -> None:
+    """BadInput or MissingFile (about "plan") unless `spec` is a built-in plan's name or a plan file that exists."""
+    if spec not in BUILT_IN and not Path(spec).is_file():
+        kind, why = (BadInput, " is a folder, not a plan file") if Path(spec).is_dir() else (
+            MissingFile, f": not a built-in plan ({', '.join(BUILT_IN)}) and no such file")
+        raise kind(f"{spec}{why}", about="plan")
+
+
 def load_plan(spec: str, *, seeds=None, runs_dir: Path | None = None, data_dir: Path | None = None,
               models_dir: Path | None = None) -> Plan:
     """A built-in plan by name, or a plan file; `seeds`, `runs_dir`, `data_dir` and `models_dir`, when given,
-    replace the plan's own (seeds: of every run)."""
+    replace the plan's own (seeds: of every run). check_plan_spec first."""
+    check_plan_spec(spec)
     if spec in BUILT_IN:
         return built_in(spec, seeds=seeds, runs_dir=runs_dir, data_dir=data_dir,
                         models_dir=models_dir or defaults.MODELS_DIR)

@@ -84,10 +84,15 @@ def task_ids(plan: Plan) -> dict[str, str]:
     return {name: f"{entry['job']}_{index}" for entry in submissions(plan) for index, name in enumerate(entry["runs"])}
 
 
-def _slurm(command: list[str]) -> subprocess.CompletedProcess:
-    if shutil.which(command[0]) is None:
-        raise MissingFile(f"no `{command[0]}` command here: --slurm submits from a machine of the Slurm cluster "
+def _require_tool(tool: str) -> None:
+    """MissingFile unless Slurm's `tool` (sbatch, squeue, ...) is on PATH."""
+    if shutil.which(tool) is None:
+        raise MissingFile(f"no `{tool}` command here: a campaign is submitted to Slurm from a machine of the cluster "
                           f"(a login node)")
+
+
+def _slurm(command: list[str]) -> subprocess.CompletedProcess:
+    _require_tool(command[0])
     try:
         return subprocess.run(command, check=False, capture_output=True, text=True,
                               timeout=TIMEOUT_S)
@@ -201,9 +206,7 @@ def check(options: SlurmOptions, *, submitting: bool = True) -> None:
     if options.apptainer is not None:
         check_image(options.apptainer, list(options.binds), need_binary=submitting)
     for tool in ("sbatch", "squeue") if submitting else ():
-        if shutil.which(tool) is None:
-            raise MissingFile(f"no `{tool}` command here: --slurm submits from a machine of the Slurm cluster "
-                              f"(a login node)")
+        _require_tool(tool)
 
 
 def submit(plan: Plan, todo: list[RunSpec], options: SlurmOptions, *,

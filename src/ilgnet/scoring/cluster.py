@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +20,7 @@ import pandas as pd
 
 from ilgnet.bvlc.io import load_mean
 from ilgnet.defaults import RAY_INSTALL
-from ilgnet.errors import MissingPackage, ToolFailed, UserError
+from ilgnet.errors import BadInput, MissingPackage, ToolFailed, UserError
 from ilgnet.scoring.backends import pick_backend
 from ilgnet.scoring.scorer import Scorer, Skipped, check_weights, onnx_weights, score_table
 
@@ -35,6 +36,13 @@ def import_ray():
 
 
 REACH_TIMEOUT_S = 5
+
+
+def check_address(address: str | None) -> None:
+    """BadInput (about "address") unless `address` is a Ray address: auto, HOST:PORT or ray://HOST:PORT (None or
+    "" for a local Ray runtime)."""
+    if address and not (address == "auto" or "://" in address or re.fullmatch(r"[\w.-]+:\d+", address)):
+        raise BadInput(f"{address}: not a Ray address (auto, HOST:PORT or ray://HOST:PORT)", about="address")
 
 
 def check_reachable(address: str | None, timeout_s: float = REACH_TIMEOUT_S) -> None:
@@ -99,6 +107,7 @@ def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, a
                                           variant=options.get("variant", "ilgnet"))
     started = not ray.is_initialized()
     if started:
+        check_address(address)
         check_reachable(address)
         try:
             ray.init(address=address, logging_level="WARNING", include_dashboard=False)

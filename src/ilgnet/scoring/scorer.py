@@ -44,7 +44,7 @@ from ilgnet.scoring.backends import open_net, pick_backend
 from ilgnet.scoring.inputs import check_images, check_paths
 from ilgnet.bvlc.fit import check_fits
 from ilgnet.export.cache import cached_export
-from ilgnet.zoo.models import known_variant, resolve_model
+from ilgnet.zoo.models import known_variant, require_mean, resolve_model
 from ilgnet.zoo.onnx_metadata import check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
 
@@ -104,7 +104,7 @@ def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: s
     """Checks that `weights` fit the net a Scorer would load (ilgnet.bvlc.fit): every layer of the deploy file, or of
     the variant's deploy net, gets its blobs, and the caffemodel holds no layer the variant's training net lacks
     (any unused layer, for a deploy file of no known variant). Returns the layers matched; BadInput otherwise, naming
-    the variant the weights are of where their run's record or the registry records it (zoo.models.known_variant).
+    the variant the weights are of (about "variant") where its run or the registry records it (known_variant).
     An ONNX file (checked when it was exported) must be one `ilgnet export` wrote of `variant`'s net; it holds
     its own net, so no deploy file goes with it. Returns 0 for it."""
     if is_onnx(weights):
@@ -125,8 +125,8 @@ def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: s
         known = known_variant(weights) if "does not fit" in str(err) else None
         if known is None or known[0] == variant:
             raise
-        raise BadInput(f"{err}. These weights are of the {known[0]} net ({known[1]} says so): give --variant "
-                       f"{known[0]}, or leave --variant out") from None
+        raise BadInput(f"{err}. These weights are of the {known[0]} net ({known[1]} says so): give variant "
+                       f"{known[0]}, or none", about="variant") from None
 
 
 class Scorer:
@@ -190,8 +190,7 @@ class Scorer:
         folder of `ilgnet train`, an ONNX file `ilgnet export` wrote (it carries its mean), or a .caffemodel file
         (then `mean` is needed)."""
         resolved = resolve_model(model, variant=options.pop("variant", None), mean=mean, models=models)
-        if resolved.mean is None:
-            raise BadInput(f"{model}: the mean image it was trained with is needed")
+        require_mean(resolved)
         return cls(resolved.weights, mean=resolved.mean, variant=resolved.variant, **options)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:

@@ -204,7 +204,7 @@ def plan(options: TrainOptions, notify: Callable[[str], None] = _ignore) -> Plan
     val_size = lmdb_size(data.lmdb("val"))
     if options.val_batch is not None and options.val_batch > val_size:
         raise BadInput(f"val batch {options.val_batch} is larger than the {val_size} records of {data.lmdb('val')}: "
-                       f"a test pass would read most of them more than once")
+                       f"a test pass would read most of them more than once", about="val_batch")
     if options.docker:
         # CaffeNotFoundError before the run's files are written (the run folder is removed again)
         docker_image(gpu=options.gpu is not None, mounts=[run_dir, data.root])
@@ -219,9 +219,10 @@ def plan(options: TrainOptions, notify: Callable[[str], None] = _ignore) -> Plan
     changes = []
     if options.resume:
         if not states:
-            raise MissingFile(f"no .solverstate in {RunFolder(run_dir).snapshot_dir} to resume from")
+            raise MissingFile(f"no .solverstate in {RunFolder(run_dir).snapshot_dir} to resume from", about="resume")
         if options.weights is not None:
-            raise BadInput("a resumed run continues from its own snapshot; initial weights do not apply")
+            raise BadInput("a resumed run continues from its own snapshot; initial weights do not apply",
+                           about="weights")
         changes = _check_resume(options, v, data, run_dir, states)
         resume_from = _resumable(states, net)
     elif states:

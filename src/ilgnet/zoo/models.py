@@ -126,6 +126,31 @@ def known_variant(caffemodel: Path | str) -> tuple[str, str] | None:
     return None
 
 
+def model_files(model: Model) -> list[tuple[Path, str]]:
+    """The files `model` is read from, each with what it is: its caffemodel or ONNX file, its mean image, its
+    training list, and a run's model.json (what a command's outputs may not overwrite)."""
+    onnx = Path(model.weights).suffix.lower() == ".onnx"
+    files = [(Path(model.weights), f"the model's {'ONNX file' if onnx else 'caffemodel'}"),
+             *([(model.mean, "the mean image")] if isinstance(model.mean, Path) else []),
+             *([(Path(model.train_list), "the model's training list")] if model.train_list else [])]
+    if (run := RunFolder(Path(model.name))).is_run():
+        files.append((run.model_json, f"the model's {run.model_json.name}"))
+    return files
+
+
+def require_mean(model: Model) -> None:
+    """BadInput (about "mean") when `model` has no mean image: a bare .caffemodel given without one."""
+    if model.mean is None:
+        raise BadInput(f"{model.name}: the mean image it was trained with is needed (DATA/mean.binaryproto from "
+                       f"`ilgnet lmdb`)", about="mean")
+
+
+def check_model_spec(spec: str | Path) -> None:
+    """MissingFile (about "model") unless `spec` is a published model's registry name or a path that exists."""
+    if str(spec) not in PUBLISHED_MODELS and not Path(spec).exists():
+        raise MissingFile(f"{spec}: not {' or '.join(PUBLISHED_MODELS)}, and no such file", about="model")
+
+
 def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | str | None = None,
                   models: Path = defaults.MODELS_DIR) -> Model:
     """`spec` as a Model: a published model's registry name, a run folder, a snapshot of a run, an ONNX file
@@ -139,9 +164,9 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
         model = run_model(path)
     elif path.is_dir():
         raise BadInput(f"model {spec} is a folder without {RunFolder(path).model_json.name}: neither a run of "
-                       f"`ilgnet train` nor a .caffemodel")
+                       f"`ilgnet train` nor a .caffemodel", about="model")
     elif not path.is_file():
-        raise MissingFile(f"model {spec}: not {' or '.join(PUBLISHED_MODELS)}, and no such file")
+        check_model_spec(spec)
     elif (run := RunFolder.of_snapshot(path)) is not None:
         model = run_model(run.root, path)
     elif path.suffix.lower() == ".onnx":

@@ -118,12 +118,17 @@ def download(entry: Weights, path: Path, *, progress: bool = True) -> Path:
     return path
 
 
+def get_entry(name: str, registry: dict[str, Weights] | None = None) -> Weights:
+    """The entry called `name` (of `registry`, by default the package's); UnknownName (about "entry") otherwise."""
+    return lookup(registry or load_registry(), name, f"weights entry of {REGISTRY.name}", about="entry")
+
+
 def fetch(name: str, dest: Path = defaults.MODELS_DIR, *, registry: dict[str, Weights] | None = None,
           progress: bool = True) -> Path:
     """The file of registry entry `name` under `dest`: downloaded and verified when missing, else checked (size and
     checksums). The entry's companions (a model's mean file) are fetched first."""
     registry = registry or load_registry()
-    entry = lookup(registry, name, f"weights entry of {REGISTRY.name}")
+    entry = get_entry(name, registry)
     for companion in entry.companions:
         fetch(companion, dest, registry=registry, progress=progress)
     path = Path(dest) / entry.file
@@ -142,7 +147,7 @@ def install(name: str, file: Path, dest: Path = defaults.MODELS_DIR, *,
     under the registry's file name in `dest`, renamed into place only when whole. `file` itself is left as it is.
     Returns the installed path."""
     registry = registry or load_registry()
-    entry = lookup(registry, name, f"weights entry of {REGISTRY.name}")
+    entry = get_entry(name, registry)
     verify(entry, Path(file))
     path = Path(dest) / entry.file
     if path.exists() and path.samefile(file):
