@@ -50,7 +50,7 @@ help:
 	@echo "make test         run the whole test suite against the real Caffe (after setup where needed, and test-tools)"
 	@echo "make test-tools   install Debian's chromium (the gallery's browser tests), Slurm and munge (the slurm tests)"
 	@echo "make test-fast    the tests that need no Caffe, Docker image or real work (a venv with the package only;"
-	@echo "                  at most 90 s on an idle 2-core machine; prints its 15 slowest tests)"
+	@echo "                  meant for at most 90 s on an idle 2-core machine; prints its 15 slowest tests)"
 	@echo "make lint         ruff over src, tests and tools (line length 120; run by make test and make test-fast)"
 	@echo "make demo         the whole pipeline on a generated AVA-format dataset, on CPU"
 	@echo "make doctor       print which Caffe is used and check it works"

@@ -13,8 +13,9 @@ and, set by hand on the test:
           `ilgnet` processes (each imports NumPy, OpenCV or onnxruntime afresh), the published 235,529-line lists.
   docker  the real ilgnet-caffe:cpu image (tests/test_docker.py).
 `make test-fast` runs `-m "not caffe and not slow and not install and not docker and not slurm"` and prints its 15
-slowest tests: the tests that need no Caffe and no real work, in a venv with only `pip install -e .[test]`, within
-90 s on an idle 2-core machine. A fast-tier test that grows past a second of CPU is marked `slow` (or made smaller).
+slowest tests: the tests that need no Caffe and no real work, in a venv with only `pip install -e .[test]`, meant to
+take at most 90 s on an idle 2-core machine. A fast-tier test that grows past a second of CPU is marked `slow`
+(or made smaller).
 `make test` runs everything; there a missing Caffe is an error, not a skip.
 """
 import os
