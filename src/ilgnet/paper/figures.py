@@ -95,7 +95,7 @@ def loss_curves(curves: dict[str, pd.DataFrame]) -> bytes:
 
 
 class FeatureCollector:
-    """Called by ilgnet.evaluation.pycaffe_engine.score_lmdb after each forward pass of a FIG5_VARIANTS net: keeps
+    """Called by ilgnet.evaluation.in_process.score_lmdb after each forward pass of a FIG5_VARIANTS net: keeps
     per record, for LAST_LAYER and CONNECTED, the fraction of active units (above 0) and the fraction at 0 or within
     NEAR_MAX of the record's maximum there (`columns`: val_scores.csv column -> key -> value), and the maps at
     FIG5_LAYERS, drawn as `map_image`, of the first `photos` records of each label in LMDB order."""

@@ -5,8 +5,9 @@ folder (shared storage) knows it; the run's lock and its campaign.json record; t
     campaign.json     what the run is (variant, profile, seed, overrides, data folder), its state, its attempts
                       (host, GPU, start and end) and, once finished, the machine and the Caffe that ran it
     campaign.lock     "HOST PID" of the process running it now
-    evaluation.json   ilgnet.evaluation.results.summarize of the final model over every val record once, with the
-                      accuracy the paper's `caffe test` protocol reads off the same records (`paper_protocol`)
+    evaluation.json   ilgnet.evaluation.Evaluation.to_json of the final model over every val record once (as
+                      `ilgnet test --json`), with the accuracy the paper's `caffe test` protocol reads off the same
+                      records (`paper_protocol`) and the scoring time (`scoring`)
     val_scores.csv    the per-record results (key, label, predicted, p_0, p_1), in LMDB order; for the nets of
                       Fig. 5 also active_fraction, and fig5_maps.npz (ilgnet.paper.figures.FeatureCollector)
     + what `ilgnet train` writes (ilgnet.zoo.runfolder.RunFolder)
