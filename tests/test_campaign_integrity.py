@@ -204,6 +204,7 @@ def _prepare(plan: str) -> None:
     prepare_data(load_plan(plan), progress=False)
 
 
+@pytest.mark.slow
 def test_two_campaigns_making_the_same_data_folder_wait_for_each_other(tmp_path):
     plan = tmp_path / "plan.toml"
     plan.write_text(f'runs = "{tmp_path / "runs"}"\ndata = "{tmp_path / "data"}"\n[synthetic]\nimages = 60\n'

@@ -333,6 +333,7 @@ def test_no_room_for_the_mean_is_one_line_too(small_split, monkeypatch, capsys):
     assert sorted(p.name for p in split.iterdir()) == [LOCK_FILE, "train.txt", "val.txt"]
 
 
+@pytest.mark.slow
 def test_a_second_build_of_the_same_folder_waits_for_the_first_and_keeps_what_it_built(tmp_path):
     """Two `ilgnet lmdb` on one folder would write one LMDB from two processes: the second waits, saying for whom,
     and then keeps the first's LMDBs. The first is paused (SIGSTOP) once it has begun writing, so that the second

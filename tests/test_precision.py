@@ -64,6 +64,7 @@ def test_scores_with_preprocessing_in_threads_equal_those_made_inline(stand_in):
     np.testing.assert_allclose(table.p_high.to_numpy(), by_images, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_int8_quantizes_the_convolutions_calibrated_on_the_photos_given(stand_in, tmp_path, capsys):
     calibrate = tmp_path / "calibrate"
     calibrate.mkdir()
@@ -109,6 +110,7 @@ def test_int8_checked_only_on_its_calibration_photos_is_refused_before_anything_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrate"]
 
 
+@pytest.mark.slow
 def test_predict_int8_exports_once_and_says_so(stand_in, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ILGNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("ilgnet.defaults.CACHE_DIR", tmp_path / "cache")
@@ -129,6 +131,7 @@ def test_predict_int8_exports_once_and_says_so(stand_in, tmp_path, capsys, monke
     assert kept[0].stat().st_mtime_ns == stamp                          # kept, not made again
 
 
+@pytest.mark.slow
 def test_two_first_predicts_at_a_smaller_precision_share_one_export(stand_in, tmp_path):
     """Two `ilgnet predict --precision fp16` at once with the export not made yet: the first is paused (SIGSTOP) while
     its file is half written, the second is let start and seen waiting on the export's lock (the kernel's table of

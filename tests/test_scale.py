@@ -28,6 +28,7 @@ def predict(stand_in, out, *extra: str) -> list[str]:
             str(stand_in["mean"]), "--variant", SMALL, "--quiet", "--batch", "2", "--out", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_no_cluster_at_the_address_is_one_line(stand_in, tmp_path):
     """`--ray auto` where no Ray cluster runs. `auto` finds any Ray runtime running on the machine, so this test comes
     before the first that starts local_ray (pytest runs a module's tests in order)."""

@@ -77,7 +77,7 @@ def pool_size(requested: int | None, tasks: int) -> int:
 
 
 @contextmanager
-def _sigint_deferred() -> Iterator[None]:
+def sigint_deferred() -> Iterator[None]:
     """A Ctrl-C during the block is a KeyboardInterrupt at its end, so that it cannot cut a step in two (only the
     main thread receives signals; elsewhere this does nothing)."""
     if threading.current_thread() is not threading.main_thread():
@@ -118,7 +118,7 @@ def start_forkserver(preload: Sequence[str] = ()) -> None:
     by the time process_pool forks them. Only the first start's `preload` counts."""
     from multiprocessing import forkserver
 
-    with _sigint_deferred():
+    with sigint_deferred():
         multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
         _start_forkserver_ignoring_sigint(forkserver)
 
@@ -140,7 +140,7 @@ def process_pool(workers: int, *, preload: Sequence[str] = (), initializer: Call
     ready = context.Semaphore(0)
     executor = None
     try:
-        with _sigint_deferred():
+        with sigint_deferred():
             executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                            initargs=(ready, initializer, initargs))
             # All workers now, not one per submit() as work comes, and the thread that tells them to stop at
@@ -162,7 +162,7 @@ def shutdown(executor) -> None:
     half a result in the pool's pipe, which its manager thread would wait on forever). A Ctrl-C meanwhile (a second
     one) is raised once it is done: cut short, the shutdown would leave the workers waiting for work, and Python's
     exit waiting on them."""
-    with _sigint_deferred():
+    with sigint_deferred():
         executor.shutdown(cancel_futures=True)
 
 

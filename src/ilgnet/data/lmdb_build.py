@@ -257,7 +257,9 @@ def _build(folder: DataFolder, image_root: Path, *, resize: int, seed: int, enco
         finally:
             # Before the partial output is removed, so that no worker writes into it after that; on an error or
             # Ctrl-C, no image is decoded for nothing.
-            if pool is not None:
-                shutdown(pool)
-            release(buffers)                 # once no worker can attach to them
+            try:
+                if pool is not None:
+                    shutdown(pool)           # a Ctrl-C during it is raised at its end: the buffers go all the same
+            finally:
+                release(buffers)             # once no worker can attach to them
     return summary
