@@ -8,8 +8,14 @@ Tests are marked by what they need, from the fixtures they use (directly or thro
   install the Caffe-free install on each Python from 3.10 to 3.13 present (tests/test_install.py; minutes).
   slurm   a real one-node Slurm cluster started by the test (tests/slurm_cluster.py): every test using
           `slurm_cluster`, skipped with the reason where Debian's Slurm and munge packages are absent.
-`make test-fast` runs `-m "not caffe and not install"`: the tests that need no Caffe, in a venv with only
-`pip install -e .[test]`.
+and, set by hand on the test:
+  slow    real work that needs no Caffe but takes a second or more of CPU: LMDB builds, int8 calibration, several
+          `ilgnet` processes (each imports NumPy, OpenCV or onnxruntime afresh), the published 235,529-line lists.
+  docker  the real ilgnet-caffe:cpu image (tests/test_docker.py).
+`make test-fast` runs `-m "not caffe and not slow and not install and not docker and not slurm"` and prints its 15
+slowest tests: the tests that need no Caffe and no real work, in a venv with only `pip install -e .[test]`, meant to
+take at most 90 s on an idle 2-core machine. A fast-tier test that grows past a second of CPU is marked `slow`
+(or made smaller).
 `make test` runs everything; there a missing Caffe is an error, not a skip.
 """
 import os

@@ -38,6 +38,7 @@ def test_means_agree_with_the_sample_photo_labels(shared_data, head_rows):
     assert np.abs(both["mean_score"] - both["mean"]).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_ava1_rule_matches_every_published_label_with_known_votes(shared_data):
     known = add_vote_stats(pd.read_csv(shared_data / "ava" / "ava_known_votes_partial.csv"))
     published = pd.concat([read_list_file(shared_data / "ilgnet-published" / "data" / "AVA1" / f"{name}.txt")

@@ -76,7 +76,7 @@ def _fetch(tmp_path, hub, registry, root, *extra) -> subprocess.CompletedProcess
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("kind", ["tgz", "zip"])
+@pytest.mark.parametrize("kind", ["tgz", pytest.param("zip", marks=pytest.mark.slow)])
 def test_fetch_lays_out_ava_and_a_second_run_downloads_nothing(tmp_path, source, kind):
     data = _archive(source, kind)
     filename = f"ava.{kind}"
@@ -103,6 +103,7 @@ def test_fetch_lays_out_ava_and_a_second_run_downloads_nothing(tmp_path, source,
     assert "photos present: 12, decoding: 12; missing: 0" in second.stdout
 
 
+@pytest.mark.slow
 def test_interrupted_download_resumes_from_where_it_stopped(tmp_path, source):
     from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
 
@@ -215,6 +216,7 @@ def test_a_revision_the_mirror_lacks_is_a_download_error(tmp_path, source):
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.slow
 def test_verify_lists_missing_and_corrupt_ids(tmp_path, source):
     import shutil
 

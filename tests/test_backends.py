@@ -40,6 +40,7 @@ def predict_args(model: dict[str, Path], *extra: str) -> list[str]:
             "--variant", SMALL, "--quiet", *extra]
 
 
+@pytest.mark.slow
 def test_opencv_backend_scores_without_caffe(stand_in):
     result = without_caffe(*predict_args(stand_in, "--backend", "opencv", "--workers", "2", "--batch", "4"))
     assert result.returncode == 0, result.stderr
@@ -75,6 +76,7 @@ def test_a_caffe_root_without_pycaffe_is_refused_not_replaced_by_the_venvs(stand
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_without_caffe_predict_scores_with_onnxruntime_unasked(stand_in, tmp_path):
     """No backend flag on a machine without Caffe: auto picks onnxruntime, says so, and gives OpenCV's scores; the
     export is made once, beside the caffemodel."""
@@ -91,6 +93,7 @@ def test_without_caffe_predict_scores_with_onnxruntime_unasked(stand_in, tmp_pat
     assert len(list(tmp_path.glob("model.*.onnx"))) == 1
 
 
+@pytest.mark.slow
 def test_commands_that_need_caffe_say_so_in_one_line(stand_in, tmp_path):
     generate(tmp_path / "ava", n_images=60, seed=4, long_sides=(240, 300))
     data = str(tmp_path / "data")

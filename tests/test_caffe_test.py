@@ -13,8 +13,9 @@ from conftest import SMALL
 
 from ilgnet.cli import main
 from ilgnet.evaluation import caffe_engine as caffe_test
-from ilgnet.evaluation import pycaffe_engine as evaluation
+from ilgnet.evaluation import in_process
 from ilgnet.evaluation.results import prefix_protocol
+from ilgnet.zoo.models import Model
 
 pytest_plugins = ["caffe_data"]
 
@@ -42,7 +43,7 @@ def test_coverage_reads_every_record_once():
 @pytest.mark.parametrize("max_batch", [8, 11])
 def test_caffe_test_agrees_with_pycaffe_record_by_record(eleven, small_caffemodel, max_batch):
     mean = eleven / "mean.binaryproto"
-    ours = evaluation.score_lmdb(SMALL, small_caffemodel, eleven / "val_lmdb", mean, max_batch, progress=False)
+    ours = in_process.score_lmdb(Model(small_caffemodel, SMALL, mean), eleven / "val_lmdb", max_batch, progress=False)
     caffes = caffe_test.score_lmdb(SMALL, small_caffemodel, eleven / "val_lmdb", mean, max_batch)
     assert caffes.attrs["batch"] == max_batch
     assert caffes["key"].tolist() == ours["key"].tolist() and caffes["label"].tolist() == LABELS
@@ -67,7 +68,7 @@ def test_the_paper_protocol_is_caffe_tests_first_records(eleven, small_caffemode
     mean = eleven / "mean.binaryproto"
     measured = caffe_test.paper_protocol(SMALL, small_caffemodel, eleven / "val_lmdb", mean, batch=2,
                                          iterations=3)
-    first_six = evaluation.score_lmdb(SMALL, small_caffemodel, eleven / "val_lmdb", mean, 6,
+    first_six = in_process.score_lmdb(Model(small_caffemodel, SMALL, mean), eleven / "val_lmdb", 6,
                                       progress=False).iloc[:6]
     assert (measured["images"], measured["records"]) == (6, 11)
     assert measured["accuracy"] == pytest.approx((first_six["predicted"] == first_six["label"]).mean())
@@ -137,7 +138,7 @@ def test_the_paper_protocol_read_off_per_record_results_equals_caffe_test_past_t
     mean = eleven / "mean.binaryproto"
     measured = caffe_test.paper_protocol("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, batch=4,
                                          iterations=4)
-    frame = evaluation.score_lmdb("ilgnet", ilgnet_caffemodel, eleven / "val_lmdb", mean, 8, progress=False)
+    frame = in_process.score_lmdb(Model(ilgnet_caffemodel, "ilgnet", mean), eleven / "val_lmdb", 8, progress=False)
     read_off = prefix_protocol(frame, batch=4, iterations=4)
     assert read_off["images"] == measured["images"] == 16 and read_off["distinct_records"] == 11
     assert read_off["accuracy"] == pytest.approx(measured["accuracy"], abs=1e-4)

@@ -19,8 +19,7 @@ from ilgnet.cli import main as ilgnet
 from ilgnet.data import synthetic
 from ilgnet.data.folder import DataFolder
 from ilgnet.paper.integrity import check_finished
-from ilgnet.paper.pooling import pools
-from ilgnet.paper.pooling import provenance
+from ilgnet.paper.pooling import pools, provenance
 from ilgnet.paper.report import accuracy_cells, find_runs
 from ilgnet.zoo.runfolder import RunFolder
 
@@ -108,6 +107,30 @@ def test_a_damaged_file_is_named_and_the_other_runs_reported(campaign, damage, c
     assert cell["not_finished"]["ilgnet-ava2-seed1"].startswith(f"damaged ({damaged / name}: ")
 
 
+def test_a_damaged_campaign_json_is_named_the_other_runs_reported_and_the_next_attempt_begins_anew(campaign,
+                                                                                                     capsys):
+    from ilgnet.paper.plans import load_plan
+    from ilgnet.paper.runstate import read_record, update_record
+
+    record = campaign["runs"][1] / "campaign.json"
+    cut(record, 50)
+    assert ilgnet(["campaign", str(campaign["plan"]), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert f"| ilgnet-ava2-seed1 | table3 | damaged | - | - | - | {record}:1: not JSON (" in out
+    assert "| ilgnet-ava2-seed2 | table3 | finished | 2 / 2 | 80.00 % |" in out and "1 finished, 1 damaged" in out
+    runs = find_runs([campaign["root"] / "runs"])
+    assert [(r.name, r.state, r.message.startswith(f"{record}:1: not JSON")) for r in runs] == [
+        ("ilgnet-ava2-seed1", "damaged", True), ("ilgnet-ava2-seed2", "finished", False)]
+    [cell] = [c for c in accuracy_cells(runs, "table3") if c["variant"] == "ilgnet"]
+    assert (cell["n"], cell["seeds"], cell["accuracy"][0]) == (1, [2], 0.8)
+    # The campaign's next attempt keeps the damaged record beside the new one it begins.
+    damaged = record.read_bytes()
+    plan = load_plan(str(campaign["plan"]))
+    update_record(plan, plan.runs[0], record.parent, state="started", attempt={"started": "now"})
+    assert (record.parent / "campaign.json.damaged").read_bytes() == damaged
+    assert read_record(record.parent)["run"] == plan.runs[0].record()
+
+
 def test_a_run_whose_data_folder_was_remade_is_stale_and_pooled_apart(campaign, capsys):
     """Bug case 14's kind: seed 1 finished on data that was deleted and remade, seed 2 finished on the new data."""
     shutil.rmtree(campaign["data"])
@@ -132,8 +155,7 @@ def test_a_run_whose_data_folder_was_remade_is_stale_and_pooled_apart(campaign, 
     assert [c["pool"] for c in cells] == [f"data {old[:8]}", f"data {new[:8]}"]
     assert cells[0]["stale"] == ["ilgnet-ava2-seed1"]
     # The data table names what each run read, from its own model.json, not the folder as it is now.
-    found = provenance(runs)
-    assert [(d["sha256"]["mean.binaryproto"], d["current"], d["runs"]) for d in found] == [
+    assert [(d["sha256"]["mean.binaryproto"], d["current"], d["runs"]) for d in provenance(runs)] == [
         (old, False, ["ilgnet-ava2-seed1"]), (new, True, ["ilgnet-ava2-seed2"])]
 
 
@@ -182,6 +204,7 @@ def _prepare(plan: str) -> None:
     prepare_data(load_plan(plan), progress=False)
 
 
+@pytest.mark.slow
 def test_two_campaigns_making_the_same_data_folder_wait_for_each_other(tmp_path):
     plan = tmp_path / "plan.toml"
     plan.write_text(f'runs = "{tmp_path / "runs"}"\ndata = "{tmp_path / "data"}"\n[synthetic]\nimages = 60\n'

@@ -1,8 +1,7 @@
 """Campaigns with real Caffe on the CPU (googlenet-bn-third at toy size, a synthetic AVA): a run whose data folder
 was deleted and remade is refused as stale, never "finished, skipped" (bug case 14's kind); a finished run with a
-damaged evaluation.json is evaluated again from its kept model (case 19's); a campaign interrupted by a real SIGINT
-while it makes its synthetic AVA, builds its LMDBs or trains, then run again, ends with the data and results of an
-uninterrupted one (case 15's kind), and one that lands after Caffe's last iteration still stops the campaign."""
+damaged evaluation.json is evaluated again from its kept model (case 19's); a Ctrl-C while the synthetic AVA is
+made (case 15), and at each other step of a campaign and its report (tests/test_campaign_interrupted.py)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from conftest import SMALL
 
 from ilgnet.cli import main as ilgnet
@@ -102,49 +100,6 @@ def start(plan: Path, log: Path) -> subprocess.Popen:
     """`ilgnet campaign` in a process group of its own, as a terminal runs it (its Ctrl-C: SIGINT to the group)."""
     return subprocess.Popen([sys.executable, "-m", "ilgnet.cli", "campaign", str(plan), "--quiet"], cwd=plan.parent,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def results(root: Path) -> dict:
-    """What a campaign leaves that must not depend on interruptions: the LMDBs' records and skipped photos, and the
-    run's evaluation."""
-    built = json.loads((root / "data" / "ava2" / "lmdb.json").read_text())
-    evaluation = json.loads((root / "runs" / RUN / "evaluation.json").read_text())
-    return {"lmdb": {s: (built[s]["listed"], built[s]["records"], built[s]["skipped_reasons"])
-                     for s in ("train", "val")},
-            "images": evaluation["images"], "keys": (root / "runs" / RUN / "val_scores.csv").read_text().split()[1:]}
-
-
-STEPS = {
-    "synthetic AVA": lambda root: len(list((root / "data" / "synthetic-ava" / "images").glob("*.jpg"))) >= 5,
-    "LMDBs": lambda root: (root / "data" / "ava2" / "train_lmdb.partial").exists(),
-    "training": lambda root: (root / "runs" / RUN / "train.log").exists(),
-    # After Caffe's last iteration, while its snapshot is checked: the campaign still stops (exit 130).
-    "the final snapshot": lambda root: f"{SMALL}_iter_2.caffemodel" in (root / "first.log").read_text(),
-}
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(caffe, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("uninterrupted")
-    assert ilgnet(["campaign", str(write_plan(root, images=400)), "--quiet"]) == 0
-    return results(root)
-
-
-@pytest.mark.parametrize("step", STEPS)
-def test_a_campaign_interrupted_at_each_step_and_run_again_ends_as_an_uninterrupted_one(uninterrupted, step,
-                                                                                         tmp_path):
-    plan = write_plan(tmp_path, images=400)
-    proc = start(plan, tmp_path / "first.log")
-    deadline = time.monotonic() + 300
-    while not STEPS[step](tmp_path):
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=240) == 130, (tmp_path / "first.log").read_text()[-2000:]
-    assert "Traceback" not in (tmp_path / "first.log").read_text()
-    again = start(plan, tmp_path / "again.log")
-    assert again.wait(timeout=600) == 0, (tmp_path / "again.log").read_text()[-2000:]
-    assert results(tmp_path) == uninterrupted
 
 
 def test_bug_case_14_the_campaign_and_report_after_the_data_folder_is_remade(caffe, bugcase, tmp_path, capsys):

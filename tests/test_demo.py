@@ -33,6 +33,7 @@ def sharpness(path) -> float:
     return float(cv2.Laplacian(cv2.GaussianBlur(grey, (0, 0), 1.5), cv2.CV_64F).var())
 
 
+@pytest.mark.slow
 def test_synthetic_ava_is_valid_ava_and_learnable(tmp_path):
     rows = generate(tmp_path, n_images=300, seed=2)
     meta = read_ava_txt(tmp_path / "AVA.txt")                   # the toolkit's own AVA.txt validation

@@ -245,6 +245,7 @@ def test_there_is_no_caffe_in_the_python_of_these_tests(no_caffe_python, stand_i
     assert "ModuleNotFoundError: No module named 'caffe'" in probe.stderr
 
 
+@pytest.mark.slow
 def test_train_in_docker_runs_caffe_train_in_the_cpu_image_with_no_caffe_here(no_caffe_python, stand_in_docker,
                                                                              data, tmp_path):
     result = run_ilgnet(no_caffe_python, stand_in_docker, *train_args(data, tmp_path), cwd=tmp_path)
@@ -264,6 +265,7 @@ def test_train_in_docker_runs_caffe_train_in_the_cpu_image_with_no_caffe_here(no
     assert not (tmp_path / "second").exists() and len(stand_in_docker.calls("run")) == 1
 
 
+@pytest.mark.slow
 def test_a_docker_run_that_cannot_start_is_refused_before_its_run_folder(no_caffe_python, stand_in_docker, data,
                                                                          tmp_path):
     """A GPU run on a machine whose nvidia-smi lists no GPU, and a run from /, each refused in one line before the
@@ -304,6 +306,7 @@ def test_docker_runs_caffe_test_not_pycaffe(tmp_path, capsys, monkeypatch):
                                        "(--engine caffe), not --engine pycaffe (see `ilgnet test --help`)\n")
 
 
+@pytest.mark.slow
 def test_caffe_test_in_docker_runs_in_the_cpu_image_with_no_caffe_here(no_caffe_python, stand_in_docker, data,
                                                                       tmp_path):
     from ilgnet import nets

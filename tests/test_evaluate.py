@@ -15,9 +15,12 @@ from conftest import SMALL
 from ilgnet.bvlc.tools import run_tool
 from ilgnet.cli import main
 from ilgnet.evaluation.metrics import metrics, roc_auc
-from ilgnet.evaluation.pycaffe_engine import evaluate, score_lmdb
+from ilgnet.data.folder import DataFolder
+from ilgnet.evaluation import evaluate
+from ilgnet.evaluation.in_process import score_lmdb
 from ilgnet.evaluation.reports import markdown_report
 from ilgnet.nets import train_val
+from ilgnet.zoo.models import Model
 
 pytest_plugins = ["caffe_data"]     # small_dataset and the stand-in models, shared across test files
 
@@ -40,7 +43,7 @@ def caffe_test_per_record(data, model, tmp_path):
 
 def test_every_record_once_matching_caffe_test(small_dataset, small_caffemodel, tmp_path):
     val, mean = small_dataset / "val_lmdb", small_dataset / "mean.binaryproto"
-    frame = score_lmdb(SMALL, small_caffemodel, val, mean, batch=2, progress=False)
+    frame = score_lmdb(Model(small_caffemodel, SMALL, mean), val, batch=2, progress=False)
     assert frame["key"].tolist() == [f"{i:08d}_{i}" for i in range(len(VAL_LABELS))]
     assert frame["label"].tolist() == VAL_LABELS
 
@@ -49,10 +52,11 @@ def test_every_record_once_matching_caffe_test(small_dataset, small_caffemodel, 
     np.testing.assert_allclose(frame[["p_0", "p_1"]].to_numpy(), caffe_probs, rtol=1e-4, atol=1e-6)
     assert (frame["predicted"] == frame["label"]).astype(float).tolist() == caffe_hits.tolist()
 
-    result = evaluate(SMALL, small_caffemodel, val, mean, batch=2, progress=False)
-    assert (result["images"], result["forward_passes"]) == (5, 3)
-    assert result["correct"] == int(caffe_hits.sum())
-    assert result["accuracy"] == pytest.approx(caffe_accuracy)
+    result = evaluate(Model(small_caffemodel, SMALL, None), DataFolder(small_dataset), batch=2, progress=False)
+    assert (result.images, result.summary["forward_passes"]) == (5, 3)
+    assert result.summary["correct"] == int(caffe_hits.sum())
+    assert result.accuracy == pytest.approx(caffe_accuracy)
+    pd.testing.assert_frame_equal(result.frame, frame)
 
 
 def test_cli_writes_json_markdown_and_per_image_csv(small_dataset, small_caffemodel, tmp_path, capsys):

@@ -203,6 +203,7 @@ def test_published_ava1_model_was_trained_on_most_of_avas_test_list(ilgnet_caffe
     assert overlap["scored"] == {"images": 6, "in_training": 3} and overlap["unseen_metrics"]["images"] == 3
 
 
+@pytest.mark.slow
 def test_published_ava1_training_list_holds_most_of_the_ava2_val_list(shared_data):
     from ilgnet.data.ava import read_list_file
 

@@ -261,6 +261,7 @@ def _interrupted_build(split: Path, images: Path, *extra: str) -> None:
     assert process.wait(timeout=60) == 130, process.stderr.read()
 
 
+@pytest.mark.slow
 def test_an_interrupted_build_leaves_no_lmdb_that_looks_complete_and_keeps_the_finished_ones(tmp_path, images):
     split = tmp_path / "split"
     split.mkdir()
@@ -282,6 +283,7 @@ def test_an_interrupted_build_leaves_no_lmdb_that_looks_complete_and_keeps_the_f
     assert not list(split.glob("*.partial")) and not list(split.glob("*.replaced"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
 @pytest.mark.parametrize("delay", [0.3, 0.5, 0.7, 0.9, 1.2, 1.6])
 def test_ctrl_c_at_any_moment_prints_one_line_and_no_worker_traceback(tmp_path, images, delay, twice):

@@ -333,9 +333,11 @@ def test_no_room_for_the_mean_is_one_line_too(small_split, monkeypatch, capsys):
     assert sorted(p.name for p in split.iterdir()) == [LOCK_FILE, "train.txt", "val.txt"]
 
 
-def test_a_second_build_of_the_same_folder_is_refused_naming_the_first(tmp_path):
-    """Two `ilgnet lmdb` on one folder would write one LMDB from two processes. The first is paused (SIGSTOP) once
-    it has begun writing, so that the second surely meets it, and then let go."""
+@pytest.mark.slow
+def test_a_second_build_of_the_same_folder_waits_for_the_first_and_keeps_what_it_built(tmp_path):
+    """Two `ilgnet lmdb` on one folder would write one LMDB from two processes: the second waits, saying for whom,
+    and then keeps the first's LMDBs. The first is paused (SIGSTOP) once it has begun writing, so that the second
+    surely meets it, and let go once the second has said that it waits."""
     import os
     import signal
     import subprocess
@@ -350,18 +352,50 @@ def test_a_second_build_of_the_same_folder_is_refused_naming_the_first(tmp_path)
     args = [sys.executable, "-m", "ilgnet.cli", "lmdb", "--split", str(split), "--images", str(tmp_path / "images"),
             "--jobs", "1"]
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = None
     try:
         deadline = time.monotonic() + 60
         while not (split / "train_lmdb.partial").exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         first.send_signal(signal.SIGSTOP)
         assert first.poll() is None and (split / "train_lmdb.partial").exists(), "the first build ended too soon"
-        second = subprocess.run(args, capture_output=True, text=True)
+        second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = second.stderr.readline()                      # written before it waits: no race
     finally:
         os.kill(first.pid, signal.SIGCONT)
         first.wait(timeout=120)
-    assert second.returncode == 1 and second.stderr.count("\n") == 1
-    assert second.stderr.startswith(f"ilgnet lmdb: error: {split} is in use by process {first.pid} ({sys.executable} "
-                                    f"-m ilgnet.cli lmdb --split ")            # its command line, up to 120 characters
-    assert second.stderr.endswith("...); wait for it to end (or stop it) and try again\n")
-    assert first.returncode == 0 and summary(split)["train"]["records"] == 200
+    out, err = second.communicate(timeout=120)
+    assert waiting.startswith(f"ilgnet lmdb: {split} is being built by process {first.pid} ({sys.executable} -m "
+                              f"ilgnet.cli lmdb --split ")            # its command line, up to 120 characters
+    assert waiting.endswith("...); waiting for it, then keeping what it built\n") and err == ""
+    assert first.returncode == 0 and second.returncode == 0 and summary(split)["train"]["records"] == 200
+    kept = "(kept: list, photos, image folder, resize, seed and encoding unchanged)"
+    assert [line.endswith(kept) for line in out.splitlines()[:2]] == [True, True], out
+    assert "images stored in" not in out
+
+
+def test_a_build_of_a_folder_that_a_run_reads_is_refused_naming_the_reader(tmp_path, capsys):
+    """A reader (`ilgnet train` for hours) is not waited for: the build is refused in one line naming it."""
+    import subprocess
+    import sys
+
+    from ilgnet.cli import main as ilgnet
+
+    names = photo_files(tmp_path / "images", 4, size=64)
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "train.txt").write_text("".join(f"{name} 0\n" for name in names))
+    (split / "val.txt").write_text(f"{names[0]} 1\n")
+    script = tmp_path / "reader.py"
+    script.write_text(f"import sys\nfrom ilgnet.fileio import folder_lock\nwith folder_lock({str(split)!r}, "
+                      f"shared=True):\n    print('held', flush=True)\n    sys.stdin.read()\n")
+    reader = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "held\n"
+        assert ilgnet(["lmdb", "--split", str(split), "--images", str(tmp_path / "images")]) == 1
+    finally:
+        reader.communicate("", timeout=60)
+    err = capsys.readouterr().err
+    assert err == (f"ilgnet lmdb: error: {split} is in use by process {reader.pid} ({sys.executable} {script}); "
+                   f"wait for it to end (or stop it) and try again\n")
+    assert not (split / "train_lmdb").exists()

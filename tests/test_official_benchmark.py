@@ -81,6 +81,7 @@ def test_test_results_carry_srcc_and_plcc_where_the_means_are_known(tmp_path):
     assert "ILGNet predicts a class (high or low), not a score distribution" in text
 
 
+@pytest.mark.slow
 def test_the_released_ava1_model_overlaps_the_official_test_list(shared_data, tmp_path):
     test_ids = read_id_list(shared_data / "ava" / "aesthetics_image_lists" / "generic_test.jpgl")
     (tmp_path / "val.txt").write_text("".join(f"{i}.jpg 0\n" for i in test_ids))

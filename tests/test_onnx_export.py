@@ -183,7 +183,7 @@ def test_export_checks_the_weights_and_needs_the_mean(stand_in, tmp_path, capsys
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp16", pytest.param("int8", marks=pytest.mark.slow)])
 def test_smaller_precisions_report_their_agreement(precision, exported, stand_in, tmp_path, capsys):
     out = tmp_path / f"small-{precision}.onnx"
     assert ilgnet(["export", str(stand_in["weights"]), "--variant", SMALL, "--mean", str(stand_in["mean"]),

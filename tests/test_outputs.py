@@ -334,10 +334,11 @@ TINY_LOG = "".join(f"I0101 10:00:0{i}.000000  1001 solver.cpp:218] Iteration {i}
 
 
 @pytest.mark.parametrize("arguments, written", [
-    ("predict photos --out @/s.csv", "@/s.csv, which needs "),
-    ("predict photos --html @/gallery.html --out scores.csv", "@/gallery.html, which needs "),
+    pytest.param("predict photos --out @/s.csv", "@/s.csv, which needs ", marks=pytest.mark.slow),
+    pytest.param("predict photos --html @/gallery.html --out scores.csv", "@/gallery.html, which needs ",
+                 marks=pytest.mark.slow),
     ("log train.log --csv @/train_log.csv", "@/train_log.csv, which needs "),
-    ("log train.log --png @/curves.png", "@/curves.png, which needs "),
+    pytest.param("log train.log --png @/curves.png", "@/curves.png, which needs ", marks=pytest.mark.slow),
 ])
 def test_a_full_disk_is_one_line_naming_the_device_and_what_was_needed(album, arguments, written):
     """No traceback, and no partial file left filling the disk."""

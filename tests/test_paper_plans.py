@@ -116,12 +116,28 @@ def test_a_named_run_refuses_seeds_given_for_every_run(tmp_path):
     assert str(error.value).startswith(f"{path}: run mine is named, so it has the one seed the plan gives it")
 
 
-def test_a_toml_syntax_error_names_its_line(tmp_path):
+def _tomli():
+    """tomli, the TOML reader of Python 3.10 (where tomllib is missing), for the test of that path on this Python."""
+    return pytest.importorskip("tomli", reason="tomli (the TOML reader ilgnet uses on Python 3.10) is not installed")
+
+
+@pytest.mark.parametrize("reader", ["tomllib", "tomli"])
+@pytest.mark.parametrize("text, where, message", [
+    ('name = "x"\ntables = ["table3"]\nseeds = [1,,2]\n', "3:12", "Invalid value"),
+    ('name = "x"\ntables = ["table3"\n', "3:1", "Unclosed array"),            # at the end of the document
+    ('name = "x"\nname = "y"\n', "2:11", "Cannot overwrite a value"),
+])
+def test_a_toml_syntax_error_names_its_line_and_column_on_tomllib_and_tomli(tmp_path, monkeypatch, reader, text,
+                                                                           where, message):
+    from ilgnet.paper import plan_fields
+
+    if reader == "tomli":
+        monkeypatch.setattr(plan_fields, "tomllib", _tomli())
     path = tmp_path / "bad.toml"
-    path.write_text('name = "x"\ntables = ["table3"]\nseeds = [1,,2]\n')
+    path.write_text(text)
     with pytest.raises(BadInput) as error:
         read_plan(path)
-    assert str(error.value) == f"{path}:3: not TOML: Invalid value"
+    assert str(error.value) == f"{path}:{where}: not TOML: {message}"
 
 
 def test_the_paper_protocol_reads_the_first_records_and_wraps_around():

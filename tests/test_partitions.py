@@ -97,6 +97,7 @@ def test_official_lists_label_by_threshold_and_report_missing_ids(tmp_path, ava_
     assert "19898 ids of the val list are not in" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset, counts", [
     ("ava1", {"train": (235_529, {"0": 70_673, "1": 164_856}), "val": (20_000, {"0": 4_000, "1": 16_000})}),
     ("ava2", {"train": (25_553, {"0": 12_722, "1": 12_831}), "val": (25_553, {"0": 12_831, "1": 12_722})}),
@@ -168,7 +169,8 @@ def test_an_official_split_whose_lists_share_images_is_refused(tmp_path, ava_txt
                  "generic_test", "--out", str(out)]) == 1
     err = capsys.readouterr().err.splitlines()[-1]
     test_list = lists / "generic_test.jpgl"
-    first = min(i for i in read_id_list(test_list) if i in set(read_ava_txt(ava_txt)["image_id"]))
+    known = set(read_ava_txt(ava_txt)["image_id"])
+    first = min(i for i in read_id_list(test_list) if i in known)
     assert err == (f"ilgnet split official: error: {test_list} and {test_list}: 102 images are in both the training "
                    f"and the test (val) set, e.g. image id {first}; a test set may hold no training image")
     assert not out.exists()
@@ -205,3 +207,28 @@ def test_every_partition_is_checked_where_it_is_written(tmp_path):
     assert not (tmp_path / "own").exists() and not (tmp_path / "named").exists()
     summary = write_split(tmp_path / "fine", named.iloc[:1], named.iloc[1:], {"partition": "ava2"})
     assert (summary["train"]["images"], summary["val"]["images"]) == (1, 1)
+
+
+def test_an_interrupted_split_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """A Ctrl-C after the new train list is written (where the campaign test sends a real one) must not leave it
+    beside the old val list: the four files are replaced together."""
+    import pandas as pd
+
+    from ilgnet.data import partitions
+
+    old = pd.DataFrame({"filename": ["a.jpg", "b.jpg"], "label": [0, 1], "mean": [4.0, 6.0]})
+    new = pd.DataFrame({"filename": ["c.jpg", "d.jpg"], "label": [1, 0], "mean": [7.0, 3.0]})
+    partitions.write_split(tmp_path, old.iloc[:1], old.iloc[1:], {"partition": "ava2"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def ctrl_c(step):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(partitions, "ctrl_c_point", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        partitions.write_split(tmp_path, new.iloc[:1], new.iloc[1:], {"partition": "ava2"})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    monkeypatch.undo()
+    partitions.write_split(tmp_path, new.iloc[:1], new.iloc[1:].drop(columns="mean"), {"partition": "ava2"})
+    assert (tmp_path / "train.txt").read_text() == "c.jpg 1\n" and (tmp_path / "val.txt").read_text() == "d.jpg 0\n"
+    assert not (tmp_path / "val_means.csv").exists() and json.loads((tmp_path / "split.json").read_text())["val"][
+        "images"] == 1

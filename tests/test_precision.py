@@ -64,6 +64,7 @@ def test_scores_with_preprocessing_in_threads_equal_those_made_inline(stand_in):
     np.testing.assert_allclose(table.p_high.to_numpy(), by_images, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_int8_quantizes_the_convolutions_calibrated_on_the_photos_given(stand_in, tmp_path, capsys):
     calibrate = tmp_path / "calibrate"
     calibrate.mkdir()
@@ -91,6 +92,25 @@ def test_int8_quantizes_the_convolutions_calibrated_on_the_photos_given(stand_in
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrate", out.name]
 
 
+def test_int8_checked_only_on_its_calibration_photos_is_refused_before_anything_is_written(stand_in, tmp_path,
+                                                                                           capsys):
+    calibrate = tmp_path / "calibrate"
+    calibrate.mkdir()
+    for photo in sorted(p for p in stand_in["photos"].iterdir() if p.name != "broken.jpg")[:2]:
+        shutil.copy(photo, calibrate / photo.name)
+    out = tmp_path / "small-int8.onnx"
+    with pytest.raises(SystemExit) as exit:
+        ilgnet(["export", str(stand_in["weights"]), "--variant", SMALL, "--mean", str(stand_in["mean"]),
+                "--out", str(out), "--precision", "int8", "--calibrate", str(calibrate), "--check", str(calibrate)])
+    assert exit.value.code == 2                                      # a usage error, as argparse's
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == ("ilgnet export: error: --check: its 2 photos are all calibration photos (--calibrate), which "
+                       "the check leaves out; give photos not calibrated on (nothing was written) "
+                       "(see `ilgnet export --help`)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrate"]
+
+
+@pytest.mark.slow
 def test_predict_int8_exports_once_and_says_so(stand_in, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ILGNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("ilgnet.defaults.CACHE_DIR", tmp_path / "cache")
@@ -109,6 +129,43 @@ def test_predict_int8_exports_once_and_says_so(stand_in, tmp_path, capsys, monke
     stamp = kept[0].stat().st_mtime_ns
     assert ilgnet(["predict", str(stand_in["photos"]), *model, "--precision", "int8", "--out", str(int8)]) == 0
     assert kept[0].stat().st_mtime_ns == stamp                          # kept, not made again
+
+
+@pytest.mark.slow
+def test_two_first_predicts_at_a_smaller_precision_share_one_export(stand_in, tmp_path):
+    """Two `ilgnet predict --precision fp16` at once with the export not made yet: the first is paused (SIGSTOP) while
+    its file is half written, the second is let start and seen waiting on the export's lock (the kernel's table of
+    locks), then the first is let go; both score, from one file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "ILGNET_CACHE": str(tmp_path / "cache")}
+    args = [sys.executable, "-m", "ilgnet.cli", "predict", str(stand_in["photos"]), "--model", str(stand_in["weights"]),
+            "--variant", SMALL, "--mean", str(stand_in["mean"]), "--precision", "fp16", "--quiet", "--out"]
+    first = subprocess.Popen([*args, str(tmp_path / "a.csv")], env=env, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "cache").rglob("*.onnx.partial")) and first.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        first.send_signal(signal.SIGSTOP)
+        assert first.poll() is None, "the first export ended too soon"
+        second = subprocess.Popen([*args, str(tmp_path / "b.csv")], env=env, stderr=subprocess.PIPE, text=True)
+        while not any(line.split()[1:3] == ["->", "FLOCK"] and line.split()[5] == str(second.pid)
+                      for line in open("/proc/locks").read().splitlines()):
+            assert second.poll() is None and time.monotonic() < deadline, second.stderr.read()
+            time.sleep(0.01)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+        first.wait(timeout=300)
+    second.wait(timeout=300)
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr.read() + second.stderr.read()
+    assert len(list((tmp_path / "cache" / "onnx").glob("small.fp16-*.onnx"))) == 1
+    assert len((tmp_path / "a.csv").read_text().splitlines()) == len((tmp_path / "b.csv").read_text().splitlines())
 
 
 @pytest.mark.parametrize("extra", [["--backend", "opencv"], ["--gpu", "0"]])

@@ -99,7 +99,8 @@ def test_real_photos_equal_caffe_data_layer(shared_data, small_caffemodel, tmp_p
 def test_real_photos_through_split_lmdb_and_predict(shared_data, small_caffemodel, tmp_path, capsys):
     """The 87 AVA photos with their real votes: `ilgnet split ava1` -> `ilgnet lmdb` -> `ilgnet predict` on the
     held-out photos, whose scores equal those of their LMDB records (`ilgnet test`'s per-record scores)."""
-    from ilgnet.evaluation.pycaffe_engine import score_lmdb
+    from ilgnet.evaluation.in_process import score_lmdb
+    from ilgnet.zoo.models import Model
 
     sample = shared_data / "ava-sample"
     labels = pd.read_csv(sample / "labels.csv")
@@ -117,7 +118,7 @@ def test_real_photos_through_split_lmdb_and_predict(shared_data, small_caffemode
     out = capsys.readouterr()
     predicted = pd.read_csv(io.StringIO(out.out))
     assert len(predicted) == 12 and "scored 12 photos, not scored 0" in out.err
-    records = score_lmdb(SMALL, small_caffemodel, data / "val_lmdb", data / "mean.binaryproto", batch=5,
+    records = score_lmdb(Model(small_caffemodel, SMALL, data / "mean.binaryproto"), data / "val_lmdb", batch=5,
                          progress=False)
     by_file = dict(zip(records.key.str.split("_", n=1).str[1], records.p_1))
     np.testing.assert_allclose(predicted.p_high, [by_file[Path(p).name] for p in predicted.path], atol=1e-6)

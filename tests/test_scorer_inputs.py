@@ -79,6 +79,7 @@ def _export(weights: str, variant: str, queue, barrier) -> None:
     queue.put(str(cached_export(net, Path(weights), variant=variant)))
 
 
+@pytest.mark.slow
 def test_two_processes_making_the_same_export_both_get_it(stand_in, tmp_path):
     weights = tmp_path / "model.caffemodel"
     shutil.copy(stand_in["other"], weights)             # googlenet-bn-two-thirds: an export long enough to overlap

@@ -62,7 +62,8 @@ def test_test_fast_needs_only_the_package(repo, set_up_venv):
     (set_up_venv / ".setup-stamp").unlink()
     assert make_dry_run(repo, set_up_venv, "test-fast") == [
         f"{set_up_venv}/bin/python -m ruff check src tests tools",
-        f'{set_up_venv}/bin/python -m pytest -m "not caffe and not install and not docker and not slurm" tests']
+        f'{set_up_venv}/bin/python -m pytest -m "not caffe and not slow and not install and not docker and not slurm" '
+        '--durations=15 tests']
 
 
 def test_clean_spares_runs_models_and_data(repo, set_up_venv):

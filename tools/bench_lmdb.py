@@ -14,23 +14,23 @@ so both find them in the page cache.
 The machine's other work takes CPU time from both, and Linux shares the CPU between sessions, not processes: with
 a busy core next door, the decoding processes share what is left and the ratio tends to the ratio of CPU time.
 So CPU seconds are printed too, of every process each way ran: this script is their subreaper (Linux's
-PR_SET_CHILD_SUBREAPER), so ilgnet's forkserver, decoding processes and resource tracker, which outlive its main
-process for a moment, are waited for here and counted with it, start-up and imports included.
+PR_SET_CHILD_SUBREAPER, through tools/cpu_time.py), so ilgnet's forkserver, decoding processes and resource tracker,
+which outlive its main process for a moment, are waited for here and counted with it, start-up and imports included.
 
 Usage: python tools/bench_lmdb.py [--images DIR] [--count 1000] [--repeat 3] [--jobs N]
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from cpu_time import become_subreaper, children_cpu, reap_all
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGES = REPO.parent / "shared" / "data" / "ava-sample" / "images"
@@ -53,14 +53,6 @@ def make_split(photos: list[Path], count: int, work: Path) -> tuple[Path, Path]:
     return images, split
 
 
-PR_SET_CHILD_SUBREAPER = 36  # prctl(2): orphaned descendants are reparented to this process, which waits for them
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def timed(commands: list[list[str]]) -> tuple[float, float]:
     """Wall-clock seconds of running the commands one after the other, and the CPU seconds of every process they
     started (waited for once the commands have ended: a forkserver ends when its command's process has)."""
@@ -68,15 +60,7 @@ def timed(commands: list[list[str]]) -> tuple[float, float]:
     for command in commands:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if os.waitpid(-1, os.WNOHANG) == (0, 0):
-                if time.monotonic() > deadline:
-                    raise SystemExit("a process the command started has not ended a minute after it")
-                time.sleep(0.01)
-        except ChildProcessError:           # none left
-            break
+    reap_all()
     return seconds, children_cpu() - cpu
 
 
@@ -111,8 +95,10 @@ def main() -> int:
     photos = sorted(p for p in args.images.iterdir() if p.is_file()) if args.images.is_dir() else []
     if not photos:
         parser.error(f"no photos in {args.images}")
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        parser.error("cannot count the decoding processes' CPU time: prctl(PR_SET_CHILD_SUBREAPER) failed")
+    try:
+        become_subreaper()
+    except OSError as error:
+        parser.error(f"cannot count the decoding processes' CPU time: {error.strerror}")
     cores = len(os.sched_getaffinity(0))
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_lmdb_") as tmp:

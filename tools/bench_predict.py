@@ -217,7 +217,7 @@ def agreement(tables: dict, name: str, calibrated: set[str]) -> tuple[int, float
 def main() -> int:
     args = parse_args()
     from ilgnet.bvlc.tools import import_caffe
-    from ilgnet.commands.predict import default_workers
+    from ilgnet.scoring.pool import default_workers
     from ilgnet.pools import cpu_count
     from ilgnet.scoring.pool import ScorerPool
     from ilgnet.export.precision import cpu_kernels

@@ -16,13 +16,26 @@ import sys
 import textwrap
 import traceback
 import warnings
+from pathlib import Path
 
-import ilgnet
-from ilgnet.commands import (ava, campaign, demo, doctor, export, gen, lmdb, log, nets, predict, report, split, test,
-                             train, weights)
-from ilgnet.commands.arguments import flag_of
-from ilgnet.errors import UsageError, UserError
-from ilgnet.fileio import refusal
+
+def _interrupted(argv: list[str]) -> int:
+    """Ctrl-C before a command runs (its modules load for a moment on a busy machine): one line, exit 130."""
+    commands = Path(__file__).parent / "commands"
+    named = [word for word in argv[:1] if word.isidentifier() and (commands / f"{word}.py").is_file()]
+    print(f"{' '.join(['ilgnet', *named])}: interrupted", file=sys.stderr)
+    return 130
+
+
+try:
+    import ilgnet
+    from ilgnet.commands import (ava, campaign, demo, doctor, export, gen, lmdb, log, nets, predict, report, split,
+                                 test, train, weights)
+    from ilgnet.commands.arguments import flag_of
+    from ilgnet.errors import UsageError, UserError
+    from ilgnet.fileio import refusal
+except KeyboardInterrupt:
+    sys.exit(_interrupted(sys.argv[1:]))
 
 # In the order of the pipeline: AVA fetched and verified (ava) -> split -> lmdb -> nets/gen -> train/log -> test ->
 # weights/predict/export, then the paper's campaign and report.
@@ -100,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:                     # named with the command they were given to, as its own errors are
             Parser(prog=args.prog).error(f"unrecognized arguments: {' '.join(unknown)}")
     except KeyboardInterrupt:           # while the commands' modules load, which takes a moment on a busy machine
-        named = [word for word in argv[:1] if word in {c.__name__.rsplit(".", 1)[-1] for c in COMMANDS}]
-        print(f"{' '.join(['ilgnet', *named])}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(argv)
     debug = os.environ.get("ILGNET_DEBUG") == "1"
     try:
         with warnings.catch_warnings():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 TRAIN_BATCH = 48            # the published train.prototxt's batch_size
 VAL_BATCH = 50              # the published AVA1 test's batch_size: 400 x 50 = the 20,000 AVA1 val images
+MAX_SCORE_WORKERS = 4       # scoring processes by default, at most (ilgnet.scoring.pool.default_workers)
 SCORE_BATCH = 16            # net inputs per forward pass when scoring photos (the CPU is busy at 16)
 PRECISIONS = ("fp32", "fp16", "int8")   # of an exported ONNX file (ilgnet.export.precision); fp32 the default
 CALIBRATION_PHOTOS = 64     # photos an int8 file is calibrated on by default (MinMax ranges: settled by then)

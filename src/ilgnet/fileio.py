@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -206,9 +206,10 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
-def _lock_holders(path: Path) -> list[int]:
-    """The processes holding a flock on `path`, from the kernel's table (/proc/locks: `N: FLOCK ADVISORY WRITE PID
-    MAJ:MIN:INODE 0 EOF`, device numbers in hex); empty where it cannot be read."""
+def _lock_holders(path: Path, *, kind: str | None = None) -> list[int]:
+    """The processes holding a flock on `path` (only those holding it as `kind`, WRITE or READ, when given), from
+    the kernel's table (/proc/locks: `N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`, device numbers in hex);
+    empty where it cannot be read."""
     try:
         stat = os.stat(path)
         with open("/proc/locks") as table:
@@ -217,7 +218,7 @@ def _lock_holders(path: Path) -> list[int]:
         return []
     node = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
     return sorted({int(fields[4]) for line in lines if len(fields := line.split()) >= 6
-                   and fields[1] == "FLOCK" and fields[5] == node})
+                   and fields[1] == "FLOCK" and fields[5] == node and kind in (None, fields[3])})
 
 
 def _process(pid: int) -> str:
@@ -230,12 +231,16 @@ def _process(pid: int) -> str:
 
 
 @contextmanager
-def folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
+def folder_lock(folder: Path, *, shared: bool = False,
+                on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Holds `folder`'s lock (the kernel's flock on folder/LOCK_FILE) for the block: exclusive for a process that
     writes the folder, `shared` for one that reads it and must not see it rewritten. Another process holding it
-    otherwise is InUse, naming its PID and command line. The kernel lets go when the process ends, however it ends.
-    A folder that does not exist is not locked (the caller says what is missing); a reader where the lock file
-    cannot be made (a read-only folder: nobody writes there) goes on unlocked."""
+    otherwise is InUse, naming its PID and command line; with `on_wait`, a writer that finds only another writer
+    there waits for it instead (two processes making the same thing: the second then finds the first's result, and
+    re-checks it inside the block), after passing `on_wait` that writer's `PID (command line)`. The kernel lets go
+    when the process ends, however it ends. A folder that does not exist is not locked (the caller says what is
+    missing); a reader where the lock file cannot be made (a read-only folder: nobody writes there) goes on
+    unlocked."""
     folder = Path(folder)
     if not folder.is_dir():
         yield
@@ -253,8 +258,12 @@ def folder_lock(folder: Path, *, shared: bool = False) -> Iterator[None]:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holders = [pid for pid in _lock_holders(path) if pid != os.getpid()]
+            writers = [pid for pid in _lock_holders(path, kind="WRITE") if pid != os.getpid()]
             who = f"process {', '.join(_process(pid) for pid in holders)}" if holders else "another process"
-            raise InUse(f"{folder} is in use by {who}; wait for it to end (or stop it) and try again") from None
+            if on_wait is None or shared or not writers or writers != holders:
+                raise InUse(f"{folder} is in use by {who}; wait for it to end (or stop it) and try again") from None
+            on_wait(who.removeprefix("process "))
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)

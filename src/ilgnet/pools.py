@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+# The tests' Ctrl-C at a known point of a long step (ctrl_c_point): the step's name, in the environment.
+CTRL_C_AT = "ILGNET_CTRL_C_AT"
 PROCESSES_PER_CPU = 4       # at most this many worker processes per CPU, whatever is asked for
 WORKER_START_SECONDS = 120  # how long process_pool waits for a worker to start before going on without knowing
 
@@ -75,7 +77,7 @@ def pool_size(requested: int | None, tasks: int) -> int:
 
 
 @contextmanager
-def _sigint_deferred() -> Iterator[None]:
+def sigint_deferred() -> Iterator[None]:
     """A Ctrl-C during the block is a KeyboardInterrupt at its end, so that it cannot cut a step in two (only the
     main thread receives signals; elsewhere this does nothing)."""
     if threading.current_thread() is not threading.main_thread():
@@ -116,7 +118,7 @@ def start_forkserver(preload: Sequence[str] = ()) -> None:
     by the time process_pool forks them. Only the first start's `preload` counts."""
     from multiprocessing import forkserver
 
-    with _sigint_deferred():
+    with sigint_deferred():
         multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
         _start_forkserver_ignoring_sigint(forkserver)
 
@@ -138,7 +140,7 @@ def process_pool(workers: int, *, preload: Sequence[str] = (), initializer: Call
     ready = context.Semaphore(0)
     executor = None
     try:
-        with _sigint_deferred():
+        with sigint_deferred():
             executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                            initargs=(ready, initializer, initargs))
             # All workers now, not one per submit() as work comes, and the thread that tells them to stop at
@@ -160,7 +162,7 @@ def shutdown(executor) -> None:
     half a result in the pool's pipe, which its manager thread would wait on forever). A Ctrl-C meanwhile (a second
     one) is raised once it is done: cut short, the shutdown would leave the workers waiting for work, and Python's
     exit waiting on them."""
-    with _sigint_deferred():
+    with sigint_deferred():
         executor.shutdown(cancel_futures=True)
 
 
@@ -171,3 +173,12 @@ def _start_worker(ready, initializer: Callable | None, initargs: tuple) -> None:
             initializer(*initargs)
     finally:
         ready.release()
+
+
+def ctrl_c_point(step: str) -> None:
+    """A point in the middle of `step` (a campaign's "synthetic AVA", "split", "LMDBs", "training", "snapshot
+    check", "scoring", "Fig. 5 maps", "report") where the environment's CTRL_C_AT naming it sends SIGINT to this
+    process's group, as a terminal's Ctrl-C does (Caffe, run by this process, receives it too). Nothing otherwise:
+    the tests interrupt each step at a known point this way instead of racing the clock."""
+    if os.environ.get(CTRL_C_AT) == step:
+        os.killpg(os.getpgrp(), signal.SIGINT)

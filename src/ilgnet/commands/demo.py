@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ilgnet.commands.arguments import integer, output_folder
 from ilgnet.errors import UsageError
+from ilgnet.fileio import atomic_write_text
 
 DEFAULT_WORK = Path("work/demo")
 MARKER = ".ilgnet-demo"
@@ -84,6 +85,19 @@ def _fresh_work_dir(work: Path) -> None:
     (work / MARKER).write_text("made by `ilgnet demo`; it empties this folder when run again\n")
 
 
+def evaluate_held_out(weights: Path, data: Path, out: Path, *, gpu: int | None, progress: bool) -> dict:
+    """Step 5, what `ilgnet test --weights WEIGHTS --data DATA --json OUT` does (ilgnet.evaluation.evaluate): the
+    evaluation of every held-out record, written to `out` and returned as its JSON dict."""
+    from ilgnet.data.folder import DataFolder
+    from ilgnet.evaluation import evaluate
+    from ilgnet.zoo.models import resolve_model
+
+    folder = DataFolder(data)
+    result = evaluate(resolve_model(weights), folder, gpu=gpu, protocol=folder.protocol(), progress=progress).to_json()
+    atomic_write_text(out, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    return result
+
+
 YOUR_PHOTOS = "YOUR_PHOTOS"     # the placeholder of the closing `predict` command
 
 
@@ -95,7 +109,6 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
     from ilgnet.data.ava import read_list_file
     from ilgnet.data.folder import DataFolder
     from ilgnet.data.make import Partition, make_lmdbs, make_split
-    from ilgnet.evaluation.pycaffe_engine import evaluate
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Scorer
     from ilgnet.training.plan import TrainOptions
@@ -137,9 +150,7 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
 
     started = _step(5, "test on every held-out image",
                     f"ilgnet test --variant ilgnet --weights {weights} --data {data} --json {work / 'test.json'}")
-    result = evaluate("ilgnet", weights, data / "val_lmdb", data / "mean.binaryproto", gpu=gpu,
-                      progress=progress)
-    (work / "test.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = evaluate_held_out(weights, data, work / "test.json", gpu=gpu, progress=progress)
     baseline = result["majority_baseline"]["accuracy"]
     auc = "n/a" if result["roc_auc"] is None else f"{result['roc_auc']:.3f}"
     print(f"   accuracy {result['accuracy']:.1%} on {result['images']} held-out images; majority-class baseline "
@@ -155,10 +166,11 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
     chosen = val_rows.sample(n=min(held_out, len(val_rows)), random_state=seed)
     for image_id in chosen["image_id"]:
         shutil.copy2(ava / "images" / f"{image_id}.jpg", photos)
-    scorer = Scorer(weights, mean=data / "mean.binaryproto", gpu=gpu)
+    scorer = Scorer.from_model(weights, mean=data / "mean.binaryproto", gpu=gpu)   # as `ilgnet predict` resolves it
     table, skipped = scorer.score_files(sorted(photos.iterdir()))
     write_gallery(work / "report.html", table, skipped, about={
-        "model": str(weights), "variant": "ilgnet", "mean": str(data / "mean.binaryproto"), "backend": "caffe"})
+        "model": str(weights), "variant": scorer.model.variant, "mean": str(data / "mean.binaryproto"),
+        "backend": scorer.backend})
     truth = rows.set_index("image_id")["mean"]
     table["ava_mean"] = [truth[int(Path(p).stem)] for p in table["path"]]
     table.to_csv(work / "predictions.csv", index=False, float_format="%.6f")

@@ -73,7 +73,7 @@ def run(args) -> int:
     from ilgnet.errors import UsageError
     from ilgnet.fileio import file_digest
     from ilgnet.nets import deploy, get_variant
-    from ilgnet.scoring.precision import CHECK_ROUNDS, calibration_set, compare
+    from ilgnet.scoring.precision import CHECK_ROUNDS, calibration_set, checked_photos, compare
     from ilgnet.scoring.scorer import check_weights
     from ilgnet.zoo.models import mean_name, model_files, require_mean, resolve_model
     from ilgnet.zoo.onnx_metadata import identity, is_onnx
@@ -100,6 +100,9 @@ def run(args) -> int:
         if args.precision == "int8":
             calibration = calibration_set(model, mean, photos=args.calibrate, work=Path(tmp))
             metadata.update(calibration=calibration.source, quantization=QUANTIZATION)
+            if photos and not checked_photos(photos, calibration.photos):
+                raise UsageError(f"--check: its {len(photos)} photos are all calibration photos (--calibrate), which "
+                                 f"the check leaves out; give photos not calibrated on (nothing was written)")
             print(f"ilgnet export: int8 calibrated on {calibration.source}; this CPU's integer kernels: "
                   f"{', '.join(cpu_kernels()) or 'none known'}", file=sys.stderr)
         fp32 = Path(tmp) / "fp32.onnx" if photos and args.precision != "fp32" else None

@@ -17,21 +17,12 @@ from ilgnet.commands.arguments import (HTML, INPUT, OUTPUT, TABLE, VALUE, Arg, e
                                        output_of, ray_address, real)
 from ilgnet.errors import BadInput, UsageError
 from ilgnet.fileio import atomic_path, atomic_write_text, spreadsheet_csv
-from ilgnet.pools import PROCESSES_PER_CPU, cpu_count, pool_size
+from ilgnet.pools import PROCESSES_PER_CPU
 
-MAX_DEFAULT_WORKERS = 4
-DEFAULT_WORKERS = min(MAX_DEFAULT_WORKERS, cpu_count())
 ARGS = (Arg("--model", "model", VALUE), Arg("--variant", "variant", VALUE),
         Arg("--deploy", "deploy", INPUT, "the deploy prototxt"),
         Arg("--mean", "mean", INPUT, "the mean image"), Arg("--out", "out", OUTPUT), Arg("--html", "html", OUTPUT),
         Arg("--ray", "ray", VALUE, about="address"), Arg("--gpu", "gpu", VALUE))
-
-
-def default_workers(backend: str, ray: bool = False) -> int:
-    """Processes `predict` runs by default: one for onnxruntime, whose own threads fill the cores (one process
-    scored 11 % faster than two in tools/bench_predict.py, with half the memory), else DEFAULT_WORKERS; Ray actors
-    take one CPU each, so DEFAULT_WORKERS of them whatever the backend."""
-    return 1 if backend == "onnxruntime" and not ray else DEFAULT_WORKERS
 
 
 def _ray_address(text: str) -> str:
@@ -87,7 +78,7 @@ def register(subparsers) -> None:
     parser.add_argument("--workers", type=integer(1),
                         help="processes, each with its own copy of the net and its share of the cores (default: 1 "
                              f"for onnxruntime, which fills the cores by itself; else the number of CPUs, at most "
-                             f"{MAX_DEFAULT_WORKERS}; up to 1.7 GB of memory each); never more "
+                             f"{defaults.MAX_SCORE_WORKERS}; up to 1.7 GB of memory each); never more "
                              f"than one per batch of photos nor {PROCESSES_PER_CPU} per CPU. With --ray: actors, never "
                              f"more than one per batch")
     parser.add_argument("--gpu", type=integer(0), metavar="ID",
@@ -202,22 +193,25 @@ def check_ray_args(args) -> None:
         raise UsageError("--actor-gpus needs the caffe or onnxruntime backend: the opencv backend runs on the CPU")
 
 
-def score(paths: list[Path], model, backend: str, args):
-    """(table, skipped): with Ray actors under --ray, else with ScorerPool's processes on this machine."""
-    options = {"weights": model.weights, "mean": model.mean, "deploy": args.deploy, "variant": model.variant,
-               "oversample": args.oversample, "backend": backend}
-    batches = -(-len(paths) // args.batch)         # no process or actor without a batch to score
+def score(paths: list[Path], model, args):
+    """(table, skipped) of `model` (resolved) on `paths`, table.attrs["backend"] the backend the library picked: with
+    Ray actors under --ray, else with a ScorerPool on this machine."""
+    options = {"deploy": args.deploy, "oversample": args.oversample, "batch_size": args.batch,
+               "backend": args.backend}
     if args.ray is not None:
         from ilgnet.scoring.cluster import score_with_ray
+        from ilgnet.scoring.pool import default_workers
 
-        return score_with_ray(paths, address=args.ray or None, actors=min(args.workers, batches),
-                              actor_cpus=args.actor_cpus, actor_gpus=args.actor_gpus, batch_size=args.batch,
-                              progress=not args.quiet, **options)
+        return score_with_ray(paths, address=args.ray or None, weights=model,
+                              actors=min(args.workers or default_workers(args.backend, ray=True),
+                                         -(-len(paths) // args.batch)),
+                              actor_cpus=args.actor_cpus, actor_gpus=args.actor_gpus, progress=not args.quiet,
+                              **options)
     from ilgnet.errors import CaffeNotFoundError
     from ilgnet.scoring.pool import ScorerPool
 
     try:
-        with ScorerPool(pool_size(args.workers, batches), batch_size=args.batch, gpu=args.gpu, **options) as pool:
+        with ScorerPool.from_model(model, args.workers, photos=len(paths), gpu=args.gpu, **options) as pool:
             return pool.score_files(paths, progress=not args.quiet)
     except CaffeNotFoundError as err:
         raise CaffeNotFoundError(f"{err}; or score without Caffe: --backend onnxruntime (or opencv)") from None
@@ -264,7 +258,7 @@ def gallery_facts(model, backend: str, args) -> dict[str, str]:
 
 def run(args) -> int:
     from ilgnet.data.images import collect_images
-    from ilgnet.scoring.backends import pick_backend, why_picked
+    from ilgnet.scoring.backends import why_picked
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Skipped
     from ilgnet.zoo.models import check_mean_size, require_mean, resolve_model
@@ -285,9 +279,8 @@ def run(args) -> int:
     if model.name in PUBLISHED_MODELS:
         print(f"{model.name}: {model.weights} is present and checks out", file=sys.stderr)
     model, precision, about_precision = with_precision(model, args)
-    backend = pick_backend(args.backend, model.weights)
-    args.workers = args.workers or default_workers(backend, ray=args.ray is not None)
-    table, skipped = score(found.photos, model, backend, args)
+    table, skipped = score(found.photos, model, args)
+    backend = table.attrs["backend"]
     if args.backend == "auto":                          # said once scored: an error stays one line
         print(f"ilgnet predict: backend {backend} ({why_picked(backend, model.weights)})", file=sys.stderr)
     not_scored = sorted([*found.not_photos, *((Path(item.path), item.reason) for item in skipped)])

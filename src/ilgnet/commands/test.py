@@ -1,5 +1,5 @@
 """`ilgnet test` (`make evaluate`): a model scored on every record of a val LMDB exactly once, with honest metrics
-beside the paper's figure (ilgnet.evaluation.pycaffe_engine, ilgnet.evaluation.reports), SRCC and PLCC where the
+beside the paper's figure (ilgnet.evaluation.evaluate, ilgnet.evaluation.reports), SRCC and PLCC where the
 split wrote the val images' means, and the val images it was trained on counted; or, with --replay, what a
 published `caffe test` log really measured."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from ilgnet import defaults
 from ilgnet.commands.arguments import (CSV, INPUT, JSON, MARKDOWN, OUTPUT, VALUE, Arg, existing_file, existing_folder,
                                        integer, model, output_of, refuse_overwrites)
 from ilgnet.errors import UsageError
-from ilgnet.fileio import atomic_write_text, require, spreadsheet_csv
+from ilgnet.fileio import atomic_write_text, spreadsheet_csv
 
 ARGS = (Arg("--weights", "weights", VALUE, about="model"), Arg("--variant", "variant", VALUE),
         Arg("--data", "data", INPUT, "the data folder"),
@@ -54,9 +54,10 @@ def register(subparsers) -> None:
                         help=f"forward batch size (default: {defaults.VAL_BATCH})")
     parser.add_argument("--gpu", type=integer(0), help="GPU id (default: CPU)")
     parser.add_argument("--engine", choices=["pycaffe", "caffe"],
-                        help="pycaffe: the net in this process, batches of --batch with a shorter last one "
-                             "(default); caffe: the `caffe test` binary, with a batch that divides the record count "
-                             "(at most --batch) and a second run for any remainder")
+                        help="pycaffe: the net in this process, run by --backend (pycaffe, onnxruntime or OpenCV), "
+                             "batches of --batch with a shorter last one (default); caffe: the `caffe test` binary, "
+                             "with a batch that divides the record count (at most --batch) and a second run for any "
+                             "remainder")
     parser.add_argument("--backend", choices=defaults.BACKENDS, default=defaults.BACKENDS[0],
                         help="what runs the net with --engine pycaffe: caffe (pycaffe), onnxruntime (the net exported "
                              "to ONNX, kept beside the caffemodel), opencv; auto (the default): the first of them "
@@ -81,13 +82,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ilgnet.data.folder import DataFolder
-    from ilgnet.evaluation import caffe_engine, pycaffe_engine, results
-    from ilgnet.evaluation.reports import PAPER, markdown_report, overlap_report, replay_report
-    from dataclasses import replace
-
-    from ilgnet.bvlc.io import record_shape
-    from ilgnet.scoring.backends import pick_backend, why_picked
-    from ilgnet.zoo.models import check_mean_size, mean_name, model_files, resolve_model
+    from ilgnet.evaluation import evaluate
+    from ilgnet.evaluation.evaluation import with_data_mean
+    from ilgnet.evaluation.reports import markdown_report, overlap_report, replay_report
+    from ilgnet.scoring.backends import why_picked
+    from ilgnet.zoo.models import model_files, resolve_model
 
     if args.replay:
         print(replay_report(args.replay), end="")
@@ -101,53 +100,33 @@ def run(args) -> int:
         raise UsageError("--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
                          "--backend goes with --engine pycaffe")
     data = DataFolder(args.data)
-    model = resolve_model(args.weights, variant=args.variant, mean=args.mean, models=args.models)
-    mean = model.mean if model.mean is not None else data.mean_binaryproto
-    require(data.lmdb("val"), folder=True)
-    if isinstance(mean, Path):
-        require(mean)
-    inputs = [*model_files(replace(model, mean=mean)),
+    model = with_data_mean(resolve_model(args.weights, variant=args.variant, mean=args.mean, models=args.models), data)
+    mean = model.mean
+    inputs = [*model_files(model),
               *((data.lmdb("val") / name, "a file of the val LMDB") for name in ("data.mdb", "lock.mdb")),
               *((path, f"the data folder's {path.name}") for path in (data.list_file("val"), data.list_file("train"),
                                                                       data.split_json, data.lmdb_json,
                                                                       data.val_means))]
     refuse_overwrites(ARGS, args, inputs=inputs)
-    check_mean_size(replace(model, mean=mean), records=record_shape(data.lmdb("val")), lmdb=data.lmdb("val"))
-    unreached, protocol = data.unreached("val"), args.protocol or data.protocol()
+    protocol = args.protocol or data.protocol()
     if args.paper_protocol and not protocol:
         raise UsageError(f"--paper-protocol: {data.split_json} names no paper protocol; give --protocol ava1 or ava2")
     if (engine == "caffe" or args.paper_protocol) and not isinstance(mean, Path):
         raise UsageError(f"--engine caffe, --docker and --paper-protocol run the `caffe test` binary on a caffemodel; "
                          f"the ONNX model {model.weights} goes with --engine pycaffe")
-    if engine == "caffe" or args.paper_protocol:
-        caffe_engine.check_mean(mean)                 # before any scoring, not after the pycaffe pass
-    if engine == "caffe":
-        frame = caffe_engine.score_lmdb(model.variant, model.weights, data.lmdb("val"), mean, args.batch,
-                                      gpu=args.gpu, docker=args.docker)
-    else:
-        backend = pick_backend(args.backend, model.weights)
-        frame = pycaffe_engine.score_lmdb(model.variant, model.weights, data.lmdb("val"), mean, args.batch,
-                                          gpu=args.gpu, backend=backend)
-        if args.backend == "auto":                      # said once scored: an error stays one line
-            print(f"ilgnet test: backend {backend} ({why_picked(backend, model.weights)})", file=sys.stderr)
-    result = results.summarize(frame, variant=model.variant, weights=model.weights, lmdb_path=data.lmdb("val"),
-                               mean_file=mean if isinstance(mean, Path) else mean_name(model))
-    result["engine"] = engine
-    result.update(results.against_means_and_training(frame, data, model.train_list))
-    if unreached:
-        result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
-    if protocol:
-        result["paper"] = {"protocol": protocol, **PAPER[protocol]}
-    if args.paper_protocol:
-        result["paper_protocol"] = caffe_engine.paper_protocol(
-            model.variant, model.weights, data.lmdb("val"), mean, batch=PAPER[protocol]["batch"],
-            iterations=PAPER[protocol]["iterations"], gpu=args.gpu, docker=args.docker)
+    evaluation = evaluate(model, data, batch=args.batch, engine=engine, backend=args.backend, gpu=args.gpu,
+                          docker=args.docker, protocol=protocol,
+                          paper_protocol="caffe" if args.paper_protocol else None)
+    if engine == "pycaffe" and args.backend == "auto":     # said once scored: an error stays one line
+        print(f"ilgnet test: backend {evaluation.backend} ({why_picked(evaluation.backend, model.weights)})",
+              file=sys.stderr)
+    result = evaluation.to_json()
     text = markdown_report(result, protocol)
-    if "train_overlap" in result:
-        text = overlap_report(result["train_overlap"], model.name) + "\n" + text
+    if evaluation.train_overlap is not None:
+        text = overlap_report(evaluation.train_overlap, model.name) + "\n" + text
     print(text, end="")
     for path, content in ((args.json, lambda: json.dumps(result, indent=2, allow_nan=False) + "\n"),
-                          (args.markdown, lambda: text), (args.per_image, lambda: spreadsheet_csv(frame))):
+                          (args.markdown, lambda: text), (args.per_image, lambda: spreadsheet_csv(evaluation.frame))):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)     # checked writable before the scoring
             atomic_write_text(path, content())

@@ -21,7 +21,8 @@ together, and an interrupted or failed build leaves the finished data folder as 
 a set none of whose listed photos exists (a mistyped image folder) and a file name too long for an LMDB key are
 refused, and raw records that would not fit on the filesystem beside the old ones are refused with what they need
 and what is free. A filesystem that fills up all the same is reported in one line too, the partial output removed.
-One build at a time per data folder (ilgnet.fileio.folder_lock), and none while `ilgnet train` reads it.
+One build at a time per data folder (ilgnet.fileio.folder_lock): a second waits for the first and keeps what it
+built; none while `ilgnet train` reads it.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from ilgnet.data.lmdb_writer import LmdbJob, release, shared_buffers, write_lmdb
 from ilgnet.errors import BadInput, NoSpace, UserError
 from ilgnet.fileio import (atomic_paths, atomic_write_json, atomic_write_text, filesystem, folder_lock, require,
                            size_of, size_text)
-from ilgnet.pools import pool_size, process_pool, shutdown
+from ilgnet.pools import ctrl_c_point, pool_size, process_pool, shutdown
 
 # LMDB's largest key, MDB_MAXKEYSIZE as the lmdb library (Caffe's and py-lmdb's) is built by default: 511 bytes
 # (py-lmdb's Environment.max_key_size()). A record's key is `%08d_<file name>`, as convert_imageset writes it.
@@ -181,15 +182,18 @@ def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RES
     encoding: None for raw records, "png" or "jpg" for encoded ones. force: rebuild even what could be kept.
     notify: receives, before a set is built again, what changed since it was built. Raises MissingFile, BadInput
     (a malformed or empty list, no listed photo of a set there, a name too long for a key, no image of a set
-    readable), NoSpace (the filesystem too small, or full), InUse (another process builds or reads the folder);
-    after any of them, or an interrupt, the folder is as it was."""
+    readable), NoSpace (the filesystem too small, or full), InUse (another process reads the folder);
+    after any of them, or an interrupt, the folder is as it was. Another build of the folder running is waited for
+    (notify says so), and what it built is then kept where it can be."""
     folder, image_root = DataFolder(split_dir), Path(image_root)
     if resize <= 0 or seed < 0 or (jobs is not None and jobs < 1) or encoding not in (None, *ENCODINGS):
         raise BadInput(f"resize must be positive, seed non-negative, jobs positive and the encoding one of "
                        f"{', '.join(ENCODINGS)} (got {resize}, {seed}, {jobs}, {encoding})")
     folder.require_lists()
     require(image_root, folder=True, what="image folder")
-    with folder_lock(folder.root):
+    # A second build of the same folder waits for the first, then keeps what it built (or builds what it left).
+    with folder_lock(folder.root, on_wait=lambda who: notify(f"{folder.root} is being built by process {who}; "
+                                                               f"waiting for it, then keeping what it built")):
         return _build(folder, image_root, resize=resize, seed=seed, encoding=encoding, jobs=jobs, force=force,
                       progress=progress, notify=notify)
 
@@ -238,6 +242,7 @@ def _build(folder: DataFolder, image_root: Path, *, resize: int, seed: int, enco
                     mean = part["pixel_sum"] / summary[name]["records"]
                     write_mean(mean, staged[folder.mean_binaryproto], staged[folder.mean_npy])
                     summary["mean_bgr"] = [round(float(v), 4) for v in mean.mean(axis=(1, 2))]
+                ctrl_c_point("LMDBs")
             stored = sum(summary[name]["records"] for name in to_build)
             seconds = time.perf_counter() - started
             summary.update(skipped=sum(summary[name]["skipped"] for name in SETS), seconds=round(seconds, 3),
@@ -252,7 +257,9 @@ def _build(folder: DataFolder, image_root: Path, *, resize: int, seed: int, enco
         finally:
             # Before the partial output is removed, so that no worker writes into it after that; on an error or
             # Ctrl-C, no image is decoded for nothing.
-            if pool is not None:
-                shutdown(pool)
-            release(buffers)                 # once no worker can attach to them
+            try:
+                if pool is not None:
+                    shutdown(pool)           # a Ctrl-C during it is raised at its end: the buffers go all the same
+            finally:
+                release(buffers)             # once no worker can attach to them
     return summary

@@ -32,6 +32,7 @@ from ilgnet.data.ava import image_path
 from ilgnet.data.lmdb_decode import decode_task, raw_record_bytes
 from ilgnet.data.lmdb_inputs import write_file_stats
 from ilgnet.errors import BadInput
+from ilgnet.pools import sigint_deferred
 
 MAX_IMAGES_PER_TASK = 512  # one LMDB transaction each: about 100 MB of 256x256 records
 SHARED_MEMORY = "/dev/shm"       # where Linux keeps POSIX shared memory (a tmpfs)
@@ -93,13 +94,15 @@ def shared_buffers(workers: int, resize: int, encoding: str | None) -> list:
 
 
 def release(buffers: list) -> None:
-    """Removes the shared buffers (what a worker still maps of one is freed when it ends)."""
-    for buffer in buffers:
-        buffer.unlink()
-        try:
-            buffer.close()
-        except BufferError:                 # a view still held by a traceback: freed with it
-            pass
+    """Removes the shared buffers (what a worker still maps of one is freed when it ends); a second Ctrl-C waits
+    until all are removed, so that none is left for Python's resource tracker to warn about."""
+    with sigint_deferred():
+        for buffer in buffers:
+            buffer.unlink()
+            try:
+                buffer.close()
+            except BufferError:             # a view still held by a traceback: freed with it
+                pass
 
 
 def _tasks(jobs: list[LmdbJob], image_root: Path, workers: int, most: int) -> Iterator[tuple[int, list]]:

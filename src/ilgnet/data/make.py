@@ -2,7 +2,7 @@
 behind `ilgnet split` then `ilgnet lmdb`, the campaign's data folders and the demo's. `make_split` writes the
 partition, `make_lmdbs` the LMDBs and the mean (ilgnet.data.lmdb_build), `make_data_folder` both.
 
-Completion is marked last: split.json after the list files it counts (ilgnet.data.partitions.write_split), lmdb.json
+Completion is marked last: the lists and split.json replaced together (ilgnet.data.partitions.write_split), lmdb.json
 (`complete`) after the LMDBs and means it describes, which replace the old ones together; an interrupted step leaves
 what the step before it left. What a step has to say (photos a manifest marks unreadable, ids of a list that AVA.txt
 lacks, an LMDB rebuilt and why) goes to `notify`, one line each, for the command to print.

@@ -18,7 +18,8 @@ import pandas as pd
 from ilgnet.data.ava import AVA1_THRESHOLD, ava1_labels, read_list_file, write_list_file
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput
-from ilgnet.fileio import atomic_write_json, atomic_write_text, remove, require
+from ilgnet.fileio import atomic_paths, atomic_write_json, atomic_write_text, remove, require
+from ilgnet.pools import ctrl_c_point
 
 PARTITIONS = ("ava1", "ava2", "official", "published")
 PUBLISHED_COUNTS = {"AVA1": {"train": 235_529, "val": 20_000}, "AVA2": {"train": 25_553, "val": 25_553}}
@@ -139,21 +140,26 @@ def refuse_shared_images(train: pd.DataFrame, val: pd.DataFrame, source: str) ->
 
 
 def write_split(out: Path, train: pd.DataFrame, val: pd.DataFrame, facts: dict) -> dict:
-    """Writes out/train.txt, out/val.txt and out/split.json; returns the JSON summary. BadInput before anything is
-    written when the two sets share an image (`refuse_shared_images`)."""
+    """Writes out/train.txt, out/val.txt, out/val_means.csv (where `val` has a mean column) and out/split.json,
+    replacing the ones there together once all are written (an interrupted split leaves the previous one whole, never
+    a new train list beside an old val list); returns the JSON summary. BadInput before anything is written when the
+    two sets share an image (`refuse_shared_images`)."""
     refuse_shared_images(train, val, _source(facts))
     folder = DataFolder(out)
     folder.root.mkdir(parents=True, exist_ok=True)
-    write_list_file(train, folder.list_file("train"))
-    write_list_file(val, folder.list_file("val"))
-    if "mean" in val:
-        names = val["filename"] if "filename" in val else val["image_id"].astype(str) + ".jpg"
-        atomic_write_text(folder.val_means, pd.DataFrame({"filename": names, "mean": val["mean"]}).to_csv(
-            index=False, float_format="%.6f"))
-    else:
-        remove(folder.val_means)
     summary = {**facts,
                "train": {"images": len(train), "labels": _label_counts(train)},
                "val": {"images": len(val), "labels": _label_counts(val)}}
-    atomic_write_json(folder.split_json, summary)
+    with atomic_paths([folder.list_file("train"), folder.list_file("val"), folder.val_means, folder.split_json]) as (
+            train_txt, val_txt, val_means, split_json):
+        write_list_file(train, train_txt)
+        ctrl_c_point("split")
+        write_list_file(val, val_txt)
+        if "mean" in val:
+            names = val["filename"] if "filename" in val else val["image_id"].astype(str) + ".jpg"
+            atomic_write_text(val_means, pd.DataFrame({"filename": names, "mean": val["mean"]}).to_csv(
+                index=False, float_format="%.6f"))
+        atomic_write_json(split_json, summary)
+    if "mean" not in val:
+        remove(folder.val_means)
     return summary

@@ -20,6 +20,7 @@ from ilgnet.bvlc.proto import BlobProto, BlobShape, NetParameter
 from ilgnet.bvlc.shapes import param_shapes
 from ilgnet.data.ava import AVA_COLUMNS, COUNT_COLUMNS, SCORES, add_vote_stats
 from ilgnet.fileio import atomic_write_json, atomic_write_text, read_json
+from ilgnet.pools import ctrl_c_point
 
 # AVA's mean scores average about 5.4 with a spread of about 0.75, so 70 % of AVA1 is high; the synthetic ones are
 # centred on AVA1's cut instead, so its classes are about even: a toy run of a few iterations ranks the photos
@@ -134,8 +135,11 @@ def generate(out_dir: Path, *, n_images: int = 3000, seed: int = 1, long_sides: 
     rows = add_vote_stats(rows)
     photo_seeds = rng.integers(0, 2**63, n_images)
     with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(lambda i: _write_photo(images / f"{rows.image_id[i]}.jpg", int(photo_seeds[i]),
-                                             quality_of(rows["mean"][i]), long_sides), range(n_images)))
+        # In two halves, the tests' Ctrl-C (ctrl_c_point) landing with half the photos made.
+        for part in (range(n_images // 2), range(n_images // 2, n_images)):
+            list(pool.map(lambda i: _write_photo(images / f"{rows.image_id[i]}.jpg", int(photo_seeds[i]),
+                                                 quality_of(rows["mean"][i]), long_sides), part))
+            ctrl_c_point("synthetic AVA")
     # AVA.txt after its photos, and the stamp last: an interrupted set has neither, so it is made again.
     atomic_write_text(out_dir / "AVA.txt", listing)
     atomic_write_json(out_dir / STAMP, {"images": n_images, "seed": seed, "long_sides": list(long_sides),

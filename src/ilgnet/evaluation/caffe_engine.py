@@ -5,7 +5,7 @@ one that divides the record count (ilgnet.nets.solvers.val_batch_for); where onl
 the first run reads batch x floor(N / batch) records and a second run reads the rest from a small LMDB holding
 just those records. The net is the variant's train_val with two outputs added that `caffe test` logs element by
 element: the Softmax probabilities and the labels (through an identity Power layer); the per-record results come
-out of the log, in LMDB order, as the pycaffe engine (ilgnet.evaluation.pycaffe_engine.score_lmdb) gives them.
+out of the log, in LMDB order, as the in-process engine (ilgnet.evaluation.in_process.score_lmdb) gives them.
 A progress bar follows `caffe test`'s own output as it comes: the weights loading, then its `Batch N` lines.
 """
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The results table both engines produce, and what is read off it: one row per val record, in LMDB order.
 
-`results_table` is the one place the table is built, so the pycaffe engine (ilgnet.evaluation.pycaffe_engine) and
+`results_table` is the one place the table is built, so the in-process engine (ilgnet.evaluation.in_process) and
 the `caffe test` engine (ilgnet.evaluation.caffe_engine) give frames that compare column for column. `summarize`
 adds what was scored and how to ilgnet.evaluation.metrics; `train_overlap` says which scored records the model was
-trained on; `against_means_and_training` is what `ilgnet test` and a campaign's evaluate_run both add to a summary.
+trained on; `against_means_and_training` is what ilgnet.evaluation.evaluate adds to a summary where it is known.
 """
 from __future__ import annotations
 

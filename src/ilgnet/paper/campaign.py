@@ -1,5 +1,5 @@
 """A campaign: every run of a plan trained (`ilgnet.training.runs.train`) and scored on every val record once
-(`ilgnet.evaluation.pycaffe_engine`), one after another on this machine, several at once (one per local GPU, or
+(`ilgnet.evaluation.evaluate`), one after another on this machine, several at once (one per local GPU, or
 `jobs` on the CPU), or as Ray tasks on a cluster. What is finished is skipped, what was interrupted is resumed
 from its newest snapshot, and a run that diverges or fails is recorded as such without stopping the others.
 

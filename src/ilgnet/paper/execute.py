@@ -1,11 +1,10 @@
 """One run of a campaign executed: trained (`ilgnet.training.runs.train`, resumed from its newest snapshot), scored
-on every val record once (`ilgnet.evaluation.pycaffe_engine`, or `caffe test` in Docker), and recorded in its folder
-(ilgnet.paper.runstate) while it holds the run's lock; its snapshots pruned as the plan says."""
+on every val record once (`ilgnet.evaluation.evaluate`: in this process, or `caffe test` in Docker), and recorded
+in its folder (ilgnet.paper.runstate) while it holds the run's lock; its snapshots pruned as the plan says."""
 from __future__ import annotations
 
 import os
 import socket
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +12,8 @@ from pathlib import Path
 from ilgnet import defaults
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import UserError
-from ilgnet.evaluation.reports import PAPER
-from ilgnet.evaluation.results import against_means_and_training, prefix_protocol, summarize
-from ilgnet.fileio import atomic_path, atomic_write_json
 from ilgnet.nets import forward_time
+from ilgnet.fileio import atomic_path, atomic_write_json
 from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.runstate import (ERROR_LOG, EVALUATION_JSON, FIG5_PHOTOS, LOCK, MAPS, SCORES_CSV, RunBusy,
@@ -46,43 +43,21 @@ def _train(plan: Plan, spec: RunSpec, run_dir: Path, *, gpu: str | None, docker:
 
 def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, gpu: str | None, docker: bool,
                  progress: bool) -> dict:
-    """Scores every val record once with the run's final model and its own mean image; writes evaluation.json
-    (with the paper protocol's accuracy on the same records, what `ilgnet test` adds where it is known: SRCC
-    and PLCC against the val means, the val images in the run's training list; and for a run of a Table 4 cell,
-    the trained net's forward time at batch 1 in seconds per image, `scoring.batch1`) and val_scores.csv; returns
-    the evaluation."""
-    from ilgnet.evaluation import caffe_engine, pycaffe_engine
+    """Scores every val record once with the run's final model and its own mean image (ilgnet.evaluation.evaluate,
+    as `ilgnet test`), with the paper protocol's accuracy read off the same records and Table 4's test time (for a
+    run of a Table 4 cell also its trained net's at batch 1, `scoring.batch1`); writes evaluation.json
+    (Evaluation.to_json) and val_scores.csv; returns the evaluation.json dict."""
+    from ilgnet.evaluation import evaluate
 
-    model = run_model(run_dir, caffemodel)
-    data = DataFolder(plan.data_folder(spec))
     device = None if gpu is None else int(gpu.split(",")[0])
-    batch = spec.options.get("val_batch") or defaults.VAL_BATCH          # the memory the plan allowed its test net
     features = FeatureCollector(FIG5_PHOTOS) if spec.variant in FIG5_VARIANTS and not docker else None
-    started = time.perf_counter()
-    if docker:
-        frame = caffe_engine.score_lmdb(model.variant, model.weights, data.lmdb("val"), model.mean, batch,
-                                        gpu=device, docker=True)
-    else:
-        # The snapshot is Caffe's own of this run's net: checking it against the net again would only cost time.
-        frame = pycaffe_engine.score_lmdb(model.variant, model.weights, data.lmdb("val"), model.mean, batch,
-                                          gpu=device, progress=progress, check=False, on_batch=features)
-    result = summarize(frame, variant=model.variant, weights=model.weights, lmdb_path=data.lmdb("val"),
-                       mean_file=model.mean)
-    # Table 4's test time as the paper measures it: the trained net over every val record, reading included.
-    result["scoring"] = {"seconds": time.perf_counter() - started, "images": len(frame), "batch": batch,
-                         "device": "CPU" if device is None else f"GPU {device}"}
-    if (spec.variant, spec.profile) in table_cells("table4") and not docker:
-        # Table 4's batch-1 time with the trained weights, while they exist (a plan may keep no snapshot).
-        _, ms = forward_time(model.variant, batch=1, iterations=BATCH1_PASSES, gpu=device, weights=model.weights)
-        result["scoring"]["batch1"] = {"seconds_per_image": ms / 1000, "passes": BATCH1_PASSES,
-                                       "weights": Path(model.weights).name}
-    protocol = PROFILE_COLUMNS[spec.profile][0]
-    result["engine"] = "caffe" if docker else "pycaffe"
-    result["paper_protocol"] = prefix_protocol(frame, batch=PAPER[protocol]["batch"],
-                                               iterations=PAPER[protocol]["iterations"])
-    result.update(against_means_and_training(frame, data, model.train_list))
-    if unreached := data.unreached("val"):
-        result["val_list"] = {"file": str(data.list_file("val")), "listed": unreached[0], "not_in_lmdb": unreached[1]}
+    # The snapshot is Caffe's own of this run's net: checking it against the net again would only cost time.
+    evaluation = evaluate(run_model(run_dir, caffemodel), DataFolder(plan.data_folder(spec)),
+                          batch=spec.options.get("val_batch") or defaults.VAL_BATCH,   # the memory its test net had
+                          engine="caffe" if docker else "pycaffe", gpu=device, docker=docker,
+                          protocol=PROFILE_COLUMNS[spec.profile][0], paper_protocol="prefix", check=False,
+                          progress=progress, on_batch=features)
+    frame = evaluation.frame
     if features is not None:
         for column, values in features.columns.items():
             frame[column] = frame["key"].map(values)
@@ -90,6 +65,12 @@ def evaluate_run(plan: Plan, spec: RunSpec, run_dir: Path, caffemodel: Path, *, 
             features.save(partial)
     with atomic_path(run_dir / SCORES_CSV) as partial:
         frame.to_csv(partial, index=False)
+    result = evaluation.to_json()
+    if (spec.variant, spec.profile) in table_cells("table4") and not docker and "scoring" in result:
+        # Table 4's batch-1 time with the trained weights, while they exist (a plan may keep no snapshot).
+        _, ms = forward_time(spec.variant, batch=1, iterations=BATCH1_PASSES, gpu=device, weights=caffemodel)
+        result["scoring"]["batch1"] = {"seconds_per_image": ms / 1000, "passes": BATCH1_PASSES,
+                                       "weights": Path(caffemodel).name}
     atomic_write_json(run_dir / EVALUATION_JSON, result)
     return result
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ilgnet.bvlc.io import lmdb_records
+from ilgnet.pools import ctrl_c_point
 from ilgnet.scoring.scorer import Scorer
 
 FIG5_LAYERS = ("conv1/7x7_s2", "conv2/3x3", "inception_3a/output", "inception_3b/output", "inception_4a/output",
@@ -95,7 +96,7 @@ def loss_curves(curves: dict[str, pd.DataFrame]) -> bytes:
 
 
 class FeatureCollector:
-    """Called by ilgnet.evaluation.pycaffe_engine.score_lmdb after each forward pass of a FIG5_VARIANTS net: keeps
+    """Called by ilgnet.evaluation.in_process.score_lmdb after each forward pass of a FIG5_VARIANTS net: keeps
     per record, for LAST_LAYER and CONNECTED, the fraction of active units (above 0) and the fraction at 0 or within
     NEAR_MAX of the record's maximum there (`columns`: val_scores.csv column -> key -> value), and the maps at
     FIG5_LAYERS, drawn as `map_image`, of the first `photos` records of each label in LMDB order."""
@@ -130,6 +131,7 @@ class FeatureCollector:
         arrays = {f"layer{j}": np.stack([self.maps[k][1][j] for k in keys]) for j in range(len(FIG5_LAYERS))}
         with open(path, "wb") as f:
             np.savez_compressed(f, keys=np.array(keys), labels=np.array([self.maps[k][0] for k in keys]), **arrays)
+        ctrl_c_point("Fig. 5 maps")
 
 
 def read_maps(path: Path) -> list[tuple[str, int, list[np.ndarray]]]:

@@ -2,6 +2,8 @@
 the [variant.NAME] tables. Each raises BadInput naming where in the plan the value is and what was expected."""
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 from ilgnet import defaults
@@ -9,11 +11,36 @@ from ilgnet.errors import BadInput, lookup
 from ilgnet.nets import get_variant
 from ilgnet.nets.recipes import RECIPES
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                       # Python 3.10, which requires-python accepts: tomli is tomllib's origin, same API
+    import tomli as tomllib
+
 # TrainOptions fields a plan may set, with their type.
 TRAIN_FIELDS = {"max_iter": int, "train_batch": int, "val_batch": int, "display": int, "test_interval": int,
                 "snapshot": int, "base_lr": float}
 # The smallest value of each: a count of iterations or images is at least 1; snapshot 0 means none on the way.
 TRAIN_MINIMUM = {"max_iter": 1, "train_batch": 1, "val_batch": 1, "display": 1, "test_interval": 1, "snapshot": 0}
+
+
+def toml_document(path: Path, text: str) -> dict:
+    """The TOML document `text` of the plan file `path`; BadInput `PATH:LINE:COLUMN: not TOML: WHAT` on a syntax
+    error, with tomllib (3.11 on) and tomli (3.10) alike: their `lineno`/`colno` where they have them (tomli 2.1 on),
+    else read off the message (`(at line L, column C)`), and the document's end for `(at end of document)`."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        message = str(getattr(err, "msg", "") or err)
+        at = re.search(r" \(at (line (\d+), column (\d+)|end of document)\)$", message)
+        line, column = getattr(err, "lineno", None), getattr(err, "colno", None)
+        if at:
+            message = message[:at.start()]
+            if line is None and at[2]:
+                line, column = int(at[2]), int(at[3])
+            elif line is None:
+                line, column = text.count("\n") + 1, len(text) - text.rfind("\n")
+        raise BadInput(f"{path}:{line}:{column}: not TOML: {message}" if line else f"{path}: not TOML: {message}") \
+            from None
 
 
 def check_train(train: dict, where: str) -> None:

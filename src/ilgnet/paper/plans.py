@@ -45,8 +45,6 @@ built at 320 (data/ava2-320).
 """
 from __future__ import annotations
 
-import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,13 +56,8 @@ from ilgnet.nets.recipes import DEFAULT as RELEASED_RECIPE
 from ilgnet.nets.recipes import RECIPES
 from ilgnet.nets.solvers import get_profile
 from ilgnet.paper.plan_fields import TRAIN_FIELDS, by_variant as _by_variant, check_train as _check_train  # noqa: F401
-from ilgnet.paper.plan_fields import keys as _keys, path as _path, recipe as _recipe, seeds as _seeds
+from ilgnet.paper.plan_fields import keys as _keys, path as _path, recipe as _recipe, seeds as _seeds, toml_document
 from ilgnet.paper.tables import RELEASED, TABLES, table_cells
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:                       # Python 3.10, which requires-python accepts: tomli is tomllib's origin, same API
-    import tomli as tomllib
 
 BUILT_IN = {"table2": ("table2",), "table3": ("table3",), "table4": ("table4",), "paper": TABLES, "recipes": (),
             "official": ()}
@@ -256,12 +249,7 @@ def read_plan(path: Path) -> Plan:
     is not a plan."""
     path = Path(path)
     with about(path):
-        try:
-            document = tomllib.loads(read_text(path))
-        except tomllib.TOMLDecodeError as err:
-            where = re.search(r" \(at line (\d+), column \d+\)$", str(err))
-            raise BadInput(f"{path}:{where[1]}: not TOML: {str(err)[:where.start()]}" if where else
-                           f"{path}: not TOML: {err}") from None
+        document = toml_document(path, read_text(path))
         _keys(document, {"name", "tables", "seeds", "runs", "data", "models", "snapshots", "train", "synthetic", "run",
                          "recipe", "variant"}, str(path))
         by_variant = _by_variant(document)

@@ -1,17 +1,10 @@
 """The report's model: the paper's tables, figures and claims from a campaign's runs, beside the paper's own figures,
-as one dict (build), written as DIR/REPORT.md with its figures as PNG files, DIR/report.html (one self-contained
-page) and DIR/report.json (every number) by write_report; ilgnet.paper.render lays it out.
-
-  Tables 2 and 3  per net and setting: the paper's accuracy; ours as mean +- std over the seeds' runs (N), on every
-                  val record once and by the published logs' protocol (`caffe test` for 50 iterations, read off the
-                  same per-record results); the majority-class baseline; balanced accuracy; SRCC / PLCC of p_high
-                  against the mean vote (ilgnet.paper.scores), the test images a model was trained on flagged; ours
-                  minus the paper's (not on synthetic data); the runs behind each number.
-  Official        AVA's official split's runs, by ilgnet.paper.scores.
-  Table 4         its four nets on AVA1 delta 0: accuracy, training time and speed (runs' logs), test time per
-                  image at batch 1 (trained nets) and the throughput batch (now), hardware named; the paper's beside.
-  Figures 3-5, Claims  ilgnet.paper.figures, ilgnet.paper.claims (each claim of the paper tested, with a verdict).
-Links to run folders are relative to DIR, so the report and the runs can move together."""
+as one dict (build), written as DIR/REPORT.md with its PNG figures, DIR/report.html and DIR/report.json by
+write_report; ilgnet.paper.render lays it out. Tables 2 and 3: per net and setting, the paper's accuracy, ours (mean
++- std over seeds, every val record once, and the published logs' 50-iteration protocol), the majority baseline,
+balanced accuracy, SRCC / PLCC (ilgnet.paper.scores), the runs. Table 4: its four nets on AVA1 delta 0, training
+time from the logs, test time per image at batch 1 (trained nets) and the throughput batch (now). Figures 3-5 and
+Claims: ilgnet.paper.figures, ilgnet.paper.claims. Links to run folders are relative to DIR."""
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +20,9 @@ from ilgnet.bvlc.logs import parse_train_log
 from ilgnet.bvlc.proto import TRAIN, NetParameter
 from ilgnet.data.folder import DataFolder
 from ilgnet.errors import BadInput, MissingFile
-from ilgnet.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ilgnet.fileio import atomic_paths, atomic_write_json, atomic_write_text, read_json
 from ilgnet.nets import VARIANTS
+from ilgnet.pools import ctrl_c_point
 from ilgnet.paper import figures, render
 from ilgnet.paper.claims import learned, paper_claims
 from ilgnet.paper.runstate import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
@@ -69,13 +63,14 @@ class RunResult:
 
 
 def _read_run(run_dir: Path) -> RunResult:
-    record = read_record(run_dir)
-    run = record.get("run") or {}
-    try:
+    try:                                # a damaged campaign.json: named, left out of every cell, the rest reported
+        run = (record := read_record(run_dir)).get("run") or {}
         spec = RunSpec(run["variant"], run["profile"], run["seed"], tuple(sorted(run.get("train", {}).items())),
                        recipe=run.get("recipe", "released"))
-    except (KeyError, TypeError):
-        raise BadInput(f"{run_dir / CAMPAIGN_JSON}: not a campaign's record (no run with variant, profile, seed)")
+    except (BadInput, KeyError, TypeError, AttributeError) as err:
+        why = str(err) if isinstance(err, BadInput) else \
+            f"{run_dir / CAMPAIGN_JSON}: not a campaign's record (no run with variant, profile, seed)"
+        return RunResult(RunSpec("-", "-", 0), run_dir.resolve(), "damaged", why, {}, None)
     state, message, evaluation = folder_verdict(run_dir, record)
     model = read_json(RunFolder(run_dir).model_json) if evaluation is not None else None
     return RunResult(spec, run_dir.resolve(), state, message, record, evaluation, model)
@@ -295,17 +290,21 @@ def _json_ready(report: dict, out: Path) -> dict:
 
 
 def write_report(report: dict, out: Path) -> list[Path]:
-    """REPORT.md with fig3/4/5.png, report.html (self-contained) and report.json in `out`; returns the paths."""
+    """REPORT.md with fig3/4/5.png, report.html (self-contained) and report.json in `out`, replacing the ones there
+    together once all are written (an interrupted report leaves the previous one whole); returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     blocks = render.sections(report, out.resolve())
-    written = [out / block[1] for block in blocks if block[0] == "img"]
-    for block in (b for b in blocks if b[0] == "img"):
-        atomic_write_bytes(out / block[1], block[2])
-    atomic_write_text(out / "REPORT.md", render.markdown(blocks))
-    atomic_write_text(out / "report.html", render.html_page(blocks))
-    atomic_write_json(out / "report.json", _json_ready(report, out.resolve()))
-    return [out / "REPORT.md", out / "report.html", out / "report.json", *written]
+    images = {out / block[1]: block[2] for block in blocks if block[0] == "img"}
+    paths = [out / "REPORT.md", out / "report.html", out / "report.json", *images]
+    with atomic_paths(paths) as partials:
+        for png, partial in zip(images.values(), partials[3:]):
+            partial.write_bytes(png)
+        ctrl_c_point("report")
+        atomic_write_text(partials[0], render.markdown(blocks))
+        atomic_write_text(partials[1], render.html_page(blocks))
+        atomic_write_json(partials[2], _json_ready(report, out.resolve()))
+    return paths
 
 
 def empty_cells(report: dict, plan: Plan) -> list[str]:

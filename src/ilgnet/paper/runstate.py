@@ -5,8 +5,9 @@ folder (shared storage) knows it; the run's lock and its campaign.json record; t
     campaign.json     what the run is (variant, profile, seed, overrides, data folder), its state, its attempts
                       (host, GPU, start and end) and, once finished, the machine and the Caffe that ran it
     campaign.lock     "HOST PID" of the process running it now
-    evaluation.json   ilgnet.evaluation.results.summarize of the final model over every val record once, with the
-                      accuracy the paper's `caffe test` protocol reads off the same records (`paper_protocol`)
+    evaluation.json   ilgnet.evaluation.Evaluation.to_json of the final model over every val record once (as
+                      `ilgnet test --json`), with the accuracy the paper's `caffe test` protocol reads off the same
+                      records (`paper_protocol`) and the scoring time (`scoring`)
     val_scores.csv    the per-record results (key, label, predicted, p_0, p_1), in LMDB order; for the nets of
                       Fig. 5 also active_fraction, and fig5_maps.npz (ilgnet.paper.figures.FeatureCollector)
     + what `ilgnet train` writes (ilgnet.zoo.runfolder.RunFolder)
@@ -15,9 +16,9 @@ States: not started (no folder, or an empty one); running (a live lock: this hos
 lock whose run logged something within the last hour); finished (evaluation.json of the final snapshot, every file
 read back whole and the data folder still holding the data run record records: ilgnet.paper.integrity); stale
 (finished on data the folder no longer holds: refused, never retrained over nor counted as done); damaged (finished,
-but a file is cut short or missing: re-evaluated, or retrained where its model is gone); diverged (the loss became
-NaN: not retried, the same seed would diverge again); failed (an error, recorded with its message; retried by the
-next campaign); interrupted (anything else: resumed by the next campaign).
+but a file is cut short or missing, or campaign.json is: re-evaluated, or retrained where its model is gone);
+diverged (the loss became NaN: not retried, the same seed would diverge again); failed (an error, recorded with its
+message; retried by the next campaign); interrupted (anything else: resumed by the next campaign).
 """
 from __future__ import annotations
 
@@ -183,7 +184,10 @@ def run_state(plan: Plan, spec: RunSpec) -> RunState:
     """Where `spec` stands, from its folder. BadInput when the folder holds a run this plan did not ask for (another
     plan's, or one of `ilgnet train`): it is never trained over."""
     run_dir = plan.run_dir(spec)
-    record = read_record(run_dir)
+    try:
+        record = read_record(run_dir)
+    except BadInput as err:             # cut short or not JSON: the run is redone from what its folder holds
+        return RunState(spec, run_dir, "damaged", message=str(err))
     if record and record.get("run") != spec.record():
         raise BadInput(f"{run_dir} holds another run ({record.get('run')}), not {spec.record()}: give the plan "
                        f"another runs folder")
@@ -235,8 +239,14 @@ def release_lost(run_dir: Path) -> dict:
 
 def update_record(plan: Plan, spec: RunSpec, run_dir: Path, *, attempt: dict | None = None, **changes) -> None:
     """Updates run_dir/campaign.json with `changes`; `attempt` starts a new entry of `attempts`, and `outcome` (a
-    state) closes the last one."""
-    record = read_record(run_dir) or {"run": spec.record(), "name": spec.name, "plan": plan.name,
+    state) closes the last one. A campaign.json that cannot be read is set aside as campaign.json.damaged and a new
+    one begun."""
+    try:
+        record = read_record(run_dir)
+    except BadInput:
+        os.replace(run_dir / CAMPAIGN_JSON, run_dir / f"{CAMPAIGN_JSON}.damaged")
+        record = {}
+    record = record or {"run": spec.record(), "name": spec.name, "plan": plan.name,
                                       "data": str(Path(plan.data_folder(spec)).resolve()), "attempts": []}
     record["tables"] = sorted(set(record.get("tables", [])) | set(spec.tables))
     if attempt is not None:

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from ilgnet.bvlc.io import load_mean
 from ilgnet.defaults import RAY_INSTALL
 from ilgnet.errors import BadInput, MissingPackage, ToolFailed, UserError
 from ilgnet.scoring.backends import pick_backend
-from ilgnet.scoring.scorer import Scorer, Skipped, check_weights, onnx_weights, score_table
+from ilgnet.scoring.scorer import Scorer, Skipped, check_weights, onnx_weights, score_table, scoring_model
 
 
 def import_ray():
@@ -85,10 +86,11 @@ class ScorerActor:
 def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, actors: int = 1,
                    actor_cpus: float = 1, actor_gpus: float = 0, batch_size: int = 16, progress: bool = False,
                    **options) -> tuple[pd.DataFrame, list[Skipped]]:
-    """Scores image files with `actors` Ray actors, each holding Scorer(**options) (weights, mean, variant, deploy,
-    backend, oversample; batch_size goes to both the Scorer and Ray's batches) with `actor_cpus` CPUs and
-    `actor_gpus` GPUs (1: each actor runs the net on a GPU of its own; caffe or onnxruntime backend). The backend
-    (auto by default) is chosen here, on the machine that calls, and every actor runs that one.
+    """Scores image files with `actors` Ray actors, each holding Scorer(**options) (weights: a resolved Model or a
+    file, mean, variant, deploy, backend, oversample; batch_size goes to both the Scorer and Ray's batches) with
+    `actor_cpus` CPUs and `actor_gpus` GPUs (1: each actor runs the net on a GPU of its own; caffe or onnxruntime
+    backend). The backend (auto by default) is chosen here, on the machine that calls, and every actor runs that
+    one; table.attrs["backend"] names it.
 
     Connects to the Ray cluster at `address` ("auto", "ray://host:10001", ...) or, without one, to the runtime
     this process already started, else starts a local one (then shut down at the end). Returns what
@@ -97,14 +99,15 @@ def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, a
     itself fails or the cluster cannot be reached (an unreachable address may make Ray retry for minutes first)."""
     ray = import_ray()
     paths = [str(p) for p in paths]
-    check_weights(options["weights"], deploy=options.get("deploy"), variant=options.get("variant", "ilgnet"))
-    if not isinstance(options.get("mean"), np.ndarray):
-        load_mean(options["mean"])
-    backend = pick_backend(options.get("backend", "auto"), options["weights"])
-    options = {**options, "batch_size": batch_size, "gpu": 0 if actor_gpus else None, "backend": backend}
+    model = scoring_model(options.pop("weights"), mean=options.pop("mean", None), variant=options.pop("variant", None))
+    check_weights(model.weights, deploy=options.get("deploy"), variant=model.variant)
+    if not isinstance(model.mean, np.ndarray):
+        load_mean(model.mean)
+    backend = pick_backend(options.get("backend", "auto"), model.weights)
     if backend == "onnxruntime":        # exported once here (or found from before), not by every actor
-        options["weights"] = onnx_weights(options["weights"], deploy=options.get("deploy"),
-                                          variant=options.get("variant", "ilgnet"))
+        model = replace(model, weights=onnx_weights(model.weights, deploy=options.get("deploy"), variant=model.variant))
+    options = {**options, "weights": model, "batch_size": batch_size, "gpu": 0 if actor_gpus else None,
+               "backend": backend}
     started = not ray.is_initialized()
     if started:
         check_address(address)
@@ -138,4 +141,4 @@ def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, a
     finally:
         if started:
             ray.shutdown()
-    return score_table(rows), skipped
+    return score_table(rows, backend), skipped

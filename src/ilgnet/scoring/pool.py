@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,19 @@ from ilgnet.bvlc.io import load_mean
 from ilgnet.bvlc.tools import import_caffe
 from ilgnet.errors import ToolFailed
 from ilgnet.fileio import require
-from ilgnet.pools import cpu_count, process_pool, shutdown
+from ilgnet.pools import cpu_count, pool_size, process_pool, shutdown
 from ilgnet.scoring.backends import pick_backend
-from ilgnet.scoring.scorer import Scorer, Skipped, batched, check_weights, onnx_weights, score_table
+from ilgnet.scoring.scorer import Scorer, Skipped, batched, check_weights, onnx_weights, score_table, scoring_model
+from ilgnet.zoo.models import Model
 
 _worker_scorer: Scorer | None = None
+
+
+def default_workers(backend: str, ray: bool = False) -> int:
+    """Processes a pool runs by default: one for onnxruntime, whose own threads fill the cores (one process scored
+    11 % faster than two in tools/bench_predict.py, with half the memory), else the CPUs, at most
+    defaults.MAX_SCORE_WORKERS; Ray actors take one CPU each, so as many of them whatever the backend."""
+    return 1 if backend == "onnxruntime" and not ray else min(defaults.MAX_SCORE_WORKERS, cpu_count())
 
 
 def _start_worker(options: dict, blas_threads: int) -> None:
@@ -63,24 +72,35 @@ class ScorerPool:
             self._scorer = Scorer(**options)
             self.backend = self._scorer.backend
             return
-        for name in ("weights", "deploy"):
-            if options.get(name) is not None:
-                require(options[name], what=f"{name} file")
-        self.backend = pick_backend(options.get("backend", "auto"), options["weights"])
+        model = scoring_model(options.pop("weights"), mean=options.pop("mean", None),
+                              variant=options.pop("variant", None))
+        if options.get("deploy") is not None:
+            require(options["deploy"], what="deploy file")
+        self.backend = pick_backend(options.get("backend", "auto"), model.weights)
         options = {**options, "backend": self.backend}
         if self.backend == "caffe":
             import_caffe()                  # a missing Caffe is one error here, not a process dying in the pool
         if options.get("check", True):
-            check_weights(options["weights"], deploy=options.get("deploy"), variant=options.get("variant", "ilgnet"))
+            check_weights(model.weights, deploy=options.get("deploy"), variant=model.variant)
             options = {**options, "check": False}          # checked once here, not again in every process
         if self.backend == "onnxruntime":   # exported once here (or found from before), not in every process
-            options["weights"] = onnx_weights(options["weights"], deploy=options.get("deploy"),
-                                              variant=options.get("variant", "ilgnet"))
-        if not isinstance(options["mean"], np.ndarray):
-            load_mean(options["mean"])      # a bad mean file is one error here; each process reads it again
+            model = replace(model, weights=onnx_weights(model.weights, deploy=options.get("deploy"),
+                                                        variant=model.variant))
+        if not isinstance(model.mean, np.ndarray):
+            load_mean(model.mean)           # a bad mean file is one error here; each process reads it again
         threads = max(1, cpu_count() // self.workers)
         self._executor = process_pool(self.workers, preload=["numpy", "cv2", __name__], initializer=_start_worker,
-                                      initargs=(options, threads))
+                                      initargs=({**options, "weights": model}, threads))
+
+    @classmethod
+    def from_model(cls, model: Model, workers: int | None = None, *, photos: int, backend: str = "auto",
+                   **options) -> ScorerPool:
+        """A pool scoring with a resolved `model` (ilgnet.zoo.models.resolve_model): its backend picked once, here
+        (pick_backend), and `workers` processes (default: default_workers for that backend), never more than one
+        per batch of `photos` nor what ilgnet.pools.pool_size allows. `pool.backend` says which backend runs."""
+        backend = pick_backend(backend, model.weights)
+        batches = -(-photos // options.get("batch_size", defaults.SCORE_BATCH))
+        return cls(pool_size(workers or default_workers(backend), batches), weights=model, backend=backend, **options)
 
     def score_files(self, paths: Iterable[Path | str], *, progress: bool = False) -> tuple[pd.DataFrame, list[Skipped]]:
         """As Scorer.score_files: DataFrame (path, p_high, label) in input order, and the files skipped."""
@@ -103,7 +123,7 @@ class ScorerPool:
         except BrokenProcessPool as err:
             raise ToolFailed(f"a scoring process died ({err}); Caffe's message is above. With one worker the "
                              f"problem shows in this process") from err
-        return score_table(rows), skipped
+        return score_table(rows, self.backend), skipped
 
     def close(self) -> None:
         """Stops the worker processes once their running batches are done; batches not started are dropped."""

@@ -108,6 +108,11 @@ def _timed_forwards(scorers: list[Scorer], inputs: list[np.ndarray]) -> list[tup
     return found
 
 
+def checked_photos(photos: list[Path], leave_out: set[Path] = frozenset()) -> list[Path]:
+    """The photos `compare` checks on: `photos` less `leave_out` (resolved paths: the calibration photos)."""
+    return [path for path in photos if Path(path).resolve() not in leave_out]
+
+
 def compare(photos: list[Path], model, written: Path, reference: Path, reference_backend: str = "onnxruntime",
             *, leave_out: set[Path] = frozenset()) -> dict:
     """How the file `written` (run by onnxruntime) and `reference` (run by `reference_backend`) differ on
@@ -115,7 +120,7 @@ def compare(photos: list[Path], model, written: Path, reference: Path, reference
     {photos, left_out, agree (labels equal), max_difference, mean_difference (|p_high difference|),
     written_seconds, reference_seconds (forward passes only, best of CHECK_ROUNDS), speedup}. BadInput when no
     photo is left to compare on."""
-    kept = [path for path in photos if Path(path).resolve() not in leave_out]
+    kept = checked_photos(photos, leave_out)
     scorers = [Scorer(weights, mean=model.mean, variant=model.variant, backend=backend, check=False)
                for weights, backend in ((written, "onnxruntime"), (reference, reference_backend))]
     images = [crops for _, crops in scorers[0].prepared(kept) if not isinstance(crops, str)]
@@ -150,13 +155,13 @@ def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None
     `mean` (the array), exported once, calibrated for int8 on calibration_set (of `photos` when given), kept under
     `work`/onnx as NAME.PRECISION-KEY.onnx (KEY: the caffemodel's sha256, variant, precision, calibration and the
     toolkit's and converter's versions); and its metadata (ilgnet.zoo.onnx_metadata.identity, with `calibration`
-    and `quantization` for int8). `work` defaults to defaults.CACHE_DIR. Written atomically: a process that finds
-    it complete uses it."""
+    and `quantization` for int8). `work` defaults to defaults.CACHE_DIR. Written atomically under a lock: a process
+    that finds it complete uses it, one that finds another exporting it waits and then uses its file."""
     import hashlib
     import tempfile
 
     import ilgnet
-    from ilgnet.fileio import file_digest
+    from ilgnet.fileio import file_digest, waiting_lock
     from ilgnet.nets import deploy
     from ilgnet.zoo.onnx_metadata import FORMAT, identity, read_metadata
     from ilgnet.export.precision import QUANTIZATION, export_file
@@ -171,7 +176,11 @@ def smaller_export(model, mean: np.ndarray, precision: str, *, work: Path | None
         return out, read_metadata(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {**identity(variant, model.weights, caffemodel_sha256=digest, mean=mean), "cache_key": key}
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+    # One export at a time per file: a second process waits for the first and uses its file.
+    with waiting_lock(out.with_name(f".{out.name}.lock")), \
+            tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        if out.is_file() and read_metadata(out).get("cache_key") == key:
+            return out, read_metadata(out)
         calibration = None
         if precision == "int8":
             calibration = calibration_set(model, mean, photos=photos, work=Path(tmp))

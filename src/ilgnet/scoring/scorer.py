@@ -23,7 +23,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,7 +44,7 @@ from ilgnet.scoring.backends import open_net, pick_backend
 from ilgnet.scoring.inputs import check_images, check_paths
 from ilgnet.bvlc.fit import check_fits
 from ilgnet.export.cache import cached_export
-from ilgnet.zoo.models import known_variant, require_mean, resolve_model
+from ilgnet.zoo.models import Model, known_variant, require_mean, resolve_model
 from ilgnet.zoo.onnx_metadata import check_exported, is_onnx
 from ilgnet.zoo.registry import trained_layers
 
@@ -129,6 +129,20 @@ def check_weights(weights: Path, *, deploy: Path | str | None = None, variant: s
                        f"{known[0]}, or none", about="variant") from None
 
 
+def scoring_model(weights: Path | str | Model, *, mean: Path | str | np.ndarray | None = None,
+                  variant: str | None = None) -> Model:
+    """The Model a Scorer runs: `weights` when it is one (resolved, so its files were found then), else the file
+    `weights` (MissingFile when absent); `mean` and `variant` replace what it records; variant ilgnet by default.
+    BadInput without a mean (zoo.models.require_mean)."""
+    if not isinstance(weights, Model):
+        require(Path(weights), what="weights file")
+        weights = Model(Path(weights), None, None, name=str(weights))
+    model = replace(weights, variant=variant or weights.variant or "ilgnet", name=weights.name or str(weights.weights),
+                    mean=weights.mean if mean is None else mean)
+    require_mean(model)
+    return model
+
+
 class Scorer:
     """An ILGNet model ready to score photos: p_high is the softmax probability of class 1 (high aesthetic quality).
 
@@ -136,26 +150,29 @@ class Scorer:
     >>> table, skipped = scorer.score_files(["a.jpg", "photos/b.jpg"])   # DataFrame(path, p_high, label), [Skipped]
     """
 
-    def __init__(self, weights: Path | str, *, mean: Path | str | np.ndarray, deploy: Path | str | None = None,
-                 variant: str = "ilgnet", batch_size: int = defaults.SCORE_BATCH, oversample: bool = False,
-                 jobs: int | None = None, resize: int | None = None, gpu: int | None = None, check: bool = True,
-                 backend: str = "auto"):
-        """weights: a .caffemodel. mean: the mean image (file or array) it was trained with. deploy: a deploy prototxt
-        (default: the deploy net of `variant`, from ilgnet.nets); `variant` also gives the pixel scale Caffe applies
-        after the mean (transform_param.scale). batch_size: net inputs per forward pass (photos; with oversample,
-        10 crops per photo). resize: side of the square photos are resized to when the mean is per-channel (a mean
-        image fixes it; default: the variant's LMDB size). jobs: decoding threads (default: CPU count; 0 decodes
-        inline). gpu: a GPU id, or None for the CPU. check: test weights against the net first (ilgnet.bvlc.fit); off
-        only where the caller already did. backend: "caffe" (pycaffe), "onnxruntime" (the net exported to ONNX;
-        `weights` may be an ONNX file `ilgnet export` wrote), "opencv" (OpenCV's dnn module, CPU only) or "auto"
-        (the default: the first of them this machine has; ilgnet.scoring.backends.pick_backend). `backend` is then
-        the one chosen.
+    def __init__(self, weights: Path | str | Model, *, mean: Path | str | np.ndarray | None = None,
+                 deploy: Path | str | None = None, variant: str | None = None, batch_size: int = defaults.SCORE_BATCH,
+                 oversample: bool = False, jobs: int | None = None, resize: int | None = None, gpu: int | None = None,
+                 check: bool = True, backend: str = "auto"):
+        """weights: a resolved ilgnet.zoo.models.Model (its weights, variant and mean; `mean` and `variant`, when
+        given, replace its own), or a .caffemodel (or exported .onnx) file with `mean`, the mean image (file or array)
+        it was trained with, and `variant` (default ilgnet). deploy: a deploy prototxt (default: the deploy net of
+        the variant, from ilgnet.nets); the variant also gives the pixel scale Caffe applies after the mean
+        (transform_param.scale). batch_size: net inputs per forward pass (photos; with oversample, 10 crops per
+        photo). resize: side of the square photos are resized to when the mean is per-channel (a mean image fixes
+        it; default: the variant's LMDB size). jobs: decoding threads (default: CPU count; 0 decodes inline). gpu: a
+        GPU id, or None for the CPU. check: test weights against the net first (ilgnet.bvlc.fit); off only where the
+        caller already did. backend: "caffe" (pycaffe), "onnxruntime" (the net exported to ONNX), "opencv" (OpenCV's
+        dnn module, CPU only) or "auto" (the default: the first of them this machine has;
+        ilgnet.scoring.backends.pick_backend, called here once). `backend` is then the one chosen.
 
-        Raises BadInput (weights that do not fit the net, a mean that does not fit the photos, a GPU the backend
-        cannot use, a layer OpenCV lacks), MissingFile, CaffeNotFoundError for the caffe backend without pycaffe
-        and MissingPackage for onnxruntime without it, before the backend loads anything."""
-        weights = self.weights = Path(weights)
-        require(weights, what="weights file")
+        Raises BadInput (no mean, weights that do not fit the net, a mean that does not fit the photos, a GPU the
+        backend cannot use, a layer OpenCV lacks), MissingFile (a file given by path; a Model was found when it was
+        resolved), CaffeNotFoundError for the caffe backend without pycaffe and MissingPackage for onnxruntime
+        without it, before the backend loads anything."""
+        self.model = model = scoring_model(weights, mean=mean, variant=variant)
+        weights = self.weights = model.weights
+        variant, mean = model.variant, model.mean
         known = VARIANTS.get(variant)
         if known is None and deploy is None:
             raise BadInput(f"unknown net variant {variant!r} and no deploy prototxt; known: {', '.join(VARIANTS)}")
@@ -184,14 +201,15 @@ class Scorer:
         self.crops_per_image = len(self.offsets) * (2 if oversample else 1)
 
     @classmethod
-    def from_model(cls, model: str | Path, *, mean: Path | str | None = None, models: Path = defaults.MODELS_DIR,
-                   **options) -> Scorer:
-        """A Scorer for `model` as ilgnet.zoo.models.resolve_model finds it: ilgnet-ava1 / ilgnet-ava2 (fetched), a run
-        folder of `ilgnet train`, an ONNX file `ilgnet export` wrote (it carries its mean), or a .caffemodel file
-        (then `mean` is needed)."""
-        resolved = resolve_model(model, variant=options.pop("variant", None), mean=mean, models=models)
-        require_mean(resolved)
-        return cls(resolved.weights, mean=resolved.mean, variant=resolved.variant, **options)
+    def from_model(cls, model: str | Path | Model, *, mean: Path | str | None = None,
+                   models: Path = defaults.MODELS_DIR, variant: str | None = None, **options) -> Scorer:
+        """A Scorer for `model`: a Model already resolved, or a name ilgnet.zoo.models.resolve_model resolves here
+        (ilgnet-ava1 / ilgnet-ava2, fetched; a run folder of `ilgnet train`; an ONNX file `ilgnet export` wrote,
+        which carries its mean; a .caffemodel file, which needs `mean`)."""
+        if not isinstance(model, Model):
+            model = resolve_model(model, variant=variant, mean=mean, models=models)
+            mean = variant = None
+        return cls(model, mean=mean, variant=variant, **options)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """A decoded BGR uint8 image at the mean's size -> the net's input crops (n_crops, 3, crop, crop), float32."""
@@ -274,7 +292,7 @@ class Scorer:
             names, crops = zip(*chunk)
             probs = self.forward(np.concatenate(crops))
             rows.extend(zip(names, probs[:, 1].reshape(-1, self.crops_per_image).mean(axis=1).tolist()))
-        return score_table(rows), skipped
+        return score_table(rows, self.backend), skipped
 
 
 def net_of(deploy: Path | str | None, variant) -> tuple:
@@ -295,11 +313,12 @@ def onnx_weights(weights: Path | str, *, deploy: Path | str | None = None, varia
     return cached_export(net, Path(weights), variant=variant, output=output)
 
 
-def score_table(rows: list[tuple[str, float]]) -> pd.DataFrame:
-    """DataFrame(path, p_high, label) from (path, p_high) rows; label 1 when p_high > 0.5. Paths stay Python strings
-    (pandas would store them as Arrow strings where pyarrow is installed, which cannot hold a file name that is
-    not UTF-8)."""
+def score_table(rows: list[tuple[str, float]], backend: str | None = None) -> pd.DataFrame:
+    """DataFrame(path, p_high, label) from (path, p_high) rows; label 1 when p_high > 0.5; table.attrs["backend"] the
+    backend that scored them, when given. Paths stay Python strings (pandas would store them as Arrow strings where
+    pyarrow is installed, which cannot hold a file name that is not UTF-8)."""
     paths, p_high = zip(*rows) if rows else ((), ())
     table = pd.DataFrame({"path": pd.Series(paths, dtype=object), "p_high": pd.Series(p_high, dtype=float)})
     table["label"] = (table.p_high > 0.5).astype(int)
+    table.attrs["backend"] = backend
     return table

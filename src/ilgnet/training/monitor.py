@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ilgnet.bvlc import logs
 from ilgnet.bvlc.tools import run_logged
 from ilgnet.errors import ToolFailed, UserError
+from ilgnet.pools import ctrl_c_point
 from ilgnet.training.curves import write_train_summary
 from ilgnet.bvlc.io import snapshot_iteration
 
@@ -65,6 +66,8 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
             message = glog.group(2)
             if match := ITERATION.match(message):
                 bar.update(max(0, int(match[1]) - bar.n))
+                if message.endswith("Testing net (#0)"):     # the tests' Ctrl-C: in a test pass, where
+                    ctrl_c_point("training")                # Caffe's snapshot comes before any further update
             if match := logs.TRAIN_LOSS.match(message):
                 bar.set_postfix(loss=float(match[2]))
             elif message.startswith(SNAPSHOT_MODEL):
@@ -72,6 +75,7 @@ def run_caffe(command: list[str], log_path: Path, *, start_iter: int, max_iter: 
                 bar.update(max(0, snapshot_iteration(written) - bar.n))
             elif message.startswith(SNAPSHOT_STATE) and written is not None and check_snapshot is not None:
                 bar.set_postfix_str(f"checking {written.name}")
+                ctrl_c_point("snapshot check")
                 if problem := check_snapshot(written):
                     at = snapshot_iteration(written)
                     raise Diverged(at, f"the snapshot of iteration {at}, {written.name}, {problem}")

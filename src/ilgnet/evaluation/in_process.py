@@ -1,4 +1,5 @@
-"""`caffe test` done honestly: every record of a val LMDB scored exactly once.
+"""`caffe test` done honestly, in this process: every record of a val LMDB scored exactly once by any of the
+scoring backends (pycaffe, onnxruntime, OpenCV's dnn: `ilgnet test --engine pycaffe`).
 
 The records are read from the LMDB in Caffe's order, transformed as the Data layer's TEST phase does (centre crop,
 minus the mean image at the same offset, via ilgnet.scoring.scorer.Scorer) and forwarded through the deploy net in
@@ -19,15 +20,18 @@ from ilgnet import defaults
 from ilgnet.bvlc.io import lmdb_records, lmdb_size
 from ilgnet.errors import BadInput
 from ilgnet.fileio import reading
-from ilgnet.evaluation.results import results_table, summarize
+from ilgnet.pools import ctrl_c_point
+from ilgnet.evaluation.results import results_table
 from ilgnet.scoring.scorer import Scorer, batched
+from ilgnet.zoo.models import Model
 
 
-def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path | np.ndarray,
-               batch: int = defaults.VAL_BATCH, *, gpu: int | None = None, progress: bool = True, check: bool = True,
+def score_lmdb(model: Model, lmdb_path: Path, batch: int = defaults.VAL_BATCH, *, gpu: int | None = None,
+               progress: bool = True, check: bool = True,
                on_batch: Callable[[Scorer, tuple, tuple], None] | None = None, backend: str = "caffe") -> pd.DataFrame:
-    """Per-record results: ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order, the net
-    run by `backend` (ilgnet.scoring.backends; pycaffe by default).
+    """Per-record results of a resolved `model` (ilgnet.zoo.models.Model, its mean the one to subtract):
+    ilgnet.evaluation.results.results_table, one row per LMDB record, in LMDB order, the net run by `backend`
+    (ilgnet.scoring.backends; pycaffe by default, auto picked once by the Scorer), which frame.attrs["backend"] names.
     on_batch(scorer, keys, labels) is called after each forward pass, while the net's blobs hold that batch (a caller
     reads inner layers there; caffe backend). check: compare the weights with the net first (ilgnet.bvlc.fit); off
     only for a snapshot Caffe wrote of this very net. Raises BadInput when a record's size differs from the mean
@@ -35,15 +39,14 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path | n
     total = lmdb_size(lmdb_path)
     if total == 0:
         raise BadInput(f"{lmdb_path} holds no records; build it again with `ilgnet lmdb`")
-    with reading(weights, progress=progress):
-        scorer = Scorer(weights, mean=mean_file, variant=variant, batch_size=batch, jobs=0, gpu=gpu, check=check,
-                        backend=backend)
+    with reading(model.weights, progress=progress):
+        scorer = Scorer.from_model(model, batch_size=batch, jobs=0, gpu=gpu, check=check, backend=backend)
 
     def inputs():
         for key, image, label in tqdm(lmdb_records(lmdb_path), total=total, unit="img", desc="ilgnet test",
                                       disable=not progress, file=sys.stderr):
             if image.shape[:2] != tuple(scorer.image_size):
-                named = "" if isinstance(mean_file, np.ndarray) else f" {mean_file}"
+                named = "" if isinstance(model.mean, np.ndarray) else f" {model.mean}"
                 height, width = scorer.image_size
                 raise BadInput(f"{lmdb_path}: record {key} is {image.shape[1]}x{image.shape[0]}, the mean image"
                                f"{named} is {width}x{height}: Caffe needs them equal")
@@ -57,13 +60,10 @@ def score_lmdb(variant: str, weights: Path, lmdb_path: Path, mean_file: Path | n
         probs.append(scorer.forward(np.stack(crops)))
         if on_batch is not None:
             on_batch(scorer, chunk_keys, chunk_labels)
+        ctrl_c_point("scoring")
     if len(keys) != total:
         raise BadInput(f"{lmdb_path}: read {len(keys)} records, the LMDB says it holds {total}")
-    return results_table(keys, labels, np.concatenate(probs), batch=batch)
+    frame = results_table(keys, labels, np.concatenate(probs), batch=batch)
+    frame.attrs["backend"] = scorer.backend
+    return frame
 
-
-def evaluate(variant: str, weights: Path, lmdb_path: Path, mean_file: Path, batch: int = defaults.VAL_BATCH, *,
-             gpu: int | None = None, progress: bool = True) -> dict:
-    """Scores every record of `lmdb_path` once; returns ilgnet.evaluation.results.summarize's dict."""
-    frame = score_lmdb(variant, weights, lmdb_path, mean_file, batch, gpu=gpu, progress=progress)
-    return summarize(frame, variant=variant, weights=weights, lmdb_path=lmdb_path, mean_file=mean_file)
