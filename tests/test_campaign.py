@@ -144,6 +144,23 @@ def test_two_runs_at_once_on_the_cpu_each_in_a_process_of_its_own(caffe, data, t
     assert len(pids) == 2 and os.getpid() not in pids
 
 
+def test_a_run_another_campaign_finished_meanwhile_is_kept_not_trained_again(caffe, data, tmp_path):
+    """A second campaign on the same runs folder read the runs' states before the first finished this one: when its
+    turn comes, it keeps what the first made (nothing retrained, rescored or recorded again)."""
+    from ilgnet.paper.execute import execute
+    from ilgnet.paper.plans import load_plan
+
+    plan_file = write_plan(tmp_path, data, small_run(3))
+    assert ilgnet(["campaign", str(plan_file), "--quiet"]) == 0
+    run = tmp_path / "runs" / f"{SMALL}-ava2-seed3"
+    before, attempts = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}, len(record(run)["attempts"])
+    plan, messages = load_plan(plan_file), []
+    assert execute(plan, plan.runs[0], progress=False, notify=messages.append) == "finished"
+    assert messages == [f"{plan.runs[0].name}: finished meanwhile by another campaign; kept"]
+    assert len(record(run)["attempts"]) == attempts == 1
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
 def test_a_seed_repeats_its_run_and_another_seed_differs(caffe, data, tmp_path):
     plan = write_plan(tmp_path, data, small_run(5) + small_run(6), max_iter=4)
     assert ilgnet(["campaign", str(plan), "--quiet"]) == 0

@@ -17,7 +17,7 @@ from ilgnet.fileio import atomic_path, atomic_write_json
 from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.runstate import (ERROR_LOG, EVALUATION_JSON, FIG5_PHOTOS, LOCK, MAPS, SCORES_CSV, RunBusy,
-                                   final_snapshot, ignore, now, take_lock, update_record)
+                                   final_snapshot, ignore, now, run_state, take_lock, update_record)
 from ilgnet.paper.tables import PROFILE_COLUMNS, table_cells
 from ilgnet.paper.timing import environment
 from ilgnet.training.plan import TrainOptions
@@ -89,6 +89,9 @@ def execute(plan: Plan, spec: RunSpec, *, gpu: str | None = None, docker: bool =
         notify(str(busy))
         return "running"
     try:
+        if run_state(plan, spec).state == "finished":   # by another campaign, since this one read the runs' states
+            notify(f"{spec.name}: finished meanwhile by another campaign; kept")
+            return "finished"
         update_record(plan, spec, run_dir, state="started", message="",
                 attempt={"started": now(), "host": socket.gethostname(), "pid": os.getpid(), "gpu": gpu})
         try:
