@@ -165,3 +165,31 @@ def test_a_refused_submission_is_one_line_and_leaves_no_record(data, slurm_clust
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ilgnet campaign: error: sbatch refused the array: ") and "partition" in err[-1], err
     assert jobs(tmp_path / "runs") == [] and not list((tmp_path / "runs" / "slurm").glob("*.sbatch"))
+
+
+def test_an_unreachable_controller_is_one_line_naming_it(data, slurm_cluster, tmp_path, capsys, monkeypatch):
+    """slurm.conf naming a port where no slurmctld listens: Slurm's commands give up after their own retries (seconds),
+    and the campaign says in one line which controller it could not reach, from which file, and submits nothing."""
+    from slurm_cluster import _free_port
+
+    from ilgnet.errors import ToolFailed
+    from ilgnet.paper.slurm import job_states
+
+    port = _free_port()
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(re.sub(r"^SlurmctldPort=\d+$", f"SlurmctldPort={port}", (slurm_cluster / "slurm.conf").read_text(),
+                           flags=re.M))
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    started = time.monotonic()
+    with pytest.raises(ToolFailed) as err:
+        job_states(["1_0"])
+    assert time.monotonic() - started < 30
+    assert str(err.value) == (f"cannot reach the Slurm controller at 127.0.0.1:{port} (SlurmctldHost and "
+                              f"SlurmctldPort of {conf}): slurm_load_jobs error: Unable to contact slurm controller "
+                              f"(connect failure)")
+    plan = write_plan(tmp_path, data, small_run(6))
+    assert ilgnet(["campaign", str(plan), "--slurm", "--slurm-cpus", "1", "--quiet"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"ilgnet campaign: error: cannot reach the Slurm controller at 127.0.0.1:{port} ") and \
+        "Unable to contact slurm controller" in line, line
+    assert jobs(tmp_path / "runs") == []

@@ -17,6 +17,7 @@ appended to RUNS/RUN.slurm.log, beside its folder.
 from __future__ import annotations
 
 import getpass
+import os
 import shlex
 import shutil
 import subprocess
@@ -91,13 +92,39 @@ def _require_tool(tool: str) -> None:
                           f"(a login node)")
 
 
+def controller() -> tuple[str, Path]:
+    """The Slurm controller's "ADDRESS:PORT" as the commands here find it (the first SlurmctldHost, its address in
+    brackets where given, and SlurmctldPort, default 6817, of $SLURM_CONF or /etc/slurm/slurm.conf), with that file;
+    "unknown" where the file cannot be read or names none."""
+    conf = Path(os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf")
+    try:
+        settings = [line.split("#", 1)[0].strip().split("=", 1) for line in conf.read_text().splitlines()]
+    except (OSError, UnicodeDecodeError):
+        return "unknown", conf
+    found: dict[str, str] = {}
+    for key, *value in settings:
+        found.setdefault(key.lower(), value[0].strip() if value else "")
+    host = found.get("slurmctldhost") or found.get("controlmachine")
+    if not host:
+        return "unknown", conf
+    name, _, address = host.partition("(")
+    return f"{address.rstrip(')') or name}:{found.get('slurmctldport') or 6817}", conf
+
+
 def _slurm(command: list[str]) -> subprocess.CompletedProcess:
+    """Runs Slurm's `command`; ToolFailed in one line, naming the controller, when it cannot be reached."""
     _require_tool(command[0])
     try:
-        return subprocess.run(command, check=False, capture_output=True, text=True,
-                              timeout=TIMEOUT_S)
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise ToolFailed(f"{command[0]} did not answer within {TIMEOUT_S} s (is slurmctld up?)") from None
+        address, conf = controller()
+        raise ToolFailed(f"{command[0]} did not answer within {TIMEOUT_S} s: is the Slurm controller at {address} "
+                         f"({conf}) up?") from None
+    if done.returncode != 0 and "Unable to contact slurm controller" in done.stderr:
+        address, conf = controller()
+        raise ToolFailed(f"cannot reach the Slurm controller at {address} (SlurmctldHost and SlurmctldPort of "
+                         f"{conf}): {done.stderr.strip().splitlines()[-1]}")
+    return done
 
 
 def _fields(line: str) -> dict[str, str]:
