@@ -9,6 +9,7 @@ import os
 import statistics
 from pathlib import Path
 
+from ilgnet.paper.blocks import Block, Bullets, Heading, Paragraph, Table
 from ilgnet.paper import differences, paper_figures
 from ilgnet.paper.claims import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Claim
 from ilgnet.paper.timing import training_memory, training_time
@@ -27,7 +28,7 @@ def docs_link(name: str, out: Path) -> str:
     return f"[docs/{name}]({os.path.relpath(target, out)})" if target.is_file() else f"`docs/{name}`"
 
 
-def summary(claims: list[Claim], cells: list[dict], synthetic: bool, recipe: str | None = None) -> list[tuple]:
+def summary(claims: list[Claim], cells: list[dict], synthetic: bool, recipe: str | None = None) -> list[Block]:
     """The report's first section: which claims hold, which do not, which could not be tested, how far our
     accuracies are from the paper's (left out on synthetic data), and which fine-tuning recipe comes closest to the
     paper's figures (`recipe`, closest_recipe's words; left out where None)."""
@@ -40,9 +41,9 @@ def summary(claims: list[Claim], cells: list[dict], synthetic: bool, recipe: str
              f"{named(lambda v: v not in (HOLDS, DOES_NOT_HOLD))}."]
     differences_ = [c["difference"] for c in cells if c.get("difference") is not None]
     if synthetic:
-        blocks = [("h", "Summary"), ("p", SYNTHETIC_NOTE)]
+        blocks = [Heading("Summary"), Paragraph(SYNTHETIC_NOTE)]
     else:
-        blocks = [("h", "Summary")]
+        blocks = [Heading("Summary")]
         if differences_:
             items.append(f"Our accuracies against the paper's, over {len(differences_)} cells: mean "
                          f"{100 * statistics.fmean(differences_):+.2f} points, from "
@@ -53,36 +54,36 @@ def summary(claims: list[Claim], cells: list[dict], synthetic: bool, recipe: str
     if below:
         items.append(f"Cells whose runs are at or below their majority baseline (they did not learn): "
                      f"{', '.join(below)}.")
-    return blocks + [("list", items)]
+    return blocks + [Bullets(items)]
 
 
-def claims_section(claims: list[Claim]) -> list[tuple]:
+def claims_section(claims: list[Claim]) -> list[Block]:
     """The Claims section: one row per claim."""
-    return [("h", "Claims"),
-            ("p", f"Each claim of the paper with the paper's evidence and ours (mean ± std over seeds, N). A verdict "
-                  f"rests only on runs that learned (above their majority baseline); otherwise it reads "
-                  f"\"{NOT_TESTABLE}\"."),
-            ("table", ["claim", "the paper's evidence", "ours", "test", "verdict"],
-             [[c.claim, c.paper, c.ours, c.test, c.verdict] for c in claims])]
+    return [Heading("Claims"),
+            Paragraph(f"Each claim of the paper with the paper's evidence and ours (mean ± std over seeds, N). A "
+                      f"verdict rests only on runs that learned (above their majority baseline); otherwise it reads "
+                      f"\"{NOT_TESTABLE}\"."),
+            Table(["claim", "the paper's evidence", "ours", "test", "verdict"],
+                  [[c.claim, c.paper, c.ours, c.test, c.verdict] for c in claims])]
 
 
-def prior_methods(table: str) -> list[tuple]:
+def prior_methods(table: str) -> list[Block]:
     """The earlier methods the paper's Table `table` ("2" or "3") compares against, as context (not run here), and
     the WCSP 2016 slides' earlier ILGNet."""
     rows = [[f.method, f.column, f"{100 * f.accuracy:.2f} %", f.source] for f in paper_figures.prior(table)]
     database = "AVA1" if table == "2" else "AVA2"
     rows += [[f.method, f.column, f"{100 * f.accuracy:.2f} %", f.source + " (an earlier version)"]
              for f in paper_figures.slides() if f.database == database]
-    return [("p", f"Context from the paper's Table {table}: methods it compares against, not run by this toolkit."),
-            ("table", ["method", "setting", "the paper's accuracy", "source"], rows)]
+    return [Paragraph(f"Context from the paper's Table {table}: methods it compares against, not run by this toolkit."),
+            Table(["method", "setting", "the paper's accuracy", "source"], rows)]
 
 
-def differences_section(out: Path) -> list[tuple]:
+def differences_section(out: Path) -> list[Block]:
     """The Differences from the paper table, the same as docs/REPRODUCING.md's."""
-    return [("h", "Differences from the paper"),
-            ("p", f"Each difference with the paper's words, the authors' release, what this toolkit does and the "
+    return [Heading("Differences from the paper"),
+            Paragraph(f"Each difference with the paper's words, the authors' release, what this toolkit does and the "
                   f"switch that changes it; the evidence is in {docs_link('REPRODUCING.md', out)}."),
-            ("table", differences.HEADER, differences.rows())]
+            Table(differences.HEADER, differences.rows())]
 
 
 NOT_SAID = "not said (synthetic data, or runs that did not learn)"
@@ -133,15 +134,15 @@ def closest_recipe(runs, names: dict[str, str], paper_accuracy, columns: dict[st
 
 
 def recipes_section(runs, names: dict[str, str], paper_accuracy, columns: dict[str, tuple[str, str]],
-                    synthetic: bool, out: Path) -> list[tuple]:
+                    synthetic: bool, out: Path) -> list[Block]:
     """Accuracy per net, setting and fine-tuning recipe over the finished runs, beside the paper's figure, so the
     report can say which recipe comes closest to it (left out where the runs have one recipe only)."""
     compared = _recipe_comparison(runs, names, paper_accuracy, columns, synthetic)
     if compared is None:
         return []
     rows, said = compared
-    return [("h", "Fine-tuning recipes"),
-            ("p", f"The same net trained with each recipe ({docs_link('NETS.md', out)} says which layers each "
+    return [Heading("Fine-tuning recipes"),
+            Paragraph(f"The same net trained with each recipe ({docs_link('NETS.md', out)} says which layers each "
                   f"fixes). Closest to the paper: {said}."),
-            ("table", ["net", "setting", "recipe", "ours", "paper", "training wall time (mean)",
-                       "memory of the TRAIN net's blobs (Caffe)"], rows)]
+            Table(["net", "setting", "recipe", "ours", "paper", "training wall time (mean)",
+                   "memory of the TRAIN net's blobs (Caffe)"], rows)]

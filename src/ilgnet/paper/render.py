@@ -1,20 +1,17 @@
-"""The report's rendering: its sections as blocks from the report's model (ilgnet.paper.report.build), and the
-blocks as Markdown (REPORT.md) or one self-contained HTML page (report.html).
+"""The report's sections as typed blocks (Heading, Paragraph, Bullets, Table, Figure) from the report's model
+(ilgnet.paper.report.build).
 
-Blocks are tuples: ("h", text), ("p", text), ("list", [items]), ("table", header, rows), ("img", file, png, alt).
-Text is Markdown of a few kinds: [links](target), `code` and **bold**, which the HTML page renders as such.
+REPORT.md and report.html are both rendered from these blocks (ilgnet.paper.blocks).
 """
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
-import re
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ilgnet.paper.blocks import Block, Figure, Heading, Paragraph, Table
 from ilgnet.evaluation.reports import PAPER
 from ilgnet.paper import figures, findings, scores
 from ilgnet.paper.tables import NOT_KNOWN, PAPER_NAMES, PROFILE_COLUMNS, TITLES, paper_accuracy
@@ -126,13 +123,13 @@ def _time_table(rows: list[dict], runs: list[RunResult], out: Path) -> tuple[lis
     return header, table
 
 
-def sections(report: dict, out: Path) -> list[tuple]:
+def sections(report: dict, out: Path) -> list[Block]:
     """The report as blocks: ("h", text), ("p", text), ("table", header, rows), ("img", file, png, alt)."""
     runs = report["runs"]
     env = report["environment"]
-    blocks: list[tuple] = [
-        ("h", "ILGNet, the paper regenerated"),
-        ("p", f"{len(runs)} runs, {sum(r.state == 'finished' for r in runs)} finished. Jin et al., arXiv "
+    blocks: list[Block] = [
+        Heading("ILGNet, the paper regenerated"),
+        Paragraph(f"{len(runs)} runs, {sum(r.state == 'finished' for r in runs)} finished. Jin et al., arXiv "
               f"1610.02256 (WCSP 2016; the later versions add the BatchNorm and Inception-v3/v4 nets). Every "
               f"figure the paper prints in its Tables 2-4 stands beside ours (ilgnet.paper.paper_figures). Each of "
               f"our numbers links to the run folders it comes from.")]
@@ -142,14 +139,14 @@ def sections(report: dict, out: Path) -> list[tuple]:
                                bool(synthetic), recipe)
     for table in ("table2", "table3"):
         header, rows = _accuracy_table(report["tables"][table], runs, out)
-        blocks += [("h", TITLES[table]), ("table", header, rows), *findings.prior_methods(table[-1])]
+        blocks += [Heading(TITLES[table]), Table(header, rows), *findings.prior_methods(table[-1])]
         if any(c.get("srcc") for c in report["tables"][table]):
-            blocks.append(("p", scores.CORRELATION_NOTE))
+            blocks.append(Paragraph(scores.CORRELATION_NOTE))
     blocks += scores.official_section(runs, out)
     header, rows = _time_table(report["table4"], runs, out)
     timed = next(iter(report["times"].values()), None)
-    blocks += [("h", TITLES["table4"]), ("table", header, rows),
-               ("p", f"Training time: Caffe's wall time in each run's train.log (start-up, training, test passes, "
+    blocks += [Heading(TITLES["table4"]), Table(header, rows),
+               Paragraph(f"Training time: Caffe's wall time in each run's train.log (start-up, training, test passes, "
                      f"snapshots; the pause of an interrupted run is not counted), the mean over the runs linked. "
                      f"Test time: measured now on {env['cpu']}" + (f" and {env['gpu']}" if env["gpu"] else "") +
                      (f", {timed['backend']}, the median of {timed['iterations']} forward passes of batch "
@@ -162,23 +159,23 @@ def sections(report: dict, out: Path) -> list[tuple]:
                       f"GPU-days where every run trained on a GPU, else CPU-days." if timed else ".") +
                " Runs trained on: " + "; ".join(sorted({h for row in report["table4"] for h in row["hardware"]})))]
     figs = report["figures"]
-    blocks.append(("h", "Fig. 3: photos labelled good and bad"))
+    blocks.append(Heading("Fig. 3: photos labelled good and bad"))
     if "fig3" in figs:
         png, run = figs["fig3"]
-        blocks += [("p", f"The val records run {_link(run, out)} scores highest and lowest, as the net sees them "
+        blocks += [Paragraph(f"The val records run {_link(run, out)} scores highest and lowest, as the net sees them "
                          f"(256 x 256 LMDB records), with the label AVA's votes give them."),
-                   ("img", "fig3.png", png, "Fig. 3")]
+                   Figure("fig3.png", png, "Fig. 3")]
     else:
-        blocks.append(("p", "no finished run"))
-    blocks.append(("h", "Fig. 4: training loss against iteration and epoch"))
+        blocks.append(Paragraph("no finished run"))
+    blocks.append(Heading("Fig. 4: training loss against iteration and epoch"))
     if "fig4" in figs:
         png, chosen = figs["fig4"]
-        blocks += [("p", "Epoch = iteration x training batch / training images; the paper's \"epoch\" axis "
+        blocks += [Paragraph("Epoch = iteration x training batch / training images; the paper's \"epoch\" axis "
                          "(0 to 10,000) fits neither reading, so both are drawn. Runs: " +
-                         ", ".join(_link(r, out) for r in chosen) + "."), ("img", "fig4.png", png, "Fig. 4")]
+                         ", ".join(_link(r, out) for r in chosen) + "."), Figure("fig4.png", png, "Fig. 4")]
     else:
-        blocks.append(("p", "no finished run"))
-    blocks.append(("h", "Fig. 5: feature maps, and the density of the last layer's active features"))
+        blocks.append(Paragraph("no finished run"))
+    blocks.append(Heading("Fig. 5: feature maps, and the density of the last layer's active features"))
     if "fig5" in figs:
         png, run = figs["fig5"]
         d = report["density"]
@@ -188,100 +185,31 @@ def sections(report: dict, out: Path) -> list[tuple]:
                  f": median fraction of active units {d['median_high']:.3f} (high) against {d['median_low']:.3f} "
                  f"(low), means {d['mean_high']:.3f} and {d['mean_low']:.3f}; Mann-Whitney U = {d['u']:.1f}, "
                  f"one-sided p = {d['p_value']:.3g}")
-        blocks += [("p", f"Run {_link(run, out)}. Layers (1)-(7): " + ", ".join(figures.FIG5_LAYERS) +
+        blocks += [Paragraph(f"Run {_link(run, out)}. Layers (1)-(7): " + ", ".join(figures.FIG5_LAYERS) +
                          " (channel means of the convolution maps; the 1,024 units of `temp` and `temp_cjy` as a "
                          "32 x 32 grid). The paper says only that its labels (1)-(7) mean the same as in its Fig. 2 "
                          "and that the connected layer comes last; these seven are this toolkit's reading. The "
                          "Claims section tests the density on `temp` and `temp_cjy`, and whether they are nearly "
                          "binary."),
-                   ("p", f"The paper observes that the last layer's active features are denser for high-quality "
+                   Paragraph(f"The paper observes that the last layer's active features are denser for high-quality "
                          f"photos. Over all {d['high'] + d['low']:,} val records ({d['high']:,} high, {d['low']:,} "
                          f"low) of this run, the claim {verdict}{stats}."),
-                   ("img", "fig5.png", png, "Fig. 5")]
+                   Figure("fig5.png", png, "Fig. 5")]
     else:
-        blocks.append(("p", f"no finished run of {' or '.join(figures.FIG5_VARIANTS)}"))
+        blocks.append(Paragraph(f"no finished run of {' or '.join(figures.FIG5_VARIANTS)}"))
     blocks += findings.claims_section(report["claims"])
     blocks += findings.recipes_section(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, bool(synthetic), out)
     blocks += findings.differences_section(out)
-    blocks += [("h", "Runs"), ("table", ["run", "tables", "state", "seed", "recipe, overrides", "machine", "Caffe",
-                                         "CUDA runtime", "cuDNN"], [_run_row(r, out) for r in runs])]
-    blocks += [("h", "Data folders"),
-               ("table", ["folder", "partition", "seed", "delta", "synthetic", "resize", "train / val records",
-                          "sha256 train.txt", "sha256 val.txt", "sha256 mean.binaryproto"],
-                [[d["folder"] + ("" if d["current"] else " (holds other data now)"), str(d["partition"]),
-                  str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
-                  str(d["resize"]), f"{d['records']['train']} / {d['records']['val']}",
-                  *[(v or "missing")[:16] for v in d["sha256"].values()]] for d in report["data"]]),
-               ("p", f"Checksums: the first 16 hex digits (all 64 in report.json). This report was written on "
+    blocks += [Heading("Runs"), Table(["run", "tables", "state", "seed", "recipe, overrides", "machine", "Caffe",
+                                     "CUDA runtime", "cuDNN"], [_run_row(r, out) for r in runs])]
+    blocks += [Heading("Data folders"),
+               Table(["folder", "partition", "seed", "delta", "synthetic", "resize", "train / val records",
+                      "sha256 train.txt", "sha256 val.txt", "sha256 mean.binaryproto"],
+                     [[d["folder"] + ("" if d["current"] else " (holds other data now)"), str(d["partition"]),
+                       str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
+                       str(d["resize"]), f"{d['records']['train']} / {d['records']['val']}",
+                       *[(v or "missing")[:16] for v in d["sha256"].values()]] for d in report["data"]]),
+               Paragraph(f"Checksums: the first 16 hex digits (all 64 in report.json). This report was written on "
                      f"{env['host']}: {env['cpu']}" + (f", {env['gpu']}" if env["gpu"] else "") +
                      f"; Caffe {env['caffe']}, {json.dumps(env['build'])}.")]
     return blocks
-
-
-def _cell_md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def markdown(blocks: list[tuple]) -> str:
-    lines = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h":
-            lines += ["", f"{'#' if not lines else '##'} {block[1]}", ""]
-        elif kind == "p":
-            lines += [block[1], ""]
-        elif kind == "list":
-            lines += [f"- {item}" for item in block[1]] + [""]
-        elif kind == "table":
-            header, rows = block[1], block[2]
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(_cell_md(c) for c in row) + " |" for row in rows] + [""]
-        elif kind == "img":
-            lines += [f"![{block[3]}]({block[1]})", ""]
-    return "\n".join(lines).lstrip() + "\n"
-
-
-LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
-
-
-CODE = re.compile(r"`([^`]+)`")
-
-
-BOLD = re.compile(r"\*\*([^*]+)\*\*")
-
-
-STYLE = """body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:12px;color:#222}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0;display:block;overflow-x:auto}
-th,td{border:1px solid #ccc;padding:3px 6px;vertical-align:top} th{background:#f0f0ee}
-img{max-width:100%;height:auto} h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.4em} code{background:#f4f4f2}"""
-
-
-def _inline_html(text: str) -> str:
-    escaped = html.escape(text, quote=False)
-    escaped = CODE.sub(lambda m: f"<code>{m[1]}</code>", escaped)
-    escaped = BOLD.sub(lambda m: f"<strong>{m[1]}</strong>", escaped)
-    return LINK.sub(lambda m: f'<a href="{html.escape(m[2])}">{m[1]}</a>', escaped)
-
-
-def html_page(blocks: list[tuple]) -> str:
-    """The blocks as one HTML page that needs no other file: figures as PNG data URIs, inline style."""
-    parts = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h":
-            tag = "h1" if not parts else "h2"
-            parts.append(f"<{tag}>{_inline_html(block[1])}</{tag}>")
-        elif kind == "p":
-            parts.append(f"<p>{_inline_html(block[1])}</p>")
-        elif kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in block[1]) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{_inline_html(h)}</th>" for h in block[1])
-            body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in block[2])
-            parts.append(f"<table><tr>{head}</tr>{body}</table>")
-        elif kind == "img":
-            uri = "data:image/png;base64," + base64.b64encode(block[2]).decode()
-            parts.append(f'<img src="{uri}" alt="{html.escape(block[3])}" data-figure="{html.escape(block[1])}">')
-    return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            'content="width=device-width, initial-scale=1"><title>ILGNet, the paper regenerated</title>'
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")

@@ -24,6 +24,7 @@ from ilgnet.fileio import atomic_paths, atomic_write_json, atomic_write_text, re
 from ilgnet.nets import VARIANTS
 from ilgnet.pools import ctrl_c_point
 from ilgnet.paper import figures, render
+from ilgnet.paper.blocks import Figure, html_page, markdown
 from ilgnet.paper.claims import learned, paper_claims
 from ilgnet.paper.runstate import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
 from ilgnet.paper.plans import Plan, RunSpec
@@ -295,14 +296,14 @@ def write_report(report: dict, out: Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     blocks = render.sections(report, out.resolve())
-    images = {out / block[1]: block[2] for block in blocks if block[0] == "img"}
+    images = {out / block.file: block.png for block in blocks if isinstance(block, Figure)}
     paths = [out / "REPORT.md", out / "report.html", out / "report.json", *images]
     with atomic_paths(paths) as partials:
         for png, partial in zip(images.values(), partials[3:]):
             partial.write_bytes(png)
         ctrl_c_point("report")
-        atomic_write_text(partials[0], render.markdown(blocks))
-        atomic_write_text(partials[1], render.html_page(blocks))
+        atomic_write_text(partials[0], markdown(blocks))
+        atomic_write_text(partials[1], html_page(blocks))
         atomic_write_json(partials[2], _json_ready(report, out.resolve()))
     return paths
 

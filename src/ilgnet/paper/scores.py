@@ -9,6 +9,7 @@ import os
 import statistics
 from pathlib import Path
 
+from ilgnet.paper.blocks import Block, Heading, Paragraph, Table
 from ilgnet.fileio import read_json
 
 CORRELATION_NOTE = ("SRCC and PLCC set p_high beside each val image's mean vote, as the score-predicting models "
@@ -62,7 +63,7 @@ def _partition(run) -> str | None:
     return (read_json(split) or {}).get("partition") if split.is_file() else None
 
 
-def official_section(runs: list, out: Path) -> list[tuple]:
+def official_section(runs: list, out: Path) -> list[Block]:
     """The report's blocks for the finished runs on AVA's official split: one row per run with accuracy, balanced
     accuracy, SRCC, PLCC and the test images it was trained on; none when no run read that split."""
     rows = []
@@ -77,8 +78,8 @@ def official_section(runs: list, out: Path) -> list[tuple]:
                      f"**{cell['in_training']:,} of {cell['test_images']:,}**" if cell["in_training"] else "none"])
     if not rows:
         return []
-    return [("h", "AVA's official benchmark (generic_ls_train / generic_test)"),
-            ("table", ["run", "net", "seed", "test images", "accuracy", "balanced accuracy", "majority baseline",
-                       "SRCC / PLCC of p_high", "test images in its training list"], rows),
-            ("p", CORRELATION_NOTE + " The paper reports no figure on this split; score-predicting models report "
+    return [Heading("AVA's official benchmark (generic_ls_train / generic_test)"),
+            Table(["run", "net", "seed", "test images", "accuracy", "balanced accuracy", "majority baseline",
+                   "SRCC / PLCC of p_high", "test images in its training list"], rows),
+            Paragraph(CORRELATION_NOTE + " The paper reports no figure on this split; score-predicting models report "
                   "SRCC and PLCC on it.")]
