@@ -93,5 +93,5 @@ def test_train_takes_a_registry_model_by_name_from_the_models_folder(tmp_path, c
     assert main(["train", "--profile", "ava2", "--data", str(tmp_path), "--weights", "ilgnet-ava2", "--models",
                  str(tmp_path / "models"), "--cpu"]) == 1
     missing = tmp_path / "models" / "ILGnet-AVA2.caffemodel"
-    assert capsys.readouterr().err == (f"ilgnet train: error: ilgnet-ava2 {missing} does not exist; `ilgnet weights "
-                                       f"fetch ilgnet-ava2` downloads it (or give --models)\n")
+    assert capsys.readouterr().err == (f"ilgnet train: error: {missing} does not exist; run `ilgnet weights fetch "
+                                       f"ilgnet-ava2` first\n")

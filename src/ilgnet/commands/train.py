@@ -109,16 +109,13 @@ def _notify(message: str) -> None:
 
 def run(args) -> int:
     from ilgnet.data.folder import DataFolder
-    from ilgnet.fileio import require
     from ilgnet.training.plan import DataChanged, TrainOptions
     from ilgnet.training.runs import TrainingDiverged, TrainingStopped, train
     from ilgnet.zoo.runfolder import RunFolder
-    from ilgnet.zoo.registry import load_registry
+    from ilgnet.zoo.models import fetched_file
 
-    if isinstance(args.weights, str):
-        name = args.weights
-        args.weights = require(args.models / load_registry()[name].file, what=name,
-                               hint=f"; `ilgnet weights fetch {name}` downloads it (or give --models)")
+    if isinstance(args.weights, str):                  # a registry name: its file in --models
+        args.weights = fetched_file(args.weights, args.models)
 
     options = TrainOptions(args.variant, args.profile, args.data, name=args.name, runs_dir=args.runs,
                            models_dir=args.models, gpu=args.gpu, docker=args.docker, resume=args.resume,

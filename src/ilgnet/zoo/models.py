@@ -43,6 +43,13 @@ class Model:
     known: a mean image of another size is refused (`check_mean_size`)."""
 
 
+def fetched_file(item: str, models: Path, *, fetch: str | None = None) -> Path:
+    """The weight registry's file `item` in the models folder, where `ilgnet weights fetch FETCH` (default: `item`)
+    puts it; MissingFile saying that command when it is not there."""
+    return require(Path(models) / load_registry()[item].file,
+                   hint=f"; run `ilgnet weights fetch {fetch or item}` first")
+
+
 def published_model(name: str, models: Path = defaults.MODELS_DIR, *, mean: Path | str | None = None) -> Model:
     """The authors' model `name` (ilgnet-ava1 / ilgnet-ava2) in `models`, with `mean` or else its published mean
     image, and its training list when that was fetched too (else None). What is used must have been fetched
@@ -51,12 +58,9 @@ def published_model(name: str, models: Path = defaults.MODELS_DIR, *, mean: Path
     entry = registry[name]
 
     def fetched(item: str | None, optional: bool) -> Path | None:
-        if item is None:
+        if item is None or optional and not (Path(models) / registry[item].file).exists():
             return None
-        path = Path(models) / registry[item].file
-        if optional and not path.exists():
-            return None
-        require(path, hint=f"; run `ilgnet weights fetch {name}` first")
+        path = fetched_file(item, models, fetch=name)
         check_file(registry[item], path)
         return path
 
