@@ -21,7 +21,8 @@ from test_scale import local_ray  # noqa: F401  (the fixture: a local Ray runtim
 
 from ilgnet.bvlc.logs import parse_train_log
 from ilgnet.cli import main as ilgnet
-from ilgnet.paper.runstate import CAMPAIGN_JSON, EVALUATION_JSON, SCORES_CSV
+from ilgnet.paper.integrity import EVALUATION_JSON, SCORES_CSV
+from ilgnet.paper.runstate import CAMPAIGN_JSON
 from ilgnet.paper.timing import training_time
 
 pytest_plugins = ["caffe_data"]

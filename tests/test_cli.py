@@ -194,12 +194,13 @@ def test_bad_arguments_are_one_line_naming_the_argument(places, command_line, me
 def test_missing_weights_and_data_are_a_usage_error(capsys):
     """Required unless --replay: argparse cannot say so itself, so the command raises UsageError, which ends as
     argparse's own errors do (one line, exit 2)."""
-    for command_line in (["test"], ["test", "--data", "."]):
+    for command_line, missing in ((["test"], "--weights and --data are"), (["test", "--data", "."], "--weights is"),
+                                  (["test", "--weights", "ilgnet-ava2"], "--data is")):
         with pytest.raises(SystemExit) as exit_:
             main(command_line)
         assert exit_.value.code == 2
-        assert capsys.readouterr().err == ("ilgnet test: error: --weights and --data are required (or --replay LOG) "
-                                           "(see `ilgnet test --help`)\n")
+        assert capsys.readouterr().err == (f"ilgnet test: error: {missing} required (or --replay LOG) "
+                                           f"(see `ilgnet test --help`)\n")
 
 
 def test_a_warning_is_one_line_naming_the_command(monkeypatch, capsys):

@@ -118,7 +118,7 @@ def test_published_model_names_resolve_to_their_files_and_mean(small_dataset, il
     256x256 the records must match, as Caffe's Data layer demands."""
     args = ["test", "--weights", "ilgnet-ava1", "--data", str(small_dataset), "--models", str(tmp_path)]
     assert main(args) == 1
-    assert "run `ilgnet weights fetch ilgnet-ava1` first" in capsys.readouterr().err
+    assert f"run `ilgnet weights fetch ilgnet-ava1 --dest {tmp_path}` first" in capsys.readouterr().err
     published_stand_in(ilgnet_caffemodel, "ilgnet-ava1", tmp_path, shared_data)
     assert main(args) == 1
     err = capsys.readouterr().err

@@ -367,7 +367,7 @@ def test_a_second_build_of_the_same_folder_waits_for_the_first_and_keeps_what_it
     out, err = second.communicate(timeout=120)
     assert waiting.startswith(f"ilgnet lmdb: {split} is being built by process {first.pid} ({sys.executable} -m "
                               f"ilgnet.cli lmdb --split ")            # its command line, up to 120 characters
-    assert waiting.endswith("...); waiting for it, then keeping what it built\n") and err == ""
+    assert waiting.endswith("...); waiting for it, then keeping what it built if the settings match\n") and err == ""
     assert first.returncode == 0 and second.returncode == 0 and summary(split)["train"]["records"] == 200
     kept = "(kept: list, photos, image folder, resize, seed and encoding unchanged)"
     assert [line.endswith(kept) for line in out.splitlines()[:2]] == [True, True], out

@@ -94,4 +94,4 @@ def test_train_takes_a_registry_model_by_name_from_the_models_folder(tmp_path, c
                  str(tmp_path / "models"), "--cpu"]) == 1
     missing = tmp_path / "models" / "ILGnet-AVA2.caffemodel"
     assert capsys.readouterr().err == (f"ilgnet train: error: {missing} does not exist; run `ilgnet weights fetch "
-                                       f"ilgnet-ava2` first\n")
+                                       f"ilgnet-ava2 --dest {tmp_path / 'models'}` first\n")

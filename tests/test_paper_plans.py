@@ -15,6 +15,7 @@ from ilgnet.errors import BadInput, MissingFile
 from ilgnet.evaluation.results import prefix_protocol
 from ilgnet.paper import campaign, runstate
 from ilgnet.paper.figures import density_test
+from ilgnet.paper.integrity import EVALUATION_JSON
 from ilgnet.paper.plans import built_in, load_plan, read_plan
 from ilgnet.paper.tables import TABLE_RUNS
 
@@ -92,6 +93,8 @@ tables = ["table2"]
      "is longer than 255 bytes"),
     ("[train]\nlr = 0.1\n", "unknown training option of [train] 'lr'"),
     ("seeds = [1, \"two\"]\ntables = [\"table3\"]\n", "seeds must be a list of integers"),
+    ("seeds = [1, 1]\ntables = [\"table3\"]\n", "seeds: seed 1 is listed twice in [1, 1]"),
+    ("tables = {table3 = [2, 3, 2]}\n", "tables.table3: seed 2 is listed twice in [2, 3, 2]"),
     ("snapshots = \"some\"\ntables = [\"table3\"]\n", "snapshots = 'some': expected one of all, final, none"),
     ("recipe = \"frozen\"\ntables = [\"table3\"]\n", "recipe = 'frozen': expected one of released, paper, paper-sec5"),
     ("name = \"x\"\n", "the plan has no run"),
@@ -181,8 +184,8 @@ def test_a_run_state_is_read_from_its_folder(tmp_path):
     assert runstate.run_state(plan, spec).state == "diverged"
     record(run_dir, spec, state="finished")
     state = runstate.run_state(plan, spec)                              # finished needs its evaluation
-    assert (state.state, state.message) == ("damaged", f"{run_dir / runstate.EVALUATION_JSON}: missing")
-    (run_dir / runstate.EVALUATION_JSON).write_text("{}")
+    assert (state.state, state.message) == ("damaged", f"{run_dir / EVALUATION_JSON}: missing")
+    (run_dir / EVALUATION_JSON).write_text("{}")
     state = runstate.run_state(plan, spec)
     assert state.state == "damaged" and state.message.endswith("accuracy is None, not a fraction from 0 to 1")
     table = runstate.status_table(runstate.status(plan))

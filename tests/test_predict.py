@@ -362,8 +362,8 @@ def test_a_given_mean_is_used_and_nothing_is_downloaded(shared_data, ilgnet_caff
     assert by_name == capsys.readouterr().out
     assert sorted(p.name for p in models.iterdir()) == ["ILGnet-AVA2.caffemodel"]
     assert ilgnet(["predict", *photos, "--model", "ilgnet-ava2", "--models", str(models), "--quiet"]) == 1
-    assert (f"{models / 'AVA2_mean.binaryproto'} does not exist; run `ilgnet weights fetch ilgnet-ava2` first"
-            in capsys.readouterr().err)
+    assert (f"{models / 'AVA2_mean.binaryproto'} does not exist; run `ilgnet weights fetch ilgnet-ava2 --dest "
+            f"{models}` first" in capsys.readouterr().err)
 
 
 def test_a_file_name_that_is_not_utf8_is_scored_and_printed_as_its_bytes(tiny_model, tmp_path):

@@ -15,7 +15,7 @@ from conftest import SMALL
 from ilgnet.cli import main as ilgnet
 from ilgnet.data.synthetic import generate
 from ilgnet.evaluation.metrics import correlations
-from ilgnet.paper.runstate import EVALUATION_JSON, SCORES_CSV
+from ilgnet.paper.integrity import EVALUATION_JSON, SCORES_CSV
 
 SHARED = 4              # ids of the test list that are in the training list too
 

@@ -18,7 +18,7 @@ from test_campaign import record, small_run, write_plan
 
 from ilgnet.bvlc.apptainer import apptainer_command, overlap
 from ilgnet.cli import main as ilgnet
-from ilgnet.paper.runstate import EVALUATION_JSON
+from ilgnet.paper.integrity import EVALUATION_JSON
 
 pytest_plugins = ["caffe_data", "slurm_cluster"]
 RUN = f"{SMALL}-ava2-seed"

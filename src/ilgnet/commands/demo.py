@@ -112,7 +112,9 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
     from ilgnet.scoring.gallery import write_gallery
     from ilgnet.scoring.scorer import Scorer
     from ilgnet.training.plan import TrainOptions
+    from ilgnet.training.curves import summary_files
     from ilgnet.training.runs import train
+    from ilgnet.zoo.runfolder import RunFolder
 
     work = Path(work)
     _fresh_work_dir(work)
@@ -180,6 +182,7 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
 
     timings["total"] = round(time.perf_counter() - started_all, 1)
     run_dir = runs / "ilgnet-demo"
+    train_log_csv, curves_png = summary_files(RunFolder(run_dir).train_log)
     summary = {
         "images": images, "iterations": iterations, "batch": batch, "seed": seed,
         "train_images": split["train"]["images"], "val_images": split["val"]["images"],
@@ -187,9 +190,9 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
         "accuracy": result["accuracy"], "majority_baseline": baseline,
         "balanced_accuracy": result["balanced_accuracy"], "roc_auc": result["roc_auc"],
         "top5_high": int(top["label"].sum()), "top5_mean_score": float(top["ava_mean"].mean()),
-        "skipped": len(skipped), "weights": str(weights), "curves": str(run_dir / "curves.png"),
+        "skipped": len(skipped), "weights": str(weights), "curves": str(curves_png),
         "gallery": str(work / "report.html"),
-        "train_log": str(run_dir / "train_log.csv"), "seconds": timings,
+        "train_log": str(train_log_csv), "seconds": timings,
         # The run folder carries its variant and mean (model.json): all `predict` needs besides the photos.
         "score_your_photos": f"ilgnet predict {YOUR_PHOTOS} --model {run_dir} --html my-photos.html "
                              f"--out my-photos.csv",

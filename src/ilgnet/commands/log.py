@@ -36,9 +36,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ilgnet.bvlc.logs import parse_train_log
-    from ilgnet.training.curves import write_curves
+    from ilgnet.training.curves import summary_files, write_curves
 
-    csv, png = args.csv or args.log.with_name("train_log.csv"), args.png or args.log.with_name("curves.png")
+    beside = summary_files(args.log)
+    csv, png = args.csv or beside[0], args.png or beside[1]
     refuse_overwrites(ARGS, args, paths={"csv": csv, "png": png}, images={"--png": ".png"})
     frame = parse_train_log(args.log, accuracy_blob=args.accuracy_blob)
     if frame["loss"].dropna().empty:

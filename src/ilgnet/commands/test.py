@@ -92,7 +92,9 @@ def run(args) -> int:
         print(replay_report(args.replay), end="")
         return 0
     if not (args.weights and args.data):
-        raise UsageError("--weights and --data are required (or --replay LOG)")
+        missing = " and ".join(flag for flag, given in (("--weights", args.weights), ("--data", args.data))
+                               if not given)
+        raise UsageError(f"{missing} {'is' if ' and ' not in missing else 'are'} required (or --replay LOG)")
     if args.docker and args.engine == "pycaffe":
         raise UsageError("--docker runs the `caffe test` binary in the image (--engine caffe), not --engine pycaffe")
     engine = args.engine or ("caffe" if args.docker else "pycaffe")

@@ -192,8 +192,11 @@ def build_split(split_dir: Path, image_root: Path, *, resize: int = defaults.RES
     folder.require_lists()
     require(image_root, folder=True, what="image folder")
     # A second build of the same folder waits for the first, then keeps what it built (or builds what it left).
-    with folder_lock(folder.root, on_wait=lambda who: notify(f"{folder.root} is being built by process {who}; "
-                                                               f"waiting for it, then keeping what it built")):
+    def waiting(who: str) -> None:
+        notify(f"{folder.root} is being built by process {who}; waiting for it, then keeping what it built if the "
+               f"settings match")
+
+    with folder_lock(folder.root, on_wait=waiting):
         return _build(folder, image_root, resize=resize, seed=seed, encoding=encoding, jobs=jobs, force=force,
                       progress=progress, notify=notify)
 

@@ -16,8 +16,9 @@ from ilgnet.nets import forward_time
 from ilgnet.fileio import atomic_path, atomic_write_json
 from ilgnet.paper.figures import FIG5_VARIANTS, FeatureCollector
 from ilgnet.paper.plans import Plan, RunSpec
-from ilgnet.paper.runstate import (ERROR_LOG, EVALUATION_JSON, FIG5_PHOTOS, LOCK, MAPS, SCORES_CSV, RunBusy,
-                                   final_snapshot, ignore, now, run_state, take_lock, update_record)
+from ilgnet.paper.integrity import EVALUATION_JSON, MAPS, SCORES_CSV
+from ilgnet.paper.runstate import (ERROR_LOG, FIG5_PHOTOS, LOCK, RunBusy, final_snapshot, ignore, now, run_state,
+                                   take_lock, update_record)
 from ilgnet.paper.tables import PROFILE_COLUMNS, table_cells
 from ilgnet.paper.timing import environment
 from ilgnet.training.plan import TrainOptions

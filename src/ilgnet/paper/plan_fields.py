@@ -60,6 +60,8 @@ def seeds(value, where: str) -> tuple[int, ...]:
     if not (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool)
                                                       and 0 <= s <= defaults.INT32_MAX for s in value)):
         raise BadInput(f"{where}: seeds must be a list of integers from 0 to {defaults.INT32_MAX}, got {value!r}")
+    if len(set(value)) < len(value):        # a seed twice would be one run, counted twice in a mean over seeds
+        raise BadInput(f"{where}: seed {next(s for s in value if value.count(s) > 1)} is listed twice in {value!r}")
     return tuple(value)
 
 

@@ -1,10 +1,9 @@
-"""The report's model: the paper's tables, figures and claims from a campaign's runs, beside the paper's own figures,
-as one dict (build), written as DIR/REPORT.md with its PNG figures, DIR/report.html and DIR/report.json by
-write_report; ilgnet.paper.render lays it out. Tables 2 and 3: per net and setting, the paper's accuracy, ours (mean
-+- std over seeds, every val record once, and the published logs' 50-iteration protocol), the majority baseline,
-balanced accuracy, SRCC / PLCC (ilgnet.paper.scores), the runs. Table 4: its four nets on AVA1 delta 0, training
-time from the logs, test time per image at batch 1 (trained nets) and the throughput batch (now). Figures 3-5 and
-Claims: ilgnet.paper.figures, ilgnet.paper.claims. Links to run folders are relative to DIR."""
+"""The report's model: the paper's tables, figures and claims from a campaign's runs, beside the paper's own, as one
+dict (build); write_report writes DIR/REPORT.md with its PNGs, report.html and report.json (ilgnet.paper.render lays
+it out). Tables 2 and 3: per net and setting, the paper's accuracy, ours (mean +- std over seeds, every val record
+once, and the logs' 50-iteration protocol), the majority baseline, balanced accuracy, SRCC / PLCC, the runs. Table 4:
+its four nets on AVA1 delta 0, training time from the logs, test time per image at batch 1 (trained nets) and the
+throughput batch (now). Figures 3-5 and Claims: ilgnet.paper.figures, .claims. Links are relative to DIR."""
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +25,8 @@ from ilgnet.pools import ctrl_c_point
 from ilgnet.paper import figures, render
 from ilgnet.paper.blocks import Figure, html_page, markdown
 from ilgnet.paper.claims import learned, paper_claims
-from ilgnet.paper.runstate import CAMPAIGN_JSON, MAPS, SCORES_CSV, folder_verdict, read_record
+from ilgnet.paper.integrity import MAPS, SCORES_CSV
+from ilgnet.paper.runstate import CAMPAIGN_JSON, folder_verdict, read_record
 from ilgnet.paper.plans import Plan, RunSpec
 from ilgnet.paper.pooling import pools, provenance
 from ilgnet.paper.scores import cell_scores, mean_std as _mean_std

@@ -45,9 +45,6 @@ from ilgnet.zoo.runfolder import RunFolder
 
 CAMPAIGN_JSON = "campaign.json"
 LOCK = "campaign.lock"
-EVALUATION_JSON = "evaluation.json"
-SCORES_CSV = "val_scores.csv"
-MAPS = "fig5_maps.npz"
 FIG5_PHOTOS = 3             # high and low val records whose feature maps Fig. 5 shows
 ERROR_LOG = "campaign.log"
 DATA_LOCK = ".campaign-data.lock"   # in the plan's data folder: one campaign makes its missing data at a time

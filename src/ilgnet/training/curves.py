@@ -69,11 +69,16 @@ def write_curves(frame: pd.DataFrame, csv: Path, png: Path, *, title: str = "", 
     atomic_write_bytes(png, image.getvalue())
 
 
+def summary_files(log: Path) -> tuple[Path, Path]:
+    """train_log.csv and curves.png beside the `caffe train` log `log`: where its summary goes by default."""
+    return log.with_name("train_log.csv"), log.with_name("curves.png")
+
+
 def write_train_summary(log: Path, *, accuracy_blob: str | None = None, csv: Path | None = None,
                         png: Path | None = None) -> pd.DataFrame:
     """Parses `log` into `csv` and `png` (default: train_log.csv and curves.png beside it); returns the frame
     (ilgnet.bvlc.logs.COLUMNS)."""
     frame = parse_train_log(log, accuracy_blob=accuracy_blob)
-    write_curves(frame, csv or log.with_name("train_log.csv"), png or log.with_name("curves.png"),
-                 title=log.parent.name)
+    beside = summary_files(log)
+    write_curves(frame, csv or beside[0], png or beside[1], title=log.parent.name)
     return frame

@@ -44,10 +44,11 @@ class Model:
 
 
 def fetched_file(item: str, models: Path, *, fetch: str | None = None) -> Path:
-    """The weight registry's file `item` in the models folder, where `ilgnet weights fetch FETCH` (default: `item`)
-    puts it; MissingFile saying that command when it is not there."""
+    """The weight registry's file `item` in the models folder, where `ilgnet weights fetch FETCH` (default: `item`,
+    with --dest where the folder is not the default) puts it; MissingFile saying that command when it is not there."""
+    dest = "" if Path(models) == defaults.MODELS_DIR else f" --dest {models}"
     return require(Path(models) / load_registry()[item].file,
-                   hint=f"; run `ilgnet weights fetch {fetch or item}` first")
+                   hint=f"; run `ilgnet weights fetch {fetch or item}{dest}` first")
 
 
 def published_model(name: str, models: Path = defaults.MODELS_DIR, *, mean: Path | str | None = None) -> Model:
