@@ -211,7 +211,9 @@ def run(args) -> int:
           f"   training curves: {summary['curves']}\n   gallery: {summary['gallery']}\n"
           f"   summary: {args.work / 'demo.json'}\n"
           f"   score your own photos with the net it trained (a folder, files or @LIST for {YOUR_PHOTOS}):\n"
-          f"   {summary['score_your_photos']}")
+          f"   {summary['score_your_photos']}\n"
+          f"   (it learned synthetic photos only, so its scores of real ones mean nothing; the published models,\n"
+          f"   --model ilgnet-ava1 or ilgnet-ava2 after `ilgnet weights fetch NAME`, score real photos)")
     if not above:
         print("ilgnet demo: the net did not learn better than guessing the majority class; try more --iterations",
               file=sys.stderr)
