@@ -19,6 +19,7 @@ take at most 90 s on an idle 2-core machine. A fast-tier test that grows past a 
 `make test` runs everything; there a missing Caffe is an error, not a skip.
 """
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ILGNET_SHARED") or REPO.parent / "shared")
 SHARED_DATA = SHARED / "data"
 SMALL = "googlenet-bn-third"        # 3.2 M parameters: a 13 MB stand-in model, made in a fraction of a second
+
+
+def pytest_configure(config):
+    """The Ctrl-C tests send SIGINT to the `ilgnet` processes they start. A shell starting the suite in the background
+    (`make test &`, nohup, some CI runners) leaves SIGINT ignored, and an ignored signal stays ignored in every process
+    started from here; a handler does not, so with one here each `ilgnet` starts with SIGINT at its default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):

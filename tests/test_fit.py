@@ -81,7 +81,7 @@ def test_an_html_page_is_refused_everywhere(bugcase, small_dataset, photos, tmp_
     assert "bvlc_googlenet.caffemodel is an HTML page titled 'Sign in - Drive'" in one_line_error(capsys, "train")
     assert not (tmp_path / "runs").exists()
     assert main(["weights", "check", "bvlc_googlenet", "--file", str(page)]) == 1
-    assert "is an HTML page titled 'Sign in - Drive'" in one_line_error(capsys, "weights")
+    assert "is an HTML page titled 'Sign in - Drive'" in one_line_error(capsys, "weights check")
 
 
 def test_a_renamed_layer_in_the_deploy_file_is_named(bugcase, ilgnet_caffemodel, small_dataset, photos, capsys):
@@ -135,14 +135,15 @@ def test_nan_weights_are_refused(caffe, variant_models, small_dataset, photos, t
 
 def test_gpu_on_a_cpu_only_build_is_an_error_not_an_abort(small_caffemodel, small_dataset, photos, tmp_path,
                                                          capsys):
+    # The --gpu given is refused for this build: a value of the command line (exit 2), named by its flag.
     assert main(predict(photos, small_caffemodel, small_dataset / "mean.binaryproto", "--variant", SMALL,
-                        "--gpu", "0")) == 1
-    assert "built without CUDA (CPU only)" in one_line_error(capsys, "predict")
+                        "--gpu", "0")) == 2
+    assert "argument --gpu: GPU 0 asked for, but" in one_line_error(capsys, "predict")
     assert main(["test", "--weights", str(small_caffemodel), "--variant", SMALL, "--data", str(small_dataset),
-                 "--gpu", "0"]) == 1
+                 "--gpu", "0"]) == 2
     assert "built without CUDA (CPU only)" in one_line_error(capsys, "test")
     assert main(["train", "--profile", "ava2", "--data", str(small_dataset), "--runs", str(tmp_path),
-                 "--gpu", "0"]) == 1
+                 "--gpu", "0"]) == 2
     assert "built without CUDA (CPU only)" in one_line_error(capsys, "train")
     assert not any(tmp_path.iterdir())
 
@@ -234,7 +235,7 @@ def test_a_run_carries_its_identity(caffe, small_dataset, photos, tmp_path, caps
     assert main(["test", "--weights", str(run), "--data", str(small_dataset), "--batch", "5"]) == 0
     assert "images scored | 5 (every val record once)" in capsys.readouterr().out
     assert main(["predict", *photos, "--model", str(run), "--variant", "googlenet-bn-two-thirds", "--workers",
-                 "1"]) == 1
+                 "1"]) == 2                                     # the --variant given is refused: named by its flag
     assert "does not fit the googlenet-bn-two-thirds net: no weights for layers" in one_line_error(capsys, "predict")
     (run / "mean.binaryproto").write_bytes(b"changed")
     assert main(["predict", *photos, "--model", str(run), "--workers", "1"]) == 1

@@ -92,7 +92,7 @@ def test_apptainer_command_lines_and_refusals(data, tmp_path, capsys):
 
 
 def test_a_two_run_campaign_as_a_job_array_one_task_at_a_time(caffe, data, slurm_cluster, tmp_path, capsys):
-    plan = write_plan(tmp_path, data, small_run(1) + small_run(2))
+    plan = write_plan(tmp_path, data, small_run(1, '["table3"]') + small_run(2, '["table3"]'))  # AVA2 runs: Table 3
     submitted = campaign(plan, "--slurm", "--slurm-parallel", "1", "--slurm-cpus", "1", cwd=tmp_path)
     assert submitted.returncode == 0 and "submitted job array" in submitted.stderr, submitted.stderr[-3000:]
     runs = tmp_path / "runs"
