@@ -83,10 +83,10 @@ def test_the_recipes_section_says_which_recipe_comes_closest_to_the_paper(tmp_pa
 
     runs = [run("released", 0.80), run("paper", 0.85), run("paper-sec5", 0.83)]
     blocks = findings.recipes_section(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, False, tmp_path)
-    assert "ILGNet-Inc.V1-BN, AVA2: paper (0.50 points)" in blocks[1][1]
-    assert [row[2] for row in blocks[2][2]] == ["paper", "paper-sec5", "released"]
+    assert "ILGNet-Inc.V1-BN, AVA2: paper (0.50 points)" in blocks[1].text
+    assert [row[2] for row in blocks[2].rows] == ["paper", "paper-sec5", "released"]
     synthetic = findings.recipes_section(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, True, tmp_path)
-    assert "not said (synthetic data" in synthetic[1][1]
+    assert "not said (synthetic data" in synthetic[1].text
     assert findings.recipes_section(runs[:1], PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, False, tmp_path) == []
 
 
@@ -102,7 +102,7 @@ def test_the_summary_says_which_recipe_comes_closest_or_that_none_was_compared(t
 
     def line(runs, synthetic=False) -> str:
         said = findings.closest_recipe(runs, PAPER_NAMES, paper_accuracy, PROFILE_COLUMNS, synthetic)
-        items = findings.summary([], [], synthetic, said)[-1][1]
+        items = findings.summary([], [], synthetic, said)[-1].items
         return next(item for item in items if item.startswith("Fine-tuning recipe"))
 
     # The paper prints 85.50 % on AVA2 and 81.68 % on AVA1 (delta 0) for ILGNet-Inc.V1-BN.
