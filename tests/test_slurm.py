@@ -103,7 +103,7 @@ def test_a_two_run_campaign_as_a_job_array_one_task_at_a_time(caffe, data, slurm
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{RUN}2: Slurm task {array['job']}_1 is PENDING, not submitted again" in result.stderr
     assert "nothing to submit" in result.stderr and len(jobs(runs)) == 1
-    assert re.search(rf"\| {RUN}1 \| table4 \| finished \| 2 / 2 \|", result.stdout)
+    assert re.search(rf"\| {RUN}1 \| table3 \| finished \| 2 / 2 \|", result.stdout)
     attempts = [record(runs / f"{RUN}{seed}")["attempts"] for seed in (1, 2)]
     assert [len(a) for a in attempts] == [1, 1] and all(a[0]["outcome"] == "finished" for a in attempts)
     assert attempts[0][0]["ended"] <= attempts[1][0]["started"]                     # %1: one after another
