@@ -6,6 +6,7 @@ the data a report names is the data the runs read. The run folders here are writ
 situations through real Caffe campaigns."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing
 import shutil
@@ -195,6 +196,15 @@ def test_an_unreachable_ray_address_fails_in_seconds_in_one_line(campaign, capsy
     err = capsys.readouterr().err.splitlines()
     assert time.monotonic() - started < 10
     assert err[-1].startswith("ilgnet campaign: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused")
+
+
+def test_a_ray_client_address_without_grpcio_names_the_package_in_one_line(campaign, capsys):
+    if importlib.util.find_spec("grpc") is not None:
+        pytest.skip("grpcio is installed here: a ray:// address goes on to connect")
+    assert ilgnet(["campaign", str(campaign["plan"]), "--ray", "ray://127.0.0.1:1", "--quiet"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "ilgnet campaign: error: ray://127.0.0.1:1: a ray:// address is served by Ray Client, which needs grpcio: "
+        "pip install 'ray[client]', or give the head node's GCS address HOST:6379 instead")
 
 
 def _prepare(plan: str) -> None:

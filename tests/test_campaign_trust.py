@@ -88,12 +88,23 @@ def test_a_remade_data_folder_makes_a_finished_run_stale_and_a_damaged_one_is_ev
     scores.write_text(scores.read_text()[:50])
     assert ilgnet(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--time-batch", "1",
                    "--time-iterations", "1"]) == 0
+    named = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ilgnet report: ")]
+    assert len(named) == 2
+    assert named[0].startswith(f"ilgnet report: {RUN}: stale: trained and evaluated on other data than ")
+    assert named[0].endswith(" (flagged in the tables)")
+    assert named[1].startswith(f"ilgnet report: {SMALL}-ava2-seed2: damaged: {scores}: 1 complete rows")
+    assert named[1].endswith(" (left out of the tables)")
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     states = {r["name"]: (r["state"], r["message"]) for r in report["runs"]}
     assert states[RUN][0] == "stale" and states[f"{SMALL}-ava2-seed2"] == (
         "damaged", f"{scores}: 1 complete rows of the {records} records evaluation.json counts")
     assert [d["current"] for d in report["data"]] == [False]          # what seed 1 read; seed 2 is damaged
-    assert f"damaged: {scores}: " in (tmp_path / "report" / "REPORT.md").read_text()
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert f"damaged: {scores}: " in text
+    # An AVA2 folder has no delta: its cell reads "-", never Python's None.
+    # (and an unknown record count too: the folder holds other data now, so its train LMDB is not the run's).
+    assert re.search(r"/data/ava2 \(holds other data now\) \| ava2 \| 1 \| - \| yes \| 256 \| - / 10 \|", text)
+    assert "None" not in text
 
 
 def start(plan: Path, log: Path) -> subprocess.Popen:

@@ -48,6 +48,11 @@ def run(args) -> int:
                    time_iterations=args.time_iterations)
     for path in write_report(report, args.out):
         print(path)
+    for run in report["runs"]:              # what REPORT.md flags, named where the user is looking
+        if run.state != "finished":
+            kept = "flagged in the tables" if run.evaluation is not None else "left out of the tables"
+            print(f"ilgnet report: {run.name}: {run.state}" + (f": {run.message}" if run.message else "") +
+                  f" ({kept})", file=sys.stderr)
     if expected is not None:
         empty = empty_cells(report, expected)
         if empty:

@@ -16,7 +16,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from ilgnet.data.folder import DataFolder
-from ilgnet.errors import MissingFile, ToolFailed, UserError
+from ilgnet.errors import MissingFile, UserError
 from ilgnet.fileio import waiting_lock
 from ilgnet.paper.execute import execute
 from ilgnet.paper.plans import Plan, RunSpec
@@ -135,16 +135,10 @@ def _run_on_ray(plan: Plan, specs: list[RunSpec], address: str, *, cpus: float |
                 notify: Callable[[str], None]) -> None:
     """One Ray task per run holding one GPU (or `cpus` CPUs, on the CPU): on the cluster at `address`, or the Ray
     runtime this process already started, else a local one. A task that dies is recorded as failed."""
-    from ilgnet.scoring.cluster import import_ray
+    from ilgnet.scoring.cluster import connect, import_ray
 
     ray = import_ray()
-    started = not ray.is_initialized()
-    if started:
-        try:
-            ray.init(address=address or None, logging_level="WARNING", include_dashboard=False)
-        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
-            where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
-            raise ToolFailed(f"cannot reach {where}: {str(err).strip().splitlines()[0]}") from None
+    started = connect(ray, address)
     resources = {"num_cpus": cpus, "num_gpus": 0} if cpus else {"num_cpus": 1, "num_gpus": 1}
     task = ray.remote(_ray_task).options(max_retries=0, **resources)
     refs = {}

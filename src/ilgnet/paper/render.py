@@ -205,9 +205,10 @@ def sections(report: dict, out: Path) -> list[Block]:
     blocks += [Heading("Data folders"),
                Table(["folder", "partition", "seed", "delta", "synthetic", "resize", "train / val records",
                       "sha256 train.txt", "sha256 val.txt", "sha256 mean.binaryproto"],
-                     [[d["folder"] + ("" if d["current"] else " (holds other data now)"), str(d["partition"]),
-                       str(d["seed"]), str(d["delta"]), "yes" if d["synthetic"] else "no",
-                       str(d["resize"]), f"{d['records']['train']} / {d['records']['val']}",
+                     [[d["folder"] + ("" if d["current"] else " (holds other data now)"),
+                       *["-" if d[key] is None else str(d[key]) for key in ("partition", "seed", "delta")],
+                       "yes" if d["synthetic"] else "no", "-" if d["resize"] is None else str(d["resize"]),
+                       " / ".join("-" if n is None else str(n) for n in d["records"].values()),
                        *[(v or "missing")[:16] for v in d["sha256"].values()]] for d in report["data"]]),
                Paragraph(f"Checksums: the first 16 hex digits (all 64 in report.json). This report was written on "
                      f"{env['host']}: {env['cpu']}" + (f", {env['gpu']}" if env["gpu"] else "") +

@@ -8,6 +8,7 @@ read once, here, before any actor starts. Ray is an optional dependency: `pip in
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -48,10 +49,14 @@ def check_address(address: str | None) -> None:
 
 def check_reachable(address: str | None, timeout_s: float = REACH_TIMEOUT_S) -> None:
     """ToolFailed, in one line naming `address`, when a Ray address HOST:PORT or ray://HOST:PORT takes no TCP
-    connection within `timeout_s` (Ray itself would retry for minutes); nothing for a local runtime ("" or None)
-    or "auto", which Ray resolves itself."""
+    connection within `timeout_s` (Ray itself would retry for minutes); MissingPackage when a ray:// address (Ray
+    Client) finds no grpcio, which Ray Client needs and the `ray` extra does not install (`ray[client]` does);
+    nothing for a local runtime ("" or None) or "auto", which Ray resolves itself."""
     if not address or address == "auto":
         return
+    if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise MissingPackage(f"{address}: a ray:// address is served by Ray Client, which needs grpcio: pip install "
+                             f"'ray[client]', or give the head node's GCS address HOST:6379 instead")
     host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
@@ -59,6 +64,22 @@ def check_reachable(address: str | None, timeout_s: float = REACH_TIMEOUT_S) -> 
         why = "no answer" if isinstance(err, TimeoutError) else getattr(err, "strerror", None) or str(err)
         raise ToolFailed(f"cannot reach the Ray cluster at {address}: {why} (within {timeout_s:g} s); check the "
                          f"address and that the head node is up (`ray status` there)") from None
+
+
+def connect(ray, address: str | None) -> bool:
+    """Connects `ray` (the module) to the cluster at `address` (check_address, check_reachable first), or to a local
+    runtime it starts for an empty `address`; True when it connected here (the caller then shuts Ray down), False
+    when this process was connected already. ToolFailed, in one line, when Ray cannot connect."""
+    if ray.is_initialized():
+        return False
+    check_address(address)
+    check_reachable(address)
+    try:
+        ray.init(address=address or None, logging_level="WARNING", include_dashboard=False)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+        where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
+        raise ToolFailed(f"cannot reach {where}: {str(err).strip().splitlines()[0]}") from None
+    return True
 
 
 class ScorerActor:
@@ -108,15 +129,7 @@ def score_with_ray(paths: Iterable[Path | str], *, address: str | None = None, a
         model = replace(model, weights=onnx_weights(model.weights, deploy=options.get("deploy"), variant=model.variant))
     options = {**options, "weights": model, "batch_size": batch_size, "gpu": 0 if actor_gpus else None,
                "backend": backend}
-    started = not ray.is_initialized()
-    if started:
-        check_address(address)
-        check_reachable(address)
-        try:
-            ray.init(address=address, logging_level="WARNING", include_dashboard=False)
-        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
-            where = f"the Ray cluster at {address}" if address else "a local Ray runtime"
-            raise ToolFailed(f"cannot reach {where}: {str(err).strip().splitlines()[0]}") from None
+    started = connect(ray, address)
     logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.WARNING)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
