@@ -20,6 +20,17 @@ def test_a_claim_holds_only_on_runs_that_learned_and_enough_of_them():
     assert claims.compare("A beats B", "paper", better, [at_baseline]).verdict.startswith(claims.NOT_TESTABLE)
     assert claims.compare("A beats B", "paper", better, [("B", [evaluation(0.7)])]).verdict == claims.NOT_ENOUGH
     assert claims.compare("A beats B", "paper", better, [("B", [])]).verdict == claims.NOT_ENOUGH
+    # No spread on either side (two seeds with the same accuracy each): no t test; behind the other group is enough
+    # to contradict the claim, ahead of it is not enough to support it.
+    flat_a, flat_b = ("A", [evaluation(0.90)] * 2), ("B", [evaluation(1.00)] * 2)
+    contradicted = claims.compare("A beats B", "paper", flat_a, [flat_b, worse])
+    assert contradicted.verdict == claims.DOES_NOT_HOLD and "A's mean is not above B's" in contradicted.test
+    assert claims.compare("B beats A", "paper", flat_b, [flat_a]).verdict == claims.NOT_ENOUGH
+
+
+def test_one_side_without_spread_is_tested_without_a_warning(recwarn):
+    p = claims.welch_greater([0.9, 0.9], [0.8333333333333334, 1.0])
+    assert 0.5 < p < 1 and not recwarn.list
 
 
 def test_convergence_is_where_the_smoothed_loss_reaches_its_final_value():
