@@ -233,6 +233,7 @@ def test_the_report_fills_the_cells_of_its_plan_and_renders_in_chromium(caffe, d
         "not enough runs"
     assert len(report["claims"]) == 10 and all(c["verdict"] for c in report["claims"])
     assert 0 <= report["density"]["p_value"] <= 1 and report["density"]["high"] + report["density"]["low"] == 10
+    assert f"On `{report['density']['layer']}`, over all 10 val records" in (out / "REPORT.md").read_text()
     # Table 4 holds its four GoogLeNetV1-BN nets on AVA1 delta 0, never the released model's AVA2 run.
     assert [row["variant"] for row in report["table4"]] == ["ilgnet-bn", SMALL, "googlenet-bn-two-thirds",
                                                             "googlenet-bn-full"]
@@ -280,6 +281,13 @@ def test_the_report_fills_the_cells_of_its_plan_and_renders_in_chromium(caffe, d
     assert err.count("\n") == 1
     assert "cells of plan table3 are empty: run ilgnet-noinc-ava2-paper-seed1: not found" in err
     assert (tmp_path / "whole" / "report.html").is_file()                 # written, then refused
+
+    # The runs moved to another folder (or read from a copy): --plan finds its runs by name, not by the plan's path.
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert ilgnet(["report", str(tmp_path / "moved"), "--out", str(tmp_path / "again"), "--plan", str(plan),
+                   "--time-iterations", "1", "--time-batch", "2"]) == 0
+    assert "every cell of plan plan is filled" in capsys.readouterr().err
 
 
 def test_the_status_of_a_runs_folder_that_does_not_exist_says_so(tmp_path, capsys):

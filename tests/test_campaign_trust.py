@@ -54,6 +54,11 @@ def test_a_remade_data_folder_makes_a_finished_run_stale_and_a_damaged_one_is_ev
     plan = write_plan(tmp_path)
     assert ilgnet(["campaign", str(plan), "--quiet"]) == 0
     run = tmp_path / "runs" / RUN
+    # Fig. 4 from the only run there is, an AVA2 one: the report says it is not the paper's setting.
+    assert ilgnet(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "first"), "--time-batch", "1",
+                   "--time-iterations", "1"]) == 0
+    assert "No run of Table 4's nets on AVA1 (delta 0) has finished, so these are other runs" in \
+        (tmp_path / "first" / "REPORT.md").read_text()
     evaluation = json.loads((run / "evaluation.json").read_text())
     (run / "evaluation.json").write_text(json.dumps(evaluation)[:100])         # cut short
     capsys.readouterr()
@@ -105,6 +110,8 @@ def test_a_remade_data_folder_makes_a_finished_run_stale_and_a_damaged_one_is_ev
     # (and an unknown record count too: the folder holds other data now, so its train LMDB is not the run's).
     assert re.search(r"/data/ava2 \(holds other data now\) \| ava2 \| 1 \| - \| yes \| 256 \| - / 10 \|", text)
     assert "None" not in text
+    # No Table 4 run: its rows say so where the accuracy goes, and the caption names no machine.
+    assert "| ILGNet-Inc.V1-BN | 81.68 % | no finished run | - | - |" in text and "Runs trained on:" not in text
 
 
 def start(plan: Path, log: Path) -> subprocess.Popen:

@@ -36,12 +36,21 @@ def test_one_side_without_spread_is_tested_without_a_warning(recwarn):
 def test_convergence_is_where_the_smoothed_loss_reaches_its_final_value():
     iterations = list(range(0, 100, 5))
     fast = [1.0, 0.5] + [0.2] * 18
-    slow = [1.0 - 0.04 * i for i in range(20)]
+    slow = [1.0 - 0.06 * i for i in range(12)] + [0.34] * 8
     assert claims.converged_at(iterations, fast) < claims.converged_at(iterations, slow)
+    # Within 1 % of the end only by chance on the way (0.34 at 30), then out again: settled where it stays.
+    assert claims.converged_at(iterations, slow[:5] + [0.34] + slow[6:]) == claims.converged_at(iterations, slow)
     runs = {"ILGNet-Inc.V1-BN": [(iterations, fast, evaluation(0.8))], "full": [(iterations, slow, evaluation(0.8))]}
     assert claims.convergence("paper", runs).verdict == claims.HOLDS
     runs["full"] = [(iterations, slow, evaluation(0.5))]
     assert claims.convergence("paper", runs).verdict.startswith(claims.NOT_TESTABLE)
+    # A loss still falling when the run stopped (a toy run): its length is no convergence time.
+    falling = [1.0 - 0.04 * i for i in range(20)]
+    assert claims.converged_at(iterations, falling) is None
+    runs["full"] = [(iterations, falling, evaluation(0.8))]
+    verdict = claims.convergence("paper", runs)
+    assert verdict.verdict == f"{claims.NOT_TESTABLE}: the loss of full had not settled when the run stopped"
+    assert "full not settled (N = 1)" in verdict.ours
 
 
 def test_the_density_claim_is_not_testable_on_a_run_that_scores_every_photo_the_same():

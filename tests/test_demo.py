@@ -7,6 +7,7 @@ learnability is checked on its own, without a net: the signal the photos carry s
 from __future__ import annotations
 
 import json
+import sys
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 from ilgnet.cli import main as ilgnet
+from ilgnet.commands import demo
 from ilgnet.commands.demo import MARKER, run_demo
 from ilgnet.data.ava import read_ava_txt
 from ilgnet import nets
@@ -114,3 +116,18 @@ def test_demo_leaves_foreign_folders_alone(tmp_path, capsys):
     assert f"ilgnet demo: error: argument --work: {tmp_path} exists and was not made by `ilgnet demo`" in \
         capsys.readouterr().err
     assert (tmp_path / "notes.txt").exists() and not (tmp_path / MARKER).exists()
+
+
+def test_the_closing_command_names_ilgnet_as_the_shell_can_type_it(tmp_path, monkeypatch):
+    """`make demo` runs .venv/bin/ilgnet; a shell without the venv activated finds no `ilgnet` on PATH."""
+    script = tmp_path / ".venv" / "bin" / "ilgnet"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script), "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert demo.typed_ilgnet() == ".venv/bin/ilgnet"
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert demo.typed_ilgnet() == "ilgnet"
+

@@ -60,8 +60,9 @@ def damage(run: Path, change) -> Path:
 
 
 @pytest.mark.parametrize("change, message", [
-    ('{"variant": "ilgnet", "mean": ', "@:1: not JSON (Expecting value, column 31)"),
-    ("", "@:1: not JSON (Expecting value, column 1)"),
+    ('{"variant": "ilgnet", "mean": ', "@:1: not JSON (Expecting value at column 31)"),
+    ("", "@:1: not JSON (Expecting value at column 1)"),
+    ('{"variant": "ilgnet", "mean": "m', "@:1: not JSON (Unterminated string starting at column 31)"),
     ('{"variant": "ilgnet",\n "profile": "\xe9"}', "@:2: not UTF-8 text (byte 0xe9)"),
     ('["ilgnet"]', "@: not a JSON object, so not the model record `ilgnet train` writes"),
     (lambda r: r.pop("variant"), '@ names no net variant (a "variant" string, e.g. "ilgnet")'),
@@ -107,7 +108,7 @@ def test_the_commands_print_a_damaged_model_json_in_one_line(run, stand_in, comm
              ["--data", str(run.parent), "--weights"])
     assert ilgnet([command, *where, str(run)]) == 1
     assert capsys.readouterr().err == (f"ilgnet {command}: error: {path}:1: not JSON (Expecting property name "
-                                       f"enclosed in double quotes, column 22)\n")
+                                       f"enclosed in double quotes at column 22)\n")
     damage(run, '{"profile": "ava2"}')
     assert ilgnet(["predict", str(stand_in["photos"]), "--model", str(run)]) == 1
     assert capsys.readouterr().err == f'ilgnet predict: error: {path} names no net variant (a "variant" string, ' \

@@ -191,6 +191,15 @@ def test_a_run_state_is_read_from_its_folder(tmp_path):
     table = runstate.status_table(runstate.status(plan))
     assert f"| {spec.name} | table4 | damaged |" in table
     assert table.rstrip().endswith("3 not started, 1 damaged")
+    # The accuracy of a run not finished is its log's last test pass, said with its iteration (here the untrained
+    # net's pass at 0), never to be read as its final accuracy.
+    (run_dir / "train.log").write_text(
+        "I20261207 21:21:49.966333  1067 solver.cpp:347] Iteration 0, Testing net (#0)\n"
+        "I20261207 21:21:54.618901  1067 solver.cpp:414]     Test net output #1: loss1/top-1 = 0.5\n"
+        "I20261207 21:21:57.350530  1067 solver.cpp:239] Iteration 0 (3.5e-08 iter/s, 7.739s/1 iters), loss = 10.4\n"
+        "I20261207 21:22:01.082633  1067 solver.cpp:239] Iteration 1 (0.268 iter/s, 3.731s/1 iters), loss = 5.99\n")
+    table = runstate.status_table(runstate.status(plan))
+    assert f"| {spec.name} | table4 | damaged | 1 / {spec.max_iter:,} | 50.00 % (test pass at 0) | - |" in table
 
 
 def test_a_folder_of_another_run_is_never_trained_over(tmp_path):

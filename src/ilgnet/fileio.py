@@ -62,7 +62,8 @@ def read_json(path: Path | str):
     try:
         return json.loads(read_text(path))
     except json.JSONDecodeError as err:
-        raise BadInput(f"{path}:{err.lineno}: not JSON ({err.msg}, column {err.colno})") from None
+        where = f"column {err.colno}" if err.msg.endswith(" at") else f"at column {err.colno}"   # "starting at"
+        raise BadInput(f"{path}:{err.lineno}: not JSON ({err.msg} {where})") from None
 
 
 def mount_of(path: Path | str) -> tuple[str, Path]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -194,11 +195,21 @@ def run_demo(work: Path = DEFAULT_WORK, *, images: int = DEFAULTS["images"], ite
         "gallery": str(work / "report.html"),
         "train_log": str(train_log_csv), "seconds": timings,
         # The run folder carries its variant and mean (model.json): all `predict` needs besides the photos.
-        "score_your_photos": f"ilgnet predict {YOUR_PHOTOS} --model {run_dir} --html my-photos.html "
+        "score_your_photos": f"{typed_ilgnet()} predict {YOUR_PHOTOS} --model {run_dir} --html my-photos.html "
                              f"--out my-photos.csv",
     }
     (work / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def typed_ilgnet() -> str:
+    """`ilgnet` as this shell can type it: the name where PATH finds one, else the path of the script running
+    (`make demo` runs .venv/bin/ilgnet, which a shell without the venv activated does not find)."""
+    running = Path(sys.argv[0])
+    if running.name != "ilgnet" or shutil.which("ilgnet"):
+        return "ilgnet"
+    relative = os.path.relpath(running.absolute())
+    return relative if not relative.startswith("..") else str(running.absolute())
 
 
 def run(args) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ilgnet.paper.blocks import Block, Figure, Heading, Paragraph, Table
 from ilgnet.evaluation.reports import PAPER
 from ilgnet.paper import figures, findings, scores
-from ilgnet.paper.tables import NOT_KNOWN, PAPER_NAMES, PROFILE_COLUMNS, TITLES, paper_accuracy
+from ilgnet.paper.tables import NOT_KNOWN, PAPER_NAMES, PROFILE_COLUMNS, TABLE_RUNS, TITLES, paper_accuracy
 from ilgnet.paper.timing import hardware
 
 if TYPE_CHECKING:
@@ -114,8 +114,9 @@ def _time_table(rows: list[dict], runs: list[RunResult], out: Path) -> tuple[lis
                        f"{row['iterations']:,.0f}", f"{row['iterations_per_second']:.3g}",
                        f"{row['images_per_second']:.3g}", f"{row['epochs']:.3g}"]
         else:
-            trained = ["no finished run"] + ["-"] * 5
-        accuracy = [_spread(*row["accuracy"], row["accuracy_n"])] if row["accuracy_n"] else ["-"]
+            trained = ["-"] * 6
+        accuracy = [_spread(*row["accuracy"], row["accuracy_n"]) if row["accuracy_n"] else
+                    "-" if "seconds" in row else "no finished run"]
         scored = _scoring([by_dir[d] for d in row["runs"]])
         table.append([PAPER_NAMES[row["variant"]], _percent(row["paper_accuracy"]), *accuracy, *trained, scored,
                       *test, *paper,
@@ -157,7 +158,8 @@ def sections(report: dict, out: Path) -> list[Block]:
                       f"with random weights, as each cell says. The trained nets' own test time over the val set "
                       f"is the campaign's scoring of every val record with each run's final model. Training days: "
                       f"GPU-days where every run trained on a GPU, else CPU-days." if timed else ".") +
-               " Runs trained on: " + "; ".join(sorted({h for row in report["table4"] for h in row["hardware"]})))]
+               "".join(f" Runs trained on: {'; '.join(machines)}." for machines in [sorted(
+                   {h for row in report["table4"] for h in row["hardware"]})] if machines))]
     figs = report["figures"]
     blocks.append(Heading("Fig. 3: photos labelled good and bad"))
     if "fig3" in figs:
@@ -170,9 +172,13 @@ def sections(report: dict, out: Path) -> list[Block]:
     blocks.append(Heading("Fig. 4: training loss against iteration and epoch"))
     if "fig4" in figs:
         png, chosen = figs["fig4"]
+        nets, profiles = TABLE_RUNS["table4"]
+        other = any(r.spec.variant not in nets or r.spec.profile not in profiles for r in chosen)
         blocks += [Paragraph("Epoch = iteration x training batch / training images; the paper's \"epoch\" axis "
                          "(0 to 10,000) fits neither reading, so both are drawn. Runs: " +
-                         ", ".join(_link(r, out) for r in chosen) + "."), Figure("fig4.png", png, "Fig. 4")]
+                         ", ".join(_link(r, out) for r in chosen) + "." + (
+                             " No run of Table 4's nets on AVA1 (delta 0) has finished, so these are other runs: "
+                             "not the paper's Fig. 4 setting." if other else "")), Figure("fig4.png", png, "Fig. 4")]
     else:
         blocks.append(Paragraph("no finished run"))
     blocks.append(Heading("Fig. 5: feature maps, and the density of the last layer's active features"))
@@ -192,8 +198,8 @@ def sections(report: dict, out: Path) -> list[Block]:
                          "Claims section tests the density on `temp` and `temp_cjy`, and whether they are nearly "
                          "binary."),
                    Paragraph(f"The paper observes that the last layer's active features are denser for high-quality "
-                         f"photos. Over all {d['high'] + d['low']:,} val records ({d['high']:,} high, {d['low']:,} "
-                         f"low) of this run, the claim {verdict}{stats}."),
+                         f"photos. On `{d['layer']}`, over all {d['high'] + d['low']:,} val records ({d['high']:,} "
+                         f"high, {d['low']:,} low) of this run, the claim {verdict}{stats}."),
                    Figure("fig5.png", png, "Fig. 5")]
     else:
         blocks.append(Paragraph(f"no finished run of {' or '.join(figures.FIG5_VARIANTS)}"))

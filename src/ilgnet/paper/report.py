@@ -312,9 +312,9 @@ def empty_cells(report: dict, plan: Plan) -> list[str]:
     """What the plan should have filled and the report does not: a planned run that is not finished, a Table 2/3
     cell with fewer finished runs than planned, a Table 4 row of a planned net without its training or test time,
     a figure without its run."""
-    runs = {r.run_dir: r for r in report["runs"]}
-    empty = [f"run {spec.name}: {runs[plan.run_dir(spec)].state if plan.run_dir(spec) in runs else 'not found'}"
-             for spec in plan.runs if plan.run_dir(spec) not in runs or runs[plan.run_dir(spec)].state != "finished"]
+    runs = {r.name: r for r in report["runs"]}      # by name: the runs folder read need not be the plan's own
+    empty = [f"run {spec.name}: {runs[spec.name].state if spec.name in runs else 'not found'}"
+             for spec in plan.runs if spec.name not in runs or runs[spec.name].state != "finished"]
     for table in ("table2", "table3"):
         for cell in report["tables"][table]:
             planned = sum(1 for s in plan.runs if table in s.tables and (s.variant, s.profile) ==

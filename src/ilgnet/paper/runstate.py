@@ -70,8 +70,8 @@ class RunBusy(UserError):
 @dataclass(frozen=True)
 class RunState:
     """Where one run of a plan stands: its state, the last iteration its log or snapshots show, its accuracy (the
-    last test pass in its log; once finished, on every val record once), and the seconds it still needs at its own
-    pace (None where not known)."""
+    last test pass in its log, at iteration `tested_at`; once finished, on every val record once, `tested_at`
+    None), and the seconds it still needs at its own pace (None where not known)."""
     spec: RunSpec
     run_dir: Path
     state: str
@@ -79,6 +79,7 @@ class RunState:
     accuracy: float | None = None
     eta_s: float | None = None
     message: str = ""
+    tested_at: int | None = None
 
 
 def read_record(run_dir: Path) -> dict:
@@ -129,15 +130,16 @@ def final_snapshot(spec: RunSpec, run_dir: Path) -> Path:
     return RunFolder(run_dir).snapshot(spec.variant, spec.max_iter)
 
 
-def _progress(spec: RunSpec, run_dir: Path) -> tuple[int | None, float | None, float | None]:
-    """(last iteration, last test accuracy, iterations per second of its latest stretch) from the run's Caffe log."""
+def _progress(spec: RunSpec, run_dir: Path) -> tuple[int | None, tuple[float, int] | None, float | None]:
+    """(last iteration, (last test accuracy, its iteration), iterations per second of its latest stretch) from the
+    run's Caffe log."""
     log = RunFolder(run_dir).train_log
     if not log.is_file():
         return None, None, None
     frame = parse_train_log(log, accuracy_blob=get_variant(spec.variant).accuracy_blob)
     if frame.empty:
         return None, None, None
-    accuracy = frame["test_accuracy"].dropna()
+    tests = frame.dropna(subset=["test_accuracy"])
     trained = frame.dropna(subset=["loss"])
     rate = None
     if len(trained) >= 2:
@@ -147,7 +149,8 @@ def _progress(spec: RunSpec, run_dir: Path) -> tuple[int | None, float | None, f
         if len(tail) >= 2 and tail["seconds"].iloc[-1] > tail["seconds"].iloc[0]:
             rate = (tail["iteration"].iloc[-1] - tail["iteration"].iloc[0]) / (tail["seconds"].iloc[-1] -
                                                                               tail["seconds"].iloc[0])
-    return (int(frame["iteration"].iloc[-1]), float(accuracy.iloc[-1]) if len(accuracy) else None, rate)
+    tested = (float(tests["test_accuracy"].iloc[-1]), int(tests["iteration"].iloc[-1])) if len(tests) else None
+    return int(frame["iteration"].iloc[-1]), tested, rate
 
 
 def folder_verdict(run_dir: Path, record: dict, data: Path | None = None) -> tuple[str, str, dict | None]:
@@ -192,7 +195,7 @@ def run_state(plan: Plan, spec: RunSpec) -> RunState:
         if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
             raise BadInput(f"{run_dir} exists and was not made by a campaign: give the plan another runs folder")
         return RunState(spec, run_dir, "not started")
-    iteration, accuracy, rate = _progress(spec, run_dir)
+    iteration, tested, rate = _progress(spec, run_dir)
     saved = [snapshot_iteration(p) for p in RunFolder(run_dir).snapshots("solverstate")]
     iteration = max([i for i in (iteration, *saved) if i is not None], default=None)
     state, message, evaluation = folder_verdict(run_dir, record, plan.data_folder(spec))
@@ -200,9 +203,8 @@ def run_state(plan: Plan, spec: RunSpec) -> RunState:
     eta = None
     if state in ("running", "interrupted") and rate and iteration is not None:
         eta = max(0.0, (spec.max_iter - iteration) / rate)
-    if finished:
-        accuracy = evaluation["accuracy"]
-    return RunState(spec, run_dir, state, spec.max_iter if finished else iteration, accuracy, eta, message)
+    accuracy, tested_at = (evaluation["accuracy"], None) if finished else tested or (None, None)
+    return RunState(spec, run_dir, state, spec.max_iter if finished else iteration, accuracy, eta, message, tested_at)
 
 
 def status(plan: Plan) -> list[RunState]:
@@ -263,13 +265,14 @@ def _duration(seconds: float | None) -> str:
 
 
 def status_table(states: list[RunState]) -> str:
-    """The runs as a markdown table: state, iteration of max_iter, accuracy (the last test pass in the log; of a
-    finished run, on every val record once), ETA, and the message of a diverged, failed or running one; with the
-    count per state and the time the unfinished runs still need."""
+    """The runs as a markdown table: state, iteration of max_iter, accuracy (the last test pass in the log, and
+    its iteration; of a finished run, on every val record once), ETA, and the message of a diverged, failed or
+    running one; with the count per state and the time the unfinished runs still need."""
     lines = ["| run | tables | state | iteration | accuracy | ETA | note |", "|---|---|---|---:|---:|---:|---|"]
     for s in states:
         iteration = "-" if s.iteration is None else f"{s.iteration:,} / {s.spec.max_iter:,}"
-        accuracy = "-" if s.accuracy is None else f"{100 * s.accuracy:.2f} %"
+        accuracy = "-" if s.accuracy is None else f"{100 * s.accuracy:.2f} %" + (
+            "" if s.tested_at is None else f" (test pass at {s.tested_at:,})")
         note = s.message.replace("|", "\\|")
         lines.append(f"| {s.spec.name} | {', '.join(s.spec.tables) or '-'} | {s.state} | {iteration} | {accuracy} | "
                      f"{_duration(s.eta_s)} | {note} |")
