@@ -74,12 +74,21 @@ def cut(path: Path, keep: int) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 
 
+def nan_score(path: Path) -> None:
+    """val_scores.csv with its first record's p_1 (the last column) written as nan."""
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].rsplit(",", 1)[0] + ",nan"
+    path.write_text("\n".join(lines) + "\n")
+
+
 DAMAGES = {
     "evaluation.json cut short": ("evaluation.json", lambda p: cut(p, 40), "not JSON"),
     "evaluation.json without accuracy": ("evaluation.json", lambda p: p.write_text('{"images": 10}'),
                                          "accuracy is None"),
     "val_scores.csv missing": ("val_scores.csv", Path.unlink, "missing"),
     "val_scores.csv cut short": ("val_scores.csv", lambda p: cut(p, 60), "complete rows of the 10 records"),
+    "val_scores.csv with a NaN score": ("val_scores.csv", lambda p: nan_score(p), "line 2: p_1 is empty or not a "
+                                        "number"),
     "fig5_maps.npz cut short": ("fig5_maps.npz", lambda p: p.write_bytes(b"PK\x03\x04" + b"\0" * 40),
                                 "cut short or not an .npz archive"),
     "model.json cut short": ("model.json", lambda p: cut(p, 30), "not JSON"),

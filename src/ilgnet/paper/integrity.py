@@ -98,9 +98,11 @@ def check_scores(run_dir: Path, images: int) -> None:
     missing = [c for c in SCORE_COLUMNS if c not in frame.columns]
     if missing:
         raise Damaged(path, f"no column {missing[0]}")
-    if len(frame) != images or frame["p_1"].isna().any():
-        raise Damaged(path, f"{len(frame)} complete rows of the {images} records evaluation.json counts"
-                      if len(frame) != images else "a score is empty")
+    if len(frame) != images:
+        raise Damaged(path, f"{len(frame)} complete rows of the {images} records evaluation.json counts")
+    if frame["p_1"].isna().any():           # empty, or a value read as NaN ("nan", "NA", ...)
+        line = int(frame.index[frame["p_1"].isna()][0]) + 2
+        raise Damaged(path, f"line {line}: p_1 is empty or not a number")
 
 
 def check_maps(run_dir: Path) -> None:

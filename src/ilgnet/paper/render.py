@@ -5,7 +5,6 @@ REPORT.md and report.html are both rendered from these blocks (ilgnet.paper.bloc
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from pathlib import Path
@@ -124,6 +123,14 @@ def _time_table(rows: list[dict], runs: list[RunResult], out: Path) -> tuple[lis
     return header, table
 
 
+def _build(build: dict) -> str:
+    """The Caffe build a report was written with, in words: `{"blas": "OpenBLAS", "cuda": false, ...}` -> "OpenBLAS,
+    no CUDA"."""
+    cuda = (f"CUDA runtime {build.get('cuda_runtime') or 'unknown'}, cuDNN {build.get('cudnn') or 'none'}"
+            if build.get("cuda") else "no CUDA")
+    return f"{build.get('blas') or 'BLAS unknown'}, {cuda}"
+
+
 def sections(report: dict, out: Path) -> list[Block]:
     """The report as blocks: ("h", text), ("p", text), ("table", header, rows), ("img", file, png, alt)."""
     runs = report["runs"]
@@ -218,5 +225,5 @@ def sections(report: dict, out: Path) -> list[Block]:
                        *[(v or "missing")[:16] for v in d["sha256"].values()]] for d in report["data"]]),
                Paragraph(f"Checksums: the first 16 hex digits (all 64 in report.json). This report was written on "
                      f"{env['host']}: {env['cpu']}" + (f", {env['gpu']}" if env["gpu"] else "") +
-                     f"; Caffe {env['caffe']}, {json.dumps(env['build'])}.")]
+                     f"; Caffe {env['caffe']} ({_build(env['build'])}).")]
     return blocks
