@@ -44,6 +44,7 @@ def test_a_run_folder_and_a_snapshot_in_it_resolve_to_its_identity(run):
     older = resolve_model(run / "snapshots" / "small_iter_10.caffemodel")
     assert older.weights.name == "small_iter_10.caffemodel" and older.mean == model.mean
     assert resolve_model(run, variant="ilgnet").variant == "ilgnet"
+    assert resolve_model(run / "model.json") == model                     # the run's record stands for the run
     assert json.loads((run / "model.json").read_text())["partition"] == {"partition": "ava2", "seed": 1}
 
 

@@ -158,8 +158,8 @@ def check_model_spec(spec: str | Path) -> None:
 
 def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | str | None = None,
                   models: Path = defaults.MODELS_DIR) -> Model:
-    """`spec` as a Model: a published model's registry name, a run folder, a snapshot of a run, an ONNX file
-    `ilgnet export` wrote, or a .caffemodel.
+    """`spec` as a Model: a published model's registry name, a run folder (or its model.json), a snapshot of a run,
+    an ONNX file `ilgnet export` wrote, or a .caffemodel.
     `variant` and `mean`, when given, override what the model records (ilgnet.bvlc.fit catches a variant that
     contradicts the weights). A plain .caffemodel's variant defaults to ilgnet; its mean stays None unless given."""
     path = Path(spec)
@@ -167,6 +167,8 @@ def resolve_model(spec: str | Path, *, variant: str | None = None, mean: Path | 
         model = published_model(str(spec), models, mean=mean)
     elif RunFolder(path).is_run():
         model = run_model(path)
+    elif path.name == RunFolder(path.parent).model_json.name and path.is_file():
+        model = run_model(path.parent)          # a run's record given for its run
     elif path.is_dir():
         raise BadInput(f"model {spec} is a folder without {RunFolder(path).model_json.name}: neither a run of "
                        f"`ilgnet train` nor a .caffemodel", about="model")
