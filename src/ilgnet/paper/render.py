@@ -24,6 +24,11 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f} %"
 
 
+def _cell(value) -> str:
+    """A table cell: "-" for a value that is not known or does not apply."""
+    return "-" if value is None else str(value)
+
+
 def _spread(mean: float, std: float | None, n: int) -> str:
     return f"{100 * mean:.2f} %" + (f" ± {100 * std:.2f}" if std is not None else "") + f" (N = {n})"
 
@@ -135,6 +140,7 @@ def sections(report: dict, out: Path) -> list[Block]:
     """The report as blocks: ("h", text), ("p", text), ("table", header, rows), ("img", file, png, alt)."""
     runs = report["runs"]
     env = report["environment"]
+    machines = sorted({h for row in report["table4"] for h in row["hardware"]})
     blocks: list[Block] = [
         Heading("ILGNet, the paper regenerated"),
         Paragraph(f"{len(runs)} runs, {sum(r.state == 'finished' for r in runs)} finished. Jin et al., arXiv "
@@ -165,8 +171,7 @@ def sections(report: dict, out: Path) -> list[Block]:
                       f"with random weights, as each cell says. The trained nets' own test time over the val set "
                       f"is the campaign's scoring of every val record with each run's final model. Training days: "
                       f"GPU-days where every run trained on a GPU, else CPU-days." if timed else ".") +
-               "".join(f" Runs trained on: {'; '.join(machines)}." for machines in [sorted(
-                   {h for row in report["table4"] for h in row["hardware"]})] if machines))]
+               (f" Runs trained on: {'; '.join(machines)}." if machines else ""))]
     figs = report["figures"]
     blocks.append(Heading("Fig. 3: photos labelled good and bad"))
     if "fig3" in figs:
@@ -219,9 +224,9 @@ def sections(report: dict, out: Path) -> list[Block]:
                Table(["folder", "partition", "seed", "delta", "synthetic", "resize", "train / val records",
                       "sha256 train.txt", "sha256 val.txt", "sha256 mean.binaryproto"],
                      [[d["folder"] + ("" if d["current"] else " (holds other data now)"),
-                       *["-" if d[key] is None else str(d[key]) for key in ("partition", "seed", "delta")],
-                       "yes" if d["synthetic"] else "no", "-" if d["resize"] is None else str(d["resize"]),
-                       " / ".join("-" if n is None else str(n) for n in d["records"].values()),
+                       *[_cell(d[key]) for key in ("partition", "seed", "delta")],
+                       "yes" if d["synthetic"] else "no", _cell(d["resize"]),
+                       " / ".join(map(_cell, d["records"].values())),
                        *[(v or "missing")[:16] for v in d["sha256"].values()]] for d in report["data"]]),
                Paragraph(f"Checksums: the first 16 hex digits (all 64 in report.json). This report was written on "
                      f"{env['host']}: {env['cpu']}" + (f", {env['gpu']}" if env["gpu"] else "") +
